@@ -1,0 +1,492 @@
+//! The `tagfence` command line: clap arguments → validated inputs → the core → output and an
+//! exit code.
+//!
+//! Exit codes (one scheme for every command, as kubectl and grep use it):
+//! - 0: success (and, for `plan`, also when there are changes unless `--exit-code` is given);
+//! - 1: `plan --exit-code` found changes;
+//! - 2: any error, including clap's usage errors. Errors go to stderr, one line, lowercase.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::Ipv4Net;
+
+use crate::core::desired::{self, FitMode, Limits, Selection};
+use crate::core::fit::Slash31;
+use crate::core::live::{self, LiveAcl};
+use crate::core::plan::{self, PlanInput};
+use crate::core::render;
+use crate::core::service_tags::ServiceTags;
+
+/// Keeps Azure Key Vault firewalls in step with Azure Service Tags.
+#[derive(Debug, Parser)]
+#[command(name = "tagfence", version, about, long_about = None)]
+#[command(after_help = "Exit codes: 0 success, 1 `plan --exit-code` found changes, 2 error.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Plan the firewall change for one vault from a Service Tags file (writes nothing).
+    Plan(PlanArgs),
+    /// List the tags of a Service Tags file, or the prefixes of some of them.
+    Tags(TagsArgs),
+}
+
+/// Which tags and literal rules to allow.
+#[derive(Debug, Clone, Args)]
+pub struct SelectionArgs {
+    /// A service tag to allow, e.g. AzureDevOps or AzureCloud.westeurope (repeatable;
+    /// case-insensitive exact match).
+    #[arg(
+        long = "tag",
+        value_name = "NAME",
+        env = "TAGFENCE_TAGS",
+        value_delimiter = ','
+    )]
+    pub tags: Vec<String>,
+
+    /// A literal rule to allow, e.g. a self-hosted agent's public IP (repeatable). Must be a
+    /// public IPv4 address or prefix without host bits.
+    #[arg(
+        long = "static-rule",
+        value_name = "CIDR|IP",
+        env = "TAGFENCE_STATIC_RULES",
+        value_delimiter = ','
+    )]
+    pub static_rules: Vec<String>,
+}
+
+/// How to fit the rules into the vault.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// The most IPv4 rules the vault may hold in all, unmanaged rules included.
+    #[arg(long, value_name = "N", default_value_t = desired::KEY_VAULT_MAX_RULES, env = "TAGFENCE_MAX_RULES")]
+    pub max_rules: usize,
+
+    /// `exact` refuses a selection that needs more rules than there is room for; `summarize`
+    /// finds the fewest extra addresses that fit.
+    #[arg(long, value_enum, default_value_t = FitArg::Exact, env = "TAGFENCE_FIT")]
+    pub fit: FitArg,
+
+    /// With --fit summarize: extra addresses must lie inside this tag's IPv4 space, e.g.
+    /// AzureCloud (repeatable).
+    #[arg(
+        long,
+        value_name = "TAG",
+        env = "TAGFENCE_ENVELOPE",
+        value_delimiter = ','
+    )]
+    pub envelope: Vec<String>,
+
+    /// With --fit summarize: refuse a fit that admits more extra addresses than this.
+    #[arg(long, value_name = "N", env = "TAGFENCE_MAX_EXTRA_ADDRESSES")]
+    pub max_extra_addresses: Option<u64>,
+
+    /// Refuse a plan that removes more than this fraction of the rules tagfence manages.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.2, env = "TAGFENCE_MAX_REMOVE_FRACTION", value_parser = parse_fraction)]
+    pub max_remove_fraction: f64,
+
+    /// How to write /31 prefixes: as two /32 rules (`split`, safe: whether Key Vault accepts
+    /// /31 is unverified) or as one rule (`keep`).
+    #[arg(long, value_enum, default_value_t = Slash31Arg::Split, env = "TAGFENCE_SLASH31")]
+    pub slash31: Slash31Arg,
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    if !(0.0..=1.0).contains(&value) {
+        return Err(format!("'{text}' is not between 0 and 1"));
+    }
+    Ok(value)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FitArg {
+    Exact,
+    Summarize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Slash31Arg {
+    Split,
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The Service Tags document (download file or Discovery API response; JSON or gzip; `-`
+    /// for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub service_tags: PathBuf,
+
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    /// The vault as ARM's GET returns it (only `properties.networkAcls` is used); without it
+    /// the vault is taken to have no rules.
+    #[arg(long, value_name = "FILE")]
+    pub live: Option<PathBuf>,
+
+    /// The rules tagfence applied last time, as a JSON array of CIDRs: only these are ever
+    /// removed. Without it nothing is removed.
+    #[arg(long, value_name = "FILE")]
+    pub last_applied: Option<PathBuf>,
+
+    /// Also remove unmanaged rules (rules neither selected nor applied by tagfence).
+    #[arg(long)]
+    pub prune: bool,
+
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Exit with 1 when the plan has changes (0 when it has none).
+    #[arg(long)]
+    pub exit_code: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    /// The Service Tags document (JSON or gzip; `-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub service_tags: PathBuf,
+
+    /// Show this tag's prefixes instead of the listing (repeatable).
+    #[arg(long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+impl SelectionArgs {
+    /// Checks the static rules and builds the selection.
+    ///
+    /// # Errors
+    /// The first static rule that is not a public IPv4 address or prefix.
+    pub fn to_selection(&self) -> Result<Selection> {
+        let static_rules = self
+            .static_rules
+            .iter()
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| desired::parse_static_rule(r).context("invalid --static-rule"))
+            .collect::<Result<Vec<_>>>()?;
+        let tags = self
+            .tags
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        Ok(Selection { tags, static_rules })
+    }
+}
+
+impl LimitArgs {
+    pub fn to_limits(&self) -> Limits {
+        Limits {
+            max_rules: self.max_rules,
+            fit: match self.fit {
+                FitArg::Exact => FitMode::Exact,
+                FitArg::Summarize => FitMode::Summarize,
+            },
+            envelope: self
+                .envelope
+                .iter()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect(),
+            max_extra_addresses: self.max_extra_addresses,
+            max_remove_fraction: self.max_remove_fraction,
+            slash31: match self.slash31 {
+                Slash31Arg::Split => Slash31::Split,
+                Slash31Arg::Keep => Slash31::Keep,
+            },
+        }
+    }
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Any failure, with context naming what was being done; `main` prints it and exits 2.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Plan(args) => run_plan(&args),
+        Command::Tags(args) => run_tags(&args),
+    }
+}
+
+/// The bytes of a file (memory-mapped when large), or of stdin for `-`.
+pub enum Input {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Input {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Input::Mapped(map) => map,
+            Input::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// Reads `path` (or stdin for `-`).
+///
+/// # Errors
+/// When the file cannot be opened or read.
+pub fn read_input(path: &Path) -> io::Result<Input> {
+    if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        io::stdin().lock().read_to_end(&mut bytes)?;
+        return Ok(Input::Owned(bytes));
+    }
+    let mut file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    // Mapping a 4 MB file is ~10× cheaper than reading it into a fresh buffer (BENCHMARKS.md).
+    // The file is only read while it is parsed, by this process, right after opening it.
+    if meta.is_file() && meta.len() >= 1 << 20 {
+        // SAFETY: the mapping is read-only and lives only for this parse. Another process
+        // truncating the file meanwhile could fault the read; for a CLI reading its own input
+        // file that is the same risk as ripgrep's mmap search and is accepted for the speed.
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
+        return Ok(Input::Mapped(map));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok(Input::Owned(bytes))
+}
+
+/// Reads a Service Tags document; with `only`, the prefixes of those tags only (the rest of the
+/// document is still checked as JSON).
+fn load_service_tags(path: &Path, only: Option<&[String]>) -> Result<ServiceTags> {
+    let context = || format!("reading service tags from {}", path.display());
+    let bytes = read_input(path).with_context(context)?;
+    match only {
+        Some(names) => ServiceTags::parse_only(&bytes, names),
+        None => ServiceTags::parse(&bytes),
+    }
+    .with_context(context)
+}
+
+fn load_live(path: &Path) -> Result<LiveAcl> {
+    let bytes =
+        read_input(path).with_context(|| format!("reading the vault from {}", path.display()))?;
+    LiveAcl::from_vault_json(&bytes)
+        .with_context(|| format!("reading the vault from {}", path.display()))
+}
+
+fn load_last_applied(path: &Path) -> Result<Vec<Ipv4Net>> {
+    let context = || format!("reading the last-applied rules from {}", path.display());
+    let bytes = read_input(path).with_context(context)?;
+    let values: Vec<String> = serde_json::from_slice(&bytes)
+        .context("expected a JSON array of CIDR strings")
+        .with_context(context)?;
+    live::normalise_rules(&values).with_context(context)
+}
+
+fn run_plan(args: &PlanArgs) -> Result<ExitCode> {
+    let selection = args.selection.to_selection()?;
+    let limits = args.limits.to_limits();
+    // The plan needs the selected and envelope tags only.
+    let needed: Vec<String> = selection
+        .tags
+        .iter()
+        .chain(&limits.envelope)
+        .cloned()
+        .collect();
+    let tags = load_service_tags(&args.service_tags, Some(&needed))?;
+    let live = match &args.live {
+        Some(path) => load_live(path)?,
+        None => LiveAcl::empty(),
+    };
+    let last_applied = args
+        .last_applied
+        .as_deref()
+        .map(load_last_applied)
+        .transpose()?;
+    if live.public_access_disabled() {
+        eprintln!("tagfence: warning: the vault's publicNetworkAccess is Disabled, so its IP rules have no effect");
+    }
+    let mut plan = plan::plan_vault(PlanInput {
+        tags: &tags,
+        selection: &selection,
+        limits: &limits,
+        live: &live.ip_rules,
+        last_applied: last_applied.as_deref(),
+        prune: args.prune,
+    })
+    .context("planning the firewall change")?;
+    plan.vault = live.vault_name.clone();
+
+    let text = match args.output {
+        OutputFormat::Text => render::plan_text(&plan),
+        OutputFormat::Json => {
+            let mut json = serde_json::to_string_pretty(&render::plan_json(&plan))
+                .context("encoding the plan")?;
+            json.push('\n');
+            json
+        }
+    };
+    write_stdout(&text)?;
+    Ok(if args.exit_code && plan.has_changes() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_tags(args: &TagsArgs) -> Result<ExitCode> {
+    let doc = load_service_tags(&args.service_tags, None)?;
+    let mut detail = Vec::with_capacity(args.tags.len());
+    for name in &args.tags {
+        let Some(tag) = doc.find(name.trim()) else {
+            let suggestions = desired::close_names(&doc, name.trim());
+            bail!(
+                "{}",
+                desired::DesireError::UnknownTag {
+                    name: name.trim().to_owned(),
+                    suggestions
+                }
+            );
+        };
+        detail.push(tag);
+    }
+    let text = match args.output {
+        OutputFormat::Json => {
+            let mut json = serde_json::to_string_pretty(&render::tags_json(&doc, &detail))
+                .context("encoding the tag listing")?;
+            json.push('\n');
+            json
+        }
+        OutputFormat::Text if detail.is_empty() => render::tags_table(&doc),
+        OutputFormat::Text => detail
+            .iter()
+            .map(render::tag_detail)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    write_stdout(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes all of `text` to stdout. A closed pipe (`tagfence tags | head`) is not an error.
+fn write_stdout(text: &str) -> Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => {
+            Err(err).context("writing to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tagfence").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn plan_flags_have_their_documented_defaults() {
+        let Command::Plan(args) =
+            parse(&["plan", "--service-tags", "f.json", "--tag", "AzureDevOps"])
+                .unwrap()
+                .command
+        else {
+            panic!("not a plan");
+        };
+        let limits = args.limits.to_limits();
+        assert_eq!(limits, Limits::default());
+        assert_eq!(args.output, OutputFormat::Text);
+        assert!(!args.exit_code && !args.prune);
+    }
+
+    #[test]
+    fn repeatable_and_comma_separated_flags_collect() {
+        let Command::Plan(args) = parse(&[
+            "plan",
+            "--service-tags",
+            "f",
+            "--tag",
+            "A,B",
+            "--tag",
+            "C",
+            "--static-rule",
+            "52.1.2.3",
+            "--envelope",
+            "AzureCloud",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not a plan");
+        };
+        assert_eq!(args.selection.tags, ["A", "B", "C"]);
+        let selection = args.selection.to_selection().unwrap();
+        assert_eq!(selection.static_rules[0].to_string(), "52.1.2.3/32");
+        assert_eq!(args.limits.envelope, ["AzureCloud"]);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["plan", "--service-tags", "f", "--fit", "lossy"][..],
+            &["plan", "--service-tags", "f", "--max-rules", "-1"],
+            &[
+                "plan",
+                "--service-tags",
+                "f",
+                "--max-remove-fraction",
+                "1.5",
+            ],
+            &["plan"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn a_private_static_rule_is_refused_with_its_reason() {
+        let Command::Plan(args) = parse(&[
+            "plan",
+            "--service-tags",
+            "f",
+            "--static-rule",
+            "192.168.1.10",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not a plan");
+        };
+        let err = args.selection.to_selection().unwrap_err();
+        assert_eq!(format!("{err:#}"), "invalid --static-rule: '192.168.1.10' overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918); key vault refuses it");
+    }
+}

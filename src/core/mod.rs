@@ -1,0 +1,20 @@
+//! The pure core: Service Tags in, a firewall plan out. Nothing here does I/O, reads the clock
+//! or the environment, or awaits; every function takes values and returns values, which is what
+//! lets it be tested to the bone (tables, properties, brute-force oracles, golden files).
+//!
+//! - [`service_tags`]: the one model of a Service Tags document and its parser (both formats).
+//! - [`cidr`]: IPv4 prefixes, reserved ranges, lossless collapse.
+//! - [`fit`]: the exact fit of a prefix set into a rule budget.
+//! - [`desired`]: selection → the rules a vault should hold.
+//! - [`live`]: a vault's firewall as ARM returns it.
+//! - [`plan`]: desired × live × last-applied → the plan, and its guards.
+//! - [`render`]: plans and tag listings as text and JSON.
+
+pub mod cidr;
+pub mod desired;
+pub mod fit;
+mod json;
+pub mod live;
+pub mod plan;
+pub mod render;
+pub mod service_tags;

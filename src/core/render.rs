@@ -1,0 +1,359 @@
+//! Plans and tag listings for people (text, in the style of a terraform plan) and for machines
+//! (versioned JSON). Pure: values in, strings out.
+
+use std::fmt::Write as _;
+
+use ipnet::Ipv4Net;
+use serde_json::{json, Value};
+
+use super::desired::Origin;
+use super::plan::Plan;
+use super::service_tags::{ServiceTag, ServiceTags};
+
+/// Version of the JSON plan format; bumped on any incompatible change.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// `12345` → `12,345`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!(
+        "{} {}",
+        thousands(n as u64),
+        if n == 1 { one } else { many }
+    )
+}
+
+/// The human plan.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let desired = &plan.desired;
+    match &plan.vault {
+        Some(name) => writeln!(out, "Vault {name}: firewall plan"),
+        None => writeln!(out, "Firewall plan"),
+    }
+    .expect("writing to a String");
+    let _ = writeln!(
+        out,
+        "  Source:    Service Tags {}, change number {}",
+        plan.source.cloud, plan.source.change_number
+    );
+    let mut selected: Vec<String> = desired
+        .tags
+        .iter()
+        .map(|t| format!("{} (change {})", t.name, t.change_number))
+        .collect();
+    if !desired.static_rules.is_empty() {
+        selected.push(plural(
+            desired.static_rules.len(),
+            "static rule",
+            "static rules",
+        ));
+    }
+    let _ = writeln!(out, "  Selection: {}", selected.join(", "));
+    let mut facts = vec![format!(
+        "{} of at most {}",
+        plural(desired.rules.len(), "rule", "rules"),
+        thousands(plan.max_rules as u64)
+    )];
+    if desired.extra_addresses > 0 {
+        facts.push(format!(
+            "{} extra addresses admitted (summarized)",
+            thousands(desired.extra_addresses)
+        ));
+    }
+    if desired.dropped.ipv6 > 0 || desired.dropped.private > 0 {
+        facts.push(format!(
+            "dropped {} IPv6 and {} reserved-range prefixes",
+            thousands(desired.dropped.ipv6 as u64),
+            thousands(desired.dropped.private as u64)
+        ));
+    }
+    let _ = writeln!(out, "  Desired:   {}", facts.join("; "));
+    out.push('\n');
+
+    if plan.has_changes() {
+        let _ = writeln!(
+            out,
+            "tagfence will change the vault's IP rules as follows ({}):",
+            legend(plan)
+        );
+        out.push('\n');
+        write_changes(&mut out, plan);
+        out.push('\n');
+    }
+
+    if !plan.unmanaged.is_empty() {
+        if plan.prune {
+            let _ = writeln!(out, "Unmanaged rules (not from the selection, not added by tagfence; removed because of --prune):");
+        } else {
+            let _ = writeln!(
+                out,
+                "Unmanaged rules (not from the selection, not added by tagfence; kept):"
+            );
+        }
+        for rule in &plan.unmanaged {
+            let _ = writeln!(out, "         {rule}");
+        }
+        out.push('\n');
+    }
+
+    if plan.has_changes() {
+        let _ = writeln!(
+            out,
+            "Plan: {} to add, {} to remove, {} unchanged, {} unmanaged {}.",
+            plan.add.len(),
+            plan.remove.len(),
+            plan.unchanged,
+            plan.unmanaged.len(),
+            if plan.prune { "removed" } else { "kept" }
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "No changes. The vault firewall matches the selected Service Tags ({} unchanged, {} unmanaged kept).",
+            plan.unchanged,
+            plan.unmanaged.len()
+        );
+    }
+    out
+}
+
+fn legend(plan: &Plan) -> String {
+    let mut parts = Vec::new();
+    if !plan.add.is_empty() {
+        parts.push("+ add");
+    }
+    if !plan.remove.is_empty() {
+        parts.push("- remove");
+    }
+    parts.join(", ")
+}
+
+/// Rows grouped by where the rule comes from: each selected tag in selection order, then the
+/// static rules, then removals.
+fn write_changes(out: &mut String, plan: &Plan) {
+    let desired = &plan.desired;
+    let mut groups: Vec<(String, Vec<String>)> = desired
+        .tags
+        .iter()
+        .map(|t| (format!("# {}", t.name), Vec::new()))
+        .collect();
+    let static_group = groups.len();
+    groups.push(("# static rules".to_owned(), Vec::new()));
+    let retired_group = groups.len();
+    groups.push(("# no longer selected".to_owned(), Vec::new()));
+    let unmanaged_group = groups.len();
+    groups.push(("# unmanaged (--prune)".to_owned(), Vec::new()));
+
+    for rule in &plan.add {
+        let info = desired
+            .info_of(rule)
+            .expect("added rules are desired rules");
+        let group = match info.origin {
+            Origin::Tag(i) => i,
+            Origin::Static => static_group,
+        };
+        let row = if info.extra_addresses > 0 {
+            format!(
+                "      +  {:<18}  (+{} extra addresses)",
+                rule.to_string(),
+                thousands(info.extra_addresses)
+            )
+        } else {
+            format!("      +  {rule}")
+        };
+        groups[group].1.push(row);
+    }
+    for rule in &plan.remove {
+        let group = if plan.unmanaged.binary_search(rule).is_ok() {
+            unmanaged_group
+        } else {
+            retired_group
+        };
+        groups[group].1.push(format!("      -  {rule}"));
+    }
+    for (title, rows) in groups {
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "  {title}");
+        for row in rows {
+            let _ = writeln!(out, "{row}");
+        }
+    }
+}
+
+fn strings(nets: &[Ipv4Net]) -> Vec<String> {
+    nets.iter().map(ToString::to_string).collect()
+}
+
+/// The machine plan: `{"format_version":1, "source", "selection", "desired", "add", "remove",
+/// "unchanged", "unmanaged", …}`.
+pub fn plan_json(plan: &Plan) -> Value {
+    let desired = &plan.desired;
+    let tag_changes: serde_json::Map<String, Value> = desired
+        .tags
+        .iter()
+        .map(|t| (t.name.clone(), json!(t.change_number)))
+        .collect();
+    json!({
+        "format_version": PLAN_FORMAT_VERSION,
+        "vault": plan.vault,
+        "source": {
+            "cloud": plan.source.cloud,
+            "change_number": plan.source.change_number,
+            "tag_change_numbers": tag_changes,
+        },
+        "selection": desired.tags.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        "static_rules": strings(&desired.static_rules),
+        "fit": plan.fit,
+        "max_rules": plan.max_rules,
+        "desired": {
+            "rules": strings(&desired.rules),
+            "count": desired.rules.len(),
+            "extra_addresses": desired.extra_addresses,
+            "dropped": desired.dropped,
+        },
+        "add": strings(&plan.add),
+        "remove": strings(&plan.remove),
+        "unchanged": plan.unchanged,
+        "unmanaged": strings(&plan.unmanaged),
+        "prune": plan.prune,
+        "changes": plan.has_changes(),
+    })
+}
+
+/// The tag listing: one row per tag with its counts.
+pub fn tags_table(doc: &ServiceTags) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Service Tags {}, change number {}: {}",
+        doc.cloud,
+        doc.change_number,
+        plural(doc.len(), "tag", "tags")
+    );
+    out.push('\n');
+    let name_width = doc.tags().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+    let region_width = doc.tags().map(|t| t.region.len()).max().unwrap_or(6).max(6);
+    let service_width = doc
+        .tags()
+        .map(|t| t.system_service.len())
+        .max()
+        .unwrap_or(14)
+        .max(14);
+    let _ = writeln!(
+        out,
+        "{:<name_width$}  {:<region_width$}  {:<service_width$}  {:>6}  {:>5}  {:>5}",
+        "NAME", "REGION", "SYSTEM SERVICE", "CHANGE", "IPV4", "IPV6"
+    );
+    for tag in doc.tags() {
+        let _ = writeln!(
+            out,
+            "{:<name_width$}  {:<region_width$}  {:<service_width$}  {:>6}  {:>5}  {:>5}",
+            tag.name,
+            or_dash(tag.region),
+            or_dash(tag.system_service),
+            tag.change_number,
+            tag.ipv4.len(),
+            tag.ipv6.len()
+        );
+    }
+    out
+}
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() {
+        "-"
+    } else {
+        text
+    }
+}
+
+/// One tag's prefixes, for people.
+pub fn tag_detail(tag: &ServiceTag<'_>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} (region: {}, system service: {}, change number {})",
+        tag.name,
+        if tag.region.is_empty() {
+            "global"
+        } else {
+            tag.region
+        },
+        or_dash(tag.system_service),
+        tag.change_number
+    );
+    let _ = writeln!(out, "  IPv4 ({}):", tag.ipv4.len());
+    for net in tag.ipv4 {
+        let _ = writeln!(out, "    {net}");
+    }
+    let _ = writeln!(out, "  IPv6 ({}):", tag.ipv6.len());
+    for net in tag.ipv6 {
+        let _ = writeln!(out, "    {net}");
+    }
+    out
+}
+
+/// The tag listing for machines: counts for every tag, or the prefixes of the given tags.
+pub fn tags_json(doc: &ServiceTags, detail: &[ServiceTag<'_>]) -> Value {
+    let tags: Vec<Value> = if detail.is_empty() {
+        doc.tags()
+            .map(|t| {
+                json!({
+                    "name": t.name, "region": t.region, "system_service": t.system_service,
+                    "change_number": t.change_number, "ipv4": t.ipv4.len(), "ipv6": t.ipv6.len(),
+                })
+            })
+            .collect()
+    } else {
+        detail
+            .iter()
+            .map(|t| {
+                json!({
+                    "name": t.name, "region": t.region, "system_service": t.system_service,
+                    "change_number": t.change_number,
+                    "ipv4": t.ipv4.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "ipv6": t.ipv6.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })
+            })
+            .collect()
+    };
+    json!({
+        "format_version": PLAN_FORMAT_VERSION,
+        "cloud": doc.cloud,
+        "change_number": doc.change_number,
+        "format": doc.format,
+        "tags": tags,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        for (n, s) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (1234567, "1,234,567"),
+            (4294967296, "4,294,967,296"),
+        ] {
+            assert_eq!(thousands(n), s);
+        }
+    }
+}
