@@ -58,6 +58,15 @@ fn parse(c: &mut Criterion) {
     group.bench_function("public_365_gzip", |b| {
         b.iter(|| ServiceTags::parse(&gz).unwrap())
     });
+    // What `tagfence plan` does: read the prefixes of the selected tags only.
+    let devops = vec!["AzureDevOps".to_owned()];
+    group.bench_function("public_365_json_only_AzureDevOps", |b| {
+        b.iter(|| ServiceTags::parse_only(&json, &devops).unwrap())
+    });
+    let us: Vec<String> = US_REGIONS.iter().map(|t| t.to_string()).collect();
+    group.bench_function("public_365_json_only_US_9_regions", |b| {
+        b.iter(|| ServiceTags::parse_only(&json, &us).unwrap())
+    });
     group.finish();
 }
 
