@@ -1,14 +1,15 @@
 //! Plans and tag listings for people (text, in the style of a terraform plan) and for machines
 //! (versioned JSON). Pure: values in, strings out.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use ipnet::Ipv4Net;
-use serde_json::{json, Value};
+use serde::Serialize;
 
-use super::desired::Origin;
+use super::desired::{Dropped, FitMode, Origin};
 use super::plan::Plan;
-use super::service_tags::{ServiceTag, ServiceTags};
+use super::service_tags::{Cloud, Format, ServiceTag, ServiceTags};
 
 /// Version of the JSON plan format; bumped on any incompatible change.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
@@ -198,40 +199,76 @@ fn strings(nets: &[Ipv4Net]) -> Vec<String> {
     nets.iter().map(ToString::to_string).collect()
 }
 
-/// The machine plan: `{"format_version":1, "source", "selection", "desired", "add", "remove",
-/// "unchanged", "unmanaged", …}`.
-pub fn plan_json(plan: &Plan) -> Value {
+/// The machine plan (`--output json`), field order as documented:
+/// `{"format_version":1, "vault", "source", "selection", "static_rules", "fit", "max_rules",
+/// "desired", "add", "remove", "unchanged", "unmanaged", "prune", "changes"}`.
+#[derive(Debug, Serialize)]
+pub struct PlanDocument<'p> {
+    pub format_version: u32,
+    pub vault: Option<&'p str>,
+    pub source: SourceDocument<'p>,
+    /// The selected tags, as the document spells them.
+    pub selection: Vec<&'p str>,
+    pub static_rules: Vec<String>,
+    pub fit: FitMode,
+    pub max_rules: usize,
+    pub desired: DesiredDocument,
+    pub add: Vec<String>,
+    pub remove: Vec<String>,
+    pub unchanged: usize,
+    pub unmanaged: Vec<String>,
+    pub prune: bool,
+    pub changes: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceDocument<'p> {
+    pub cloud: Cloud,
+    pub change_number: u64,
+    /// Each selected tag's own change number, by name.
+    pub tag_change_numbers: BTreeMap<&'p str, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DesiredDocument {
+    pub rules: Vec<String>,
+    pub count: usize,
+    pub extra_addresses: u64,
+    pub dropped: Dropped,
+}
+
+/// The machine plan for `plan`.
+pub fn plan_json(plan: &Plan) -> PlanDocument<'_> {
     let desired = &plan.desired;
-    let tag_changes: serde_json::Map<String, Value> = desired
-        .tags
-        .iter()
-        .map(|t| (t.name.clone(), json!(t.change_number)))
-        .collect();
-    json!({
-        "format_version": PLAN_FORMAT_VERSION,
-        "vault": plan.vault,
-        "source": {
-            "cloud": plan.source.cloud,
-            "change_number": plan.source.change_number,
-            "tag_change_numbers": tag_changes,
+    PlanDocument {
+        format_version: PLAN_FORMAT_VERSION,
+        vault: plan.vault.as_deref(),
+        source: SourceDocument {
+            cloud: plan.source.cloud,
+            change_number: plan.source.change_number,
+            tag_change_numbers: desired
+                .tags
+                .iter()
+                .map(|t| (t.name.as_str(), t.change_number))
+                .collect(),
         },
-        "selection": desired.tags.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-        "static_rules": strings(&desired.static_rules),
-        "fit": plan.fit,
-        "max_rules": plan.max_rules,
-        "desired": {
-            "rules": strings(&desired.rules),
-            "count": desired.rules.len(),
-            "extra_addresses": desired.extra_addresses,
-            "dropped": desired.dropped,
+        selection: desired.tags.iter().map(|t| t.name.as_str()).collect(),
+        static_rules: strings(&desired.static_rules),
+        fit: plan.fit,
+        max_rules: plan.max_rules,
+        desired: DesiredDocument {
+            rules: strings(&desired.rules),
+            count: desired.rules.len(),
+            extra_addresses: desired.extra_addresses,
+            dropped: desired.dropped,
         },
-        "add": strings(&plan.add),
-        "remove": strings(&plan.remove),
-        "unchanged": plan.unchanged,
-        "unmanaged": strings(&plan.unmanaged),
-        "prune": plan.prune,
-        "changes": plan.has_changes(),
-    })
+        add: strings(&plan.add),
+        remove: strings(&plan.remove),
+        unchanged: plan.unchanged,
+        unmanaged: strings(&plan.unmanaged),
+        prune: plan.prune,
+        changes: plan.has_changes(),
+    }
 }
 
 /// The tag listing: one row per tag with its counts.
@@ -307,37 +344,55 @@ pub fn tag_detail(tag: &ServiceTag<'_>) -> String {
     out
 }
 
-/// The tag listing for machines: counts for every tag, or the prefixes of the given tags.
-pub fn tags_json(doc: &ServiceTags, detail: &[ServiceTag<'_>]) -> Value {
-    let tags: Vec<Value> = if detail.is_empty() {
-        doc.tags()
-            .map(|t| {
-                json!({
-                    "name": t.name, "region": t.region, "system_service": t.system_service,
-                    "change_number": t.change_number, "ipv4": t.ipv4.len(), "ipv6": t.ipv6.len(),
-                })
-            })
-            .collect()
-    } else {
-        detail
-            .iter()
-            .map(|t| {
-                json!({
-                    "name": t.name, "region": t.region, "system_service": t.system_service,
-                    "change_number": t.change_number,
-                    "ipv4": t.ipv4.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "ipv6": t.ipv6.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                })
-            })
-            .collect()
+/// The tag listing for machines.
+#[derive(Debug, Serialize)]
+pub struct TagsDocument<'d> {
+    pub format_version: u32,
+    pub cloud: Cloud,
+    pub change_number: u64,
+    pub format: Format,
+    pub tags: Vec<TagDocument<'d>>,
+}
+
+/// One tag: counts in the listing, prefixes when asked for by name.
+#[derive(Debug, Serialize)]
+pub struct TagDocument<'d> {
+    pub name: &'d str,
+    pub region: &'d str,
+    pub system_service: &'d str,
+    pub change_number: u64,
+    pub ipv4_count: usize,
+    pub ipv6_count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Vec<String>>,
+}
+
+/// The tag listing for machines: counts for every tag, or also the prefixes of the given tags.
+pub fn tags_json<'d>(doc: &'d ServiceTags, detail: &[ServiceTag<'d>]) -> TagsDocument<'d> {
+    let row = |t: &ServiceTag<'d>, prefixes: bool| TagDocument {
+        name: t.name,
+        region: t.region,
+        system_service: t.system_service,
+        change_number: t.change_number,
+        ipv4_count: t.ipv4.len(),
+        ipv6_count: t.ipv6.len(),
+        ipv4: prefixes.then(|| t.ipv4.iter().map(ToString::to_string).collect()),
+        ipv6: prefixes.then(|| t.ipv6.iter().map(ToString::to_string).collect()),
     };
-    json!({
-        "format_version": PLAN_FORMAT_VERSION,
-        "cloud": doc.cloud,
-        "change_number": doc.change_number,
-        "format": doc.format,
-        "tags": tags,
-    })
+    let tags = if detail.is_empty() {
+        doc.tags().map(|t| row(&t, false)).collect()
+    } else {
+        detail.iter().map(|t| row(t, true)).collect()
+    };
+    TagsDocument {
+        format_version: PLAN_FORMAT_VERSION,
+        cloud: doc.cloud,
+        change_number: doc.change_number,
+        format: doc.format,
+        tags,
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,387 @@
+//! End-to-end tests of the `tagfence` binary on the real Service Tags files: the plans people
+//! and machines read (golden files), exit codes, and error messages.
+//!
+//! Golden files live in `tests/golden/`. After an intended change of output, regenerate them
+//! with `UPDATE_GOLDEN=1 cargo test --test cli` and review the diff.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const US_REGIONS: [&str; 9] = [
+    "AzureCloud.eastus",
+    "AzureCloud.eastus2",
+    "AzureCloud.centralus",
+    "AzureCloud.northcentralus",
+    "AzureCloud.southcentralus",
+    "AzureCloud.westcentralus",
+    "AzureCloud.westus",
+    "AzureCloud.westus2",
+    "AzureCloud.westus3",
+];
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn service_tags(change_number: u32) -> String {
+    repo(&format!(
+        "tests/fixtures/ServiceTags_Public.changeNumber-{change_number}.json.gz"
+    ))
+    .display()
+    .to_string()
+}
+
+/// Runs `tagfence` with `args`, from the repository root.
+fn tagfence(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tagfence"))
+        .args(args)
+        .current_dir(repo(""))
+        .output()
+        .expect("tagfence runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).expect("stderr is UTF-8")
+}
+
+/// Compares `actual` with the golden file `name`, or rewrites it under `UPDATE_GOLDEN=1`.
+fn golden(name: &str, actual: &str) {
+    let path = repo("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "missing golden file {}; run with UPDATE_GOLDEN=1",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let first = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(e, a)| e != a)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "output differs from {} at line {}\n--- expected\n{}\n--- got\n{}\n(run with UPDATE_GOLDEN=1 to accept)",
+            path.display(),
+            first + 1,
+            expected.lines().skip(first).take(5).collect::<Vec<_>>().join("\n"),
+            actual.lines().skip(first).take(5).collect::<Vec<_>>().join("\n"),
+        );
+    }
+}
+
+const FIXTURE_VAULT: &str = "tests/fixtures/vault-kv-prod.json";
+const FIXTURE_LAST_APPLIED: &str = "tests/fixtures/last-applied-kv-prod.json";
+
+fn plan_args<'a>(cn: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["plan", "--service-tags", cn];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn azure_devops_gives_its_24_ipv4_prefixes() {
+    let st = service_tags(365);
+    let out = tagfence(&plan_args(
+        &st,
+        &["--tag", "AzureDevOps", "--output", "json"],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["desired"]["count"], 24);
+    assert_eq!(plan["desired"]["dropped"]["ipv6"], 2);
+    assert_eq!(plan["add"].as_array().unwrap().len(), 24);
+    assert_eq!(plan["format_version"], 1);
+    golden("plan-azuredevops-empty-vault.json", &stdout(&out));
+}
+
+#[test]
+fn a_plan_against_a_live_vault_adds_removes_and_keeps_manual_rules() {
+    let st = service_tags(365);
+    let args = plan_args(
+        &st,
+        &[
+            "--tag",
+            "AzureDevOps",
+            "--static-rule",
+            "52.1.2.3",
+            "--live",
+            FIXTURE_VAULT,
+            "--last-applied",
+            FIXTURE_LAST_APPLIED,
+        ],
+    );
+    let out = tagfence(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    golden("plan-kv-prod.txt", &stdout(&out));
+
+    let mut json_args = args.clone();
+    json_args.extend(["--output", "json"]);
+    let out = tagfence(&json_args);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["add"].as_array().unwrap().len(), 5);
+    assert_eq!(plan["remove"], serde_json::json!(["13.107.6.0/24"]));
+    assert_eq!(plan["unmanaged"], serde_json::json!(["52.174.10.20/32"]));
+    assert_eq!(plan["unchanged"], 20);
+    golden("plan-kv-prod.json", &stdout(&out));
+
+    // --exit-code: 1 when there are changes.
+    json_args.push("--exit-code");
+    assert_eq!(tagfence(&json_args).status.code(), Some(1));
+}
+
+#[test]
+fn a_vault_in_sync_plans_no_changes() {
+    let st = service_tags(365);
+    let args = plan_args(
+        &st,
+        &[
+            "--tag",
+            "AzureDevOps",
+            "--static-rule",
+            "52.1.2.3",
+            "--live",
+            "tests/fixtures/vault-kv-insync.json",
+            "--exit-code",
+        ],
+    );
+    let out = tagfence(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\nNo changes. "));
+    golden("plan-kv-insync.txt", &stdout(&out));
+}
+
+#[test]
+fn without_last_applied_nothing_is_removed() {
+    let st = service_tags(365);
+    let out = tagfence(&plan_args(
+        &st,
+        &[
+            "--tag",
+            "AzureDevOps",
+            "--live",
+            FIXTURE_VAULT,
+            "--output",
+            "json",
+        ],
+    ));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["remove"], serde_json::json!([]));
+    assert_eq!(
+        plan["unmanaged"],
+        serde_json::json!(["13.107.6.0/24", "52.174.10.20/32"])
+    );
+    // …unless asked to prune, and then the removal guard applies to the whole vault.
+    let out = tagfence(&plan_args(
+        &st,
+        &[
+            "--tag",
+            "AzureDevOps",
+            "--live",
+            FIXTURE_VAULT,
+            "--prune",
+            "--output",
+            "json",
+        ],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        plan["remove"],
+        serde_json::json!(["13.107.6.0/24", "52.174.10.20/32"])
+    );
+}
+
+#[test]
+fn the_nine_us_regions_do_not_fit_exactly_and_do_summarized() {
+    let st = service_tags(365);
+    let mut args = plan_args(&st, &[]);
+    for region in US_REGIONS {
+        args.extend(["--tag", region]);
+    }
+    let out = tagfence(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "tagfence: error: planning the firewall change: the selection needs 2691 rules but only 1000 of the vault's 1000 are free; select fewer tags or use --fit summarize\n"
+    );
+    assert!(out.stdout.is_empty());
+
+    args.extend([
+        "--fit",
+        "summarize",
+        "--envelope",
+        "AzureCloud",
+        "--output",
+        "json",
+    ]);
+    let out = tagfence(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["desired"]["count"], 1000);
+    let extra = plan["desired"]["extra_addresses"].as_u64().unwrap();
+    assert!(
+        extra > 0,
+        "a summarized fit of 2,691 rules into 1,000 admits extra addresses"
+    );
+
+    // A cap on the extra addresses below what the optimum needs is refused.
+    let cap = (extra - 1).to_string();
+    args.extend(["--max-extra-addresses", &cap]);
+    let out = tagfence(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(&format!(
+        "the fit admits {extra} extra addresses, more than --max-extra-addresses {cap}"
+    )));
+}
+
+#[test]
+fn a_summarized_plan_shows_what_each_rule_admits() {
+    let st = service_tags(365);
+    let out = tagfence(&plan_args(
+        &st,
+        &[
+            "--tag",
+            "AzureDevOps",
+            "--fit",
+            "summarize",
+            "--max-rules",
+            "12",
+        ],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    golden("plan-azuredevops-summarized-12.txt", &stdout(&out));
+}
+
+#[test]
+fn errors_name_what_was_wrong_and_exit_2() {
+    let st = service_tags(365);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--tag", "AzureDevop"],
+            "tagfence: error: planning the firewall change: unknown service tag 'AzureDevop' (did you mean one of: 'AzureDevOps', 'AzureDevOps.EastUS', 'AzureDevOps.WestUS'?)\n",
+        ),
+        (
+            &["--tag", "AzureDevOps", "--static-rule", "192.168.10.4"],
+            "tagfence: error: invalid --static-rule: '192.168.10.4' overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918); key vault refuses it\n",
+        ),
+        (
+            &["--tag", "AzureDevOps", "--static-rule", "52.1.2.3/24"],
+            "tagfence: error: invalid --static-rule: '52.1.2.3/24' has host bits set (did you mean '52.1.2.0/24'?)\n",
+        ),
+        (
+            &["--tag", "AzureDevOps", "--live", "tests/fixtures/does-not-exist.json"],
+            "tagfence: error: reading the vault from tests/fixtures/does-not-exist.json: No such file or directory (os error 2)\n",
+        ),
+        (
+            &["--tag", "AzureDevOps", "--max-rules", "10"],
+            "tagfence: error: planning the firewall change: the selection needs 24 rules but only 10 of the vault's 10 are free; select fewer tags or use --fit summarize\n",
+        ),
+        (&[], "tagfence: error: planning the firewall change: nothing selected: give at least one --tag or --static-rule\n"),
+    ];
+    for (extra, expected) in cases {
+        let out = tagfence(&plan_args(&st, extra));
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        assert_eq!(stderr(&out), *expected, "{extra:?}");
+        assert!(out.stdout.is_empty(), "{extra:?}");
+    }
+}
+
+#[test]
+fn a_broken_service_tags_file_is_refused_with_its_position() {
+    let dir = std::env::temp_dir().join(format!("tagfence-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let truncated = dir.join("truncated.json");
+    std::fs::write(&truncated, "{\n  \"changeNumber\": 365,\n  \"cloud\": \"Public\",\n  \"values\": [\n    {\"name\": \"AzureDevOps\"").unwrap();
+    let out = tagfence(&[
+        "plan",
+        "--service-tags",
+        truncated.to_str().unwrap(),
+        "--tag",
+        "AzureDevOps",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "tagfence: error: reading service tags from {}: invalid JSON in the service tags document at line 5, column 27: unexpected end of input in an object\n",
+            truncated.display()
+        )
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = tagfence(&["plan", "--service-tags", "x", "--fit", "lossy"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("invalid value 'lossy' for '--fit <FIT>'"));
+}
+
+#[test]
+fn tags_lists_the_document_and_one_tag() {
+    let st = service_tags(363);
+    let out = tagfence(&["tags", "--service-tags", &st]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("Service Tags Public, change number 363: 2,967 tags\n"));
+    assert_eq!(text.lines().count(), 2967 + 3);
+    let devops_row = text
+        .lines()
+        .find(|l| l.starts_with("AzureDevOps "))
+        .unwrap();
+    assert!(devops_row.ends_with("   7     24      2"), "{devops_row}");
+
+    let out = tagfence(&["tags", "--service-tags", &st, "--tag", "azuredevops"]);
+    golden("tags-azuredevops.txt", &stdout(&out));
+    let out = tagfence(&[
+        "tags",
+        "--service-tags",
+        &st,
+        "--tag",
+        "AzureDevOps",
+        "--output",
+        "json",
+    ]);
+    golden("tags-azuredevops.json", &stdout(&out));
+
+    let out = tagfence(&["tags", "--service-tags", &st, "--tag", "NoSuchTag"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "tagfence: error: unknown service tag 'NoSuchTag'\n"
+    );
+}
+
+#[test]
+fn stdin_is_read_with_a_dash() {
+    let gz = std::fs::read(service_tags(364)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tagfence"))
+        .args([
+            "plan",
+            "--service-tags",
+            "-",
+            "--tag",
+            "AzureDevOps",
+            "--output",
+            "json",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&gz).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["source"]["change_number"], 364);
+}
