@@ -1,0 +1,407 @@
+//! Validation and normalisation of `properties.networkAcls`, the part of a vault tagfence writes.
+//!
+//! Key Vault refuses some firewall rules and rewrites others (azure-interfaces.md §2.1, §2.4):
+//! a bare IPv4 address comes back as `/32`, subnet ids come back lower-cased, and private or
+//! reserved ranges, IPv6, more than 1000 IP rules or more than 200 virtual network rules are
+//! refused with 400 `BadRequest`. The emulator copies that so a client that only works against a
+//! lenient fake fails here first. Host bits are not cleared (ARM keeps `20.37.158.1/23` as sent).
+//! Everything here is pure: JSON in, JSON or an ARM error message out.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde_json::{Map, Value};
+
+use crate::config::Slash31Policy;
+
+/// Most IPv4 rules a vault may hold (KV-NETDOC).
+pub(crate) const MAX_IP_RULES: usize = 1000;
+/// Most virtual network rules a vault may hold (KV-NETDOC).
+pub(crate) const MAX_VNET_RULES: usize = 200;
+
+/// An address block IP rules may not touch.
+struct ForbiddenRange {
+    first: u32,
+    last: u32,
+    label: &'static str,
+}
+
+const fn block(octets: [u8; 4], prefix: u32, label: &'static str) -> ForbiddenRange {
+    let first = u32::from_be_bytes(octets);
+    ForbiddenRange {
+        first,
+        last: first | (u32::MAX >> prefix),
+        label,
+    }
+}
+
+/// RFC 1918 (the documented refusal) plus the other non-public blocks a public firewall rule
+/// cannot meaningfully name. Documentation ranges (TEST-NET-1/2/3) are deliberately allowed, so
+/// tests can use them as "manual" rules.
+const FORBIDDEN_RANGES: [ForbiddenRange; 9] = [
+    block([0, 0, 0, 0], 8, "reserved IP addresses"),
+    block([10, 0, 0, 0], 8, "private IP addresses"),
+    block([100, 64, 0, 0], 10, "shared address space"),
+    block([127, 0, 0, 0], 8, "loopback IP addresses"),
+    block([169, 254, 0, 0], 16, "link-local IP addresses"),
+    block([172, 16, 0, 0], 12, "private IP addresses"),
+    block([192, 168, 0, 0], 16, "private IP addresses"),
+    block([224, 0, 0, 0], 4, "multicast IP addresses"),
+    block([240, 0, 0, 0], 4, "reserved IP addresses"),
+];
+
+/// An IPv4 rule value that parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Ipv4Rule {
+    /// The value as ARM stores it: `a.b.c.d/len` (a bare address gains `/32`; host bits kept).
+    pub stored: String,
+    /// Prefix length.
+    pub prefix: u32,
+    first: u32,
+    last: u32,
+}
+
+/// Why a rule value is not an IPv4 rule.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RuleProblem {
+    /// An IPv6 address or prefix.
+    Ipv6,
+    /// Not an address at all.
+    Malformed,
+}
+
+/// Parses an ipRule value: an IPv4 address or `address/prefix`.
+pub(crate) fn parse_ipv4_rule(value: &str) -> Result<Ipv4Rule, RuleProblem> {
+    let (address_text, prefix_text) = match value.split_once('/') {
+        Some((address, prefix)) => (address, Some(prefix)),
+        None => (value, None),
+    };
+    let address: Ipv4Addr = address_text.parse().map_err(|_| {
+        if address_text.parse::<Ipv6Addr>().is_ok() {
+            RuleProblem::Ipv6
+        } else {
+            RuleProblem::Malformed
+        }
+    })?;
+    let prefix = match prefix_text {
+        None => 32,
+        Some(text) => parse_prefix(text).ok_or(RuleProblem::Malformed)?,
+    };
+    let host_mask = u32::MAX.checked_shr(prefix).unwrap_or(0);
+    let first = u32::from(address) & !host_mask;
+    Ok(Ipv4Rule {
+        stored: format!("{address}/{prefix}"),
+        prefix,
+        first,
+        last: first | host_mask,
+    })
+}
+
+/// A prefix length: 0–32, decimal digits only, no sign and no leading zero.
+fn parse_prefix(text: &str) -> Option<u32> {
+    let digits_only =
+        !text.is_empty() && text.len() <= 2 && text.bytes().all(|b| b.is_ascii_digit());
+    if !digits_only || (text.len() == 2 && text.starts_with('0')) {
+        return None;
+    }
+    text.parse::<u32>().ok().filter(|prefix| *prefix <= 32)
+}
+
+/// The form an out-of-band edit is stored in: a bare IPv4 address gains `/32`; anything else
+/// (including values ARM would refuse) is kept as typed.
+pub(crate) fn stored_form(value: &str) -> String {
+    match parse_ipv4_rule(value) {
+        Ok(rule) if !value.contains('/') => rule.stored,
+        _ => value.to_owned(),
+    }
+}
+
+/// Checks one ipRule value and returns the form to store, or the ARM error message.
+fn check_ip_rule(index: usize, value: &str, slash31: Slash31Policy) -> Result<String, String> {
+    let at =
+        format!("Invalid value found at properties.networkAcls.ipRules[{index}].value: {value}");
+    let rule = match parse_ipv4_rule(value) {
+        Ok(rule) => rule,
+        Err(RuleProblem::Ipv6) => {
+            return Err(format!(
+                "{at} is an IPv6 address range; only IPv4 addresses are supported"
+            ))
+        }
+        Err(RuleProblem::Malformed) => {
+            return Err(format!("{at} is not a valid IPv4 address or CIDR range"))
+        }
+    };
+    if let Some(range) = FORBIDDEN_RANGES
+        .iter()
+        .find(|range| rule.first <= range.last && range.first <= rule.last)
+    {
+        return Err(format!(
+            "{at} belongs to forbidden range {}–{} ({})",
+            Ipv4Addr::from(range.first),
+            Ipv4Addr::from(range.last),
+            range.label
+        ));
+    }
+    if rule.prefix == 31 && slash31 == Slash31Policy::Reject {
+        return Err(format!(
+            "{at} has a /31 prefix, which is not supported; use two single IP addresses instead"
+        ));
+    }
+    Ok(rule.stored)
+}
+
+/// Validates a `networkAcls` object from a request body and returns what ARM would store.
+///
+/// Only `ipRules[].value` and `virtualNetworkRules[].id` are rewritten; every other field is kept
+/// as sent. `null` arrays are kept as `null`.
+pub(crate) fn normalise_network_acls(
+    acls: &Value,
+    slash31: Slash31Policy,
+) -> Result<Value, String> {
+    let Value::Object(fields) = acls else {
+        return Err("Invalid value found at properties.networkAcls: expected an object".to_owned());
+    };
+    let mut stored = fields.clone();
+    check_enum(fields, "defaultAction", &["Allow", "Deny"])?;
+    check_enum(fields, "bypass", &["AzureServices", "None"])?;
+
+    match fields.get("ipRules") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(rules)) => {
+            if rules.len() > MAX_IP_RULES {
+                return Err(format!(
+                    "Invalid value found at properties.networkAcls.ipRules: {} IP rules exceed the limit of {MAX_IP_RULES} IPv4 rules per vault",
+                    rules.len()
+                ));
+            }
+            let mut normalised = Vec::with_capacity(rules.len());
+            for (index, rule) in rules.iter().enumerate() {
+                let (mut object, value) = member_string(rule, "value").ok_or_else(|| {
+                    format!("Invalid value found at properties.networkAcls.ipRules[{index}]: an IP rule needs a string \"value\"")
+                })?;
+                let value = check_ip_rule(index, &value, slash31)?;
+                object.insert("value".to_owned(), Value::String(value));
+                normalised.push(Value::Object(object));
+            }
+            stored.insert("ipRules".to_owned(), Value::Array(normalised));
+        }
+        Some(_) => {
+            return Err(
+                "Invalid value found at properties.networkAcls.ipRules: expected an array"
+                    .to_owned(),
+            )
+        }
+    }
+
+    match fields.get("virtualNetworkRules") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(rules)) => {
+            if rules.len() > MAX_VNET_RULES {
+                return Err(format!(
+                    "Invalid value found at properties.networkAcls.virtualNetworkRules: {} virtual network rules exceed the limit of {MAX_VNET_RULES} per vault",
+                    rules.len()
+                ));
+            }
+            let mut normalised = Vec::with_capacity(rules.len());
+            for (index, rule) in rules.iter().enumerate() {
+                let (mut object, id) = member_string(rule, "id").ok_or_else(|| {
+                    format!("Invalid value found at properties.networkAcls.virtualNetworkRules[{index}]: a virtual network rule needs a string \"id\"")
+                })?;
+                object.insert("id".to_owned(), Value::String(id.to_ascii_lowercase()));
+                normalised.push(Value::Object(object));
+            }
+            stored.insert("virtualNetworkRules".to_owned(), Value::Array(normalised));
+        }
+        Some(_) => return Err(
+            "Invalid value found at properties.networkAcls.virtualNetworkRules: expected an array"
+                .to_owned(),
+        ),
+    }
+    Ok(Value::Object(stored))
+}
+
+/// The object and its string member `key`, if `value` is an object that has one.
+fn member_string(value: &Value, key: &str) -> Option<(Map<String, Value>, String)> {
+    let object = value.as_object()?;
+    let text = object.get(key)?.as_str()?.to_owned();
+    Some((object.clone(), text))
+}
+
+/// ARM models these enums as strings but still refuses unknown values; case is not significant.
+fn check_enum(fields: &Map<String, Value>, key: &str, allowed: &[&str]) -> Result<(), String> {
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(text)) if allowed.iter().any(|a| a.eq_ignore_ascii_case(text)) => Ok(()),
+        Some(other) => Err(format!(
+            "Invalid value found at properties.networkAcls.{key}: {other} is not one of {}",
+            allowed.join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn check(value: &str) -> Result<String, String> {
+        check_ip_rule(0, value, Slash31Policy::Accept)
+    }
+
+    #[test]
+    fn bare_addresses_gain_slash_32_and_prefixes_keep_host_bits() {
+        assert_eq!(check("52.174.10.20").unwrap(), "52.174.10.20/32");
+        assert_eq!(check("20.37.158.0/23").unwrap(), "20.37.158.0/23");
+        assert_eq!(check("20.37.158.1/23").unwrap(), "20.37.158.1/23");
+        assert_eq!(check("198.51.100.7/32").unwrap(), "198.51.100.7/32");
+    }
+
+    #[test]
+    fn ipv6_and_garbage_are_refused_with_their_index() {
+        let err = check_ip_rule(3, "2603:1030:a07:15::3d2/127", Slash31Policy::Accept).unwrap_err();
+        assert!(err.starts_with("Invalid value found at properties.networkAcls.ipRules[3].value: 2603:1030:a07:15::3d2/127"), "{err}");
+        assert!(err.contains("IPv6"), "{err}");
+        for garbage in [
+            "",
+            "1.2.3",
+            "1.2.3.4/33",
+            "1.2.3.4/",
+            "1.2.3.4/+8",
+            "1.2.3.4/08",
+            "01.2.3.4",
+            " 1.2.3.4",
+            "'10.91.4.0/24'",
+        ] {
+            let err = check(garbage).unwrap_err();
+            assert!(
+                err.contains("is not a valid IPv4 address or CIDR range"),
+                "{garbage}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn private_and_reserved_ranges_are_refused_with_the_range_named() {
+        assert_eq!(
+            check("10.0.0.0/8").unwrap_err(),
+            "Invalid value found at properties.networkAcls.ipRules[0].value: 10.0.0.0/8 belongs to forbidden range 10.0.0.0–10.255.255.255 (private IP addresses)"
+        );
+        for (value, range) in [
+            ("172.20.1.0/24", "172.16.0.0–172.31.255.255"),
+            ("192.168.1.1", "192.168.0.0–192.168.255.255"),
+            ("127.0.0.1", "127.0.0.0–127.255.255.255"),
+            ("169.254.169.254", "169.254.0.0–169.254.255.255"),
+            ("100.64.0.0/10", "100.64.0.0–100.127.255.255"),
+            ("0.0.0.0/0", "0.0.0.0–0.255.255.255"),
+            ("224.0.0.1", "224.0.0.0–239.255.255.255"),
+            ("255.255.255.255", "240.0.0.0–255.255.255.255"),
+            ("8.0.0.0/6", "10.0.0.0–10.255.255.255"),
+        ] {
+            let err = check(value).unwrap_err();
+            assert!(
+                err.contains(&format!("belongs to forbidden range {range}")),
+                "{value}: {err}"
+            );
+        }
+        for public in [
+            "172.15.255.255",
+            "172.32.0.0/16",
+            "100.128.0.0/10",
+            "11.0.0.0/8",
+            "192.0.2.1",
+        ] {
+            assert!(check(public).is_ok(), "{public}");
+        }
+    }
+
+    #[test]
+    fn slash_31_follows_the_policy() {
+        assert_eq!(check("20.1.2.2/31").unwrap(), "20.1.2.2/31");
+        let err = check_ip_rule(1, "20.1.2.2/31", Slash31Policy::Reject).unwrap_err();
+        assert!(err.contains("ipRules[1]") && err.contains("/31"), "{err}");
+    }
+
+    #[test]
+    fn network_acls_are_normalised_and_other_fields_kept() {
+        let acls = json!({
+            "defaultAction": "Deny",
+            "bypass": "AzureServices",
+            "ipRules": [{"value": "52.174.10.20"}, {"value": "20.37.158.0/23"}],
+            "virtualNetworkRules": [{"id": "/subscriptions/S/resourceGroups/RG/providers/Microsoft.Network/virtualNetworks/V/subnets/S1", "ignoreMissingVnetServiceEndpoint": true}],
+            "somethingElse": 1
+        });
+        let stored = normalise_network_acls(&acls, Slash31Policy::Accept).unwrap();
+        assert_eq!(
+            stored,
+            json!({
+                "defaultAction": "Deny",
+                "bypass": "AzureServices",
+                "ipRules": [{"value": "52.174.10.20/32"}, {"value": "20.37.158.0/23"}],
+                "virtualNetworkRules": [{"id": "/subscriptions/s/resourcegroups/rg/providers/microsoft.network/virtualnetworks/v/subnets/s1", "ignoreMissingVnetServiceEndpoint": true}],
+                "somethingElse": 1
+            })
+        );
+    }
+
+    #[test]
+    fn rule_counts_above_the_limits_are_refused() {
+        let ip_rules: Vec<Value> = (0..=MAX_IP_RULES)
+            .map(|i| json!({"value": format!("20.{}.{}.0/24", i / 256, i % 256)}))
+            .collect();
+        let err = normalise_network_acls(&json!({"ipRules": ip_rules}), Slash31Policy::Accept)
+            .unwrap_err();
+        assert!(
+            err.contains("1001 IP rules exceed the limit of 1000"),
+            "{err}"
+        );
+
+        let exactly: Vec<Value> = ip_rules[..MAX_IP_RULES].to_vec();
+        assert!(
+            normalise_network_acls(&json!({"ipRules": exactly}), Slash31Policy::Accept).is_ok()
+        );
+
+        let vnet_rules: Vec<Value> = (0..=MAX_VNET_RULES)
+            .map(|i| json!({"id": format!("/x/{i}")}))
+            .collect();
+        let err = normalise_network_acls(
+            &json!({"virtualNetworkRules": vnet_rules}),
+            Slash31Policy::Accept,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("201 virtual network rules exceed the limit of 200"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_shapes_are_refused() {
+        for acls in [
+            json!([]),
+            json!({"ipRules": {}}),
+            json!({"ipRules": ["1.2.3.4"]}),
+            json!({"ipRules": [{"value": 5}]}),
+            json!({"virtualNetworkRules": [{}]}),
+            json!({"defaultAction": "Block"}),
+            json!({"bypass": 1}),
+        ] {
+            assert!(
+                normalise_network_acls(&acls, Slash31Policy::Accept).is_err(),
+                "{acls}"
+            );
+        }
+        assert!(normalise_network_acls(
+            &json!({"defaultAction": "deny", "bypass": "none"}),
+            Slash31Policy::Accept
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn out_of_band_values_only_gain_slash_32() {
+        assert_eq!(stored_form("1.2.3.4"), "1.2.3.4/32");
+        assert_eq!(stored_form("1.2.3.4/24"), "1.2.3.4/24");
+        assert_eq!(stored_form("10.0.0.1"), "10.0.0.1/32");
+        assert_eq!(stored_form("nonsense"), "nonsense");
+    }
+}

@@ -1,0 +1,261 @@
+//! Emulator configuration and the seed file that describes the vaults it starts with.
+//!
+//! Everything that differs between a test and the README demo is a value here, so tests configure
+//! the emulator by constructing a [`Config`] and the binary builds the same struct from its flags.
+//! Behaviour the reference marks UNVERIFIED (how Key Vault treats a `/31`) is a policy value rather
+//! than a hard-coded guess, so both readings can be tested.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::vaults::VaultPath;
+
+/// Everything the emulator needs to start.
+#[derive(Clone)]
+pub struct Config {
+    /// The vaults the emulator starts with, and the vaults the caller may not touch.
+    pub seed: Seed,
+    /// A Service Tags document in download-file format (JSON or gzip bytes); served by the
+    /// Discovery API route (converted to API format) and by the download page/file routes.
+    pub service_tags: Option<Vec<u8>>,
+    /// The value the App Service identity endpoint requires in `X-IDENTITY-HEADER`.
+    pub identity_header: String,
+    /// Lifetime of issued tokens (default 3600 s).
+    pub token_lifetime: Duration,
+    /// The token audience ARM routes require (default `https://management.azure.com/`; accepted
+    /// with or without trailing slash and with `/.default` stripped).
+    pub arm_audience: String,
+    /// ARM write throttling per subscription: a token bucket; default
+    /// `Some(Throttle { capacity: 200, refill_per_sec: 10.0 })`; `None` disables it (write
+    /// responses then report a constant `x-ms-ratelimit-remaining-subscription-writes: 199`).
+    pub throttle: Option<Throttle>,
+    /// How PATCH/PUT treat a `/31` ipRule (UNVERIFIED for Key Vault): accept (default) or reject
+    /// with 400.
+    pub slash31: Slash31Policy,
+    /// Discovery API page size (`None` = one page); when `Some(n)`, responses hold `n` tags and an
+    /// absolute `nextLink`. `Some(0)` is treated as `None`.
+    pub service_tags_page_size: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            seed: Seed::default(),
+            service_tags: None,
+            identity_header: crate::ids::random_guid(),
+            token_lifetime: Duration::from_secs(3600),
+            arm_audience: DEFAULT_ARM_AUDIENCE.to_owned(),
+            throttle: Some(Throttle::default()),
+            slash31: Slash31Policy::Accept,
+            service_tags_page_size: None,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    // Hand-written so a 4 MB Service Tags document does not end up in a debug log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("seed", &self.seed)
+            .field(
+                "service_tags",
+                &self
+                    .service_tags
+                    .as_ref()
+                    .map(|bytes| format!("{} bytes", bytes.len())),
+            )
+            .field("identity_header", &"<redacted>")
+            .field("token_lifetime", &self.token_lifetime)
+            .field("arm_audience", &self.arm_audience)
+            .field("throttle", &self.throttle)
+            .field("slash31", &self.slash31)
+            .field("service_tags_page_size", &self.service_tags_page_size)
+            .finish()
+    }
+}
+
+/// The audience ARM tokens are issued for in the public cloud.
+pub const DEFAULT_ARM_AUDIENCE: &str = "https://management.azure.com/";
+
+/// A per-subscription token bucket for ARM writes (azure-interfaces.md §2.6: 200, refilled at 10/s).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Throttle {
+    /// Bucket size: how many writes may burst before throttling starts.
+    pub capacity: u32,
+    /// Tokens added per second.
+    pub refill_per_sec: f64,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            capacity: 200,
+            refill_per_sec: 10.0,
+        }
+    }
+}
+
+/// How PATCH/PUT treat an ipRule with a `/31` prefix, which Key Vault may or may not accept
+/// (UNVERIFIED, azure-interfaces.md §2.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Slash31Policy {
+    /// Store it like any other prefix.
+    #[default]
+    Accept,
+    /// Refuse the request with 400 `BadRequest`.
+    Reject,
+}
+
+/// The vaults the emulator starts with.
+///
+/// File format: `{"vaults": [ <vault objects exactly as ARM GET returns them, each with "id"> ],
+/// "forbidden": [ "<vault resource id or name>" ] }`. Vaults are stored verbatim (no
+/// normalisation), so a test can seed a state ARM itself would never return.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    /// Vault objects as ARM `GET` returns them; each needs an `id` of the form
+    /// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}`.
+    #[serde(default)]
+    pub vaults: Vec<Value>,
+    /// Vault resource ids (or bare names) the caller has no RBAC on: every vault route answers
+    /// 403 `AuthorizationFailed` for them.
+    #[serde(default)]
+    pub forbidden: Vec<String>,
+}
+
+impl Seed {
+    /// Parses and checks a seed file.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the bytes are not JSON of the documented shape, a vault has no usable `id` (the
+    /// id is authoritative for routing; `name` is kept verbatim), `properties` is not an object,
+    /// two vaults share an id, or a forbidden entry contains `/` but is not a vault resource id.
+    pub fn from_json(bytes: &[u8]) -> Result<Seed, SeedError> {
+        let seed: Seed = serde_json::from_slice(bytes).map_err(SeedError::Json)?;
+        seed.validate()?;
+        Ok(seed)
+    }
+
+    /// Checks the seed and returns each vault's parsed path, in order.
+    pub(crate) fn validate(&self) -> Result<Vec<VaultPath>, SeedError> {
+        let mut paths: Vec<VaultPath> = Vec::with_capacity(self.vaults.len());
+        for (index, vault) in self.vaults.iter().enumerate() {
+            let invalid = |reason: String| SeedError::InvalidVault { index, reason };
+            let id = vault
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("it has no string \"id\"".to_owned()))?;
+            let path = VaultPath::parse_id(id)
+                .ok_or_else(|| invalid(format!("\"{id}\" is not a Key Vault resource id")))?;
+            if !vault.get("properties").is_none_or(Value::is_object) {
+                return Err(invalid("its \"properties\" is not an object".to_owned()));
+            }
+            if paths.iter().any(|seen| seen.same_vault(&path)) {
+                return Err(SeedError::DuplicateVault { id: id.to_owned() });
+            }
+            paths.push(path);
+        }
+        for entry in &self.forbidden {
+            if entry.contains('/') && VaultPath::parse_id(entry).is_none() {
+                return Err(SeedError::InvalidForbidden {
+                    entry: entry.clone(),
+                });
+            }
+        }
+        Ok(paths)
+    }
+}
+
+/// Why a seed could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    /// The file is not JSON of the seed shape.
+    #[error("parsing the seed file")]
+    Json(#[source] serde_json::Error),
+    /// A vault object cannot be stored.
+    #[error("vault {index} in the seed is unusable: {reason}")]
+    InvalidVault {
+        /// Position in `vaults`.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Two vaults have the same resource id.
+    #[error("the seed holds vault '{id}' twice")]
+    DuplicateVault {
+        /// The repeated id.
+        id: String,
+    },
+    /// A `forbidden` entry contains `/` but is not a vault resource id.
+    #[error("forbidden entry '{entry}' is not a Key Vault resource id")]
+    InvalidForbidden {
+        /// The entry as written.
+        entry: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str =
+        "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.KeyVault/vaults/kv-one";
+
+    #[test]
+    fn a_valid_seed_parses() {
+        let seed = Seed::from_json(
+            format!(r#"{{"vaults":[{{"id":"{ID}","name":"kv-one","properties":{{}}}}],"forbidden":["{ID}","kv-two"]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(seed.vaults.len(), 1);
+        assert_eq!(seed.forbidden.len(), 2);
+    }
+
+    #[test]
+    fn a_vault_without_an_id_is_refused() {
+        let err = Seed::from_json(br#"{"vaults":[{"name":"kv"}]}"#).unwrap_err();
+        assert!(
+            matches!(err, SeedError::InvalidVault { index: 0, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_differing_in_case_are_refused() {
+        let upper = ID.to_ascii_uppercase();
+        let err = Seed::from_json(
+            format!(r#"{{"vaults":[{{"id":"{ID}"}},{{"id":"{upper}"}}]}}"#).as_bytes(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, SeedError::DuplicateVault { .. }), "{err}");
+    }
+
+    #[test]
+    fn unknown_top_level_keys_are_refused() {
+        assert!(Seed::from_json(br#"{"vault":[]}"#).is_err());
+    }
+
+    #[test]
+    fn a_forbidden_entry_that_is_a_broken_id_is_refused() {
+        let err = Seed::from_json(br#"{"forbidden":["/subscriptions/x"]}"#).unwrap_err();
+        assert!(matches!(err, SeedError::InvalidForbidden { .. }), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_the_identity_header_and_document() {
+        let config = Config {
+            service_tags: Some(vec![0; 10]),
+            identity_header: "secret-value".into(),
+            ..Config::default()
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("secret-value"));
+        assert!(text.contains("10 bytes"));
+    }
+}

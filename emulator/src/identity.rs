@@ -1,0 +1,449 @@
+//! Managed-identity token endpoints and the tokens they issue (azure-interfaces.md §2.13).
+//!
+//! Two endpoint flavours exist in Azure: App Service / Functions (`IDENTITY_ENDPOINT`, guarded by
+//! `X-IDENTITY-HEADER`) and the VM instance metadata service (IMDS, guarded by `Metadata: true`).
+//! Both return string-typed `expires_on`, which some clients (azure_identity 1.0) insist on. Tokens
+//! are opaque random strings remembered with their audience, principal and expiry, so ARM routes
+//! can refuse unknown, expired or wrong-audience tokens with the codes ARM uses.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::clock::{dotnet_utc, duration_ms, now_epoch_ms};
+use crate::error::ArmError;
+use crate::ids;
+use crate::query::Query;
+
+/// Client id of the emulated system-assigned identity.
+pub const SYSTEM_ASSIGNED_CLIENT_ID: &str = "6a1f4c3e-2b7d-4e59-9c0a-5d8e7f1b2c3d";
+/// Object (principal) id of the emulated system-assigned identity.
+pub const SYSTEM_ASSIGNED_OBJECT_ID: &str = "0b9e8d7c-6f5a-4b3c-8d2e-1f0a9b8c7d6e";
+
+/// The identity a token was issued to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Principal {
+    pub client_id: String,
+    pub object_id: String,
+}
+
+impl Principal {
+    pub fn system_assigned() -> Self {
+        Principal {
+            client_id: SYSTEM_ASSIGNED_CLIENT_ID.to_owned(),
+            object_id: SYSTEM_ASSIGNED_OBJECT_ID.to_owned(),
+        }
+    }
+}
+
+/// How a user-assigned identity was selected in a token request.
+enum Selector<'a> {
+    Client(&'a str),
+    Object(&'a str),
+    Resource(&'a str),
+}
+
+impl Selector<'_> {
+    /// The principal the selector names; ids not given are derived so they are stable.
+    fn principal(&self) -> Principal {
+        match *self {
+            Selector::Client(id) => Principal {
+                client_id: id.to_owned(),
+                object_id: ids::derived_guid("object-of-client", id),
+            },
+            Selector::Object(id) => Principal {
+                client_id: ids::derived_guid("client-of-object", id),
+                object_id: id.to_owned(),
+            },
+            Selector::Resource(id) => Principal {
+                client_id: ids::derived_guid("client-of-resource", id),
+                object_id: ids::derived_guid("object-of-resource", id),
+            },
+        }
+    }
+}
+
+struct IssuedToken {
+    resource: String,
+    principal: Principal,
+    expires_at_ms: u64,
+}
+
+/// A freshly issued token.
+pub(crate) struct Issued {
+    pub access_token: String,
+    pub expires_on_secs: u64,
+    pub expires_in_secs: u64,
+    pub issued_at_secs: u64,
+}
+
+/// Every token the emulator has issued.
+#[derive(Default)]
+pub(crate) struct TokenStore {
+    tokens: HashMap<String, IssuedToken>,
+}
+
+impl TokenStore {
+    pub fn issue(&mut self, resource: &str, principal: Principal, lifetime: Duration) -> Issued {
+        let now_ms = now_epoch_ms();
+        let expires_at_ms = now_ms.saturating_add(duration_ms(lifetime));
+        let access_token = ids::random_token();
+        self.tokens.insert(
+            access_token.clone(),
+            IssuedToken {
+                resource: resource.to_owned(),
+                principal,
+                expires_at_ms,
+            },
+        );
+        Issued {
+            access_token,
+            expires_on_secs: expires_at_ms / 1000,
+            expires_in_secs: lifetime.as_secs(),
+            issued_at_secs: now_ms / 1000,
+        }
+    }
+
+    /// Makes every token issued so far expired (one second ago).
+    pub fn expire_all(&mut self) {
+        let past = now_epoch_ms().saturating_sub(1000);
+        for token in self.tokens.values_mut() {
+            token.expires_at_ms = token.expires_at_ms.min(past);
+        }
+    }
+
+    /// Checks an `Authorization` header the way ARM does and returns the caller.
+    pub fn authenticate(&self, headers: &HeaderMap, audience: &str) -> Result<Principal, ArmError> {
+        let Some(header) = headers.get(axum::http::header::AUTHORIZATION) else {
+            return Err(ArmError::unauthorized(
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is missing.".to_owned(),
+            ));
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("Bearer") && !token.trim().is_empty())
+            .map(|(_, token)| token.trim())
+            .ok_or_else(|| {
+                ArmError::unauthorized(
+                    "AuthenticationFailed",
+                    "Authentication failed. The 'Authorization' header is provided in an invalid format."
+                        .to_owned(),
+                )
+            })?;
+        let Some(issued) = self.tokens.get(token) else {
+            return Err(ArmError::unauthorized(
+                "InvalidAuthenticationToken",
+                "The access token is invalid.".to_owned(),
+            ));
+        };
+        let now_ms = now_epoch_ms();
+        if issued.expires_at_ms <= now_ms {
+            return Err(ArmError::unauthorized(
+                "ExpiredAuthenticationToken",
+                format!(
+                    "The access token expiry UTC time '{}' is earlier than current UTC time '{}'.",
+                    dotnet_utc(issued.expires_at_ms),
+                    dotnet_utc(now_ms)
+                ),
+            ));
+        }
+        if normalise_audience(&issued.resource) != normalise_audience(audience) {
+            let wanted = audience.trim_end_matches('/');
+            return Err(ArmError::unauthorized(
+                "InvalidAuthenticationTokenAudience",
+                format!(
+                    "The access token has been obtained for wrong audience or resource '{}'. It should exactly match with one of the allowed audiences '{wanted}/','{wanted}'.",
+                    issued.resource
+                ),
+            ));
+        }
+        Ok(issued.principal.clone())
+    }
+}
+
+/// Audiences compare without case, trailing slash or a `/.default` scope suffix.
+fn normalise_audience(audience: &str) -> String {
+    let audience = audience.trim();
+    let audience = audience.strip_suffix("/.default").unwrap_or(audience);
+    audience.trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// Whether an App Service token request carries the right `X-IDENTITY-HEADER`.
+pub(crate) fn app_service_header_ok(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get("x-identity-header")
+        .is_some_and(|value| value.as_bytes() == expected.as_bytes())
+}
+
+/// Whether an IMDS token request carries `Metadata: true`.
+pub(crate) fn imds_header_ok(headers: &HeaderMap) -> bool {
+    headers
+        .get("metadata")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+}
+
+/// An OAuth-style error body, as the identity endpoints return them.
+fn identity_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+/// Which identity endpoint is being served.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavour {
+    AppService,
+    Imds,
+}
+
+/// Handles a token request on either endpoint; `tokens` issues the token.
+pub(crate) fn token_response(
+    flavour: Flavour,
+    headers: &HeaderMap,
+    query: &Query,
+    identity_header: &str,
+    issue: impl FnOnce(&str, Principal) -> Issued,
+) -> Response {
+    match flavour {
+        Flavour::AppService if !app_service_header_ok(headers, identity_header) => {
+            return identity_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized_client",
+                "The X-IDENTITY-HEADER header is missing or does not match IDENTITY_HEADER.",
+            )
+        }
+        Flavour::Imds if !imds_header_ok(headers) => {
+            return identity_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Required metadata header not specified",
+            )
+        }
+        _ => {}
+    }
+    let Some(api_version) = query.get("api-version").filter(|v| !v.is_empty()) else {
+        return identity_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Required query variable 'api-version' is missing",
+        );
+    };
+    let minimum = match flavour {
+        Flavour::AppService => "2019-08-01",
+        Flavour::Imds => "2018-02-01",
+    };
+    if !is_date_version(api_version) || api_version < minimum {
+        return identity_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("Invalid api-version '{api_version}'; use {minimum} or later"),
+        );
+    }
+    let Some(resource) = query.get("resource").filter(|v| !v.is_empty()) else {
+        return identity_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Required audience parameter 'resource' not specified",
+        );
+    };
+    let selector_names: &[&str] = match flavour {
+        // azure_identity 1.0 sends IMDS's `msi_res_id` to the App Service endpoint too, so both
+        // spellings of the resource-id selector are accepted there.
+        Flavour::AppService => &[
+            "client_id",
+            "principal_id",
+            "object_id",
+            "mi_res_id",
+            "msi_res_id",
+        ],
+        Flavour::Imds => &["client_id", "object_id", "msi_res_id"],
+    };
+    let selectors: Vec<(&str, &str)> = selector_names
+        .iter()
+        .filter_map(|name| query.get(name).map(|value| (*name, value)))
+        .collect();
+    let principal = match selectors.as_slice() {
+        [] => Principal::system_assigned(),
+        [(name, value)] if !value.is_empty() => {
+            let selector = match *name {
+                "client_id" => Selector::Client(value),
+                "principal_id" | "object_id" => Selector::Object(value),
+                _ => Selector::Resource(value),
+            };
+            selector.principal()
+        }
+        [(name, _)] => {
+            return identity_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("The '{name}' parameter is empty"),
+            )
+        }
+        _ => {
+            return identity_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("Only one of {} may be specified", selector_names.join(", ")),
+            )
+        }
+    };
+    let client_id = principal.client_id.clone();
+    let issued = issue(resource, principal);
+    let body = match flavour {
+        Flavour::AppService => json!({
+            "access_token": issued.access_token,
+            "expires_on": issued.expires_on_secs.to_string(),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": client_id,
+        }),
+        Flavour::Imds => json!({
+            "access_token": issued.access_token,
+            "client_id": client_id,
+            "expires_in": issued.expires_in_secs.to_string(),
+            "expires_on": issued.expires_on_secs.to_string(),
+            "ext_expires_in": issued.expires_in_secs.to_string(),
+            "not_before": issued.issued_at_secs.to_string(),
+            "resource": resource,
+            "token_type": "Bearer",
+        }),
+    };
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// `YYYY-MM-DD`, optionally followed by a suffix such as `-preview`.
+pub(crate) fn is_date_version(version: &str) -> bool {
+    let bytes = version.as_bytes();
+    bytes.len() >= 10
+        && bytes[..10].iter().enumerate().all(|(i, b)| match i {
+            4 | 7 => *b == b'-',
+            _ => b.is_ascii_digit(),
+        })
+        && (bytes.len() == 10 || bytes[10] == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            HeaderValue::try_from(format!("Bearer {token}")).unwrap(),
+        );
+        headers
+    }
+
+    const ARM: &str = "https://management.azure.com/";
+
+    #[test]
+    fn audiences_compare_loosely() {
+        assert_eq!(
+            normalise_audience("https://management.azure.com/.default"),
+            "https://management.azure.com"
+        );
+        assert_eq!(
+            normalise_audience("https://Management.azure.com/"),
+            "https://management.azure.com"
+        );
+    }
+
+    #[test]
+    fn a_fresh_token_for_arm_authenticates() {
+        let mut store = TokenStore::default();
+        let issued = store.issue(
+            "https://management.azure.com",
+            Principal::system_assigned(),
+            Duration::from_secs(60),
+        );
+        let principal = store
+            .authenticate(&bearer(&issued.access_token), ARM)
+            .unwrap();
+        assert_eq!(principal, Principal::system_assigned());
+    }
+
+    #[test]
+    fn each_failure_has_its_arm_code() {
+        let mut store = TokenStore::default();
+        assert_eq!(
+            store.authenticate(&HeaderMap::new(), ARM).unwrap_err().code,
+            "AuthenticationFailed"
+        );
+        let mut basic = HeaderMap::new();
+        basic.insert(
+            axum::http::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic abc"),
+        );
+        assert_eq!(
+            store.authenticate(&basic, ARM).unwrap_err().code,
+            "AuthenticationFailed"
+        );
+        assert_eq!(
+            store.authenticate(&bearer("nope"), ARM).unwrap_err().code,
+            "InvalidAuthenticationToken"
+        );
+
+        let vault = store.issue(
+            "https://vault.azure.net",
+            Principal::system_assigned(),
+            Duration::from_secs(60),
+        );
+        let err = store
+            .authenticate(&bearer(&vault.access_token), ARM)
+            .unwrap_err();
+        assert_eq!(err.code, "InvalidAuthenticationTokenAudience");
+        assert!(
+            err.message.contains("https://vault.azure.net"),
+            "{}",
+            err.message
+        );
+
+        let arm = store.issue(ARM, Principal::system_assigned(), Duration::from_secs(60));
+        store.expire_all();
+        let err = store
+            .authenticate(&bearer(&arm.access_token), ARM)
+            .unwrap_err();
+        assert_eq!(err.code, "ExpiredAuthenticationToken");
+        assert!(
+            err.message
+                .starts_with("The access token expiry UTC time '"),
+            "{}",
+            err.message
+        );
+        assert!(err.www_authenticate.is_some());
+    }
+
+    #[test]
+    fn selectors_map_to_stable_principals() {
+        let a = Selector::Client("c1").principal();
+        assert_eq!(a.client_id, "c1");
+        assert_eq!(a, Selector::Client("c1").principal());
+        let b = Selector::Object("o1").principal();
+        assert_eq!(b.object_id, "o1");
+        assert_ne!(
+            Selector::Resource("/x").principal(),
+            Principal::system_assigned()
+        );
+    }
+
+    #[test]
+    fn date_versions_are_recognised() {
+        assert!(is_date_version("2019-08-01"));
+        assert!(is_date_version("2021-06-01-preview"));
+        assert!(!is_date_version("2019-8-01"));
+        assert!(!is_date_version("latest"));
+        assert!(!is_date_version("2019-08-01x"));
+    }
+}

@@ -1,0 +1,302 @@
+//! `tagfence-emulator`: a local, stateful HTTP emulator of the Azure endpoints tagfence talks to.
+//!
+//! tagfence reads Azure Service Tags and rewrites Key Vault firewalls through Azure Resource
+//! Manager with a managed identity. None of that can be exercised offline, so this crate emulates
+//! the parts tagfence uses, faithfully where behaviour is documented (azure-interfaces.md Part 2)
+//! and configurably where it is not:
+//!
+//! - **Key Vault** `GET|PATCH|PUT …/providers/Microsoft.KeyVault/vaults/{name}`: stored vaults,
+//!   ARM's validation and normalisation of `networkAcls`, 401/403/404/429 in ARM's wording, and
+//!   per-subscription write throttling.
+//! - **Managed identity**: the App Service endpoint (`/msi/token`) and IMDS
+//!   (`/metadata/identity/oauth2/token`), issuing opaque tokens the ARM routes then check.
+//! - **Service Tags**: the Discovery API (optionally paged), the public download page and file.
+//! - **Resource Graph**: the KQL subset used to discover tagged vaults.
+//! - **Test hooks**: a request log, injectable faults (status, delay, dropped connection), direct
+//!   access to vault state, and token expiry — through [`Emulator`] or the `/_emulator/…` routes.
+//!
+//! Integration tests start one with [`Emulator::start`] on `127.0.0.1:0` and point tagfence at
+//! [`Emulator::base_url`]; the `tagfence-emulator` binary does the same for the README demo.
+//!
+//! # Layout
+//!
+//! ```text
+//! config.rs          Config, Seed, Throttle, Slash31Policy         (public)
+//! model.rs           Route, RequestRecord, Fault, FaultKind        (public)
+//! server.rs          accept loop, fault/log wrapper, control routes, shared state
+//! routes.rs          case-insensitive classification of paths into routes
+//! arm.rs             vault, Discovery API and Resource Graph handlers
+//! vaults.rs          vault store; PATCH/PUT semantics             (pure)
+//! acl.rs             networkAcls validation and normalisation     (pure)
+//! identity.rs        token endpoints, token store, ARM authentication
+//! service_tags.rs    document loading, API conversion, download page
+//! resource_graph.rs  KQL subset                                   (pure)
+//! throttle.rs        token buckets
+//! ```
+
+mod acl;
+mod arm;
+mod clock;
+mod config;
+mod error;
+mod identity;
+mod ids;
+mod model;
+mod query;
+mod resource_graph;
+mod routes;
+mod server;
+mod service_tags;
+mod throttle;
+mod vaults;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub use arm::KEY_VAULT_API_VERSIONS;
+pub use config::{Config, Seed, SeedError, Slash31Policy, Throttle, DEFAULT_ARM_AUDIENCE};
+pub use identity::{SYSTEM_ASSIGNED_CLIENT_ID, SYSTEM_ASSIGNED_OBJECT_ID};
+pub use model::{Fault, FaultKind, RequestRecord, Route};
+pub use service_tags::{
+    ServiceTagsError, DOWNLOAD_DIRECTORY, DOWNLOAD_FILE_NAMES, DOWNLOAD_PAGE_PATH,
+    PUBLIC_DOWNLOAD_ID,
+};
+
+use identity::Principal;
+use server::Shared;
+use service_tags::ServiceTagsDocument;
+use vaults::VaultStore;
+
+/// A running emulator. Dropping it stops the server too, but without waiting; prefer
+/// [`Emulator::shutdown`].
+///
+/// The server runs on its own thread with its own Tokio runtime, not on the caller's: a test on a
+/// current-thread runtime may block (for example on `std::process::Command::output()` running
+/// tagfence's binary) without starving the emulator. For the same reason the emulator's clock is
+/// real time; `tokio::time::pause()` in a test does not affect delays or token expiry.
+pub struct Emulator {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    stopped: Option<oneshot::Receiver<()>>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("base_url", &self.shared.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// Validates `config`, binds `listen` (use `127.0.0.1:0` in tests) and starts serving on a
+    /// dedicated thread.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when the seed is unusable, `InvalidData` when the Service Tags document
+    /// cannot be loaded, the error from binding the listener, or the error from starting the
+    /// server thread and its runtime.
+    pub async fn start(config: Config, listen: SocketAddr) -> io::Result<Emulator> {
+        let vaults = VaultStore::from_seed(&config.seed)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        let service_tags = config
+            .service_tags
+            .as_deref()
+            .map(ServiceTagsDocument::parse)
+            .transpose()
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+        if let Some(document) = &service_tags {
+            tracing::debug!(
+                tags = document.tag_count(),
+                "loaded the service tags document"
+            );
+        }
+        let listener = std::net::TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(
+            config,
+            base_url_for(local_addr),
+            vaults,
+            service_tags,
+        ));
+        let router = server::router(Arc::clone(&shared));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tagfence-emulator-worker")
+            .enable_all()
+            .build()?;
+        let (shutdown, shutdown_rx) = oneshot::channel();
+        let (stopped_tx, stopped) = oneshot::channel();
+        let server_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("tagfence-emulator".to_owned())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => server::serve(listener, server_shared, router, shutdown_rx).await,
+                        Err(error) => tracing::error!(%error, "could not register the listener with the runtime"),
+                    }
+                });
+                // Dropping the runtime cancels connection tasks still running after the grace period.
+                drop(runtime);
+                // The handle may be gone already (dropped without `shutdown`); nobody to tell then.
+                stopped_tx.send(()).ok();
+            })?;
+        Ok(Emulator {
+            shared,
+            local_addr,
+            shutdown: Some(shutdown),
+            stopped: Some(stopped),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash). Point tagfence's ARM endpoint here.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The App Service identity endpoint, `base_url + "/msi/token"` (tagfence's `IDENTITY_ENDPOINT`).
+    pub fn identity_endpoint(&self) -> String {
+        format!("{}/msi/token", self.shared.base_url)
+    }
+
+    /// The value the identity endpoint requires in `X-IDENTITY-HEADER` (tagfence's `IDENTITY_HEADER`).
+    pub fn identity_header(&self) -> String {
+        self.shared.settings.identity_header.clone()
+    }
+
+    /// The download page URL for the Public cloud, `base_url + "/download/details.aspx?id=56519"`.
+    pub fn download_page_url(&self) -> String {
+        format!("{}{DOWNLOAD_PAGE_PATH}", self.shared.base_url)
+    }
+
+    /// The absolute URLs the download page links to, older first.
+    pub fn download_file_urls(&self) -> Vec<String> {
+        service_tags::download_file_urls(&self.shared.base_url)
+    }
+
+    /// Every non-control request handled so far, in completion order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.requests()
+    }
+
+    /// Forgets the request log.
+    pub fn clear_requests(&self) {
+        self.shared.clear_requests();
+    }
+
+    /// Queues a fault (FIFO); a fault with `count == 0` is ignored.
+    pub fn add_fault(&self, fault: Fault) {
+        self.shared.add_fault(fault);
+    }
+
+    /// Removes every queued fault.
+    pub fn clear_faults(&self) {
+        self.shared.clear_faults();
+    }
+
+    /// The stored vault (as ARM GET would return it), by name or resource id, ignoring case.
+    pub fn vault(&self, name_or_id: &str) -> Option<Value> {
+        let vaults = self.shared.vaults();
+        vaults
+            .find(name_or_id)
+            .and_then(|index| vaults.get(index).cloned())
+    }
+
+    /// The vault's `ipRules[].value`s as stored; empty when the vault or its rules do not exist.
+    pub fn ip_rules(&self, name_or_id: &str) -> Vec<String> {
+        self.vault(name_or_id)
+            .map(|vault| vaults::ip_rule_values(&vault))
+            .unwrap_or_default()
+    }
+
+    /// Replaces a vault's ipRules out of band, as a person editing the firewall would: stored
+    /// normalised like ARM would (a bare IPv4 address gains `/32`), not validated, not logged, not
+    /// throttled. Does nothing when the vault does not exist.
+    pub fn set_ip_rules(&self, name_or_id: &str, rules: Vec<String>) {
+        if !server::set_ip_rules(&self.shared, name_or_id, rules) {
+            tracing::warn!(vault = name_or_id, "set_ip_rules: no such vault");
+        }
+    }
+
+    /// Issues a token for `resource` to the system-assigned identity, as the identity endpoints
+    /// would, and returns the access token.
+    pub fn issue_token(&self, resource: &str) -> String {
+        self.shared
+            .issue_token(resource, Principal::system_assigned())
+            .access_token
+    }
+
+    /// Makes every token issued so far expired, to simulate expiry mid-run. Tokens issued later
+    /// are fresh.
+    pub fn expire_tokens(&self) {
+        self.shared.expire_tokens();
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to 5 s) and waits for the
+    /// server thread to stop.
+    pub async fn shutdown(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            // The server may have stopped on its own already; then there is nobody to tell.
+            shutdown.send(()).ok();
+        }
+        if let Some(stopped) = self.stopped.take() {
+            if stopped.await.is_err() {
+                tracing::warn!("the emulator's server thread ended without reporting");
+            }
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            // Nobody may be listening any more; that is fine.
+            shutdown.send(()).ok();
+        }
+    }
+}
+
+/// The URL clients should use: an unspecified listen address is reached via loopback.
+fn base_url_for(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_use_loopback_for_unspecified_addresses() {
+        assert_eq!(
+            base_url_for("0.0.0.0:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            base_url_for("[::]:8080".parse().unwrap()),
+            "http://[::1]:8080"
+        );
+        assert_eq!(
+            base_url_for("10.1.2.3:80".parse().unwrap()),
+            "http://10.1.2.3:80"
+        );
+    }
+}

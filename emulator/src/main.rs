@@ -1,0 +1,307 @@
+//! The `tagfence-emulator` binary: runs the emulator for the README demo and manual testing.
+//!
+//! It parses flags, loads the seed and Service Tags document (bundled defaults, so the binary
+//! stands alone), starts the emulator, optionally writes an env file pointing tagfence at it,
+//! prints exactly one line to stdout (`tagfence-emulator listening on <base>`) and serves until
+//! SIGTERM or Ctrl-C. Logs go to stderr. Exit codes: 0 after a signal, 2 on a startup error.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use tagfence_emulator::{Config, Emulator, Seed, Slash31Policy};
+use tracing_subscriber::EnvFilter;
+
+/// The sample seed used when `--seed` is not given.
+const BUNDLED_SEED: &[u8] = include_bytes!("../samples/vaults.json");
+/// Service Tags changeNumber 365 (gzip), used when `--service-tags` is not given.
+const BUNDLED_SERVICE_TAGS: &[u8] =
+    include_bytes!("../../tests/fixtures/ServiceTags_Public.changeNumber-365.json.gz");
+
+/// A local emulator of the Azure endpoints tagfence uses: Key Vault (ARM), managed identity,
+/// Service Tags (Discovery API and download page), Resource Graph.
+///
+/// Prints `tagfence-emulator listening on <base>` to stdout once ready; logs go to stderr
+/// (filter with RUST_LOG). Runs until SIGTERM or Ctrl-C, then exits 0; exits 2 if it cannot start.
+#[derive(Debug, Parser)]
+#[command(name = "tagfence-emulator", version)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+
+    /// Seed file: {"vaults": [<vault as ARM GET returns it>], "forbidden": [<vault id>]}.
+    /// Defaults to a bundled sample (kv-prod, kv-build, kv-legacy in rg-secrets).
+    #[arg(long, value_name = "FILE")]
+    seed: Option<PathBuf>,
+
+    /// Service Tags document in download-file format, JSON or gzip. Defaults to a bundled copy of
+    /// changeNumber 365.
+    #[arg(long, value_name = "FILE")]
+    service_tags: Option<PathBuf>,
+
+    /// Value the identity endpoint requires in X-IDENTITY-HEADER. Defaults to a random GUID.
+    #[arg(long, value_name = "VALUE")]
+    identity_header: Option<String>,
+
+    /// Lifetime of issued tokens in seconds.
+    #[arg(long, value_name = "N", default_value_t = 3600)]
+    token_lifetime_secs: u64,
+
+    /// Disable ARM write throttling (default: 200 writes burst, 10/s refill per subscription).
+    #[arg(long)]
+    no_throttle: bool,
+
+    /// How PATCH/PUT treat a /31 ipRule (Key Vault's behaviour is unverified).
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "accept")]
+    slash31: Slash31Arg,
+
+    /// Tags per Discovery API page; without it the API answers in one page.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    service_tags_page_size: Option<u64>,
+
+    /// Write TAGFENCE_ARM_ENDPOINT, IDENTITY_ENDPOINT, IDENTITY_HEADER and
+    /// TAGFENCE_DOWNLOAD_PAGE_URL to this file (atomically, once listening).
+    #[arg(long, value_name = "PATH")]
+    env_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Slash31Arg {
+    Accept,
+    Reject,
+}
+
+impl Args {
+    /// Builds the emulator configuration, reading the seed and document files.
+    fn config(&self) -> anyhow::Result<Config> {
+        let seed_bytes = match &self.seed {
+            Some(path) => std::fs::read(path)
+                .with_context(|| format!("reading seed file '{}'", path.display()))?,
+            None => BUNDLED_SEED.to_vec(),
+        };
+        let seed = Seed::from_json(&seed_bytes).with_context(|| match &self.seed {
+            Some(path) => format!("loading seed file '{}'", path.display()),
+            None => "loading the bundled seed".to_owned(),
+        })?;
+        let service_tags = match &self.service_tags {
+            Some(path) => std::fs::read(path)
+                .with_context(|| format!("reading service tags file '{}'", path.display()))?,
+            None => BUNDLED_SERVICE_TAGS.to_vec(),
+        };
+        let defaults = Config::default();
+        Ok(Config {
+            seed,
+            service_tags: Some(service_tags),
+            identity_header: self
+                .identity_header
+                .clone()
+                .unwrap_or(defaults.identity_header),
+            token_lifetime: Duration::from_secs(self.token_lifetime_secs),
+            throttle: if self.no_throttle {
+                None
+            } else {
+                defaults.throttle
+            },
+            slash31: match self.slash31 {
+                Slash31Arg::Accept => Slash31Policy::Accept,
+                Slash31Arg::Reject => Slash31Policy::Reject,
+            },
+            service_tags_page_size: self
+                .service_tags_page_size
+                .map(|size| usize::try_from(size).unwrap_or(usize::MAX)),
+            ..defaults
+        })
+    }
+}
+
+/// The env file's contents: one `NAME=value` per line.
+fn env_file_contents(emulator: &Emulator) -> String {
+    format!(
+        "TAGFENCE_ARM_ENDPOINT={}\nIDENTITY_ENDPOINT={}\nIDENTITY_HEADER={}\nTAGFENCE_DOWNLOAD_PAGE_URL={}\n",
+        emulator.base_url(),
+        emulator.identity_endpoint(),
+        emulator.identity_header(),
+        emulator.download_page_url()
+    )
+}
+
+/// Writes `contents` to `path` atomically: a temporary file in the same directory, then a rename.
+fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("env file path '{}' has no file name", path.display()))?;
+    let mut temporary_name = file_name.to_os_string();
+    temporary_name.push(format!(".tmp-{}", std::process::id()));
+    let temporary = path.with_file_name(temporary_name);
+    std::fs::write(&temporary, contents)
+        .with_context(|| format!("writing '{}'", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| {
+        // Best effort: do not leave the temporary file behind.
+        std::fs::remove_file(&temporary).ok();
+        format!("renaming '{}' to '{}'", temporary.display(), path.display())
+    })
+}
+
+/// Resolves when the process receives SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("waiting for ctrl-c")?,
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.config()?;
+    tracing::debug!(?config, "effective configuration");
+    let emulator = Emulator::start(config, args.listen)
+        .await
+        .with_context(|| format!("starting the emulator on {}", args.listen))?;
+    if let Some(path) = &args.env_file {
+        write_atomically(path, &env_file_contents(&emulator))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "tagfence-emulator listening on {}",
+        emulator.base_url()
+    )
+    .and_then(|()| stdout.flush())
+    .context("writing the ready line to stdout")?;
+    drop(stdout);
+    tracing::info!(base_url = %emulator.base_url(), "emulator ready");
+    let waited = shutdown_signal().await;
+    tracing::info!("shutting down");
+    emulator.shutdown().await;
+    waited
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    // The emulator serves from its own runtime thread; this runtime only waits for signals.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: building the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("tagfence-emulator").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_listen_on_a_free_loopback_port_with_bundled_data() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.listen, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        let config = args.config().unwrap();
+        assert_eq!(config.seed.vaults.len(), 3);
+        assert!(config
+            .service_tags
+            .is_some_and(|bytes| bytes.starts_with(&[0x1f, 0x8b])));
+        assert_eq!(config.token_lifetime, Duration::from_secs(3600));
+        assert!(config.throttle.is_some());
+        assert_eq!(config.slash31, Slash31Policy::Accept);
+        assert_eq!(config.service_tags_page_size, None);
+        assert_eq!(config.identity_header.len(), 36);
+    }
+
+    #[test]
+    fn every_flag_parses() {
+        let args = parse(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--identity-header",
+            "h",
+            "--token-lifetime-secs",
+            "5",
+            "--no-throttle",
+            "--slash31",
+            "reject",
+            "--service-tags-page-size",
+            "100",
+            "--env-file",
+            "/tmp/x.env",
+        ])
+        .unwrap();
+        let config = args.config().unwrap();
+        assert_eq!(args.listen.port(), 8080);
+        assert_eq!(config.identity_header, "h");
+        assert_eq!(config.token_lifetime, Duration::from_secs(5));
+        assert!(config.throttle.is_none());
+        assert_eq!(config.slash31, Slash31Policy::Reject);
+        assert_eq!(config.service_tags_page_size, Some(100));
+        assert_eq!(args.env_file.as_deref(), Some(Path::new("/tmp/x.env")));
+    }
+
+    #[test]
+    fn bad_flag_values_are_refused() {
+        assert!(parse(&["--slash31", "maybe"]).is_err());
+        assert!(parse(&["--service-tags-page-size", "0"]).is_err());
+        assert!(parse(&["--listen", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn a_missing_seed_file_is_reported_with_its_path() {
+        let error = parse(&["--seed", "/nonexistent/seed.json"])
+            .unwrap()
+            .config()
+            .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("reading seed file '/nonexistent/seed.json'"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn env_files_are_written_atomically() {
+        let directory =
+            std::env::temp_dir().join(format!("tagfence-emulator-test-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("emulator.env");
+        write_atomically(&path, "A=1\n").unwrap();
+        write_atomically(&path, "A=2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "A=2\n");
+        let leftovers = std::fs::read_dir(&directory).unwrap().count();
+        assert_eq!(leftovers, 1);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+}

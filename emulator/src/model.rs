@@ -1,0 +1,192 @@
+//! The public vocabulary shared by the library API and the control routes: which route a request
+//! hit, what the emulator recorded about it, and the faults a test can inject.
+//!
+//! These types are serialised on the control routes (`/_emulator/requests`, `/_emulator/faults`),
+//! so their serde shapes are part of the binary's interface: enums use serde's default externally
+//! tagged form, e.g. `"VaultPatch"`, `"Drop"`, `{"Delay":{"ms":200}}`.
+
+use serde::{Deserialize, Serialize};
+
+/// The emulated endpoint a request was routed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Route {
+    /// `GET …/providers/Microsoft.KeyVault/vaults/{name}`.
+    VaultGet,
+    /// `PATCH …/providers/Microsoft.KeyVault/vaults/{name}`.
+    VaultPatch,
+    /// `PUT …/providers/Microsoft.KeyVault/vaults/{name}`.
+    VaultPut,
+    /// `GET /msi/token`, the App Service / Functions identity endpoint.
+    TokenAppService,
+    /// `GET /metadata/identity/oauth2/token`, the VM instance metadata (IMDS) identity endpoint.
+    TokenImds,
+    /// `GET /subscriptions/{sub}/providers/Microsoft.Network/locations/{loc}/serviceTags`.
+    ServiceTagsApi,
+    /// `GET /download/details.aspx?id=…` (or `confirmation.aspx`), the page listing the file links.
+    DownloadPage,
+    /// `GET /download/…/ServiceTags_Public_YYYYMMDD.json`.
+    DownloadFile,
+    /// `POST /providers/Microsoft.ResourceGraph/resources`.
+    ResourceGraph,
+    /// `/_emulator/…`: the emulator's own control routes; never logged, never faulted.
+    Control,
+    /// Anything else (answered with 404).
+    Other,
+}
+
+impl Route {
+    /// Whether this is an ARM write (it spends a token from the subscription's write bucket).
+    pub fn is_arm_write(self) -> bool {
+        matches!(self, Route::VaultPatch | Route::VaultPut)
+    }
+
+    /// Whether this route is a Key Vault route (its record carries the vault name).
+    pub fn is_vault(self) -> bool {
+        matches!(self, Route::VaultGet | Route::VaultPatch | Route::VaultPut)
+    }
+}
+
+/// What the emulator recorded about one handled (non-control) request.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestRecord {
+    /// HTTP method, e.g. `PATCH`.
+    pub method: String,
+    /// Request path as sent (not decoded, original case).
+    pub path: String,
+    /// Raw query string without the `?` (empty when there is none).
+    pub query: String,
+    /// Response status; `0` when the connection was dropped by a [`FaultKind::Drop`] fault.
+    pub status: u16,
+    /// The route the request matched.
+    pub route: Route,
+    /// The vault name, lower-cased, for vault routes.
+    pub vault: Option<String>,
+    /// Milliseconds between the emulator's start and the request's arrival.
+    pub at_ms: u64,
+    /// Description of the injected fault that applied to this request, if any.
+    pub fault: Option<String>,
+    /// Whether the request passed the route's authentication and authorisation checks
+    /// (a valid, unexpired ARM token and, for vault routes, a vault that is not forbidden; the
+    /// identity header for token routes). Always `true` for routes that need no credentials.
+    pub authorized: bool,
+}
+
+/// A fault to inject into matching requests.
+///
+/// Faults are kept in a FIFO queue. Each matching request consumes one `count` of the first
+/// matching fault; a fault is removed when its count reaches zero.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Fault {
+    /// Only requests to this route; `None` matches every non-control route.
+    #[serde(default)]
+    pub route: Option<Route>,
+    /// Only requests for this vault name (case-insensitive); requests without a vault never match.
+    #[serde(default)]
+    pub vault: Option<String>,
+    /// What to do to a matching request.
+    pub kind: FaultKind,
+    /// How many matching requests the fault applies to.
+    pub count: u32,
+}
+
+/// What an injected fault does.
+#[derive(Clone, Debug, Deserialize)]
+pub enum FaultKind {
+    /// Answer with this status instead of handling the request: ARM error body
+    /// `{"error":{"code","message"}}`; optional `Retry-After` seconds header.
+    Status {
+        /// HTTP status code, e.g. 503.
+        status: u16,
+        /// ARM error code, e.g. `ServerBusy`.
+        code: String,
+        /// ARM error message.
+        message: String,
+        /// Value of the `Retry-After` header in seconds, if one should be sent.
+        #[serde(default)]
+        retry_after: Option<u64>,
+    },
+    /// Sleep this long, then handle the request normally.
+    Delay {
+        /// Delay in milliseconds.
+        ms: u64,
+    },
+    /// Close the connection without writing any response (a transport error the client sees before
+    /// any status line).
+    Drop,
+}
+
+impl FaultKind {
+    /// A short human-readable description, as stored in [`RequestRecord::fault`].
+    pub fn describe(&self) -> String {
+        match self {
+            FaultKind::Status { status, code, .. } => format!("status {status} {code}"),
+            FaultKind::Delay { ms } => format!("delay {ms}ms"),
+            FaultKind::Drop => "drop connection".to_owned(),
+        }
+    }
+}
+
+impl Fault {
+    /// Whether this fault applies to a request on `route` for `vault` (lower-case).
+    pub(crate) fn matches(&self, route: Route, vault: Option<&str>) -> bool {
+        if self.count == 0 || route == Route::Control {
+            return false;
+        }
+        if self.route.is_some_and(|wanted| wanted != route) {
+            return false;
+        }
+        match &self.vault {
+            None => true,
+            Some(wanted) => vault.is_some_and(|name| name.eq_ignore_ascii_case(wanted)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_deserialise_from_the_documented_json_shapes() {
+        let status: Fault = serde_json::from_str(
+            r#"{"route":"VaultPatch","vault":"kv-prod","kind":{"Status":{"status":503,"code":"ServerBusy","message":"busy","retry_after":2}},"count":1}"#,
+        )
+        .unwrap();
+        assert_eq!(status.route, Some(Route::VaultPatch));
+        assert_eq!(status.kind.describe(), "status 503 ServerBusy");
+
+        let drop: Fault = serde_json::from_str(r#"{"kind":"Drop","count":2}"#).unwrap();
+        assert!(drop.route.is_none() && drop.vault.is_none());
+        assert_eq!(drop.kind.describe(), "drop connection");
+
+        let delay: Fault =
+            serde_json::from_str(r#"{"kind":{"Delay":{"ms":5}},"count":1}"#).unwrap();
+        assert_eq!(delay.kind.describe(), "delay 5ms");
+    }
+
+    #[test]
+    fn a_fault_matches_route_and_vault_case_insensitively() {
+        let fault = Fault {
+            route: Some(Route::VaultGet),
+            vault: Some("KV-Prod".into()),
+            kind: FaultKind::Drop,
+            count: 1,
+        };
+        assert!(fault.matches(Route::VaultGet, Some("kv-prod")));
+        assert!(!fault.matches(Route::VaultPatch, Some("kv-prod")));
+        assert!(!fault.matches(Route::VaultGet, Some("kv-build")));
+        assert!(!fault.matches(Route::VaultGet, None));
+    }
+
+    #[test]
+    fn a_fault_without_route_never_matches_control_requests() {
+        let fault = Fault {
+            route: None,
+            vault: None,
+            kind: FaultKind::Drop,
+            count: 1,
+        };
+        assert!(fault.matches(Route::Other, None));
+        assert!(!fault.matches(Route::Control, None));
+    }
+}

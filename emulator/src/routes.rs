@@ -1,0 +1,184 @@
+//! Request classification: which emulated endpoint a method and path address.
+//!
+//! ARM treats the fixed segments of a resource path (`resourceGroups`, `providers`,
+//! `Microsoft.KeyVault`, …) case-insensitively, and clients do send them in different cases, so
+//! matching is done here by hand rather than with axum's case-sensitive router. Classification
+//! happens before a request is handled because faults, the request log and the rate-limit headers
+//! all depend on the route and the vault.
+
+use axum::http::Method;
+use percent_encoding::percent_decode_str;
+
+use crate::model::Route;
+use crate::service_tags;
+use crate::vaults::VaultPath;
+
+/// A classified request.
+#[derive(Clone, Debug)]
+pub(crate) struct Classified {
+    pub route: Route,
+    pub target: Target,
+}
+
+/// The resource a request names.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    None,
+    Vault(VaultPath),
+    /// A subscription-scoped, non-vault ARM request (the Service Tags Discovery API).
+    ServiceTags {
+        subscription: String,
+    },
+}
+
+impl Classified {
+    /// The vault name, lower-cased, for vault routes.
+    pub fn vault_name(&self) -> Option<String> {
+        match &self.target {
+            Target::Vault(path) => Some(path.name.to_ascii_lowercase()),
+            _ => None,
+        }
+    }
+
+    /// The subscription id, lower-cased, for subscription-scoped ARM routes.
+    pub fn subscription(&self) -> Option<String> {
+        match &self.target {
+            Target::Vault(path) => Some(path.subscription.to_ascii_lowercase()),
+            Target::ServiceTags { subscription } => Some(subscription.to_ascii_lowercase()),
+            Target::None => None,
+        }
+    }
+}
+
+/// Splits a path into percent-decoded segments, without the leading slash.
+pub(crate) fn segments(path: &str) -> Vec<String> {
+    path.trim_start_matches('/')
+        .split('/')
+        .map(|segment| percent_decode_str(segment).decode_utf8_lossy().into_owned())
+        .collect()
+}
+
+/// Classifies a request by method and (undecoded) path.
+pub(crate) fn classify(method: &Method, path: &str) -> Classified {
+    let owned = segments(path);
+    let parts: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let lower: Vec<String> = parts.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+    let none = |route| Classified {
+        route,
+        target: Target::None,
+    };
+
+    if lower.first() == Some(&"_emulator") {
+        return none(Route::Control);
+    }
+    if let Some(vault) = VaultPath::from_segments(&parts) {
+        let route = match *method {
+            Method::GET => Route::VaultGet,
+            Method::PATCH => Route::VaultPatch,
+            Method::PUT => Route::VaultPut,
+            _ => return none(Route::Other),
+        };
+        return Classified {
+            route,
+            target: Target::Vault(vault),
+        };
+    }
+    let get = *method == Method::GET;
+    match lower.as_slice() {
+        ["subscriptions", _, "providers", "microsoft.network", "locations", location, "servicetags"]
+            if get && !location.is_empty() && !parts[1].is_empty() =>
+        {
+            Classified {
+                route: Route::ServiceTagsApi,
+                target: Target::ServiceTags {
+                    subscription: parts[1].to_owned(),
+                },
+            }
+        }
+        ["providers", "microsoft.resourcegraph", "resources"] if *method == Method::POST => {
+            none(Route::ResourceGraph)
+        }
+        ["msi", "token"] if get => none(Route::TokenAppService),
+        ["metadata", "identity", "oauth2", "token"] if get => none(Route::TokenImds),
+        ["download", "details.aspx" | "confirmation.aspx"]
+        | [_, "download", "details.aspx" | "confirmation.aspx"]
+            if get =>
+        {
+            none(Route::DownloadPage)
+        }
+        ["download", .., file] if get && service_tags::is_download_file_name(file) => {
+            none(Route::DownloadFile)
+        }
+        _ => none(Route::Other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: Method, path: &str) -> Route {
+        classify(&method, path).route
+    }
+
+    #[test]
+    fn vault_paths_match_in_any_case() {
+        let path =
+            "/subscriptions/S1/resourcegroups/RG/providers/microsoft.keyvault/VAULTS/KV-Prod";
+        let classified = classify(&Method::PATCH, path);
+        assert_eq!(classified.route, Route::VaultPatch);
+        assert_eq!(classified.vault_name().as_deref(), Some("kv-prod"));
+        assert_eq!(classified.subscription().as_deref(), Some("s1"));
+        assert_eq!(route(Method::GET, path), Route::VaultGet);
+        assert_eq!(route(Method::PUT, path), Route::VaultPut);
+        assert_eq!(route(Method::DELETE, path), Route::Other);
+    }
+
+    #[test]
+    fn percent_encoded_resource_groups_are_decoded() {
+        let classified = classify(
+            &Method::GET,
+            "/subscriptions/s/resourceGroups/rg%28one%29/providers/Microsoft.KeyVault/vaults/kv",
+        );
+        match classified.target {
+            Target::Vault(path) => assert_eq!(path.resource_group, "rg(one)"),
+            other => panic!("unexpected target {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_other_endpoints_are_recognised() {
+        assert_eq!(
+            route(
+                Method::GET,
+                "/subscriptions/s/providers/Microsoft.Network/locations/westeurope/serviceTags"
+            ),
+            Route::ServiceTagsApi
+        );
+        assert_eq!(
+            route(Method::POST, "/providers/Microsoft.ResourceGraph/resources"),
+            Route::ResourceGraph
+        );
+        assert_eq!(route(Method::GET, "/msi/token"), Route::TokenAppService);
+        assert_eq!(
+            route(Method::GET, "/metadata/identity/oauth2/token"),
+            Route::TokenImds
+        );
+        assert_eq!(
+            route(Method::GET, "/download/details.aspx"),
+            Route::DownloadPage
+        );
+        assert_eq!(
+            route(Method::GET, "/en-us/download/confirmation.aspx"),
+            Route::DownloadPage
+        );
+        assert_eq!(
+            route(Method::GET, "/download/7/1/d/71d86715-5596-4529-9b13-da13a5de5b63/ServiceTags_Public_20250804.json"),
+            Route::DownloadFile
+        );
+        assert_eq!(route(Method::GET, "/_emulator/requests"), Route::Control);
+        assert_eq!(route(Method::GET, "/"), Route::Other);
+        assert_eq!(route(Method::POST, "/msi/token"), Route::Other);
+    }
+}

@@ -1,0 +1,559 @@
+//! The HTTP server: shared state, the accept loop, and the wrapper that logs and faults requests.
+//!
+//! `axum::serve` cannot close a connection without answering, which is exactly what a
+//! [`FaultKind::Drop`] fault must do, so the emulator runs its own hyper 1 accept loop. Every
+//! connection is served by [`handle`], which classifies the request, applies the first matching
+//! fault (FIFO), authenticates, hands the request to the axum [`Router`], adds ARM's common
+//! headers and records the outcome. Returning `Err` from the service makes hyper close the
+//! connection without writing a status line. Control routes (`/_emulator/…`) bypass all of that.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+
+use crate::arm::{self, MAX_BODY_BYTES, REMAINING_READS, REMAINING_WRITES};
+use crate::config::{Config, Slash31Policy, Throttle};
+use crate::error::ArmError;
+use crate::identity::{self, Flavour, Issued, Principal, TokenStore};
+use crate::model::{Fault, FaultKind, RequestRecord, Route};
+use crate::query::Query;
+use crate::routes::{classify, Classified, Target};
+use crate::service_tags::{self, ServiceTagsDocument, PUBLIC_DOWNLOAD_ID};
+use crate::throttle::{TokenBucket, READ_BUCKET};
+use crate::vaults::{self, VaultStore};
+
+/// How long shutdown waits for in-flight requests before dropping their connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// `x-ms-ratelimit-remaining-subscription-writes` when throttling is disabled.
+const UNTHROTTLED_REMAINING_WRITES: u32 = 199;
+
+/// The settings handlers read on every request (the parts of [`Config`] that are not state).
+pub(crate) struct Settings {
+    pub identity_header: String,
+    pub token_lifetime: Duration,
+    pub arm_audience: String,
+    pub throttle: Option<Throttle>,
+    pub slash31: Slash31Policy,
+    pub service_tags_page_size: Option<usize>,
+}
+
+/// State shared by every connection and by the [`crate::Emulator`] handle.
+pub(crate) struct Shared {
+    pub settings: Settings,
+    /// `http://host:port`, no trailing slash.
+    pub base_url: String,
+    pub service_tags: Option<ServiceTagsDocument>,
+    started: Instant,
+    vaults: Mutex<VaultStore>,
+    tokens: Mutex<TokenStore>,
+    log: Mutex<Vec<RequestRecord>>,
+    faults: Mutex<VecDeque<Fault>>,
+    write_buckets: Mutex<HashMap<String, TokenBucket>>,
+    read_buckets: Mutex<HashMap<String, TokenBucket>>,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical section
+/// here leaves the data consistent, so a poisoned lock is still safe to use.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub fn new(
+        config: Config,
+        base_url: String,
+        vaults: VaultStore,
+        service_tags: Option<ServiceTagsDocument>,
+    ) -> Shared {
+        Shared {
+            settings: Settings {
+                identity_header: config.identity_header,
+                token_lifetime: config.token_lifetime,
+                arm_audience: config.arm_audience,
+                throttle: config.throttle,
+                slash31: config.slash31,
+                service_tags_page_size: config.service_tags_page_size.filter(|size| *size > 0),
+            },
+            base_url,
+            service_tags,
+            started: Instant::now(),
+            vaults: Mutex::new(vaults),
+            tokens: Mutex::new(TokenStore::default()),
+            log: Mutex::new(Vec::new()),
+            faults: Mutex::new(VecDeque::new()),
+            write_buckets: Mutex::new(HashMap::new()),
+            read_buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn vaults(&self) -> MutexGuard<'_, VaultStore> {
+        lock(&self.vaults)
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.log).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.log).clear();
+    }
+
+    pub fn add_fault(&self, fault: Fault) {
+        if fault.count > 0 {
+            lock(&self.faults).push_back(fault);
+        }
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.faults).clear();
+    }
+
+    /// Consumes one count of the first fault matching the request, FIFO.
+    fn take_fault(&self, route: Route, vault: Option<&str>) -> Option<FaultKind> {
+        let mut faults = lock(&self.faults);
+        let index = faults
+            .iter()
+            .position(|fault| fault.matches(route, vault))?;
+        let fault = faults.get_mut(index)?;
+        fault.count -= 1;
+        let kind = fault.kind.clone();
+        if fault.count == 0 {
+            faults.remove(index);
+        }
+        Some(kind)
+    }
+
+    fn record(&self, record: RequestRecord) {
+        lock(&self.log).push(record);
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        crate::clock::duration_ms(self.started.elapsed())
+    }
+
+    pub fn issue_token(&self, resource: &str, principal: Principal) -> Issued {
+        lock(&self.tokens).issue(resource, principal, self.settings.token_lifetime)
+    }
+
+    pub fn expire_tokens(&self) {
+        lock(&self.tokens).expire_all();
+    }
+
+    fn arm_auth(&self, headers: &HeaderMap) -> Result<Principal, ArmError> {
+        lock(&self.tokens).authenticate(headers, &self.settings.arm_audience)
+    }
+
+    /// Takes a write token for `subscription`: `Ok(remaining)` or `Err(retry_after_secs)`.
+    pub fn take_write(&self, subscription: &str) -> Result<u32, u64> {
+        let Some(limits) = self.settings.throttle else {
+            return Ok(UNTHROTTLED_REMAINING_WRITES);
+        };
+        let now = Instant::now();
+        lock(&self.write_buckets)
+            .entry(subscription.to_ascii_lowercase())
+            .or_insert_with(|| TokenBucket::new(limits, now))
+            .take(now)
+    }
+
+    fn peek_writes(&self, subscription: &str) -> u32 {
+        let Some(limits) = self.settings.throttle else {
+            return UNTHROTTLED_REMAINING_WRITES;
+        };
+        let now = Instant::now();
+        lock(&self.write_buckets)
+            .entry(subscription.to_ascii_lowercase())
+            .or_insert_with(|| TokenBucket::new(limits, now))
+            .peek(now)
+    }
+
+    /// Counts a read for the header; reads are never refused.
+    fn count_read(&self, subscription: &str) -> u32 {
+        let now = Instant::now();
+        lock(&self.read_buckets)
+            .entry(subscription.to_ascii_lowercase())
+            .or_insert_with(|| TokenBucket::new(READ_BUCKET, now))
+            .take(now)
+            .unwrap_or(0)
+    }
+
+    /// Whether the request passes its route's credential checks, and the ARM authentication
+    /// result for ARM routes.
+    fn access(
+        &self,
+        classified: &Classified,
+        headers: &HeaderMap,
+    ) -> (bool, Option<Result<Principal, ArmError>>) {
+        match classified.route {
+            Route::VaultGet
+            | Route::VaultPatch
+            | Route::VaultPut
+            | Route::ServiceTagsApi
+            | Route::ResourceGraph => {
+                let auth = self.arm_auth(headers);
+                let permitted = match &classified.target {
+                    Target::Vault(path) => !self.vaults().is_forbidden(path),
+                    _ => true,
+                };
+                (auth.is_ok() && permitted, Some(auth))
+            }
+            Route::TokenAppService => (
+                identity::app_service_header_ok(headers, &self.settings.identity_header),
+                None,
+            ),
+            Route::TokenImds => (identity::imds_header_ok(headers), None),
+            _ => (true, None),
+        }
+    }
+}
+
+/// What the wrapper hands to the router along with a (non-control) request.
+#[derive(Clone)]
+pub(crate) struct RequestContext {
+    pub classified: Classified,
+    pub arm_auth: Option<Result<Principal, ArmError>>,
+}
+
+/// The error that makes hyper close a connection without a response.
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by an injected fault")]
+struct DropConnection;
+
+/// The axum router: explicit control routes; everything else goes to [`dispatch`].
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(
+            "/_emulator/requests",
+            get(list_requests).delete(delete_requests),
+        )
+        .route("/_emulator/faults", post(post_fault).delete(delete_faults))
+        .route("/_emulator/vaults", get(list_vaults))
+        .route("/_emulator/vaults/{name}/ip-rules", put(put_ip_rules))
+        .fallback(dispatch)
+        .with_state(shared)
+}
+
+/// Runs the accept loop until `shutdown` fires (or its sender is dropped), then drains
+/// connections for up to [`SHUTDOWN_GRACE`].
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    router: Router,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true).timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Typically EMFILE; back off instead of spinning.
+                        warn!(%error, "failed to accept a connection");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                if let Err(error) = stream.set_nodelay(true) {
+                    debug!(%error, "could not disable nagle on an accepted connection");
+                }
+                let shared = Arc::clone(&shared);
+                let router = router.clone();
+                let service = hyper::service::service_fn(move |request| {
+                    handle(Arc::clone(&shared), router.clone(), request)
+                });
+                let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        debug!(%peer, %error, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("connections still open after the shutdown grace period; dropping them");
+    }
+}
+
+async fn call(router: Router, request: Request) -> Response {
+    // A `Router`'s error type is `Infallible`.
+    match router.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// The per-request wrapper around the router: faults, authentication, common headers, logging.
+async fn handle(
+    shared: Arc<Shared>,
+    router: Router,
+    request: hyper::Request<Incoming>,
+) -> Result<Response, DropConnection> {
+    let mut request = request.map(Body::new);
+    let classified = classify(request.method(), request.uri().path());
+    if classified.route == Route::Control {
+        return Ok(call(router, request).await);
+    }
+    let mut record = RequestRecord {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+        query: request.uri().query().unwrap_or_default().to_owned(),
+        status: 0,
+        route: classified.route,
+        vault: classified.vault_name(),
+        at_ms: shared.elapsed_ms(),
+        fault: None,
+        authorized: false,
+    };
+    let fault = shared.take_fault(classified.route, record.vault.as_deref());
+    record.fault = fault.as_ref().map(FaultKind::describe);
+    if let Some(FaultKind::Delay { ms }) = fault {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let (authorized, arm_auth) = shared.access(&classified, request.headers());
+    record.authorized = authorized;
+
+    let mut response = match fault {
+        Some(FaultKind::Drop) => {
+            // Read the body first: closing with unread bytes makes the kernel send a reset, and the
+            // client should see a clean end of stream after it has sent its whole request.
+            if let Err(error) = request.into_body().collect().await {
+                debug!(%error, "reading the body of a dropped request failed");
+            }
+            info!(method = %record.method, path = %record.path, route = ?record.route, "dropped connection (injected fault)");
+            shared.record(record);
+            return Err(DropConnection);
+        }
+        Some(FaultKind::Status {
+            status,
+            code,
+            message,
+            retry_after,
+        }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            ArmError::new(status, code, message)
+                .with_retry_after(retry_after)
+                .into_response()
+        }
+        Some(FaultKind::Delay { .. }) | None => {
+            request.extensions_mut().insert(RequestContext {
+                classified: classified.clone(),
+                arm_auth,
+            });
+            call(router, request).await
+        }
+    };
+    add_common_headers(&shared, &classified, response.headers_mut());
+    record.status = response.status().as_u16();
+    info!(
+        method = %record.method,
+        path = %record.path,
+        status = record.status,
+        route = ?record.route,
+        fault = record.fault.as_deref(),
+        "handled request"
+    );
+    shared.record(record);
+    Ok(response)
+}
+
+/// `x-ms-request-id` on everything; ARM's rate-limit headers on subscription-scoped ARM routes.
+fn add_common_headers(shared: &Shared, classified: &Classified, headers: &mut HeaderMap) {
+    if let Ok(id) = HeaderValue::try_from(crate::ids::random_guid()) {
+        headers.insert("x-ms-request-id", id);
+    }
+    let Some(subscription) = classified.subscription() else {
+        return;
+    };
+    if classified.route.is_arm_write() {
+        if !headers.contains_key(REMAINING_WRITES) {
+            headers.insert(
+                REMAINING_WRITES,
+                HeaderValue::from(shared.peek_writes(&subscription)),
+            );
+        }
+    } else {
+        headers.insert(
+            REMAINING_READS,
+            HeaderValue::from(shared.count_read(&subscription)),
+        );
+    }
+}
+
+/// 404 for paths the emulator does not serve.
+pub(crate) fn not_found(method: &str, path: &str) -> Response {
+    ArmError::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("The emulator does not serve '{method} {path}'."),
+    )
+    .into_response()
+}
+
+/// The fallback handler: routes classified (non-control) requests to their handlers.
+async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let Some(context) = request.extensions().get::<RequestContext>().cloned() else {
+        // Only unknown `/_emulator/…` paths get here without a context.
+        return not_found(request.method().as_str(), request.uri().path());
+    };
+    let (parts, body) = request.into_parts();
+    let query = Query::parse(parts.uri.query().unwrap_or_default());
+    let path = parts.uri.path();
+    match context.classified.route {
+        Route::VaultGet | Route::VaultPatch | Route::VaultPut | Route::ResourceGraph => {
+            let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+                Ok(body) => body,
+                Err(error) => return ArmError::invalid_content(error).into_response(),
+            };
+            if context.classified.route == Route::ResourceGraph {
+                arm::resource_graph(&shared, &context, &query, &body)
+            } else {
+                arm::vault(&shared, &context, &query, &body)
+            }
+        }
+        Route::ServiceTagsApi => arm::service_tags(&shared, &context, path, &query),
+        Route::TokenAppService | Route::TokenImds => {
+            let flavour = if context.classified.route == Route::TokenImds {
+                Flavour::Imds
+            } else {
+                Flavour::AppService
+            };
+            identity::token_response(
+                flavour,
+                &parts.headers,
+                &query,
+                &shared.settings.identity_header,
+                |resource, principal| shared.issue_token(resource, principal),
+            )
+        }
+        Route::DownloadPage => download_page(&shared, &query),
+        Route::DownloadFile => download_file(&shared, path),
+        Route::Control | Route::Other => not_found(parts.method.as_str(), path),
+    }
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn download_page(shared: &Shared, query: &Query) -> Response {
+    if shared.service_tags.is_some() && query.get("id") == Some(PUBLIC_DOWNLOAD_ID) {
+        html(
+            StatusCode::OK,
+            service_tags::download_page(&shared.base_url),
+        )
+    } else {
+        html(StatusCode::NOT_FOUND, service_tags::not_found_page())
+    }
+}
+
+fn download_file(shared: &Shared, path: &str) -> Response {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    match &shared.service_tags {
+        Some(document) if service_tags::is_known_download_path(&decoded) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            document.json(),
+        )
+            .into_response(),
+        _ => html(StatusCode::NOT_FOUND, service_tags::not_found_page()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control routes.
+
+async fn list_requests(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(shared.requests()).into_response()
+}
+
+async fn delete_requests(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.clear_requests();
+    StatusCode::NO_CONTENT
+}
+
+async fn post_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Fault>(&body) {
+        Ok(fault) => {
+            shared.add_fault(fault);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(error) => ArmError::invalid_content(error).into_response(),
+    }
+}
+
+async fn delete_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+async fn list_vaults(State(shared): State<Arc<Shared>>) -> Response {
+    let vaults: Vec<Value> = shared
+        .vaults()
+        .iter()
+        .map(|(_, vault)| vault.clone())
+        .collect();
+    axum::Json(vaults).into_response()
+}
+
+async fn put_ip_rules(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let rules: Vec<String> = match serde_json::from_slice(&body) {
+        Ok(rules) => rules,
+        Err(error) => return ArmError::invalid_content(error).into_response(),
+    };
+    if set_ip_rules(&shared, &name, rules) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        not_found(
+            Method::PUT.as_str(),
+            &format!("/_emulator/vaults/{name}/ip-rules"),
+        )
+    }
+}
+
+/// Out-of-band ipRules edit; `false` when the vault does not exist.
+pub(crate) fn set_ip_rules(shared: &Shared, name_or_id: &str, rules: Vec<String>) -> bool {
+    let mut store = shared.vaults();
+    let Some(index) = store.find(name_or_id) else {
+        return false;
+    };
+    let Some(mut vault) = store.get(index).cloned() else {
+        return false;
+    };
+    vaults::set_ip_rule_values(&mut vault, rules);
+    store.replace(index, vault);
+    true
+}

@@ -1,0 +1,508 @@
+//! The vault store and the pure PATCH/PUT semantics of `Microsoft.KeyVault/vaults`.
+//!
+//! Vaults are kept as the JSON ARM returns from GET, keyed by a case-insensitive resource path.
+//! The write semantics follow azure-interfaces.md §2.1–2.2: PATCH merges at the top level of
+//! `properties` and replaces a present `networkAcls` wholesale (the client must send all four
+//! fields, since how ARM treats an omitted one is UNVERIFIED); PUT replaces `properties` entirely.
+//! Both validate first and only then store, so a refused write leaves the vault unchanged.
+
+use serde_json::{Map, Value};
+
+use crate::acl::normalise_network_acls;
+use crate::config::{Seed, SeedError, Slash31Policy};
+use crate::error::ArmError;
+
+/// Where a vault lives, as written in a request path or resource id (original case).
+#[derive(Clone, Debug)]
+pub(crate) struct VaultPath {
+    pub subscription: String,
+    pub resource_group: String,
+    pub name: String,
+}
+
+impl VaultPath {
+    /// Parses `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}`
+    /// (segment names case-insensitive, an optional trailing slash tolerated).
+    pub fn parse_id(id: &str) -> Option<VaultPath> {
+        let segments: Vec<String> = crate::routes::segments(id.trim_end_matches('/'));
+        let refs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        Self::from_segments(&refs)
+    }
+
+    /// Matches decoded path segments against the vault resource shape.
+    pub fn from_segments(segments: &[&str]) -> Option<VaultPath> {
+        let [subscriptions, subscription, resource_groups, resource_group, providers, namespace, vaults, name] =
+            segments
+        else {
+            return None;
+        };
+        let fixed_ok = subscriptions.eq_ignore_ascii_case("subscriptions")
+            && resource_groups.eq_ignore_ascii_case("resourceGroups")
+            && providers.eq_ignore_ascii_case("providers")
+            && namespace.eq_ignore_ascii_case("Microsoft.KeyVault")
+            && vaults.eq_ignore_ascii_case("vaults");
+        let values_ok = [subscription, resource_group, name]
+            .iter()
+            .all(|value| !value.is_empty());
+        (fixed_ok && values_ok).then(|| VaultPath {
+            subscription: (*subscription).to_owned(),
+            resource_group: (*resource_group).to_owned(),
+            name: (*name).to_owned(),
+        })
+    }
+
+    /// The canonical resource id.
+    pub fn id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+
+    pub fn same_group(&self, other: &VaultPath) -> bool {
+        self.subscription.eq_ignore_ascii_case(&other.subscription)
+            && self
+                .resource_group
+                .eq_ignore_ascii_case(&other.resource_group)
+    }
+
+    pub fn same_vault(&self, other: &VaultPath) -> bool {
+        self.same_group(other) && self.name.eq_ignore_ascii_case(&other.name)
+    }
+}
+
+/// Result of looking a request path up in the store.
+pub(crate) enum Lookup {
+    Found(usize),
+    /// The resource group exists (holds another vault) but not this vault.
+    NoVault,
+    /// No vault lives in this subscription and resource group.
+    NoGroup,
+}
+
+struct StoredVault {
+    path: VaultPath,
+    value: Value,
+}
+
+/// All vaults the emulator knows, plus the ones the caller may not touch.
+pub(crate) struct VaultStore {
+    vaults: Vec<StoredVault>,
+    forbidden: Vec<String>,
+}
+
+impl VaultStore {
+    pub fn from_seed(seed: &Seed) -> Result<VaultStore, SeedError> {
+        let paths = seed.validate()?;
+        let vaults = paths
+            .into_iter()
+            .zip(seed.vaults.iter().cloned())
+            .map(|(path, value)| StoredVault { path, value })
+            .collect();
+        Ok(VaultStore {
+            vaults,
+            forbidden: seed.forbidden.clone(),
+        })
+    }
+
+    pub fn lookup(&self, path: &VaultPath) -> Lookup {
+        if let Some(index) = self.vaults.iter().position(|v| v.path.same_vault(path)) {
+            Lookup::Found(index)
+        } else if self.vaults.iter().any(|v| v.path.same_group(path)) {
+            Lookup::NoVault
+        } else {
+            Lookup::NoGroup
+        }
+    }
+
+    /// Finds a vault by resource id or by name (vault names are globally unique), ignoring case.
+    pub fn find(&self, name_or_id: &str) -> Option<usize> {
+        match VaultPath::parse_id(name_or_id) {
+            Some(path) => self.vaults.iter().position(|v| v.path.same_vault(&path)),
+            None => self
+                .vaults
+                .iter()
+                .position(|v| v.path.name.eq_ignore_ascii_case(name_or_id)),
+        }
+    }
+
+    pub fn is_forbidden(&self, path: &VaultPath) -> bool {
+        self.forbidden
+            .iter()
+            .any(|entry| match VaultPath::parse_id(entry) {
+                Some(forbidden) => forbidden.same_vault(path),
+                None => entry.eq_ignore_ascii_case(&path.name),
+            })
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Value> {
+        self.vaults.get(index).map(|v| &v.value)
+    }
+
+    pub fn replace(&mut self, index: usize, value: Value) {
+        if let Some(stored) = self.vaults.get_mut(index) {
+            stored.value = value;
+        }
+    }
+
+    /// Every vault with its path, in seed order.
+    pub fn iter(&self) -> impl Iterator<Item = (&VaultPath, &Value)> {
+        self.vaults.iter().map(|v| (&v.path, &v.value))
+    }
+}
+
+/// The `ipRules[].value` strings of a vault, as stored.
+pub(crate) fn ip_rule_values(vault: &Value) -> Vec<String> {
+    vault
+        .pointer("/properties/networkAcls/ipRules")
+        .and_then(Value::as_array)
+        .map(|rules| {
+            rules
+                .iter()
+                .filter_map(|rule| rule.get("value").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Replaces a vault's ipRules out of band, as a person editing the firewall would. A vault without
+/// `networkAcls` gets one with the portal's "selected networks" defaults.
+pub(crate) fn set_ip_rule_values(vault: &mut Value, values: Vec<String>) {
+    let rules: Vec<Value> = values
+        .iter()
+        .map(|value| serde_json::json!({"value": crate::acl::stored_form(value)}))
+        .collect();
+    let Some(root) = vault.as_object_mut() else {
+        return;
+    };
+    let properties = object_entry(root, "properties");
+    let acls = properties
+        .entry("networkAcls")
+        .or_insert_with(|| {
+            serde_json::json!({"bypass": "AzureServices", "defaultAction": "Deny", "virtualNetworkRules": []})
+        });
+    if !acls.is_object() {
+        *acls = Value::Object(Map::new());
+    }
+    if let Some(acls) = acls.as_object_mut() {
+        acls.insert("ipRules".to_owned(), Value::Array(rules));
+    }
+}
+
+/// The object under `key`, created (or reset) when missing or not an object.
+fn object_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let entry = map.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    match entry {
+        Value::Object(object) => object,
+        // The entry was made an object just above.
+        _ => unreachable!("entry was just set to an object"),
+    }
+}
+
+/// Applies a `VaultPatchParameters` body to a stored vault and returns the new vault.
+pub(crate) fn apply_patch(
+    current: &Value,
+    body: &Value,
+    slash31: Slash31Policy,
+) -> Result<Value, ArmError> {
+    let Value::Object(body) = body else {
+        return Err(ArmError::invalid_content("expected a JSON object"));
+    };
+    let mut vault = current.clone();
+    let Some(root) = vault.as_object_mut() else {
+        return Err(ArmError::invalid_content(
+            "the stored vault is not an object",
+        ));
+    };
+    match body.get("properties") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(patch)) => {
+            let properties = object_entry(root, "properties");
+            for (key, value) in patch {
+                if value.is_null() {
+                    // JSON merge-patch: an explicit null removes the property.
+                    properties.remove(key);
+                } else if key == "networkAcls" {
+                    let acls =
+                        normalise_network_acls(value, slash31).map_err(ArmError::bad_request)?;
+                    properties.insert(key.clone(), acls);
+                } else {
+                    properties.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        Some(_) => {
+            return Err(ArmError::invalid_content(
+                "\"properties\" must be an object",
+            ))
+        }
+    }
+    apply_tags(root, body.get("tags"), false)?;
+    mark_succeeded(root);
+    Ok(vault)
+}
+
+/// Applies a `VaultCreateOrUpdateParameters` body (full replace) to an existing vault.
+pub(crate) fn apply_put(
+    current: &Value,
+    path: &VaultPath,
+    body: &Value,
+    slash31: Slash31Policy,
+) -> Result<Value, ArmError> {
+    let Value::Object(body) = body else {
+        return Err(ArmError::invalid_content("expected a JSON object"));
+    };
+    let location = body
+        .get("location")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ArmError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "LocationRequired",
+                "The location property is required for this definition.",
+            )
+        })?;
+    let stored_location = current
+        .get("location")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !stored_location.is_empty()
+        && normalise_location(stored_location) != normalise_location(location)
+    {
+        return Err(ArmError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "InvalidResourceLocation",
+            format!(
+                "The resource '{}' already exists in location '{stored_location}' in resource group '{}'. A resource with the same name cannot be created in location '{location}'. Please select a new resource name.",
+                path.name, path.resource_group
+            ),
+        ));
+    }
+    let Some(Value::Object(new_properties)) = body.get("properties") else {
+        return Err(ArmError::bad_request(
+            "The parameter 'properties' is required and must be an object.",
+        ));
+    };
+    if !new_properties.get("tenantId").is_some_and(Value::is_string) {
+        return Err(ArmError::bad_request(
+            "The parameter 'properties.tenantId' is required.",
+        ));
+    }
+    if !new_properties
+        .get("sku")
+        .is_some_and(|sku| sku.get("name").is_some_and(Value::is_string))
+    {
+        return Err(ArmError::bad_request(
+            "The parameter 'properties.sku' is required.",
+        ));
+    }
+    let mut properties = new_properties.clone();
+    if let Some(acls) = new_properties
+        .get("networkAcls")
+        .filter(|acls| !acls.is_null())
+    {
+        let acls = normalise_network_acls(acls, slash31).map_err(ArmError::bad_request)?;
+        properties.insert("networkAcls".to_owned(), acls);
+    }
+    // ARM computes the vault URI; a client sending back a GET body may or may not include it.
+    if !properties.contains_key("vaultUri") {
+        let uri = current
+            .pointer("/properties/vaultUri")
+            .cloned()
+            .unwrap_or_else(|| {
+                Value::String(format!(
+                    "https://{}.vault.azure.net/",
+                    path.name.to_ascii_lowercase()
+                ))
+            });
+        properties.insert("vaultUri".to_owned(), uri);
+    }
+    let mut vault = current.clone();
+    let Some(root) = vault.as_object_mut() else {
+        return Err(ArmError::invalid_content(
+            "the stored vault is not an object",
+        ));
+    };
+    root.insert("properties".to_owned(), Value::Object(properties));
+    apply_tags(root, body.get("tags"), true)?;
+    mark_succeeded(root);
+    Ok(vault)
+}
+
+/// PATCH replaces tags only when sent; PUT replaces them always (omitted means none).
+fn apply_tags(
+    root: &mut Map<String, Value>,
+    tags: Option<&Value>,
+    full_replace: bool,
+) -> Result<(), ArmError> {
+    match tags {
+        Some(Value::Object(tags)) => {
+            root.insert("tags".to_owned(), Value::Object(tags.clone()));
+        }
+        None | Some(Value::Null) => {
+            if full_replace || matches!(tags, Some(Value::Null)) {
+                root.insert("tags".to_owned(), Value::Object(Map::new()));
+            }
+        }
+        Some(_) => return Err(ArmError::invalid_content("\"tags\" must be an object")),
+    }
+    Ok(())
+}
+
+fn mark_succeeded(root: &mut Map<String, Value>) {
+    object_entry(root, "properties").insert(
+        "provisioningState".to_owned(),
+        Value::String("Succeeded".to_owned()),
+    );
+}
+
+fn normalise_location(location: &str) -> String {
+    location
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn vault() -> Value {
+        json!({
+            "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv",
+            "name": "kv",
+            "location": "westeurope",
+            "tags": {"env": "prod"},
+            "properties": {
+                "tenantId": "t",
+                "sku": {"family": "A", "name": "standard"},
+                "publicNetworkAccess": "Enabled",
+                "networkAcls": {"defaultAction": "Deny", "bypass": "AzureServices", "ipRules": [{"value": "1.1.1.1/32"}], "virtualNetworkRules": [{"id": "/x"}]},
+                "vaultUri": "https://kv.vault.azure.net/",
+                "provisioningState": "RegisteringDns"
+            }
+        })
+    }
+
+    fn path() -> VaultPath {
+        VaultPath::parse_id(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn vault_ids_parse_case_insensitively() {
+        let path = VaultPath::parse_id(
+            "/SUBSCRIPTIONS/s/resourcegroups/Rg/PROVIDERS/microsoft.keyvault/Vaults/KV/",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                path.subscription.as_str(),
+                path.resource_group.as_str(),
+                path.name.as_str()
+            ),
+            ("s", "Rg", "KV")
+        );
+        assert!(VaultPath::parse_id(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/x"
+        )
+        .is_none());
+        assert!(VaultPath::parse_id("kv").is_none());
+    }
+
+    #[test]
+    fn patch_replaces_network_acls_wholesale_and_merges_other_properties() {
+        let body = json!({"properties": {"networkAcls": {"ipRules": [{"value": "2.2.2.2"}]}, "enableRbacAuthorization": true}});
+        let patched = apply_patch(&vault(), &body, Slash31Policy::Accept).unwrap();
+        assert_eq!(
+            patched["properties"]["networkAcls"],
+            json!({"ipRules": [{"value": "2.2.2.2/32"}]})
+        );
+        assert_eq!(
+            patched["properties"]["enableRbacAuthorization"],
+            json!(true)
+        );
+        assert_eq!(
+            patched["properties"]["publicNetworkAccess"],
+            json!("Enabled")
+        );
+        assert_eq!(
+            patched["properties"]["provisioningState"],
+            json!("Succeeded")
+        );
+        assert_eq!(patched["tags"], json!({"env": "prod"}));
+    }
+
+    #[test]
+    fn patch_with_tags_replaces_them_and_null_removes_a_property() {
+        let body = json!({"tags": {"a": "b"}, "properties": {"publicNetworkAccess": null}});
+        let patched = apply_patch(&vault(), &body, Slash31Policy::Accept).unwrap();
+        assert_eq!(patched["tags"], json!({"a": "b"}));
+        assert!(patched["properties"].get("publicNetworkAccess").is_none());
+    }
+
+    #[test]
+    fn patch_refuses_non_objects() {
+        assert!(apply_patch(&vault(), &json!([]), Slash31Policy::Accept).is_err());
+        assert!(apply_patch(&vault(), &json!({"properties": 1}), Slash31Policy::Accept).is_err());
+        assert!(apply_patch(&vault(), &json!({"tags": []}), Slash31Policy::Accept).is_err());
+    }
+
+    #[test]
+    fn put_replaces_properties_and_keeps_the_vault_uri() {
+        let body = json!({"location": "West Europe", "properties": {"tenantId": "t", "sku": {"family": "A", "name": "premium"}}});
+        let put = apply_put(&vault(), &path(), &body, Slash31Policy::Accept).unwrap();
+        assert_eq!(
+            put["properties"],
+            json!({"tenantId": "t", "sku": {"family": "A", "name": "premium"}, "vaultUri": "https://kv.vault.azure.net/", "provisioningState": "Succeeded"})
+        );
+        assert_eq!(put["tags"], json!({}));
+    }
+
+    #[test]
+    fn put_requires_location_tenant_and_sku_and_the_same_location() {
+        let cases = [
+            (
+                json!({"properties": {"tenantId": "t", "sku": {"name": "standard"}}}),
+                "LocationRequired",
+            ),
+            (
+                json!({"location": "westeurope", "properties": {"sku": {"name": "standard"}}}),
+                "BadRequest",
+            ),
+            (
+                json!({"location": "westeurope", "properties": {"tenantId": "t"}}),
+                "BadRequest",
+            ),
+            (json!({"location": "westeurope"}), "BadRequest"),
+            (
+                json!({"location": "eastus", "properties": {"tenantId": "t", "sku": {"name": "standard"}}}),
+                "InvalidResourceLocation",
+            ),
+        ];
+        for (body, code) in cases {
+            let err = apply_put(&vault(), &path(), &body, Slash31Policy::Accept).unwrap_err();
+            assert_eq!(err.code, code, "{body}");
+        }
+    }
+
+    #[test]
+    fn out_of_band_edits_create_network_acls_when_missing() {
+        let mut bare = json!({"id": "x", "properties": {}});
+        set_ip_rule_values(&mut bare, vec!["3.3.3.3".into(), "4.4.4.0/24".into()]);
+        assert_eq!(ip_rule_values(&bare), ["3.3.3.3/32", "4.4.4.0/24"]);
+        assert_eq!(
+            bare["properties"]["networkAcls"]["defaultAction"],
+            json!("Deny")
+        );
+    }
+}
