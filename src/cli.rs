@@ -14,12 +14,16 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::Ipv4Net;
 
+use crate::azure::auth::IdentityEnv;
+use crate::config::{Config, RunArgs};
 use crate::core::desired::{self, FitMode, Limits, Selection};
 use crate::core::fit::Slash31;
 use crate::core::live::{self, LiveAcl};
 use crate::core::plan::{self, PlanInput};
 use crate::core::render;
 use crate::core::service_tags::ServiceTags;
+use crate::run::{RunRequest, Runner};
+use crate::server;
 
 /// Keeps Azure Key Vault firewalls in step with Azure Service Tags.
 #[derive(Debug, Parser)]
@@ -34,12 +38,45 @@ pub struct Cli {
 pub enum Command {
     /// Plan the firewall change for one vault from a Service Tags file (writes nothing).
     Plan(PlanArgs),
+    /// Reconcile the configured vaults with the current Service Tags through ARM.
+    Apply(ApplyArgs),
     /// List the tags of a Service Tags file, or the prefixes of some of them.
     Tags(TagsArgs),
+    /// Run as the Azure Functions custom handler (the host starts this).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Port to listen on, on 127.0.0.1; the Functions host passes a fresh one in
+    /// FUNCTIONS_CUSTOMHANDLER_PORT.
+    #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
+    pub port: Option<u16>,
+
+    /// The timer's NCRONTAB schedule (six fields, Sunday = 0), as given to the host in the
+    /// TAGFENCE_SCHEDULE app setting; checked at start-up and reported with the next run.
+    #[arg(long, env = "TAGFENCE_SCHEDULE", default_value = crate::server::schedule::DEFAULT_SCHEDULE)]
+    pub schedule: String,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Plan against the live vaults but write nothing.
+    #[arg(long, env = "TAGFENCE_DRY_RUN")]
+    pub dry_run: bool,
+
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 /// Which tags and literal rules to allow.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct SelectionArgs {
     /// A service tag to allow, e.g. AzureDevOps or AzureCloud.westeurope (repeatable;
     /// case-insensitive exact match).
@@ -62,17 +99,18 @@ pub struct SelectionArgs {
     pub static_rules: Vec<String>,
 }
 
-/// How to fit the rules into the vault.
-#[derive(Debug, Clone, Args)]
+/// How to fit the rules into the vault. Each flag is optional so that a configuration file
+/// can give values underneath it; the defaults are those of [`Limits::default`].
+#[derive(Debug, Clone, Default, Args)]
 pub struct LimitArgs {
-    /// The most IPv4 rules the vault may hold in all, unmanaged rules included.
-    #[arg(long, value_name = "N", default_value_t = desired::KEY_VAULT_MAX_RULES, env = "TAGFENCE_MAX_RULES")]
-    pub max_rules: usize,
+    /// The most IPv4 rules the vault may hold in all, unmanaged rules included [default: 1000].
+    #[arg(long, value_name = "N", env = "TAGFENCE_MAX_RULES")]
+    pub max_rules: Option<usize>,
 
     /// `exact` refuses a selection that needs more rules than there is room for; `summarize`
-    /// finds the fewest extra addresses that fit.
-    #[arg(long, value_enum, default_value_t = FitArg::Exact, env = "TAGFENCE_FIT")]
-    pub fit: FitArg,
+    /// finds the fewest extra addresses that fit [default: exact].
+    #[arg(long, value_enum, env = "TAGFENCE_FIT")]
+    pub fit: Option<FitArg>,
 
     /// With --fit summarize: extra addresses must lie inside this tag's IPv4 space, e.g.
     /// AzureCloud (repeatable).
@@ -88,14 +126,15 @@ pub struct LimitArgs {
     #[arg(long, value_name = "N", env = "TAGFENCE_MAX_EXTRA_ADDRESSES")]
     pub max_extra_addresses: Option<u64>,
 
-    /// Refuse a plan that removes more than this fraction of the rules tagfence manages.
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.2, env = "TAGFENCE_MAX_REMOVE_FRACTION", value_parser = parse_fraction)]
-    pub max_remove_fraction: f64,
+    /// Refuse a plan that removes more than this fraction of the rules tagfence manages
+    /// [default: 0.2].
+    #[arg(long, value_name = "FRACTION", env = "TAGFENCE_MAX_REMOVE_FRACTION", value_parser = parse_fraction)]
+    pub max_remove_fraction: Option<f64>,
 
     /// How to write /31 prefixes: as two /32 rules (`split`, safe: whether Key Vault accepts
-    /// /31 is unverified) or as one rule (`keep`).
-    #[arg(long, value_enum, default_value_t = Slash31Arg::Split, env = "TAGFENCE_SLASH31")]
-    pub slash31: Slash31Arg,
+    /// /31 is unverified) or as one rule (`keep`) [default: split].
+    #[arg(long, value_enum, env = "TAGFENCE_SLASH31")]
+    pub slash31: Option<Slash31Arg>,
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {
@@ -108,16 +147,36 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FitArg {
     Exact,
     Summarize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+impl From<FitArg> for FitMode {
+    fn from(arg: FitArg) -> Self {
+        match arg {
+            FitArg::Exact => FitMode::Exact,
+            FitArg::Summarize => FitMode::Summarize,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Slash31Arg {
     Split,
     Keep,
+}
+
+impl From<Slash31Arg> for Slash31 {
+    fn from(arg: Slash31Arg) -> Self {
+        match arg {
+            Slash31Arg::Split => Slash31::Split,
+            Slash31Arg::Keep => Slash31::Keep,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -198,26 +257,31 @@ impl SelectionArgs {
 }
 
 impl LimitArgs {
-    pub fn to_limits(&self) -> Limits {
+    /// The limits these flags give over `base`.
+    pub fn over(&self, base: &Limits) -> Limits {
+        let envelope: Vec<String> = self
+            .envelope
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
         Limits {
-            max_rules: self.max_rules,
-            fit: match self.fit {
-                FitArg::Exact => FitMode::Exact,
-                FitArg::Summarize => FitMode::Summarize,
+            max_rules: self.max_rules.unwrap_or(base.max_rules),
+            fit: self.fit.map_or(base.fit, FitMode::from),
+            envelope: if envelope.is_empty() {
+                base.envelope.clone()
+            } else {
+                envelope
             },
-            envelope: self
-                .envelope
-                .iter()
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
-                .collect(),
-            max_extra_addresses: self.max_extra_addresses,
-            max_remove_fraction: self.max_remove_fraction,
-            slash31: match self.slash31 {
-                Slash31Arg::Split => Slash31::Split,
-                Slash31Arg::Keep => Slash31::Keep,
-            },
+            max_extra_addresses: self.max_extra_addresses.or(base.max_extra_addresses),
+            max_remove_fraction: self.max_remove_fraction.unwrap_or(base.max_remove_fraction),
+            slash31: self.slash31.map_or(base.slash31, Slash31::from),
         }
+    }
+
+    /// The limits these flags give over the defaults.
+    pub fn to_limits(&self) -> Limits {
+        self.over(&Limits::default())
     }
 }
 
@@ -228,8 +292,108 @@ impl LimitArgs {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Plan(args) => run_plan(&args),
+        Command::Apply(args) => run_apply(&args),
         Command::Tags(args) => run_tags(&args),
+        Command::Serve(args) => run_serve(args),
     }
+}
+
+/// Logs for the Functions host: JSON lines on stdout (the host logs stdout at Information and
+/// every stderr line as an Error), each carrying the invocation's span fields.
+pub fn init_server_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TAGFENCE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("tagfence=info,warn"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(io::stdout)
+        .try_init();
+}
+
+fn run_serve(args: ServeArgs) -> Result<ExitCode> {
+    init_server_logging();
+    let port = args
+        .port
+        .context("FUNCTIONS_CUSTOMHANDLER_PORT is not set; the Functions host sets it (use --port to run locally)")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+        let schedule = server::schedule::Schedule::parse(&args.schedule);
+        match &schedule {
+            Ok(schedule) => tracing::info!(
+                schedule = %schedule.expression,
+                description = %schedule.describe(),
+                next_run_utc = ?schedule.next_after(chrono::Utc::now()).map(|t| t.to_rfc3339()),
+                "timer schedule"
+            ),
+            Err(error) => tracing::error!(%error, "the timer schedule is invalid; the host will not fire the timer"),
+        }
+        let config = Config::from_args(&args.run).map_err(|e| format!("reading the configuration: {e}"));
+        if let Err(error) = &config {
+            tracing::error!(%error, "invalid configuration");
+        }
+        let state = server::AppState::new(config, IdentityEnv::from_process(), schedule);
+        tracing::info!(port, "tagfence serving");
+        server::serve(listener, state, server::shutdown_signal()).await.context("serving")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Progress logs for commands that talk to Azure: to stderr, so that stdout carries only the
+/// report; `TAGFENCE_LOG` filters (default `info`).
+pub fn init_cli_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TAGFENCE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("tagfence=info,warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run_apply(args: &ApplyArgs) -> Result<ExitCode> {
+    init_cli_logging();
+    let config = Config::from_args(&args.run).context("reading the configuration")?;
+    let runtime = runtime()?;
+    let report = runtime.block_on(async {
+        let runner = Runner::new(config, &IdentityEnv::from_process())?;
+        runner
+            .run(&RunRequest {
+                only: None,
+                dry_run: args.dry_run,
+            })
+            .await
+    })?;
+    let text = match args.output {
+        OutputFormat::Text => report.to_text(),
+        OutputFormat::Json => {
+            let mut json =
+                serde_json::to_string_pretty(&report.to_json()).context("encoding the report")?;
+            json.push('\n');
+            json
+        }
+    };
+    write_stdout(&text)?;
+    Ok(if report.failures() > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The bytes of a file (memory-mapped when large), or of stdin for `-`.

@@ -9,7 +9,19 @@
 //! # Layout
 //!
 //! - [`core`]: the pure pipeline (parse → select → normalise → collapse → fit → plan → render).
+//! - [`azure`]: the Azure shell: credentials, the ARM client, endpoints.
+//! - [`source`]: where the Service Tags come from (Discovery API, download page, file, URL).
+//! - [`config`]: flags, environment and TOML file → a validated run configuration.
+//! - [`reconcile`]: observe → plan → guard → act → verify, per vault.
+//! - [`run`]: one run over the configured vaults, and its report.
+//! - [`server`]: the Azure Functions custom handler (`tagfence serve`).
 //! - [`cli`]: the `tagfence` command line: arguments, file reading, output and exit codes.
 
+pub mod azure;
 pub mod cli;
+pub mod config;
 pub mod core;
+pub mod reconcile;
+pub mod run;
+pub mod server;
+pub mod source;

@@ -5,6 +5,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // An app setting left empty means "use the default" (Bicep and the portal often create
+    // settings with empty values); clap would instead try to parse the empty string. This runs
+    // before any other thread exists, so changing the environment is sound.
+    for (name, value) in std::env::vars_os() {
+        if value.is_empty() && name.to_string_lossy().starts_with("TAGFENCE_") {
+            std::env::remove_var(name);
+        }
+    }
     let cli = tagfence::cli::Cli::parse();
     match tagfence::cli::run(cli) {
         Ok(code) => code,

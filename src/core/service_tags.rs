@@ -128,6 +128,8 @@ pub enum ParseError {
     },
     #[error("tag '{0}' is listed twice in the service tags document")]
     DuplicateTag(String),
+    #[error("a further page of the service tags is for {page}, the first was for {first}")]
+    PageMismatch { first: String, page: String },
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -224,6 +226,51 @@ impl ServiceTags {
             });
         }
         Parser::new(input, filter)?.document()
+    }
+
+    /// Adds the tags of a further Discovery API page (read with [`ServiceTags::parse`]) to this
+    /// document. The `next_link` becomes the page's own.
+    ///
+    /// # Errors
+    /// [`ParseError::PageMismatch`] when the page is of another cloud or change number (the
+    /// data changed between pages: the caller should start over), and
+    /// [`ParseError::DuplicateTag`] when a tag appears on two pages.
+    pub fn append_page(&mut self, page: ServiceTags) -> Result<(), ParseError> {
+        if page.cloud != self.cloud || page.change_number != self.change_number {
+            return Err(ParseError::PageMismatch {
+                first: format!("{} {}", self.cloud, self.change_number),
+                page: format!("{} {}", page.cloud, page.change_number),
+            });
+        }
+        let text_base = self.text.len() as u32;
+        let (v4_base, v6_base) = (self.v4.len() as u32, self.v6.len() as u32);
+        self.text.push_str(&page.text);
+        self.v4.extend_from_slice(&page.v4);
+        self.v6.extend_from_slice(&page.v6);
+        let shift = |span: Span| Span {
+            start: span.start + text_base,
+            len: span.len,
+        };
+        self.tags
+            .extend(page.tags.into_iter().map(|record| TagRecord {
+                name: shift(record.name),
+                id: shift(record.id),
+                region: shift(record.region),
+                system_service: shift(record.system_service),
+                change_number: record.change_number,
+                v4: record.v4.start + v4_base..record.v4.end + v4_base,
+                v6: record.v6.start + v6_base..record.v6.end + v6_base,
+            }));
+        self.skipped.extend(page.skipped.into_iter().map(shift));
+        self.next_link = page.next_link;
+        let mut seen: HashSet<Caseless<'_>, BuildHasherDefault<Fnv>> =
+            HashSet::with_capacity_and_hasher(self.total_tags(), Default::default());
+        for name in self.all_names() {
+            if !seen.insert(Caseless(name)) {
+                return Err(ParseError::DuplicateTag(name.to_owned()));
+            }
+        }
+        Ok(())
     }
 
     /// Number of tags read (all of them unless the parse was filtered).
@@ -869,6 +916,28 @@ mod tests {
         let duplicate = DOWNLOAD.replace("AzureCloud.westeurope\",", "azuredevops\",");
         assert!(matches!(
             ServiceTags::parse_only(duplicate.as_bytes(), &names),
+            Err(ParseError::DuplicateTag(_))
+        ));
+    }
+
+    #[test]
+    fn pages_append_into_one_document() {
+        let page = |tag: &str, cn: u32| {
+            format!(
+                r#"{{"name":"public","type":"Microsoft.Network/serviceTags","changeNumber":"{cn}","cloud":"Public","values":[{{"name":"{tag}","id":"{tag}","properties":{{"changeNumber":"1","region":"","systemService":"","addressPrefixes":["20.0.0.0/24"]}}}}],"nextLink":"x"}}"#
+            )
+        };
+        let mut doc = ServiceTags::parse(page("A", 5).as_bytes()).unwrap();
+        doc.append_page(ServiceTags::parse(page("B", 5).as_bytes()).unwrap())
+            .unwrap();
+        assert_eq!(doc.all_names().collect::<Vec<_>>(), ["A", "B"]);
+        assert_eq!(doc.find("b").unwrap().ipv4.len(), 1);
+        assert!(matches!(
+            doc.append_page(ServiceTags::parse(page("C", 6).as_bytes()).unwrap()),
+            Err(ParseError::PageMismatch { .. })
+        ));
+        assert!(matches!(
+            doc.append_page(ServiceTags::parse(page("a", 5).as_bytes()).unwrap()),
             Err(ParseError::DuplicateTag(_))
         ));
     }

@@ -1,0 +1,264 @@
+//! The small typed ARM client: Key Vault GET and PATCH, and the Service Tag Discovery API.
+
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+use azure_core::http::{Method, Pipeline, Request};
+use ipnet::Ipv4Net;
+use serde_json::{json, Value};
+use url::Url;
+
+use super::http::{self, AzureError, HttpOptions};
+use super::VaultId;
+use crate::core::live::LiveAcl;
+use crate::core::service_tags::ServiceTags;
+
+/// Key Vault management API version. 2023-07-01 is stable in every cloud and has the same
+/// `networkAcls` shape as the newest (2025-05-01; azure-interfaces.md §2.1).
+pub const KEY_VAULT_API_VERSION: &str = "2023-07-01";
+
+/// Service Tag Discovery API version known to work (azure-interfaces.md §2.9).
+pub const SERVICE_TAGS_API_VERSION: &str = "2023-09-01";
+
+/// Discovery API pages followed at most, in case a service keeps returning `nextLink`.
+const MAX_SERVICE_TAG_PAGES: usize = 100;
+
+/// A vault as read.
+#[derive(Debug, Clone)]
+pub struct Vault {
+    pub id: VaultId,
+    /// Its firewall, normalised.
+    pub acl: LiveAcl,
+    /// The document ARM returned, kept for logs and records.
+    pub raw: Value,
+}
+
+/// The `networkAcls` tagfence writes: everything as read, with new IP rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkAclsUpdate {
+    pub default_action: String,
+    pub bypass: String,
+    pub ip_rules: Vec<Ipv4Net>,
+    pub virtual_network_rules: Vec<Value>,
+}
+
+impl NetworkAclsUpdate {
+    /// The update that replaces the IP rules of `acl` with `ip_rules` and keeps the rest. ARM
+    /// replaces `networkAcls` wholesale on PATCH (azure-interfaces.md §2.2), so every field is
+    /// sent as read; when the vault has none, ARM's own defaults are sent (`Allow`, which is
+    /// what a vault without network ACLs does, and `AzureServices`).
+    pub fn keeping(acl: &LiveAcl, ip_rules: Vec<Ipv4Net>) -> Self {
+        NetworkAclsUpdate {
+            default_action: acl
+                .default_action
+                .clone()
+                .unwrap_or_else(|| "Allow".to_owned()),
+            bypass: acl
+                .bypass
+                .clone()
+                .unwrap_or_else(|| "AzureServices".to_owned()),
+            ip_rules,
+            virtual_network_rules: acl.virtual_network_rules.clone(),
+        }
+    }
+
+    /// The PATCH body.
+    pub fn body(&self) -> Value {
+        json!({
+            "properties": {
+                "networkAcls": {
+                    "defaultAction": self.default_action,
+                    "bypass": self.bypass,
+                    "ipRules": self.ip_rules.iter().map(|r| json!({"value": r.to_string()})).collect::<Vec<_>>(),
+                    "virtualNetworkRules": self.virtual_network_rules,
+                }
+            }
+        })
+    }
+}
+
+/// The ARM client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ArmClient {
+    pipeline: Pipeline,
+    endpoint: Url,
+    options: HttpOptions,
+}
+
+impl ArmClient {
+    /// A client for the ARM `endpoint`, authenticating with `credential` for `scope`.
+    ///
+    /// # Errors
+    /// When the endpoint is neither https nor a loopback http URL.
+    pub fn new(
+        endpoint: Url,
+        credential: Arc<dyn TokenCredential>,
+        scope: String,
+        options: HttpOptions,
+    ) -> Result<Self, super::EndpointError> {
+        super::check_endpoint(&endpoint)?;
+        Ok(ArmClient {
+            pipeline: http::pipeline(Some((credential, scope)), &options),
+            endpoint,
+            options,
+        })
+    }
+
+    /// The ARM base URL.
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    fn url(&self, path: &str, api_version: &str) -> Url {
+        let mut url = self.endpoint.clone();
+        let base = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base}{path}"));
+        url.set_query(Some(&format!("api-version={api_version}")));
+        url
+    }
+
+    /// `GET` a vault.
+    ///
+    /// # Errors
+    /// [`AzureError`] from the call, or [`AzureError::Decode`] when the vault's firewall cannot be read.
+    pub async fn get_vault(&self, id: &VaultId) -> Result<Vault, AzureError> {
+        let operation = format!("reading vault {}", id.name);
+        let mut request = Request::new(
+            self.url(&id.to_string(), KEY_VAULT_API_VERSION),
+            Method::Get,
+        );
+        let response = http::send(&self.pipeline, &mut request, &operation, &self.options).await?;
+        vault_from(id, response.body(), &operation)
+    }
+
+    /// `PATCH` a vault's `networkAcls`; returns the vault as ARM answered.
+    ///
+    /// # Errors
+    /// [`AzureError`] from the call.
+    pub async fn patch_network_acls(
+        &self,
+        id: &VaultId,
+        update: &NetworkAclsUpdate,
+    ) -> Result<Vault, AzureError> {
+        let operation = format!("writing the firewall of vault {}", id.name);
+        let mut request = Request::new(
+            self.url(&id.to_string(), KEY_VAULT_API_VERSION),
+            Method::Patch,
+        );
+        request.insert_header("content-type", "application/json");
+        request.set_body(serde_json::to_vec(&update.body()).expect("a JSON value serialises"));
+        let response = http::send(&self.pipeline, &mut request, &operation, &self.options).await?;
+        vault_from(id, response.body(), &operation)
+    }
+
+    /// The Service Tag Discovery API for `subscription` (`location` only picks the API
+    /// instance; the answer covers the whole cloud), every page followed and validated.
+    ///
+    /// # Errors
+    /// [`AzureError`] from a call or a page that is not a valid Service Tags document.
+    pub async fn service_tags(
+        &self,
+        subscription: &str,
+        location: &str,
+    ) -> Result<(ServiceTags, usize), AzureError> {
+        let operation =
+            format!("listing service tags (subscription {subscription}, location {location})");
+        let path = format!("/subscriptions/{subscription}/providers/Microsoft.Network/locations/{location}/serviceTags");
+        let mut url = self.url(&path, SERVICE_TAGS_API_VERSION);
+        let mut document: Option<ServiceTags> = None;
+        let mut bytes = 0;
+        for _ in 0..MAX_SERVICE_TAG_PAGES {
+            let mut request = Request::new(url.clone(), Method::Get);
+            let response =
+                http::send(&self.pipeline, &mut request, &operation, &self.options).await?;
+            bytes += response.body().len();
+            let page = ServiceTags::parse(response.body()).map_err(|err| AzureError::Decode {
+                operation: operation.clone(),
+                detail: http::error_chain(&err),
+            })?;
+            let next = page.next_link.clone();
+            match document.as_mut() {
+                None => document = Some(page),
+                Some(doc) => doc.append_page(page).map_err(|err| AzureError::Decode {
+                    operation: operation.clone(),
+                    detail: err.to_string(),
+                })?,
+            }
+            let Some(next) = next else {
+                return Ok((document.expect("set above"), bytes));
+            };
+            url = self.next_link(&next, &operation)?;
+        }
+        Err(AzureError::Decode {
+            operation,
+            detail: format!("more than {MAX_SERVICE_TAG_PAGES} pages"),
+        })
+    }
+
+    /// A `nextLink`, accepted only on the ARM endpoint's own scheme, host and port: a token
+    /// must never follow a link elsewhere.
+    fn next_link(&self, link: &str, operation: &str) -> Result<Url, AzureError> {
+        let url = Url::parse(link)
+            .or_else(|_| self.endpoint.join(link))
+            .map_err(|_| AzureError::Decode {
+                operation: operation.to_owned(),
+                detail: format!("nextLink '{link}' is not a URL"),
+            })?;
+        let same_origin = url.scheme() == self.endpoint.scheme()
+            && url.host_str().map(str::to_ascii_lowercase)
+                == self.endpoint.host_str().map(str::to_ascii_lowercase)
+            && url.port_or_known_default() == self.endpoint.port_or_known_default();
+        if !same_origin {
+            return Err(AzureError::Decode {
+                operation: operation.to_owned(),
+                detail: format!(
+                    "nextLink '{link}' leaves the ARM endpoint {}",
+                    self.endpoint
+                ),
+            });
+        }
+        Ok(url)
+    }
+}
+
+fn vault_from(id: &VaultId, body: &[u8], operation: &str) -> Result<Vault, AzureError> {
+    let decode = |detail: String| AzureError::Decode {
+        operation: operation.to_owned(),
+        detail,
+    };
+    let raw: Value = serde_json::from_slice(body)
+        .map_err(|err| decode(format!("the vault is not JSON: {err}")))?;
+    let acl = LiveAcl::from_vault_json(body).map_err(|err| decode(err.to_string()))?;
+    Ok(Vault {
+        id: id.clone(),
+        acl,
+        raw,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_keeps_everything_but_the_ip_rules() {
+        let acl = LiveAcl::from_vault_json(
+            br#"{"properties":{"networkAcls":{"defaultAction":"Deny","bypass":"None","ipRules":[{"value":"1.2.3.4/32"}],
+                 "virtualNetworkRules":[{"id":"/subscriptions/s/resourcegroups/r/providers/microsoft.network/virtualnetworks/v/subnets/a","ignoreMissingVnetServiceEndpoint":true}]}}}"#,
+        )
+        .unwrap();
+        let update = NetworkAclsUpdate::keeping(&acl, vec!["20.37.158.0/23".parse().unwrap()]);
+        assert_eq!(
+            update.body(),
+            json!({"properties": {"networkAcls": {"defaultAction": "Deny", "bypass": "None",
+                "ipRules": [{"value": "20.37.158.0/23"}],
+                "virtualNetworkRules": [{"id": "/subscriptions/s/resourcegroups/r/providers/microsoft.network/virtualnetworks/v/subnets/a", "ignoreMissingVnetServiceEndpoint": true}]}}})
+        );
+        // A vault without networkAcls gets ARM's defaults, which change nothing about access.
+        let open = NetworkAclsUpdate::keeping(&LiveAcl::empty(), vec![]);
+        assert_eq!(
+            (open.default_action.as_str(), open.bypass.as_str()),
+            ("Allow", "AzureServices")
+        );
+    }
+}

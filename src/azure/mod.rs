@@ -1,0 +1,259 @@
+//! The Azure shell: credentials, endpoints and the small typed ARM client. Everything that talks
+//! to Azure goes through here; nothing else builds a URL to Azure.
+//!
+//! - [`auth`]: choosing and building the `azure_identity` credential.
+//! - [`http`]: the `azure_core` pipeline shared by every call (retries honouring `Retry-After`,
+//!   a timeout per attempt and per call, a bearer token that is never sent over plain HTTP except
+//!   to a loopback emulator), and the error type.
+//! - [`arm`]: Key Vault GET/PATCH and the Service Tag Discovery API.
+
+pub mod arm;
+pub mod auth;
+pub mod http;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use url::Url;
+
+use crate::core::service_tags::Cloud;
+
+/// Where a cloud's services live, and what its tokens are for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudEndpoints {
+    /// Azure Resource Manager.
+    pub arm: Url,
+    /// The OAuth scope of ARM tokens (`<resource>/.default`).
+    pub arm_scope: String,
+    /// The Microsoft Download Center page that links the weekly Service Tags file.
+    pub download_page: Url,
+}
+
+impl CloudEndpoints {
+    /// The production endpoints of `cloud` (azure-interfaces.md §2.10, §2.13).
+    pub fn of(cloud: Cloud) -> CloudEndpoints {
+        let (arm, download_id) = match cloud {
+            Cloud::Public => ("https://management.azure.com/", 56519),
+            Cloud::AzureGovernment => ("https://management.usgovcloudapi.net/", 57063),
+            Cloud::AzureChina => ("https://management.chinacloudapi.cn/", 57062),
+        };
+        CloudEndpoints {
+            arm: Url::parse(arm).expect("constant URL"),
+            arm_scope: format!("{arm}.default"),
+            download_page: Url::parse(&format!(
+                "https://www.microsoft.com/en-us/download/details.aspx?id={download_id}"
+            ))
+            .expect("constant URL"),
+        }
+    }
+}
+
+/// Why an endpoint URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("'{0}' is not a URL")]
+    Invalid(String),
+    #[error("'{0}' uses plain http; only https is allowed, except for a loopback host (a local emulator)")]
+    Insecure(String),
+    #[error("'{0}' uses the unsupported scheme '{1}'")]
+    Scheme(String, String),
+}
+
+/// Whether the URL's host is a loopback address (or `localhost`), where plain HTTP to a local
+/// emulator is acceptable.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Parses an endpoint URL: https anywhere, http only for loopback hosts.
+///
+/// # Errors
+/// [`EndpointError`] naming the URL.
+pub fn parse_endpoint(text: &str) -> Result<Url, EndpointError> {
+    let url =
+        Url::parse(text.trim()).map_err(|_| EndpointError::Invalid(text.trim().to_owned()))?;
+    check_endpoint(&url)?;
+    Ok(url)
+}
+
+/// Checks an endpoint URL: https anywhere, http only for loopback hosts.
+///
+/// # Errors
+/// [`EndpointError`] naming the URL.
+pub fn check_endpoint(url: &Url) -> Result<(), EndpointError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        "http" => Err(EndpointError::Insecure(url.to_string())),
+        other => Err(EndpointError::Scheme(url.to_string(), other.to_owned())),
+    }
+}
+
+/// A Key Vault's ARM identity: `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VaultId {
+    pub subscription: String,
+    pub resource_group: String,
+    pub name: String,
+}
+
+/// Why a vault resource id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{given}' is not a key vault resource id (expected /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.KeyVault/vaults/<name>): {reason}")]
+pub struct VaultIdError {
+    pub given: String,
+    pub reason: &'static str,
+}
+
+impl FromStr for VaultId {
+    type Err = VaultIdError;
+
+    /// Resource ids compare case-insensitively in ARM, and events spell them either way
+    /// (`resourcegroups`, `microsoft.keyvault`): the fixed segments are matched without case;
+    /// the names are kept as given.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let given = text.trim();
+        let err = |reason| VaultIdError {
+            given: given.to_owned(),
+            reason,
+        };
+        let parts: Vec<&str> = given.trim_matches('/').split('/').collect();
+        let [subscriptions, subscription, groups, group, providers, namespace, vaults, name] =
+            parts[..]
+        else {
+            return Err(err("it does not have eight segments"));
+        };
+        let fixed = [
+            (subscriptions, "subscriptions"),
+            (groups, "resourceGroups"),
+            (providers, "providers"),
+            (namespace, "Microsoft.KeyVault"),
+            (vaults, "vaults"),
+        ];
+        if !given.starts_with('/')
+            || fixed
+                .iter()
+                .any(|(got, want)| !got.eq_ignore_ascii_case(want))
+        {
+            return Err(err("the fixed segments do not match"));
+        }
+        if subscription.is_empty() || group.is_empty() {
+            return Err(err("the subscription or resource group is empty"));
+        }
+        // Key Vault names: 3-24 characters, letters, digits and hyphens (KV-SPEC pattern).
+        if !(3..=24).contains(&name.len())
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(err(
+                "the vault name must be 3-24 letters, digits or hyphens",
+            ));
+        }
+        Ok(VaultId {
+            subscription: subscription.to_owned(),
+            resource_group: group.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for VaultId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+}
+
+impl VaultId {
+    /// Whether `other` names the same vault (ARM ids are case-insensitive).
+    pub fn same_as(&self, other: &VaultId) -> bool {
+        self.subscription.eq_ignore_ascii_case(&other.subscription)
+            && self
+                .resource_group
+                .eq_ignore_ascii_case(&other.resource_group)
+            && self.name.eq_ignore_ascii_case(&other.name)
+    }
+
+    /// A lower-cased key for maps and locks.
+    pub fn key(&self) -> String {
+        self.to_string().to_ascii_lowercase()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_must_be_https_unless_loopback() {
+        let cases: &[(&str, Result<(), &str>)] = &[
+            ("https://management.azure.com/", Ok(())),
+            ("http://127.0.0.1:8080/", Ok(())),
+            ("http://127.9.9.9/", Ok(())),
+            ("http://localhost:1/", Ok(())),
+            ("http://[::1]:5/", Ok(())),
+            ("http://management.azure.com/", Err("'http://management.azure.com/' uses plain http; only https is allowed, except for a loopback host (a local emulator)")),
+            ("http://10.0.0.4/", Err("'http://10.0.0.4/' uses plain http; only https is allowed, except for a loopback host (a local emulator)")),
+            ("http://localhost.evil.example/", Err("'http://localhost.evil.example/' uses plain http; only https is allowed, except for a loopback host (a local emulator)")),
+            ("ftp://x/", Err("'ftp://x/' uses the unsupported scheme 'ftp'")),
+            ("not a url", Err("'not a url' is not a URL")),
+        ];
+        for (input, expected) in cases {
+            let got = parse_endpoint(input).map(|_| ()).map_err(|e| e.to_string());
+            assert_eq!(got, expected.map_err(str::to_owned), "{input}");
+        }
+    }
+
+    #[test]
+    fn vault_ids_parse_in_any_case_and_print_canonically() {
+        let id: VaultId =
+            "/subscriptions/s1/resourcegroups/rg-1/providers/microsoft.keyvault/vaults/kv-prod"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            id.to_string(),
+            "/subscriptions/s1/resourceGroups/rg-1/providers/Microsoft.KeyVault/vaults/kv-prod"
+        );
+        let upper: VaultId =
+            "/subscriptions/S1/resourceGroups/RG-1/providers/Microsoft.KeyVault/vaults/KV-PROD"
+                .parse()
+                .unwrap();
+        assert!(id.same_as(&upper));
+        assert_eq!(id.key(), upper.key());
+        for bad in [
+            "kv-prod",
+            "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st",
+            "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/k",
+            "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv_prod",
+            "/subscriptions//resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-prod",
+        ] {
+            assert!(bad.parse::<VaultId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cloud_endpoints() {
+        let public = CloudEndpoints::of(Cloud::Public);
+        assert_eq!(public.arm_scope, "https://management.azure.com/.default");
+        assert_eq!(
+            public.download_page.as_str(),
+            "https://www.microsoft.com/en-us/download/details.aspx?id=56519"
+        );
+        assert_eq!(
+            CloudEndpoints::of(Cloud::AzureGovernment).arm.as_str(),
+            "https://management.usgovcloudapi.net/"
+        );
+        assert!(CloudEndpoints::of(Cloud::AzureChina)
+            .download_page
+            .as_str()
+            .ends_with("id=57062"));
+    }
+}

@@ -1,0 +1,667 @@
+//! Run configuration: command-line flags, their environment forms (the Functions app settings)
+//! and an optional TOML file, validated once into a [`Config`]. Nothing after this reads the
+//! environment for settings.
+//!
+//! Layering, lowest first: built-in defaults; the file's `[defaults]`; flags and environment
+//! variables; a `[[vault]]` entry's own settings for that vault.
+//!
+//! ```toml
+//! # tagfence.toml
+//! vaults = ["/subscriptions/…/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a"]
+//!
+//! [defaults]
+//! tags = ["AzureDevOps"]
+//! static_rules = ["52.1.2.3"]
+//! max_rules = 1000
+//! fit = "exact"            # or "summarize"
+//! envelope = []
+//! max_remove_fraction = 0.2
+//!
+//! [[vault]]
+//! id = "/subscriptions/…/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-b"
+//! tags = ["AzureDevOps", "AzureCloud.westeurope", "AzureCloud.northeurope"]
+//! fit = "summarize"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use url::Url;
+
+use crate::azure::auth::CredentialKind;
+use crate::azure::http::HttpOptions;
+use crate::azure::{self, CloudEndpoints, VaultId};
+use crate::cli::{FitArg, LimitArgs, SelectionArgs, Slash31Arg};
+use crate::core::desired::{self, Limits, Selection};
+use crate::core::service_tags::Cloud;
+use crate::source::{self, SourceSpec};
+
+/// The cloud, as the flag spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+pub enum CloudArg {
+    #[default]
+    #[value(name = "AzurePublic", alias = "public")]
+    AzurePublic,
+    #[value(name = "AzureUSGovernment", alias = "usgovernment")]
+    AzureUsGovernment,
+    #[value(name = "AzureChina", alias = "china")]
+    AzureChina,
+}
+
+impl From<CloudArg> for Cloud {
+    fn from(arg: CloudArg) -> Self {
+        match arg {
+            CloudArg::AzurePublic => Cloud::Public,
+            CloudArg::AzureUsGovernment => Cloud::AzureGovernment,
+            CloudArg::AzureChina => Cloud::AzureChina,
+        }
+    }
+}
+
+/// The settings of a run that reconciles vaults (`apply`, and `serve` for the Functions host).
+/// Every flag has an environment form, which is how the Functions app settings reach it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// A vault to manage, by ARM resource id (repeatable).
+    #[arg(
+        long = "vault",
+        value_name = "RESOURCE_ID",
+        env = "TAGFENCE_VAULTS",
+        value_delimiter = ','
+    )]
+    pub vaults: Vec<String>,
+
+    /// A TOML file with defaults and per-vault settings.
+    #[arg(long, value_name = "FILE", env = "TAGFENCE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    /// Also remove rules that neither the selection nor tagfence put there.
+    #[arg(long, env = "TAGFENCE_PRUNE")]
+    pub prune: bool,
+
+    /// Where the Service Tags come from: `api` (the Discovery API; needs --subscription-id and
+    /// --location), `download` (Microsoft's weekly file), a file path, or an https URL.
+    #[arg(
+        long,
+        value_name = "api|download|FILE|URL",
+        env = "TAGFENCE_SOURCE",
+        default_value = "download"
+    )]
+    pub source: String,
+
+    /// Subscription for the Discovery API.
+    #[arg(long, value_name = "ID", env = "TAGFENCE_SUBSCRIPTION_ID")]
+    pub subscription_id: Option<String>,
+
+    /// Location for the Discovery API (any region; the answer covers the whole cloud).
+    #[arg(long, value_name = "REGION", env = "TAGFENCE_LOCATION")]
+    pub location: Option<String>,
+
+    /// The Azure cloud.
+    #[arg(long, value_enum, env = "TAGFENCE_CLOUD", default_value_t = CloudArg::AzurePublic)]
+    pub cloud: CloudArg,
+
+    /// Override the ARM endpoint (https; plain http only for a loopback emulator).
+    #[arg(long, value_name = "URL", env = "TAGFENCE_ARM_ENDPOINT")]
+    pub arm_endpoint: Option<String>,
+
+    /// Override the download page that links the weekly Service Tags file.
+    #[arg(long, value_name = "URL", env = "TAGFENCE_DOWNLOAD_PAGE_URL")]
+    pub download_page_url: Option<String>,
+
+    /// Which credential to use.
+    #[arg(long, value_enum, env = "TAGFENCE_CREDENTIAL", default_value_t = CredentialKind::Auto)]
+    pub credential: CredentialKind,
+
+    /// Refuse a Service Tags document with fewer tags [default: 1000 Public, 100 Government,
+    /// 20 China].
+    #[arg(long, value_name = "N", env = "TAGFENCE_MIN_SERVICE_TAGS")]
+    pub min_service_tags: Option<usize>,
+
+    /// Vaults reconciled at the same time.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TAGFENCE_CONCURRENCY",
+        default_value_t = 8
+    )]
+    pub concurrency: usize,
+
+    /// Timeout of one HTTP attempt, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "TAGFENCE_HTTP_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub http_timeout_secs: u64,
+
+    /// Retries of a throttled, failed or timed-out HTTP call.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TAGFENCE_HTTP_MAX_RETRIES",
+        default_value_t = 4
+    )]
+    pub http_max_retries: u32,
+
+    /// First retry delay in milliseconds; it doubles each time, and `Retry-After` wins when
+    /// longer.
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "TAGFENCE_HTTP_RETRY_DELAY_MS",
+        default_value_t = 800
+    )]
+    pub http_retry_delay_ms: u64,
+
+    /// Deadline of one HTTP call, retries included, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "TAGFENCE_HTTP_CALL_TIMEOUT_SECS",
+        default_value_t = 120
+    )]
+    pub http_call_timeout_secs: u64,
+}
+
+/// One vault to reconcile and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VaultTarget {
+    pub id: VaultId,
+    pub selection: Selection,
+    pub limits: Limits,
+    pub prune: bool,
+}
+
+/// A validated run configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cloud: Cloud,
+    pub endpoints: CloudEndpoints,
+    pub credential: CredentialKind,
+    pub source: SourceSpec,
+    pub min_service_tags: usize,
+    pub targets: Vec<VaultTarget>,
+    pub concurrency: usize,
+    pub http: HttpOptions,
+}
+
+/// Why the configuration was refused. Each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading the configuration file {path}: {detail}")]
+    File { path: String, detail: String },
+    #[error("invalid vault '{given}' ({origin}): {reason}")]
+    Vault {
+        given: String,
+        origin: &'static str,
+        reason: String,
+    },
+    #[error("vault {vault} is listed twice")]
+    DuplicateVault { vault: String },
+    #[error("vault {vault}: no tags or static rules selected (give --tag/TAGFENCE_TAGS, or tags in the configuration file)")]
+    NothingSelected { vault: String },
+    #[error("vault {vault}: invalid static rule: {reason}")]
+    StaticRule { vault: String, reason: String },
+    #[error("{setting}: {reason}")]
+    Setting {
+        setting: &'static str,
+        reason: String,
+    },
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    vaults: Vec<String>,
+    #[serde(default)]
+    defaults: VaultSettings,
+    #[serde(default, rename = "vault")]
+    vault_entries: Vec<VaultEntry>,
+}
+
+/// Settings that may appear in `[defaults]` and in a `[[vault]]` entry.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VaultSettings {
+    tags: Option<Vec<String>>,
+    static_rules: Option<Vec<String>>,
+    max_rules: Option<usize>,
+    fit: Option<FitArg>,
+    envelope: Option<Vec<String>>,
+    max_extra_addresses: Option<u64>,
+    max_remove_fraction: Option<f64>,
+    slash31: Option<Slash31Arg>,
+    prune: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VaultEntry {
+    id: String,
+    #[serde(flatten)]
+    settings: VaultSettings,
+}
+
+impl VaultSettings {
+    /// These settings over `base`: each one given replaces the base's.
+    fn over(&self, base: &Resolved) -> Resolved {
+        let limits = &base.limits;
+        Resolved {
+            tags: self.tags.clone().unwrap_or_else(|| base.tags.clone()),
+            static_rules: self
+                .static_rules
+                .clone()
+                .unwrap_or_else(|| base.static_rules.clone()),
+            limits: Limits {
+                max_rules: self.max_rules.unwrap_or(limits.max_rules),
+                fit: self.fit.map_or(limits.fit, Into::into),
+                envelope: self
+                    .envelope
+                    .clone()
+                    .unwrap_or_else(|| limits.envelope.clone()),
+                max_extra_addresses: self.max_extra_addresses.or(limits.max_extra_addresses),
+                max_remove_fraction: self
+                    .max_remove_fraction
+                    .unwrap_or(limits.max_remove_fraction),
+                slash31: self.slash31.map_or(limits.slash31, Into::into),
+            },
+            prune: self.prune.unwrap_or(base.prune),
+        }
+    }
+}
+
+/// Settings with every layer applied, before validation.
+#[derive(Debug, Clone)]
+struct Resolved {
+    tags: Vec<String>,
+    static_rules: Vec<String>,
+    limits: Limits,
+    prune: bool,
+}
+
+fn load_file(path: &Path) -> Result<ConfigFile, ConfigError> {
+    let err = |detail: String| ConfigError::File {
+        path: path.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    toml::from_str(&text).map_err(|e| err(e.to_string().trim().replace('\n', " ")))
+}
+
+impl Config {
+    /// Validates the flags (and the file they name) into a configuration.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => ConfigFile::default(),
+        };
+        let cloud: Cloud = args.cloud.into();
+        let mut endpoints = CloudEndpoints::of(cloud);
+        if let Some(url) = args
+            .arm_endpoint
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            endpoints.arm = azure::parse_endpoint(url).map_err(|e| ConfigError::Setting {
+                setting: "--arm-endpoint (TAGFENCE_ARM_ENDPOINT)",
+                reason: e.to_string(),
+            })?;
+        }
+        if let Some(url) = args
+            .download_page_url
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            endpoints.download_page =
+                azure::parse_endpoint(url).map_err(|e| ConfigError::Setting {
+                    setting: "--download-page-url (TAGFENCE_DOWNLOAD_PAGE_URL)",
+                    reason: e.to_string(),
+                })?;
+        }
+        let source = source_spec(args, &endpoints)?;
+
+        // Defaults: built in < file [defaults] < flags and environment.
+        let builtin = Resolved {
+            tags: Vec::new(),
+            static_rules: Vec::new(),
+            limits: Limits::default(),
+            prune: false,
+        };
+        let mut defaults = file.defaults.over(&builtin);
+        if !args.selection.tags.is_empty() {
+            defaults.tags = args.selection.tags.clone();
+        }
+        if !args.selection.static_rules.is_empty() {
+            defaults.static_rules = args.selection.static_rules.clone();
+        }
+        defaults.limits = args.limits.over(&defaults.limits);
+        defaults.prune |= args.prune;
+
+        let mut targets: Vec<VaultTarget> = Vec::new();
+        let mut add =
+            |given: &str, origin: &'static str, settings: &Resolved| -> Result<(), ConfigError> {
+                let id: VaultId =
+                    given
+                        .parse()
+                        .map_err(|e: azure::VaultIdError| ConfigError::Vault {
+                            given: given.trim().to_owned(),
+                            origin,
+                            reason: e.reason.to_owned(),
+                        })?;
+                if targets.iter().any(|t| t.id.same_as(&id)) {
+                    return Err(ConfigError::DuplicateVault {
+                        vault: id.to_string(),
+                    });
+                }
+                targets.push(target(id, settings)?);
+                Ok(())
+            };
+        for given in args.vaults.iter().filter(|v| !v.trim().is_empty()) {
+            add(given, "--vault / TAGFENCE_VAULTS", &defaults)?;
+        }
+        for given in file.vaults.iter() {
+            add(given, "the configuration file's vaults", &defaults)?;
+        }
+        for entry in &file.vault_entries {
+            add(
+                &entry.id,
+                "a [[vault]] entry",
+                &entry.settings.over(&defaults),
+            )?;
+        }
+
+        let min_service_tags = args
+            .min_service_tags
+            .unwrap_or_else(|| source::default_min_tags(cloud));
+        if args.concurrency == 0 {
+            return Err(ConfigError::Setting {
+                setting: "--concurrency (TAGFENCE_CONCURRENCY)",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(Config {
+            cloud,
+            endpoints,
+            credential: args.credential,
+            source,
+            min_service_tags,
+            targets,
+            concurrency: args.concurrency,
+            http: HttpOptions {
+                attempt_timeout: Duration::from_secs(args.http_timeout_secs.max(1)),
+                max_retries: args.http_max_retries,
+                initial_retry_delay: Duration::from_millis(args.http_retry_delay_ms),
+                call_timeout: Duration::from_secs(args.http_call_timeout_secs.max(1)),
+            },
+        })
+    }
+
+    /// The target for `vault` (by id or, when unambiguous, by name).
+    pub fn find_target(&self, vault: &str) -> Option<&VaultTarget> {
+        if let Ok(id) = vault.parse::<VaultId>() {
+            return self.targets.iter().find(|t| t.id.same_as(&id));
+        }
+        let mut by_name = self
+            .targets
+            .iter()
+            .filter(|t| t.id.name.eq_ignore_ascii_case(vault.trim()));
+        match (by_name.next(), by_name.next()) {
+            (Some(target), None) => Some(target),
+            _ => None,
+        }
+    }
+}
+
+fn target(id: VaultId, settings: &Resolved) -> Result<VaultTarget, ConfigError> {
+    let static_rules = settings
+        .static_rules
+        .iter()
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| desired::parse_static_rule(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError::StaticRule {
+            vault: id.name.clone(),
+            reason: e.to_string(),
+        })?;
+    let tags: Vec<String> = settings
+        .tags
+        .iter()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tags.is_empty() && static_rules.is_empty() {
+        return Err(ConfigError::NothingSelected {
+            vault: id.to_string(),
+        });
+    }
+    if !(0.0..=1.0).contains(&settings.limits.max_remove_fraction) {
+        return Err(ConfigError::Setting {
+            setting: "max_remove_fraction",
+            reason: format!(
+                "{} is not between 0 and 1",
+                settings.limits.max_remove_fraction
+            ),
+        });
+    }
+    Ok(VaultTarget {
+        id,
+        selection: Selection { tags, static_rules },
+        limits: settings.limits.clone(),
+        prune: settings.prune,
+    })
+}
+
+fn source_spec(args: &RunArgs, endpoints: &CloudEndpoints) -> Result<SourceSpec, ConfigError> {
+    let given = args.source.trim();
+    match given {
+        "api" => {
+            let subscription = args
+                .subscription_id
+                .clone()
+                .filter(|s| !s.trim().is_empty());
+            let location = args.location.clone().filter(|s| !s.trim().is_empty());
+            match (subscription, location) {
+                (Some(subscription), Some(location)) => Ok(SourceSpec::Api {
+                    subscription: subscription.trim().to_owned(),
+                    location: location.trim().to_owned(),
+                }),
+                _ => Err(ConfigError::Setting {
+                    setting: "--source api",
+                    reason: "needs --subscription-id (TAGFENCE_SUBSCRIPTION_ID) and --location (TAGFENCE_LOCATION)".to_owned(),
+                }),
+            }
+        }
+        "download" => Ok(SourceSpec::Download {
+            page: endpoints.download_page.clone(),
+        }),
+        "" => Err(ConfigError::Setting {
+            setting: "--source (TAGFENCE_SOURCE)",
+            reason: "is empty".to_owned(),
+        }),
+        url if url.contains("://") => {
+            let url = Url::parse(url).map_err(|_| ConfigError::Setting {
+                setting: "--source (TAGFENCE_SOURCE)",
+                reason: format!("'{url}' is not a URL"),
+            })?;
+            azure::check_endpoint(&url).map_err(|e| ConfigError::Setting {
+                setting: "--source (TAGFENCE_SOURCE)",
+                reason: e.to_string(),
+            })?;
+            Ok(SourceSpec::Url(url))
+        }
+        path => Ok(SourceSpec::File(PathBuf::from(path))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    const KV_A: &str =
+        "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a";
+    const KV_B: &str =
+        "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-b";
+
+    fn parse(args: &[&str]) -> RunArgs {
+        Cli::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .unwrap()
+            .run
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tagfence-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn flags_give_every_vault_the_same_settings() {
+        let config = Config::from_args(&parse(&[
+            "--vault",
+            KV_A,
+            "--vault",
+            KV_B,
+            "--tag",
+            "AzureDevOps",
+            "--static-rule",
+            "52.1.2.3",
+            "--max-rules",
+            "500",
+        ]))
+        .unwrap();
+        assert_eq!(config.targets.len(), 2);
+        for target in &config.targets {
+            assert_eq!(target.selection.tags, ["AzureDevOps"]);
+            assert_eq!(target.selection.static_rules[0].to_string(), "52.1.2.3/32");
+            assert_eq!(target.limits.max_rules, 500);
+        }
+        assert_eq!(
+            config.source,
+            SourceSpec::Download {
+                page: CloudEndpoints::of(Cloud::Public).download_page
+            }
+        );
+        assert_eq!(config.min_service_tags, 1000);
+    }
+
+    #[test]
+    fn the_file_layers_under_flags_and_over_defaults() {
+        let path = temp_file(
+            "layers.toml",
+            &format!(
+                r#"vaults = ["{KV_A}"]
+[defaults]
+tags = ["AzureDevOps"]
+max_rules = 900
+fit = "summarize"
+
+[[vault]]
+id = "{KV_B}"
+tags = ["AzureCloud.westeurope"]
+max_rules = 300
+"#
+            ),
+        );
+        let config = Config::from_args(&parse(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--max-rules",
+            "800",
+        ]))
+        .unwrap();
+        let a = config.find_target("kv-a").unwrap();
+        assert_eq!(
+            (a.selection.tags.clone(), a.limits.max_rules, a.limits.fit),
+            (
+                vec!["AzureDevOps".to_owned()],
+                800,
+                desired::FitMode::Summarize
+            )
+        );
+        let b = config.find_target(KV_B).unwrap();
+        assert_eq!(
+            (b.selection.tags.clone(), b.limits.max_rules),
+            (vec!["AzureCloud.westeurope".to_owned()], 300)
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused_naming_them() {
+        let bad_file = temp_file("bad.toml", "[defaults]\ntagz = [\"x\"]\n");
+        let upper = KV_A.to_uppercase();
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (vec!["--vault", "kv-a", "--tag", "X"], "invalid vault 'kv-a' (--vault / TAGFENCE_VAULTS): it does not have eight segments"),
+            (vec!["--vault", KV_A], "vault /subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a: no tags or static rules selected (give --tag/TAGFENCE_TAGS, or tags in the configuration file)"),
+            (vec!["--vault", KV_A, "--vault", &KV_A[..KV_A.len() - 4], "--tag", "X"], "invalid vault '/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/' (--vault / TAGFENCE_VAULTS): it does not have eight segments"),
+            (vec!["--vault", KV_A, "--vault", &upper, "--tag", "X"], "vault /subscriptions/S1/resourceGroups/RG/providers/Microsoft.KeyVault/vaults/KV-A is listed twice"),
+            (vec!["--vault", KV_A, "--static-rule", "10.0.0.1"], "vault kv-a: invalid static rule: '10.0.0.1' overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918); key vault refuses it"),
+            (vec!["--tag", "X", "--source", "api"], "--source api: needs --subscription-id (TAGFENCE_SUBSCRIPTION_ID) and --location (TAGFENCE_LOCATION)"),
+            (vec!["--tag", "X", "--source", "http://example.com/tags.json"], "--source (TAGFENCE_SOURCE): 'http://example.com/tags.json' uses plain http; only https is allowed, except for a loopback host (a local emulator)"),
+            (vec!["--tag", "X", "--arm-endpoint", "http://management.azure.com"], "--arm-endpoint (TAGFENCE_ARM_ENDPOINT): 'http://management.azure.com/' uses plain http; only https is allowed, except for a loopback host (a local emulator)"),
+            (vec!["--config", bad_file.to_str().unwrap()], "unknown field `tagz`"),
+        ];
+        for (args, expected) in cases {
+            let err = Config::from_args(&parse(&args)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_source_flag_takes_every_form() {
+        let spec = |s: &str| {
+            Config::from_args(&parse(&[
+                "--source",
+                s,
+                "--subscription-id",
+                "s1",
+                "--location",
+                "westeurope",
+            ]))
+            .unwrap()
+            .source
+        };
+        assert_eq!(
+            spec("api"),
+            SourceSpec::Api {
+                subscription: "s1".into(),
+                location: "westeurope".into()
+            }
+        );
+        assert_eq!(
+            spec("tags.json.gz"),
+            SourceSpec::File("tags.json.gz".into())
+        );
+        assert_eq!(
+            spec("https://example.com/t.json"),
+            SourceSpec::Url(Url::parse("https://example.com/t.json").unwrap())
+        );
+        assert_eq!(
+            spec("http://127.0.0.1:9/t.json"),
+            SourceSpec::Url(Url::parse("http://127.0.0.1:9/t.json").unwrap())
+        );
+    }
+}

@@ -1,0 +1,575 @@
+//! `tagfence serve`: the Azure Functions custom handler.
+//!
+//! The Functions host starts this process with `FUNCTIONS_CUSTOMHANDLER_PORT`, polls `GET /`
+//! until it answers, then forwards each trigger as `POST /{function name}` with a JSON envelope
+//! (azure-interfaces.md §1). Three functions:
+//! - `function-timer`: every Wednesday (the schedule is the host's; see [`schedule`]), reconcile
+//!   every configured vault;
+//! - `function-http`: `POST /api/sync[?vault=…][&dryRun=true]` on demand, `GET /api/status`;
+//! - `function-eventgrid`: a `Microsoft.Resources.ResourceWriteSuccess` for a managed vault
+//!   reconciles that vault, which heals a firewall someone edited by hand.
+//!
+//! Handlers are thin: decode the envelope, call the [`Runner`], encode the outcome. The trigger
+//! never changes what a reconcile decides. Logs are JSON lines on stdout carrying the
+//! invocation id; the host logs every stderr line as an error (§1.5).
+
+pub mod envelope;
+pub mod schedule;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
+use tracing::{error, info, warn, Instrument};
+
+use crate::azure::auth::IdentityEnv;
+use crate::azure::VaultId;
+use crate::config::Config;
+use crate::reconcile::Outcome;
+use crate::run::{self, RunError, RunReport, RunRequest, Runner};
+use envelope::{
+    http_output, EnvelopeError, HttpRequestData, InvocationRequest, InvocationResponse, TimerInfo,
+};
+use schedule::Schedule;
+
+/// Invocation bodies larger than this are refused (413): the host's envelopes are a few KB.
+pub const MAX_INVOCATION_BYTES: usize = 1 << 20;
+
+/// The handler's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Result<Config, String>,
+    identity: IdentityEnv,
+    schedule: Result<Schedule, String>,
+    /// Built on first use (or by the warm-up task right after the port is bound), so that the
+    /// readiness probe is answered before TLS roots and HTTP clients are set up.
+    runner: OnceCell<Result<Arc<Runner>, String>>,
+}
+
+impl AppState {
+    /// State for a configuration (or the reason there is none) and a schedule.
+    pub fn new(
+        config: Result<Config, String>,
+        identity: IdentityEnv,
+        schedule: Result<Schedule, String>,
+    ) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                config,
+                identity,
+                schedule,
+                runner: OnceCell::new(),
+            }),
+        }
+    }
+
+    /// State around an existing runner (tests).
+    pub fn with_runner(runner: Runner, schedule: Result<Schedule, String>) -> Self {
+        let config = Ok(runner.config().clone());
+        AppState {
+            inner: Arc::new(Inner {
+                config,
+                identity: IdentityEnv::default(),
+                schedule,
+                runner: OnceCell::new_with(Some(Ok(Arc::new(runner)))),
+            }),
+        }
+    }
+
+    async fn runner(&self) -> Result<Arc<Runner>, String> {
+        self.inner
+            .runner
+            .get_or_init(|| async {
+                let config = self.inner.config.clone()?;
+                Runner::new(config, &self.inner.identity)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .clone()
+    }
+}
+
+/// The router: `GET /` for readiness and one route per function.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(ready))
+        .route("/function-timer", post(timer))
+        .route("/function-http", post(http_trigger))
+        .route("/function-eventgrid", post(event_grid))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_INVOCATION_BYTES))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then lets running invocations finish.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let warm = state.clone();
+    tokio::spawn(async move {
+        if let Err(error) = warm.runner().await {
+            error!(%error, "tagfence is not configured; every invocation will fail until the app settings are fixed");
+        }
+    });
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGTERM (how the host stops workers) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    info!("shutting down: finishing running invocations");
+}
+
+async fn ready() -> &'static str {
+    "tagfence ready"
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"error": "no such function; expected POST /function-timer, /function-http or /function-eventgrid"}))).into_response()
+}
+
+fn invocation_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-azure-functions-invocationid")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned()
+}
+
+/// A 4xx for an envelope the host would never send: not logged as an error, since the process
+/// itself is fine.
+fn bad_envelope(err: &EnvelopeError) -> Response {
+    warn!(error = %err, "refusing a malformed invocation");
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": err.to_string()})),
+    )
+        .into_response()
+}
+
+/// The envelope, or the 4xx answer for a body that cannot be one (too large, unreadable, not
+/// JSON), always with a JSON body.
+fn read_envelope(body: Result<Bytes, BytesRejection>) -> Result<InvocationRequest, Box<Response>> {
+    let body = body.map_err(|rejection| {
+        warn!(error = %rejection.body_text(), "refusing an unreadable invocation body");
+        let message = format!("reading the invocation body: {}", rejection.body_text());
+        // The rest of the body was not read, so this connection cannot carry another request:
+        // say so, or a client reusing it would see it closed under its next request.
+        let close = [(axum::http::header::CONNECTION, "close")];
+        Box::new((rejection.status(), close, Json(json!({ "error": message }))).into_response())
+    })?;
+    InvocationRequest::parse(&body).map_err(|err| Box::new(bad_envelope(&err)))
+}
+
+fn failed(status: StatusCode, message: String, report: Option<Value>) -> Response {
+    error!(error = %message, "invocation failed");
+    let mut body = json!({"error": message});
+    if let Some(report) = report {
+        body["report"] = report;
+    }
+    (status, Json(body)).into_response()
+}
+
+fn ok(response: InvocationResponse) -> Response {
+    (StatusCode::OK, Json(response)).into_response()
+}
+
+fn report_logs(report: &RunReport) -> Vec<String> {
+    let mut logs: Vec<String> = report
+        .vaults
+        .iter()
+        .map(|v| {
+            let plan = v.plan.as_ref();
+            let changes = plan.map_or(String::new(), |p| {
+                format!(
+                    " (+{} -{} ={} unmanaged {})",
+                    p.add.len(),
+                    p.remove.len(),
+                    p.unchanged,
+                    p.unmanaged.len()
+                )
+            });
+            let detail = match &v.outcome {
+                Outcome::Refused { reason } => format!(": {reason}"),
+                Outcome::Failed { error } => format!(": {error}"),
+                _ => String::new(),
+            };
+            let status = serde_json::to_value(&v.outcome)
+                .ok()
+                .and_then(|o| o["status"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            format!("{}: {status}{changes}{detail}", v.vault.name)
+        })
+        .collect();
+    logs.push(report.summary());
+    logs
+}
+
+async fn timer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let span = tracing::info_span!("invocation", function = "function-timer", invocation_id = %invocation_id(&headers));
+    async move {
+        let request = match read_envelope(body) {
+            Ok(request) => request,
+            Err(response) => return *response,
+        };
+        let timer: TimerInfo = match request.binding("timer").and_then(|v| {
+            serde_json::from_value(v).map_err(|e| EnvelopeError::BadBinding {
+                binding: "timer",
+                kind: "timer",
+                detail: e.to_string(),
+            })
+        }) {
+            Ok(timer) => timer,
+            Err(err) => return bad_envelope(&err),
+        };
+        info!(is_past_due = timer.is_past_due, "timer fired");
+        let runner = match state.runner().await {
+            Ok(runner) => runner,
+            Err(message) => return failed(StatusCode::INTERNAL_SERVER_ERROR, message, None),
+        };
+        match runner.run(&RunRequest::default()).await {
+            Err(err) => failed(StatusCode::INTERNAL_SERVER_ERROR, err.to_string(), None),
+            Ok(report) if report.failures() > 0 => failed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                report.summary(),
+                Some(report.to_json()),
+            ),
+            Ok(report) => {
+                info!(summary = %report.summary(), "timer run done");
+                ok(InvocationResponse {
+                    logs: report_logs(&report),
+                    return_value: report.to_json(),
+                    ..Default::default()
+                })
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// The HTTP function answers through its `res` output, and the invocation itself succeeds
+/// whatever the HTTP status: a 400 to the caller is not a failure of the function.
+fn http_answer(status: u16, body: Value, logs: Vec<String>) -> Response {
+    let mut outputs = serde_json::Map::new();
+    outputs.insert("res".to_owned(), http_output(status, &body));
+    ok(InvocationResponse {
+        outputs,
+        logs,
+        return_value: Value::Null,
+    })
+}
+
+async fn http_trigger(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let span = tracing::info_span!("invocation", function = "function-http", invocation_id = %invocation_id(&headers));
+    async move {
+        let request = match read_envelope(body) {
+            Ok(request) => request,
+            Err(response) => return *response,
+        };
+        let req: HttpRequestData = match request.binding("req").and_then(|v| {
+            serde_json::from_value(v).map_err(|e| EnvelopeError::BadBinding {
+                binding: "req",
+                kind: "HTTP",
+                detail: e.to_string(),
+            })
+        }) {
+            Ok(req) => req,
+            Err(err) => return bad_envelope(&err),
+        };
+        let method = req.method.to_ascii_uppercase();
+        let action = req.action();
+        info!(%method, %action, "http request");
+        match (action.as_str(), method.as_str()) {
+            ("status", "GET") => http_answer(200, status_document(&state).await, vec!["status".to_owned()]),
+            ("sync", "POST") => sync(&state, &req).await,
+            ("status" | "sync", _) => http_answer(405, json!({"error": format!("use {} /api/{action}", if action == "sync" { "POST" } else { "GET" })}), vec![]),
+            _ => http_answer(404, json!({"error": format!("unknown action '{action}'; expected POST /api/sync or GET /api/status")}), vec![]),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn sync(state: &AppState, req: &HttpRequestData) -> Response {
+    let params = req.query_params();
+    let dry_run = match params.get("dryrun").map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) if v == "true" || v == "1" => true,
+        Some(v) if v == "false" || v == "0" || v.is_empty() => false,
+        Some(v) => {
+            return http_answer(
+                400,
+                json!({"error": format!("dryRun must be true or false, not '{v}'")}),
+                vec![],
+            )
+        }
+    };
+    let only: Option<Vec<String>> = params
+        .get("vault")
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .filter(|v: &Vec<String>| !v.is_empty());
+    let runner = match state.runner().await {
+        Ok(runner) => runner,
+        Err(message) => return http_answer(500, json!({"error": message}), vec![]),
+    };
+    let request = RunRequest { only, dry_run };
+    // Check the vault names before fetching anything.
+    if let Err(err) = runner.targets(&request) {
+        let status = if matches!(err, RunError::NoVaults) {
+            500
+        } else {
+            400
+        };
+        return http_answer(status, json!({"error": err.to_string()}), vec![]);
+    }
+    match runner.run(&request).await {
+        Err(err) => http_answer(502, json!({"error": err.to_string()}), vec![]),
+        Ok(report) => {
+            let failed = report
+                .vaults
+                .iter()
+                .any(|v| matches!(v.outcome, Outcome::Failed { .. }));
+            let refused = report
+                .vaults
+                .iter()
+                .any(|v| matches!(v.outcome, Outcome::Refused { .. }));
+            // A vault ARM failed on is an upstream failure; a refused plan conflicts with the
+            // guards and needs a person.
+            let status = if failed {
+                502
+            } else if refused {
+                409
+            } else {
+                200
+            };
+            http_answer(status, report.to_json(), report_logs(&report))
+        }
+    }
+}
+
+async fn status_document(state: &AppState) -> Value {
+    let schedule = match &state.inner.schedule {
+        Ok(schedule) => json!({
+            "expression": schedule.expression,
+            "description": schedule.describe(),
+            "next_run_utc": schedule.next_after(chrono::Utc::now()).map(|t| t.to_rfc3339()),
+        }),
+        Err(error) => json!({"error": error}),
+    };
+    let configuration = match &state.inner.config {
+        Err(error) => json!({"error": error}),
+        Ok(config) => json!({
+            "cloud": config.cloud,
+            "arm_endpoint": config.endpoints.arm.as_str(),
+            "source": config.source.to_string(),
+            "credential": format!("{:?}", config.credential),
+            "vaults": config.targets.iter().map(|t| json!({
+                "vault": t.id.to_string(),
+                "tags": t.selection.tags,
+                "static_rules": t.selection.static_rules.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "max_rules": t.limits.max_rules,
+                "fit": t.limits.fit,
+                "prune": t.prune,
+            })).collect::<Vec<_>>(),
+        }),
+    };
+    json!({
+        "service": "tagfence",
+        "version": env!("CARGO_PKG_VERSION"),
+        "schedule": schedule,
+        "configuration": configuration,
+    })
+}
+
+/// What a Key Vault write event is about, if it is one.
+fn vault_written(event: &Value) -> Result<Option<VaultId>, String> {
+    // Event Grid schema: eventType/subject/data; CloudEvents 1.0: type/subject/data.
+    let event_type = event
+        .get("eventType")
+        .or_else(|| event.get("type"))
+        .and_then(Value::as_str)
+        .ok_or("the event has neither eventType (Event Grid schema) nor type (CloudEvents)")?;
+    if event_type != "Microsoft.Resources.ResourceWriteSuccess" {
+        return Ok(None);
+    }
+    let data = event.get("data").cloned().unwrap_or(Value::Null);
+    if let Some(operation) = data.get("operationName").and_then(Value::as_str) {
+        if !operation.eq_ignore_ascii_case("Microsoft.KeyVault/vaults/write") {
+            return Ok(None);
+        }
+    }
+    let resource = data
+        .get("resourceUri")
+        .or_else(|| event.get("subject"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Ok(resource.parse::<VaultId>().ok())
+}
+
+async fn event_grid(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let span = tracing::info_span!("invocation", function = "function-eventgrid", invocation_id = %invocation_id(&headers));
+    async move {
+        let request = match read_envelope(body) {
+            Ok(request) => request,
+            Err(response) => return *response,
+        };
+        let event = match request.binding("event") {
+            Ok(event) => event,
+            Err(err) => return bad_envelope(&err),
+        };
+        let vault = match vault_written(&event) {
+            Ok(vault) => vault,
+            Err(detail) => {
+                return bad_envelope(&EnvelopeError::BadBinding {
+                    binding: "event",
+                    kind: "Event Grid",
+                    detail,
+                })
+            }
+        };
+        let event_type = event
+            .get("eventType")
+            .or_else(|| event.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
+        let Some(vault) = vault else {
+            info!(%event_type, "event is not a key vault write; ignored");
+            return ok(InvocationResponse {
+                logs: vec![format!("ignored {event_type}: not a key vault write")],
+                return_value: json!({"ignored": event_type}),
+                ..Default::default()
+            });
+        };
+        let runner = match state.runner().await {
+            Ok(runner) => runner,
+            Err(message) => return failed(StatusCode::INTERNAL_SERVER_ERROR, message, None),
+        };
+        if !runner.manages(&vault) {
+            info!(vault = %vault, "write to a vault tagfence does not manage; ignored");
+            return ok(InvocationResponse {
+                logs: vec![format!(
+                    "ignored a write to {}: not a managed vault",
+                    vault.name
+                )],
+                return_value: json!({"ignored": vault.to_string()}),
+                ..Default::default()
+            });
+        }
+        info!(vault = %vault.name, "a managed vault was written; reconciling it");
+        let started = Instant::now();
+        // Event Grid redelivers the whole batch on failure, and a reconcile is idempotent.
+        match runner
+            .run(&RunRequest {
+                only: Some(vec![vault.to_string()]),
+                dry_run: false,
+            })
+            .await
+        {
+            Err(err) => failed(StatusCode::INTERNAL_SERVER_ERROR, err.to_string(), None),
+            Ok(report) if report.failures() > 0 => failed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                report.summary(),
+                Some(report.to_json()),
+            ),
+            Ok(report) => {
+                info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "event handled"
+                );
+                ok(InvocationResponse {
+                    logs: report_logs(&report),
+                    return_value: report
+                        .vaults
+                        .first()
+                        .map(run::vault_json)
+                        .unwrap_or(Value::Null),
+                    ..Default::default()
+                })
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_key_vault_writes_in_both_schemas() {
+        let id = "/subscriptions/s/resourcegroups/rg/providers/Microsoft.KeyVault/vaults/kv-prod";
+        let event_grid = json!({"topic": "/subscriptions/s", "subject": id, "eventType": "Microsoft.Resources.ResourceWriteSuccess",
+            "data": {"operationName": "Microsoft.KeyVault/vaults/write", "resourceUri": id}, "dataVersion": "2", "metadataVersion": "1"});
+        assert_eq!(vault_written(&event_grid).unwrap().unwrap().name, "kv-prod");
+        let cloud_event = json!({"specversion": "1.0", "type": "Microsoft.Resources.ResourceWriteSuccess", "source": "/subscriptions/s", "subject": id, "id": "1", "data": {"operationName": "Microsoft.KeyVault/vaults/write"}});
+        assert_eq!(
+            vault_written(&cloud_event).unwrap().unwrap().name,
+            "kv-prod"
+        );
+        let storage = json!({"eventType": "Microsoft.Resources.ResourceWriteSuccess", "data": {"operationName": "Microsoft.Storage/storageAccounts/write", "resourceUri": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st"}});
+        assert_eq!(vault_written(&storage).unwrap(), None);
+        let other =
+            json!({"eventType": "Microsoft.Resources.ResourceDeleteSuccess", "subject": id});
+        assert_eq!(vault_written(&other).unwrap(), None);
+        assert!(vault_written(&json!({"data": {}})).is_err());
+    }
+}

@@ -1,0 +1,468 @@
+//! `tagfence apply` against the emulator: through the library (with request-level assertions)
+//! and through the real binary with the managed-identity credential, as in production.
+
+mod support;
+
+use std::time::Instant;
+
+use support::*;
+use tagfence::config::{Config, RunArgs};
+use tagfence::reconcile::Outcome;
+use tagfence::run::{RunRequest, Runner};
+use tagfence_emulator::{Fault, FaultKind, Route};
+
+const MANUAL_RULE: &str = "52.174.10.20/32";
+
+/// Run arguments for the library tests: the emulator's endpoints, fast retries.
+fn run_args(emulator: &tagfence_emulator::Emulator, vaults: &[&str], tags: &[&str]) -> RunArgs {
+    RunArgs {
+        vaults: vaults.iter().map(|v| vault_id(v)).collect(),
+        selection: tagfence::cli::SelectionArgs {
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            static_rules: Vec::new(),
+        },
+        source: "download".into(),
+        arm_endpoint: Some(emulator.base_url()),
+        download_page_url: Some(format!(
+            "{}/download/details.aspx?id=56519",
+            emulator.base_url()
+        )),
+        concurrency: 4,
+        http_timeout_secs: 5,
+        http_max_retries: 3,
+        http_retry_delay_ms: 50,
+        http_call_timeout_secs: 30,
+        ..RunArgs::default()
+    }
+}
+
+fn runner(emulator: &tagfence_emulator::Emulator, args: &RunArgs) -> Runner {
+    let config = Config::from_args(args).expect("valid configuration");
+    Runner::with_credential(config, credential(emulator), "test token".into())
+        .expect("runner builds")
+}
+
+fn vault_routes(emulator: &tagfence_emulator::Emulator, name: &str) -> Vec<Route> {
+    emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.vault.as_deref() == Some(name))
+        .map(|r| r.route)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_writes_the_plan_once_keeps_the_rest_and_a_second_run_writes_nothing() {
+    let emulator = start(emulator_config(vec![
+        vault("kv-prod", &["20.37.158.0/23", MANUAL_RULE]),
+        vault("kv-build", &[]),
+    ]))
+    .await;
+    let before = emulator.vault("kv-prod").unwrap();
+    let args = run_args(&emulator, &["kv-prod", "kv-build"], &["AzureDevOps"]);
+    let runner = runner(&emulator, &args);
+
+    let report = runner.run(&RunRequest::default()).await.unwrap();
+    assert_eq!(report.failures(), 0, "{}", report.to_text());
+    assert!(report.vaults.iter().all(|v| v.outcome == Outcome::Applied));
+
+    // The final rules are the plan: AzureDevOps plus the manual rule, which survives.
+    let mut expected: Vec<&str> = AZURE_DEVOPS.to_vec();
+    expected.push(MANUAL_RULE);
+    assert_eq!(rules_of(&emulator, "kv-prod"), sorted(&expected));
+    assert_eq!(rules_of(&emulator, "kv-build"), sorted(&AZURE_DEVOPS));
+    // defaultAction, bypass and the vnet rule are as they were.
+    let after = emulator.vault("kv-prod").unwrap();
+    for field in ["defaultAction", "bypass", "virtualNetworkRules"] {
+        assert_eq!(
+            after["properties"]["networkAcls"][field], before["properties"]["networkAcls"][field],
+            "{field}"
+        );
+    }
+    // One GET, one PATCH, one GET per changed vault.
+    assert_eq!(
+        vault_routes(&emulator, "kv-prod"),
+        [Route::VaultGet, Route::VaultPatch, Route::VaultGet]
+    );
+    assert_eq!(
+        vault_routes(&emulator, "kv-build"),
+        [Route::VaultGet, Route::VaultPatch, Route::VaultGet]
+    );
+
+    // Second run: one GET per vault, no write.
+    emulator.clear_requests();
+    let report = runner.run(&RunRequest::default()).await.unwrap();
+    assert!(
+        report.vaults.iter().all(|v| v.outcome == Outcome::InSync),
+        "{}",
+        report.to_text()
+    );
+    assert_eq!(vault_routes(&emulator, "kv-prod"), [Route::VaultGet]);
+    assert_eq!(vault_routes(&emulator, "kv-build"), [Route::VaultGet]);
+    assert!(report
+        .to_text()
+        .contains("== kv-prod: in sync. No changes."));
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_reads_but_writes_nothing() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[MANUAL_RULE])])).await;
+    let runner = runner(
+        &emulator,
+        &run_args(&emulator, &["kv-prod"], &["AzureDevOps"]),
+    );
+    let report = runner
+        .run(&RunRequest {
+            only: None,
+            dry_run: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.vaults[0].outcome, Outcome::WouldApply);
+    assert_eq!(report.vaults[0].plan.as_ref().unwrap().add.len(), 24);
+    assert_eq!(vault_routes(&emulator, "kv-prod"), [Route::VaultGet]);
+    assert_eq!(rules_of(&emulator, "kv-prod"), [MANUAL_RULE]);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_write_is_retried_no_sooner_than_retry_after() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    emulator.add_fault(Fault {
+        route: Some(Route::VaultPatch),
+        vault: None,
+        kind: FaultKind::Status {
+            status: 429,
+            code: "SubscriptionRequestsThrottled".into(),
+            message: "Number of 'write' requests for subscription exceeded. Please try again after '1' seconds.".into(),
+            retry_after: Some(1),
+        },
+        count: 1,
+    });
+    let runner = runner(
+        &emulator,
+        &run_args(&emulator, &["kv-prod"], &["AzureDevOps"]),
+    );
+    let report = runner.run(&RunRequest::default()).await.unwrap();
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::Applied,
+        "{}",
+        report.to_text()
+    );
+    let patches: Vec<_> = emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.route == Route::VaultPatch)
+        .collect();
+    assert_eq!(patches.len(), 2);
+    assert_eq!((patches[0].status, patches[1].status), (429, 200));
+    let waited = patches[1].at_ms - patches[0].at_ms;
+    assert!(
+        waited >= 1000,
+        "retried after {waited} ms, before the Retry-After of 1 s"
+    );
+    assert_eq!(rules_of(&emulator, "kv-prod"), sorted(&AZURE_DEVOPS));
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_server_errors_fail_that_vault_only_and_leave_it_unchanged() {
+    let emulator = start(emulator_config(vec![
+        vault("kv-prod", &[MANUAL_RULE]),
+        vault("kv-build", &[]),
+    ]))
+    .await;
+    emulator.add_fault(Fault {
+        route: Some(Route::VaultPatch),
+        vault: Some("kv-prod".into()),
+        kind: FaultKind::Status {
+            status: 503,
+            code: "ServiceUnavailable".into(),
+            message: "The service is temporarily unavailable.".into(),
+            retry_after: None,
+        },
+        count: 100,
+    });
+    let runner = runner(
+        &emulator,
+        &run_args(&emulator, &["kv-prod", "kv-build"], &["AzureDevOps"]),
+    );
+    let report = runner.run(&RunRequest::default()).await.unwrap();
+    let Outcome::Failed { error } = &report.vaults[0].outcome else {
+        panic!("kv-prod should fail: {}", report.to_text());
+    };
+    assert_eq!(
+        error,
+        "writing the firewall of vault kv-prod: ServiceUnavailable: The service is temporarily unavailable. (HTTP 503)"
+    );
+    assert_eq!(rules_of(&emulator, "kv-prod"), [MANUAL_RULE]);
+    // 1 attempt + 3 retries, then it gives up.
+    assert_eq!(
+        vault_routes(&emulator, "kv-prod")
+            .iter()
+            .filter(|r| **r == Route::VaultPatch)
+            .count(),
+        4
+    );
+    // The other vault is not held back.
+    assert_eq!(report.vaults[1].outcome, Outcome::Applied);
+    assert_eq!(report.failures(), 1);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_limit_exact_fit_is_refused_before_any_write() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[MANUAL_RULE])])).await;
+    let us = [
+        "AzureCloud.eastus",
+        "AzureCloud.eastus2",
+        "AzureCloud.centralus",
+        "AzureCloud.northcentralus",
+        "AzureCloud.southcentralus",
+        "AzureCloud.westcentralus",
+        "AzureCloud.westus",
+        "AzureCloud.westus2",
+        "AzureCloud.westus3",
+    ];
+    let runner = runner(&emulator, &run_args(&emulator, &["kv-prod"], &us));
+    let report = runner.run(&RunRequest::default()).await.unwrap();
+    let Outcome::Refused { reason } = &report.vaults[0].outcome else {
+        panic!("should be refused: {}", report.to_text());
+    };
+    assert_eq!(
+        reason,
+        "the selection needs 2691 rules but only 999 of the vault's 1000 are free (1 are held by rules tagfence keeps); select fewer tags or use --fit summarize"
+    );
+    assert_eq!(vault_routes(&emulator, "kv-prod"), [Route::VaultGet]);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_forbidden_vault_fails_alone() {
+    let mut config = emulator_config(vec![vault("kv-prod", &[]), vault("kv-locked", &[])]);
+    config.seed.forbidden = vec![vault_id("kv-locked")];
+    let emulator = start(config).await;
+    let runner = runner(
+        &emulator,
+        &run_args(
+            &emulator,
+            &["kv-gone", "kv-locked", "kv-prod"],
+            &["AzureDevOps"],
+        ),
+    );
+    let report = runner.run(&RunRequest::default()).await.unwrap();
+    let errors: Vec<String> = report
+        .vaults
+        .iter()
+        .map(|v| match &v.outcome {
+            Outcome::Failed { error } => error.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert!(errors[0].starts_with("reading vault kv-gone: ResourceNotFound: The Resource 'Microsoft.KeyVault/vaults/kv-gone' under resource group 'rg-secrets' was not found."), "{}", errors[0]);
+    assert!(
+        errors[1].starts_with("reading vault kv-locked: AuthorizationFailed: "),
+        "{}",
+        errors[1]
+    );
+    assert_eq!(report.vaults[2].outcome, Outcome::Applied);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_discovery_api_source_follows_every_page() {
+    let mut config = emulator_config(vec![vault("kv-prod", &[])]);
+    config.service_tags_page_size = Some(500);
+    let emulator = start(config).await;
+    let mut args = run_args(&emulator, &["kv-prod"], &["AzureDevOps"]);
+    args.source = "api".into();
+    args.subscription_id = Some(SUBSCRIPTION.into());
+    args.location = Some("westeurope".into());
+    let report = runner(&emulator, &args)
+        .run(&RunRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::Applied,
+        "{}",
+        report.to_text()
+    );
+    assert_eq!(report.source.change_number, 365);
+    let pages = emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.route == Route::ServiceTagsApi)
+        .count();
+    assert_eq!(pages, 2967usize.div_ceil(500));
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_for_another_cloud_or_too_small_is_refused_before_any_vault_is_read() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    let mut args = run_args(&emulator, &["kv-prod"], &["AzureDevOps"]);
+    args.cloud = tagfence::config::CloudArg::AzureUsGovernment;
+    let err = runner(&emulator, &args)
+        .run(&RunRequest::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with("are for the Public cloud, not AzureGovernment"),
+        "{err}"
+    );
+
+    let small = std::env::temp_dir().join(format!("tagfence-small-{}.json", std::process::id()));
+    std::fs::write(&small, r#"{"changeNumber": 1, "cloud": "Public", "values": [{"name": "AzureDevOps", "properties": {"changeNumber": 1, "addressPrefixes": ["20.37.158.0/23"]}}]}"#).unwrap();
+    let mut args = run_args(&emulator, &["kv-prod"], &["AzureDevOps"]);
+    args.source = small.display().to_string();
+    let err = runner(&emulator, &args)
+        .run(&RunRequest::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.ends_with("list only 1 tags, fewer than the 1000 a complete Public document has; refusing a truncated or partial document"), "{err}");
+    assert!(vault_routes(&emulator, "kv-prod").is_empty());
+    std::fs::remove_file(small).unwrap();
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_uses_the_managed_identity_once_per_run() {
+    let mut disabled = vault("kv-legacy", &[]);
+    disabled["properties"]["publicNetworkAccess"] = "Disabled".into();
+    let emulator = start(emulator_config(vec![
+        vault("kv-prod", &[MANUAL_RULE]),
+        vault("kv-build", &[]),
+        disabled,
+    ]))
+    .await;
+    let vaults = [
+        vault_id("kv-prod"),
+        vault_id("kv-build"),
+        vault_id("kv-legacy"),
+    ]
+    .join(",");
+    let env = [
+        ("TAGFENCE_VAULTS", vaults.as_str()),
+        ("TAGFENCE_TAGS", "AzureDevOps"),
+        ("TAGFENCE_STATIC_RULES", "52.1.2.3"),
+    ];
+
+    let started = Instant::now();
+    let output = tagfence(&emulator, &["apply"], &env).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let text = stdout(&output);
+    assert!(text.contains("== kv-prod: applied and verified."), "{text}");
+    assert!(
+        text.contains(
+            "warning: publicNetworkAccess is Disabled: the vault's IP rules have no effect"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("Plan: 25 to add, 0 to remove, 0 unchanged, 1 unmanaged kept."),
+        "{text}"
+    );
+    let tokens = emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.route == Route::TokenAppService)
+        .count();
+    assert_eq!(tokens, 1, "one token for the whole run");
+    assert!(emulator
+        .requests()
+        .iter()
+        .filter(|r| r.route != Route::TokenAppService
+            && r.route != Route::DownloadPage
+            && r.route != Route::DownloadFile)
+        .all(|r| r.authorized));
+    let mut expected: Vec<&str> = AZURE_DEVOPS.to_vec();
+    expected.push("52.1.2.3/32");
+    assert_eq!(rules_of(&emulator, "kv-build"), sorted(&expected));
+    eprintln!("first run: {:?}", started.elapsed());
+
+    // Second run: "No changes" for every vault, exit 0, no PATCH.
+    emulator.clear_requests();
+    let output = tagfence(&emulator, &["apply", "--output", "json"], &env).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for vault in report["vaults"].as_array().unwrap() {
+        assert_eq!(vault["outcome"]["status"], "in_sync", "{vault}");
+        assert_eq!(vault["wrote"], false);
+    }
+    assert!(emulator
+        .requests()
+        .iter()
+        .all(|r| r.route != Route::VaultPatch));
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_refuses_a_private_static_rule_before_any_request() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    let id = vault_id("kv-prod");
+    let output = tagfence(
+        &emulator,
+        &[
+            "apply",
+            "--vault",
+            &id,
+            "--tag",
+            "AzureDevOps",
+            "--static-rule",
+            "10.1.2.3",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output).lines().last().unwrap(),
+        "tagfence: error: reading the configuration: vault kv-prod: invalid static rule: '10.1.2.3' overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918); key vault refuses it"
+    );
+    assert!(emulator.requests().is_empty());
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_2_when_a_vault_fails() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    let output = tagfence(
+        &emulator,
+        &[
+            "apply",
+            "--vault",
+            &vault_id("kv-missing"),
+            "--vault",
+            &vault_id("kv-prod"),
+            "--tag",
+            "AzureDevOps",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    let text = stdout(&output);
+    assert!(
+        text.contains("== kv-missing: failed: reading vault kv-missing: ResourceNotFound"),
+        "{text}"
+    );
+    assert!(text.contains("== kv-prod: applied and verified."), "{text}");
+    assert!(
+        text.contains(
+            "2 vaults: 1 applied, 0 would change (dry run), 0 in sync, 0 refused, 1 failed"
+        ),
+        "{text}"
+    );
+    emulator.shutdown().await;
+}

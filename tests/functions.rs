@@ -1,0 +1,353 @@
+//! `tagfence serve` under the Functions host double, against the emulator: the timer, the HTTP
+//! function, the Event Grid hook, the envelope contract, logs, and shutdown.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::host::{vault_write_cloud_event, vault_write_event, HostDouble};
+use support::*;
+use tagfence_emulator::Route;
+
+const MANUAL_RULE: &str = "52.174.10.20/32";
+
+/// The app settings a deployment would have, pointed at the emulator.
+fn app_settings(emulator: &tagfence_emulator::Emulator, vaults: &[&str]) -> Vec<(String, String)> {
+    let mut settings = emulator_env(emulator);
+    settings.retain(|(k, _)| k != "TAGFENCE_LOG");
+    settings.push((
+        "TAGFENCE_VAULTS".into(),
+        vaults
+            .iter()
+            .map(|v| vault_id(v))
+            .collect::<Vec<_>>()
+            .join(","),
+    ));
+    settings.push(("TAGFENCE_TAGS".into(), "AzureDevOps".into()));
+    settings.push(("TAGFENCE_SCHEDULE".into(), "0 30 6 * * 3".into()));
+    settings
+}
+
+fn expected_rules(extra: &[&str]) -> Vec<String> {
+    let mut rules: Vec<&str> = AZURE_DEVOPS.to_vec();
+    rules.extend_from_slice(extra);
+    sorted(&rules)
+}
+
+fn writes(emulator: &tagfence_emulator::Emulator) -> usize {
+    emulator
+        .requests()
+        .iter()
+        .filter(|r| r.route == Route::VaultPatch)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timer_reconciles_every_vault_and_logs_json_on_stdout() {
+    let emulator = start(emulator_config(vec![
+        vault("kv-prod", &[MANUAL_RULE]),
+        vault("kv-build", &[]),
+    ]))
+    .await;
+    let mut host = HostDouble::start(&app_settings(&emulator, &["kv-prod", "kv-build"])).await;
+    eprintln!("ready after {:?}", host.ready_after);
+
+    let invocation = host.invoke_timer(true).await;
+    assert!(invocation.succeeded(), "{}", invocation.body);
+    assert_eq!(
+        rules_of(&emulator, "kv-prod"),
+        expected_rules(&[MANUAL_RULE])
+    );
+    assert_eq!(rules_of(&emulator, "kv-build"), expected_rules(&[]));
+    let logs: Vec<&str> = invocation.body["Logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("kv-prod: applied (+24 -0 =0 unmanaged 1)")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.last().unwrap().starts_with("2 vaults: 2 applied"),
+        "{logs:?}"
+    );
+    assert_eq!(invocation.body["ReturnValue"]["failures"], 0);
+
+    // Every stdout line is JSON; the invocation's lines carry its id; stderr is empty.
+    let stdout = host.stdout_lines();
+    let parsed: Vec<Value> = stdout
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    assert!(parsed.iter().any(
+        |l| l["span"]["invocation_id"] == invocation.invocation_id.as_str()
+            && l["fields"]["is_past_due"] == true
+    ));
+    assert!(parsed
+        .iter()
+        .any(|l| l["fields"]["message"] == "timer schedule"
+            && l["fields"]["next_run_utc"]
+                .as_str()
+                .is_some_and(|t| t.contains("T06:30:00"))));
+    assert_eq!(host.stderr_lines(), Vec::<String>::new());
+
+    // A second timer run writes nothing.
+    emulator.clear_requests();
+    let again = host.invoke_timer(false).await;
+    assert!(again.succeeded());
+    assert_eq!(writes(&emulator), 0);
+
+    assert_eq!(host.stop().await, Some(0), "graceful exit on SIGTERM");
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_function_plans_syncs_and_reports_status() {
+    let emulator = start(emulator_config(vec![
+        vault("kv-prod", &[MANUAL_RULE]),
+        vault("kv-build", &[]),
+    ]))
+    .await;
+    let mut host = HostDouble::start(&app_settings(&emulator, &["kv-prod", "kv-build"])).await;
+
+    // Dry run: the plan comes back, nothing is written.
+    let invocation = host
+        .invoke_http("POST", "sync", &[("dryRun", "true")])
+        .await;
+    assert!(invocation.succeeded());
+    let (status, body) = invocation.http_response();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dry_run"], true);
+    assert_eq!(body["vaults"][0]["outcome"]["status"], "would_apply");
+    assert_eq!(
+        body["vaults"][0]["plan"]["add"].as_array().unwrap().len(),
+        24
+    );
+    assert_eq!(writes(&emulator), 0);
+    assert_eq!(rules_of(&emulator, "kv-prod"), [MANUAL_RULE]);
+
+    // One vault by name.
+    let invocation = host
+        .invoke_http("POST", "sync", &[("vault", "kv-build")])
+        .await;
+    let (status, body) = invocation.http_response();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["vaults"].as_array().unwrap().len(), 1);
+    assert_eq!(body["vaults"][0]["name"], "kv-build");
+    assert_eq!(rules_of(&emulator, "kv-build"), expected_rules(&[]));
+    assert_eq!(rules_of(&emulator, "kv-prod"), [MANUAL_RULE]);
+
+    // Bad parameters: 400 with a message; the invocation itself succeeds.
+    for (query, message) in [
+        (
+            vec![("dryRun", "maybe")],
+            "dryRun must be true or false, not 'maybe'",
+        ),
+        (
+            vec![("vault", "kv-nope")],
+            "unknown vault 'kv-nope': not one of the configured vaults",
+        ),
+    ] {
+        let invocation = host.invoke_http("POST", "sync", &query).await;
+        assert!(invocation.succeeded());
+        let (status, body) = invocation.http_response();
+        assert_eq!((status, body["error"].as_str().unwrap()), (400, message));
+    }
+    let (status, _) = host.invoke_http("GET", "sync", &[]).await.http_response();
+    assert_eq!(status, 405);
+    let (status, _) = host
+        .invoke_http("POST", "frobnicate", &[])
+        .await
+        .http_response();
+    assert_eq!(status, 404);
+
+    // Status: the configuration in effect, no secrets.
+    let invocation = host.invoke_http("GET", "status", &[]).await;
+    let (status, body) = invocation.http_response();
+    assert_eq!(status, 200);
+    assert_eq!(body["schedule"]["expression"], "0 30 6 * * 3");
+    assert!(body["schedule"]["next_run_utc"]
+        .as_str()
+        .is_some_and(|t| t.contains("T06:30:00")));
+    assert_eq!(body["configuration"]["vaults"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        body["configuration"]["vaults"][0]["tags"],
+        json!(["AzureDevOps"])
+    );
+    let text = body.to_string();
+    assert!(
+        !text.contains(&emulator.identity_header()),
+        "the status leaks the identity header"
+    );
+
+    assert!(host.alive());
+    host.stop().await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_after_a_manual_edit_restores_the_rules_and_other_events_write_nothing() {
+    let emulator = start(emulator_config(vec![
+        vault("kv-prod", &[]),
+        vault("kv-other", &["40.80.187.0/24"]),
+    ]))
+    .await;
+    let mut host = HostDouble::start(&app_settings(&emulator, &["kv-prod"])).await;
+    assert!(host.invoke_timer(false).await.succeeded());
+    assert_eq!(rules_of(&emulator, "kv-prod"), expected_rules(&[]));
+
+    // Someone deletes two ranges by hand; the write event brings them back.
+    let mut edited: Vec<String> = AZURE_DEVOPS[2..].iter().map(|s| s.to_string()).collect();
+    edited.push(MANUAL_RULE.into());
+    emulator.set_ip_rules("kv-prod", edited);
+    let invocation = host
+        .invoke_event(&vault_write_event(&vault_id("kv-prod")), false)
+        .await;
+    assert!(invocation.succeeded(), "{}", invocation.body);
+    // The person's own rule is kept (no state yet says tagfence added it).
+    assert_eq!(
+        rules_of(&emulator, "kv-prod"),
+        expected_rules(&[MANUAL_RULE])
+    );
+
+    // Our own write's event finds nothing to do: one GET, no PATCH. Sent as a JSON string and
+    // as a CloudEvent, the way the host might deliver it.
+    emulator.clear_requests();
+    for (event, as_string) in [
+        (vault_write_event(&vault_id("kv-prod")), true),
+        (vault_write_cloud_event(&vault_id("kv-prod")), false),
+    ] {
+        let invocation = host.invoke_event(&event, as_string).await;
+        assert!(invocation.succeeded(), "{}", invocation.body);
+        assert_eq!(
+            invocation.body["ReturnValue"]["outcome"]["status"],
+            "in_sync"
+        );
+    }
+    assert_eq!(writes(&emulator), 0);
+
+    // A vault tagfence does not manage, and an event of another kind: acknowledged, nothing done.
+    let invocation = host
+        .invoke_event(&vault_write_event(&vault_id("kv-other")), false)
+        .await;
+    assert!(invocation.succeeded());
+    assert_eq!(
+        invocation.body["ReturnValue"]["ignored"],
+        vault_id("kv-other")
+    );
+    let mut delete = vault_write_event(&vault_id("kv-prod"));
+    delete["eventType"] = "Microsoft.Resources.ResourceDeleteSuccess".into();
+    let invocation = host.invoke_event(&delete, false).await;
+    assert!(invocation.succeeded());
+    assert_eq!(
+        invocation.body["ReturnValue"]["ignored"],
+        "Microsoft.Resources.ResourceDeleteSuccess"
+    );
+    assert!(emulator
+        .requests()
+        .iter()
+        .all(|r| r.vault.as_deref() != Some("kv-other")));
+    assert_eq!(writes(&emulator), 0);
+
+    host.stop().await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_envelopes_get_4xx_and_the_worker_lives() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    let mut host = HostDouble::start(&app_settings(&emulator, &["kv-prod"])).await;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("function-timer", b"not json".to_vec()),
+        (
+            "function-timer",
+            br#"{"Data": {}, "Metadata": {}}"#.to_vec(),
+        ),
+        (
+            "function-timer",
+            br#"{"Data": {"timer": {"IsPastDue": "sometimes"}}, "Metadata": {}}"#.to_vec(),
+        ),
+        (
+            "function-http",
+            br#"{"Data": {"req": 42}, "Metadata": {}}"#.to_vec(),
+        ),
+        (
+            "function-eventgrid",
+            br#"{"Data": {"event": {"data": {}}}, "Metadata": {}}"#.to_vec(),
+        ),
+    ];
+    for (function, body) in cases {
+        let invocation = host.invoke_raw(function, body).await;
+        assert!(
+            (400..500).contains(&invocation.status),
+            "{function}: {} {}",
+            invocation.status,
+            invocation.body
+        );
+        assert!(invocation.body.is_object());
+        assert!(host.alive());
+    }
+    // An oversized body is cut off at 1 MiB: a 413, or (when the worker closes the connection
+    // before the client has finished sending) a broken connection. Either way the worker lives.
+    match host
+        .try_invoke_raw("function-eventgrid", vec![b'{'; 3_000_000])
+        .await
+    {
+        Ok(invocation) => assert_eq!(invocation.status, 413, "{}", invocation.body),
+        Err(transport) => assert!(
+            transport.contains("BrokenPipe") || transport.contains("reset"),
+            "{transport}"
+        ),
+    }
+    assert!(host.alive());
+    assert_eq!(writes(&emulator), 0);
+    // Still serving.
+    assert!(host.invoke_timer(false).await.succeeded());
+    host.stop().await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_fails_answers_500_with_a_json_body() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    let mut settings = app_settings(&emulator, &["kv-prod", "kv-missing"]);
+    settings.push(("TAGFENCE_HTTP_MAX_RETRIES".into(), "0".into()));
+    let mut host = HostDouble::start(&settings).await;
+    let invocation = host.invoke_timer(false).await;
+    assert_eq!(invocation.status, 500);
+    assert!(
+        invocation.body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 vaults: 1 applied"),
+        "{}",
+        invocation.body
+    );
+    assert!(invocation.body["report"]["vaults"][1]["outcome"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("ResourceNotFound"));
+    // The vault that could be reconciled was.
+    assert_eq!(rules_of(&emulator, "kv-prod"), expected_rules(&[]));
+    host.stop().await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_configuration_fails_invocations_clearly_but_the_worker_starts() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    let mut settings = app_settings(&emulator, &["kv-prod"]);
+    settings.push(("TAGFENCE_STATIC_RULES".into(), "192.168.1.1".into()));
+    let mut host = HostDouble::start(&settings).await;
+    let invocation = host.invoke_timer(false).await;
+    assert_eq!(invocation.status, 500);
+    assert_eq!(
+        invocation.body["error"],
+        "reading the configuration: vault kv-prod: invalid static rule: '192.168.1.1' overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918); key vault refuses it"
+    );
+    assert!(emulator.requests().is_empty());
+    host.stop().await;
+    emulator.shutdown().await;
+}

@@ -1,0 +1,185 @@
+//! Shared test support: an emulator with sample vaults, a credential that uses its tokens, and
+//! the real binary wired to it the way the Functions host or a pipeline would wire it.
+
+#![allow(dead_code)] // each test crate uses part of this
+
+pub mod host;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+use serde_json::{json, Value};
+use tagfence_emulator::{Config as EmulatorConfig, Emulator, Seed};
+
+pub const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000001";
+pub const RESOURCE_GROUP: &str = "rg-secrets";
+
+/// The 24 IPv4 prefixes of the AzureDevOps tag in the fixtures (changeNumbers 363–365).
+pub const AZURE_DEVOPS: [&str; 24] = [
+    "20.37.158.0/23",
+    "20.37.194.0/24",
+    "20.39.13.0/26",
+    "20.41.6.0/23",
+    "20.41.194.0/24",
+    "20.42.5.0/24",
+    "20.42.134.0/23",
+    "20.42.226.0/24",
+    "20.45.196.64/26",
+    "20.91.148.128/25",
+    "20.125.155.0/24",
+    "20.166.41.0/24",
+    "20.189.107.0/24",
+    "20.195.68.0/24",
+    "20.204.197.192/26",
+    "20.233.130.0/25",
+    "40.74.28.0/23",
+    "40.80.187.0/24",
+    "40.82.252.0/24",
+    "40.119.10.0/24",
+    "51.104.26.0/24",
+    "52.150.138.0/24",
+    "52.228.82.0/24",
+    "191.235.226.0/24",
+];
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+pub fn fixture(change_number: u32) -> PathBuf {
+    repo(&format!(
+        "tests/fixtures/ServiceTags_Public.changeNumber-{change_number}.json.gz"
+    ))
+}
+
+pub fn vault_id(name: &str) -> String {
+    format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.KeyVault/vaults/{name}")
+}
+
+/// A vault as ARM returns it, with these IP rules, a vnet rule, and `Deny`/`AzureServices`.
+pub fn vault(name: &str, ip_rules: &[&str]) -> Value {
+    json!({
+        "id": vault_id(name),
+        "name": name,
+        "type": "Microsoft.KeyVault/vaults",
+        "location": "westeurope",
+        "tags": {},
+        "properties": {
+            "sku": {"family": "A", "name": "standard"},
+            "tenantId": "00000000-0000-0000-0000-0000000000aa",
+            "enableRbacAuthorization": true,
+            "publicNetworkAccess": "Enabled",
+            "vaultUri": format!("https://{name}.vault.azure.net/"),
+            "provisioningState": "Succeeded",
+            "networkAcls": {
+                "defaultAction": "Deny",
+                "bypass": "None",
+                "ipRules": ip_rules.iter().map(|r| json!({"value": r})).collect::<Vec<_>>(),
+                "virtualNetworkRules": [{
+                    "id": format!("/subscriptions/{SUBSCRIPTION}/resourcegroups/rg-net/providers/microsoft.network/virtualnetworks/vnet-agents/subnets/{name}"),
+                    "ignoreMissingVnetServiceEndpoint": false
+                }]
+            }
+        }
+    })
+}
+
+/// The emulator's default configuration with these vaults and the changeNumber-365 document.
+pub fn emulator_config(vaults: Vec<Value>) -> EmulatorConfig {
+    EmulatorConfig {
+        seed: Seed {
+            vaults,
+            forbidden: Vec::new(),
+        },
+        service_tags: Some(std::fs::read(fixture(365)).expect("fixture present")),
+        identity_header: "test-identity-header".to_owned(),
+        ..EmulatorConfig::default()
+    }
+}
+
+pub async fn start(config: EmulatorConfig) -> Emulator {
+    Emulator::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("emulator starts")
+}
+
+/// A credential that hands out a token the emulator issued, without asking an endpoint.
+#[derive(Debug)]
+pub struct EmulatorToken(pub String);
+
+#[async_trait::async_trait]
+impl TokenCredential for EmulatorToken {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        _options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        let expires =
+            azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1);
+        Ok(AccessToken::new(self.0.clone(), expires))
+    }
+}
+
+pub fn credential(emulator: &Emulator) -> Arc<dyn TokenCredential> {
+    Arc::new(EmulatorToken(
+        emulator.issue_token("https://management.azure.com/"),
+    ))
+}
+
+/// The environment a Functions app (or pipeline) would give tagfence, pointed at the emulator.
+pub fn emulator_env(emulator: &Emulator) -> Vec<(String, String)> {
+    vec![
+        ("IDENTITY_ENDPOINT".into(), emulator.identity_endpoint()),
+        ("IDENTITY_HEADER".into(), emulator.identity_header()),
+        ("TAGFENCE_ARM_ENDPOINT".into(), emulator.base_url()),
+        (
+            "TAGFENCE_DOWNLOAD_PAGE_URL".into(),
+            format!("{}/download/details.aspx?id=56519", emulator.base_url()),
+        ),
+        // Fast retries keep the fault tests short; Retry-After still wins when longer.
+        ("TAGFENCE_HTTP_RETRY_DELAY_MS".into(), "50".into()),
+        ("TAGFENCE_HTTP_MAX_RETRIES".into(), "3".into()),
+        ("TAGFENCE_HTTP_TIMEOUT_SECS".into(), "5".into()),
+        ("TAGFENCE_LOG".into(), "tagfence=debug".into()),
+    ]
+}
+
+/// Runs the real `tagfence` binary with `args`, the emulator environment and `extra_env`.
+pub async fn tagfence(emulator: &Emulator, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tagfence"));
+    command.args(args).current_dir(repo("")).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    for (key, value) in emulator_env(emulator) {
+        command.env(key, value);
+    }
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    command.output().await.expect("tagfence runs")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The IP rules of a vault in the emulator, sorted.
+pub fn rules_of(emulator: &Emulator, name: &str) -> Vec<String> {
+    let mut rules = emulator.ip_rules(name);
+    rules.sort();
+    rules
+}
+
+/// `expected` as the emulator stores rules, sorted.
+pub fn sorted(expected: &[&str]) -> Vec<String> {
+    let mut rules: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    rules.sort();
+    rules
+}
