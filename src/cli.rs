@@ -331,7 +331,7 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
             Ok(schedule) => tracing::info!(
                 schedule = %schedule.expression,
                 description = %schedule.describe(),
-                next_run_utc = ?schedule.next_after(chrono::Utc::now()).map(|t| t.to_rfc3339()),
+                next_run_utc = %schedule.next_after(chrono::Utc::now()).map_or_else(|| "never".to_owned(), |t| t.to_rfc3339()),
                 "timer schedule"
             ),
             Err(error) => tracing::error!(%error, "the timer schedule is invalid; the host will not fire the timer"),
@@ -355,6 +355,7 @@ pub fn init_cli_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .with_target(false)
         .try_init();
 }
