@@ -19,8 +19,15 @@ struct Token(String);
 
 #[async_trait::async_trait]
 impl TokenCredential for Token {
-    async fn get_token(&self, _: &[&str], _: Option<TokenRequestOptions<'_>>) -> azure_core::Result<AccessToken> {
-        Ok(AccessToken::new(self.0.clone(), azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1)))
+    async fn get_token(
+        &self,
+        _: &[&str],
+        _: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        Ok(AccessToken::new(
+            self.0.clone(),
+            azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
+        ))
     }
 }
 
@@ -32,7 +39,10 @@ fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let vaults: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let concurrency: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(8);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let seed: Vec<_> = (0..vaults)
             .map(|i| {

@@ -466,3 +466,40 @@ async fn the_binary_exits_2_when_a_vault_fails() {
     );
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_runs_on_one_vault_are_serialised_and_write_once() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    // Slow down the first read so that the two runs overlap.
+    emulator.add_fault(Fault {
+        route: Some(Route::VaultGet),
+        vault: Some("kv-prod".into()),
+        kind: FaultKind::Delay { ms: 300 },
+        count: 1,
+    });
+    let runner = std::sync::Arc::new(runner(
+        &emulator,
+        &run_args(&emulator, &["kv-prod"], &["AzureDevOps"]),
+    ));
+    let request = RunRequest::default();
+    let (first, second) = tokio::join!(runner.run(&request), runner.run(&request));
+    let outcomes = [
+        first.unwrap().vaults[0].outcome.clone(),
+        second.unwrap().vaults[0].outcome.clone(),
+    ];
+    assert!(
+        outcomes.contains(&Outcome::Applied) && outcomes.contains(&Outcome::InSync),
+        "{outcomes:?}"
+    );
+    // The second reconcile started only after the first had written and verified.
+    assert_eq!(
+        vault_routes(&emulator, "kv-prod"),
+        [
+            Route::VaultGet,
+            Route::VaultPatch,
+            Route::VaultGet,
+            Route::VaultGet
+        ]
+    );
+    emulator.shutdown().await;
+}

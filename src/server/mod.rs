@@ -77,19 +77,6 @@ impl AppState {
         }
     }
 
-    /// State around an existing runner (tests).
-    pub fn with_runner(runner: Runner, schedule: Result<Schedule, String>) -> Self {
-        let config = Ok(runner.config().clone());
-        AppState {
-            inner: Arc::new(Inner {
-                config,
-                identity: IdentityEnv::default(),
-                schedule,
-                runner: OnceCell::new_with(Some(Ok(Arc::new(runner)))),
-            }),
-        }
-    }
-
     async fn runner(&self) -> Result<Arc<Runner>, String> {
         self.inner
             .runner
