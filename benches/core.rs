@@ -39,7 +39,7 @@ fn fixture(change_number: u32) -> Vec<u8> {
 fn selection(tags: &[&str]) -> Selection {
     Selection {
         tags: tags.iter().map(|t| t.to_string()).collect(),
-        static_rules: Vec::new(),
+        ..Selection::default()
     }
 }
 

@@ -42,8 +42,19 @@ pub enum Command {
     Apply(ApplyArgs),
     /// List the tags of a Service Tags file, or the prefixes of some of them.
     Tags(TagsArgs),
+    /// Show what the state remembers: the document applied and each vault's last run.
+    Status(StatusArgs),
     /// Run as the Azure Functions custom handler (the host starts this).
     Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -252,7 +263,11 @@ impl SelectionArgs {
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
             .collect();
-        Ok(Selection { tags, static_rules })
+        Ok(Selection {
+            tags,
+            static_rules,
+            grace: Vec::new(),
+        })
     }
 }
 
@@ -294,6 +309,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plan(args) => run_plan(&args),
         Command::Apply(args) => run_apply(&args),
         Command::Tags(args) => run_tags(&args),
+        Command::Status(args) => run_status(&args),
         Command::Serve(args) => run_serve(args),
     }
 }
@@ -377,6 +393,7 @@ fn run_apply(args: &ApplyArgs) -> Result<ExitCode> {
             .run(&RunRequest {
                 only: None,
                 dry_run: args.dry_run,
+                trigger: "cli",
             })
             .await
     })?;
@@ -395,6 +412,27 @@ fn run_apply(args: &ApplyArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn run_status(args: &StatusArgs) -> Result<ExitCode> {
+    init_cli_logging();
+    let config = Config::from_args(&args.run).context("reading the configuration")?;
+    let runtime = runtime()?;
+    let status = runtime.block_on(async {
+        let runner = Runner::new(config, &IdentityEnv::from_process())?;
+        runner.status().await
+    })?;
+    let text = match args.output {
+        OutputFormat::Text => status.to_text(),
+        OutputFormat::Json => {
+            let mut json =
+                serde_json::to_string_pretty(&status.to_json()).context("encoding the status")?;
+            json.push('\n');
+            json
+        }
+    };
+    write_stdout(&text)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The bytes of a file (memory-mapped when large), or of stdin for `-`.
@@ -497,6 +535,7 @@ fn run_plan(args: &PlanArgs) -> Result<ExitCode> {
         live: &live.ip_rules,
         last_applied: last_applied.as_deref(),
         prune: args.prune,
+        recorded: None,
     })
     .context("planning the firewall change")?;
     plan.vault = live.vault_name.clone();

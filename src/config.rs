@@ -37,6 +37,7 @@ use crate::cli::{FitArg, LimitArgs, SelectionArgs, Slash31Arg};
 use crate::core::desired::{self, Limits, Selection};
 use crate::core::service_tags::Cloud;
 use crate::source::{self, SourceSpec};
+use crate::state::blob::DEFAULT_CONTAINER;
 
 /// The cloud, as the flag spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
@@ -171,6 +172,78 @@ pub struct RunArgs {
         default_value_t = 120
     )]
     pub http_call_timeout_secs: u64,
+
+    /// Keep state (the rules tagfence added, the documents used, run records) in this
+    /// directory. For CLI use; the Functions app keeps it in Blob storage.
+    #[arg(long, value_name = "DIR", env = "TAGFENCE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Keep state in Blob storage at this https endpoint
+    /// (`https://<account>.blob.core.windows.net`, optionally followed by `/<container>`),
+    /// reached with the same identity as ARM [default: the Function App's own storage,
+    /// `AzureWebJobsStorage__blobServiceUri`].
+    #[arg(long, value_name = "URL", env = "TAGFENCE_STATE_URL")]
+    pub state_url: Option<String>,
+
+    /// The state container when the URL names none.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "TAGFENCE_STATE_CONTAINER",
+        default_value = DEFAULT_CONTAINER
+    )]
+    pub state_container: String,
+
+    /// A PEM certificate to trust for the state endpoint besides the system roots (a storage
+    /// emulator's test CA, or a TLS-inspecting proxy).
+    #[arg(long, value_name = "FILE", env = "TAGFENCE_STATE_CA_FILE")]
+    pub state_ca_file: Option<PathBuf>,
+
+    /// The Functions host's identity-based storage settings; the state's default home.
+    #[arg(long, hide = true, env = "AzureWebJobsStorage__blobServiceUri")]
+    pub webjobs_blob_service_uri: Option<String>,
+
+    #[arg(long, hide = true, env = "AzureWebJobsStorage__accountName")]
+    pub webjobs_account_name: Option<String>,
+
+    /// For this many days after a selected tag changes, also keep the ranges of its previous
+    /// version (Microsoft publishes new ranges ahead of use; old ones may still be in use).
+    /// Needs state.
+    #[arg(
+        long,
+        value_name = "DAYS",
+        env = "TAGFENCE_GRACE_DAYS",
+        default_value_t = 0
+    )]
+    pub grace_days: u32,
+
+    /// Use a Service Tags document older than the one last applied (normally refused).
+    #[arg(long, env = "TAGFENCE_ALLOW_OLDER")]
+    pub allow_older: bool,
+}
+
+/// Where tagfence keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSpec {
+    /// A directory (CLI).
+    Dir(PathBuf),
+    /// A blob container, reached with the run's credential.
+    Blob {
+        container_url: Url,
+        /// Extra trusted CA (PEM file).
+        ca_file: Option<PathBuf>,
+    },
+}
+
+impl std::fmt::Display for StateSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateSpec::Dir(dir) => write!(f, "the directory {}", dir.display()),
+            StateSpec::Blob { container_url, .. } => {
+                write!(f, "the blob container {container_url}")
+            }
+        }
+    }
 }
 
 /// One vault to reconcile and how.
@@ -193,6 +266,11 @@ pub struct Config {
     pub targets: Vec<VaultTarget>,
     pub concurrency: usize,
     pub http: HttpOptions,
+    /// Where state lives; `None` runs without memory (nothing is ever removed).
+    pub state: Option<StateSpec>,
+    /// Days to keep a changed tag's previous ranges (0: none).
+    pub grace_days: u32,
+    pub allow_older: bool,
 }
 
 /// Why the configuration was refused. Each names the setting at fault.
@@ -394,6 +472,13 @@ impl Config {
                 reason: "must be at least 1".to_owned(),
             });
         }
+        let state = state_spec(args, cloud)?;
+        if args.grace_days > MAX_GRACE_DAYS {
+            return Err(ConfigError::Setting {
+                setting: "--grace-days (TAGFENCE_GRACE_DAYS)",
+                reason: format!("{} is more than {MAX_GRACE_DAYS} days", args.grace_days),
+            });
+        }
         Ok(Config {
             cloud,
             endpoints,
@@ -408,6 +493,9 @@ impl Config {
                 initial_retry_delay: Duration::from_millis(args.http_retry_delay_ms),
                 call_timeout: Duration::from_secs(args.http_call_timeout_secs.max(1)),
             },
+            state,
+            grace_days: args.grace_days,
+            allow_older: args.allow_older,
         })
     }
 
@@ -460,10 +548,116 @@ fn target(id: VaultId, settings: &Resolved) -> Result<VaultTarget, ConfigError> 
     }
     Ok(VaultTarget {
         id,
-        selection: Selection { tags, static_rules },
+        selection: Selection {
+            tags,
+            static_rules,
+            grace: Vec::new(),
+        },
         limits: settings.limits.clone(),
         prune: settings.prune,
     })
+}
+
+/// A grace window longer than this is surely a typo (a tag changes every few weeks at most).
+pub const MAX_GRACE_DAYS: u32 = 90;
+
+/// The blob endpoint suffix of each cloud, for `AzureWebJobsStorage__accountName`.
+fn blob_suffix(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::Public => "blob.core.windows.net",
+        Cloud::AzureGovernment => "blob.core.usgovcloudapi.net",
+        Cloud::AzureChina => "blob.core.chinacloudapi.cn",
+    }
+}
+
+fn given(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Where the state lives: `--state-dir`, else `--state-url`, else the Function App's own
+/// storage (identity-based `AzureWebJobsStorage__*` settings), else nowhere.
+fn state_spec(args: &RunArgs, cloud: Cloud) -> Result<Option<StateSpec>, ConfigError> {
+    let dir = args
+        .state_dir
+        .as_ref()
+        .filter(|d| !d.as_os_str().is_empty());
+    let url = given(&args.state_url);
+    if let (Some(_), Some(_)) = (dir, url) {
+        return Err(ConfigError::Setting {
+            setting: "--state-dir (TAGFENCE_STATE_DIR)",
+            reason: "give either a state directory or a state URL (TAGFENCE_STATE_URL), not both"
+                .to_owned(),
+        });
+    }
+    if let Some(dir) = dir {
+        return Ok(Some(StateSpec::Dir(dir.clone())));
+    }
+    let (setting, endpoint) = if let Some(url) = url {
+        ("--state-url (TAGFENCE_STATE_URL)", url.to_owned())
+    } else if let Some(url) = given(&args.webjobs_blob_service_uri) {
+        ("AzureWebJobsStorage__blobServiceUri", url.to_owned())
+    } else if let Some(account) = given(&args.webjobs_account_name) {
+        (
+            "AzureWebJobsStorage__accountName",
+            format!("https://{account}.{}", blob_suffix(cloud)),
+        )
+    } else {
+        return Ok(None);
+    };
+    let bad = |reason: String| ConfigError::Setting { setting, reason };
+    let mut container_url =
+        Url::parse(&endpoint).map_err(|e| bad(format!("'{endpoint}' is not a URL: {e}")))?;
+    if container_url.scheme() != "https" {
+        return Err(bad(format!(
+            "'{endpoint}' must use https: storage tokens are never sent in clear"
+        )));
+    }
+    if container_url.query().is_some() {
+        return Err(bad(
+            "the URL must not carry a query (no SAS tokens: tagfence uses its identity)".to_owned(),
+        ));
+    }
+    let named: Vec<String> = container_url
+        .path_segments()
+        .map(|segments| {
+            segments
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let container = match named.as_slice() {
+        [] if args.state_container.trim().is_empty() => DEFAULT_CONTAINER.to_owned(),
+        [] => args.state_container.trim().to_owned(),
+        [one] => one.clone(),
+        _ => {
+            return Err(bad(format!(
+                "'{endpoint}' names more than a container; give the account endpoint, optionally with /<container>"
+            )))
+        }
+    };
+    if !valid_container_name(&container) {
+        return Err(bad(format!("'{container}' is not a valid container name (3-63 lowercase letters, digits and single hyphens)")));
+    }
+    container_url.set_path(&format!("/{container}"));
+    let ca_file = args
+        .state_ca_file
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty());
+    Ok(Some(StateSpec::Blob {
+        container_url,
+        ca_file,
+    }))
+}
+
+fn valid_container_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
 }
 
 fn source_spec(args: &RunArgs, endpoints: &CloudEndpoints) -> Result<SourceSpec, ConfigError> {
@@ -623,11 +817,60 @@ max_rules = 300
             (vec!["--tag", "X", "--source", "http://example.com/tags.json"], "--source (TAGFENCE_SOURCE): 'http://example.com/tags.json' uses plain http; only https is allowed, except for a loopback host (a local emulator)"),
             (vec!["--tag", "X", "--arm-endpoint", "http://management.azure.com"], "--arm-endpoint (TAGFENCE_ARM_ENDPOINT): 'http://management.azure.com/' uses plain http; only https is allowed, except for a loopback host (a local emulator)"),
             (vec!["--config", bad_file.to_str().unwrap()], "unknown field `tagz`"),
+            (vec!["--tag", "X", "--state-dir", "/tmp/s", "--state-url", "https://a.blob.core.windows.net"], "give either a state directory or a state URL (TAGFENCE_STATE_URL), not both"),
+            (vec!["--tag", "X", "--state-url", "http://a.blob.core.windows.net"], "--state-url (TAGFENCE_STATE_URL): 'http://a.blob.core.windows.net' must use https"),
+            (vec!["--tag", "X", "--state-url", "https://a.blob.core.windows.net/c?sig=x"], "must not carry a query (no SAS tokens"),
+            (vec!["--tag", "X", "--state-url", "https://a.blob.core.windows.net/Bad_Name"], "'Bad_Name' is not a valid container name"),
+            (vec!["--tag", "X", "--grace-days", "400"], "--grace-days (TAGFENCE_GRACE_DAYS): 400 is more than 90 days"),
         ];
         for (args, expected) in cases {
             let err = Config::from_args(&parse(&args)).unwrap_err().to_string();
             assert!(err.contains(expected), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn state_lives_where_the_settings_say() {
+        let state = |args: &[&str]| {
+            let mut all = vec!["--tag", "X"];
+            all.extend_from_slice(args);
+            Config::from_args(&parse(&all)).unwrap().state
+        };
+        assert_eq!(state(&[]), None);
+        assert_eq!(
+            state(&["--state-dir", "/var/lib/tagfence"]),
+            Some(StateSpec::Dir("/var/lib/tagfence".into()))
+        );
+        let blob = |args: &[&str]| match state(args) {
+            Some(StateSpec::Blob { container_url, .. }) => container_url.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            blob(&["--state-url", "https://acct.blob.core.windows.net"]),
+            "https://acct.blob.core.windows.net/tagfence"
+        );
+        assert_eq!(
+            blob(&["--state-url", "https://acct.blob.core.windows.net/mine/"]),
+            "https://acct.blob.core.windows.net/mine"
+        );
+        assert_eq!(
+            blob(&[
+                "--webjobs-account-name",
+                "funcstore",
+                "--cloud",
+                "AzureUSGovernment"
+            ]),
+            "https://funcstore.blob.core.usgovcloudapi.net/tagfence"
+        );
+        assert_eq!(
+            blob(&[
+                "--webjobs-blob-service-uri",
+                "https://funcstore.blob.core.windows.net/",
+                "--state-container",
+                "tf-state"
+            ]),
+            "https://funcstore.blob.core.windows.net/tf-state"
+        );
     }
 
     #[test]

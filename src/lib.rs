@@ -12,7 +12,9 @@
 //! - [`azure`]: the Azure shell: credentials, the ARM client, endpoints.
 //! - [`source`]: where the Service Tags come from (Discovery API, download page, file, URL).
 //! - [`config`]: flags, environment and TOML file → a validated run configuration.
-//! - [`reconcile`]: observe → plan → guard → act → verify, per vault.
+//! - [`state`]: what is remembered between runs (last-applied rules, snapshots, run records), in
+//!   Blob storage or a directory.
+//! - [`reconcile`]: observe → plan → guard → act → verify → record, per vault.
 //! - [`run`]: one run over the configured vaults, and its report.
 //! - [`server`]: the Azure Functions custom handler (`tagfence serve`).
 //! - [`cli`]: the `tagfence` command line: arguments, file reading, output and exit codes.
@@ -25,3 +27,4 @@ pub mod reconcile;
 pub mod run;
 pub mod server;
 pub mod source;
+pub mod state;

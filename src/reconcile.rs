@@ -1,12 +1,16 @@
 //! The only place that sequences a vault's reconcile: observe → plan → guard → act → verify.
 //!
 //! # Expected flow, per vault
+//! 0. **lock**: take the vault's lock in the state store (a blob lease), so that no other
+//!    instance or trigger works on it meanwhile; read what tagfence remembers of it.
 //! 1. **observe**: `GET` the vault; its IP rules are normalised like the desired ones.
 //! 2. **plan**: desired rules × live rules × last-applied rules (the core's `plan_vault`, which
 //!    also runs the guards: empty allow-list, too many removals, over the limit).
-//! 3. **act**: when the plan has changes and this is not a dry run, one `PATCH` carrying the
-//!    whole `networkAcls` (everything as read, the IP rules replaced).
+//! 3. **act**: when the plan has changes and this is not a dry run, record the rules about to be
+//!    added as pending, then one `PATCH` carrying the whole `networkAcls` (everything as read,
+//!    the IP rules replaced).
 //! 4. **verify**: `GET` again; the vault's IP rules must be exactly the ones written.
+//! 5. **record**: the verified rules become the vault's last-applied set, with the outcome.
 //!
 //! # Guarantees
 //! - A vault in sync costs one `GET` and no write; a changed one `GET` + `PATCH` + `GET`.
@@ -14,20 +18,26 @@
 //!   failed reconcile leaves the vault as it was; a write that ARM accepted leaves it at the new
 //!   intended state. There is no third state: the write is a single PATCH.
 //! - Vaults are independent: one failing never stops the others.
-//! - Two reconciles of the same vault never overlap within a process (a lock per vault).
+//! - Two reconciles of the same vault never overlap: a lock per vault within the process, and
+//!   the state store's lock across instances.
+//! - Without a last-applied set (first run, lost state) nothing is removed; the set is recorded
+//!   from then on. A crash after the `PATCH` but before the record is healed by the next run:
+//!   the rules it added were recorded as pending first, and it finds the vault in sync.
 //!
 //! # Assumptions
 //! Key Vault has no ETags (azure-interfaces.md §2.3): a person editing the firewall between our
 //! `GET` and `PATCH` is detected by the verify step (reported as a failure) and healed on the
-//! next run. Safe to cancel at any `.await`: the only effect is the PATCH, which is atomic.
+//! next run. Safe to cancel at any `.await`: the only effect on the vault is the PATCH, which is
+//! atomic, and the state is only ever written whole.
 
 use std::collections::HashMap;
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -37,8 +47,9 @@ use crate::azure::arm::{ArmClient, NetworkAclsUpdate};
 use crate::azure::http::error_chain;
 use crate::azure::VaultId;
 use crate::config::VaultTarget;
-use crate::core::plan::{self, Plan, PlanError, PlanInput};
+use crate::core::plan::{self, Plan, PlanError, PlanInput, Recorded};
 use crate::core::service_tags::ServiceTags;
+use crate::state::{self, AppliedState, LastRun, State, VaultState};
 
 /// One vault's reconcile, boxed, with its index in the targets.
 type BoxedReconcile<'a> = Pin<Box<dyn Future<Output = (usize, VaultReport)> + Send + 'a>>;
@@ -65,6 +76,41 @@ impl Outcome {
     pub fn is_failure(&self) -> bool {
         matches!(self, Outcome::Refused { .. } | Outcome::Failed { .. })
     }
+
+    /// The outcome's name, as records and logs spell it.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Outcome::InSync => "in_sync",
+            Outcome::Applied => "applied",
+            Outcome::WouldApply => "would_apply",
+            Outcome::Refused { .. } => "refused",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+
+    /// The reason or error, if any.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Outcome::Refused { reason } => Some(reason),
+            Outcome::Failed { error } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// What one run's reconciles share.
+#[derive(Debug, Clone, Copy)]
+pub struct RunContext<'a> {
+    pub tags: &'a ServiceTags,
+    /// Where the last-applied sets live; `None` runs without memory (nothing is ever removed).
+    pub state: Option<&'a State>,
+    pub dry_run: bool,
+    pub run_id: &'a str,
+    /// `timer`, `http`, `eventgrid` or `cli`.
+    pub trigger: &'a str,
+    pub now: DateTime<Utc>,
+    /// How long to wait for another instance's lock on a vault.
+    pub lock_wait: Duration,
 }
 
 /// The report of one vault's reconcile.
@@ -78,6 +124,8 @@ pub struct VaultReport {
     pub warnings: Vec<String>,
     /// Whether a PATCH was sent.
     pub wrote: bool,
+    /// Whether the rules tagfence added before were known (from the state).
+    pub ownership_known: bool,
     pub elapsed_ms: u64,
 }
 
@@ -109,9 +157,7 @@ impl Reconciler {
     pub async fn reconcile_all(
         &self,
         targets: &[VaultTarget],
-        tags: &ServiceTags,
-        last_applied: &(dyn Fn(&VaultId) -> Option<Vec<Ipv4Net>> + Sync),
-        dry_run: bool,
+        run: RunContext<'_>,
         concurrency: usize,
     ) -> Vec<VaultReport> {
         // Boxed so that the future of this function is `Send` without higher-ranked closure
@@ -120,14 +166,8 @@ impl Reconciler {
             .iter()
             .enumerate()
             .map(|(index, target)| {
-                let owned = last_applied(&target.id);
-                Box::pin(async move {
-                    (
-                        index,
-                        self.reconcile_vault(target, tags, owned.as_deref(), dry_run)
-                            .await,
-                    )
-                }) as BoxedReconcile<'_>
+                Box::pin(async move { (index, self.reconcile_vault(target, run).await) })
+                    as BoxedReconcile<'_>
             })
             .collect();
         let mut reports: Vec<(usize, VaultReport)> = stream::iter(reconciles)
@@ -140,14 +180,8 @@ impl Reconciler {
 
     /// Reconciles one vault. Never panics and never returns an error: every failure is an
     /// [`Outcome`].
-    pub async fn reconcile_vault(
-        &self,
-        target: &VaultTarget,
-        tags: &ServiceTags,
-        last_applied: Option<&[Ipv4Net]>,
-        dry_run: bool,
-    ) -> VaultReport {
-        let span = tracing::info_span!("reconcile", vault = %target.id.name, dry_run);
+    pub async fn reconcile_vault(&self, target: &VaultTarget, run: RunContext<'_>) -> VaultReport {
+        let span = tracing::info_span!("reconcile", vault = %target.id.name, dry_run = run.dry_run);
         async {
             let started = Instant::now();
             let lock = self.lock_for(&target.id);
@@ -158,11 +192,10 @@ impl Reconciler {
                 plan: None,
                 warnings: Vec::new(),
                 wrote: false,
+                ownership_known: false,
                 elapsed_ms: 0,
             };
-            report.outcome = self
-                .steps(target, tags, last_applied, dry_run, &mut report)
-                .await;
+            report.outcome = self.locked(target, run, &mut report).await;
             report.elapsed_ms = started.elapsed().as_millis() as u64;
             match &report.outcome {
                 Outcome::InSync => info!(elapsed_ms = report.elapsed_ms, "vault already in sync"),
@@ -194,14 +227,71 @@ impl Reconciler {
         .await
     }
 
+    /// Takes the state lock (when writing), reads the vault's state, reconciles, records.
+    async fn locked(
+        &self,
+        target: &VaultTarget,
+        run: RunContext<'_>,
+        report: &mut VaultReport,
+    ) -> Outcome {
+        let Some(state) = run.state else {
+            return self.steps(target, run, None, report).await;
+        };
+        // A dry run writes nothing, so it needs no lock; it still reads the state to plan
+        // exactly as a real run would.
+        let held = if run.dry_run {
+            None
+        } else {
+            match state.lock_vault(&target.id, run.lock_wait).await {
+                Ok(held) => Some(held),
+                Err(err) => {
+                    return Outcome::Failed {
+                        error: format!("taking the vault's lock: {err}; nothing written"),
+                    }
+                }
+            }
+        };
+        let outcome = match state.read_vault(&target.id).await {
+            Err(err) => Outcome::Failed {
+                error: format!("reading the vault's state: {err}; nothing written"),
+            },
+            Ok(remembered) => {
+                let mut remembered = remembered.unwrap_or_else(|| VaultState::new(&target.id));
+                let outcome = self.steps(target, run, Some(&mut remembered), report).await;
+                if !run.dry_run {
+                    record(&mut remembered, target, run, &outcome, report);
+                    if let Err(err) = state.write_vault(&target.id, &remembered).await {
+                        let warning = format!("recording the outcome in the state failed ({err}); the next run verifies the vault and records it");
+                        warn!(%warning);
+                        report.warnings.push(warning);
+                    }
+                }
+                outcome
+            }
+        };
+        if let Some(held) = held {
+            held.release().await;
+        }
+        outcome
+    }
+
     async fn steps(
         &self,
         target: &VaultTarget,
-        tags: &ServiceTags,
-        last_applied: Option<&[Ipv4Net]>,
-        dry_run: bool,
+        run: RunContext<'_>,
+        remembered: Option<&mut VaultState>,
         report: &mut VaultReport,
     ) -> Outcome {
+        let last_applied = remembered.as_ref().and_then(|r| r.owned_rules());
+        report.ownership_known = last_applied.is_some();
+        let recorded = remembered
+            .as_ref()
+            .and_then(|r| r.applied.as_ref())
+            .map(|a| Recorded {
+                desired: &a.desired,
+                inputs: &a.inputs,
+                kept: a.kept,
+            });
         // Observe.
         let vault = match self.arm.get_vault(&target.id).await {
             Ok(vault) => vault,
@@ -231,13 +321,17 @@ impl Reconciler {
         }
 
         // Plan and guard.
+        if run.state.is_some() && last_applied.is_none() {
+            info!("no record of the rules tagfence added to this vault (first run or lost state): removing nothing, recording from now on");
+        }
         let planned = plan::plan_vault(PlanInput {
-            tags,
+            tags: run.tags,
             selection: &target.selection,
             limits: &target.limits,
             live: &live.ip_rules,
-            last_applied,
+            last_applied: last_applied.as_deref(),
             prune: target.prune,
+            recorded,
         });
         let mut plan = match planned {
             Ok(plan) => plan,
@@ -259,11 +353,29 @@ impl Reconciler {
         if !changes {
             return Outcome::InSync;
         }
-        if dry_run {
+        if run.dry_run {
             return Outcome::WouldApply;
         }
 
-        // Act: one PATCH with the whole networkAcls.
+        // Act: first note what is about to be added, so that a crash after the PATCH cannot
+        // make tagfence forget it added those rules; then one PATCH with the whole networkAcls.
+        if let (Some(state), Some(remembered)) = (run.state, remembered) {
+            let adding = &report.plan.as_ref().expect("kept above").add;
+            let mut pending = remembered.pending.clone();
+            pending.extend(adding.iter().copied());
+            pending.sort_unstable();
+            pending.dedup();
+            if pending != remembered.pending {
+                let mut intent = remembered.clone();
+                intent.pending = pending;
+                if let Err(err) = state.write_vault(&target.id, &intent).await {
+                    return Outcome::Failed {
+                        error: format!("recording the rules about to be added in the state: {err}; nothing written"),
+                    };
+                }
+                *remembered = intent;
+            }
+        }
         let update = NetworkAclsUpdate::keeping(live, intended.clone());
         report.wrote = true;
         if let Err(err) = self.arm.patch_network_acls(&target.id, &update).await {
@@ -298,4 +410,41 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// Updates what is remembered of a vault after its reconcile: the last run always; the
+/// last-applied set when the vault is known to hold the desired rules.
+fn record(
+    remembered: &mut VaultState,
+    target: &VaultTarget,
+    run: RunContext<'_>,
+    outcome: &Outcome,
+    report: &VaultReport,
+) {
+    let at = state::timestamp(run.now);
+    let plan = report.plan.as_ref();
+    if let (Outcome::Applied | Outcome::InSync, Some(plan)) = (outcome, plan) {
+        remembered.applied = Some(AppliedState {
+            desired: plan.desired.clone(),
+            cloud: plan.source.cloud,
+            change_number: plan.source.change_number,
+            inputs: plan.inputs.clone().unwrap_or_default(),
+            kept: if plan.prune { 0 } else { plan.unmanaged.len() },
+            applied_at: at.clone(),
+            run_id: run.run_id.to_owned(),
+        });
+        remembered.pending.clear();
+    }
+    remembered.vault = target.id.to_string();
+    remembered.format_version = state::STATE_FORMAT_VERSION;
+    remembered.last_run = Some(LastRun {
+        run_id: run.run_id.to_owned(),
+        at,
+        trigger: run.trigger.to_owned(),
+        status: outcome.status().to_owned(),
+        detail: outcome.detail().map(str::to_owned),
+        change_number: run.tags.change_number,
+        added: plan.filter(|_| report.wrote).map_or(0, |p| p.add.len()),
+        removed: plan.filter(|_| report.wrote).map_or(0, |p| p.remove.len()),
+    });
 }

@@ -1,24 +1,44 @@
-//! One run: fetch the Service Tags once, reconcile every (or some) configured vault, report.
-//! Shared by `tagfence apply` and the Functions triggers of `tagfence serve`; the trigger only
-//! says which vaults and whether to write, never why.
+//! One run: fetch the Service Tags once, check them against what was applied before, reconcile
+//! every (or some) configured vault, record what happened. Shared by `tagfence apply` and the
+//! Functions triggers of `tagfence serve`; the trigger only says which vaults and whether to
+//! write, never why.
+//!
+//! # Expected flow
+//! 1. fetch and validate the document (the source module);
+//! 2. with state: refuse a document older than the last one applied (unless allowed), archive
+//!    it, note which selected tags changed since the last run, and load the previous versions of
+//!    those still inside the grace window;
+//! 3. reconcile the vaults (the reconcile module);
+//! 4. with state: remember the document and tag versions applied, and write the run record.
+//!
+//! A run that fails before step 3 has written nothing to any vault.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use azure_core::credentials::TokenCredential;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::azure::arm::ArmClient;
 use crate::azure::auth::{self, IdentityEnv};
 use crate::azure::VaultId;
-use crate::config::{Config, VaultTarget};
+use crate::config::{Config, StateSpec, VaultTarget};
+use crate::core::desired::GraceTag;
 use crate::core::render::{self, PLAN_FORMAT_VERSION};
-use crate::core::service_tags::Cloud;
-use crate::reconcile::{Outcome, Reconciler, VaultReport};
-use crate::source::{Fetcher, SourceError};
+use crate::core::service_tags::{Cloud, ServiceTags};
+use crate::reconcile::{Outcome, Reconciler, RunContext, VaultReport};
+use crate::source::{Fetched, Fetcher, SourceError};
+use crate::state::blob::BlobStore;
+use crate::state::dir::DirStore;
+use crate::state::{
+    self, PreviousVersion, RunRecord, SourceState, State, StateError, TagHistory, VaultRecord,
+    VaultState,
+};
 
 /// Why a run could not start or fetch its input. Per-vault failures are not errors; they are
 /// outcomes in the report.
@@ -34,14 +54,37 @@ pub enum RunError {
     NoVaults,
     #[error("unknown vault '{0}': not one of the configured vaults")]
     UnknownVault(String),
+    #[error("setting up the state in {spec}: {detail}")]
+    StateSetup { spec: String, detail: String },
+    #[error("reading or writing the state: {0}")]
+    State(#[from] StateError),
+    #[error("the service tags from {origin} have change number {found}, older than {applied}, the last one applied to the {cloud} cloud; refusing to go back (a stale mirror or cache?). Rerun with --allow-older (TAGFENCE_ALLOW_OLDER) if this is intended")]
+    Older {
+        origin: String,
+        cloud: Cloud,
+        found: u64,
+        applied: u64,
+    },
 }
 
-/// Which vaults to reconcile and whether to write.
-#[derive(Debug, Clone, Default)]
+/// Which vaults to reconcile, whether to write, and why.
+#[derive(Debug, Clone)]
 pub struct RunRequest {
     /// Only these vaults (by id or name); `None` for all configured.
     pub only: Option<Vec<String>>,
     pub dry_run: bool,
+    /// What started the run (`timer`, `http`, `eventgrid`, `cli`), for the records.
+    pub trigger: &'static str,
+}
+
+impl Default for RunRequest {
+    fn default() -> Self {
+        RunRequest {
+            only: None,
+            dry_run: false,
+            trigger: "cli",
+        }
+    }
 }
 
 /// Where the run's Service Tags came from.
@@ -57,9 +100,13 @@ pub struct SourceSummary {
 /// The report of one run.
 #[derive(Debug, Clone)]
 pub struct RunReport {
+    pub run_id: String,
+    pub trigger: &'static str,
     pub source: SourceSummary,
     pub dry_run: bool,
     pub vaults: Vec<VaultReport>,
+    /// Things about the whole run a person should know (no state, grace ranges not found, …).
+    pub warnings: Vec<String>,
     pub elapsed_ms: u64,
 }
 
@@ -68,8 +115,18 @@ pub struct Runner {
     config: Config,
     arm: ArmClient,
     reconciler: Reconciler,
+    state: Option<State>,
     /// The credential in use, for logs.
     pub credential: String,
+}
+
+/// What a run learnt from the state before reconciling.
+struct Prepared {
+    /// The targets, each with the grace ranges of its tags.
+    targets: Vec<VaultTarget>,
+    /// The source state to write after the run, when it should be written.
+    next_source: Option<SourceState>,
+    warnings: Vec<String>,
 }
 
 impl Runner {
@@ -94,17 +151,27 @@ impl Runner {
     ) -> Result<Runner, RunError> {
         let arm = ArmClient::new(
             config.endpoints.arm.clone(),
-            credential,
+            credential.clone(),
             config.endpoints.arm_scope.clone(),
             config.http.clone(),
         )?;
-        info!(credential = %description, arm = %config.endpoints.arm, vaults = config.targets.len(), source = %config.source, "configured");
+        let state = match &config.state {
+            None => None,
+            Some(spec) => Some(open_state(spec, credential, &config)?),
+        };
+        info!(credential = %description, arm = %config.endpoints.arm, vaults = config.targets.len(), source = %config.source, state = %config.state.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string), "configured");
         Ok(Runner {
             reconciler: Reconciler::new(arm.clone()),
             arm,
+            state,
             credential: description,
             config,
         })
+    }
+
+    /// The state, when configured.
+    pub fn state(&self) -> Option<&State> {
+        self.state.as_ref()
     }
 
     pub fn config(&self) -> &Config {
@@ -138,13 +205,57 @@ impl Runner {
         self.config.targets.iter().any(|t| t.id.same_as(vault))
     }
 
-    /// Fetches the Service Tags once and reconciles the requested vaults.
+    /// Fetches the Service Tags once and reconciles the requested vaults; records the run
+    /// when state is configured (also when it fails).
     ///
     /// # Errors
     /// When nothing can be reconciled at all (no vaults, unknown vault, no valid Service
-    /// Tags). Vault failures are in the report.
+    /// Tags, an older document, unusable state). Vault failures are in the report.
     pub async fn run(&self, request: &RunRequest) -> Result<RunReport, RunError> {
         let started = Instant::now();
+        let now = Utc::now();
+        let run_id = state::new_run_id(now);
+        let span = tracing::info_span!("run", run_id = %run_id, trigger = request.trigger);
+        let result = tracing::Instrument::instrument(
+            self.run_recorded(request, now, &run_id, started),
+            span,
+        )
+        .await;
+        if let Some(state) = &self.state {
+            let record = match &result {
+                Ok(report) => report.record(now),
+                Err(err) => RunRecord {
+                    format_version: state::STATE_FORMAT_VERSION,
+                    run_id: run_id.clone(),
+                    trigger: request.trigger.to_owned(),
+                    started_at: state::timestamp(now),
+                    finished_at: state::timestamp(Utc::now()),
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                    dry_run: request.dry_run,
+                    cloud: Some(self.config.cloud),
+                    change_number: None,
+                    origin: None,
+                    tag_change_numbers: BTreeMap::new(),
+                    vaults: Vec::new(),
+                    warnings: Vec::new(),
+                    error: Some(err.to_string()),
+                },
+            };
+            match state.write_run(&record).await {
+                Ok(key) => info!(record = %key, "run recorded"),
+                Err(err) => warn!(error = %err, "recording the run failed"),
+            }
+        }
+        result
+    }
+
+    async fn run_recorded(
+        &self,
+        request: &RunRequest,
+        now: DateTime<Utc>,
+        run_id: &str,
+        started: Instant,
+    ) -> Result<RunReport, RunError> {
         let targets = self.targets(request)?;
         let fetcher = Fetcher {
             cloud: self.config.cloud,
@@ -154,19 +265,49 @@ impl Runner {
         };
         let fetched = fetcher.fetch_service_tags(&self.config.source).await?;
         info!(change_number = fetched.tags.change_number, tags = fetched.tags.len(), origin = %fetched.origin, elapsed_ms = fetched.elapsed_ms, "fetched service tags");
-        // State (the rules tagfence applied last time) is not kept yet: without it nothing is
-        // ever removed, which is the safe reading.
+        let prepared = match &self.state {
+            Some(state) => self.prepare(state, &fetched, targets, request, now).await?,
+            None => Prepared {
+                targets,
+                next_source: None,
+                warnings: vec!["no state configured (--state-dir or TAGFENCE_STATE_URL): tagfence cannot tell the rules it added from others, so it removes none".to_owned()],
+            },
+        };
+        for warning in &prepared.warnings {
+            warn!(%warning);
+        }
         let vaults = self
             .reconciler
             .reconcile_all(
-                &targets,
-                &fetched.tags,
-                &|_| None,
-                request.dry_run,
+                &prepared.targets,
+                RunContext {
+                    tags: &fetched.tags,
+                    state: self.state.as_ref(),
+                    dry_run: request.dry_run,
+                    run_id,
+                    trigger: request.trigger,
+                    now,
+                    lock_wait: self.lock_wait(),
+                },
                 self.config.concurrency,
             )
             .await;
+        let mut warnings = prepared.warnings;
+        let applied_somewhere = vaults
+            .iter()
+            .any(|v| matches!(v.outcome, Outcome::Applied | Outcome::InSync));
+        if let (Some(state), Some(next), true) =
+            (&self.state, prepared.next_source, applied_somewhere)
+        {
+            if let Err(err) = state.write_source(&next).await {
+                let warning = format!("recording the document applied failed ({err}); the next run may treat tag changes as new");
+                warn!(%warning);
+                warnings.push(warning);
+            }
+        }
         Ok(RunReport {
+            run_id: run_id.to_owned(),
+            trigger: request.trigger,
             source: SourceSummary {
                 cloud: fetched.tags.cloud,
                 change_number: fetched.tags.change_number,
@@ -176,12 +317,461 @@ impl Runner {
             },
             dry_run: request.dry_run,
             vaults,
+            warnings,
             elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// How long to wait for another instance's lock on a vault: long enough for its
+    /// reconcile (three calls) to finish.
+    fn lock_wait(&self) -> Duration {
+        self.config.http.call_timeout * 3 + Duration::from_secs(30)
+    }
+
+    /// Freshness, archive, tag history and grace ranges: everything the state says about the
+    /// document before any vault is touched.
+    async fn prepare(
+        &self,
+        state: &State,
+        fetched: &Fetched,
+        targets: Vec<VaultTarget>,
+        request: &RunRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Prepared, RunError> {
+        let doc = &fetched.tags;
+        let last = state.read_source(doc.cloud).await?;
+        let mut warnings = Vec::new();
+        let older = last
+            .as_ref()
+            .is_some_and(|last| doc.change_number < last.change_number);
+        if let (true, Some(last)) = (older, &last) {
+            if !self.config.allow_older {
+                return Err(RunError::Older {
+                    origin: fetched.origin.clone(),
+                    cloud: doc.cloud,
+                    found: doc.change_number,
+                    applied: last.change_number,
+                });
+            }
+            warnings.push(format!(
+                "using change number {}, older than {} applied before (--allow-older); the grace window is off for this run",
+                doc.change_number, last.change_number
+            ));
+        }
+
+        // Archive before use, so that the grace window can find this version later.
+        if !request.dry_run {
+            let raw = if fetched.raw.is_empty() {
+                doc.to_download_json()
+            } else {
+                fetched.raw.clone()
+            };
+            if state
+                .archive_snapshot(doc.cloud, doc.change_number, &raw)
+                .await?
+            {
+                info!(
+                    change_number = doc.change_number,
+                    "archived the service tags"
+                );
+            }
+        }
+
+        let selected = selected_names(doc, &targets);
+        let history = next_history(last.as_ref(), doc, &selected, now);
+        for (name, tag) in &history {
+            let moved = last
+                .as_ref()
+                .and_then(|l| l.tags.get(name))
+                .is_some_and(|before| before.change_number != tag.change_number);
+            if moved {
+                info!(tag = %name, change_number = tag.change_number, "selected tag changed since the last run");
+            }
+        }
+        let grace = if self.config.grace_days == 0 || older {
+            Vec::new()
+        } else {
+            self.grace_tags(state, &history, &selected, now, &mut warnings)
+                .await
+        };
+        let targets = targets
+            .into_iter()
+            .map(|mut target| {
+                target.selection.grace = grace
+                    .iter()
+                    .filter(|g| {
+                        target.selection.tags.iter().any(|t| {
+                            doc.find(t.trim())
+                                .is_some_and(|tag| tag.name.eq_ignore_ascii_case(&g.tag))
+                        })
+                    })
+                    .cloned()
+                    .collect();
+                target
+            })
+            .collect();
+        let next_source = (!request.dry_run && !older).then(|| SourceState {
+            format_version: state::STATE_FORMAT_VERSION,
+            cloud: doc.cloud,
+            change_number: doc.change_number,
+            applied_at: state::timestamp(now),
+            tags: history,
+        });
+        Ok(Prepared {
+            targets,
+            next_source,
+            warnings,
+        })
+    }
+
+    /// The previous versions of the selected tags that changed less than the grace window
+    /// ago, read from the archived documents that hold them.
+    async fn grace_tags(
+        &self,
+        state: &State,
+        history: &BTreeMap<String, TagHistory>,
+        selected: &BTreeSet<String>,
+        now: DateTime<Utc>,
+        warnings: &mut Vec<String>,
+    ) -> Vec<GraceTag> {
+        let window = chrono::Duration::days(i64::from(self.config.grace_days));
+        let mut wanted: BTreeMap<u64, Vec<(&String, &PreviousVersion)>> = BTreeMap::new();
+        for (name, tag) in history.iter().filter(|(name, _)| selected.contains(*name)) {
+            let (Some(previous), Some(since)) = (&tag.previous, state::parse_timestamp(&tag.since))
+            else {
+                continue;
+            };
+            if now - since < window {
+                wanted
+                    .entry(previous.document)
+                    .or_default()
+                    .push((name, previous));
+            }
+        }
+        let mut grace = Vec::new();
+        let cloud = self.config.cloud;
+        for (document, tags) in wanted {
+            let names: Vec<String> = tags.iter().map(|(name, _)| (*name).clone()).collect();
+            let missing = |why: String| {
+                format!(
+                    "grace window: the previous version of {} is not available ({why}); its retired ranges are not kept",
+                    names.join(", ")
+                )
+            };
+            let bytes = match state.read_snapshot(cloud, document).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => {
+                    warnings.push(missing(format!(
+                        "document {document} is not in the archive"
+                    )));
+                    continue;
+                }
+                Err(err) => {
+                    warnings.push(missing(err.to_string()));
+                    continue;
+                }
+            };
+            let old = match ServiceTags::parse_only(&bytes, &names) {
+                Ok(old) => old,
+                Err(err) => {
+                    warnings.push(missing(format!("archived document {document}: {err}")));
+                    continue;
+                }
+            };
+            for (name, previous) in tags {
+                match old.find(name) {
+                    Some(tag) if tag.change_number == previous.change_number => {
+                        info!(tag = %name, previous_change_number = previous.change_number, prefixes = tag.ipv4.len(), "keeping the previous ranges in the grace window");
+                        grace.push(GraceTag {
+                            tag: tag.name.to_owned(),
+                            change_number: tag.change_number,
+                            prefixes: tag.ipv4.to_vec(),
+                        });
+                    }
+                    _ => warnings.push(format!(
+                        "grace window: archived document {document} does not hold version {} of {name}; its retired ranges are not kept",
+                        previous.change_number
+                    )),
+                }
+            }
+        }
+        grace
+    }
+
+    /// What is remembered of the configured vaults and the document last applied.
+    ///
+    /// # Errors
+    /// [`RunError::StateSetup`] when no state is configured; [`RunError::State`] when it
+    /// cannot be read.
+    pub async fn status(&self) -> Result<StatusReport, RunError> {
+        let Some(state) = &self.state else {
+            return Err(RunError::StateSetup {
+                spec: "this configuration".to_owned(),
+                detail: "no state configured: give --state-dir (TAGFENCE_STATE_DIR) or --state-url (TAGFENCE_STATE_URL)".to_owned(),
+            });
+        };
+        let source = state.read_source(self.config.cloud).await?;
+        let mut vaults = Vec::with_capacity(self.config.targets.len());
+        for target in &self.config.targets {
+            let remembered = state.read_vault(&target.id).await?;
+            vaults.push((target.id.clone(), remembered));
+        }
+        Ok(StatusReport {
+            state: state.describe(),
+            source,
+            vaults,
+        })
+    }
+}
+
+/// Opens the configured state store.
+fn open_state(
+    spec: &StateSpec,
+    credential: Arc<dyn TokenCredential>,
+    config: &Config,
+) -> Result<State, RunError> {
+    let setup = |detail: String| RunError::StateSetup {
+        spec: spec.to_string(),
+        detail,
+    };
+    match spec {
+        StateSpec::Dir(dir) => Ok(State::new(Arc::new(DirStore::new(dir)))),
+        StateSpec::Blob {
+            container_url,
+            ca_file,
+        } => {
+            let ca = ca_file
+                .as_ref()
+                .map(|path| {
+                    std::fs::read(path)
+                        .map_err(|e| setup(format!("reading the CA file {}: {e}", path.display())))
+                })
+                .transpose()?;
+            let store = BlobStore::new(
+                container_url.clone(),
+                credential,
+                &config.http,
+                ca.as_deref(),
+            )
+            .map_err(|e| setup(e.to_string()))?;
+            Ok(State::new(Arc::new(store)))
+        }
+    }
+}
+
+/// The selected tag names of all targets, as the document spells them (unknown names are left
+/// to the per-vault plan to report).
+fn selected_names(doc: &ServiceTags, targets: &[VaultTarget]) -> BTreeSet<String> {
+    targets
+        .iter()
+        .flat_map(|t| t.selection.tags.iter())
+        .filter_map(|name| doc.find(name.trim()).map(|tag| tag.name.to_owned()))
+        .collect()
+}
+
+/// The tag history after seeing `doc`: a selected tag whose change number moved starts a new
+/// entry that points at the version it replaced; entries of tags not selected now are kept
+/// (another run may select them).
+fn next_history(
+    last: Option<&SourceState>,
+    doc: &ServiceTags,
+    selected: &BTreeSet<String>,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, TagHistory> {
+    let mut history = last.map(|l| l.tags.clone()).unwrap_or_default();
+    for name in selected {
+        let Some(tag) = doc.find(name) else { continue };
+        let entry = match history.get(name) {
+            Some(seen) if seen.change_number == tag.change_number => TagHistory {
+                seen_in: doc.change_number.max(seen.seen_in),
+                ..seen.clone()
+            },
+            Some(seen) => TagHistory {
+                change_number: tag.change_number,
+                since: state::timestamp(now),
+                seen_in: doc.change_number,
+                previous: Some(PreviousVersion {
+                    change_number: seen.change_number,
+                    document: seen.seen_in,
+                }),
+            },
+            None => TagHistory {
+                change_number: tag.change_number,
+                since: state::timestamp(now),
+                seen_in: doc.change_number,
+                previous: None,
+            },
+        };
+        history.insert(name.clone(), entry);
+    }
+    history
+}
+
+/// What `tagfence status` shows.
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    /// Where the state lives.
+    pub state: String,
+    pub source: Option<SourceState>,
+    pub vaults: Vec<(VaultId, Option<VaultState>)>,
+}
+
+impl StatusReport {
+    /// For people: the document applied, then one block per vault.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "State: {}", self.state);
+        match &self.source {
+            None => {
+                let _ = writeln!(out, "Service Tags: none applied yet");
+            }
+            Some(source) => {
+                let _ = writeln!(
+                    out,
+                    "Service Tags: {} change number {} applied {}",
+                    source.cloud, source.change_number, source.applied_at
+                );
+                for (name, tag) in &source.tags {
+                    let previous = tag
+                        .previous
+                        .as_ref()
+                        .map(|p| format!(", replaced change {}", p.change_number))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "  {name}: change {} since {}{previous}",
+                        tag.change_number, tag.since
+                    );
+                }
+            }
+        }
+        for (vault, remembered) in &self.vaults {
+            out.push('\n');
+            let _ = writeln!(out, "== {}", vault.name);
+            let Some(remembered) = remembered else {
+                let _ = writeln!(out, "   never reconciled with this state");
+                continue;
+            };
+            match &remembered.last_run {
+                None => {
+                    let _ = writeln!(out, "   last run: none recorded");
+                }
+                Some(run) => {
+                    let detail = run
+                        .detail
+                        .as_ref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "   last run: {} at {} ({}, change number {}, +{} -{}){detail}",
+                        run.status, run.at, run.trigger, run.change_number, run.added, run.removed
+                    );
+                }
+            }
+            match &remembered.applied {
+                None => {
+                    let _ = writeln!(out, "   applied: nothing recorded (rules on the vault are treated as unmanaged)");
+                }
+                Some(applied) => {
+                    let _ = writeln!(
+                        out,
+                        "   applied: {} rules from change number {} at {}",
+                        applied.desired.rules.len(),
+                        applied.change_number,
+                        applied.applied_at
+                    );
+                }
+            }
+            if !remembered.pending.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "   pending: {} rules from a write whose outcome was not recorded; the next run settles them",
+                    remembered.pending.len()
+                );
+            }
+        }
+        out
+    }
+
+    /// For machines.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "format_version": PLAN_FORMAT_VERSION,
+            "state": self.state,
+            "source": self.source,
+            "vaults": self.vaults.iter().map(|(vault, remembered)| json!({
+                "vault": vault.to_string(),
+                "name": vault.name,
+                "last_run": remembered.as_ref().and_then(|r| r.last_run.as_ref()),
+                "applied": remembered.as_ref().and_then(|r| r.applied.as_ref()).map(|a| json!({
+                    "rules": a.desired.rules.len(),
+                    "change_number": a.change_number,
+                    "applied_at": a.applied_at,
+                    "run_id": a.run_id,
+                    "extra_addresses": a.desired.extra_addresses,
+                })),
+                "pending": remembered.as_ref().map_or(0, |r| r.pending.len()),
+            })).collect::<Vec<_>>(),
         })
     }
 }
 
 impl RunReport {
+    /// The run record for the state.
+    pub fn record(&self, started_at: DateTime<Utc>) -> RunRecord {
+        let mut tag_change_numbers = BTreeMap::new();
+        for plan in self.vaults.iter().filter_map(|v| v.plan.as_ref()) {
+            for tag in &plan.desired.tags {
+                tag_change_numbers.insert(tag.name.clone(), tag.change_number);
+            }
+        }
+        let strings = |nets: &[ipnet::Ipv4Net]| nets.iter().map(ToString::to_string).collect();
+        RunRecord {
+            format_version: state::STATE_FORMAT_VERSION,
+            run_id: self.run_id.clone(),
+            trigger: self.trigger.to_owned(),
+            started_at: state::timestamp(started_at),
+            finished_at: state::timestamp(Utc::now()),
+            elapsed_ms: self.elapsed_ms,
+            dry_run: self.dry_run,
+            cloud: Some(self.source.cloud),
+            change_number: Some(self.source.change_number),
+            origin: Some(self.source.origin.clone()),
+            tag_change_numbers,
+            vaults: self
+                .vaults
+                .iter()
+                .map(|v| {
+                    let plan = v.plan.as_ref();
+                    VaultRecord {
+                        vault: v.vault.to_string(),
+                        status: v.outcome.status().to_owned(),
+                        detail: v.outcome.detail().map(str::to_owned),
+                        wrote: v.wrote,
+                        reused_plan: plan.is_some_and(|p| p.reused),
+                        added: plan.map_or_else(Vec::new, |p| strings(&p.add)),
+                        removed: plan.map_or_else(Vec::new, |p| strings(&p.remove)),
+                        unchanged: plan.map_or(0, |p| p.unchanged),
+                        unmanaged: plan.map_or_else(Vec::new, |p| strings(&p.unmanaged)),
+                        extra_addresses: plan.map_or(0, |p| p.desired.extra_addresses),
+                        grace_tags: plan.map_or_else(Vec::new, |p| {
+                            p.desired
+                                .grace
+                                .iter()
+                                .map(|g| format!("{} (change {})", g.name, g.change_number))
+                                .collect()
+                        }),
+                        elapsed_ms: v.elapsed_ms,
+                        warnings: v.warnings.clone(),
+                    }
+                })
+                .collect(),
+            warnings: self.warnings.clone(),
+            error: None,
+        }
+    }
+
     /// Vaults refused or failed.
     pub fn failures(&self) -> usize {
         self.vaults
@@ -247,8 +837,11 @@ impl RunReport {
     pub fn to_json(&self) -> Value {
         json!({
             "format_version": PLAN_FORMAT_VERSION,
+            "run_id": self.run_id,
+            "trigger": self.trigger,
             "source": self.source,
             "dry_run": self.dry_run,
+            "warnings": self.warnings,
             "elapsed_ms": self.elapsed_ms,
             "failures": self.failures(),
             "vaults": self.vaults.iter().map(vault_json).collect::<Vec<_>>(),
@@ -263,6 +856,7 @@ pub fn vault_json(report: &VaultReport) -> Value {
         "name": report.vault.name,
         "outcome": report.outcome,
         "wrote": report.wrote,
+        "ownership_known": report.ownership_known,
         "elapsed_ms": report.elapsed_ms,
         "warnings": report.warnings,
         "plan": report.plan.as_ref().map(render::plan_json),

@@ -114,8 +114,8 @@ async fn a_dry_run_reads_but_writes_nothing() {
     );
     let report = runner
         .run(&RunRequest {
-            only: None,
             dry_run: true,
+            ..RunRequest::default()
         })
         .await
         .unwrap();

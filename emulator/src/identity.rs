@@ -3,8 +3,11 @@
 //! Two endpoint flavours exist in Azure: App Service / Functions (`IDENTITY_ENDPOINT`, guarded by
 //! `X-IDENTITY-HEADER`) and the VM instance metadata service (IMDS, guarded by `Metadata: true`).
 //! Both return string-typed `expires_on`, which some clients (azure_identity 1.0) insist on. Tokens
-//! are opaque random strings remembered with their audience, principal and expiry, so ARM routes
-//! can refuse unknown, expired or wrong-audience tokens with the codes ARM uses.
+//! are remembered with their audience, principal and expiry, so ARM routes can refuse unknown,
+//! expired or wrong-audience tokens with the codes ARM uses. They are shaped like Entra ID access
+//! tokens (an unsigned JWT with `aud`, `iss`, `iat`, `nbf`, `exp`, `oid`, `tid`, `appid`), so
+//! that a service that checks the claims but not the signature — Azurite in `--oauth basic` mode —
+//! accepts a token issued here for its audience (`https://storage.azure.com`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -80,6 +83,52 @@ pub(crate) struct Issued {
     pub issued_at_secs: u64,
 }
 
+/// The tenant the emulated identities belong to.
+pub const TENANT_ID: &str = "00000000-0000-0000-0000-0000000000aa";
+
+/// An access token in the shape Entra ID issues: `header.claims.signature`, base64url. The
+/// signature is random (nothing here verifies it); a random `jti` makes every token unique.
+fn jwt(resource: &str, principal: &Principal, issued_at: u64, expires: u64) -> String {
+    let header = json!({"typ": "JWT", "alg": "RS256", "kid": "tagfence-emulator"});
+    let claims = json!({
+        "aud": resource.trim_end_matches("/.default"),
+        "iss": format!("https://sts.windows.net/{TENANT_ID}/"),
+        "iat": issued_at,
+        "nbf": issued_at.saturating_sub(300),
+        "exp": expires,
+        "oid": principal.object_id,
+        "sub": principal.object_id,
+        "tid": TENANT_ID,
+        "appid": principal.client_id,
+        "idtyp": "app",
+        "jti": ids::random_token(),
+    });
+    format!(
+        "{}.{}.{}",
+        base64url(header.to_string().as_bytes()),
+        base64url(claims.to_string().as_bytes()),
+        base64url(ids::random_token().as_bytes())
+    )
+}
+
+/// Base64url without padding (RFC 7515 §2).
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 /// Every token the emulator has issued.
 #[derive(Default)]
 pub(crate) struct TokenStore {
@@ -90,7 +139,7 @@ impl TokenStore {
     pub fn issue(&mut self, resource: &str, principal: Principal, lifetime: Duration) -> Issued {
         let now_ms = now_epoch_ms();
         let expires_at_ms = now_ms.saturating_add(duration_ms(lifetime));
-        let access_token = ids::random_token();
+        let access_token = jwt(resource, &principal, now_ms / 1000, expires_at_ms / 1000);
         self.tokens.insert(
             access_token.clone(),
             IssuedToken {
@@ -329,6 +378,57 @@ pub(crate) fn is_date_version(version: &str) -> bool {
             _ => b.is_ascii_digit(),
         })
         && (bytes.len() == 10 || bytes[10] == b'-')
+}
+
+#[cfg(test)]
+mod jwt_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_jwts_with_the_requested_audience() {
+        assert_eq!(base64url(b"f"), "Zg");
+        assert_eq!(base64url(b"fo"), "Zm8");
+        assert_eq!(base64url(b"foo"), "Zm9v");
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+        let token = jwt(
+            "https://storage.azure.com",
+            &Principal::system_assigned(),
+            1000,
+            4600,
+        );
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let claims = parts[1];
+        // Decode the claims back (base64url, no padding).
+        let decoded: Vec<u8> = {
+            let value = |c: u8| match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'-' => 62,
+                _ => 63,
+            };
+            let bits: Vec<u8> = claims.bytes().map(value).collect();
+            let mut out = Vec::new();
+            for chunk in bits.chunks(4) {
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |acc, (i, v)| acc | (u32::from(*v) << (18 - 6 * i)));
+                for i in 0..chunk.len() - 1 {
+                    out.push((n >> (16 - 8 * i)) as u8);
+                }
+            }
+            out
+        };
+        let claims: serde_json::Value = serde_json::from_slice(&decoded).unwrap();
+        assert_eq!(claims["aud"], "https://storage.azure.com");
+        assert_eq!(claims["exp"], 4600);
+        assert!(claims["iss"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://sts.windows.net/"));
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! by the rules kept for other reasons → add the static rules → write in the target's rule form.
 
 use ipnet::Ipv4Net;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::cidr::{self, RuleError};
 use super::fit::{self, Allowed, FitError, Slash31};
@@ -22,10 +22,24 @@ pub struct Selection {
     /// Literal rules (e.g. a self-hosted agent's public IP), already checked with
     /// [`parse_static_rule`].
     pub static_rules: Vec<Ipv4Net>,
+    /// Ranges of the previous version of selected tags, kept during a grace window after the
+    /// tag changed (Microsoft publishes new ranges a week before use; pipelines may still use
+    /// the old ones meanwhile).
+    pub grace: Vec<GraceTag>,
+}
+
+/// The previous version's IPv4 prefixes of a selected tag, kept for a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraceTag {
+    /// The tag's name.
+    pub tag: String,
+    /// Its change number in the previous version.
+    pub change_number: u64,
+    pub prefixes: Vec<Ipv4Net>,
 }
 
 /// How to meet the rule limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FitMode {
     /// Exactly the selected addresses; refuse when they need more rules than there is room for.
@@ -65,7 +79,7 @@ impl Default for Limits {
 }
 
 /// Counts of prefixes left out because Key Vault cannot hold them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dropped {
     /// IPv6 prefixes (Key Vault rules are IPv4 only).
     pub ipv6: usize,
@@ -74,7 +88,7 @@ pub struct Dropped {
 }
 
 /// A selected tag as resolved in the document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SelectedTag {
     /// The tag's name as the document spells it.
     pub name: String,
@@ -85,7 +99,7 @@ pub struct SelectedTag {
 
 /// Where a desired rule comes from and what it admits beyond the selection, for people reading
 /// the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleInfo {
     pub origin: Origin,
     /// Addresses this rule admits that no selected tag or static rule asked for.
@@ -93,7 +107,8 @@ pub struct RuleInfo {
 }
 
 /// Where a desired rule comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// The first selected tag (index into [`DesiredRules::tags`]) whose addresses it allows.
     Tag(usize),
@@ -102,7 +117,7 @@ pub enum Origin {
 }
 
 /// The rules a vault should hold for a selection.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredRules {
     /// Sorted, canonical, in the target's rule form.
     pub rules: Vec<Ipv4Net>,
@@ -113,6 +128,10 @@ pub struct DesiredRules {
     pub dropped: Dropped,
     pub tags: Vec<SelectedTag>,
     pub static_rules: Vec<Ipv4Net>,
+    /// Previous versions of selected tags whose ranges are kept during the grace window (their
+    /// change number then, and how many IPv4 prefixes they had).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grace: Vec<SelectedTag>,
 }
 
 impl DesiredRules {
@@ -245,15 +264,62 @@ fn resolve<'d>(
     Ok(found)
 }
 
-/// The collapsed public IPv4 space of `tags`, and what was dropped on the way.
-fn public_space(tags: &[ServiceTag<'_>]) -> (Vec<Ipv4Net>, Dropped) {
+/// The collapsed public IPv4 space of `tags` (plus any `extra` IPv4 prefixes), and what was
+/// dropped on the way.
+fn public_space(tags: &[ServiceTag<'_>], extra: &[Ipv4Net]) -> (Vec<Ipv4Net>, Dropped) {
     let mut dropped = Dropped::default();
-    let mut public = Vec::with_capacity(tags.iter().map(|t| t.ipv4.len()).sum());
+    let mut public =
+        Vec::with_capacity(tags.iter().map(|t| t.ipv4.len()).sum::<usize>() + extra.len());
     for tag in tags {
         dropped.ipv6 += tag.ipv6.len();
         dropped.private += cidr::drop_reserved(tag.ipv4, &mut public);
     }
+    dropped.private += cidr::drop_reserved(extra, &mut public);
     (cidr::collapse(&public), dropped)
+}
+
+/// The grace prefixes of each resolved tag (empty for tags not in grace).
+fn grace_of(tags: &[ServiceTag<'_>], grace: &[GraceTag]) -> Vec<Vec<Ipv4Net>> {
+    tags.iter()
+        .map(|tag| {
+            grace
+                .iter()
+                .filter(|g| g.tag.eq_ignore_ascii_case(tag.name))
+                .flat_map(|g| g.prefixes.iter().copied())
+                .collect()
+        })
+        .collect()
+}
+
+/// What the desired rules of a selection depend on, as one comparable string: the resolved
+/// tags and their change numbers (selected and envelope), the static rules, the grace ranges
+/// and the limits. Equal keys give equal desired rules (for the same room); `None` when a tag
+/// is unknown.
+pub fn inputs_key(doc: &ServiceTags, selection: &Selection, limits: &Limits) -> Option<String> {
+    let tags = resolve(doc, &selection.tags, false).ok()?;
+    let envelope = resolve(doc, &limits.envelope, true).ok()?;
+    let versions = |tags: &[ServiceTag<'_>]| -> Vec<(String, u64)> {
+        tags.iter()
+            .map(|t| (t.name.to_owned(), t.change_number))
+            .collect()
+    };
+    let grace: Vec<(String, u64, usize)> = selection
+        .grace
+        .iter()
+        .map(|g| (g.tag.clone(), g.change_number, g.prefixes.len()))
+        .collect();
+    let key = serde_json::json!({
+        "cloud": doc.cloud,
+        "tags": versions(&tags),
+        "envelope": versions(&envelope),
+        "static_rules": selection.static_rules.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "grace": grace,
+        "max_rules": limits.max_rules,
+        "fit": limits.fit,
+        "max_extra_addresses": limits.max_extra_addresses,
+        "slash31": format!("{:?}", limits.slash31),
+    });
+    Some(key.to_string())
 }
 
 /// The rules a vault should hold, given `kept` rules it holds for other reasons (unmanaged
@@ -271,7 +337,8 @@ pub fn desired_rules(
         return Err(DesireError::NothingSelected);
     }
     let tags = resolve(doc, &selection.tags, false)?;
-    let (tag_space, dropped) = public_space(&tags);
+    let grace = grace_of(&tags, &selection.grace);
+    let (tag_space, dropped) = public_space(&tags, &grace.concat());
     let statics = cidr::collapse(&selection.static_rules);
     let available = limits.max_rules.saturating_sub(kept);
     let static_slots = limits.slash31.slots(&statics);
@@ -292,7 +359,7 @@ pub fn desired_rules(
                 Allowed::anywhere()
             } else {
                 let envelope_tags = resolve(doc, &limits.envelope, true)?;
-                Allowed::within(&uncovered, &public_space(&envelope_tags).0)
+                Allowed::within(&uncovered, &public_space(&envelope_tags, &[]).0)
             };
             let fitted = fit::fit(
                 &uncovered,
@@ -325,7 +392,7 @@ pub fn desired_rules(
             });
         }
     }
-    let info = rule_info(&rules, &tags, &tag_space, &statics);
+    let info = rule_info(&rules, &tags, &grace, &tag_space, &statics);
     Ok(DesiredRules {
         rules,
         info,
@@ -340,6 +407,16 @@ pub fn desired_rules(
             })
             .collect(),
         static_rules: statics,
+        grace: selection
+            .grace
+            .iter()
+            .filter(|g| tags.iter().any(|t| t.name.eq_ignore_ascii_case(&g.tag)))
+            .map(|g| SelectedTag {
+                name: g.tag.clone(),
+                change_number: g.change_number,
+                ipv4_prefixes: g.prefixes.len(),
+            })
+            .collect(),
     })
 }
 
@@ -371,13 +448,17 @@ fn subtract(set: &[Ipv4Net], minus: &[Ipv4Net]) -> Vec<Ipv4Net> {
 fn rule_info(
     rules: &[Ipv4Net],
     tags: &[ServiceTag<'_>],
+    grace: &[Vec<Ipv4Net>],
     tag_space: &[Ipv4Net],
     statics: &[Ipv4Net],
 ) -> Vec<RuleInfo> {
+    // A rule kept for a tag's previous version is attributed to that tag.
     let tag_ranges: Vec<Vec<cidr::Range>> = tags
         .iter()
-        .map(|t| {
-            let mut ranges: Vec<cidr::Range> = t.ipv4.iter().map(cidr::range).collect();
+        .zip(grace)
+        .map(|(t, previous)| {
+            let mut ranges: Vec<cidr::Range> =
+                t.ipv4.iter().chain(previous).map(cidr::range).collect();
             cidr::merge_ranges(&mut ranges);
             ranges
         })
@@ -444,6 +525,7 @@ mod tests {
                 .iter()
                 .map(|s| parse_static_rule(s).unwrap())
                 .collect(),
+            grace: Vec::new(),
         }
     }
 

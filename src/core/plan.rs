@@ -45,6 +45,11 @@ pub struct Plan {
     pub prune: bool,
     pub max_rules: usize,
     pub fit: FitMode,
+    /// What the desired rules were computed from ([`desired::inputs_key`]); `None` when unknown.
+    pub inputs: Option<String>,
+    /// Whether the desired rules were taken from the last apply instead of recomputed, because
+    /// nothing they depend on changed.
+    pub reused: bool,
 }
 
 impl Plan {
@@ -122,6 +127,8 @@ pub fn plan(
         prune,
         max_rules: limits.max_rules,
         fit: limits.fit,
+        inputs: None,
+        reused: false,
     }
 }
 
@@ -207,6 +214,18 @@ pub struct PlanInput<'a> {
     pub live: &'a [Ipv4Net],
     pub last_applied: Option<&'a [Ipv4Net]>,
     pub prune: bool,
+    /// The desired rules of the last apply, reused when nothing they depend on changed.
+    pub recorded: Option<Recorded<'a>>,
+}
+
+/// The desired rules applied last time, with what they were computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded<'a> {
+    pub desired: &'a DesiredRules,
+    /// Their [`desired::inputs_key`].
+    pub inputs: &'a str,
+    /// The unmanaged rules kept then (a summarized fit depends on the room they left).
+    pub kept: usize,
 }
 
 /// Desired rules, plan and guards for one vault: the whole pure part of a reconcile.
@@ -216,6 +235,11 @@ pub struct PlanInput<'a> {
 /// lossless desired set; if a summarized fit then leaves more unmanaged rules than estimated,
 /// the fit is redone with the room that is actually left (at most a few rounds: each round only
 /// shrinks the room).
+///
+/// When the tags' change numbers, the selection and the limits are those of the last apply
+/// (`recorded`), its desired rules are reused rather than recomputed: an exact selection would
+/// give the same rules anyway, and a summarized fit gives the same rules when the room is the
+/// same (the same number of unmanaged rules kept).
 ///
 /// # Errors
 /// [`PlanError::Desire`] when the desired rules cannot be computed, [`PlanError::Refused`] when a
@@ -228,11 +252,13 @@ pub fn plan_vault(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         live,
         last_applied,
         prune,
+        recorded,
     } = input;
     let source = SourceInfo {
         cloud: tags.cloud,
         change_number: tags.change_number,
     };
+    let inputs = desired::inputs_key(tags, selection, limits);
     let owned: HashSet<&Ipv4Net> = last_applied.unwrap_or_default().iter().collect();
     let kept_besides = |desired: &[Ipv4Net]| -> usize {
         if prune {
@@ -243,6 +269,24 @@ pub fn plan_vault(input: PlanInput<'_>) -> Result<Plan, PlanError> {
             .filter(|r| !wanted.contains(r) && !owned.contains(r))
             .count()
     };
+
+    if let Some(recorded) = recorded.filter(|r| inputs.as_deref() == Some(r.inputs)) {
+        let kept = kept_besides(&recorded.desired.rules);
+        if limits.fit == FitMode::Exact || kept == recorded.kept {
+            let mut plan = plan(
+                source,
+                recorded.desired.clone(),
+                live,
+                last_applied,
+                prune,
+                limits,
+            );
+            plan.inputs = inputs;
+            plan.reused = true;
+            guard(&plan, live, last_applied, limits)?;
+            return Ok(plan);
+        }
+    }
 
     let lossless_limits = Limits {
         fit: FitMode::Exact,
@@ -269,7 +313,8 @@ pub fn plan_vault(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         }
         kept = actually_kept;
     }
-    let plan = result.expect("the loop runs at least once");
+    let mut plan = result.expect("the loop runs at least once");
+    plan.inputs = inputs;
     guard(&plan, live, last_applied, limits)?;
     Ok(plan)
 }
@@ -303,6 +348,7 @@ mod tests {
             dropped: Default::default(),
             tags: vec![],
             static_rules: vec![],
+            grace: vec![],
         }
     }
 
@@ -467,6 +513,7 @@ mod tests {
         let selection = Selection {
             tags: vec!["A".into()],
             static_rules: vec![parse_static_rule("52.0.0.1").unwrap()],
+            ..Selection::default()
         };
         // One slot for the unmanaged rule, one for the static rule: three for the four /24s.
         let limits = Limits {
@@ -482,6 +529,7 @@ mod tests {
             live: &live,
             last_applied: None,
             prune: false,
+            recorded: None,
         })
         .unwrap();
         assert_eq!(p.total_after(), 5);
@@ -496,7 +544,7 @@ mod tests {
         let tags = ServiceTags::parse(DOC.as_bytes()).unwrap();
         let selection = Selection {
             tags: vec!["A".into()],
-            static_rules: vec![],
+            ..Selection::default()
         };
         let limits = Limits {
             max_rules: 4,
@@ -512,10 +560,61 @@ mod tests {
             live: &live,
             last_applied: None,
             prune: false,
+            recorded: None,
         })
         .unwrap();
         assert!(!p.has_changes());
         assert_eq!(p.desired.extra_addresses, 0);
+    }
+
+    #[test]
+    fn the_last_desired_rules_are_reused_only_while_their_inputs_hold() {
+        let tags = ServiceTags::parse(DOC.as_bytes()).unwrap();
+        let selection = Selection {
+            tags: vec!["A".into()],
+            ..Selection::default()
+        };
+        let limits = Limits {
+            max_rules: 3,
+            fit: FitMode::Summarize,
+            ..Limits::default()
+        };
+        let input = |live: &'static [Ipv4Net], recorded| PlanInput {
+            tags: &tags,
+            selection: &selection,
+            limits: &limits,
+            live,
+            last_applied: None,
+            prune: false,
+            recorded,
+        };
+        let fresh = plan_vault(input(&[], None)).unwrap();
+        assert!(!fresh.reused);
+        let inputs = fresh.inputs.clone().expect("known tags give a key");
+        // A marker set that recomputation would never give: reuse is visible.
+        let marker = desired_of(&["20.0.0.0/22", "20.0.4.0/22"]);
+        let recorded = Recorded {
+            desired: &marker,
+            inputs: &inputs,
+            kept: 0,
+        };
+        let reused = plan_vault(input(&[], Some(recorded))).unwrap();
+        assert!(reused.reused);
+        assert_eq!(reused.desired.rules, marker.rules);
+
+        // Other room (an unmanaged rule now takes a slot): the fit is redone.
+        let crowded: &'static [Ipv4Net] = Box::leak(nets(&["52.9.9.9/32"]).into_boxed_slice());
+        let refit = plan_vault(input(crowded, Some(recorded))).unwrap();
+        assert!(!refit.reused);
+        assert!(refit.total_after() <= 3);
+        assert_eq!(strings(&refit.unmanaged), ["52.9.9.9/32"]);
+
+        // Other inputs (a tag moved): recomputed.
+        let stale = Recorded {
+            inputs: "something else",
+            ..recorded
+        };
+        assert!(!plan_vault(input(&[], Some(stale))).unwrap().reused);
     }
 
     mod props {
@@ -540,7 +639,7 @@ mod tests {
             #[test]
             fn applying_a_plan_converges(d in rule_set(), l in rule_set(), a in prop::option::of(rule_set()), prune in any::<bool>()) {
                 let limits = Limits::default();
-                let desired = DesiredRules { info: vec![RuleInfo { origin: Origin::Static, extra_addresses: 0 }; d.len()], rules: d.clone(), extra_addresses: 0, dropped: Default::default(), tags: vec![], static_rules: vec![] };
+                let desired = DesiredRules { info: vec![RuleInfo { origin: Origin::Static, extra_addresses: 0 }; d.len()], rules: d.clone(), extra_addresses: 0, dropped: Default::default(), tags: vec![], static_rules: vec![], grace: vec![] };
                 let p = plan(source(), desired.clone(), &l, a.as_deref(), prune, &limits);
                 let after = p.rules_after(&l);
                 let mut expected: Vec<Ipv4Net> = d.iter().chain(if prune { [].iter() } else { p.unmanaged.iter() }).copied().collect();

@@ -62,6 +62,25 @@ pub fn plan_text(plan: &Plan) -> String {
         ));
     }
     let _ = writeln!(out, "  Selection: {}", selected.join(", "));
+    if !desired.grace.is_empty() {
+        let kept: Vec<String> = desired
+            .grace
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} (change {}, {})",
+                    t.name,
+                    t.change_number,
+                    plural(t.ipv4_prefixes, "IPv4 prefix", "IPv4 prefixes")
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  Grace:     also the previous ranges of {}",
+            kept.join(", ")
+        );
+    }
     let mut facts = vec![format!(
         "{} of at most {}",
         plural(desired.rules.len(), "rule", "rules"),
@@ -219,6 +238,12 @@ pub struct PlanDocument<'p> {
     pub unmanaged: Vec<String>,
     pub prune: bool,
     pub changes: bool,
+    /// Previous change numbers of selected tags whose ranges are kept in the grace window.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub grace: BTreeMap<&'p str, u64>,
+    /// Whether the desired rules were reused from the last apply (nothing they depend on moved).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -268,6 +293,12 @@ pub fn plan_json(plan: &Plan) -> PlanDocument<'_> {
         unmanaged: strings(&plan.unmanaged),
         prune: plan.prune,
         changes: plan.has_changes(),
+        grace: desired
+            .grace
+            .iter()
+            .map(|t| (t.name.as_str(), t.change_number))
+            .collect(),
+        reused: plan.reused,
     }
 }
 

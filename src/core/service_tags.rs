@@ -326,6 +326,38 @@ impl ServiceTags {
         }
     }
 
+    /// The tags read, written in the download file's format (for archiving a document that
+    /// came from the Discovery API). Parsing the result gives the same tags.
+    pub fn to_download_json(&self) -> Vec<u8> {
+        let values: Vec<serde_json::Value> = self
+            .tags()
+            .map(|tag| {
+                let prefixes: Vec<String> = tag
+                    .ipv4
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(tag.ipv6.iter().map(ToString::to_string))
+                    .collect();
+                serde_json::json!({
+                    "name": tag.name,
+                    "id": tag.id,
+                    "properties": {
+                        "changeNumber": tag.change_number,
+                        "region": tag.region,
+                        "systemService": tag.system_service,
+                        "addressPrefixes": prefixes,
+                    }
+                })
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "changeNumber": self.change_number,
+            "cloud": self.cloud.as_str(),
+            "values": values,
+        }))
+        .expect("JSON values serialise")
+    }
+
     fn str(&self, span: Span) -> &str {
         &self.text[span.start as usize..(span.start + span.len) as usize]
     }
@@ -918,6 +950,20 @@ mod tests {
             ServiceTags::parse_only(duplicate.as_bytes(), &names),
             Err(ParseError::DuplicateTag(_))
         ));
+    }
+
+    #[test]
+    fn an_api_document_rewritten_in_the_download_format_reads_back_the_same() {
+        let api = ServiceTags::parse(API.as_bytes()).unwrap();
+        let again = ServiceTags::parse(&api.to_download_json()).unwrap();
+        assert_eq!(again.format, Format::DownloadFile);
+        assert_eq!(
+            (again.cloud, again.change_number),
+            (api.cloud, api.change_number)
+        );
+        let view =
+            |doc: &ServiceTags| -> Vec<String> { doc.tags().map(|t| format!("{t:?}")).collect() };
+        assert_eq!(view(&again), view(&api));
     }
 
     #[test]

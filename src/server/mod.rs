@@ -257,7 +257,11 @@ async fn timer(
             Ok(runner) => runner,
             Err(message) => return failed(StatusCode::INTERNAL_SERVER_ERROR, message, None),
         };
-        match runner.run(&RunRequest::default()).await {
+        let request = RunRequest {
+            trigger: "timer",
+            ..RunRequest::default()
+        };
+        match runner.run(&request).await {
             Err(err) => failed(StatusCode::INTERNAL_SERVER_ERROR, err.to_string(), None),
             Ok(report) if report.failures() > 0 => failed(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -352,7 +356,11 @@ async fn sync(state: &AppState, req: &HttpRequestData) -> Response {
         Ok(runner) => runner,
         Err(message) => return http_answer(500, json!({"error": message}), vec![]),
     };
-    let request = RunRequest { only, dry_run };
+    let request = RunRequest {
+        only,
+        dry_run,
+        trigger: "http",
+    };
     // Check the vault names before fetching anything.
     if let Err(err) = runner.targets(&request) {
         let status = if matches!(err, RunError::NoVaults) {
@@ -413,11 +421,24 @@ async fn status_document(state: &AppState) -> Value {
             })).collect::<Vec<_>>(),
         }),
     };
+    // The latest run per vault, from the state; a configuration or state problem is shown,
+    // not hidden behind a failed status call.
+    let last_runs = match state.runner().await {
+        Err(error) => json!({"error": error}),
+        Ok(runner) if runner.state().is_none() => {
+            json!({"error": "no state configured: set AzureWebJobsStorage__blobServiceUri or TAGFENCE_STATE_URL"})
+        }
+        Ok(runner) => match runner.status().await {
+            Ok(status) => status.to_json(),
+            Err(err) => json!({"error": err.to_string()}),
+        },
+    };
     json!({
         "service": "tagfence",
         "version": env!("CARGO_PKG_VERSION"),
         "schedule": schedule,
         "configuration": configuration,
+        "state": last_runs,
     })
 }
 
@@ -507,6 +528,7 @@ async fn event_grid(
             .run(&RunRequest {
                 only: Some(vec![vault.to_string()]),
                 dry_run: false,
+                trigger: "eventgrid",
             })
             .await
         {
