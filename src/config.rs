@@ -179,7 +179,8 @@ pub struct RunArgs {
     pub state_dir: Option<PathBuf>,
 
     /// Keep state in Blob storage at this https endpoint
-    /// (`https://<account>.blob.core.windows.net`, optionally followed by `/<container>`),
+    /// (`https://<account>.blob.core.windows.net`, optionally followed by `/<container>`; a
+    /// path-style emulator endpoint must end with the container),
     /// reached with the same identity as ARM [default: the Function App's own storage,
     /// `AzureWebJobsStorage__blobServiceUri`].
     #[arg(long, value_name = "URL", env = "TAGFENCE_STATE_URL")]
@@ -626,20 +627,24 @@ fn state_spec(args: &RunArgs, cloud: Cloud) -> Result<Option<StateSpec>, ConfigE
                 .collect()
         })
         .unwrap_or_default();
-    let container = match named.as_slice() {
-        [] if args.state_container.trim().is_empty() => DEFAULT_CONTAINER.to_owned(),
-        [] => args.state_container.trim().to_owned(),
-        [one] => one.clone(),
-        _ => {
-            return Err(bad(format!(
-                "'{endpoint}' names more than a container; give the account endpoint, optionally with /<container>"
-            )))
+    // `https://<account>.blob.core.windows.net[/<container>]`; a path-style endpoint (an
+    // emulator: `https://127.0.0.1:10000/<account>/<container>`) must end with the container.
+    let (prefix, container) = match named.split_last() {
+        None if args.state_container.trim().is_empty() => {
+            (Vec::new(), DEFAULT_CONTAINER.to_owned())
         }
+        None => (Vec::new(), args.state_container.trim().to_owned()),
+        Some((last, rest)) => (rest.to_vec(), last.clone()),
     };
     if !valid_container_name(&container) {
         return Err(bad(format!("'{container}' is not a valid container name (3-63 lowercase letters, digits and single hyphens)")));
     }
-    container_url.set_path(&format!("/{container}"));
+    let mut path = String::new();
+    for segment in prefix.iter().chain(std::iter::once(&container)) {
+        path.push('/');
+        path.push_str(segment);
+    }
+    container_url.set_path(&path);
     let ca_file = args
         .state_ca_file
         .clone()
@@ -870,6 +875,13 @@ max_rules = 300
                 "tf-state"
             ]),
             "https://funcstore.blob.core.windows.net/tf-state"
+        );
+        assert_eq!(
+            blob(&[
+                "--state-url",
+                "https://127.0.0.1:10000/devstoreaccount1/tagfence"
+            ]),
+            "https://127.0.0.1:10000/devstoreaccount1/tagfence"
         );
     }
 

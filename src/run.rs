@@ -169,6 +169,14 @@ impl Runner {
         })
     }
 
+    /// Uses `state` instead of the configured one (to embed tagfence, or to test it over a
+    /// store with injected faults).
+    #[must_use]
+    pub fn with_state(mut self, state: State) -> Self {
+        self.state = Some(state);
+        self
+    }
+
     /// The state, when configured.
     pub fn state(&self) -> Option<&State> {
         self.state.as_ref()

@@ -52,11 +52,52 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 struct FileLock {
     path: PathBuf,
+    stop_renewing: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl FileLock {
+    /// Holds the lock at `path`, touching it every third of [`LOCK_TTL`] so that a long
+    /// reconcile is not mistaken for a dead one.
+    fn hold(path: PathBuf) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let touched = path.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    () = tokio::time::sleep(LOCK_TTL / 3) => {
+                        let touch = fs::OpenOptions::new()
+                            .append(true)
+                            .open(&touched)
+                            .and_then(|file| file.set_modified(SystemTime::now()));
+                        if let Err(err) = touch {
+                            tracing::warn!(lock = %touched.display(), error = %err, "renewing a vault lock failed");
+                        }
+                    }
+                }
+            }
+        });
+        FileLock {
+            path,
+            stop_renewing: Some(stop),
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop_renewing.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 #[async_trait]
 impl Lock for FileLock {
-    async fn release(self: Box<Self>) {
+    async fn release(mut self: Box<Self>) {
+        if let Some(stop) = self.stop_renewing.take() {
+            let _ = stop.send(());
+        }
         let _ = fs::remove_file(&self.path);
     }
 }
@@ -102,7 +143,7 @@ impl Store for DirStore {
             {
                 Ok(mut file) => {
                     let _ = writeln!(file, "pid {}", std::process::id());
-                    return Ok(Box::new(FileLock { path }));
+                    return Ok(Box::new(FileLock::hold(path)));
                 }
                 Err(err) if err.kind() == ErrorKind::AlreadyExists => {
                     let stale = fs::metadata(&path)

@@ -10,7 +10,7 @@
 //! | `vaults/{subscription}/{group}/{vault}.json` | [`VaultState`]: the rules tagfence last applied and verified, and the last run's outcome |
 //! | `sources/{cloud}.json` | [`SourceState`]: the newest document applied, and when each selected tag last changed |
 //! | `snapshots/{cloud}/{change number}.json.gz` | every Service Tags document used, as received (gzip) |
-//! | `runs/{date}/{time}-{run id}.json` | [`RunRecord`]: one per run |
+//! | `runs/{date}/{run id}.json` | [`RunRecord`]: one per run (run ids sort by time) |
 //! | `locks/{subscription}/{group}/{vault}` | the per-vault lock (a blob lease, or a lock file) |
 //!
 //! Two backends implement the tiny [`Store`] interface: Azure Blob storage ([`blob`], the
@@ -357,17 +357,32 @@ impl State {
             .await
     }
 
-    /// Records a run; the key sorts by time.
+    fn run_key(run_id: &str) -> String {
+        // Run ids start with their UTC date (see `new_run_id`): one folder per day.
+        let day = run_id
+            .get(..8)
+            .filter(|d| d.bytes().all(|b| b.is_ascii_digit()));
+        match day {
+            Some(day) => format!(
+                "runs/{}-{}-{}/{run_id}.json",
+                &day[..4],
+                &day[4..6],
+                &day[6..]
+            ),
+            None => format!("runs/other/{run_id}.json"),
+        }
+    }
+
+    /// Records a run; returns its key.
     pub async fn write_run(&self, record: &RunRecord) -> Result<String, StateError> {
-        let started = parse_timestamp(&record.started_at).unwrap_or_else(Utc::now);
-        let key = format!(
-            "runs/{}/{}-{}.json",
-            started.format("%Y-%m-%d"),
-            started.format("%H%M%S%3f"),
-            record.run_id
-        );
+        let key = Self::run_key(&record.run_id);
         self.put_json(&key, record).await?;
         Ok(key)
+    }
+
+    /// A recorded run, by id.
+    pub async fn read_run(&self, run_id: &str) -> Result<Option<RunRecord>, StateError> {
+        self.get_json(&Self::run_key(run_id)).await
     }
 
     /// Takes the vault's lock, waiting up to `wait`.

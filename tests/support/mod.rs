@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test crate uses part of this
 
+pub mod azurite;
 pub mod host;
 
 use std::path::{Path, PathBuf};
@@ -126,6 +127,42 @@ pub fn credential(emulator: &Emulator) -> Arc<dyn TokenCredential> {
     Arc::new(EmulatorToken(
         emulator.issue_token("https://management.azure.com/"),
     ))
+}
+
+/// Emulator tokens by audience, as a managed identity would hand them out: Storage tokens for
+/// `https://storage.azure.com` scopes, ARM tokens otherwise.
+#[derive(Debug)]
+pub struct EmulatorTokens {
+    arm: String,
+    storage: String,
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for EmulatorTokens {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        let token = if scopes
+            .iter()
+            .any(|s| s.starts_with("https://storage.azure.com"))
+        {
+            &self.storage
+        } else {
+            &self.arm
+        };
+        let expires =
+            azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1);
+        Ok(AccessToken::new(token.clone(), expires))
+    }
+}
+
+pub fn scoped_credential(emulator: &Emulator) -> Arc<dyn TokenCredential> {
+    Arc::new(EmulatorTokens {
+        arm: emulator.issue_token("https://management.azure.com/"),
+        storage: emulator.issue_token("https://storage.azure.com/"),
+    })
 }
 
 /// The environment a Functions app (or pipeline) would give tagfence, pointed at the emulator.

@@ -1,0 +1,615 @@
+//! State, end to end, through both backends with the real binary as a pipeline or the
+//! Functions app runs it: a directory (`TAGFENCE_STATE_DIR`, the CLI) and Blob storage on
+//! Azurite over HTTPS with managed-identity tokens from the emulator (`TAGFENCE_STATE_URL`, the
+//! production code path). Every scenario runs on both; each test has its own emulator, its own
+//! Azurite and its own documents.
+//!
+//! The documents are small synthetic ones (one selected tag whose ranges change between
+//! change numbers), so each scenario says exactly which range moved.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use support::azurite::Azurite;
+use support::*;
+use tagfence::config::{Config, RunArgs};
+use tagfence::reconcile::Outcome;
+use tagfence::run::{RunRequest, Runner};
+use tagfence::state::blob::BlobStore;
+use tagfence::state::dir::DirStore;
+use tagfence::state::{Lock, State, StateError, Store};
+use tagfence_emulator::{Emulator, Fault, FaultKind, Route};
+
+const TAG: &str = "AzureDevOps";
+const VAULT: &str = "kv-prod";
+/// A rule a person put on the vault before tagfence came.
+const MANUAL: &str = "52.174.10.20/32";
+/// A rule a person adds between two runs.
+const PERSON: &str = "52.174.99.1/32";
+
+/// The tag's ranges in its first version (tag change 1, document 100).
+const V1: [&str; 6] = [
+    "20.37.158.0/23",
+    "20.37.194.0/24",
+    "20.39.13.0/26",
+    "20.41.6.0/23",
+    "20.41.194.0/24",
+    "20.42.5.0/24",
+];
+/// Retired in the second version (tag change 2, document 101)…
+const RETIRED: &str = "20.42.5.0/24";
+/// …which adds this one.
+const NEW: &str = "20.42.134.0/23";
+
+fn v2() -> Vec<&'static str> {
+    let mut v2: Vec<&str> = V1.iter().copied().filter(|r| *r != RETIRED).collect();
+    v2.push(NEW);
+    v2
+}
+
+fn with(rules: &[&str], more: &[&str]) -> Vec<String> {
+    let all: Vec<&str> = rules.iter().chain(more).copied().collect();
+    sorted(&all)
+}
+
+enum Backend {
+    Dir(PathBuf),
+    Blob { azurite: Azurite, container: String },
+}
+
+struct Scenario {
+    emulator: Emulator,
+    backend: Backend,
+    /// Documents and state directories live here.
+    work: PathBuf,
+    generation: AtomicUsize,
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+impl Scenario {
+    async fn new(blob: bool) -> Scenario {
+        let emulator = start(emulator_config(vec![vault(VAULT, &[MANUAL])])).await;
+        let work = std::env::temp_dir().join(format!(
+            "tagfence-state-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        let backend = if blob {
+            Backend::Blob {
+                azurite: tokio::task::spawn_blocking(Azurite::start).await.unwrap(),
+                container: "tagfence".to_owned(),
+            }
+        } else {
+            Backend::Dir(work.join("state-0"))
+        };
+        Scenario {
+            emulator,
+            backend,
+            work,
+            generation: AtomicUsize::new(0),
+        }
+    }
+
+    /// Where the binary finds the state.
+    fn state_env(&self) -> Vec<(String, String)> {
+        match &self.backend {
+            Backend::Dir(dir) => vec![("TAGFENCE_STATE_DIR".into(), dir.display().to_string())],
+            Backend::Blob { azurite, container } => vec![
+                (
+                    "TAGFENCE_STATE_URL".into(),
+                    azurite.container_url(container),
+                ),
+                (
+                    "TAGFENCE_STATE_CA_FILE".into(),
+                    azurite.ca_file.display().to_string(),
+                ),
+            ],
+        }
+    }
+
+    /// The same state, opened by the test to look inside.
+    fn state(&self) -> State {
+        match &self.backend {
+            Backend::Dir(dir) => State::new(Arc::new(DirStore::new(dir))),
+            Backend::Blob { azurite, container } => {
+                let ca = std::fs::read(&azurite.ca_file).unwrap();
+                let store = BlobStore::new(
+                    azurite.container_url(container).parse().unwrap(),
+                    scoped_credential(&self.emulator),
+                    &Default::default(),
+                    Some(&ca),
+                )
+                .unwrap();
+                State::new(Arc::new(store))
+            }
+        }
+    }
+
+    /// Loses the whole state: a new directory, or a new container.
+    fn lose_state(&mut self) {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        match &mut self.backend {
+            Backend::Dir(dir) => *dir = self.work.join(format!("state-{generation}")),
+            Backend::Blob { container, .. } => *container = format!("tagfence-{generation}"),
+        }
+    }
+
+    /// A Public-cloud document with the selected tag at `tag_change` holding `prefixes`, and
+    /// an unselected tag beside it.
+    fn document(&self, change_number: u64, tag_change: u64, prefixes: &[&str]) -> PathBuf {
+        let doc = json!({
+            "changeNumber": change_number,
+            "cloud": "Public",
+            "values": [
+                {"name": TAG, "id": TAG, "properties": {
+                    "changeNumber": tag_change, "region": "", "systemService": "AzureDevOps",
+                    "addressPrefixes": prefixes}},
+                {"name": "AzureCloud.westeurope", "id": "AzureCloud.westeurope", "properties": {
+                    "changeNumber": 160, "region": "westeurope", "systemService": "",
+                    "addressPrefixes": ["4.175.0.0/16"]}}
+            ]
+        });
+        let path = self
+            .work
+            .join(format!("ServiceTags_Public_{change_number}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+        path
+    }
+
+    fn v1(&self) -> PathBuf {
+        self.document(100, 1, &V1)
+    }
+
+    fn v2(&self) -> PathBuf {
+        self.document(101, 2, &v2())
+    }
+
+    /// `tagfence <command> …` with the state and the vault; the exit code, JSON and stderr.
+    async fn tagfence(&self, command: &str, doc: &Path, extra: &[&str]) -> (i32, Value, String) {
+        let id = vault_id(VAULT);
+        let doc = doc.display().to_string();
+        let mut args = vec![
+            command,
+            "--output",
+            "json",
+            "--source",
+            &doc,
+            "--vault",
+            &id,
+            "--tag",
+            TAG,
+            "--min-service-tags",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let env = self.state_env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let output = tagfence(&self.emulator, &args, &env).await;
+        let json = serde_json::from_str(&stdout(&output)).unwrap_or(Value::Null);
+        (output.status.code().unwrap_or(-1), json, stderr(&output))
+    }
+
+    /// A successful `apply`; its report.
+    async fn apply(&self, doc: &Path, extra: &[&str]) -> Value {
+        let (code, report, stderr) = self.tagfence("apply", doc, extra).await;
+        assert_eq!(code, 0, "apply failed: {report:#}\n{stderr}");
+        report
+    }
+
+    async fn status(&self) -> Value {
+        let (code, status, stderr) = self.tagfence("status", &self.v1(), &[]).await;
+        assert_eq!(code, 0, "status failed: {stderr}");
+        status
+    }
+
+    fn rules(&self) -> Vec<String> {
+        rules_of(&self.emulator, VAULT)
+    }
+
+    fn patches(&self) -> usize {
+        self.emulator
+            .requests()
+            .iter()
+            .filter(|r| r.route == Route::VaultPatch)
+            .count()
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn vault_report(report: &Value) -> &Value {
+    &report["vaults"][0]
+}
+
+fn outcome(report: &Value) -> &str {
+    vault_report(report)["outcome"]["status"].as_str().unwrap()
+}
+
+fn plan(report: &Value) -> &Value {
+    &vault_report(report)["plan"]
+}
+
+async fn a_retired_range_is_removed_and_rules_people_added_survive(blob: bool) {
+    let s = Scenario::new(blob).await;
+    let first = s.apply(&s.v1(), &[]).await;
+    assert_eq!(outcome(&first), "applied");
+    assert_eq!(vault_report(&first)["ownership_known"], false);
+    assert_eq!(s.rules(), with(&V1, &[MANUAL]));
+
+    // A person adds a rule between the runs.
+    let mut edited = s.rules();
+    edited.push(PERSON.to_owned());
+    s.emulator.set_ip_rules(VAULT, edited);
+
+    let second = s.apply(&s.v2(), &[]).await;
+    assert_eq!(outcome(&second), "applied", "{second:#}");
+    assert_eq!(vault_report(&second)["ownership_known"], true);
+    assert_eq!(strings(&plan(&second)["remove"]), [RETIRED]);
+    assert_eq!(strings(&plan(&second)["add"]), [NEW]);
+    assert_eq!(
+        strings(&plan(&second)["unmanaged"]),
+        sorted(&[MANUAL, PERSON])
+    );
+    assert_eq!(s.rules(), with(&v2(), &[MANUAL, PERSON]));
+}
+
+async fn an_older_document_is_refused_and_the_vault_left_untouched(blob: bool) {
+    let s = Scenario::new(blob).await;
+    s.apply(&s.v2(), &[]).await;
+    let before = s.rules();
+    s.emulator.clear_requests();
+
+    let (code, report, stderr) = s.tagfence("apply", &s.v1(), &[]).await;
+    assert_eq!(code, 2, "{report}");
+    assert!(
+        stderr.contains("change number 100, older than 101, the last one applied to the Public cloud; refusing to go back"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--allow-older (TAGFENCE_ALLOW_OLDER)"),
+        "{stderr}"
+    );
+    assert_eq!(s.rules(), before);
+    assert!(
+        s.emulator.requests().iter().all(|r| r.vault.is_none()),
+        "the vault was not even read"
+    );
+
+    // Allowed on purpose, it goes back; the newest document applied stays 101.
+    let back = s.apply(&s.v1(), &["--allow-older"]).await;
+    assert_eq!(outcome(&back), "applied", "{back:#}");
+    assert_eq!(s.rules(), with(&V1, &[MANUAL]));
+    assert_eq!(s.status().await["source"]["change_number"], 101);
+}
+
+async fn the_grace_window_keeps_a_retired_range_for_its_days_then_drops_it(blob: bool) {
+    let s = Scenario::new(blob).await;
+    let grace = ["--grace-days", "3"];
+    s.apply(&s.v1(), &grace).await;
+
+    // The tag changed: its retired range stays for three days.
+    let changed = s.apply(&s.v2(), &grace).await;
+    assert_eq!(outcome(&changed), "applied", "{changed:#}");
+    assert_eq!(strings(&plan(&changed)["add"]), [NEW]);
+    assert_eq!(strings(&plan(&changed)["remove"]), Vec::<String>::new());
+    assert_eq!(plan(&changed)["grace"], json!({ TAG: 1 }));
+    assert_eq!(s.rules(), with(&V1, &[NEW, MANUAL]));
+
+    // Nothing moved since: the desired rules are reused, not recomputed, and nothing is written.
+    s.emulator.clear_requests();
+    let again = s.apply(&s.v2(), &grace).await;
+    assert_eq!(outcome(&again), "in_sync");
+    assert_eq!(plan(&again)["reused"], true);
+    assert_eq!(s.patches(), 0);
+
+    // Four days later (the change's first sighting moved back), the range goes.
+    let state = s.state();
+    let mut source = state
+        .read_source(tagfence::core::service_tags::Cloud::Public)
+        .await
+        .unwrap()
+        .expect("the source state is recorded");
+    let history = source.tags.get_mut(TAG).expect("the tag's history");
+    assert_eq!(history.change_number, 2);
+    assert_eq!(history.previous.as_ref().unwrap().change_number, 1);
+    history.since = tagfence::state::timestamp(chrono::Utc::now() - chrono::Duration::days(4));
+    state.write_source(&source).await.unwrap();
+
+    let after = s.apply(&s.v2(), &grace).await;
+    assert_eq!(outcome(&after), "applied", "{after:#}");
+    assert_eq!(strings(&plan(&after)["remove"]), [RETIRED]);
+    assert!(plan(&after).get("grace").is_none(), "{after:#}");
+    assert_eq!(s.rules(), with(&v2(), &[MANUAL]));
+}
+
+async fn run_records_are_written_and_read_back(blob: bool) {
+    let s = Scenario::new(blob).await;
+    let applied = s.apply(&s.v1(), &[]).await;
+    let dry = s.apply(&s.v2(), &["--dry-run"]).await;
+    let (code, _, _) = s.tagfence("apply", &s.document(99, 1, &V1), &[]).await;
+    assert_eq!(code, 2, "an older document fails the run");
+
+    let state = s.state();
+    let run_id = applied["run_id"].as_str().unwrap();
+    let record = state.read_run(run_id).await.unwrap().expect("recorded");
+    assert_eq!(record.trigger, "cli");
+    assert_eq!(record.change_number, Some(100));
+    assert!(!record.dry_run);
+    assert_eq!(record.tag_change_numbers.get(TAG), Some(&1));
+    let vault = &record.vaults[0];
+    assert_eq!((vault.status.as_str(), vault.wrote), ("applied", true));
+    // In address order, as plans list them.
+    assert_eq!(vault.added, V1);
+    assert_eq!(vault.unmanaged, [MANUAL]);
+
+    let dry_record = state
+        .read_run(dry["run_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .expect("dry runs are recorded too");
+    assert!(dry_record.dry_run);
+    assert_eq!(dry_record.vaults[0].status, "would_apply");
+
+    // `tagfence status`: the latest real run per vault (the dry run and the refused run did not
+    // touch the vault, so they do not replace it).
+    let status = s.status().await;
+    let last = &status["vaults"][0]["last_run"];
+    assert_eq!(last["run_id"], run_id);
+    assert_eq!(last["status"], "applied");
+    assert_eq!(last["added"], 6);
+    assert_eq!(status["vaults"][0]["applied"]["rules"], 6);
+    assert_eq!(status["source"]["change_number"], 100);
+    assert_eq!(status["source"]["tags"][TAG]["change_number"], 1);
+}
+
+async fn two_concurrent_reconciles_of_one_vault_make_one_write(blob: bool) {
+    let s = Scenario::new(blob).await;
+    // A slow write keeps the first reconcile inside its lock while the second starts.
+    s.emulator.add_fault(Fault {
+        route: Some(Route::VaultPatch),
+        vault: None,
+        kind: FaultKind::Delay { ms: 1500 },
+        count: 2,
+    });
+    let doc = s.v1();
+    let (a, b) = tokio::join!(s.apply(&doc, &[]), s.apply(&doc, &[]));
+    let outcomes: BTreeSet<&str> = [outcome(&a), outcome(&b)].into_iter().collect();
+    assert_eq!(outcomes, BTreeSet::from(["applied", "in_sync"]));
+    assert_eq!(s.patches(), 1);
+    assert_eq!(s.rules(), with(&V1, &[MANUAL]));
+}
+
+async fn losing_the_state_falls_back_to_removing_nothing(blob: bool) {
+    let mut s = Scenario::new(blob).await;
+    s.apply(&s.v1(), &[]).await;
+    s.lose_state();
+
+    let second = s.apply(&s.v2(), &[]).await;
+    assert_eq!(outcome(&second), "applied", "{second:#}");
+    assert_eq!(vault_report(&second)["ownership_known"], false);
+    assert_eq!(strings(&plan(&second)["remove"]), Vec::<String>::new());
+    assert_eq!(
+        strings(&plan(&second)["unmanaged"]),
+        sorted(&[RETIRED, MANUAL])
+    );
+    assert_eq!(s.rules(), with(&v2(), &[RETIRED, MANUAL]));
+
+    // From then on the set is known again: the next run is in sync, and the range tagfence can
+    // no longer attribute stays (only --prune removes it).
+    let third = s.apply(&s.v2(), &[]).await;
+    assert_eq!(outcome(&third), "in_sync");
+    assert_eq!(vault_report(&third)["ownership_known"], true);
+    assert_eq!(
+        strings(&plan(&third)["unmanaged"]),
+        sorted(&[RETIRED, MANUAL])
+    );
+}
+
+/// Each scenario on both backends.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod dir {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(false).await;
+                }
+            )*
+        }
+        mod blob {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(true).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_retired_range_is_removed_and_rules_people_added_survive,
+    an_older_document_is_refused_and_the_vault_left_untouched,
+    the_grace_window_keeps_a_retired_range_for_its_days_then_drops_it,
+    run_records_are_written_and_read_back,
+    two_concurrent_reconciles_of_one_vault_make_one_write,
+    losing_the_state_falls_back_to_removing_nothing,
+);
+
+/// A directory store whose writes of vault documents fail from the `fail_from`-th on (1-based),
+/// to stand for a crash or a storage outage at a chosen point.
+#[derive(Debug)]
+struct FailingStore {
+    inner: DirStore,
+    vault_writes: AtomicUsize,
+    fail_from: usize,
+}
+
+#[async_trait]
+impl Store for FailingStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StateError> {
+        if key.starts_with("vaults/")
+            && self.vault_writes.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_from
+        {
+            return Err(StateError::Io {
+                operation: "writing",
+                key: key.to_owned(),
+                store: self.describe(),
+                detail: "injected failure".to_owned(),
+            });
+        }
+        self.inner.put(key, bytes).await
+    }
+    async fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<bool, StateError> {
+        self.inner.put_if_absent(key, bytes).await
+    }
+    async fn lock(
+        &self,
+        key: &str,
+        wait: std::time::Duration,
+    ) -> Result<Box<dyn Lock>, StateError> {
+        self.inner.lock(key, wait).await
+    }
+}
+
+fn library_runner(s: &Scenario, doc: &Path, store: Arc<dyn Store>) -> Runner {
+    let args = RunArgs {
+        vaults: vec![vault_id(VAULT)],
+        selection: tagfence::cli::SelectionArgs {
+            tags: vec![TAG.to_owned()],
+            static_rules: Vec::new(),
+        },
+        source: doc.display().to_string(),
+        min_service_tags: Some(1),
+        arm_endpoint: Some(s.emulator.base_url()),
+        concurrency: 1,
+        http_timeout_secs: 5,
+        http_max_retries: 1,
+        http_retry_delay_ms: 50,
+        http_call_timeout_secs: 30,
+        ..RunArgs::default()
+    };
+    let config = Config::from_args(&args).expect("valid configuration");
+    Runner::with_credential(config, credential(&s.emulator), "test token".into())
+        .expect("runner builds")
+        .with_state(State::new(store))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_record_after_a_write_is_healed_by_the_next_run() {
+    let s = Scenario::new(false).await;
+    let Backend::Dir(dir) = &s.backend else {
+        unreachable!()
+    };
+    // The write-ahead record (1st vault write) lands; the record after the PATCH (2nd) fails,
+    // as if the process had died between the two.
+    let crashing = Arc::new(FailingStore {
+        inner: DirStore::new(dir),
+        vault_writes: AtomicUsize::new(0),
+        fail_from: 2,
+    });
+    let report = library_runner(&s, &s.v1(), crashing)
+        .run(&RunRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(report.vaults[0].outcome, Outcome::Applied);
+    assert!(
+        report.vaults[0]
+            .warnings
+            .iter()
+            .any(|w| w.contains("recording the outcome in the state failed (writing vaults/")),
+        "{:?}",
+        report.vaults[0].warnings
+    );
+    let remembered = s
+        .state()
+        .read_vault(&vault_id(VAULT).parse().unwrap())
+        .await
+        .unwrap()
+        .expect("the pending record was written before the PATCH");
+    assert!(remembered.applied.is_none());
+    assert_eq!(remembered.pending.len(), V1.len());
+
+    // The next run knows those rules are tagfence's: the retired one is removed.
+    let healthy = Arc::new(DirStore::new(dir));
+    let report = library_runner(&s, &s.v2(), healthy)
+        .run(&RunRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::Applied,
+        "{}",
+        report.to_text()
+    );
+    assert_eq!(
+        report.vaults[0].plan.as_ref().unwrap().remove,
+        [RETIRED.parse().unwrap()]
+    );
+    assert_eq!(s.rules(), with(&v2(), &[MANUAL]));
+    let remembered = s
+        .state()
+        .read_vault(&vault_id(VAULT).parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(remembered.pending.is_empty());
+    assert_eq!(remembered.applied.unwrap().desired.rules.len(), v2().len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_ahead_record_stops_before_the_vault_is_written() {
+    let s = Scenario::new(false).await;
+    let Backend::Dir(dir) = &s.backend else {
+        unreachable!()
+    };
+    let broken = Arc::new(FailingStore {
+        inner: DirStore::new(dir),
+        vault_writes: AtomicUsize::new(0),
+        fail_from: 1,
+    });
+    let report = library_runner(&s, &s.v1(), broken)
+        .run(&RunRequest::default())
+        .await
+        .unwrap();
+    match &report.vaults[0].outcome {
+        Outcome::Failed { error } => assert!(
+            error
+                .starts_with("recording the rules about to be added in the state: writing vaults/")
+                && error.ends_with("nothing written"),
+            "{error}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(!report.vaults[0].wrote);
+    assert_eq!(s.patches(), 0);
+    assert_eq!(s.rules(), [MANUAL]);
+}
