@@ -593,14 +593,17 @@ fn state_spec(args: &RunArgs, cloud: Cloud) -> Result<Option<StateSpec>, ConfigE
     if let Some(dir) = dir {
         return Ok(Some(StateSpec::Dir(dir.clone())));
     }
-    let (setting, endpoint) = if let Some(url) = url {
-        ("--state-url (TAGFENCE_STATE_URL)", url.to_owned())
+    // The Functions settings name the blob *service*: any path in them is part of the
+    // endpoint (an emulator's account), never a container.
+    let (setting, endpoint, service_only) = if let Some(url) = url {
+        ("--state-url (TAGFENCE_STATE_URL)", url.to_owned(), false)
     } else if let Some(url) = given(&args.webjobs_blob_service_uri) {
-        ("AzureWebJobsStorage__blobServiceUri", url.to_owned())
+        ("AzureWebJobsStorage__blobServiceUri", url.to_owned(), true)
     } else if let Some(account) = given(&args.webjobs_account_name) {
         (
             "AzureWebJobsStorage__accountName",
             format!("https://{account}.{}", blob_suffix(cloud)),
+            true,
         )
     } else {
         return Ok(None);
@@ -629,12 +632,13 @@ fn state_spec(args: &RunArgs, cloud: Cloud) -> Result<Option<StateSpec>, ConfigE
         .unwrap_or_default();
     // `https://<account>.blob.core.windows.net[/<container>]`; a path-style endpoint (an
     // emulator: `https://127.0.0.1:10000/<account>/<container>`) must end with the container.
+    let configured = match args.state_container.trim() {
+        "" => DEFAULT_CONTAINER.to_owned(),
+        name => name.to_owned(),
+    };
     let (prefix, container) = match named.split_last() {
-        None if args.state_container.trim().is_empty() => {
-            (Vec::new(), DEFAULT_CONTAINER.to_owned())
-        }
-        None => (Vec::new(), args.state_container.trim().to_owned()),
-        Some((last, rest)) => (rest.to_vec(), last.clone()),
+        Some((last, rest)) if !service_only => (rest.to_vec(), last.clone()),
+        _ => (named.clone(), configured),
     };
     if !valid_container_name(&container) {
         return Err(bad(format!("'{container}' is not a valid container name (3-63 lowercase letters, digits and single hyphens)")));

@@ -679,12 +679,12 @@ impl StatusReport {
             }
             match &remembered.applied {
                 None => {
-                    let _ = writeln!(out, "   applied: nothing recorded (rules on the vault are treated as unmanaged)");
+                    let _ = writeln!(out, "   last-applied set: none recorded (no rule on the vault is removed until one is)");
                 }
                 Some(applied) => {
                     let _ = writeln!(
                         out,
-                        "   applied: {} rules from change number {} at {}",
+                        "   last-applied set: {} rules from change number {}, last confirmed on the vault at {}",
                         applied.desired.rules.len(),
                         applied.change_number,
                         applied.applied_at

@@ -351,3 +351,56 @@ async fn a_bad_configuration_fails_invocations_clearly_but_the_worker_starts() {
     host.stop().await;
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_lives_in_the_function_apps_storage_and_the_status_route_shows_the_last_runs() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[MANUAL_RULE])])).await;
+    let azurite = tokio::task::spawn_blocking(support::azurite::Azurite::start)
+        .await
+        .unwrap();
+    // As deployed: identity-based AzureWebJobsStorage settings, the managed identity's tokens.
+    let mut settings = app_settings(&emulator, &["kv-prod"]);
+    settings.push((
+        "AzureWebJobsStorage__blobServiceUri".into(),
+        format!(
+            "https://127.0.0.1:{}/{}",
+            azurite.port,
+            support::azurite::ACCOUNT
+        ),
+    ));
+    settings.push((
+        "TAGFENCE_STATE_CA_FILE".into(),
+        azurite.ca_file.display().to_string(),
+    ));
+    let mut host = HostDouble::start(&settings).await;
+
+    let timer = host.invoke_timer(false).await;
+    assert!(timer.succeeded(), "{}", timer.body);
+    let event = host
+        .invoke_event(&vault_write_event(&vault_id("kv-prod")), false)
+        .await;
+    assert!(event.succeeded(), "{}", event.body);
+
+    let (status, body) = host.invoke_http("GET", "status", &[]).await.http_response();
+    assert_eq!(status, 200, "{body}");
+    let state = &body["state"];
+    assert!(
+        state["state"]
+            .as_str()
+            .unwrap()
+            .ends_with("/devstoreaccount1/tagfence"),
+        "{state}"
+    );
+    assert_eq!(state["source"]["change_number"], 365);
+    let vault = &state["vaults"][0];
+    assert_eq!(vault["name"], "kv-prod");
+    // The latest run is the Event Grid one, which found the timer's write in place.
+    assert_eq!(vault["last_run"]["trigger"], "eventgrid");
+    assert_eq!(vault["last_run"]["status"], "in_sync");
+    assert_eq!(vault["applied"]["rules"], AZURE_DEVOPS.len());
+    assert_eq!(writes(&emulator), 1);
+    assert!(host.stderr_lines().is_empty(), "{:?}", host.stderr_lines());
+    host.stop().await;
+    drop(azurite);
+    emulator.shutdown().await;
+}
