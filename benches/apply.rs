@@ -2,8 +2,10 @@
 //! (a bucket of 200 writes refilled at 10/s per subscription, as ARM's). Not a criterion bench:
 //! one reconcile of N vaults is the unit, and both runs are reported.
 //!
-//! Run: `cargo bench --bench apply -- [VAULTS] [CONCURRENCY]` (defaults 100 and 8).
-//! Figures: BENCHMARKS.md.
+//! Run: `cargo bench --bench apply -- [VAULTS] [CONCURRENCY] [STATE]` (defaults 100, 8, none).
+//! STATE is `none`, `dir` (a fresh temporary directory) or an https container URL (Blob storage,
+//! e.g. Azurite; its CA from `TAGFENCE_STATE_CA_FILE`); `scripts/bench_state.sh` runs the Blob
+//! case against Azurite. Figures: BENCHMARKS.md.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,18 +16,25 @@ use tagfence::config::{Config, RunArgs};
 use tagfence::run::{RunRequest, Runner};
 use tagfence_emulator::{Config as EmulatorConfig, Emulator, Route, Seed};
 
+/// Emulator tokens: Storage ones for Storage scopes, ARM ones otherwise.
 #[derive(Debug)]
-struct Token(String);
+struct Tokens {
+    arm: String,
+    storage: String,
+}
 
 #[async_trait::async_trait]
-impl TokenCredential for Token {
+impl TokenCredential for Tokens {
     async fn get_token(
         &self,
-        _: &[&str],
+        scopes: &[&str],
         _: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
+        let storage = scopes
+            .iter()
+            .any(|s| s.starts_with("https://storage.azure.com"));
         Ok(AccessToken::new(
-            self.0.clone(),
+            if storage { &self.storage } else { &self.arm }.clone(),
             azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
         ))
     }
@@ -39,6 +48,14 @@ fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let vaults: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let concurrency: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(8);
+    let state = args.next().unwrap_or_else(|| "none".to_owned());
+    let state_dir =
+        std::env::temp_dir().join(format!("tagfence-bench-state-{}", std::process::id()));
+    let (state_dir_arg, state_url) = match state.as_str() {
+        "none" => (None, None),
+        "dir" => (Some(state_dir.clone()), None),
+        url => (None, Some(url.to_owned())),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,10 +90,16 @@ fn main() {
             http_max_retries: 8,
             http_retry_delay_ms: 800,
             http_call_timeout_secs: 600,
+            state_dir: state_dir_arg,
+            state_url,
+            state_ca_file: std::env::var_os("TAGFENCE_STATE_CA_FILE").map(Into::into),
             ..RunArgs::default()
         };
-        let token = emulator.issue_token("https://management.azure.com/");
-        let runner = Runner::with_credential(Config::from_args(&args).unwrap(), Arc::new(Token(token)), "bench".into()).unwrap();
+        let tokens = Tokens {
+            arm: emulator.issue_token("https://management.azure.com/"),
+            storage: emulator.issue_token("https://storage.azure.com/"),
+        };
+        let runner = Runner::with_credential(Config::from_args(&args).unwrap(), Arc::new(tokens), "bench".into()).unwrap();
 
         for label in ["first run (every vault written)", "second run (every vault in sync)"] {
             emulator.clear_requests();
@@ -87,7 +110,7 @@ fn main() {
             let count = |route: Route| requests.iter().filter(|r| r.route == route).count();
             let throttled = requests.iter().filter(|r| r.status == 429).count();
             println!(
-                "{vaults} vaults, concurrency {concurrency}, {label}: {:.2} s wall; {} GET, {} PATCH, {} throttled (429); {} failed vaults",
+                "{vaults} vaults, concurrency {concurrency}, state {state}, {label}: {:.2} s wall; {} GET, {} PATCH, {} throttled (429); {} failed vaults",
                 elapsed.as_secs_f64(),
                 count(Route::VaultGet),
                 count(Route::VaultPatch),
@@ -98,4 +121,5 @@ fn main() {
         }
         emulator.shutdown().await;
     });
+    let _ = std::fs::remove_dir_all(&state_dir);
 }
