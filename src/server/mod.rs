@@ -442,8 +442,9 @@ async fn status_document(state: &AppState) -> Value {
     })
 }
 
-/// What a Key Vault write event is about, if it is one.
-fn vault_written(event: &Value) -> Result<Option<VaultId>, String> {
+/// What a Key Vault write event is about, if it is one: the vault written, `None` for other
+/// events, an error naming what is missing for something that is not an event at all.
+pub fn vault_written(event: &Value) -> Result<Option<VaultId>, String> {
     // Event Grid schema: eventType/subject/data; CloudEvents 1.0: type/subject/data.
     let event_type = event
         .get("eventType")
