@@ -1,0 +1,397 @@
+// tagfence: everything `azd up` provisions, at subscription scope.
+//
+// - a resource group with tagfence's own resources (app/resources.bicep): user-assigned identity,
+//   storage (no shared key), Log Analytics + Application Insights (Entra auth only), a Flex
+//   Consumption (FC1) Linux Function App running the `tagfence` custom handler, its app settings,
+//   and an Event Grid system topic on this subscription;
+// - a custom role holding only what tagfence uses, assigned to the identity on each vault, resource
+//   group and subscription given below (rbac/*.bicep, one module per scope so that every role
+//   assignment is a plain resource that offline checkers can read);
+// - a second custom role (Service Tags read only), assigned at one subscription when the Service
+//   Tags come from the Discovery API (`TAGFENCE_SOURCE=api`).
+//
+// The Event Grid *subscription* (system topic → function-eventgrid) needs the deployed function's
+// system key, so it is created after deployment by infra/hooks/postdeploy.sh.
+//
+// String parameters that mirror a tagfence setting are passed to the app setting of the same name;
+// an empty value means tagfence's own default (docs/configuration.md). Lists are comma-separated,
+// as the app settings take them. Keep this file within what checkov's Bicep parser (pycep 0.5.1)
+// reads: single-line ternaries only, no spread, no inline object types, no `[for … if]` loops, no
+// `deployer()`. `scripts/infra_gate.sh` checks it.
+
+targetScope = 'subscription'
+
+// ---------------------------------------------------------------------------------------------
+// Where
+// ---------------------------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; names the resource group and seeds the resource names.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region of the resource group and of every regional resource (must offer Flex Consumption).')
+param location string
+
+@description('Resource group to create or reuse; empty: rg-<environmentName>.')
+param resourceGroupName string = ''
+
+// ---------------------------------------------------------------------------------------------
+// Which vaults tagfence manages, and where it may write
+// ---------------------------------------------------------------------------------------------
+
+@description('TAGFENCE_VAULTS: comma-separated Key Vault resource ids. tagfence manages these, and the vault role is assigned on each.')
+param vaults string = ''
+
+@description('Comma-separated resource group ids: the vault role is assigned on each (every vault in it, present and future). Does not add vaults to TAGFENCE_VAULTS.')
+param vaultRoleResourceGroups string = ''
+
+@description('Comma-separated subscription ids: the vault role is assigned on each subscription (every vault in it). Does not add vaults to TAGFENCE_VAULTS.')
+param vaultRoleSubscriptions string = ''
+
+// ---------------------------------------------------------------------------------------------
+// tagfence settings ('' = tagfence's default; see docs/configuration.md)
+// ---------------------------------------------------------------------------------------------
+
+@description('TAGFENCE_SCHEDULE: NCRONTAB (six fields, UTC, Sunday = 0) of the timer; empty: every Wednesday 06:30 UTC.')
+param schedule string = '0 30 6 * * 3'
+
+@description('TAGFENCE_CONFIG: path of a TOML configuration file inside the deployed package.')
+param configFile string = ''
+
+@description('TAGFENCE_TAGS: comma-separated service tags to allow.')
+param serviceTagNames string = 'AzureDevOps'
+
+@description('TAGFENCE_STATIC_RULES: comma-separated literal public IPv4 rules (e.g. a self-hosted agent).')
+param staticRules string = ''
+
+@description('TAGFENCE_MAX_RULES: all IPv4 rules a vault may hold (default 1000).')
+param maxRules string = ''
+
+@description('TAGFENCE_FIT: exact or summarize (default exact).')
+param fit string = ''
+
+@description('TAGFENCE_ENVELOPE: comma-separated tags that extra addresses must lie in (with summarize).')
+param envelope string = ''
+
+@description('TAGFENCE_MAX_EXTRA_ADDRESSES: refuse a summarized fit admitting more extra addresses.')
+param maxExtraAddresses string = ''
+
+@description('TAGFENCE_MAX_REMOVE_FRACTION: refuse a plan removing more than this fraction (default 0.2).')
+param maxRemoveFraction string = ''
+
+@description('TAGFENCE_SLASH31: split or keep (default split).')
+param slash31 string = ''
+
+@description('TAGFENCE_PRUNE: also remove rules neither selected nor added by tagfence (default false).')
+param prune string = ''
+
+@description('TAGFENCE_SOURCE: download (default), api, or an https URL. api also assigns the Service Tags reader role.')
+param source string = ''
+
+@description('TAGFENCE_SUBSCRIPTION_ID: subscription for the Discovery API; empty with source api: this subscription.')
+param serviceTagsSubscriptionId string = ''
+
+@description('TAGFENCE_LOCATION: region for the Discovery API; empty with source api: the deployment location.')
+param serviceTagsLocation string = ''
+
+@description('TAGFENCE_CLOUD: AzurePublic, AzureUSGovernment or AzureChina; empty: the cloud this is deployed to.')
+param cloud string = ''
+
+@description('TAGFENCE_ARM_ENDPOINT: override the cloud\'s ARM endpoint.')
+param armEndpoint string = ''
+
+@description('TAGFENCE_DOWNLOAD_PAGE_URL: override the page that links the weekly Service Tags file.')
+param downloadPageUrl string = ''
+
+@description('TAGFENCE_CREDENTIAL: auto, managed-identity, workload-identity or developer-tools.')
+param credential string = 'managed-identity'
+
+@description('TAGFENCE_MIN_SERVICE_TAGS: refuse a Service Tags document with fewer tags.')
+param minServiceTags string = ''
+
+@description('TAGFENCE_CONCURRENCY: vaults reconciled at once (default 8).')
+param concurrency string = ''
+
+@description('TAGFENCE_HTTP_TIMEOUT_SECS (default 30).')
+param httpTimeoutSecs string = ''
+
+@description('TAGFENCE_HTTP_MAX_RETRIES (default 4).')
+param httpMaxRetries string = ''
+
+@description('TAGFENCE_HTTP_RETRY_DELAY_MS (default 800).')
+param httpRetryDelayMs string = ''
+
+@description('TAGFENCE_HTTP_CALL_TIMEOUT_SECS (default 120).')
+param httpCallTimeoutSecs string = ''
+
+@description('TAGFENCE_LOG: log filter (default tagfence=info,warn).')
+param logFilter string = ''
+
+@description('TAGFENCE_STATE_URL: blob endpoint (optionally with /<container>) for tagfence\'s state; empty: the storage account created here (its AzureWebJobsStorage__blobServiceUri).')
+param stateUrl string = ''
+
+@description('TAGFENCE_STATE_CONTAINER: the state container (created here in tagfence\'s storage account) when TAGFENCE_STATE_URL names none.')
+@minLength(3)
+@maxLength(63)
+param stateContainer string = 'tagfence'
+
+@description('TAGFENCE_STATE_CA_FILE: a PEM certificate (a path in the package) to trust for the state endpoint besides the system roots.')
+param stateCaFile string = ''
+
+@description('TAGFENCE_GRACE_DAYS: for this many days after a selected tag changes, also keep the ranges of its previous version (default 0, at most 90).')
+param graceDays string = ''
+
+@description('TAGFENCE_ALLOW_OLDER: accept a Service Tags document older than the last one applied (default false).')
+param allowOlder string = ''
+
+// ---------------------------------------------------------------------------------------------
+// Platform
+// ---------------------------------------------------------------------------------------------
+
+@description('Event Grid hook. Empty: create a Microsoft.Resources.Subscriptions system topic for this subscription. "<resource group>/<name>": use that existing one (a subscription can have only one). "off": no hook.')
+param eventGridSystemTopic string = ''
+
+@description('Flex Consumption instance memory in MB (2048 is Flex\'s default; 512 is cheaper per second where offered).')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Flex Consumption: most instances at once.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Storage redundancy of tagfence\'s own account (state, deployment package, host locks).')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+])
+param storageSku string = 'Standard_LRS'
+
+@description('Days of logs kept in Log Analytics.')
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+// ---------------------------------------------------------------------------------------------
+// Derived values
+// ---------------------------------------------------------------------------------------------
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var rgName = empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
+var tags = {
+  'azd-env-name': environmentName
+  app: 'tagfence'
+}
+
+// (pycep 0.5.1, checkov's parser, has no map function; for-expressions do the same.)
+var vaultIdsGiven = [for v in split(vaults, ','): trim(v)]
+var vaultIds = filter(vaultIdsGiven, v => !empty(v))
+var roleResourceGroupIdsGiven = [for v in split(vaultRoleResourceGroups, ','): trim(v)]
+var roleResourceGroupIds = filter(roleResourceGroupIdsGiven, v => !empty(v))
+var roleSubscriptionIdsGiven = [for v in split(vaultRoleSubscriptions, ','): last(split(trim(v), '/'))]
+var roleSubscriptionIds = filter(roleSubscriptionIdsGiven, v => !empty(v))
+
+var usesApi = toLower(trim(source)) == 'api'
+var apiSubscriptionId = empty(serviceTagsSubscriptionId) ? subscription().subscriptionId : serviceTagsSubscriptionId
+var cloudFromEnvironment = environment().name == 'AzureUSGovernment' ? 'AzureUSGovernment' : (environment().name == 'AzureChinaCloud' ? 'AzureChina' : 'AzurePublic')
+
+var topicSetting = toLower(trim(eventGridSystemTopic))
+var eventGridEnabled = topicSetting != 'off'
+var createSystemTopic = empty(topicSetting)
+var existingTopicParts = split(trim(eventGridSystemTopic), '/')
+
+// The custom roles may be assigned in every subscription that holds a scope given above.
+var homeScope = [
+  subscription().id
+]
+var vaultSubscriptionScopes = [for id in vaultIds: toLower('/subscriptions/${split(id, '/')[2]}')]
+var resourceGroupSubscriptionScopes = [for id in roleResourceGroupIds: toLower('/subscriptions/${split(id, '/')[2]}')]
+var subscriptionScopes = [for id in roleSubscriptionIds: toLower('/subscriptions/${id}')]
+var assignableScopes = union(homeScope, vaultSubscriptionScopes, resourceGroupSubscriptionScopes, subscriptionScopes)
+var apiScope = [
+  '/subscriptions/${apiSubscriptionId}'
+]
+
+// ---------------------------------------------------------------------------------------------
+// Resources
+// ---------------------------------------------------------------------------------------------
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: rgName
+  location: location
+  tags: tags
+}
+
+module app 'app/resources.bicep' = {
+  name: 'tagfence-resources'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    storageSku: storageSku
+    logRetentionDays: logRetentionDays
+    createSystemTopic: createSystemTopic
+    vaults: join(vaultIds, ',')
+    schedule: empty(trim(schedule)) ? '0 30 6 * * 3' : trim(schedule)
+    configFile: configFile
+    serviceTagNames: serviceTagNames
+    staticRules: staticRules
+    maxRules: maxRules
+    fit: fit
+    envelope: envelope
+    maxExtraAddresses: maxExtraAddresses
+    maxRemoveFraction: maxRemoveFraction
+    slash31: slash31
+    prune: prune
+    source: source
+    serviceTagsSubscriptionId: usesApi ? apiSubscriptionId : serviceTagsSubscriptionId
+    serviceTagsLocation: usesApi && empty(serviceTagsLocation) ? location : serviceTagsLocation
+    cloud: empty(cloud) ? cloudFromEnvironment : cloud
+    armEndpoint: armEndpoint
+    downloadPageUrl: downloadPageUrl
+    credential: credential
+    minServiceTags: minServiceTags
+    concurrency: concurrency
+    httpTimeoutSecs: httpTimeoutSecs
+    httpMaxRetries: httpMaxRetries
+    httpRetryDelayMs: httpRetryDelayMs
+    httpCallTimeoutSecs: httpCallTimeoutSecs
+    logFilter: logFilter
+    stateUrl: stateUrl
+    stateContainer: stateContainer
+    stateCaFile: stateCaFile
+    graceDays: graceDays
+    allowOlder: allowOlder
+  }
+}
+
+// The only rights tagfence uses on a vault: read it, write it (the PATCH of networkAcls). Service
+// Tags read is inert at vault and resource-group scope and lets a subscription-scope assignment
+// also serve `TAGFENCE_SOURCE=api`. Resource Graph discovery needs only read on the vaults.
+resource vaultFirewallRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(subscription().id, environmentName, 'tagfence-vault-firewall')
+  properties: {
+    roleName: 'tagfence Key Vault firewall (${environmentName}, ${resourceToken})'
+    description: 'Read Key Vaults and write their firewall (networkAcls); read Azure Service Tags. Used by tagfence.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          'Microsoft.KeyVault/vaults/read'
+          'Microsoft.KeyVault/vaults/write'
+          'Microsoft.Network/locations/serviceTags/read'
+        ]
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: assignableScopes
+  }
+}
+
+// Only for `TAGFENCE_SOURCE=api`: the Discovery API needs Service Tags read at subscription scope,
+// and assigning the vault role there would grant write on every vault of the subscription.
+resource serviceTagsReaderRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (usesApi) {
+  name: guid(subscription().id, environmentName, 'tagfence-service-tags-reader')
+  properties: {
+    roleName: 'tagfence Service Tags reader (${environmentName}, ${resourceToken})'
+    description: 'Read Azure Service Tags through the Discovery API. Used by tagfence.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          'Microsoft.Network/locations/serviceTags/read'
+        ]
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: union(homeScope, apiScope)
+  }
+}
+
+module vaultRoles 'rbac/vault.bicep' = [
+  for (id, i) in vaultIds: {
+    name: 'tagfence-role-vault-${i}-${resourceToken}'
+    scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
+    params: {
+      vaultName: last(split(id, '/'))
+      principalId: app.outputs.identityPrincipalId
+      roleDefinitionGuid: vaultFirewallRole.name
+    }
+    dependsOn: [
+      vaultFirewallRole
+    ]
+  }
+]
+
+module resourceGroupRoles 'rbac/resource-group.bicep' = [
+  for (id, i) in roleResourceGroupIds: {
+    name: 'tagfence-role-rg-${i}-${resourceToken}'
+    scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
+    params: {
+      principalId: app.outputs.identityPrincipalId
+      roleDefinitionGuid: vaultFirewallRole.name
+    }
+    dependsOn: [
+      vaultFirewallRole
+    ]
+  }
+]
+
+module subscriptionRoles 'rbac/subscription.bicep' = [
+  for (id, i) in roleSubscriptionIds: {
+    name: 'tagfence-role-sub-${i}-${resourceToken}'
+    scope: subscription(id)
+    params: {
+      principalId: app.outputs.identityPrincipalId
+      roleDefinitionGuid: vaultFirewallRole.name
+    }
+    dependsOn: [
+      vaultFirewallRole
+    ]
+  }
+]
+
+module serviceTagsRole 'rbac/subscription.bicep' = if (usesApi) {
+  name: 'tagfence-role-service-tags-${resourceToken}'
+  scope: subscription(apiSubscriptionId)
+  params: {
+    principalId: app.outputs.identityPrincipalId
+    roleDefinitionGuid: guid(subscription().id, environmentName, 'tagfence-service-tags-reader')
+  }
+  dependsOn: [
+    serviceTagsReaderRole
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs (azd stores them in the environment; infra/hooks/postdeploy.sh reads them)
+// ---------------------------------------------------------------------------------------------
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = app.outputs.functionAppName
+output AZURE_FUNCTION_APP_HOSTNAME string = app.outputs.functionAppHostName
+output AZURE_FUNCTION_APP_ID string = app.outputs.functionAppId
+output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = app.outputs.identityClientId
+output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = app.outputs.identityPrincipalId
+output AZURE_STORAGE_ACCOUNT_NAME string = app.outputs.storageAccountName
+output APPLICATIONINSIGHTS_NAME string = app.outputs.applicationInsightsName
+output VAULT_FIREWALL_ROLE_ID string = vaultFirewallRole.id
+output EVENTGRID_SYSTEM_TOPIC_NAME string = createSystemTopic ? app.outputs.systemTopicName : (eventGridEnabled ? last(existingTopicParts) : '')
+output EVENTGRID_SYSTEM_TOPIC_RESOURCE_GROUP string = createSystemTopic ? rg.name : (eventGridEnabled ? first(existingTopicParts) : '')

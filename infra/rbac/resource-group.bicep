@@ -1,0 +1,20 @@
+// Assigns a role to tagfence's identity on a whole resource group: every vault in it, present and
+// future. Wider than a per-vault assignment; prefer naming the vaults (docs/security.md).
+
+targetScope = 'resourceGroup'
+
+@description('Object id of tagfence\'s user-assigned identity.')
+param principalId string
+
+@description('GUID of the role definition (tagfence\'s custom vault role).')
+param roleDefinitionGuid string
+
+resource assignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(resourceGroup().id, principalId, roleDefinitionGuid)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleDefinitionGuid)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    description: 'tagfence: keep the firewalls of this resource group\'s vaults in step with Azure Service Tags'
+  }
+}

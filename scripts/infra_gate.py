@@ -1,0 +1,658 @@
+#!/usr/bin/env python3
+"""The infrastructure gate: what can be checked about tagfence's Bicep without Azure.
+
+No Bicep compiler runs offline (it is a .NET download), so this gate does what can be done here:
+
+1. syntax: every `infra/**/*.bicep` parses with tree-sitter-bicep (no ERROR or MISSING node);
+2. wiring: with checkov's own Bicep parser (pycep), every module path exists, every parameter
+   passed to a module is declared there, every module parameter without a default is passed, every
+   `<module>.outputs.<name>` exists, and `infra/main.parameters.json` names only declared
+   parameters and gives every required one — the mistakes a compiler would have caught;
+3. policy: checkov (`--framework bicep`, with the project's checks in `infra/checkov/`) finds
+   0 parsing errors (checkov skips files it cannot parse and still exits 0, so the count is read
+   from its JSON) and no failed check that `infra/checkov/skips.toml` does not skip with a reason;
+   every skip entry must still match a failure, every project check must have run, and no
+   `checkov:skip` comment may hide in a .bicep file;
+4. functions: no HTTP trigger in `function-*/function.json` is anonymous (an explicit `authLevel`
+   other than `anonymous` is required);
+5. hooks: the scripts `azure.yaml` runs exist, and the shell hooks in `infra/hooks/` are
+   executable and pass `bash -n`.
+
+`--self-test` copies the infra (and the function folders and azure.yaml) to a temporary directory,
+checks that the gate passes there, then breaks the copy one way at a time — a syntax error, a role
+assignment without principalType, shared key access, an anonymous HTTP trigger, and more — and
+checks that the gate fails each time for the expected reason.
+
+Runs with the Python of `.venv-infra/` (scripts/infra_gate.sh creates it): it needs checkov 3.3.30
+(which brings pycep-parser 0.5.1), tree-sitter 0.26.1 and tree-sitter-bicep 1.1.0.
+
+Usage: scripts/infra_gate.py [--root DIR] [--self-test] [--checkov PATH] [--verbose]
+Exit status: 0 pass, 1 fail, 2 usage or environment error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_CHECK_PREFIX = "CKV_TAGFENCE_"
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """What one gate run found. `failures` decide the outcome; `notes` are for people."""
+
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def fail(self, stage: str, message: str) -> None:
+        self.failures.append(f"[{stage}] {message}")
+
+    def note(self, stage: str, message: str) -> None:
+        self.notes.append(f"[{stage}] {message}")
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def bicep_files(root: Path) -> list[Path]:
+    return sorted((root / "infra").rglob("*.bicep"))
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Syntax (tree-sitter-bicep)
+# --------------------------------------------------------------------------------------------
+
+
+def check_syntax(root: Path, report: Report) -> None:
+    try:
+        import tree_sitter
+        import tree_sitter_bicep
+    except ImportError as error:
+        raise SystemExit(f"infra_gate: {error}; run scripts/infra_gate.sh, which installs tree-sitter-bicep") from error
+    parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language()))
+    for path in bicep_files(root):
+        source = path.read_bytes()
+        tree = parser.parse(source)
+        problems: list[str] = []
+        stack = [tree.root_node]
+        while stack:
+            node = stack.pop()
+            if node.is_error or node.is_missing:
+                row, column = node.start_point
+                line = source.splitlines()[row].decode("utf-8", "replace").strip() if row < len(source.splitlines()) else ""
+                kind = f"missing {node.type!r}" if node.is_missing else "unexpected text"
+                problems.append(f"{rel(path, root)}:{row + 1}:{column + 1}: syntax error ({kind}): {line[:100]}")
+                if len(problems) >= 5:
+                    break
+                continue
+            stack.extend(reversed(node.children))
+        for problem in problems:
+            report.fail("syntax", problem)
+    report.note("syntax", f"{len(bicep_files(root))} .bicep files parsed with tree-sitter-bicep")
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Wiring (pycep): modules, their parameters and outputs, main.parameters.json
+# --------------------------------------------------------------------------------------------
+
+
+def unwrap(config: Any) -> dict[str, Any]:
+    """pycep nests a loop's or condition's body under config.config."""
+    while isinstance(config, dict) and "config" in config and ("condition" in config or "loop_type" in config):
+        config = config["config"]
+    return config if isinstance(config, dict) else {}
+
+
+def module_output_references(node: Any, modules: set[str]) -> list[tuple[str, str]]:
+    """Every `<module>.outputs.<name>` in a pycep tree, as (module, name)."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        operator = node.get("operator")
+        if isinstance(operator, dict) and operator.get("type") == "property_accessor":
+            operands = operator.get("operands") or {}
+            first, second = operands.get("operand_1"), operands.get("operand_2")
+            if first in modules and isinstance(second, dict):
+                inner = (second.get("operator") or {}).get("operands") or {}
+                if inner.get("operand_1") == "outputs" and isinstance(inner.get("operand_2"), str):
+                    found.append((first, inner["operand_2"]))
+        for value in node.values():
+            found.extend(module_output_references(value, modules))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(module_output_references(value, modules))
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def pycep_parser() -> Any:
+    try:
+        from pycep import BicepParser
+    except ImportError as error:
+        raise SystemExit(f"infra_gate: {error}; run scripts/infra_gate.sh, which installs checkov (and pycep)") from error
+    return BicepParser(add_line_numbers=True)
+
+
+@functools.lru_cache(maxsize=None)
+def pycep_parse(text: str) -> dict[str, Any]:
+    """pycep's reading of a template (cached: the self-test's copies are mostly identical).
+    Callers must not change the result."""
+    return pycep_parser().parse(text=text)
+
+
+def check_wiring(root: Path, report: Report) -> None:
+    parsed: dict[Path, dict[str, Any]] = {}
+    for path in bicep_files(root):
+        try:
+            parsed[path] = pycep_parse(path.read_text(encoding="utf-8"))
+        except Exception as error:  # pycep raises lark errors of several kinds
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            report.fail("parse", f"{rel(path, root)}: checkov's Bicep parser (pycep 0.5.1) cannot read it: {first_line}")
+    def target_of(path: Path, module: dict[str, Any]) -> Path:
+        return (path.parent / (module.get("detail") or {}).get("path", "")).resolve()
+
+    for path, template in parsed.items():
+        modules = template.get("modules") or {}
+        for symbol, module in modules.items():
+            where = f"{rel(path, root)}: module {symbol} ({(module.get('detail') or {}).get('path')})"
+            if module.get("type") != "local":
+                report.fail("wiring", f"{where}: not a local file; offline checks cannot see into registry modules")
+                continue
+            target = target_of(path, module)
+            if target not in parsed:
+                if not target.exists():
+                    report.fail("wiring", f"{where}: no such file")
+                continue
+            declared = parsed[target].get("parameters") or {}
+            passed = unwrap(module.get("config")).get("params") or {}
+            for name in passed:
+                if name not in declared:
+                    report.fail("wiring", f"{where}: passes parameter {name!r}, which the module does not declare")
+            for name, parameter in declared.items():
+                if parameter.get("default") is None and name not in passed:
+                    report.fail("wiring", f"{where}: does not pass required parameter {name!r}")
+        for symbol, output in module_output_references(template, set(modules)):
+            target = target_of(path, modules[symbol])
+            if target in parsed and output not in (parsed[target].get("outputs") or {}):
+                report.fail("wiring", f"{rel(path, root)}: {symbol}.outputs.{output} is not an output of {rel(target, root)}")
+
+    main, parameters_file = root / "infra" / "main.bicep", root / "infra" / "main.parameters.json"
+    if not main.exists():
+        report.fail("wiring", "infra/main.bicep is missing")
+        return
+    if not parameters_file.exists():
+        report.fail("wiring", "infra/main.parameters.json is missing")
+        return
+    try:
+        given = json.loads(parameters_file.read_text(encoding="utf-8")).get("parameters", {})
+    except json.JSONDecodeError as error:
+        report.fail("wiring", f"infra/main.parameters.json is not JSON: {error}")
+        return
+    if main.resolve() in parsed:
+        declared = parsed[main.resolve()].get("parameters") or {}
+        for name in given:
+            if name not in declared:
+                report.fail("wiring", f"infra/main.parameters.json gives {name!r}, which main.bicep does not declare")
+        for name, parameter in declared.items():
+            if parameter.get("default") is None and name not in given:
+                report.fail("wiring", f"infra/main.parameters.json does not give required parameter {name!r}")
+    report.note("wiring", f"{len(parsed)} templates read with pycep; modules, outputs and main.parameters.json consistent")
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Policy (checkov)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Skip:
+    id: str
+    reason: str
+    resources: list[str]
+    used: bool = False
+
+    def covers(self, check_id: str, resource: str) -> bool:
+        return check_id == self.id and (not self.resources or resource in self.resources)
+
+
+def load_skips(root: Path, report: Report) -> list[Skip]:
+    path = root / "infra" / "checkov" / "skips.toml"
+    if not path.exists():
+        return []
+    try:
+        entries = tomllib.loads(path.read_text(encoding="utf-8")).get("skip", [])
+    except tomllib.TOMLDecodeError as error:
+        report.fail("checkov", f"infra/checkov/skips.toml: {error}")
+        return []
+    skips = []
+    for entry in entries:
+        check_id, reason = str(entry.get("id", "")).strip(), " ".join(str(entry.get("reason", "")).split())
+        if not check_id or not reason:
+            report.fail("checkov", f"infra/checkov/skips.toml: every skip needs an id and a reason: {entry}")
+            continue
+        if check_id.startswith(PROJECT_CHECK_PREFIX):
+            report.fail("checkov", f"infra/checkov/skips.toml: project check {check_id} cannot be skipped; fix the template")
+            continue
+        skips.append(Skip(check_id, reason, list(entry.get("resources", []))))
+    return skips
+
+
+def project_check_ids(root: Path) -> set[str]:
+    ids: set[str] = set()
+    for path in (root / "infra" / "checkov").glob("*.py"):
+        ids.update(re.findall(r'id="(' + PROJECT_CHECK_PREFIX + r'\d+)"', path.read_text(encoding="utf-8")))
+    return ids
+
+
+def pycep_reason(path: Path) -> str:
+    try:
+        pycep_parse(path.read_text(encoding="utf-8"))
+    except Exception as error:
+        text = str(error).strip()
+        return text.splitlines()[0] if text else type(error).__name__
+    return "no error from pycep itself"
+
+
+@dataclass
+class CheckovRun:
+    """checkov's Bicep results for one directory tree, or why there are none."""
+
+    results: dict[str, Any]
+    elapsed: float
+    error: str = ""
+
+    def under(self, root: Path) -> dict[str, Any]:
+        """The results for the files under `root` (one run may cover several copies)."""
+        prefix = str(root.resolve()) + os.sep
+
+        def inside(path: str) -> bool:
+            return str(Path(path).resolve()).startswith(prefix)
+
+        return {
+            "passed_checks": [c for c in self.results.get("passed_checks", []) if inside(c.get("file_abs_path", ""))],
+            "failed_checks": [c for c in self.results.get("failed_checks", []) if inside(c.get("file_abs_path", ""))],
+            "parsing_errors": [p for p in self.results.get("parsing_errors", []) if inside(p)],
+        }
+
+
+def run_checkov(checkov: str, scan: Path, checks_dir: Path | None) -> CheckovRun:
+    command = [checkov, "-d", str(scan), "--framework", "bicep", "-o", "json", "--compact", "--skip-download"]
+    if checks_dir is not None and checks_dir.is_dir():
+        command += ["--external-checks-dir", str(checks_dir)]
+    env = dict(os.environ, BC_SKIP_MAPPING="TRUE", PYTHONDONTWRITEBYTECODE="1", LOG_LEVEL="ERROR")
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=scan)
+    elapsed = time.monotonic() - started
+    try:
+        output = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        return CheckovRun({}, elapsed, f"checkov gave no JSON (exit {result.returncode}): {' | '.join(tail)}")
+    reports = output if isinstance(output, list) else [output]
+    bicep = [r for r in reports if isinstance(r, dict) and r.get("check_type") == "bicep"]
+    if not bicep:
+        return CheckovRun({}, elapsed, f"checkov produced no Bicep report (no .bicep files under {scan}?)")
+    return CheckovRun(bicep[0].get("results", {}), elapsed)
+
+
+def check_policy(root: Path, checkov: str, report: Report, shared: CheckovRun | None = None) -> None:
+    """checkov's verdict on root/infra; `shared` is a run over several copies (the self-test)."""
+    infra = root / "infra"
+    for path in bicep_files(root):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if re.search(r"checkov\s*:\s*skip", line, re.IGNORECASE):
+                report.fail("checkov", f"{rel(path, root)}:{number}: inline checkov skip; skip in infra/checkov/skips.toml, with a reason")
+    skips = load_skips(root, report)
+    checks_dir = infra / "checkov"
+    if checks_dir.is_dir() and not (checks_dir / "__init__.py").exists():
+        report.fail("checkov", "infra/checkov/__init__.py is missing: checkov would silently load none of the project checks")
+    run = shared or run_checkov(checkov, infra, checks_dir)
+    if run.error:
+        report.fail("checkov", run.error)
+        return
+    results = run.under(root)
+    parsing_errors = results["parsing_errors"]
+    for path in parsing_errors:
+        report.fail("checkov", f"parsing error: checkov could not read {rel(Path(path), root)} and skipped it: {pycep_reason(Path(path))}")
+    ran = {c["check_id"] for kind in ("passed_checks", "failed_checks") for c in results[kind]}
+    for check_id in sorted(project_check_ids(root) - ran):
+        report.fail("checkov", f"project check {check_id} did not run on any resource (not loaded, or its resources are gone)")
+    failed = results["failed_checks"]
+    skipped = 0
+    for check in failed:
+        check_id, resource = check["check_id"], check.get("resource", "")
+        where = f"{rel(Path(check.get('file_abs_path', '')), root)} {resource}"
+        skip = next((s for s in skips if s.covers(check_id, resource)), None)
+        if skip:
+            skip.used = True
+            skipped += 1
+            continue
+        report.fail("checkov", f"{check_id} failed: {check.get('check_name')} — {where}")
+    for skip in skips:
+        if not skip.used:
+            scope = f" for {', '.join(skip.resources)}" if skip.resources else ""
+            report.fail("checkov", f"skip {skip.id}{scope} in infra/checkov/skips.toml matches no failure any more; remove it")
+    report.note(
+        "checkov",
+        f"{len(results['passed_checks'])} passed, {len(failed)} failed ({skipped} skipped with a reason), "
+        f"{len(parsing_errors)} parsing errors, {run.elapsed:.1f}s",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Function triggers
+# --------------------------------------------------------------------------------------------
+
+
+def check_functions(root: Path, report: Report) -> None:
+    http_triggers = 0
+    for path in sorted(root.glob("*/function.json")):
+        try:
+            bindings = json.loads(path.read_text(encoding="utf-8")).get("bindings", [])
+        except json.JSONDecodeError as error:
+            report.fail("functions", f"{rel(path, root)} is not JSON: {error}")
+            continue
+        for binding in bindings:
+            if str(binding.get("type", "")).lower() != "httptrigger":
+                continue
+            http_triggers += 1
+            level = binding.get("authLevel")
+            if level is None:
+                report.fail("functions", f"{rel(path, root)}: HTTP trigger {binding.get('name')!r} has no explicit authLevel")
+            elif str(level).lower() == "anonymous":
+                report.fail("functions", f"{rel(path, root)}: HTTP trigger {binding.get('name')!r} is anonymous; use authLevel function (or admin)")
+    if not (root / "function-http" / "function.json").exists():
+        report.fail("functions", "function-http/function.json is missing")
+    elif http_triggers == 0:
+        report.fail("functions", "no HTTP trigger found in any function.json")
+    report.note("functions", f"{http_triggers} HTTP trigger(s) checked for authLevel")
+
+
+# --------------------------------------------------------------------------------------------
+# 5. azd hooks
+# --------------------------------------------------------------------------------------------
+
+
+def check_hooks(root: Path, report: Report) -> None:
+    azure_yaml = root / "azure.yaml"
+    if not azure_yaml.exists():
+        report.fail("hooks", "azure.yaml is missing")
+    else:
+        text = azure_yaml.read_text(encoding="utf-8")
+        for match in re.finditer(r"^\s*run:\s*(\S.*)$", text, re.MULTILINE):
+            for word in match.group(1).strip().strip("'\"").split():
+                if re.search(r"\.(sh|py|ps1)$", word) and not (root / word).exists():
+                    report.fail("hooks", f"azure.yaml runs {word}, which does not exist")
+    hooks = sorted((root / "infra" / "hooks").glob("*.sh"))
+    for hook in hooks:
+        if not os.access(hook, os.X_OK):
+            report.fail("hooks", f"{rel(hook, root)} is not executable")
+        result = subprocess.run(["bash", "-n", str(hook)], capture_output=True, text=True)
+        if result.returncode != 0:
+            report.fail("hooks", f"{rel(hook, root)}: bash -n: {result.stderr.strip()}")
+    report.note("hooks", f"{len(hooks)} hook script(s)")
+
+
+# --------------------------------------------------------------------------------------------
+# The gate
+# --------------------------------------------------------------------------------------------
+
+
+def run_gate(root: Path, checkov: str, shared: CheckovRun | None = None) -> Report:
+    report = Report()
+    if not bicep_files(root):
+        report.fail("syntax", f"no .bicep files under {root / 'infra'}")
+        return report
+    check_syntax(root, report)
+    check_wiring(root, report)
+    check_policy(root, checkov, report, shared)
+    check_functions(root, report)
+    check_hooks(root, report)
+    return report
+
+
+def print_report(report: Report, verbose: bool, out=sys.stdout) -> None:
+    if verbose or report.passed:
+        for note in report.notes:
+            print(f"  ok   {note}", file=out)
+    for failure in report.failures:
+        print(f"  FAIL {failure}", file=out)
+
+
+# --------------------------------------------------------------------------------------------
+# Self-test
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Breakage:
+    """One deliberate defect: replace `old` by `new` in `file` (or delete the file); the gate must
+    then fail with a message containing `expect`."""
+
+    name: str
+    file: str
+    old: str
+    new: str
+    expect: str
+    delete: bool = False
+
+
+BREAKAGES = [
+    Breakage(
+        "a syntax error in a .bicep file (unclosed resource body)",
+        "infra/rbac/resource-group.bicep",
+        "targetScope = 'resourceGroup'\n",
+        "targetScope = 'resourceGroup'\n\nresource broken 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: 'broken'\n\n",
+        "[syntax]",
+    ),
+    Breakage(
+        "a role assignment without principalType",
+        "infra/rbac/vault.bicep",
+        "    principalType: 'ServicePrincipal'\n",
+        "",
+        "CKV_TAGFENCE_1",
+    ),
+    Breakage(
+        "shared key access enabled on the storage account",
+        "infra/app/resources.bicep",
+        "allowSharedKeyAccess: false",
+        "allowSharedKeyAccess: true",
+        "CKV_TAGFENCE_2",
+    ),
+    Breakage(
+        "an anonymous HTTP trigger",
+        "function-http/function.json",
+        '"authLevel": "function"',
+        '"authLevel": "anonymous"',
+        "is anonymous",
+    ),
+    Breakage(
+        "a multi-line ternary, valid Bicep that checkov cannot parse (it would skip the file)",
+        "infra/main.bicep",
+        "var rgName = empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName\n",
+        "var rgName = empty(resourceGroupName)\n  ? 'rg-${environmentName}'\n  : resourceGroupName\n",
+        "parsing error",
+    ),
+    Breakage(
+        "a site that accepts plain HTTP",
+        "infra/app/resources.bicep",
+        "httpsOnly: true",
+        "httpsOnly: false",
+        "CKV_TAGFENCE_3",
+    ),
+    Breakage(
+        "storage accepting TLS 1.0",
+        "infra/app/resources.bicep",
+        "minimumTlsVersion: 'TLS1_2'",
+        "minimumTlsVersion: 'TLS1_0'",
+        "CKV_TAGFENCE_4",
+    ),
+    Breakage(
+        "an inline checkov skip",
+        "infra/app/resources.bicep",
+        "resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {\n",
+        "resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {\n  // checkov:skip=CKV_AZURE_225: hidden\n",
+        "inline checkov skip",
+    ),
+    Breakage(
+        "a module parameter the module does not declare",
+        "infra/main.bicep",
+        "      roleDefinitionGuid: vaultFirewallRole.name\n",
+        "      roleDefinitionGuids: vaultFirewallRole.name\n",
+        "does not declare",
+    ),
+    Breakage(
+        "an unskipped checkov failure (Key Vault purge protection off on a new vault)",
+        "infra/rbac/vault.bicep",
+        "resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {\n  name: vaultName\n}\n",
+        "resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {\n  name: vaultName\n}\n\n"
+        "resource extra 'Microsoft.KeyVault/vaults@2023-07-01' = {\n  name: 'kv-${vaultName}'\n  location: 'westeurope'\n"
+        "  properties: {\n    tenantId: subscription().tenantId\n    sku: {\n      family: 'A'\n      name: 'standard'\n    }\n"
+        "    enablePurgeProtection: false\n  }\n}\n",
+        "CKV_AZURE_110",
+    ),
+    Breakage(
+        "a module output that does not exist",
+        "infra/main.bicep",
+        "app.outputs.functionAppName",
+        "app.outputs.functionAppNames",
+        "is not an output of",
+    ),
+    Breakage(
+        "a parameters-file entry main.bicep does not declare",
+        "infra/main.parameters.json",
+        '"vaults": {',
+        '"vault": {',
+        "which main.bicep does not declare",
+    ),
+    Breakage(
+        "a skip that no longer matches a failure",
+        "infra/checkov/skips.toml",
+        "[[skip]]\n",
+        '[[skip]]\nid = "CKV_AZURE_999"\nreason = "stale"\n\n[[skip]]\n',
+        "matches no failure any more",
+    ),
+    Breakage(
+        "the project checks' __init__.py removed (checkov would load none of them)",
+        "infra/checkov/__init__.py",
+        "",
+        "",
+        "__init__.py is missing",
+        delete=True,
+    ),
+]
+
+
+def copy_project(source: Path, destination: Path) -> None:
+    """The parts of the repository the gate reads."""
+    shutil.copytree(source / "infra", destination / "infra", ignore=shutil.ignore_patterns("__pycache__"))
+    for function_json in source.glob("*/function.json"):
+        (destination / function_json.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(function_json, destination / function_json.parent.name / "function.json")
+    if (source / "azure.yaml").exists():
+        shutil.copy2(source / "azure.yaml", destination / "azure.yaml")
+    if (source / "scripts" / "package.py").exists():
+        (destination / "scripts").mkdir(exist_ok=True)
+        shutil.copy2(source / "scripts" / "package.py", destination / "scripts" / "package.py")
+
+
+def self_test(source: Path, checkov: str, verbose: bool) -> bool:
+    print("infra gate self-test: the gate must pass on a pristine copy and fail on each breakage")
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="tagfence-infra-gate-") as tmp:
+        base = Path(tmp)
+
+        def prepare(index: int, breakage: Breakage | None) -> Path:
+            root = base / (f"broken-{index}" if breakage else "pristine")
+            copy_project(source, root)
+            if breakage and breakage.delete:
+                (root / breakage.file).unlink()
+            elif breakage:
+                target = root / breakage.file
+                text = target.read_text(encoding="utf-8")
+                if breakage.old not in text:
+                    raise AssertionError(f"self-test is stale: {breakage.file} no longer contains {breakage.old!r}")
+                target.write_text(text.replace(breakage.old, breakage.new, 1), encoding="utf-8")
+            return root
+
+        jobs: list[tuple[str, Breakage | None, Path]] = [("pristine copy", None, prepare(0, None))]
+        for index, breakage in enumerate(BREAKAGES, 1):
+            jobs.append((breakage.name, breakage, prepare(index, breakage)))
+        # One checkov run over every copy: its start-up (about 3 s) dominates a run this small.
+        shared = run_checkov(checkov, base, base / "pristine" / "infra" / "checkov")
+        reports = [run_gate(root, checkov, shared) for _, _, root in jobs]
+        for (name, breakage, _), report in zip(jobs, reports):
+            if breakage is None:
+                good = report.passed
+                verdict = "passes" if good else "FAILS (it must pass)"
+            else:
+                hit = any(breakage.expect in failure for failure in report.failures)
+                good = not report.passed and hit
+                if good:
+                    verdict = f"fails as it must ({breakage.expect})"
+                elif report.passed:
+                    verdict = "PASSES (it must fail)"
+                else:
+                    verdict = f"fails, but not with {breakage.expect!r}"
+            print(f"  {'ok  ' if good else 'FAIL'} {name}: {verdict}")
+            if not good or verbose:
+                print_report(report, True)
+            ok = ok and good
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="tagfence's offline infrastructure gate (Bicep syntax, wiring, checkov, triggers, hooks)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="repository root (default: this script's repository)")
+    parser.add_argument("--self-test", action="store_true", help="check that the gate passes on a copy and fails on deliberately broken copies")
+    parser.add_argument("--checkov", default=None, help="checkov executable (default: the one next to this Python, else on PATH)")
+    parser.add_argument("--verbose", action="store_true", help="print every stage's notes")
+    args = parser.parse_args()
+
+    checkov = args.checkov or str(Path(sys.executable).parent / "checkov")
+    if not Path(checkov).exists():
+        checkov = shutil.which("checkov") or ""
+    if not checkov:
+        print("infra_gate: checkov not found; run scripts/infra_gate.sh, which installs it in .venv-infra/", file=sys.stderr)
+        return 2
+    root = args.root.resolve()
+    started = time.monotonic()
+    if args.self_test:
+        ok = self_test(root, checkov, args.verbose)
+        print(f"infra gate self-test: {'passed' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s")
+        return 0 if ok else 1
+    report = run_gate(root, checkov)
+    print(f"infra gate: {root}")
+    print_report(report, args.verbose)
+    print(f"infra gate: {'passed' if report.passed else f'FAILED ({len(report.failures)} problems)'} in {time.monotonic() - started:.1f}s")
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

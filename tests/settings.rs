@@ -1,0 +1,427 @@
+//! Every setting tagfence reads is deployed and documented.
+//!
+//! The settings are the `env` names of the command line's arguments (every subcommand, walked
+//! through clap), the few variables read directly (listed here), and every `TAGFENCE_*` string
+//! literal in `src/` (so that a setting read outside clap cannot be forgotten). Each must be an app
+//! setting of the Function App in `infra/`, appear in `docs/configuration.md`, and, for
+//! `TAGFENCE_*`, be listed in `local.settings.json.example`. Platform-provided variables are not
+//! app settings and are left out; command-line-only ones are documented but not deployed.
+//!
+//! Only code → infra/docs is asserted: infra and docs may already name settings the code does not
+//! read yet.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use clap::CommandFactory;
+
+/// Read with `std::env` or `EnvFilter::try_from_env`, not through clap.
+const READ_DIRECTLY: &[&str] = &[
+    // the user-assigned identity azure_identity authenticates as
+    "AZURE_CLIENT_ID",
+    // the log filter
+    "TAGFENCE_LOG",
+    // the Functions host's blob endpoint; the state container's default is derived from it
+    "AzureWebJobsStorage__blobServiceUri",
+];
+
+/// Set by the platform (Functions host, App Service, a workload-identity environment), never by
+/// an app setting.
+const PLATFORM: &[&str] = &[
+    "FUNCTIONS_CUSTOMHANDLER_PORT",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_TENANT_ID",
+];
+
+/// Documented, but not app settings of the Function App (and the infra must not set them).
+const NOT_DEPLOYED: &[(&str, &str)] = &[
+    (
+        "TAGFENCE_DRY_RUN",
+        "an `apply` flag; `serve` takes dry runs per HTTP request",
+    ),
+    (
+        "TAGFENCE_STATE_DIR",
+        "the directory state backend, for the CLI; in Azure the state is in Blob storage",
+    ),
+    (
+        "AzureWebJobsStorage__accountName",
+        "the host's other form of identity-based storage; the infra gives AzureWebJobsStorage__blobServiceUri",
+    ),
+];
+
+/// `TAGFENCE_*` settings `local.settings.json.example` (the Functions host's settings) leaves out.
+const NOT_LOCAL_SETTINGS: &[&str] = &["TAGFENCE_DRY_RUN"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn files_with_extension(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            files_with_extension(&path, extension, out);
+        } else if path.extension().is_some_and(|e| e == extension) {
+            out.push(path);
+        }
+    }
+}
+
+/// The `env` names of every argument of `command` and its subcommands.
+fn clap_env_names(command: &clap::Command, out: &mut BTreeSet<String>) {
+    for arg in command.get_arguments() {
+        if let Some(env) = arg.get_env() {
+            out.insert(env.to_string_lossy().into_owned());
+        }
+    }
+    for subcommand in command.get_subcommands() {
+        clap_env_names(subcommand, out);
+    }
+}
+
+/// The contents of the string literals of Rust source (plain, byte and raw strings), skipping
+/// comments and char literals. Escapes are left as written; setting names have none.
+fn string_literals(source: &str) -> Vec<String> {
+    let chars: Vec<char> = source.chars().collect();
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut literals = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        } else if c == '"' {
+            let mut text = String::new();
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    text.push(chars[i]);
+                    i += 1;
+                }
+                if let Some(&ch) = chars.get(i) {
+                    text.push(ch);
+                }
+                i += 1;
+            }
+            literals.push(text);
+            i += 1;
+        } else if (c == 'r' || (c == 'b' && next == Some('r')))
+            && (i == 0 || !is_ident(chars[i - 1]))
+            && raw_string_start(&chars, if c == 'b' { i + 2 } else { i + 1 }).is_some()
+        {
+            let start = if c == 'b' { i + 2 } else { i + 1 };
+            let hashes = raw_string_start(&chars, start).expect("checked above");
+            let body = start + hashes + 1;
+            let mut j = body;
+            loop {
+                if j >= chars.len() {
+                    break;
+                }
+                if chars[j] == '"' && (1..=hashes).all(|k| chars.get(j + k) == Some(&'#')) {
+                    break;
+                }
+                j += 1;
+            }
+            literals.push(chars[body..j.min(chars.len())].iter().collect());
+            i = j + 1 + hashes;
+        } else if c == '\'' {
+            if next == Some('\\') {
+                // An escaped char literal: '\n', '\'', '\u{1F600}'.
+                i += 3;
+                while i < chars.len() && chars[i] != '\'' {
+                    i += 1;
+                }
+                i += 1;
+            } else if chars.get(i + 2) == Some(&'\'') {
+                i += 3;
+            } else {
+                // A lifetime or a label.
+                i += 1;
+            }
+        } else if is_ident(c) {
+            // Skip the whole identifier, so that the `r` or `b` inside one is not a prefix.
+            while i < chars.len() && is_ident(chars[i]) {
+                i += 1;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    literals
+}
+
+/// With `chars[at..]` = `#…#"`, the number of `#`s.
+fn raw_string_start(chars: &[char], at: usize) -> Option<usize> {
+    let hashes = chars[at.min(chars.len())..]
+        .iter()
+        .take_while(|&&c| c == '#')
+        .count();
+    (chars.get(at + hashes) == Some(&'"')).then_some(hashes)
+}
+
+/// Every `TAGFENCE_[A-Z0-9_]+` in `text`.
+fn tagfence_names(text: &str) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let mut names = Vec::new();
+    let mut from = 0;
+    while let Some(offset) = text[from..].find("TAGFENCE_") {
+        let start = from + offset;
+        let mut end = start + "TAGFENCE_".len();
+        while end < bytes.len()
+            && (bytes[end].is_ascii_uppercase()
+                || bytes[end].is_ascii_digit()
+                || bytes[end] == b'_')
+        {
+            end += 1;
+        }
+        let before = start.checked_sub(1).map(|b| bytes[b]);
+        let standalone = !before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if standalone && end > start + "TAGFENCE_".len() {
+            names.push(text[start..end].to_owned());
+        }
+        from = end;
+    }
+    names
+}
+
+/// Whether `word` occurs in `text` with no identifier character on either side.
+fn contains_word(text: &str, word: &str) -> bool {
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let bytes = text.as_bytes();
+    text.match_indices(word).any(|(at, _)| {
+        let before = at.checked_sub(1).map(|b| bytes[b]);
+        let after = bytes.get(at + word.len()).copied();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
+}
+
+/// The settings the code reads, each with where it was found.
+fn code_settings() -> Vec<(String, String)> {
+    let mut clap_names = BTreeSet::new();
+    clap_env_names(&tagfence::cli::Cli::command(), &mut clap_names);
+    assert!(
+        clap_names.contains("TAGFENCE_VAULTS") && clap_names.contains("TAGFENCE_SCHEDULE"),
+        "walking the command line found too little: {clap_names:?}"
+    );
+
+    let mut settings: Vec<(String, String)> = Vec::new();
+    let mut add = |name: String, origin: String| {
+        if !PLATFORM.contains(&name.as_str()) && !settings.iter().any(|(n, _)| *n == name) {
+            settings.push((name, origin));
+        }
+    };
+    for name in clap_names {
+        add(name, "a command-line argument's env".to_owned());
+    }
+    for name in READ_DIRECTLY {
+        add(
+            (*name).to_owned(),
+            "read directly (tests/settings.rs)".to_owned(),
+        );
+    }
+    let mut sources = Vec::new();
+    files_with_extension(&root().join("src"), "rs", &mut sources);
+    assert!(!sources.is_empty(), "no Rust sources under src/");
+    for path in sources {
+        let relative = path
+            .strip_prefix(root())
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        for literal in string_literals(&read(&path)) {
+            for name in tagfence_names(&literal) {
+                add(name, format!("a string literal in {relative}"));
+            }
+        }
+    }
+    settings.sort();
+    settings
+}
+
+/// The keys of the Function App's app settings: the `Microsoft.Web/sites/config` resource named
+/// `appsettings` in some `infra/**/*.bicep`.
+fn infra_app_settings() -> BTreeSet<String> {
+    let mut templates = Vec::new();
+    files_with_extension(&root().join("infra"), "bicep", &mut templates);
+    for path in templates {
+        let text = read(&path);
+        let mut from = 0;
+        while let Some(offset) = text[from..].find("'Microsoft.Web/sites/config@") {
+            let at = from + offset;
+            from = at + 1;
+            let Some(open) = text[at..].find('{').map(|o| at + o) else {
+                continue;
+            };
+            let block = balanced_block(&text, open);
+            if !block.contains("name: 'appsettings'") {
+                continue;
+            }
+            let keys: BTreeSet<String> = block
+                .lines()
+                .filter_map(|line| {
+                    let line = line.trim_start();
+                    let (key, _) = line.split_once(':')?;
+                    let ok = !key.is_empty()
+                        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    ok.then(|| key.to_owned())
+                })
+                .collect();
+            assert!(
+                keys.contains("AzureWebJobsStorage__credential"),
+                "the app settings in {} look wrong: {keys:?}",
+                path.display()
+            );
+            return keys;
+        }
+    }
+    panic!("no Microsoft.Web/sites/config resource named 'appsettings' in infra/**/*.bicep");
+}
+
+/// The text from the `{` at `open` to its matching `}` (comments skipped).
+fn balanced_block(text: &str, open: usize) -> &str {
+    let mut depth = 0usize;
+    let mut in_comment = false;
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate().skip(open) {
+        match b {
+            b'\n' => in_comment = false,
+            b'/' if !in_comment && bytes.get(i + 1) == Some(&b'/') => in_comment = true,
+            b'{' if !in_comment => depth += 1,
+            b'}' if !in_comment => {
+                depth -= 1;
+                if depth == 0 {
+                    return &text[open..=i];
+                }
+            }
+            _ => {}
+        }
+    }
+    &text[open..]
+}
+
+fn local_settings() -> BTreeSet<String> {
+    let path = root().join("local.settings.json.example");
+    let json: serde_json::Value = serde_json::from_str(&read(&path))
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    json["Values"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{} has no Values object", path.display()))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn every_setting_the_code_reads_is_deployed_documented_and_in_the_local_settings() {
+    let settings = code_settings();
+    let infra = infra_app_settings();
+    let docs = read(&root().join("docs/configuration.md"));
+    let local = local_settings();
+
+    let mut problems = Vec::new();
+    for (name, origin) in &settings {
+        let not_deployed = NOT_DEPLOYED.iter().find(|(n, _)| n == name);
+        match not_deployed {
+            None if !infra.contains(name) => problems.push(format!(
+                "{name} ({origin}) is not an app setting of the Function App in infra/ (the 'appsettings' config resource)"
+            )),
+            Some((_, why)) if infra.contains(name) => problems.push(format!(
+                "{name} ({origin}) is set in infra/, but it is not an app setting: {why}"
+            )),
+            _ => {}
+        }
+        if !contains_word(&docs, name) {
+            problems.push(format!("{name} ({origin}) is not in docs/configuration.md"));
+        }
+        if name.starts_with("TAGFENCE_")
+            && !NOT_LOCAL_SETTINGS.contains(&name.as_str())
+            && !local.contains(name)
+        {
+            problems.push(format!(
+                "{name} ({origin}) is not in local.settings.json.example"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "settings out of step ({} checked):\n  {}",
+        settings.len(),
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn the_scan_finds_the_settings_read_outside_clap() {
+    let names: Vec<String> = code_settings().into_iter().map(|(n, _)| n).collect();
+    for expected in ["TAGFENCE_LOG", "AZURE_CLIENT_ID", "TAGFENCE_SCHEDULE"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    for platform in PLATFORM {
+        assert!(
+            !names.iter().any(|n| n == platform),
+            "{platform} is platform-provided"
+        );
+    }
+}
+
+#[test]
+fn string_literals_skip_comments_and_char_literals() {
+    let source = r###"
+        // "TAGFENCE_IN_A_COMMENT"
+        /* "TAGFENCE_IN_A /* nested */ BLOCK" */
+        let quote = '"'; let escaped = '\''; let lifetime: &'static str = "TAGFENCE_A";
+        let raw = r#"TAGFENCE_B "quoted""#; let bytes = b"TAGFENCE_C"; let raw_bytes = br"TAGFENCE_D";
+        let escapes = "a \" TAGFENCE_E \\"; let prefix = "TAGFENCE_"; let other = "XTAGFENCE_F";
+        let wide = 'é'; let s = "TAGFENCE_G";
+    "###;
+    let names: Vec<String> = string_literals(source)
+        .iter()
+        .flat_map(|l| tagfence_names(l))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "TAGFENCE_A",
+            "TAGFENCE_B",
+            "TAGFENCE_C",
+            "TAGFENCE_D",
+            "TAGFENCE_E",
+            "TAGFENCE_G"
+        ]
+    );
+    assert!(contains_word("`TAGFENCE_FIT` |", "TAGFENCE_FIT"));
+    assert!(!contains_word("TAGFENCE_FITS", "TAGFENCE_FIT"));
+}
