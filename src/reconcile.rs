@@ -7,13 +7,14 @@
 //! 2. **plan**: desired rules × live rules × last-applied rules (the core's `plan_vault`, which
 //!    also runs the guards: empty allow-list, too many removals, over the limit).
 //! 3. **act**: when the plan has changes and this is not a dry run, record the rules about to be
-//!    added as pending, then one `PATCH` carrying the whole `networkAcls` (everything as read,
-//!    the IP rules replaced).
+//!    added as pending, `GET` again (if the firewall moved meanwhile, plan again from it, at most
+//!    three times), then one `PATCH` carrying the whole `networkAcls` (everything as read, the IP
+//!    rules replaced).
 //! 4. **verify**: `GET` again; the vault's IP rules must be exactly the ones written.
 //! 5. **record**: the verified rules become the vault's last-applied set, with the outcome.
 //!
 //! # Guarantees
-//! - A vault in sync costs one `GET` and no write; a changed one `GET` + `PATCH` + `GET`.
+//! - A vault in sync costs one `GET` and no write; a changed one `GET` + `GET` + `PATCH` + `GET`.
 //! - Nothing is written when the plan is refused or any step before the write fails, so a
 //!   failed reconcile leaves the vault as it was; a write that ARM accepted leaves it at the new
 //!   intended state. There is no third state: the write is a single PATCH.
@@ -25,9 +26,12 @@
 //!   the rules it added were recorded as pending first, and it finds the vault in sync.
 //!
 //! # Assumptions
-//! Key Vault has no ETags (azure-interfaces.md §2.3): a person editing the firewall between our
-//! `GET` and `PATCH` is detected by the verify step (reported as a failure) and healed on the
-//! next run. Safe to cancel at any `.await`: the only effect on the vault is the PATCH, which is
+//! Key Vault has no ETags (azure-interfaces.md §2.3), so a write cannot be made conditional. A
+//! person editing the firewall while tagfence plans is caught by the re-read before the `PATCH`
+//! (and planned around); an edit landing after the `PATCH` is caught by the verify step
+//! (reported as a failure, kept as unmanaged by the next run). An edit landing inside the one
+//! round trip between the re-read and the `PATCH` is overwritten: that window cannot be closed
+//! without ETags. Safe to cancel at any `.await`: the only effect on the vault is the PATCH, which is
 //! atomic, and the state is only ever written whole.
 
 use std::collections::HashMap;
@@ -47,6 +51,7 @@ use crate::azure::arm::{ArmClient, NetworkAclsUpdate};
 use crate::azure::http::error_chain;
 use crate::azure::VaultId;
 use crate::config::VaultTarget;
+use crate::core::live::LiveAcl;
 use crate::core::plan::{self, Plan, PlanError, PlanInput, Recorded};
 use crate::core::service_tags::ServiceTags;
 use crate::state::{self, AppliedState, LastRun, State, VaultState};
@@ -279,21 +284,17 @@ impl Reconciler {
         &self,
         target: &VaultTarget,
         run: RunContext<'_>,
-        remembered: Option<&mut VaultState>,
+        mut remembered: Option<&mut VaultState>,
         report: &mut VaultReport,
     ) -> Outcome {
         let last_applied = remembered.as_ref().and_then(|r| r.owned_rules());
         report.ownership_known = last_applied.is_some();
-        let recorded = remembered
-            .as_ref()
-            .and_then(|r| r.applied.as_ref())
-            .map(|a| Recorded {
-                desired: &a.desired,
-                inputs: &a.inputs,
-                kept: a.kept,
-            });
+        if run.state.is_some() && last_applied.is_none() {
+            info!("no record of the rules tagfence added to this vault (first run or lost state): removing nothing, recording from now on");
+        }
+
         // Observe.
-        let vault = match self.arm.get_vault(&target.id).await {
+        let mut vault = match self.arm.get_vault(&target.id).await {
             Ok(vault) => vault,
             Err(err) => {
                 return Outcome::Failed {
@@ -320,63 +321,102 @@ impl Reconciler {
             warn!(%warning);
         }
 
-        // Plan and guard.
-        if run.state.is_some() && last_applied.is_none() {
-            info!("no record of the rules tagfence added to this vault (first run or lost state): removing nothing, recording from now on");
-        }
-        let planned = plan::plan_vault(PlanInput {
-            tags: run.tags,
-            selection: &target.selection,
-            limits: &target.limits,
-            live: &live.ip_rules,
-            last_applied: last_applied.as_deref(),
-            prune: target.prune,
-            recorded,
-        });
-        let mut plan = match planned {
-            Ok(plan) => plan,
-            Err(PlanError::Desire(err)) => {
-                return Outcome::Refused {
-                    reason: err.to_string(),
+        // Plan, guard, and re-read just before writing: Key Vault has no ETags, so a firewall
+        // edited while tagfence planned (and recorded its intent) would be overwritten by the
+        // PATCH. Reading again narrows that window to one round trip; if the firewall moved,
+        // plan again from what is there now.
+        let mut attempt = 1;
+        let intended = loop {
+            let recorded = remembered
+                .as_ref()
+                .and_then(|r| r.applied.as_ref())
+                .map(|a| Recorded {
+                    desired: &a.desired,
+                    inputs: &a.inputs,
+                    kept: a.kept,
+                });
+            let planned = plan::plan_vault(PlanInput {
+                tags: run.tags,
+                selection: &target.selection,
+                limits: &target.limits,
+                live: &vault.acl.ip_rules,
+                last_applied: last_applied.as_deref(),
+                prune: target.prune,
+                recorded,
+            });
+            let mut plan = match planned {
+                Ok(plan) => plan,
+                Err(PlanError::Desire(err)) => {
+                    return Outcome::Refused {
+                        reason: err.to_string(),
+                    }
                 }
-            }
-            Err(PlanError::Refused(refusal)) => {
-                return Outcome::Refused {
-                    reason: refusal.to_string(),
+                Err(PlanError::Refused(refusal)) => {
+                    return Outcome::Refused {
+                        reason: refusal.to_string(),
+                    }
                 }
+            };
+            plan.vault = Some(target.id.name.clone());
+            let changes = plan.has_changes();
+            let intended = plan.rules_after(&vault.acl.ip_rules);
+            let adding = plan.add.clone();
+            report.plan = Some(plan);
+            if !changes {
+                return Outcome::InSync;
             }
-        };
-        plan.vault = Some(target.id.name.clone());
-        let changes = plan.has_changes();
-        let intended = plan.rules_after(&live.ip_rules);
-        report.plan = Some(plan);
-        if !changes {
-            return Outcome::InSync;
-        }
-        if run.dry_run {
-            return Outcome::WouldApply;
-        }
+            if run.dry_run {
+                return Outcome::WouldApply;
+            }
 
-        // Act: first note what is about to be added, so that a crash after the PATCH cannot
-        // make tagfence forget it added those rules; then one PATCH with the whole networkAcls.
-        if let (Some(state), Some(remembered)) = (run.state, remembered) {
-            let adding = &report.plan.as_ref().expect("kept above").add;
-            let mut pending = remembered.pending.clone();
-            pending.extend(adding.iter().copied());
-            pending.sort_unstable();
-            pending.dedup();
-            if pending != remembered.pending {
-                let mut intent = remembered.clone();
-                intent.pending = pending;
-                if let Err(err) = state.write_vault(&target.id, &intent).await {
-                    return Outcome::Failed {
-                        error: format!("recording the rules about to be added in the state: {err}; nothing written"),
-                    };
+            // First note what is about to be added, so that a crash after the PATCH cannot make
+            // tagfence forget it added those rules.
+            if let (Some(state), Some(remembered)) = (run.state, remembered.as_deref_mut()) {
+                let mut pending = remembered.pending.clone();
+                pending.extend(adding);
+                pending.sort_unstable();
+                pending.dedup();
+                if pending != remembered.pending {
+                    let mut intent = remembered.clone();
+                    intent.pending = pending;
+                    if let Err(err) = state.write_vault(&target.id, &intent).await {
+                        return Outcome::Failed {
+                            error: format!("recording the rules about to be added in the state: {err}; nothing written"),
+                        };
+                    }
+                    *remembered = intent;
                 }
-                *remembered = intent;
             }
-        }
-        let update = NetworkAclsUpdate::keeping(live, intended.clone());
+
+            let fresh = match self.arm.get_vault(&target.id).await {
+                Ok(fresh) => fresh,
+                Err(err) => {
+                    return Outcome::Failed {
+                        error: format!(
+                            "reading the vault again before writing: {}; nothing written",
+                            error_chain(&err)
+                        ),
+                    }
+                }
+            };
+            if same_firewall(&fresh.acl, &vault.acl) {
+                break intended;
+            }
+            if attempt == MAX_PLAN_ATTEMPTS {
+                return Outcome::Failed {
+                    error: format!("the vault's firewall changed {MAX_PLAN_ATTEMPTS} times while tagfence planned; nothing written, the next run tries again"),
+                };
+            }
+            info!(
+                attempt,
+                "the vault's firewall changed while planning; planning again"
+            );
+            attempt += 1;
+            vault = fresh;
+        };
+
+        // Act: one PATCH with the whole networkAcls as last read, the IP rules replaced.
+        let update = NetworkAclsUpdate::keeping(&vault.acl, intended.clone());
         report.wrote = true;
         if let Err(err) = self.arm.patch_network_acls(&target.id, &update).await {
             return Outcome::Failed {
@@ -410,6 +450,19 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// How often a vault is planned again when its firewall keeps changing under tagfence.
+const MAX_PLAN_ATTEMPTS: u32 = 3;
+
+/// Whether two reads show the same firewall (rules compared as sets: order is not meaning).
+fn same_firewall(a: &LiveAcl, b: &LiveAcl) -> bool {
+    let rules = |acl: &LiveAcl| acl.ip_rules.iter().copied().collect::<HashSet<Ipv4Net>>();
+    a.default_action == b.default_action
+        && a.bypass == b.bypass
+        && a.public_network_access == b.public_network_access
+        && a.virtual_network_rules == b.virtual_network_rules
+        && rules(a) == rules(b)
 }
 
 /// Updates what is remembered of a vault after its reconcile: the last run always; the

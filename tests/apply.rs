@@ -79,15 +79,15 @@ async fn apply_writes_the_plan_once_keeps_the_rest_and_a_second_run_writes_nothi
             "{field}"
         );
     }
-    // One GET, one PATCH, one GET per changed vault.
-    assert_eq!(
-        vault_routes(&emulator, "kv-prod"),
-        [Route::VaultGet, Route::VaultPatch, Route::VaultGet]
-    );
-    assert_eq!(
-        vault_routes(&emulator, "kv-build"),
-        [Route::VaultGet, Route::VaultPatch, Route::VaultGet]
-    );
+    // Per changed vault: read, read again just before writing, one PATCH, read to verify.
+    let changed = [
+        Route::VaultGet,
+        Route::VaultGet,
+        Route::VaultPatch,
+        Route::VaultGet,
+    ];
+    assert_eq!(vault_routes(&emulator, "kv-prod"), changed);
+    assert_eq!(vault_routes(&emulator, "kv-build"), changed);
 
     // Second run: one GET per vault, no write.
     emulator.clear_requests();
@@ -495,6 +495,7 @@ async fn overlapping_runs_on_one_vault_are_serialised_and_write_once() {
     assert_eq!(
         vault_routes(&emulator, "kv-prod"),
         [
+            Route::VaultGet,
             Route::VaultGet,
             Route::VaultPatch,
             Route::VaultGet,
