@@ -146,6 +146,15 @@ param graceDays string = ''
 @description('TAGFENCE_ALLOW_OLDER: accept a Service Tags document older than the last one applied (default false).')
 param allowOlder string = ''
 
+@description('TAGFENCE_DISCOVER_SUBSCRIPTIONS: comma-separated subscription ids; every vault there carrying the discovery tag is managed too. The vault role is assigned on each.')
+param discoverSubscriptions string = ''
+
+@description('TAGFENCE_DISCOVER_MANAGEMENT_GROUPS: comma-separated management group names to discover tagged vaults under. Assign the vault role there yourself (docs/deploy.md): a subscription-scope deployment cannot.')
+param discoverManagementGroups string = ''
+
+@description('TAGFENCE_DISCOVER_TAG: the tag that marks a vault for discovery (default tagfence).')
+param discoverTag string = 'tagfence'
+
 // ---------------------------------------------------------------------------------------------
 // Platform
 // ---------------------------------------------------------------------------------------------
@@ -196,7 +205,7 @@ var vaultIdsGiven = [for v in split(vaults, ','): trim(v)]
 var vaultIds = filter(vaultIdsGiven, v => !empty(v))
 var roleResourceGroupIdsGiven = [for v in split(vaultRoleResourceGroups, ','): trim(v)]
 var roleResourceGroupIds = filter(roleResourceGroupIdsGiven, v => !empty(v))
-var roleSubscriptionIdsGiven = [for v in split(vaultRoleSubscriptions, ','): last(split(trim(v), '/'))]
+var roleSubscriptionIdsGiven = [for v in split('${vaultRoleSubscriptions},${discoverSubscriptions}', ','): last(split(trim(v), '/'))]
 var roleSubscriptionIds = filter(roleSubscriptionIdsGiven, v => !empty(v))
 
 var usesApi = toLower(trim(source)) == 'api'
@@ -273,6 +282,9 @@ module app 'app/resources.bicep' = {
     stateCaFile: stateCaFile
     graceDays: graceDays
     allowOlder: allowOlder
+    discoverSubscriptions: discoverSubscriptions
+    discoverManagementGroups: discoverManagementGroups
+    discoverTag: discoverTag
   }
 }
 

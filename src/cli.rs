@@ -20,6 +20,7 @@ use crate::core::desired::{self, FitMode, Limits, Selection};
 use crate::core::fit::Slash31;
 use crate::core::live::{self, LiveAcl};
 use crate::core::plan::{self, PlanInput};
+use crate::core::profiles;
 use crate::core::render;
 use crate::core::service_tags::ServiceTags;
 use crate::run::{RunRequest, Runner};
@@ -90,7 +91,8 @@ pub struct ApplyArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct SelectionArgs {
     /// A service tag to allow, e.g. AzureDevOps or AzureCloud.westeurope (repeatable;
-    /// case-insensitive exact match).
+    /// case-insensitive exact match), or a profile: `hosted-agents:<geography>` (every region
+    /// of the geography, its capacity fallback, and AzureDevOps) or `azure-devops`.
     #[arg(
         long = "tag",
         value_name = "NAME",
@@ -257,12 +259,13 @@ impl SelectionArgs {
             .filter(|r| !r.trim().is_empty())
             .map(|r| desired::parse_static_rule(r).context("invalid --static-rule"))
             .collect::<Result<Vec<_>>>()?;
-        let tags = self
+        let named: Vec<String> = self
             .tags
             .iter()
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
             .collect();
+        let tags = profiles::expand(&named).context("invalid --tag")?;
         Ok(Selection {
             tags,
             static_rules,

@@ -35,6 +35,7 @@ use crate::azure::http::HttpOptions;
 use crate::azure::{self, CloudEndpoints, VaultId};
 use crate::cli::{FitArg, LimitArgs, SelectionArgs, Slash31Arg};
 use crate::core::desired::{self, Limits, Selection};
+use crate::core::profiles;
 use crate::core::service_tags::Cloud;
 use crate::source::{self, SourceSpec};
 use crate::state::blob::DEFAULT_CONTAINER;
@@ -221,6 +222,57 @@ pub struct RunArgs {
     /// Use a Service Tags document older than the one last applied (normally refused).
     #[arg(long, env = "TAGFENCE_ALLOW_OLDER")]
     pub allow_older: bool,
+
+    /// Also manage every vault carrying the discovery tag in this subscription (repeatable),
+    /// found with Azure Resource Graph at each run.
+    #[arg(
+        long = "discover-subscription",
+        value_name = "ID",
+        env = "TAGFENCE_DISCOVER_SUBSCRIPTIONS",
+        value_delimiter = ','
+    )]
+    pub discover_subscriptions: Vec<String>,
+
+    /// Also manage every vault carrying the discovery tag under this management group
+    /// (repeatable).
+    #[arg(
+        long = "discover-management-group",
+        value_name = "NAME",
+        env = "TAGFENCE_DISCOVER_MANAGEMENT_GROUPS",
+        value_delimiter = ','
+    )]
+    pub discover_management_groups: Vec<String>,
+
+    /// The tag that marks a vault for discovery; its value names the service tags, profiles
+    /// and static rules to allow (`default` for the defaults).
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "TAGFENCE_DISCOVER_TAG",
+        default_value = DEFAULT_DISCOVERY_TAG
+    )]
+    pub discover_tag: String,
+}
+
+/// The tag that marks a vault for discovery, by default.
+pub const DEFAULT_DISCOVERY_TAG: &str = "tagfence";
+
+/// Where and how vaults are discovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    pub subscriptions: Vec<String>,
+    pub management_groups: Vec<String>,
+    /// The tag that marks a vault.
+    pub tag: String,
+}
+
+/// How a target came to be managed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSource {
+    /// Listed in the configuration.
+    Listed,
+    /// Found by its discovery tag, with this value.
+    Discovered { tag: String, value: String },
 }
 
 /// Where tagfence keeps its state.
@@ -254,6 +306,7 @@ pub struct VaultTarget {
     pub selection: Selection,
     pub limits: Limits,
     pub prune: bool,
+    pub source: TargetSource,
 }
 
 /// A validated run configuration.
@@ -272,6 +325,10 @@ pub struct Config {
     /// Days to keep a changed tag's previous ranges (0: none).
     pub grace_days: u32,
     pub allow_older: bool,
+    /// Tagged vaults to manage besides the listed ones.
+    pub discovery: Option<Discovery>,
+    /// The settings a discovered vault gets (built in < file `[defaults]` < flags).
+    defaults: Resolved,
 }
 
 /// Why the configuration was refused. Each names the setting at fault.
@@ -291,6 +348,14 @@ pub enum ConfigError {
     NothingSelected { vault: String },
     #[error("vault {vault}: invalid static rule: {reason}")]
     StaticRule { vault: String, reason: String },
+    #[error("vault {vault}: {reason}")]
+    Profile { vault: String, reason: String },
+    #[error("its tag {tag}='{value}': {reason}")]
+    Discovered {
+        tag: String,
+        value: String,
+        reason: String,
+    },
     #[error("{setting}: {reason}")]
     Setting {
         setting: &'static str,
@@ -497,7 +562,55 @@ impl Config {
             state,
             grace_days: args.grace_days,
             allow_older: args.allow_older,
+            discovery: discovery(args)?,
+            defaults,
         })
+    }
+
+    /// The target for a discovered vault whose discovery tag has `value`: the defaults, with
+    /// the tags and profiles the value names (all of the defaults' when it names none, or is
+    /// `default`) and the static rules it gives added to the defaults' ones.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the vault and what in the value is wrong.
+    pub fn discovered_target(&self, id: VaultId, value: &str) -> Result<VaultTarget, ConfigError> {
+        let tag = self
+            .discovery
+            .as_ref()
+            .map_or(DEFAULT_DISCOVERY_TAG, |d| d.tag.as_str())
+            .to_owned();
+        let mut settings = self.defaults.clone();
+        let tokens: Vec<&str> = value
+            .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let defaults_only = tokens.is_empty()
+            || (tokens.len() == 1
+                && ["default", "on", "true", "yes"]
+                    .iter()
+                    .any(|word| tokens[0].eq_ignore_ascii_case(word)));
+        if !defaults_only {
+            // A token starting with a digit is a rule (no tag or profile name does).
+            let (rules, names): (Vec<&str>, Vec<&str>) = tokens
+                .iter()
+                .partition(|t| t.starts_with(|c: char| c.is_ascii_digit()));
+            if !names.is_empty() {
+                settings.tags = names.iter().map(|n| (*n).to_owned()).collect();
+            }
+            settings
+                .static_rules
+                .extend(rules.iter().map(|r| (*r).to_owned()));
+        }
+        let mut target = target(id, &settings).map_err(|err| ConfigError::Discovered {
+            tag: tag.clone(),
+            value: value.to_owned(),
+            reason: err.to_string(),
+        })?;
+        target.source = TargetSource::Discovered {
+            tag,
+            value: value.to_owned(),
+        };
+        Ok(target)
     }
 
     /// The target for `vault` (by id or, when unambiguous, by name).
@@ -527,12 +640,16 @@ fn target(id: VaultId, settings: &Resolved) -> Result<VaultTarget, ConfigError> 
             vault: id.name.clone(),
             reason: e.to_string(),
         })?;
-    let tags: Vec<String> = settings
+    let named: Vec<String> = settings
         .tags
         .iter()
         .map(|t| t.trim().to_owned())
         .filter(|t| !t.is_empty())
         .collect();
+    let tags = profiles::expand(&named).map_err(|e| ConfigError::Profile {
+        vault: id.name.clone(),
+        reason: e.to_string(),
+    })?;
     if tags.is_empty() && static_rules.is_empty() {
         return Err(ConfigError::NothingSelected {
             vault: id.to_string(),
@@ -556,7 +673,48 @@ fn target(id: VaultId, settings: &Resolved) -> Result<VaultTarget, ConfigError> 
         },
         limits: settings.limits.clone(),
         prune: settings.prune,
+        source: TargetSource::Listed,
     })
+}
+
+/// Discovery as the flags give it; `None` without a subscription or management group.
+fn discovery(args: &RunArgs) -> Result<Option<Discovery>, ConfigError> {
+    let clean = |values: &[String]| -> Vec<String> {
+        values
+            .iter()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect()
+    };
+    let subscriptions = clean(&args.discover_subscriptions);
+    let management_groups = clean(&args.discover_management_groups);
+    if subscriptions.is_empty() && management_groups.is_empty() {
+        return Ok(None);
+    }
+    if let Some(bad) = subscriptions
+        .iter()
+        .find(|s| s.len() != 36 || !s.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+    {
+        return Err(ConfigError::Setting {
+            setting: "--discover-subscription (TAGFENCE_DISCOVER_SUBSCRIPTIONS)",
+            reason: format!("'{bad}' is not a subscription id (a GUID)"),
+        });
+    }
+    let tag = match args.discover_tag.trim() {
+        "" => DEFAULT_DISCOVERY_TAG.to_owned(),
+        tag if tag.contains(['\'', '"', '\\']) => {
+            return Err(ConfigError::Setting {
+                setting: "--discover-tag (TAGFENCE_DISCOVER_TAG)",
+                reason: format!("'{tag}' may not contain quotes or backslashes"),
+            })
+        }
+        tag => tag.to_owned(),
+    };
+    Ok(Some(Discovery {
+        subscriptions,
+        management_groups,
+        tag,
+    }))
 }
 
 /// A grace window longer than this is surely a typo (a tag changes every few weeks at most).

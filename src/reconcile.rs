@@ -50,7 +50,7 @@ use tracing::{info, warn, Instrument};
 use crate::azure::arm::{ArmClient, NetworkAclsUpdate};
 use crate::azure::http::error_chain;
 use crate::azure::VaultId;
-use crate::config::VaultTarget;
+use crate::config::{TargetSource, VaultTarget};
 use crate::core::live::LiveAcl;
 use crate::core::plan::{self, Plan, PlanError, PlanInput, Recorded};
 use crate::core::service_tags::ServiceTags;
@@ -71,6 +71,9 @@ pub enum Outcome {
     WouldApply,
     /// The plan was refused by a guard or could not be made; nothing written.
     Refused { reason: String },
+    /// A discovered vault whose tag changed or went since it was discovered (the index lags);
+    /// nothing written, the next run uses what the tag says then.
+    Skipped { reason: String },
     /// A call failed; the vault is as it was, or (after a successful write that could not be
     /// verified) at the new intended state.
     Failed { error: String },
@@ -89,6 +92,7 @@ impl Outcome {
             Outcome::Applied => "applied",
             Outcome::WouldApply => "would_apply",
             Outcome::Refused { .. } => "refused",
+            Outcome::Skipped { .. } => "skipped",
             Outcome::Failed { .. } => "failed",
         }
     }
@@ -96,7 +100,7 @@ impl Outcome {
     /// The reason or error, if any.
     pub fn detail(&self) -> Option<&str> {
         match self {
-            Outcome::Refused { reason } => Some(reason),
+            Outcome::Refused { reason } | Outcome::Skipped { reason } => Some(reason),
             Outcome::Failed { error } => Some(error),
             _ => None,
         }
@@ -222,6 +226,7 @@ impl Reconciler {
                     )
                 }
                 Outcome::Refused { reason } => warn!(%reason, "plan refused; nothing written"),
+                Outcome::Skipped { reason } => info!(%reason, "skipped; nothing written"),
                 Outcome::Failed { error } => {
                     warn!(%error, wrote = report.wrote, "reconcile failed")
                 }
@@ -302,6 +307,23 @@ impl Reconciler {
                 }
             }
         };
+        // A discovered vault is managed only while its tag says so: Resource Graph lags
+        // behind a tag change, ARM does not.
+        if let TargetSource::Discovered { tag, value } = &target.source {
+            match vault.tag(tag) {
+                None => {
+                    return Outcome::Skipped {
+                        reason: format!("it no longer carries the tag '{tag}' (the discovery index lags behind); tagfence leaves it alone from now on"),
+                    }
+                }
+                Some(now) if now != value => {
+                    return Outcome::Skipped {
+                        reason: format!("its tag {tag} changed from '{value}' to '{now}' since the discovery index was built; the next run applies the new value"),
+                    }
+                }
+                Some(_) => {}
+            }
+        }
         let live = &vault.acl;
         if live.public_access_disabled() {
             report.warnings.push(

@@ -24,10 +24,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::azure::arm::ArmClient;
+use crate::azure::arm::{ArmClient, GraphScope};
 use crate::azure::auth::{self, IdentityEnv};
 use crate::azure::VaultId;
-use crate::config::{Config, StateSpec, VaultTarget};
+use crate::config::{Config, Discovery, StateSpec, VaultTarget};
 use crate::core::desired::GraceTag;
 use crate::core::render::{self, PLAN_FORMAT_VERSION};
 use crate::core::service_tags::{Cloud, ServiceTags};
@@ -52,8 +52,12 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error("no vaults configured (give --vault / TAGFENCE_VAULTS or a configuration file)")]
     NoVaults,
-    #[error("unknown vault '{0}': not one of the configured vaults")]
+    #[error("unknown vault '{0}': not one of the managed vaults (listed or discovered)")]
     UnknownVault(String),
+    #[error("vault {vault} is not managed: {reason}")]
+    NotManaged { vault: String, reason: String },
+    #[error("discovering vaults: {0}")]
+    Discovery(String),
     #[error("setting up the state in {spec}: {detail}")]
     StateSetup { spec: String, detail: String },
     #[error("reading or writing the state: {0}")]
@@ -118,6 +122,14 @@ pub struct Runner {
     state: Option<State>,
     /// The credential in use, for logs.
     pub credential: String,
+}
+
+/// The vaults of a run.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    pub targets: Vec<VaultTarget>,
+    /// Discovered vaults whose tag value is invalid, with the reason: reported as refused.
+    pub invalid: Vec<(VaultId, String)>,
 }
 
 /// What a run learnt from the state before reconciling.
@@ -186,7 +198,8 @@ impl Runner {
         &self.config
     }
 
-    /// The targets a request names.
+    /// The listed targets a request names, without discovery (to check a request before any
+    /// call is made).
     ///
     /// # Errors
     /// [`RunError::NoVaults`] or [`RunError::UnknownVault`].
@@ -208,9 +221,178 @@ impl Runner {
         }
     }
 
-    /// Whether `vault` is one this runner manages.
+    /// Whether `vault` is one of the listed vaults.
     pub fn manages(&self, vault: &VaultId) -> bool {
         self.config.targets.iter().any(|t| t.id.same_as(vault))
+    }
+
+    /// Whether vaults are also discovered by their tag.
+    pub fn discovers(&self) -> bool {
+        self.config.discovery.is_some()
+    }
+
+    /// The targets of a run: the listed vaults and, with discovery, the tagged ones (Resource
+    /// Graph); a vault named by id that Resource Graph does not know yet (it lags) is read
+    /// through ARM and taken when it carries the tag and lies in a discovery scope.
+    ///
+    /// # Errors
+    /// [`RunError::NoVaults`], [`RunError::UnknownVault`], [`RunError::NotManaged`], or
+    /// [`RunError::Discovery`] when Resource Graph or ARM cannot be asked.
+    pub async fn resolve_targets(&self, request: &RunRequest) -> Result<Targets, RunError> {
+        let Some(discovery) = &self.config.discovery else {
+            return Ok(Targets {
+                targets: self.targets(request)?,
+                invalid: Vec::new(),
+            });
+        };
+        let listed = &self.config.targets;
+        let mut all = Targets {
+            targets: listed.clone(),
+            invalid: Vec::new(),
+        };
+        let all_listed = request.only.as_ref().is_some_and(|names| {
+            names
+                .iter()
+                .all(|name| self.config.find_target(name).is_some())
+        });
+        if !all_listed {
+            for (id, value) in self.discover(discovery).await? {
+                if listed.iter().any(|t| t.id.same_as(&id)) {
+                    continue;
+                }
+                match self.config.discovered_target(id.clone(), &value) {
+                    Ok(target) => all.targets.push(target),
+                    Err(err) => all.invalid.push((id, err.to_string())),
+                }
+            }
+        }
+        let Some(names) = &request.only else {
+            return Ok(all);
+        };
+        let mut chosen = Targets {
+            targets: Vec::new(),
+            invalid: Vec::new(),
+        };
+        for name in names {
+            let by_id = name.parse::<VaultId>().ok();
+            let matches = |id: &VaultId| match &by_id {
+                Some(wanted) => id.same_as(wanted),
+                None => id.name.eq_ignore_ascii_case(name.trim()),
+            };
+            if let Some(target) = all.targets.iter().find(|t| matches(&t.id)) {
+                chosen.targets.push(target.clone());
+            } else if let Some(invalid) = all.invalid.iter().find(|(id, _)| matches(id)) {
+                chosen.invalid.push(invalid.clone());
+            } else if let Some(id) = by_id {
+                match self.onboard(discovery, id).await? {
+                    Ok(target) => chosen.targets.push(target),
+                    Err(invalid) => chosen.invalid.push(invalid),
+                }
+            } else {
+                return Err(RunError::UnknownVault(name.clone()));
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// Every vault carrying the discovery tag in the discovery scopes, with the tag's value.
+    async fn discover(&self, discovery: &Discovery) -> Result<Vec<(VaultId, String)>, RunError> {
+        let tag = &discovery.tag;
+        let query = format!(
+            "resources | where type =~ 'microsoft.keyvault/vaults' | where isnotempty(tags['{tag}']) | project id, name, subscriptionId, value = tostring(tags['{tag}'])"
+        );
+        let mut scopes = Vec::new();
+        if !discovery.subscriptions.is_empty() {
+            scopes.push(GraphScope::Subscriptions(discovery.subscriptions.clone()));
+        }
+        if !discovery.management_groups.is_empty() {
+            scopes.push(GraphScope::ManagementGroups(
+                discovery.management_groups.clone(),
+            ));
+        }
+        let mut found: Vec<(VaultId, String)> = Vec::new();
+        for scope in &scopes {
+            let rows = self
+                .arm
+                .resource_graph(scope, &query)
+                .await
+                .map_err(|err| RunError::Discovery(err.to_string()))?;
+            for row in rows {
+                let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
+                let Ok(vault) = id.parse::<VaultId>() else {
+                    warn!(
+                        id,
+                        "Resource Graph returned a row that is not a vault id; ignored"
+                    );
+                    continue;
+                };
+                if found.iter().any(|(known, _)| known.same_as(&vault)) {
+                    continue;
+                }
+                let value = row
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                found.push((vault, value));
+            }
+        }
+        info!(vaults = found.len(), tag = %tag, "discovered tagged vaults");
+        Ok(found)
+    }
+
+    /// A vault named by id that discovery has not found (yet): taken when it carries the tag
+    /// (read through ARM, never from the lagging index) and lies in a discovery scope.
+    /// `Ok(Err(..))` is a vault that is tagged but whose tag value is invalid.
+    async fn onboard(
+        &self,
+        discovery: &Discovery,
+        id: VaultId,
+    ) -> Result<Result<VaultTarget, (VaultId, String)>, RunError> {
+        let not_managed = |reason: String| RunError::NotManaged {
+            vault: id.to_string(),
+            reason,
+        };
+        let mut in_scope = discovery
+            .subscriptions
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(&id.subscription));
+        if !in_scope && !discovery.management_groups.is_empty() {
+            // Only whether the vault exists under the groups: that part of the index does not
+            // lag behind a tag change.
+            let query = format!(
+                "resources | where id =~ '{}' | project id",
+                id.to_string().replace('\'', "")
+            );
+            let scope = GraphScope::ManagementGroups(discovery.management_groups.clone());
+            in_scope = !self
+                .arm
+                .resource_graph(&scope, &query)
+                .await
+                .map_err(|err| RunError::Discovery(err.to_string()))?
+                .is_empty();
+        }
+        if !in_scope {
+            return Err(not_managed(
+                "it is neither listed nor in a discovery scope".to_owned(),
+            ));
+        }
+        let vault = self
+            .arm
+            .get_vault(&id)
+            .await
+            .map_err(|err| RunError::Discovery(err.to_string()))?;
+        let Some(value) = vault.tag(&discovery.tag) else {
+            return Err(not_managed(format!(
+                "it is neither listed nor tagged '{}'",
+                discovery.tag
+            )));
+        };
+        info!(vault = %id.name, value, "onboarding a newly tagged vault");
+        Ok(self
+            .config
+            .discovered_target(id.clone(), value)
+            .map_err(|err| (id, err.to_string())))
     }
 
     /// Fetches the Service Tags once and reconciles the requested vaults; records the run
@@ -229,7 +411,9 @@ impl Runner {
             span,
         )
         .await;
-        if let Some(state) = &self.state {
+        // A write event about a vault tagfence does not manage is no run worth a record.
+        let not_ours = matches!(result, Err(RunError::NotManaged { .. }));
+        if let (Some(state), false) = (&self.state, not_ours) {
             let record = match &result {
                 Ok(report) => report.record(now),
                 Err(err) => RunRecord {
@@ -264,7 +448,7 @@ impl Runner {
         run_id: &str,
         started: Instant,
     ) -> Result<RunReport, RunError> {
-        let targets = self.targets(request)?;
+        let Targets { targets, invalid } = self.resolve_targets(request).await?;
         let fetcher = Fetcher {
             cloud: self.config.cloud,
             min_tags: self.config.min_service_tags,
@@ -284,7 +468,7 @@ impl Runner {
         for warning in &prepared.warnings {
             warn!(%warning);
         }
-        let vaults = self
+        let mut vaults = self
             .reconciler
             .reconcile_all(
                 &prepared.targets,
@@ -300,7 +484,26 @@ impl Runner {
                 self.config.concurrency,
             )
             .await;
+        // Tagged vaults whose tag value is invalid: refused, nothing read or written.
+        for (vault, reason) in invalid {
+            warn!(vault = %vault.name, %reason, "discovered vault refused");
+            vaults.push(VaultReport {
+                vault,
+                outcome: Outcome::Refused { reason },
+                plan: None,
+                warnings: Vec::new(),
+                wrote: false,
+                ownership_known: false,
+                elapsed_ms: 0,
+            });
+        }
         let mut warnings = prepared.warnings;
+        if vaults.is_empty() {
+            warnings.push(
+                "no vaults to reconcile: none listed, and discovery found no tagged vault"
+                    .to_owned(),
+            );
+        }
         let applied_somewhere = vaults
             .iter()
             .any(|v| matches!(v.outcome, Outcome::Applied | Outcome::InSync));
@@ -510,7 +713,7 @@ impl Runner {
     ///
     /// # Errors
     /// [`RunError::StateSetup`] when no state is configured; [`RunError::State`] when it
-    /// cannot be read.
+    /// cannot be read; [`RunError::Discovery`] when discovered vaults cannot be listed.
     pub async fn status(&self) -> Result<StatusReport, RunError> {
         let Some(state) = &self.state else {
             return Err(RunError::StateSetup {
@@ -519,10 +722,21 @@ impl Runner {
             });
         };
         let source = state.read_source(self.config.cloud).await?;
-        let mut vaults = Vec::with_capacity(self.config.targets.len());
-        for target in &self.config.targets {
-            let remembered = state.read_vault(&target.id).await?;
-            vaults.push((target.id.clone(), remembered));
+        let ids: Vec<VaultId> = if self.discovers() {
+            let found = self.resolve_targets(&RunRequest::default()).await?;
+            found
+                .targets
+                .into_iter()
+                .map(|t| t.id)
+                .chain(found.invalid.into_iter().map(|(id, _)| id))
+                .collect()
+        } else {
+            self.config.targets.iter().map(|t| t.id.clone()).collect()
+        };
+        let mut vaults = Vec::with_capacity(ids.len());
+        for id in ids {
+            let remembered = state.read_vault(&id).await?;
+            vaults.push((id, remembered));
         }
         Ok(StatusReport {
             state: state.describe(),
@@ -794,14 +1008,20 @@ impl RunReport {
 
     /// One line: how many vaults ended how.
     pub fn summary(&self) -> String {
+        let skipped = self.count(|o| matches!(o, Outcome::Skipped { .. }));
         format!(
-            "{} vaults: {} applied, {} would change (dry run), {} in sync, {} refused, {} failed; Service Tags {} change {} in {} ms",
+            "{} vaults: {} applied, {} would change (dry run), {} in sync, {} refused, {} failed{}; Service Tags {} change {} in {} ms",
             self.vaults.len(),
             self.count(|o| matches!(o, Outcome::Applied)),
             self.count(|o| matches!(o, Outcome::WouldApply)),
             self.count(|o| matches!(o, Outcome::InSync)),
             self.count(|o| matches!(o, Outcome::Refused { .. })),
             self.count(|o| matches!(o, Outcome::Failed { .. })),
+            if skipped > 0 {
+                format!(", {skipped} skipped")
+            } else {
+                String::new()
+            },
             self.source.cloud,
             self.source.change_number,
             self.elapsed_ms
@@ -824,6 +1044,7 @@ impl RunReport {
                 Outcome::Applied => "applied and verified.".to_owned(),
                 Outcome::WouldApply => "would change (dry run; nothing written).".to_owned(),
                 Outcome::Refused { reason } => format!("refused, nothing written: {reason}"),
+                Outcome::Skipped { reason } => format!("skipped, nothing written: {reason}"),
                 Outcome::Failed { error } => format!("failed: {error}"),
             };
             let _ = writeln!(out, "== {name}: {status}");

@@ -61,6 +61,9 @@ param stateContainer string
 param stateCaFile string
 param graceDays string
 param allowOlder string
+param discoverSubscriptions string
+param discoverManagementGroups string
+param discoverTag string
 
 var functionAppName = 'func-tagfence-${resourceToken}'
 var deploymentContainerName = 'app-package-${resourceToken}'
@@ -337,6 +340,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TAGFENCE_STATE_CA_FILE: stateCaFile
     TAGFENCE_GRACE_DAYS: graceDays
     TAGFENCE_ALLOW_OLDER: allowOlder
+    TAGFENCE_DISCOVER_SUBSCRIPTIONS: discoverSubscriptions
+    TAGFENCE_DISCOVER_MANAGEMENT_GROUPS: discoverManagementGroups
+    TAGFENCE_DISCOVER_TAG: discoverTag
   }
   dependsOn: [
     stateContainer

@@ -8,6 +8,7 @@ use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 use url::Url;
 
+use super::budget::{WriteBudget, REMAINING_WRITES_HEADER};
 use super::http::{self, AzureError, HttpOptions};
 use super::VaultId;
 use crate::core::live::LiveAcl;
@@ -23,6 +24,22 @@ pub const SERVICE_TAGS_API_VERSION: &str = "2023-09-01";
 /// Discovery API pages followed at most, in case a service keeps returning `nextLink`.
 const MAX_SERVICE_TAG_PAGES: usize = 100;
 
+/// Resource Graph API version: the latest stable in the spec (azure-interfaces.md §2.8).
+pub const RESOURCE_GRAPH_API_VERSION: &str = "2024-04-01";
+
+/// Rows per Resource Graph page (its maximum; UNVERIFIED, so a smaller page is followed too).
+const RESOURCE_GRAPH_PAGE: u32 = 1000;
+
+/// Resource Graph pages followed at most: a million rows.
+const MAX_RESOURCE_GRAPH_PAGES: usize = 1000;
+
+/// Where a Resource Graph query looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GraphScope {
+    Subscriptions(Vec<String>),
+    ManagementGroups(Vec<String>),
+}
+
 /// A vault as read.
 #[derive(Debug, Clone)]
 pub struct Vault {
@@ -31,6 +48,18 @@ pub struct Vault {
     pub acl: LiveAcl,
     /// The document ARM returned, kept for logs and records.
     pub raw: Value,
+}
+
+impl Vault {
+    /// The value of the vault's tag `name` (ARM tag names are case-insensitive).
+    pub fn tag(&self, name: &str) -> Option<&str> {
+        self.raw
+            .get("tags")
+            .and_then(Value::as_object)?
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .and_then(|(_, value)| value.as_str())
+    }
 }
 
 /// The `networkAcls` tagfence writes: everything as read, with new IP rules.
@@ -83,6 +112,8 @@ pub struct ArmClient {
     pipeline: Pipeline,
     endpoint: Url,
     options: HttpOptions,
+    /// Shared by every clone: one budget per subscription for the whole process.
+    budget: Arc<WriteBudget>,
 }
 
 impl ArmClient {
@@ -101,6 +132,7 @@ impl ArmClient {
             pipeline: http::pipeline(Some((credential, scope)), &options),
             endpoint,
             options,
+            budget: Arc::new(WriteBudget::default()),
         })
     }
 
@@ -147,7 +179,23 @@ impl ArmClient {
         );
         request.insert_header("content-type", "application/json");
         request.set_body(serde_json::to_vec(&update.body()).expect("a JSON value serialises"));
+        let waited = self.budget.acquire(&id.subscription).await;
+        if waited >= std::time::Duration::from_millis(100) {
+            tracing::debug!(
+                waited_ms = waited.as_millis() as u64,
+                "waited for ARM's write budget"
+            );
+        }
         let response = http::send(&self.pipeline, &mut request, &operation, &self.options).await?;
+        if let Some(remaining) = response
+            .headers()
+            .get_optional_str(&azure_core::http::headers::HeaderName::from_static(
+                REMAINING_WRITES_HEADER,
+            ))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        {
+            self.budget.observe_remaining(&id.subscription, remaining);
+        }
         vault_from(id, response.body(), &operation)
     }
 
@@ -192,6 +240,76 @@ impl ArmClient {
         Err(AzureError::Decode {
             operation,
             detail: format!("more than {MAX_SERVICE_TAG_PAGES} pages"),
+        })
+    }
+
+    /// Runs a Resource Graph query in `scope` and returns every row, all pages followed
+    /// (`$skipToken`). The query must `project id` (Resource Graph pages stably only then).
+    ///
+    /// # Errors
+    /// [`AzureError`] from a call, or [`AzureError::Decode`] for an answer without `data`.
+    pub async fn resource_graph(
+        &self,
+        scope: &GraphScope,
+        query: &str,
+    ) -> Result<Vec<Value>, AzureError> {
+        let operation = match scope {
+            GraphScope::Subscriptions(ids) => format!(
+                "querying Resource Graph in subscriptions {}",
+                ids.join(", ")
+            ),
+            GraphScope::ManagementGroups(names) => format!(
+                "querying Resource Graph in management groups {}",
+                names.join(", ")
+            ),
+        };
+        let url = self.url(
+            "/providers/Microsoft.ResourceGraph/resources",
+            RESOURCE_GRAPH_API_VERSION,
+        );
+        let mut rows = Vec::new();
+        let mut skip_token: Option<String> = None;
+        for _ in 0..MAX_RESOURCE_GRAPH_PAGES {
+            let mut body = json!({
+                "query": query,
+                "options": {"$top": RESOURCE_GRAPH_PAGE, "resultFormat": "objectArray"},
+            });
+            match scope {
+                GraphScope::Subscriptions(ids) => body["subscriptions"] = json!(ids),
+                GraphScope::ManagementGroups(names) => body["managementGroups"] = json!(names),
+            }
+            if let Some(token) = &skip_token {
+                body["options"]["$skipToken"] = json!(token);
+            }
+            let mut request = Request::new(url.clone(), Method::Post);
+            request.insert_header("content-type", "application/json");
+            request.set_body(serde_json::to_vec(&body).expect("a JSON value serialises"));
+            let response =
+                http::send(&self.pipeline, &mut request, &operation, &self.options).await?;
+            let page: Value =
+                serde_json::from_slice(response.body()).map_err(|err| AzureError::Decode {
+                    operation: operation.clone(),
+                    detail: format!("the answer is not JSON: {err}"),
+                })?;
+            let Some(data) = page.get("data").and_then(Value::as_array) else {
+                return Err(AzureError::Decode {
+                    operation,
+                    detail: "the answer has no data array".to_owned(),
+                });
+            };
+            rows.extend(data.iter().cloned());
+            skip_token = page
+                .get("$skipToken")
+                .and_then(Value::as_str)
+                .filter(|token| !token.is_empty())
+                .map(str::to_owned);
+            if skip_token.is_none() {
+                return Ok(rows);
+            }
+        }
+        Err(AzureError::Decode {
+            operation,
+            detail: format!("more than {MAX_RESOURCE_GRAPH_PAGES} pages"),
         })
     }
 

@@ -5,10 +5,12 @@
 //! - [`http`]: the `azure_core` pipeline shared by every call (retries honouring `Retry-After`,
 //!   a timeout per attempt and per call, a bearer token that is never sent over plain HTTP except
 //!   to a loopback emulator), and the error type.
-//! - [`arm`]: Key Vault GET/PATCH and the Service Tag Discovery API.
+//! - [`arm`]: Key Vault GET/PATCH, the Service Tag Discovery API and Resource Graph.
+//! - [`budget`]: ARM's write budget, kept on the client side.
 
 pub mod arm;
 pub mod auth;
+pub mod budget;
 pub mod http;
 
 use std::fmt;

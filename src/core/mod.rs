@@ -16,5 +16,6 @@ pub mod fit;
 mod json;
 pub mod live;
 pub mod plan;
+pub mod profiles;
 pub mod render;
 pub mod service_tags;

@@ -361,16 +361,22 @@ async fn sync(state: &AppState, req: &HttpRequestData) -> Response {
         dry_run,
         trigger: "http",
     };
-    // Check the vault names before fetching anything.
-    if let Err(err) = runner.targets(&request) {
-        let status = if matches!(err, RunError::NoVaults) {
-            500
-        } else {
-            400
-        };
-        return http_answer(status, json!({"error": err.to_string()}), vec![]);
+    // Check the vault names before fetching anything (discovered vaults are only known once
+    // Resource Graph answers, inside the run).
+    if !runner.discovers() {
+        if let Err(err) = runner.targets(&request) {
+            let status = if matches!(err, RunError::NoVaults) {
+                500
+            } else {
+                400
+            };
+            return http_answer(status, json!({"error": err.to_string()}), vec![]);
+        }
     }
     match runner.run(&request).await {
+        Err(err @ (RunError::UnknownVault(_) | RunError::NotManaged { .. })) => {
+            http_answer(400, json!({"error": err.to_string()}), vec![])
+        }
         Err(err) => http_answer(502, json!({"error": err.to_string()}), vec![]),
         Ok(report) => {
             let failed = report
@@ -511,18 +517,19 @@ async fn event_grid(
             Ok(runner) => runner,
             Err(message) => return failed(StatusCode::INTERNAL_SERVER_ERROR, message, None),
         };
-        if !runner.manages(&vault) {
-            info!(vault = %vault, "write to a vault tagfence does not manage; ignored");
-            return ok(InvocationResponse {
-                logs: vec![format!(
-                    "ignored a write to {}: not a managed vault",
-                    vault.name
-                )],
+        let ignore = |reason: &str| {
+            info!(vault = %vault, reason, "write to a vault tagfence does not manage; ignored");
+            ok(InvocationResponse {
+                logs: vec![format!("ignored a write to {}: {reason}", vault.name)],
                 return_value: json!({"ignored": vault.to_string()}),
                 ..Default::default()
-            });
+            })
+        };
+        // With discovery, a vault tagged a moment ago is onboarded now (read through ARM).
+        if !runner.manages(&vault) && !runner.discovers() {
+            return ignore("not a managed vault");
         }
-        info!(vault = %vault.name, "a managed vault was written; reconciling it");
+        info!(vault = %vault.name, "a vault tagfence may manage was written; reconciling it");
         let started = Instant::now();
         // Event Grid redelivers the whole batch on failure, and a reconcile is idempotent.
         match runner
@@ -533,6 +540,7 @@ async fn event_grid(
             })
             .await
         {
+            Err(RunError::NotManaged { reason, .. }) => ignore(&reason),
             Err(err) => failed(StatusCode::INTERNAL_SERVER_ERROR, err.to_string(), None),
             Ok(report) if report.failures() > 0 => failed(
                 StatusCode::INTERNAL_SERVER_ERROR,
