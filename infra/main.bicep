@@ -155,6 +155,10 @@ param discoverManagementGroups string = ''
 @description('TAGFENCE_DISCOVER_TAG: the tag that marks a vault for discovery (default tagfence).')
 param discoverTag string = 'tagfence'
 
+@secure()
+@description('TAGFENCE_NOTIFY_URL: a Slack- or Teams-compatible webhook for a message when a run changes a vault or fails (a secret; empty: none).')
+param notifyUrl string = ''
+
 // ---------------------------------------------------------------------------------------------
 // Platform
 // ---------------------------------------------------------------------------------------------
@@ -285,6 +289,7 @@ module app 'app/resources.bicep' = {
     discoverSubscriptions: discoverSubscriptions
     discoverManagementGroups: discoverManagementGroups
     discoverTag: discoverTag
+    notifyUrl: notifyUrl
   }
 }
 

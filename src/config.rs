@@ -252,6 +252,16 @@ pub struct RunArgs {
         default_value = DEFAULT_DISCOVERY_TAG
     )]
     pub discover_tag: String,
+
+    /// Post a message to this webhook (Slack- and Teams-compatible `{"text"}`) when a run
+    /// changes a vault or fails. https only; the URL is a secret and is never logged.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TAGFENCE_NOTIFY_URL",
+        hide_env_values = true
+    )]
+    pub notify_url: Option<String>,
 }
 
 /// The tag that marks a vault for discovery, by default.
@@ -329,6 +339,8 @@ pub struct Config {
     pub discovery: Option<Discovery>,
     /// The settings a discovered vault gets (built in < file `[defaults]` < flags).
     defaults: Resolved,
+    /// Where to post run messages.
+    pub notify_url: Option<Url>,
 }
 
 /// Why the configuration was refused. Each names the setting at fault.
@@ -564,6 +576,27 @@ impl Config {
             allow_older: args.allow_older,
             discovery: discovery(args)?,
             defaults,
+            notify_url: match given(&args.notify_url) {
+                None => None,
+                Some(url) => {
+                    Some(
+                        azure::parse_endpoint(url).map_err(|e| ConfigError::Setting {
+                            setting: "--notify-url (TAGFENCE_NOTIFY_URL)",
+                            // The URL is a secret: name the problem, not the value.
+                            reason: match e {
+                                azure::EndpointError::Insecure(_) => {
+                                    "must use https (plain http only for a loopback host)"
+                                        .to_owned()
+                                }
+                                azure::EndpointError::Scheme(_, scheme) => {
+                                    format!("must use https, not '{scheme}'")
+                                }
+                                azure::EndpointError::Invalid(_) => "is not a URL".to_owned(),
+                            },
+                        })?,
+                    )
+                }
+            },
         })
     }
 

@@ -23,6 +23,7 @@ pub mod azure;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod notify;
 pub mod reconcile;
 pub mod run;
 pub mod server;

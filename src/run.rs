@@ -31,6 +31,7 @@ use crate::config::{Config, Discovery, StateSpec, VaultTarget};
 use crate::core::desired::GraceTag;
 use crate::core::render::{self, PLAN_FORMAT_VERSION};
 use crate::core::service_tags::{Cloud, ServiceTags};
+use crate::notify::{self, Notifier};
 use crate::reconcile::{Outcome, Reconciler, RunContext, VaultReport};
 use crate::source::{Fetched, Fetcher, SourceError};
 use crate::state::blob::BlobStore;
@@ -120,6 +121,7 @@ pub struct Runner {
     arm: ArmClient,
     reconciler: Reconciler,
     state: Option<State>,
+    notifier: Option<Notifier>,
     /// The credential in use, for logs.
     pub credential: String,
 }
@@ -171,11 +173,17 @@ impl Runner {
             None => None,
             Some(spec) => Some(open_state(spec, credential, &config)?),
         };
-        info!(credential = %description, arm = %config.endpoints.arm, vaults = config.targets.len(), source = %config.source, state = %config.state.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string), "configured");
+        let notifier = config
+            .notify_url
+            .clone()
+            .map(|url| Notifier::new(url, &config.http))
+            .transpose()?;
+        info!(credential = %description, arm = %config.endpoints.arm, vaults = config.targets.len(), source = %config.source, state = %config.state.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string), notify = notifier.as_ref().map_or("none", Notifier::host), "configured");
         Ok(Runner {
             reconciler: Reconciler::new(arm.clone()),
             arm,
             state,
+            notifier,
             credential: description,
             config,
         })
@@ -436,6 +444,19 @@ impl Runner {
             match state.write_run(&record).await {
                 Ok(key) => info!(record = %key, "run recorded"),
                 Err(err) => warn!(error = %err, "recording the run failed"),
+            }
+        }
+        if let Some(notifier) = &self.notifier {
+            let message = match &result {
+                Ok(report) => notify::run_message(report),
+                Err(RunError::NotManaged { .. }) => None,
+                Err(err) => Some(notify::error_message(request.trigger, &err.to_string())),
+            };
+            if let Some(message) = message {
+                match notifier.send(&message).await {
+                    Ok(()) => info!(host = notifier.host(), "notified"),
+                    Err(error) => warn!(%error, "the notification failed; the run is as reported"),
+                }
             }
         }
         result
@@ -1010,8 +1031,9 @@ impl RunReport {
     pub fn summary(&self) -> String {
         let skipped = self.count(|o| matches!(o, Outcome::Skipped { .. }));
         format!(
-            "{} vaults: {} applied, {} would change (dry run), {} in sync, {} refused, {} failed{}; Service Tags {} change {} in {} ms",
+            "{} {}: {} applied, {} would change (dry run), {} in sync, {} refused, {} failed{}; Service Tags {} change {} in {} ms",
             self.vaults.len(),
+            if self.vaults.len() == 1 { "vault" } else { "vaults" },
             self.count(|o| matches!(o, Outcome::Applied)),
             self.count(|o| matches!(o, Outcome::WouldApply)),
             self.count(|o| matches!(o, Outcome::InSync)),
@@ -1076,6 +1098,30 @@ impl RunReport {
             "vaults": self.vaults.iter().map(vault_json).collect::<Vec<_>>(),
         })
     }
+}
+
+/// One vault in one line: `kv-prod: applied (+24 -0 =0 unmanaged 1)`, with the reason or error
+/// of a vault that was refused, skipped or failed.
+pub fn vault_line(report: &VaultReport) -> String {
+    let changes = report.plan.as_ref().map_or(String::new(), |p| {
+        format!(
+            " (+{} -{} ={} unmanaged {})",
+            p.add.len(),
+            p.remove.len(),
+            p.unchanged,
+            p.unmanaged.len()
+        )
+    });
+    let detail = report
+        .outcome
+        .detail()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
+    format!(
+        "{}: {}{changes}{detail}",
+        report.vault.name,
+        report.outcome.status()
+    )
 }
 
 /// One vault's report for machines.

@@ -64,6 +64,8 @@ param allowOlder string
 param discoverSubscriptions string
 param discoverManagementGroups string
 param discoverTag string
+@secure()
+param notifyUrl string
 
 var functionAppName = 'func-tagfence-${resourceToken}'
 var deploymentContainerName = 'app-package-${resourceToken}'
@@ -343,6 +345,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TAGFENCE_DISCOVER_SUBSCRIPTIONS: discoverSubscriptions
     TAGFENCE_DISCOVER_MANAGEMENT_GROUPS: discoverManagementGroups
     TAGFENCE_DISCOVER_TAG: discoverTag
+    TAGFENCE_NOTIFY_URL: notifyUrl
   }
   dependsOn: [
     stateContainer

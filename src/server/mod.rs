@@ -201,32 +201,7 @@ fn ok(response: InvocationResponse) -> Response {
 }
 
 fn report_logs(report: &RunReport) -> Vec<String> {
-    let mut logs: Vec<String> = report
-        .vaults
-        .iter()
-        .map(|v| {
-            let plan = v.plan.as_ref();
-            let changes = plan.map_or(String::new(), |p| {
-                format!(
-                    " (+{} -{} ={} unmanaged {})",
-                    p.add.len(),
-                    p.remove.len(),
-                    p.unchanged,
-                    p.unmanaged.len()
-                )
-            });
-            let detail = match &v.outcome {
-                Outcome::Refused { reason } => format!(": {reason}"),
-                Outcome::Failed { error } => format!(": {error}"),
-                _ => String::new(),
-            };
-            let status = serde_json::to_value(&v.outcome)
-                .ok()
-                .and_then(|o| o["status"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            format!("{}: {status}{changes}{detail}", v.vault.name)
-        })
-        .collect();
+    let mut logs: Vec<String> = report.vaults.iter().map(run::vault_line).collect();
     logs.push(report.summary());
     logs
 }

@@ -1,0 +1,150 @@
+//! Notifications: the real binary posts to a webhook when a run changes a vault or fails, and
+//! stays quiet otherwise; an unreachable webhook never fails a run.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use axum::routing::post;
+use serde_json::Value;
+use support::*;
+use tagfence_emulator::{Fault, FaultKind, Route};
+
+/// A webhook that keeps what it receives.
+async fn webhook() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let keep = received.clone();
+    let app = axum::Router::new().route(
+        "/hook/secret-token",
+        post(move |body: axum::Json<Value>| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap().push(body.0);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/hook/secret-token",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+fn texts(received: &Arc<Mutex<Vec<Value>>>) -> Vec<String> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_on_change_and_on_failure_and_none_otherwise() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    let (url, received) = webhook().await;
+    let id = vault_id("kv-prod");
+    let args = ["apply", "--vault", &id, "--tag", "AzureDevOps"];
+    let env = [("TAGFENCE_NOTIFY_URL", url.as_str())];
+
+    let first = tagfence(&emulator, &args, &env).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    let messages = texts(&received);
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].starts_with("tagfence: vault firewalls changed (run "),
+        "{}",
+        messages[0]
+    );
+    assert!(
+        messages[0].contains("\n- kv-prod: applied (+24 -0 =0 unmanaged 0)\n"),
+        "{}",
+        messages[0]
+    );
+    // The secret part of the URL is never logged.
+    assert!(!stderr(&first).contains("secret-token"));
+
+    // In sync: nothing to say.
+    let second = tagfence(&emulator, &args, &env).await;
+    assert!(second.status.success());
+    assert_eq!(texts(&received).len(), 1);
+
+    // A vault ARM keeps failing on: a failure message.
+    emulator.set_ip_rules("kv-prod", Vec::new());
+    emulator.add_fault(Fault {
+        route: Some(Route::VaultPatch),
+        vault: None,
+        kind: FaultKind::Status {
+            status: 500,
+            code: "InternalServerError".into(),
+            message: "boom".into(),
+            retry_after: None,
+        },
+        count: 100,
+    });
+    let third = tagfence(&emulator, &args, &env).await;
+    assert_eq!(third.status.code(), Some(2));
+    let messages = texts(&received);
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[1].starts_with("tagfence: a run failed (run "),
+        "{}",
+        messages[1]
+    );
+    assert!(messages[1].contains("\n- kv-prod: failed (+24 -0 =0 unmanaged 0): writing the firewall of vault kv-prod: InternalServerError: boom (HTTP 500)\n"), "{}", messages[1]);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_webhook_does_not_fail_the_run() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let id = vault_id("kv-prod");
+    let output = tagfence(
+        &emulator,
+        &["apply", "--vault", &id, "--tag", "AzureDevOps"],
+        &[
+            ("TAGFENCE_NOTIFY_URL", url.as_str()),
+            ("TAGFENCE_HTTP_MAX_RETRIES", "0"),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("the notification failed; the run is as reported"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(rules_of(&emulator, "kv-prod"), sorted(&AZURE_DEVOPS));
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_webhook_elsewhere_is_refused_without_echoing_the_secret() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    let id = vault_id("kv-prod");
+    let output = tagfence(
+        &emulator,
+        &["apply", "--vault", &id, "--tag", "AzureDevOps"],
+        &[(
+            "TAGFENCE_NOTIFY_URL",
+            "http://hooks.example.com/services/T000/B000/secret-token",
+        )],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("--notify-url (TAGFENCE_NOTIFY_URL): must use https (plain http only for a loopback host)"),
+        "{err}"
+    );
+    assert!(!err.contains("secret-token"), "{err}");
+    assert!(rules_of(&emulator, "kv-prod").is_empty());
+    emulator.shutdown().await;
+}
