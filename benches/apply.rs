@@ -71,7 +71,7 @@ fn main() {
         let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ServiceTags_Public.changeNumber-365.json.gz");
         let emulator = Emulator::start(
             EmulatorConfig {
-                seed: Seed { vaults: seed, forbidden: vec![] },
+                seed: Seed { vaults: seed, ..Seed::default() },
                 service_tags: Some(std::fs::read(fixture).unwrap()),
                 ..EmulatorConfig::default()
             },

@@ -232,20 +232,7 @@ async fn a_vault_whose_tag_changed_since_discovery_is_skipped_not_written() {
 
 /// Sets a vault's tags through ARM, as a person in the portal would.
 async fn set_tags(emulator: &Emulator, name: &str, tags: Value) {
-    let token = emulator.issue_token("https://management.azure.com/");
-    let response = reqwest::Client::new()
-        .patch(format!(
-            "{}{}?api-version=2023-07-01",
-            emulator.base_url(),
-            vault_id(name)
-        ))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(json!({ "tags": tags }).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
+    set_tags_in(emulator, SUBSCRIPTION, name, tags).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,4 +320,95 @@ async fn plan_expands_profiles_from_the_command_line() {
     );
     assert!(plan["desired"]["count"].as_u64().unwrap() <= 1000);
     emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_groups_scope_discovery_and_onboarding() {
+    let mut config = emulator_config(vec![
+        in_subscription(tagged("kv-platform", Some("default")), OTHER_SUBSCRIPTION),
+        in_subscription(tagged("kv-later", None), OTHER_SUBSCRIPTION),
+        tagged("kv-home", Some("default")),
+    ]);
+    config
+        .seed
+        .management_groups
+        .insert("mg-platform".into(), vec![OTHER_SUBSCRIPTION.into()]);
+    let emulator = start(config).await;
+    let args = RunArgs {
+        discover_subscriptions: Vec::new(),
+        discover_management_groups: vec!["mg-platform".into()],
+        ..library_args(&emulator)
+    };
+    let runner = Runner::with_credential(
+        Config::from_args(&args).unwrap(),
+        credential(&emulator),
+        "test".into(),
+    )
+    .unwrap();
+
+    // Only the group's subscription is searched.
+    let report = runner.run(&RunRequest::default()).await.unwrap();
+    let names: Vec<&str> = report
+        .vaults
+        .iter()
+        .map(|v| v.vault.name.as_str())
+        .collect();
+    assert_eq!(names, ["kv-platform"]);
+    assert_eq!(report.vaults[0].outcome, Outcome::Applied);
+    assert!(rules_of(&emulator, "kv-home").is_empty());
+
+    // A vault tagged a moment ago under the group is onboarded by id: the group membership
+    // comes from Resource Graph, the tag from ARM.
+    set_tags_in(
+        &emulator,
+        OTHER_SUBSCRIPTION,
+        "kv-later",
+        json!({"tagfence": "default"}),
+    )
+    .await;
+    let later = vault_id("kv-later").replace(SUBSCRIPTION, OTHER_SUBSCRIPTION);
+    let report = runner
+        .run(&RunRequest {
+            only: Some(vec![later]),
+            trigger: "eventgrid",
+            ..RunRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.vaults[0].outcome, Outcome::Applied);
+    assert_eq!(rules_of(&emulator, "kv-later"), sorted(&AZURE_DEVOPS));
+
+    // A vault outside the group is not managed.
+    let err = runner
+        .run(&RunRequest {
+            only: Some(vec![vault_id("kv-home")]),
+            ..RunRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "vault {} is not managed: it is neither listed nor in a discovery scope",
+            vault_id("kv-home")
+        )
+    );
+    emulator.shutdown().await;
+}
+
+async fn set_tags_in(emulator: &Emulator, subscription: &str, name: &str, tags: Value) {
+    let token = emulator.issue_token("https://management.azure.com/");
+    let id = vault_id(name).replace(SUBSCRIPTION, subscription);
+    let response = reqwest::Client::new()
+        .patch(format!(
+            "{}{id}?api-version=2023-07-01",
+            emulator.base_url()
+        ))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(json!({ "tags": tags }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
 }

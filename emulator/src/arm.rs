@@ -289,12 +289,15 @@ pub(crate) fn resource_graph(
             |version| RESOURCE_GRAPH_API_VERSIONS.contains(&version),
             &RESOURCE_GRAPH_API_VERSIONS.join(","),
         )?;
-        let request = resource_graph::parse_request(&parse_json(body)?).map_err(|detail| {
+        let mut request = resource_graph::parse_request(&parse_json(body)?).map_err(|detail| {
             ArmError::bad_request(format!(
                 "Query is invalid. Please refer to the documentation for the Azure Resource Graph service and fix the error before retrying. (tagfence-emulator: {detail})"
             ))
         })?;
         let vaults = shared.vaults();
+        request
+            .resolve_management_groups(|group| vaults.subscriptions_under(group))
+            .map_err(ArmError::bad_request)?;
         let readable = vaults.iter().filter(|(path, _)| !vaults.is_forbidden(path));
         let result = resource_graph::run(&request, readable);
         Ok::<_, ArmError>(json_response(StatusCode::OK, result.to_string()))

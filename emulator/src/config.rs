@@ -125,6 +125,10 @@ pub struct Seed {
     /// 403 `AuthorizationFailed` for them.
     #[serde(default)]
     pub forbidden: Vec<String>,
+    /// Management groups by name, each with the subscription ids under it (descendants
+    /// included), for Resource Graph queries scoped by `managementGroups`.
+    #[serde(default)]
+    pub management_groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Seed {

@@ -22,9 +22,11 @@ const DEFAULT_TOP: usize = 100;
 /// The most rows one page may hold.
 const MAX_TOP: usize = 1000;
 
-/// A request body: `{subscriptions?, query, options?: {$top, $skip, $skipToken}}`.
+/// A request body: `{subscriptions? | managementGroups?, query, options?: {$top, $skip,
+/// $skipToken}}`.
 pub(crate) struct GraphRequest {
     subscriptions: Option<Vec<String>>,
+    management_groups: Option<Vec<String>>,
     query: Vec<Stage>,
     top: usize,
     offset: usize,
@@ -47,6 +49,20 @@ pub(crate) fn parse_request(body: &Value) -> Result<GraphRequest, String> {
         ),
         Some(_) => return Err("\"subscriptions\" must be an array of strings".to_owned()),
     };
+    let management_groups = match body.get("managementGroups") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("\"managementGroups\" must be an array of strings")?,
+        ),
+        Some(_) => return Err("\"managementGroups\" must be an array of strings".to_owned()),
+    };
+    if subscriptions.is_some() && management_groups.is_some() {
+        return Err("give either \"subscriptions\" or \"managementGroups\", not both".to_owned());
+    }
     let options = body.get("options").cloned().unwrap_or(Value::Null);
     let top = match options.get("$top") {
         None | Some(Value::Null) => DEFAULT_TOP,
@@ -72,10 +88,32 @@ pub(crate) fn parse_request(body: &Value) -> Result<GraphRequest, String> {
     }
     Ok(GraphRequest {
         subscriptions,
+        management_groups,
         query: parse_query(query)?,
         top,
         offset,
     })
+}
+
+impl GraphRequest {
+    /// Turns a `managementGroups` scope into the subscriptions under the groups; `Err` names an
+    /// unknown group.
+    pub(crate) fn resolve_management_groups<'a>(
+        &mut self,
+        under: impl Fn(&str) -> Option<&'a [String]>,
+    ) -> Result<(), String> {
+        let Some(groups) = &self.management_groups else {
+            return Ok(());
+        };
+        let mut subscriptions = Vec::new();
+        for group in groups {
+            let ids =
+                under(group).ok_or_else(|| format!("management group '{group}' was not found"))?;
+            subscriptions.extend(ids.iter().map(|id| id.to_ascii_lowercase()));
+        }
+        self.subscriptions = Some(subscriptions);
+        Ok(())
+    }
 }
 
 /// Runs a request over `vaults` and returns the response body.

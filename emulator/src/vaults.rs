@@ -89,6 +89,7 @@ struct StoredVault {
 pub(crate) struct VaultStore {
     vaults: Vec<StoredVault>,
     forbidden: Vec<String>,
+    management_groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl VaultStore {
@@ -102,7 +103,16 @@ impl VaultStore {
         Ok(VaultStore {
             vaults,
             forbidden: seed.forbidden.clone(),
+            management_groups: seed.management_groups.clone(),
         })
+    }
+
+    /// The subscriptions under a management group (case-insensitive name), if it exists.
+    pub fn subscriptions_under(&self, group: &str) -> Option<&[String]> {
+        self.management_groups
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(group))
+            .map(|(_, subscriptions)| subscriptions.as_slice())
     }
 
     pub fn lookup(&self, path: &VaultPath) -> Lookup {

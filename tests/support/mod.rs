@@ -92,7 +92,7 @@ pub fn emulator_config(vaults: Vec<Value>) -> EmulatorConfig {
     EmulatorConfig {
         seed: Seed {
             vaults,
-            forbidden: Vec::new(),
+            ..Seed::default()
         },
         service_tags: Some(std::fs::read(fixture(365)).expect("fixture present")),
         identity_header: "test-identity-header".to_owned(),
