@@ -1,0 +1,359 @@
+//! One run: fetch the Service Tags once, check them against what was applied before, reconcile
+//! every (or some) configured vault, record what happened. Shared by `tagfence apply` and the
+//! Functions triggers of `tagfence serve`; the trigger only says which vaults and whether to
+//! write, never why.
+//!
+//! # Expected flow
+//! 1. fetch and validate the document (the source module);
+//! 2. with state: refuse a document older than the last one applied (unless allowed), archive
+//!    it, note which selected tags changed since the last run, and load the previous versions of
+//!    those still inside the grace window;
+//! 3. reconcile the vaults (the reconcile module);
+//! 4. with state: remember the document and tag versions applied, and write the run record.
+//!
+//! A run that fails before step 3 has written nothing to any vault.
+
+mod history;
+mod report;
+mod targets;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use azure_core::credentials::TokenCredential;
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
+
+use crate::azure::arm::ArmClient;
+use crate::azure::auth::{self, IdentityEnv};
+use crate::config::{Config, StateSpec};
+use crate::core::service_tags::Cloud;
+use crate::notify::{self, Notifier};
+use crate::reconcile::{Outcome, Reconciler, RunContext, VaultReport};
+use crate::source::{Fetcher, SourceError};
+use crate::state::blob::BlobStore;
+use crate::state::dir::DirStore;
+use crate::state::{self, RunRecord, State, StateError};
+
+use history::Prepared;
+pub use report::{vault_json, vault_line, RunReport, SourceSummary, StatusReport};
+pub use targets::Targets;
+
+/// Why a run could not start or fetch its input. Per-vault failures are not errors; they are
+/// outcomes in the report.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Credential(String),
+    #[error("the ARM endpoint: {0}")]
+    Endpoint(#[from] crate::azure::EndpointError),
+    #[error("fetching service tags: {0}")]
+    Source(#[from] SourceError),
+    #[error("no vaults configured (give --vault / TAGFENCE_VAULTS, a configuration file, or --discover-subscription / --discover-management-group)")]
+    NoVaults,
+    #[error("unknown vault '{0}': not one of the managed vaults (listed or discovered)")]
+    UnknownVault(String),
+    #[error("vault {vault} is not managed: {reason}")]
+    NotManaged { vault: String, reason: String },
+    #[error("discovering vaults: {0}")]
+    Discovery(String),
+    #[error("setting up the state in {spec}: {detail}")]
+    StateSetup { spec: String, detail: String },
+    #[error("reading or writing the state: {0}")]
+    State(#[from] StateError),
+    #[error("the service tags from {origin} have change number {found}, older than {applied}, the last one applied to the {cloud} cloud; refusing to go back (a stale mirror or cache?). Rerun with --allow-older (TAGFENCE_ALLOW_OLDER) if this is intended")]
+    Older {
+        origin: String,
+        cloud: Cloud,
+        found: u64,
+        applied: u64,
+    },
+}
+
+/// Which vaults to reconcile, whether to write, and why.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// Only these vaults (by id or name); `None` for all configured.
+    pub only: Option<Vec<String>>,
+    pub dry_run: bool,
+    /// What started the run (`timer`, `http`, `eventgrid`, `cli`), for the records.
+    pub trigger: &'static str,
+}
+
+impl Default for RunRequest {
+    fn default() -> Self {
+        RunRequest {
+            only: None,
+            dry_run: false,
+            trigger: "cli",
+        }
+    }
+}
+
+/// Runs reconciles with one configuration; built once per process.
+pub struct Runner {
+    config: Config,
+    arm: ArmClient,
+    reconciler: Reconciler,
+    state: Option<State>,
+    notifier: Option<Notifier>,
+    /// The credential in use, for logs.
+    pub credential: String,
+}
+
+impl Runner {
+    /// Builds the credential and the ARM client.
+    ///
+    /// # Errors
+    /// [`RunError::Credential`] or [`RunError::Endpoint`].
+    pub fn new(config: Config, identity: &IdentityEnv) -> Result<Runner, RunError> {
+        let (credential, chosen) =
+            auth::credential(config.credential, identity).map_err(RunError::Credential)?;
+        Self::with_credential(config, credential, chosen.to_string())
+    }
+
+    /// Builds the ARM client on a given credential (`description` is for logs).
+    ///
+    /// # Errors
+    /// [`RunError::Endpoint`].
+    pub fn with_credential(
+        config: Config,
+        credential: Arc<dyn TokenCredential>,
+        description: String,
+    ) -> Result<Runner, RunError> {
+        let arm = ArmClient::new(
+            config.endpoints.arm.clone(),
+            credential.clone(),
+            config.endpoints.arm_scope.clone(),
+            config.http.clone(),
+        )?;
+        let state = match &config.state {
+            None => None,
+            Some(spec) => Some(open_state(spec, credential, &config)?),
+        };
+        let notifier = config
+            .notify_url
+            .clone()
+            .map(|url| Notifier::new(url, &config.http))
+            .transpose()?;
+        info!(credential = %description, arm = %config.endpoints.arm, vaults = config.targets.len(), source = %config.source, state = %config.state.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string), notify = notifier.as_ref().map_or("none", Notifier::host), "configured");
+        Ok(Runner {
+            reconciler: Reconciler::new(arm.clone()),
+            arm,
+            state,
+            notifier,
+            credential: description,
+            config,
+        })
+    }
+
+    /// Uses `state` instead of the configured one (to embed tagfence, or to test it over a
+    /// store with injected faults).
+    #[must_use]
+    pub fn with_state(mut self, state: State) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// The state, when configured.
+    pub fn state(&self) -> Option<&State> {
+        self.state.as_ref()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Fetches the Service Tags once and reconciles the requested vaults; records the run
+    /// when state is configured (also when it fails).
+    ///
+    /// # Errors
+    /// When nothing can be reconciled at all (no vaults, unknown vault, no valid Service
+    /// Tags, an older document, unusable state). Vault failures are in the report.
+    pub async fn run(&self, request: &RunRequest) -> Result<RunReport, RunError> {
+        let started = Instant::now();
+        let now = Utc::now();
+        let run_id = state::new_run_id(now);
+        let span = tracing::info_span!("run", run_id = %run_id, trigger = request.trigger);
+        let result = tracing::Instrument::instrument(
+            self.run_recorded(request, now, &run_id, started),
+            span,
+        )
+        .await;
+        // A write event about a vault tagfence does not manage is no run worth a record.
+        let not_ours = matches!(result, Err(RunError::NotManaged { .. }));
+        if let (Some(state), false) = (&self.state, not_ours) {
+            let record = match &result {
+                Ok(report) => report.record(now),
+                Err(err) => RunRecord {
+                    format_version: state::STATE_FORMAT_VERSION,
+                    run_id: run_id.clone(),
+                    trigger: request.trigger.to_owned(),
+                    started_at: state::timestamp(now),
+                    finished_at: state::timestamp(Utc::now()),
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                    dry_run: request.dry_run,
+                    cloud: Some(self.config.cloud),
+                    change_number: None,
+                    origin: None,
+                    tag_change_numbers: BTreeMap::new(),
+                    vaults: Vec::new(),
+                    warnings: Vec::new(),
+                    error: Some(err.to_string()),
+                },
+            };
+            match state.write_run(&record).await {
+                Ok(key) => info!(record = %key, "run recorded"),
+                Err(err) => warn!(error = %err, "recording the run failed"),
+            }
+        }
+        if let Some(notifier) = &self.notifier {
+            let message = match &result {
+                Ok(report) => notify::run_message(report),
+                Err(RunError::NotManaged { .. }) => None,
+                Err(err) => Some(notify::error_message(request.trigger, &err.to_string())),
+            };
+            if let Some(message) = message {
+                match notifier.send(&message).await {
+                    Ok(()) => info!(host = notifier.host(), "notified"),
+                    Err(error) => warn!(%error, "the notification failed; the run is as reported"),
+                }
+            }
+        }
+        result
+    }
+
+    async fn run_recorded(
+        &self,
+        request: &RunRequest,
+        now: DateTime<Utc>,
+        run_id: &str,
+        started: Instant,
+    ) -> Result<RunReport, RunError> {
+        let Targets { targets, invalid } = self.resolve_targets(request).await?;
+        let fetcher = Fetcher {
+            cloud: self.config.cloud,
+            min_tags: self.config.min_service_tags,
+            arm: Some(&self.arm),
+            http: self.config.http.clone(),
+        };
+        let fetched = fetcher.fetch_service_tags(&self.config.source).await?;
+        info!(change_number = fetched.tags.change_number, tags = fetched.tags.len(), origin = %fetched.origin, elapsed_ms = fetched.elapsed_ms, "fetched service tags");
+        let prepared = match &self.state {
+            Some(state) => self.prepare(state, &fetched, targets, request, now).await?,
+            None => Prepared {
+                targets,
+                next_source: None,
+                warnings: vec!["no state configured (--state-dir or TAGFENCE_STATE_URL): tagfence cannot tell the rules it added from others, so it removes none".to_owned()],
+            },
+        };
+        for warning in &prepared.warnings {
+            warn!(%warning);
+        }
+        let mut vaults = self
+            .reconciler
+            .reconcile_all(
+                &prepared.targets,
+                RunContext {
+                    tags: &fetched.tags,
+                    state: self.state.as_ref(),
+                    dry_run: request.dry_run,
+                    run_id,
+                    trigger: request.trigger,
+                    now,
+                    lock_wait: self.lock_wait(),
+                },
+                self.config.concurrency,
+            )
+            .await;
+        // Tagged vaults whose tag value is invalid: refused, nothing read or written.
+        for (vault, reason) in invalid {
+            warn!(vault = %vault.name, %reason, "discovered vault refused");
+            vaults.push(VaultReport {
+                vault,
+                outcome: Outcome::Refused { reason },
+                plan: None,
+                warnings: Vec::new(),
+                wrote: false,
+                ownership_known: false,
+                elapsed_ms: 0,
+            });
+        }
+        let mut warnings = prepared.warnings;
+        if vaults.is_empty() {
+            warnings.push(
+                "no vaults to reconcile: none listed, and discovery found no tagged vault"
+                    .to_owned(),
+            );
+        }
+        let applied_somewhere = vaults
+            .iter()
+            .any(|v| matches!(v.outcome, Outcome::Applied | Outcome::InSync));
+        if let (Some(state), Some(next), true) =
+            (&self.state, prepared.next_source, applied_somewhere)
+        {
+            if let Err(err) = state.write_source(&next).await {
+                let warning = format!("recording the document applied failed ({err}); the next run may treat tag changes as new");
+                warn!(%warning);
+                warnings.push(warning);
+            }
+        }
+        Ok(RunReport {
+            run_id: run_id.to_owned(),
+            trigger: request.trigger,
+            source: SourceSummary {
+                cloud: fetched.tags.cloud,
+                change_number: fetched.tags.change_number,
+                origin: fetched.origin,
+                bytes: fetched.bytes,
+                elapsed_ms: fetched.elapsed_ms,
+            },
+            dry_run: request.dry_run,
+            vaults,
+            warnings,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// How long to wait for another instance's lock on a vault: long enough for its
+    /// reconcile (four calls: read, read again, write, verify) to finish.
+    fn lock_wait(&self) -> Duration {
+        self.config.http.call_timeout * 4 + Duration::from_secs(30)
+    }
+}
+
+/// Opens the configured state store.
+fn open_state(
+    spec: &StateSpec,
+    credential: Arc<dyn TokenCredential>,
+    config: &Config,
+) -> Result<State, RunError> {
+    let setup = |detail: String| RunError::StateSetup {
+        spec: spec.to_string(),
+        detail,
+    };
+    match spec {
+        StateSpec::Dir(dir) => Ok(State::new(Arc::new(DirStore::new(dir)))),
+        StateSpec::Blob {
+            container_url,
+            ca_file,
+        } => {
+            let ca = ca_file
+                .as_ref()
+                .map(|path| {
+                    std::fs::read(path)
+                        .map_err(|e| setup(format!("reading the CA file {}: {e}", path.display())))
+                })
+                .transpose()?;
+            let store = BlobStore::new(
+                container_url.clone(),
+                credential,
+                &config.http,
+                ca.as_deref(),
+            )
+            .map_err(|e| setup(e.to_string()))?;
+            Ok(State::new(Arc::new(store)))
+        }
+    }
+}

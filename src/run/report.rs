@@ -1,0 +1,365 @@
+//! The report of a run for people (text), machines (JSON), the run record and notifications,
+//! and what `tagfence status` shows.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::{RunError, RunRequest, Runner};
+use crate::azure::VaultId;
+use crate::core::render::{self, PLAN_FORMAT_VERSION};
+use crate::core::service_tags::Cloud;
+use crate::reconcile::{Outcome, VaultReport};
+use crate::state::{self, RunRecord, SourceState, VaultRecord, VaultState};
+
+/// Where the run's Service Tags came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceSummary {
+    pub cloud: Cloud,
+    pub change_number: u64,
+    pub origin: String,
+    pub bytes: usize,
+    pub elapsed_ms: u64,
+}
+
+/// The report of one run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub trigger: &'static str,
+    pub source: SourceSummary,
+    pub dry_run: bool,
+    pub vaults: Vec<VaultReport>,
+    /// Things about the whole run a person should know (no state, grace ranges not found, …).
+    pub warnings: Vec<String>,
+    pub elapsed_ms: u64,
+}
+
+/// What `tagfence status` shows.
+#[derive(Debug, Clone)]
+pub struct StatusReport {
+    /// Where the state lives.
+    pub state: String,
+    pub source: Option<SourceState>,
+    pub vaults: Vec<(VaultId, Option<VaultState>)>,
+}
+
+impl StatusReport {
+    /// For people: the document applied, then one block per vault.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "State: {}", self.state);
+        match &self.source {
+            None => {
+                let _ = writeln!(out, "Service Tags: none applied yet");
+            }
+            Some(source) => {
+                let _ = writeln!(
+                    out,
+                    "Service Tags: {} change number {} applied {}",
+                    source.cloud, source.change_number, source.applied_at
+                );
+                for (name, tag) in &source.tags {
+                    let previous = tag
+                        .previous
+                        .as_ref()
+                        .map(|p| format!(", replaced change {}", p.change_number))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "  {name}: change {} since {}{previous}",
+                        tag.change_number, tag.since
+                    );
+                }
+            }
+        }
+        for (vault, remembered) in &self.vaults {
+            out.push('\n');
+            let _ = writeln!(out, "== {}", vault.name);
+            let Some(remembered) = remembered else {
+                let _ = writeln!(out, "   never reconciled with this state");
+                continue;
+            };
+            match &remembered.last_run {
+                None => {
+                    let _ = writeln!(out, "   last run: none recorded");
+                }
+                Some(run) => {
+                    let detail = run
+                        .detail
+                        .as_ref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "   last run: {} at {} ({}, change number {}, +{} -{}){detail}",
+                        run.status, run.at, run.trigger, run.change_number, run.added, run.removed
+                    );
+                }
+            }
+            match &remembered.applied {
+                None => {
+                    let _ = writeln!(out, "   last-applied set: none recorded (no rule on the vault is removed until one is)");
+                }
+                Some(applied) => {
+                    let _ = writeln!(
+                        out,
+                        "   last-applied set: {} rules from change number {}, last confirmed on the vault at {}",
+                        applied.desired.rules.len(),
+                        applied.change_number,
+                        applied.applied_at
+                    );
+                }
+            }
+            if !remembered.pending.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "   pending: {} rules from a write whose outcome was not recorded; the next run settles them",
+                    remembered.pending.len()
+                );
+            }
+        }
+        out
+    }
+
+    /// For machines.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "format_version": PLAN_FORMAT_VERSION,
+            "state": self.state,
+            "source": self.source,
+            "vaults": self.vaults.iter().map(|(vault, remembered)| json!({
+                "vault": vault.to_string(),
+                "name": vault.name,
+                "last_run": remembered.as_ref().and_then(|r| r.last_run.as_ref()),
+                "applied": remembered.as_ref().and_then(|r| r.applied.as_ref()).map(|a| json!({
+                    "rules": a.desired.rules.len(),
+                    "change_number": a.change_number,
+                    "applied_at": a.applied_at,
+                    "run_id": a.run_id,
+                    "extra_addresses": a.desired.extra_addresses,
+                })),
+                "pending": remembered.as_ref().map_or(0, |r| r.pending.len()),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl RunReport {
+    /// The run record for the state.
+    pub fn record(&self, started_at: DateTime<Utc>) -> RunRecord {
+        let mut tag_change_numbers = BTreeMap::new();
+        for plan in self.vaults.iter().filter_map(|v| v.plan.as_ref()) {
+            for tag in &plan.desired.tags {
+                tag_change_numbers.insert(tag.name.clone(), tag.change_number);
+            }
+        }
+        let strings = |nets: &[ipnet::Ipv4Net]| nets.iter().map(ToString::to_string).collect();
+        RunRecord {
+            format_version: state::STATE_FORMAT_VERSION,
+            run_id: self.run_id.clone(),
+            trigger: self.trigger.to_owned(),
+            started_at: state::timestamp(started_at),
+            finished_at: state::timestamp(Utc::now()),
+            elapsed_ms: self.elapsed_ms,
+            dry_run: self.dry_run,
+            cloud: Some(self.source.cloud),
+            change_number: Some(self.source.change_number),
+            origin: Some(self.source.origin.clone()),
+            tag_change_numbers,
+            vaults: self
+                .vaults
+                .iter()
+                .map(|v| {
+                    let plan = v.plan.as_ref();
+                    VaultRecord {
+                        vault: v.vault.to_string(),
+                        status: v.outcome.status().to_owned(),
+                        detail: v.outcome.detail().map(str::to_owned),
+                        wrote: v.wrote,
+                        reused_plan: plan.is_some_and(|p| p.reused),
+                        added: plan.map_or_else(Vec::new, |p| strings(&p.add)),
+                        removed: plan.map_or_else(Vec::new, |p| strings(&p.remove)),
+                        unchanged: plan.map_or(0, |p| p.unchanged),
+                        unmanaged: plan.map_or_else(Vec::new, |p| strings(&p.unmanaged)),
+                        extra_addresses: plan.map_or(0, |p| p.desired.extra_addresses),
+                        grace_tags: plan.map_or_else(Vec::new, |p| {
+                            p.desired
+                                .grace
+                                .iter()
+                                .map(|g| format!("{} (change {})", g.name, g.change_number))
+                                .collect()
+                        }),
+                        elapsed_ms: v.elapsed_ms,
+                        warnings: v.warnings.clone(),
+                    }
+                })
+                .collect(),
+            warnings: self.warnings.clone(),
+            error: None,
+        }
+    }
+
+    /// Vaults refused or failed.
+    pub fn failures(&self) -> usize {
+        self.vaults
+            .iter()
+            .filter(|v| v.outcome.is_failure())
+            .count()
+    }
+
+    fn count(&self, pick: fn(&Outcome) -> bool) -> usize {
+        self.vaults.iter().filter(|v| pick(&v.outcome)).count()
+    }
+
+    /// One line: how many vaults ended how.
+    pub fn summary(&self) -> String {
+        let skipped = self.count(|o| matches!(o, Outcome::Skipped { .. }));
+        format!(
+            "{} {}: {} applied, {} would change (dry run), {} in sync, {} refused, {} failed{}; Service Tags {} change {} in {} ms",
+            self.vaults.len(),
+            if self.vaults.len() == 1 { "vault" } else { "vaults" },
+            self.count(|o| matches!(o, Outcome::Applied)),
+            self.count(|o| matches!(o, Outcome::WouldApply)),
+            self.count(|o| matches!(o, Outcome::InSync)),
+            self.count(|o| matches!(o, Outcome::Refused { .. })),
+            self.count(|o| matches!(o, Outcome::Failed { .. })),
+            if skipped > 0 {
+                format!(", {skipped} skipped")
+            } else {
+                String::new()
+            },
+            self.source.cloud,
+            self.source.change_number,
+            self.elapsed_ms
+        )
+    }
+
+    /// The report for people: each vault's plan when it changes, its outcome, one summary line.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Service Tags {} change number {} from {}",
+            self.source.cloud, self.source.change_number, self.source.origin
+        );
+        for vault in &self.vaults {
+            out.push('\n');
+            let name = &vault.vault.name;
+            let status = match &vault.outcome {
+                Outcome::InSync => "in sync. No changes.".to_owned(),
+                Outcome::Applied => "applied and verified.".to_owned(),
+                Outcome::WouldApply => "would change (dry run; nothing written).".to_owned(),
+                Outcome::Refused { reason } => format!("refused, nothing written: {reason}"),
+                Outcome::Skipped { reason } => format!("skipped, nothing written: {reason}"),
+                Outcome::Failed { error } => format!("failed: {error}"),
+            };
+            let _ = writeln!(out, "== {name}: {status}");
+            for warning in &vault.warnings {
+                let _ = writeln!(out, "   warning: {warning}");
+            }
+            if let Some(plan) = vault.plan.as_ref().filter(|p| p.has_changes()) {
+                out.push('\n');
+                out.push_str(&render::plan_text(plan));
+            }
+        }
+        out.push('\n');
+        out.push_str(&self.summary());
+        out.push('\n');
+        out
+    }
+
+    /// The report for machines.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "format_version": PLAN_FORMAT_VERSION,
+            "run_id": self.run_id,
+            "trigger": self.trigger,
+            "source": self.source,
+            "dry_run": self.dry_run,
+            "warnings": self.warnings,
+            "elapsed_ms": self.elapsed_ms,
+            "failures": self.failures(),
+            "vaults": self.vaults.iter().map(vault_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// One vault in one line: `kv-prod: applied (+24 -0 =0 unmanaged 1)`, with the reason or error
+/// of a vault that was refused, skipped or failed.
+pub fn vault_line(report: &VaultReport) -> String {
+    let changes = report.plan.as_ref().map_or(String::new(), |p| {
+        format!(
+            " (+{} -{} ={} unmanaged {})",
+            p.add.len(),
+            p.remove.len(),
+            p.unchanged,
+            p.unmanaged.len()
+        )
+    });
+    let detail = report
+        .outcome
+        .detail()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
+    format!(
+        "{}: {}{changes}{detail}",
+        report.vault.name,
+        report.outcome.status()
+    )
+}
+
+/// One vault's report for machines.
+pub fn vault_json(report: &VaultReport) -> Value {
+    json!({
+        "vault": report.vault.to_string(),
+        "name": report.vault.name,
+        "outcome": report.outcome,
+        "wrote": report.wrote,
+        "ownership_known": report.ownership_known,
+        "elapsed_ms": report.elapsed_ms,
+        "warnings": report.warnings,
+        "plan": report.plan.as_ref().map(render::plan_json),
+    })
+}
+
+impl Runner {
+    /// What is remembered of the configured vaults and the document last applied.
+    ///
+    /// # Errors
+    /// [`RunError::StateSetup`] when no state is configured; [`RunError::State`] when it
+    /// cannot be read; [`RunError::Discovery`] when discovered vaults cannot be listed.
+    pub async fn status(&self) -> Result<StatusReport, RunError> {
+        let Some(state) = &self.state else {
+            return Err(RunError::StateSetup {
+                spec: "this configuration".to_owned(),
+                detail: "no state configured: give --state-dir (TAGFENCE_STATE_DIR) or --state-url (TAGFENCE_STATE_URL)".to_owned(),
+            });
+        };
+        let source = state.read_source(self.config.cloud).await?;
+        let ids: Vec<VaultId> = if self.discovers() {
+            let found = self.resolve_targets(&RunRequest::default()).await?;
+            found
+                .targets
+                .into_iter()
+                .map(|t| t.id)
+                .chain(found.invalid.into_iter().map(|(id, _)| id))
+                .collect()
+        } else {
+            self.config.targets.iter().map(|t| t.id.clone()).collect()
+        };
+        let mut vaults = Vec::with_capacity(ids.len());
+        for id in ids {
+            let remembered = state.read_vault(&id).await?;
+            vaults.push((id, remembered));
+        }
+        Ok(StatusReport {
+            state: state.describe(),
+            source,
+            vaults,
+        })
+    }
+}

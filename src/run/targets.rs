@@ -1,0 +1,217 @@
+//! Which vaults a run covers: the listed ones and, with discovery, the tagged ones found with
+//! Resource Graph, or read through ARM when a write event names one the index does not know yet.
+
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::{RunError, RunRequest, Runner};
+use crate::azure::arm::GraphScope;
+use crate::azure::VaultId;
+use crate::config::{Discovery, VaultTarget};
+
+/// The vaults of a run.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    pub targets: Vec<VaultTarget>,
+    /// Discovered vaults whose tag value is invalid, with the reason: reported as refused.
+    pub invalid: Vec<(VaultId, String)>,
+}
+
+impl Runner {
+    /// The listed targets a request names, without discovery (to check a request before any
+    /// call is made).
+    ///
+    /// # Errors
+    /// [`RunError::NoVaults`] or [`RunError::UnknownVault`].
+    pub fn targets(&self, request: &RunRequest) -> Result<Vec<VaultTarget>, RunError> {
+        if self.config.targets.is_empty() {
+            return Err(RunError::NoVaults);
+        }
+        match &request.only {
+            None => Ok(self.config.targets.clone()),
+            Some(names) => names
+                .iter()
+                .map(|name| {
+                    self.config
+                        .find_target(name)
+                        .cloned()
+                        .ok_or_else(|| RunError::UnknownVault(name.clone()))
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `vault` is one of the listed vaults.
+    pub fn manages(&self, vault: &VaultId) -> bool {
+        self.config.targets.iter().any(|t| t.id.same_as(vault))
+    }
+
+    /// Whether vaults are also discovered by their tag.
+    pub fn discovers(&self) -> bool {
+        self.config.discovery.is_some()
+    }
+
+    /// The targets of a run: the listed vaults and, with discovery, the tagged ones (Resource
+    /// Graph); a vault named by id that Resource Graph does not know yet (it lags) is read
+    /// through ARM and taken when it carries the tag and lies in a discovery scope.
+    ///
+    /// # Errors
+    /// [`RunError::NoVaults`], [`RunError::UnknownVault`], [`RunError::NotManaged`], or
+    /// [`RunError::Discovery`] when Resource Graph or ARM cannot be asked.
+    pub async fn resolve_targets(&self, request: &RunRequest) -> Result<Targets, RunError> {
+        let Some(discovery) = &self.config.discovery else {
+            return Ok(Targets {
+                targets: self.targets(request)?,
+                invalid: Vec::new(),
+            });
+        };
+        let listed = &self.config.targets;
+        let mut all = Targets {
+            targets: listed.clone(),
+            invalid: Vec::new(),
+        };
+        let all_listed = request.only.as_ref().is_some_and(|names| {
+            names
+                .iter()
+                .all(|name| self.config.find_target(name).is_some())
+        });
+        if !all_listed {
+            for (id, value) in self.discover(discovery).await? {
+                if listed.iter().any(|t| t.id.same_as(&id)) {
+                    continue;
+                }
+                match self.config.discovered_target(id.clone(), &value) {
+                    Ok(target) => all.targets.push(target),
+                    Err(err) => all.invalid.push((id, err.to_string())),
+                }
+            }
+        }
+        let Some(names) = &request.only else {
+            return Ok(all);
+        };
+        let mut chosen = Targets {
+            targets: Vec::new(),
+            invalid: Vec::new(),
+        };
+        for name in names {
+            let by_id = name.parse::<VaultId>().ok();
+            let matches = |id: &VaultId| match &by_id {
+                Some(wanted) => id.same_as(wanted),
+                None => id.name.eq_ignore_ascii_case(name.trim()),
+            };
+            if let Some(target) = all.targets.iter().find(|t| matches(&t.id)) {
+                chosen.targets.push(target.clone());
+            } else if let Some(invalid) = all.invalid.iter().find(|(id, _)| matches(id)) {
+                chosen.invalid.push(invalid.clone());
+            } else if let Some(id) = by_id {
+                match self.onboard(discovery, id).await? {
+                    Ok(target) => chosen.targets.push(target),
+                    Err(invalid) => chosen.invalid.push(invalid),
+                }
+            } else {
+                return Err(RunError::UnknownVault(name.clone()));
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// Every vault carrying the discovery tag in the discovery scopes, with the tag's value.
+    async fn discover(&self, discovery: &Discovery) -> Result<Vec<(VaultId, String)>, RunError> {
+        let tag = &discovery.tag;
+        let query = format!(
+            "resources | where type =~ 'microsoft.keyvault/vaults' | where isnotempty(tags['{tag}']) | project id, name, subscriptionId, value = tostring(tags['{tag}'])"
+        );
+        let mut scopes = Vec::new();
+        if !discovery.subscriptions.is_empty() {
+            scopes.push(GraphScope::Subscriptions(discovery.subscriptions.clone()));
+        }
+        if !discovery.management_groups.is_empty() {
+            scopes.push(GraphScope::ManagementGroups(
+                discovery.management_groups.clone(),
+            ));
+        }
+        let mut found: Vec<(VaultId, String)> = Vec::new();
+        for scope in &scopes {
+            let rows = self
+                .arm
+                .resource_graph(scope, &query)
+                .await
+                .map_err(|err| RunError::Discovery(err.to_string()))?;
+            for row in rows {
+                let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
+                let Ok(vault) = id.parse::<VaultId>() else {
+                    warn!(
+                        id,
+                        "Resource Graph returned a row that is not a vault id; ignored"
+                    );
+                    continue;
+                };
+                if found.iter().any(|(known, _)| known.same_as(&vault)) {
+                    continue;
+                }
+                let value = row
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                found.push((vault, value));
+            }
+        }
+        info!(vaults = found.len(), tag = %tag, "discovered tagged vaults");
+        Ok(found)
+    }
+
+    /// A vault named by id that discovery has not found (yet): taken when it carries the tag
+    /// (read through ARM, never from the lagging index) and lies in a discovery scope.
+    /// `Ok(Err(..))` is a vault that is tagged but whose tag value is invalid.
+    async fn onboard(
+        &self,
+        discovery: &Discovery,
+        id: VaultId,
+    ) -> Result<Result<VaultTarget, (VaultId, String)>, RunError> {
+        let not_managed = |reason: String| RunError::NotManaged {
+            vault: id.to_string(),
+            reason,
+        };
+        let mut in_scope = discovery
+            .subscriptions
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(&id.subscription));
+        if !in_scope && !discovery.management_groups.is_empty() {
+            // Only whether the vault exists under the groups: that part of the index does not
+            // lag behind a tag change.
+            let query = format!(
+                "resources | where id =~ '{}' | project id",
+                id.to_string().replace('\'', "")
+            );
+            let scope = GraphScope::ManagementGroups(discovery.management_groups.clone());
+            in_scope = !self
+                .arm
+                .resource_graph(&scope, &query)
+                .await
+                .map_err(|err| RunError::Discovery(err.to_string()))?
+                .is_empty();
+        }
+        if !in_scope {
+            return Err(not_managed(
+                "it is neither listed nor in a discovery scope".to_owned(),
+            ));
+        }
+        let vault = self
+            .arm
+            .get_vault(&id)
+            .await
+            .map_err(|err| RunError::Discovery(err.to_string()))?;
+        let Some(value) = vault.tag(&discovery.tag) else {
+            return Err(not_managed(format!(
+                "it is neither listed nor tagged '{}'",
+                discovery.tag
+            )));
+        };
+        info!(vault = %id.name, value, "onboarding a newly tagged vault");
+        Ok(self
+            .config
+            .discovered_target(id.clone(), value)
+            .map_err(|err| (id, err.to_string())))
+    }
+}
