@@ -200,6 +200,21 @@ fn ok(response: InvocationResponse) -> Response {
     (StatusCode::OK, Json(response)).into_response()
 }
 
+/// The input binding `binding` read as a `T`; `kind` names the trigger in the error.
+fn typed_binding<T: serde::de::DeserializeOwned>(
+    request: &InvocationRequest,
+    binding: &'static str,
+    kind: &'static str,
+) -> Result<T, EnvelopeError> {
+    request.binding(binding).and_then(|value| {
+        serde_json::from_value(value).map_err(|e| EnvelopeError::BadBinding {
+            binding,
+            kind,
+            detail: e.to_string(),
+        })
+    })
+}
+
 fn report_logs(report: &RunReport) -> Vec<String> {
     let mut logs: Vec<String> = report.vaults.iter().map(run::vault_line).collect();
     logs.push(report.summary());
@@ -217,13 +232,7 @@ async fn timer(
             Ok(request) => request,
             Err(response) => return *response,
         };
-        let timer: TimerInfo = match request.binding("timer").and_then(|v| {
-            serde_json::from_value(v).map_err(|e| EnvelopeError::BadBinding {
-                binding: "timer",
-                kind: "timer",
-                detail: e.to_string(),
-            })
-        }) {
+        let timer: TimerInfo = match typed_binding(&request, "timer", "timer") {
             Ok(timer) => timer,
             Err(err) => return bad_envelope(&err),
         };
@@ -280,13 +289,7 @@ async fn http_trigger(
             Ok(request) => request,
             Err(response) => return *response,
         };
-        let req: HttpRequestData = match request.binding("req").and_then(|v| {
-            serde_json::from_value(v).map_err(|e| EnvelopeError::BadBinding {
-                binding: "req",
-                kind: "HTTP",
-                detail: e.to_string(),
-            })
-        }) {
+        let req: HttpRequestData = match typed_binding(&request, "req", "HTTP") {
             Ok(req) => req,
             Err(err) => return bad_envelope(&err),
         };
