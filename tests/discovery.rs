@@ -270,6 +270,11 @@ async fn the_event_grid_hook_onboards_a_vault_the_moment_it_is_tagged() {
     assert!(event.succeeded(), "{}", event.body);
     assert_eq!(event.body["ReturnValue"]["outcome"]["status"], "applied");
     assert_eq!(rules_of(&emulator, "kv-new"), sorted(&AZURE_DEVOPS));
+    // An event costs ARM reads of the one vault, never a Resource Graph query of them all.
+    assert!(emulator
+        .requests()
+        .iter()
+        .all(|r| r.route != Route::ResourceGraph));
 
     // A tagged vault outside the discovery scopes stays alone.
     let elsewhere = vault_id("kv-elsewhere").replace(SUBSCRIPTION, OTHER_SUBSCRIPTION);

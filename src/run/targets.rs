@@ -66,53 +66,70 @@ impl Runner {
             });
         };
         let listed = &self.config.targets;
-        let mut all = Targets {
-            targets: listed.clone(),
-            invalid: Vec::new(),
-        };
-        let all_listed = request.only.as_ref().is_some_and(|names| {
-            names
-                .iter()
-                .all(|name| self.config.find_target(name).is_some())
-        });
-        if !all_listed {
-            for (id, value) in self.discover(discovery).await? {
-                if listed.iter().any(|t| t.id.same_as(&id)) {
-                    continue;
-                }
-                match self.config.discovered_target(id.clone(), &value) {
-                    Ok(target) => all.targets.push(target),
-                    Err(err) => all.invalid.push((id, err.to_string())),
-                }
-            }
-        }
         let Some(names) = &request.only else {
+            let mut all = Targets {
+                targets: listed.clone(),
+                invalid: Vec::new(),
+            };
+            self.add_discovered(discovery, &mut all).await?;
             return Ok(all);
         };
+        // Named vaults: a listed one is taken as listed; one named by id is read through ARM
+        // (one GET, not a Resource Graph query per Event Grid event); only a bare name needs
+        // the whole discovery, done at most once.
+        let mut discovered: Option<Targets> = None;
         let mut chosen = Targets {
             targets: Vec::new(),
             invalid: Vec::new(),
         };
         for name in names {
-            let by_id = name.parse::<VaultId>().ok();
-            let matches = |id: &VaultId| match &by_id {
-                Some(wanted) => id.same_as(wanted),
-                None => id.name.eq_ignore_ascii_case(name.trim()),
-            };
-            if let Some(target) = all.targets.iter().find(|t| matches(&t.id)) {
+            if let Some(target) = self.config.find_target(name) {
                 chosen.targets.push(target.clone());
-            } else if let Some(invalid) = all.invalid.iter().find(|(id, _)| matches(id)) {
-                chosen.invalid.push(invalid.clone());
-            } else if let Some(id) = by_id {
+            } else if let Ok(id) = name.parse::<VaultId>() {
                 match self.onboard(discovery, id).await? {
                     Ok(target) => chosen.targets.push(target),
                     Err(invalid) => chosen.invalid.push(invalid),
                 }
             } else {
-                return Err(RunError::UnknownVault(name.clone()));
+                if discovered.is_none() {
+                    let mut found = Targets {
+                        targets: Vec::new(),
+                        invalid: Vec::new(),
+                    };
+                    self.add_discovered(discovery, &mut found).await?;
+                    discovered = Some(found);
+                }
+                let found = discovered.as_ref().expect("set above");
+                let named = |id: &VaultId| id.name.eq_ignore_ascii_case(name.trim());
+                if let Some(target) = found.targets.iter().find(|t| named(&t.id)) {
+                    chosen.targets.push(target.clone());
+                } else if let Some(invalid) = found.invalid.iter().find(|(id, _)| named(id)) {
+                    chosen.invalid.push(invalid.clone());
+                } else {
+                    return Err(RunError::UnknownVault(name.clone()));
+                }
             }
         }
         Ok(chosen)
+    }
+
+    /// Adds the discovered vaults that are not listed to `targets` (invalid tag values to its
+    /// `invalid`).
+    async fn add_discovered(
+        &self,
+        discovery: &Discovery,
+        targets: &mut Targets,
+    ) -> Result<(), RunError> {
+        for (id, value) in self.discover(discovery).await? {
+            if self.config.targets.iter().any(|t| t.id.same_as(&id)) {
+                continue;
+            }
+            match self.config.discovered_target(id.clone(), &value) {
+                Ok(target) => targets.targets.push(target),
+                Err(err) => targets.invalid.push((id, err.to_string())),
+            }
+        }
+        Ok(())
     }
 
     /// Every vault carrying the discovery tag in the discovery scopes, with the tag's value.
