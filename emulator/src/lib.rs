@@ -12,7 +12,8 @@
 //!   (`/metadata/identity/oauth2/token`), issuing opaque tokens the ARM routes then check.
 //! - **Service Tags**: the Discovery API (optionally paged), the public download page and file.
 //! - **Resource Graph**: the KQL subset used to discover tagged vaults.
-//! - **Test hooks**: a request log, injectable faults (status, delay, dropped connection), direct
+//! - **Test hooks**: a request log, injectable faults (status, delay, a connection dropped before
+//!   or after handling, an out-of-band edit of a vault's ipRules right after a request), direct
 //!   access to vault state, and token expiry — through [`Emulator`] or the `/_emulator/…` routes.
 //!
 //! Integration tests start one with [`Emulator::start`] on `127.0.0.1:0` and point tagfence at

@@ -55,7 +55,9 @@ pub struct RequestRecord {
     pub path: String,
     /// Raw query string without the `?` (empty when there is none).
     pub query: String,
-    /// Response status; `0` when the connection was dropped by a [`FaultKind::Drop`] fault.
+    /// Response status; `0` when the connection was dropped by a [`FaultKind::Drop`] fault. After
+    /// a [`FaultKind::DropAfter`] fault, the status the handler produced (which the client never
+    /// received).
     pub status: u16,
     /// The route the request matched.
     pub route: Route,
@@ -69,6 +71,10 @@ pub struct RequestRecord {
     /// (a valid, unexpired ARM token and, for vault routes, a vault that is not forbidden; the
     /// identity header for token routes). Always `true` for routes that need no credentials.
     pub authorized: bool,
+    /// Whether the client closed the connection before the emulator answered (for example after
+    /// timing out during a [`FaultKind::Delay`]). The request was then not handled at all (a
+    /// write was not applied) and `status` is `0`.
+    pub abandoned: bool,
 }
 
 /// A fault to inject into matching requests.
@@ -111,8 +117,26 @@ pub enum FaultKind {
         ms: u64,
     },
     /// Close the connection without writing any response (a transport error the client sees before
-    /// any status line).
+    /// any status line). The request is not handled: a write is not applied.
     Drop,
+    /// Handle the request normally (a write is applied), then close the connection without
+    /// writing the response: the answer is lost, as when a connection breaks after the service
+    /// acted. The record keeps the status the handler produced.
+    DropAfter,
+    /// Handle the request normally, then edit the ipRules of the request's vault out of band, as a
+    /// person in the portal would right after it: first add the `add` rules not yet present (a
+    /// bare IPv4 address gains `/32`), then take out the `remove` rules present. The edit lands
+    /// after the response was produced and before it is sent, so the client never sees it in
+    /// this response and always sees it in the next read. Requests without a vault (and vaults
+    /// that do not exist) are handled normally with no edit.
+    EditAfter {
+        /// Rules to add, e.g. `"52.174.99.1"`.
+        #[serde(default)]
+        add: Vec<String>,
+        /// Rules to remove.
+        #[serde(default)]
+        remove: Vec<String>,
+    },
 }
 
 impl FaultKind {
@@ -122,6 +146,12 @@ impl FaultKind {
             FaultKind::Status { status, code, .. } => format!("status {status} {code}"),
             FaultKind::Delay { ms } => format!("delay {ms}ms"),
             FaultKind::Drop => "drop connection".to_owned(),
+            FaultKind::DropAfter => "drop connection after handling".to_owned(),
+            FaultKind::EditAfter { add, remove } => {
+                let mut edit: Vec<String> = add.iter().map(|rule| format!("+{rule}")).collect();
+                edit.extend(remove.iter().map(|rule| format!("-{rule}")));
+                format!("edit ip rules after: {}", edit.join(" "))
+            }
         }
     }
 }
@@ -162,6 +192,22 @@ mod tests {
         let delay: Fault =
             serde_json::from_str(r#"{"kind":{"Delay":{"ms":5}},"count":1}"#).unwrap();
         assert_eq!(delay.kind.describe(), "delay 5ms");
+
+        let drop_after: Fault = serde_json::from_str(r#"{"kind":"DropAfter","count":1}"#).unwrap();
+        assert_eq!(drop_after.kind.describe(), "drop connection after handling");
+
+        let edit: Fault = serde_json::from_str(
+            r#"{"route":"VaultGet","kind":{"EditAfter":{"add":["52.174.99.1"],"remove":["20.37.158.0/23"]}},"count":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            edit.kind.describe(),
+            "edit ip rules after: +52.174.99.1 -20.37.158.0/23"
+        );
+        let add_only: Fault =
+            serde_json::from_str(r#"{"kind":{"EditAfter":{"add":["1.2.3.4"]}},"count":1}"#)
+                .unwrap();
+        assert_eq!(add_only.kind.describe(), "edit ip rules after: +1.2.3.4");
     }
 
     #[test]

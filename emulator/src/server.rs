@@ -4,7 +4,8 @@
 //! [`FaultKind::Drop`] fault must do, so the emulator runs its own hyper 1 accept loop. Every
 //! connection is served by [`handle`], which classifies the request, applies the first matching
 //! fault (FIFO), authenticates, hands the request to the axum [`Router`], adds ARM's common
-//! headers and records the outcome. Returning `Err` from the service makes hyper close the
+//! headers, applies the after-effects of a [`FaultKind::EditAfter`] or [`FaultKind::DropAfter`]
+//! fault and records the outcome. Returning `Err` from the service makes hyper close the
 //! connection without writing a status line. Control routes (`/_emulator/…`) bypass all of that.
 
 use std::collections::{HashMap, VecDeque};
@@ -28,6 +29,7 @@ use tokio::sync::oneshot;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use crate::acl::stored_form;
 use crate::arm::{self, MAX_BODY_BYTES, REMAINING_READS, REMAINING_WRITES};
 use crate::config::{Config, Slash31Policy, Throttle};
 use crate::error::ArmError;
@@ -307,6 +309,40 @@ async fn call(router: Router, request: Request) -> Response {
     }
 }
 
+/// A request being handled. If hyper drops the handling future before it completes (it does when
+/// the client closes the connection first, e.g. after timing out during a `Delay` fault), the
+/// request was never handled; it is then recorded as abandoned (status 0).
+struct InFlight<'a> {
+    shared: &'a Shared,
+    record: Option<RequestRecord>,
+}
+
+impl InFlight<'_> {
+    fn record(&mut self) -> &mut RequestRecord {
+        self.record
+            .as_mut()
+            .expect("the record is only taken when the request is finished")
+    }
+
+    /// The record of the finished request; nothing is recorded on drop any more.
+    fn finish(mut self) -> RequestRecord {
+        self.record
+            .take()
+            .expect("the record is only taken when the request is finished")
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.status = 0;
+            record.abandoned = true;
+            info!(method = %record.method, path = %record.path, route = ?record.route, fault = record.fault.as_deref(), "the client went away before the answer; the request was not handled");
+            self.shared.record(record);
+        }
+    }
+}
+
 /// The per-request wrapper around the router: faults, authentication, common headers, logging.
 async fn handle(
     shared: Arc<Shared>,
@@ -318,32 +354,37 @@ async fn handle(
     if classified.route == Route::Control {
         return Ok(call(router, request).await);
     }
-    let mut record = RequestRecord {
-        method: request.method().to_string(),
-        path: request.uri().path().to_owned(),
-        query: request.uri().query().unwrap_or_default().to_owned(),
-        status: 0,
-        route: classified.route,
-        vault: classified.vault_name(),
-        at_ms: shared.elapsed_ms(),
-        fault: None,
-        authorized: false,
+    let mut in_flight = InFlight {
+        shared: &shared,
+        record: Some(RequestRecord {
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
+            query: request.uri().query().unwrap_or_default().to_owned(),
+            status: 0,
+            route: classified.route,
+            vault: classified.vault_name(),
+            at_ms: shared.elapsed_ms(),
+            fault: None,
+            authorized: false,
+            abandoned: false,
+        }),
     };
-    let fault = shared.take_fault(classified.route, record.vault.as_deref());
-    record.fault = fault.as_ref().map(FaultKind::describe);
+    let fault = shared.take_fault(classified.route, in_flight.record().vault.as_deref());
+    in_flight.record().fault = fault.as_ref().map(FaultKind::describe);
     if let Some(FaultKind::Delay { ms }) = fault {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let (authorized, arm_auth) = shared.access(&classified, request.headers());
-    record.authorized = authorized;
+    in_flight.record().authorized = authorized;
 
-    let mut response = match fault {
+    let mut response = match &fault {
         Some(FaultKind::Drop) => {
             // Read the body first: closing with unread bytes makes the kernel send a reset, and the
             // client should see a clean end of stream after it has sent its whole request.
             if let Err(error) = request.into_body().collect().await {
                 debug!(%error, "reading the body of a dropped request failed");
             }
+            let record = in_flight.finish();
             info!(method = %record.method, path = %record.path, route = ?record.route, "dropped connection (injected fault)");
             shared.record(record);
             return Err(DropConnection);
@@ -354,12 +395,13 @@ async fn handle(
             message,
             retry_after,
         }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            ArmError::new(status, code, message)
-                .with_retry_after(retry_after)
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            ArmError::new(status, code.clone(), message.clone())
+                .with_retry_after(*retry_after)
                 .into_response()
         }
-        Some(FaultKind::Delay { .. }) | None => {
+        Some(FaultKind::Delay { .. } | FaultKind::DropAfter | FaultKind::EditAfter { .. })
+        | None => {
             request.extensions_mut().insert(RequestContext {
                 classified: classified.clone(),
                 arm_auth,
@@ -368,7 +410,21 @@ async fn handle(
         }
     };
     add_common_headers(&shared, &classified, response.headers_mut());
+    let mut record = in_flight.finish();
     record.status = response.status().as_u16();
+    match fault {
+        Some(FaultKind::EditAfter { add, remove }) => {
+            if let Target::Vault(path) = &classified.target {
+                edit_ip_rules(&shared, &path.id(), &add, &remove);
+            }
+        }
+        Some(FaultKind::DropAfter) => {
+            info!(method = %record.method, path = %record.path, status = record.status, route = ?record.route, "handled, then dropped the connection (injected fault)");
+            shared.record(record);
+            return Err(DropConnection);
+        }
+        _ => {}
+    }
     info!(
         method = %record.method,
         path = %record.path,
@@ -542,6 +598,35 @@ async fn put_ip_rules(
             &format!("/_emulator/vaults/{name}/ip-rules"),
         )
     }
+}
+
+/// Out-of-band edit of some ipRules (a [`FaultKind::EditAfter`]): adds the `add` rules not yet
+/// present, then removes the `remove` rules, comparing stored forms (a bare IPv4 address is
+/// `/32`). Does nothing when the vault does not exist.
+fn edit_ip_rules(shared: &Shared, name_or_id: &str, add: &[String], remove: &[String]) {
+    let mut store = shared.vaults();
+    let Some(index) = store.find(name_or_id) else {
+        return;
+    };
+    let Some(mut vault) = store.get(index).cloned() else {
+        return;
+    };
+    let mut rules = vaults::ip_rule_values(&vault);
+    for rule in add.iter().map(|rule| stored_form(rule)) {
+        if !rules.contains(&rule) {
+            rules.push(rule);
+        }
+    }
+    let remove: Vec<String> = remove.iter().map(|rule| stored_form(rule)).collect();
+    rules.retain(|rule| !remove.contains(&stored_form(rule)));
+    info!(
+        vault = name_or_id,
+        ?add,
+        ?remove,
+        "edited the vault's ip rules out of band (injected fault)"
+    );
+    vaults::set_ip_rule_values(&mut vault, rules);
+    store.replace(index, vault);
 }
 
 /// Out-of-band ipRules edit; `false` when the vault does not exist.

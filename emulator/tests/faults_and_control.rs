@@ -214,6 +214,187 @@ async fn drop_faults_close_the_connection_without_any_response() {
 }
 
 #[tokio::test]
+async fn a_delayed_request_whose_client_gives_up_is_abandoned_and_never_handled() {
+    let emulator = start(config()).await;
+    let token = emulator.issue_token(ARM);
+    emulator.add_fault(Fault {
+        route: Some(Route::VaultPatch),
+        vault: None,
+        kind: FaultKind::Delay { ms: 1500 },
+        count: 1,
+    });
+    let body = json!({"properties": {"networkAcls": {"bypass": "AzureServices", "defaultAction": "Deny", "ipRules": [{"value": "20.0.0.1"}], "virtualNetworkRules": []}}});
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let error = impatient
+        .patch(vault_url(&emulator, "kv-build"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error:?}");
+    // The emulator notices the closed connection and stops handling the request.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while emulator.requests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned request was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let record = &emulator.requests()[0];
+    assert_eq!(
+        (
+            record.route,
+            record.status,
+            record.abandoned,
+            record.fault.as_deref()
+        ),
+        (Route::VaultPatch, 0, true, Some("delay 1500ms"))
+    );
+    // Past the delay, the write has still not been applied.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(emulator.ip_rules("kv-build").is_empty());
+    assert_eq!(emulator.requests().len(), 1);
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn drop_after_faults_handle_the_request_then_close_the_connection() {
+    let emulator = start(config()).await;
+    let token = emulator.issue_token(ARM);
+    emulator.add_fault(Fault {
+        route: Some(Route::VaultPatch),
+        vault: Some("kv-build".into()),
+        kind: FaultKind::DropAfter,
+        count: 1,
+    });
+    let body = json!({"properties": {"networkAcls": {"bypass": "AzureServices", "defaultAction": "Deny", "ipRules": [{"value": "20.0.0.1"}], "virtualNetworkRules": []}}});
+    // The client sees a transport error, not a status…
+    let error = client()
+        .patch(vault_url(&emulator, "kv-build"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(error.status().is_none() && !error.is_timeout(), "{error:?}");
+    // …but the write was applied, and the record says what the handler answered.
+    assert_eq!(emulator.ip_rules("kv-build"), ["20.0.0.1/32"]);
+    let log: Vec<(Route, u16, Option<String>)> = emulator
+        .requests()
+        .into_iter()
+        .map(|r| (r.route, r.status, r.fault))
+        .collect();
+    assert_eq!(
+        log,
+        [(
+            Route::VaultPatch,
+            200,
+            Some("drop connection after handling".into())
+        )]
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn edit_after_faults_change_the_vault_right_after_the_matched_request() {
+    let emulator = start(config()).await;
+    let token = emulator.issue_token(ARM);
+    emulator.add_fault(Fault {
+        route: Some(Route::VaultGet),
+        vault: Some("kv-prod".into()),
+        kind: FaultKind::EditAfter {
+            add: vec!["52.174.99.1".into(), "20.37.194.0/24".into()],
+            remove: vec!["20.37.158.0/23".into(), "1.1.1.1".into()],
+        },
+        count: 1,
+    });
+    let rules = |value: &Value| -> Vec<String> {
+        value["properties"]["networkAcls"]["ipRules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["value"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let read = || async {
+        client()
+            .get(vault_url(&emulator, "kv-prod"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    // The matched read answers with the vault as it was…
+    let before = vec![
+        "20.37.158.0/23",
+        "20.37.194.0/24",
+        "40.74.28.0/23",
+        "52.174.10.20/32",
+    ];
+    assert_eq!(rules(&read().await), before);
+    // …and the next read sees the edit: a rule added (once, as /32), one removed; rules to add
+    // that are there already and rules to remove that are not change nothing.
+    let after = vec![
+        "20.37.194.0/24",
+        "40.74.28.0/23",
+        "52.174.10.20/32",
+        "52.174.99.1/32",
+    ];
+    assert_eq!(rules(&read().await), after);
+    assert_eq!(emulator.ip_rules("kv-prod"), after);
+    // The fault is used up: no further edit.
+    assert_eq!(rules(&read().await), after);
+    let faults: Vec<Option<String>> = emulator.requests().into_iter().map(|r| r.fault).collect();
+    assert_eq!(
+        faults,
+        [
+            Some(
+                "edit ip rules after: +52.174.99.1 +20.37.194.0/24 -20.37.158.0/23 -1.1.1.1".into()
+            ),
+            None,
+            None
+        ]
+    );
+    // Everything else in networkAcls is kept.
+    let vault = emulator.vault("kv-prod").unwrap();
+    assert_eq!(vault["properties"]["networkAcls"]["defaultAction"], "Deny");
+    assert_eq!(
+        vault["properties"]["networkAcls"]["virtualNetworkRules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // On a request without a vault, the request is handled and nothing is edited.
+    emulator.add_fault(Fault {
+        route: None,
+        vault: None,
+        kind: FaultKind::EditAfter {
+            add: vec!["52.174.99.2".into()],
+            remove: Vec::new(),
+        },
+        count: 1,
+    });
+    let page = client()
+        .get(emulator.download_page_url())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 404, "no document configured");
+    assert_eq!(emulator.ip_rules("kv-prod"), after);
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_request_log_records_route_vault_status_and_query() {
     let emulator = start(config()).await;
     let token = emulator.issue_token(ARM);
