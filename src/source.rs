@@ -137,28 +137,21 @@ impl Fetcher<'_> {
                 (parse(&raw, &origin)?, origin, raw.len(), raw)
             }
             SourceSpec::Url(url) => {
-                let pipeline = http::pipeline(None, &self.http);
-                let raw = download(&pipeline, url, &self.http, "downloading service tags").await?;
+                let pipeline = http::download_pipeline(&self.http);
+                let raw = download(&pipeline, url, &self.http, DOCUMENT).await?;
                 let origin = url.to_string();
                 (parse(&raw, &origin)?, origin, raw.len(), raw)
             }
             SourceSpec::Download { page } => {
-                let pipeline = http::pipeline(None, &self.http);
-                let html = download(
-                    &pipeline,
-                    page,
-                    &self.http,
-                    "reading the service tags download page",
-                )
-                .await?;
+                let pipeline = http::download_pipeline(&self.http);
+                let html = download(&pipeline, page, &self.http, PAGE).await?;
                 let link = newest_link(&String::from_utf8_lossy(&html), page).ok_or_else(|| {
                     SourceError::NoLink {
                         page: page.to_string(),
                     }
                 })?;
                 tracing::debug!(link = %link, "newest service tags link");
-                let raw =
-                    download(&pipeline, &link, &self.http, "downloading service tags").await?;
+                let raw = download(&pipeline, &link, &self.http, DOCUMENT).await?;
                 let origin = link.to_string();
                 (parse(&raw, &origin)?, origin, raw.len(), raw)
             }
@@ -204,6 +197,13 @@ fn parse(raw: &[u8], origin: &str) -> Result<ServiceTags, SourceError> {
     })
 }
 
+/// What is downloaded, for the error messages.
+const PAGE: &str = "reading the service tags download page";
+const DOCUMENT: &str = "downloading service tags";
+
+/// Downloads with a pipeline that does not decompress ([`http::download_pipeline`]). The document
+/// is asked for gzip-compressed, and comes back as sent: the parser gunzips it within its size
+/// limit. The page is asked for as it is, since its links are read from the bytes.
 async fn download(
     pipeline: &Pipeline,
     url: &Url,
@@ -215,6 +215,9 @@ async fn download(
         detail: err.to_string(),
     })?;
     let mut request = Request::new(url.clone(), Method::Get);
+    if operation == DOCUMENT {
+        request.insert_header("accept-encoding", "gzip");
+    }
     let operation = format!("{operation} {url}");
     let response = http::send(pipeline, &mut request, &operation, options).await?;
     Ok(response.body().to_vec())

@@ -9,12 +9,17 @@
 //!
 //! `--credential managed-identity` forces the managed identity, which then uses IMDS on a VM.
 //! `AZURE_CLIENT_ID` selects a user-assigned identity by client id. The credentials cache one
-//! token per scope and refresh it five minutes before it expires.
+//! token per scope and refresh it five minutes before it expires; a token the service refuses
+//! anyway (a 401: expired early, revoked, a skewed clock) is dropped by starting the credential
+//! over ([`Renewable`]), since `azure_identity` has no way to evict a cached token.
 
+use std::collections::hash_map::DefaultHasher;
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
-use azure_core::credentials::TokenCredential;
+use async_trait::async_trait;
+use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use azure_identity::{
     DeveloperToolsCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
     UserAssignedId, WorkloadIdentityCredential,
@@ -112,7 +117,8 @@ pub fn choose(kind: CredentialKind, env: &IdentityEnv) -> Chosen {
     }
 }
 
-/// Builds the credential `kind` means here.
+/// Builds the credential `kind` means here, able to start over when a token it handed out is
+/// refused ([`Renewable`]).
 ///
 /// # Errors
 /// When `azure_identity` refuses the configuration (e.g. workload identity without its
@@ -122,7 +128,20 @@ pub fn credential(
     env: &IdentityEnv,
 ) -> Result<(Arc<dyn TokenCredential>, Chosen), String> {
     let chosen = choose(kind, env);
-    let built: azure_core::Result<Arc<dyn TokenCredential>> = match &chosen {
+    let first = build(&chosen).map_err(|err| {
+        format!(
+            "setting up the {chosen} credential: {}",
+            super::http::error_chain(&err)
+        )
+    })?;
+    let again = chosen.clone();
+    let renewable = Renewable::new(first, move || build(&again));
+    Ok((Arc::new(renewable), chosen))
+}
+
+/// The `azure_identity` credential for `chosen`, with an empty token cache.
+fn build(chosen: &Chosen) -> azure_core::Result<Arc<dyn TokenCredential>> {
+    match chosen {
         Chosen::AppServiceManagedIdentity { client_id }
         | Chosen::ImdsManagedIdentity { client_id } => {
             ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
@@ -137,20 +156,182 @@ pub fn credential(
         Chosen::DeveloperTools => {
             DeveloperToolsCredential::new(None).map(|c| c as Arc<dyn TokenCredential>)
         }
-    };
-    built
-        .map(|credential| (credential, chosen.clone()))
-        .map_err(|err| {
-            format!(
-                "setting up the {chosen} credential: {}",
-                super::http::error_chain(&err)
-            )
-        })
+    }
+}
+
+/// Put in a token request's context (`TokenRequestOptions::method_options.context`) when the
+/// service refused the token last handed out: a [`Renewable`] credential then hands out a new
+/// one rather than the cached one. Holds a fingerprint of the refused token, never the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedToken(u64);
+
+impl RefusedToken {
+    /// The marker for a token (`Bearer` prefix or not).
+    pub fn of(token: &str) -> Self {
+        RefusedToken(fingerprint(token.strip_prefix("Bearer ").unwrap_or(token)))
+    }
+}
+
+fn fingerprint(token: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    token.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The constructor of a fresh credential.
+type Build = dyn Fn() -> azure_core::Result<Arc<dyn TokenCredential>> + Send + Sync;
+
+/// A credential that can start over. `azure_identity` caches a token per scope until five
+/// minutes before its `expires_on` and offers no way to evict it, so a token the service refuses
+/// earlier (server-side expiry, revocation, clock skew) would otherwise be sent again on every
+/// request until then — for a long-lived `serve` process, up to the token's whole lifetime
+/// (a day for managed-identity tokens). Asked with a [`RefusedToken`] for the token it would
+/// hand out, it builds a new credential (an empty cache) and asks that one. Requests that fail
+/// together start over once.
+pub struct Renewable {
+    current: Mutex<Arc<dyn TokenCredential>>,
+    build: Box<Build>,
+    renewing: tokio::sync::Mutex<()>,
+}
+
+impl Renewable {
+    pub fn new(
+        first: Arc<dyn TokenCredential>,
+        build: impl Fn() -> azure_core::Result<Arc<dyn TokenCredential>> + Send + Sync + 'static,
+    ) -> Self {
+        Renewable {
+            current: Mutex::new(first),
+            build: Box::new(build),
+            renewing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn current(&self) -> Arc<dyn TokenCredential> {
+        self.current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+impl fmt::Debug for Renewable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Renewable")
+            .field("current", &self.current())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl TokenCredential for Renewable {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        let refused = options
+            .as_ref()
+            .and_then(|o| o.method_options.context.value::<RefusedToken>())
+            .copied();
+        let Some(refused) = refused else {
+            return self.current().get_token(scopes, options).await;
+        };
+        // One renewal at a time; whoever comes second finds the new token already there.
+        let _renewing = self.renewing.lock().await;
+        let token = self.current().get_token(scopes, None).await?;
+        if RefusedToken::of(token.token.secret()) != refused {
+            return Ok(token);
+        }
+        let fresh = (self.build)()?;
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh.clone();
+        tracing::info!("the service refused the cached token; starting the credential over");
+        fresh.get_token(scopes, None).await
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use azure_core::http::{ClientMethodOptions, Context};
+
     use super::*;
+
+    /// Hands out `token-<generation>`, the same until it is rebuilt (like a cache).
+    #[derive(Debug)]
+    struct Counting {
+        generation: usize,
+    }
+
+    #[async_trait]
+    impl TokenCredential for Counting {
+        async fn get_token(
+            &self,
+            _scopes: &[&str],
+            _options: Option<TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<AccessToken> {
+            let expires =
+                azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1);
+            Ok(AccessToken::new(
+                format!("token-{}", self.generation),
+                expires,
+            ))
+        }
+    }
+
+    fn refused(token: &str) -> Option<TokenRequestOptions<'static>> {
+        Some(TokenRequestOptions {
+            method_options: ClientMethodOptions {
+                context: Context::new().with_value(RefusedToken::of(token)),
+            },
+        })
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_starts_the_credential_over_once() {
+        let builds = Arc::new(AtomicUsize::new(0));
+        let build = {
+            let builds = builds.clone();
+            move || -> azure_core::Result<Arc<dyn TokenCredential>> {
+                let generation = builds.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok(Arc::new(Counting { generation }))
+            }
+        };
+        let first = build().unwrap();
+        let credential = Renewable::new(first, build);
+        let scope = ["https://management.azure.com/.default"];
+        let secret = |t: AccessToken| t.token.secret().to_owned();
+
+        // Cached: the same token, no rebuild.
+        assert_eq!(
+            secret(credential.get_token(&scope, None).await.unwrap()),
+            "token-1"
+        );
+        assert_eq!(
+            secret(credential.get_token(&scope, None).await.unwrap()),
+            "token-1"
+        );
+        assert_eq!(builds.load(Ordering::SeqCst), 1);
+
+        // Refused: a new credential, a new token, kept from then on.
+        let renewed = credential
+            .get_token(&scope, refused("Bearer token-1"))
+            .await;
+        assert_eq!(secret(renewed.unwrap()), "token-2");
+        assert_eq!(builds.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            secret(credential.get_token(&scope, None).await.unwrap()),
+            "token-2"
+        );
+
+        // A second request that saw the old token refused finds the new one: no rebuild.
+        let again = credential.get_token(&scope, refused("token-1")).await;
+        assert_eq!(secret(again.unwrap()), "token-2");
+        assert_eq!(builds.load(Ordering::SeqCst), 2);
+    }
 
     fn env(endpoint: bool, header: bool, federated: bool, client_id: Option<&str>) -> IdentityEnv {
         IdentityEnv {

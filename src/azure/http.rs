@@ -6,21 +6,27 @@
 //! - every attempt has a timeout (the reqwest client's), and every call a total deadline;
 //! - the bearer token policy refuses plain HTTP, except to a loopback host, so that tests and
 //!   the demo can use the local emulator while no token ever leaves the machine unencrypted;
+//! - a 401 makes it ask the credential for a new token (not the cached one, see
+//!   [`super::auth::Renewable`]) and send the request once more: a token refused before its
+//!   `expires_on` (server-side expiry, revocation, clock skew) would otherwise stay cached and
+//!   be refused again on every call;
 //! - ARM error bodies (`{"error":{"code","message"}}`) become `code: message`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use azure_core::credentials::TokenCredential;
+use azure_core::credentials::{TokenCredential, TokenRequestOptions};
+use azure_core::http::headers::AUTHORIZATION;
 use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
 use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{
-    ClientOptions, Context, ExponentialRetryOptions, Pipeline, PipelineSendOptions, RawResponse,
-    Request, RetryOptions, StatusCode, Transport,
+    ClientMethodOptions, ClientOptions, Context, ExponentialRetryOptions, Pipeline,
+    PipelineSendOptions, RawResponse, Request, RetryOptions, StatusCode, Transport,
 };
 use serde::Deserialize;
 
+use super::auth::RefusedToken;
 use super::is_loopback;
 
 /// How hard to try.
@@ -112,6 +118,40 @@ impl Policy for BearerPolicy {
         request: &mut Request,
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
+        let response = self.send_once(ctx, request, next).await?;
+        if response.status() != StatusCode::Unauthorized {
+            return Ok(response);
+        }
+        // The token was refused although the credential still holds it as valid: have the
+        // credential start over, then try once more (a second 401 is the answer).
+        let Some(sent) = request
+            .headers()
+            .get_optional_str(&AUTHORIZATION)
+            .map(RefusedToken::of)
+        else {
+            return Ok(response);
+        };
+        tracing::info!(url = %request.url().path(), "the service refused the token (401); getting a new one and trying once more");
+        let options = TokenRequestOptions {
+            method_options: ClientMethodOptions {
+                context: Context::new().with_value(sent),
+            },
+        };
+        self.credential
+            .get_token(&[self.scope.as_str()], Some(options))
+            .await?;
+        request.body_mut().reset().await?;
+        self.send_once(ctx, request, next).await
+    }
+}
+
+impl BearerPolicy {
+    async fn send_once(
+        &self,
+        ctx: &Context<'_>,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
         if request.url().scheme() == "https" {
             return self.stock.send(ctx, request, next).await;
         }
@@ -140,13 +180,31 @@ pub fn pipeline(
     auth: Option<(Arc<dyn TokenCredential>, String)>,
     options: &HttpOptions,
 ) -> Pipeline {
-    let client = reqwest::Client::builder()
+    build_pipeline(auth, options, true)
+}
+
+/// A pipeline for downloading documents (the Service Tags file): no token, and no transparent
+/// decompression. An answer with `Content-Encoding: gzip` is handed over as it came, and the
+/// Service Tags parser gunzips it with its size limit (`MAX_DOCUMENT_BYTES`); decompressing here
+/// would first hold any amount in memory (a 2 MB answer can expand to gigabytes).
+pub fn download_pipeline(options: &HttpOptions) -> Pipeline {
+    build_pipeline(None, options, false)
+}
+
+fn build_pipeline(
+    auth: Option<(Arc<dyn TokenCredential>, String)>,
+    options: &HttpOptions,
+    decompress: bool,
+) -> Pipeline {
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(options.attempt_timeout.min(Duration::from_secs(10)))
         .timeout(options.attempt_timeout)
         // REST guidelines discourage redirects; following them could also carry a token away.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new());
+        .redirect(reqwest::redirect::Policy::none());
+    if !decompress {
+        builder = builder.no_gzip();
+    }
+    let client = builder.build().unwrap_or_else(|_| reqwest::Client::new());
     let client_options = ClientOptions {
         retry: RetryOptions::exponential(ExponentialRetryOptions {
             initial_delay: azure_core::time::Duration::milliseconds(
