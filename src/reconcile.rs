@@ -460,11 +460,11 @@ impl Reconciler {
                 if want == got {
                     Outcome::Applied
                 } else {
-                    let missing = want.difference(&got).count();
-                    let unexpected = got.difference(&want).count();
+                    let (missing, missing_rules) = listed(want.difference(&got));
+                    let (unexpected, unexpected_rules) = listed(got.difference(&want));
                     Outcome::Failed {
                         error: format!(
-                            "verifying the write: the vault now holds {} rules, {missing} written rules missing and {unexpected} not written by this run (changed by someone else meanwhile?); the next run reconciles it",
+                            "verifying the write: the vault now holds {} rules, {missing} written rules missing{missing_rules} and {unexpected} not written by this run{unexpected_rules} (changed by someone else meanwhile?); the next run reconciles it",
                             after.acl.ip_rules.len()
                         ),
                     }
@@ -472,6 +472,24 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// How many rules a set holds, and the first few of them in address order (` [a, b, …]`), so
+/// that a person can tell which rules moved; nothing when it is empty.
+fn listed<'a>(rules: impl Iterator<Item = &'a &'a Ipv4Net>) -> (usize, String) {
+    const SHOWN: usize = 5;
+    let mut rules: Vec<&Ipv4Net> = rules.copied().collect();
+    rules.sort_unstable();
+    let mut names: Vec<String> = rules.iter().take(SHOWN).map(ToString::to_string).collect();
+    if rules.len() > SHOWN {
+        names.push("…".to_owned());
+    }
+    let shown = if names.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", names.join(", "))
+    };
+    (rules.len(), shown)
 }
 
 /// How often a vault is planned again when its firewall keeps changing under tagfence.
@@ -522,4 +540,28 @@ fn record(
         added: plan.filter(|_| report.wrote).map_or(0, |p| p.add.len()),
         removed: plan.filter(|_| report.wrote).map_or(0, |p| p.remove.len()),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verify_failure_names_the_first_rules_that_moved() {
+        let rules: Vec<Ipv4Net> = (1..=7)
+            .rev()
+            .map(|i| format!("52.174.99.{i}/32").parse().unwrap())
+            .collect();
+        let some: HashSet<&Ipv4Net> = rules.iter().collect();
+        assert_eq!(
+            listed(some.iter()),
+            (
+                7,
+                " [52.174.99.1/32, 52.174.99.2/32, 52.174.99.3/32, 52.174.99.4/32, 52.174.99.5/32, …]"
+                    .to_owned()
+            )
+        );
+        let none: HashSet<&Ipv4Net> = HashSet::new();
+        assert_eq!(listed(none.iter()), (0, String::new()));
+    }
 }
