@@ -670,10 +670,15 @@ impl<'a> Reader<'a> {
             let buf = self.buf;
             let open = self.token(0);
             let close = self.token(1);
-            // Not plain: an escape (syntax to check) or non-ASCII (UTF-8 to check).
-            let escapes = self.indexer.any_backslash && buf[open + 1..close].contains(&b'\\');
-            let non_ascii = self.indexer.any_high && !buf[open + 1..close].is_ascii();
-            let plain = buf.get(open) == Some(&b'"') && !escapes && !non_ascii;
+            // Not plain: not a string (e.g. the end of the input), an escape (syntax to check)
+            // or non-ASCII (UTF-8 to check). Only a string's body may be sliced: at the end,
+            // `open` is the input's length.
+            let plain = buf.get(open) == Some(&b'"') && {
+                let body = &buf[open + 1..close];
+                let escapes = self.indexer.any_backslash && body.contains(&b'\\');
+                let non_ascii = self.indexer.any_high && !body.is_ascii();
+                !escapes && !non_ascii
+            };
             if !plain {
                 break;
             }
@@ -1083,6 +1088,11 @@ mod tests {
             ("[\"a\tb\"]", None),
             ("[\"a\\qb\"]", None),
             ("[\"a\"}", None),
+            // Found by fuzzing (fuzz/regressions/service_tags): the end of the input after a
+            // comma, once a backslash or a non-ASCII byte has been seen, panicked slicing.
+            ("[\"\\\\\",", None),
+            ("[\"é\",", None),
+            ("[\"\\n\", \"a\",  ", None),
         ];
         for (input, expected) in cases {
             let got = Reader::new(input.as_bytes()).and_then(|mut reader| {

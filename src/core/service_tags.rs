@@ -114,6 +114,8 @@ pub enum ParseError {
     MissingTopLevel(&'static str),
     #[error("tag #{index} in the service tags document has no '{field}'")]
     MissingInTag { index: usize, field: &'static str },
+    #[error("tag #{index} in the service tags document has more than one 'name'")]
+    NameTwice { index: usize },
     #[error("unknown cloud '{0}' in the service tags document (expected Public, AzureGovernment or AzureChina)")]
     UnknownCloud(String),
     #[error("the service tags document lists no tags ('values' is empty)")]
@@ -217,9 +219,16 @@ impl ServiceTags {
 
     fn parse_filtered(input: &[u8], filter: TagFilter<'_>) -> Result<ServiceTags, ParseError> {
         if input.starts_with(&[0x1f, 0x8b]) {
+            // Decompressed once only: what gzip holds must be JSON. (Unwrapping gzip inside gzip
+            // again and again would let a small input hold every layer in memory at once, and
+            // a gzip quine recurse forever.)
             let json = gunzip(input)?;
-            return Self::parse_filtered(&json, filter);
+            return Self::parse_json(&json, filter);
         }
+        Self::parse_json(input, filter)
+    }
+
+    fn parse_json(input: &[u8], filter: TagFilter<'_>) -> Result<ServiceTags, ParseError> {
         if input.len() > MAX_DOCUMENT_BYTES {
             return Err(ParseError::TooLarge {
                 limit: MAX_DOCUMENT_BYTES,
@@ -366,8 +375,9 @@ impl ServiceTags {
 fn gunzip(input: &[u8]) -> Result<Vec<u8>, ParseError> {
     // The gzip trailer holds the uncompressed size mod 2^32: a good capacity hint.
     let hint = input
-        .get(input.len().saturating_sub(4)..)
-        .map(|t| u32::from_le_bytes(t.try_into().expect("4-byte slice")) as usize)
+        .len()
+        .checked_sub(4)
+        .map(|at| u32::from_le_bytes(input[at..].try_into().expect("4-byte slice")) as usize)
         .unwrap_or(0)
         .min(MAX_DOCUMENT_BYTES);
     let mut out = Vec::with_capacity(hint);
@@ -479,7 +489,12 @@ impl<'a> Parser<'a> {
                             .ok_or_else(|| ParseError::UnknownCloud(value.into_owned()))?,
                     );
                 }
-                "values" => tags = Some(self.tags()?),
+                "values" => {
+                    // A repeated key counts once, the last (as serde_json reads it): the tags a
+                    // filtered parse left out of an earlier "values" are not in the document.
+                    self.skipped.clear();
+                    tags = Some(self.tags()?);
+                }
                 "nextLink" => {
                     api_fields = true;
                     if !self.reader.take_null()? {
@@ -621,6 +636,11 @@ impl<'a> Parser<'a> {
         while let Some(key) = self.reader.next_key(&mut first)? {
             match key.as_ref() {
                 "name" => {
+                    // Whether the prefixes are read depends on the name: a second name could
+                    // make a filtered parse keep a tag whose prefixes it skipped.
+                    if name.is_some() {
+                        return Err(ParseError::NameTwice { index }.into());
+                    }
                     let value = self.reader.read_str()?;
                     name = Some(self.intern(&value));
                 }
@@ -901,6 +921,86 @@ mod tests {
             matches!(err, ParseError::Gzip(_) | ParseError::Json { .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn refuses_a_gzip_magic_shorter_than_a_trailer() {
+        // Found by fuzzing (fuzz/regressions/service_tags): 2 or 3 bytes starting with the gzip
+        // magic panicked reading the size hint of the (missing) 4-byte trailer.
+        for input in [&[0x1f, 0x8b][..], &[0x1f, 0x8b, 0x08]] {
+            assert!(matches!(
+                ServiceTags::parse(input),
+                Err(ParseError::Gzip(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn decompresses_gzip_once_only() {
+        // Found while reviewing the parser for fuzzing: gzip inside gzip was unwrapped
+        // recursively, so an input of n nested layers held all n in memory (3,000 layers:
+        // 94 KB in, ~700 MB resident).
+        use std::io::Write;
+        let gzip = |data: &[u8]| {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            encoder.write_all(data).unwrap();
+            encoder.finish().unwrap()
+        };
+        let twice = gzip(&gzip(DOWNLOAD.as_bytes()));
+        let err = ServiceTags::parse(&twice).unwrap_err();
+        assert!(matches!(err, ParseError::Json { .. }), "{err}");
+        assert!(ServiceTags::parse_only(&twice, &[]).is_err());
+    }
+
+    #[test]
+    fn a_repeated_values_key_counts_once_filtered_or_not() {
+        // Found by fuzzing (fuzz/regressions/service_tags): a filtered parse kept the names of
+        // the tags it left out of an earlier "values", so it refused a document `parse`
+        // accepted (a tag "listed twice"), or accepted one `parse` refused (no tags).
+        let tag = |name: &str| {
+            format!(
+                r#"{{"name":"{name}","properties":{{"changeNumber":1,"addressPrefixes":["1.2.3.0/24"]}}}}"#
+            )
+        };
+        let twice = format!(
+            r#"{{"changeNumber":1,"cloud":"Public","values":[{}],"values":[{}]}}"#,
+            tag("A"),
+            tag("A")
+        );
+        let full = ServiceTags::parse(twice.as_bytes()).unwrap();
+        let only = ServiceTags::parse_only(twice.as_bytes(), &[]).unwrap();
+        assert_eq!((full.total_tags(), only.total_tags()), (1, 1));
+        let emptied = format!(
+            r#"{{"changeNumber":1,"cloud":"Public","values":[{}],"values":[]}}"#,
+            tag("A")
+        );
+        assert!(matches!(
+            ServiceTags::parse(emptied.as_bytes()),
+            Err(ParseError::NoTags)
+        ));
+        assert!(matches!(
+            ServiceTags::parse_only(emptied.as_bytes(), &[]),
+            Err(ParseError::NoTags)
+        ));
+    }
+
+    #[test]
+    fn a_tag_with_two_names_is_refused_filtered_or_not() {
+        // Found while writing the fuzz checks: the filter decided on the first name whether to
+        // read the prefixes and on the last whether to keep the tag, so a filtered parse could
+        // keep a tag without its prefixes.
+        let doc = r#"{"changeNumber":1,"cloud":"Public","values":[{"name":"A","properties":{"changeNumber":1,"addressPrefixes":["1.2.3.0/24"]},"name":"B"}]}"#;
+        let names = vec!["B".to_owned()];
+        for result in [
+            ServiceTags::parse(doc.as_bytes()),
+            ServiceTags::parse_only(doc.as_bytes(), &names),
+        ] {
+            assert_eq!(
+                result.unwrap_err().to_string(),
+                "tag #0 in the service tags document has more than one 'name'"
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,16 @@ impl InvocationRequest {
     /// # Errors
     /// [`EnvelopeError::NotJson`].
     pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
+        // serde's derived Deserialize also reads a struct from an array (`[]`, `[{Data}, {}]`):
+        // only an object is an envelope.
+        let start = body
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
+        if let Some(start) = start.filter(|&i| body[i] != b'{') {
+            return Err(EnvelopeError::NotJson(format!(
+                "expected a JSON object at byte {start}"
+            )));
+        }
         serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))
     }
 
@@ -221,5 +231,12 @@ mod tests {
             InvocationRequest::parse(b"[1]"),
             Err(EnvelopeError::NotJson(_))
         ));
+        // Found by fuzzing (fuzz/regressions/envelope): serde reads a struct from an array too.
+        for (body, at) in [(&b" []"[..], 1), (br#"[{"timer": {}}, {}]"#, 0)] {
+            assert_eq!(
+                InvocationRequest::parse(body).unwrap_err(),
+                EnvelopeError::NotJson(format!("expected a JSON object at byte {at}"))
+            );
+        }
     }
 }
