@@ -348,7 +348,8 @@ impl Reconciler {
         // PATCH. Reading again narrows that window to one round trip; if the firewall moved,
         // plan again from what is there now.
         let mut attempt = 1;
-        let intended = loop {
+        let mut slot = None;
+        let (intended, slot) = loop {
             let recorded = remembered
                 .as_ref()
                 .and_then(|r| r.applied.as_ref())
@@ -410,6 +411,10 @@ impl Reconciler {
                 }
             }
 
+            // The write budget is waited for before the re-read, not between it and the PATCH.
+            if slot.is_none() {
+                slot = Some(self.arm.reserve_write(&target.id).await);
+            }
             let fresh = match self.arm.get_vault(&target.id).await {
                 Ok(fresh) => fresh,
                 Err(err) => {
@@ -422,7 +427,7 @@ impl Reconciler {
                 }
             };
             if same_firewall(&fresh.acl, &vault.acl) {
-                break intended;
+                break (intended, slot.take().expect("reserved above"));
             }
             if attempt == MAX_PLAN_ATTEMPTS {
                 return Outcome::Failed {
@@ -440,7 +445,7 @@ impl Reconciler {
         // Act: one PATCH with the whole networkAcls as last read, the IP rules replaced.
         let update = NetworkAclsUpdate::keeping(&vault.acl, intended.clone());
         report.wrote = true;
-        if let Err(err) = self.arm.patch_network_acls(&target.id, &update).await {
+        if let Err(err) = self.arm.patch_network_acls(&target.id, &update, slot).await {
             return Outcome::Failed {
                 error: err.to_string(),
             };

@@ -106,6 +106,23 @@ impl NetworkAclsUpdate {
     }
 }
 
+/// One write taken from ARM's write budget ([`ArmClient::reserve_write`]), spent by
+/// [`ArmClient::patch_network_acls`]. Dropped unused (the vault turned out to need no write),
+/// the write stays spent: the budget errs on the slow side.
+#[derive(Debug)]
+#[must_use = "a reserved write is spent whether or not it is used"]
+pub struct WriteSlot {
+    subscription: String,
+    waited: std::time::Duration,
+}
+
+impl WriteSlot {
+    /// How long taking it waited for the budget.
+    pub fn waited(&self) -> std::time::Duration {
+        self.waited
+    }
+}
+
 /// The ARM client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ArmClient {
@@ -163,22 +180,11 @@ impl ArmClient {
         vault_from(id, response.body(), &operation)
     }
 
-    /// `PATCH` a vault's `networkAcls`; returns the vault as ARM answered.
-    ///
-    /// # Errors
-    /// [`AzureError`] from the call.
-    pub async fn patch_network_acls(
-        &self,
-        id: &VaultId,
-        update: &NetworkAclsUpdate,
-    ) -> Result<Vault, AzureError> {
-        let operation = format!("writing the firewall of vault {}", id.name);
-        let mut request = Request::new(
-            self.url(&id.to_string(), KEY_VAULT_API_VERSION),
-            Method::Patch,
-        );
-        request.insert_header("content-type", "application/json");
-        request.set_body(serde_json::to_vec(&update.body()).expect("a JSON value serialises"));
+    /// Takes one write from ARM's write budget for the vault's subscription, waiting while the
+    /// budget is spent. A `PATCH` needs the slot this returns: the reconciler takes it *before*
+    /// its last read of the vault, so that any wait for the budget (up to minutes across a
+    /// thousand vaults) falls before that read, not between it and the write.
+    pub async fn reserve_write(&self, id: &VaultId) -> WriteSlot {
         let waited = self.budget.acquire(&id.subscription).await;
         if waited >= std::time::Duration::from_millis(100) {
             tracing::debug!(
@@ -186,6 +192,31 @@ impl ArmClient {
                 "waited for ARM's write budget"
             );
         }
+        WriteSlot {
+            subscription: id.subscription.to_ascii_lowercase(),
+            waited,
+        }
+    }
+
+    /// `PATCH` a vault's `networkAcls` with a write reserved by [`ArmClient::reserve_write`];
+    /// returns the vault as ARM answered.
+    ///
+    /// # Errors
+    /// [`AzureError`] from the call.
+    pub async fn patch_network_acls(
+        &self,
+        id: &VaultId,
+        update: &NetworkAclsUpdate,
+        slot: WriteSlot,
+    ) -> Result<Vault, AzureError> {
+        debug_assert_eq!(slot.subscription, id.subscription.to_ascii_lowercase());
+        let operation = format!("writing the firewall of vault {}", id.name);
+        let mut request = Request::new(
+            self.url(&id.to_string(), KEY_VAULT_API_VERSION),
+            Method::Patch,
+        );
+        request.insert_header("content-type", "application/json");
+        request.set_body(serde_json::to_vec(&update.body()).expect("a JSON value serialises"));
         let response = http::send(&self.pipeline, &mut request, &operation, &self.options).await?;
         if let Some(remaining) = response
             .headers()
