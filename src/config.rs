@@ -31,6 +31,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::azure::auth::CredentialKind;
+use crate::azure::budget::BudgetLimits;
 use crate::azure::http::HttpOptions;
 use crate::azure::{self, CloudEndpoints, VaultId};
 use crate::cli::{FitArg, LimitArgs, SelectionArgs, Slash31Arg};
@@ -341,6 +342,9 @@ pub struct Config {
     defaults: Resolved,
     /// Where to post run messages.
     pub notify_url: Option<Url>,
+    /// The ARM write budget tagfence paces itself by, per subscription: ARM's (200, +10/s).
+    /// Not a setting (ARM's budget is not the caller's to choose); tests lower it.
+    pub write_budget: BudgetLimits,
 }
 
 /// Why the configuration was refused. Each names the setting at fault.
@@ -576,6 +580,7 @@ impl Config {
             allow_older: args.allow_older,
             discovery: discovery(args)?,
             defaults,
+            write_budget: BudgetLimits::default(),
             notify_url: match given(&args.notify_url) {
                 None => None,
                 Some(url) => {

@@ -24,6 +24,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::host::{vault_write_event, HostDouble};
 use support::*;
+use tagfence::azure::budget::BudgetLimits;
 use tagfence::cli::SelectionArgs;
 use tagfence::config::{Config, RunArgs};
 use tagfence::reconcile::Outcome;
@@ -883,6 +884,55 @@ async fn a_firewall_that_keeps_changing_is_left_alone_after_three_plans_then_rec
         rules_of(&emulator, "kv-prod"),
         intended(&[MANUAL, PERSON, PERSON_2, PERSON_3])
     );
+    emulator.shutdown().await;
+}
+
+/// The write budget is waited for before the re-read, not between it and the PATCH, so that an
+/// edit made while a vault waits for its write is read and planned around, not overwritten.
+/// With a budget of one write a second, one of two vaults waits about a second: its re-read must
+/// come after that wait, i.e. at least a second after the first of the two first reads. Only
+/// that lower bound on time is asserted (a wait never ends early); when the budget was taken
+/// inside the PATCH, both re-reads followed their first reads at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_waiting_for_the_write_budget_reads_again_after_the_wait() {
+    let vaults = names(2);
+    let emulator = start(emulator_config(
+        vaults.iter().map(|name| vault(name, &[MANUAL])).collect(),
+    ))
+    .await;
+    let mut config = config(&emulator, &vaults, None);
+    config.write_budget = BudgetLimits {
+        burst: 1,
+        refill_per_second: 1,
+    };
+    let report = run(&runner(&emulator, config)).await;
+    assert_all_applied(&report);
+
+    let log = emulator.requests();
+    let gets_of = |name: &str| -> Vec<u64> {
+        log.iter()
+            .filter(|r| r.vault.as_deref() == Some(name) && r.route == Route::VaultGet)
+            .map(|r| r.at_ms)
+            .collect()
+    };
+    let mut first_reads = Vec::new();
+    let mut re_reads = Vec::new();
+    for name in &vaults {
+        assert_eq!(trace(&emulator, name), CLEAN, "{name}");
+        let gets = gets_of(name);
+        first_reads.push(gets[0]);
+        re_reads.push(gets[1]);
+    }
+    let earliest_read = first_reads.iter().min().unwrap();
+    let latest_re_read = re_reads.iter().max().unwrap();
+    assert!(
+        latest_re_read - earliest_read >= 950,
+        "a vault read again {} ms after the first read of the run, before the budget allowed its write (first reads at {first_reads:?} ms, re-reads at {re_reads:?} ms)",
+        latest_re_read - earliest_read
+    );
+    for name in &vaults {
+        assert_eq!(rules_of(&emulator, name), intended(&[MANUAL]));
+    }
     emulator.shutdown().await;
 }
 

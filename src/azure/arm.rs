@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 use url::Url;
 
-use super::budget::{WriteBudget, REMAINING_WRITES_HEADER};
+use super::budget::{BudgetLimits, WriteBudget, REMAINING_WRITES_HEADER};
 use super::http::{self, AzureError, HttpOptions};
 use super::VaultId;
 use crate::core::live::LiveAcl;
@@ -151,6 +151,13 @@ impl ArmClient {
             options,
             budget: Arc::new(WriteBudget::default()),
         })
+    }
+
+    /// The same client with its own write budget of `limits` (ARM's by default).
+    #[must_use]
+    pub fn with_write_budget(mut self, limits: BudgetLimits) -> Self {
+        self.budget = Arc::new(WriteBudget::with_limits(limits));
+        self
     }
 
     /// The ARM base URL.

@@ -19,6 +19,23 @@ pub const ARM_WRITE_BURST: u32 = 200;
 /// ARM's write bucket refill rate per subscription, per second.
 pub const ARM_WRITE_REFILL_PER_SECOND: u32 = 10;
 
+/// The size and refill rate of the write buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetLimits {
+    pub burst: u32,
+    pub refill_per_second: u32,
+}
+
+impl Default for BudgetLimits {
+    /// ARM's: 200 writes, +10 a second.
+    fn default() -> Self {
+        BudgetLimits {
+            burst: ARM_WRITE_BURST,
+            refill_per_second: ARM_WRITE_REFILL_PER_SECOND,
+        }
+    }
+}
+
 /// The response header with the writes left in the subscription's bucket.
 pub const REMAINING_WRITES_HEADER: &str = "x-ms-ratelimit-remaining-subscription-writes";
 
@@ -38,11 +55,16 @@ pub struct WriteBudget {
 
 impl Default for WriteBudget {
     fn default() -> Self {
-        WriteBudget::new(ARM_WRITE_BURST, ARM_WRITE_REFILL_PER_SECOND)
+        WriteBudget::with_limits(BudgetLimits::default())
     }
 }
 
 impl WriteBudget {
+    /// Buckets of `limits.burst` tokens refilled at `limits.refill_per_second` (at least 1 each).
+    pub fn with_limits(limits: BudgetLimits) -> Self {
+        WriteBudget::new(limits.burst, limits.refill_per_second)
+    }
+
     /// Buckets of `burst` tokens refilled at `refill_per_second` (at least 1).
     pub fn new(burst: u32, refill_per_second: u32) -> Self {
         WriteBudget {

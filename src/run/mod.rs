@@ -127,7 +127,8 @@ impl Runner {
             credential.clone(),
             config.endpoints.arm_scope.clone(),
             config.http.clone(),
-        )?;
+        )?
+        .with_write_budget(config.write_budget);
         let state = match &config.state {
             None => None,
             Some(spec) => Some(open_state(spec, credential, &config)?),
