@@ -200,19 +200,24 @@ fn ok(response: InvocationResponse) -> Response {
     (StatusCode::OK, Json(response)).into_response()
 }
 
-/// The input binding `binding` read as a `T`; `kind` names the trigger in the error.
-fn typed_binding<T: serde::de::DeserializeOwned>(
-    request: &InvocationRequest,
+/// The input binding `binding` of the invocation body, read as a `T`, or the 4xx answer for a
+/// body that is no envelope or lacks that binding; `kind` names the trigger in the error.
+fn read_binding<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
     binding: &'static str,
     kind: &'static str,
-) -> Result<T, EnvelopeError> {
-    request.binding(binding).and_then(|value| {
-        serde_json::from_value(value).map_err(|e| EnvelopeError::BadBinding {
-            binding,
-            kind,
-            detail: e.to_string(),
+) -> Result<T, Box<Response>> {
+    let request = read_envelope(body)?;
+    request
+        .binding(binding)
+        .and_then(|value| {
+            serde_json::from_value(value).map_err(|e| EnvelopeError::BadBinding {
+                binding,
+                kind,
+                detail: e.to_string(),
+            })
         })
-    })
+        .map_err(|err| Box::new(bad_envelope(&err)))
 }
 
 fn report_logs(report: &RunReport) -> Vec<String> {
@@ -228,13 +233,9 @@ async fn timer(
 ) -> Response {
     let span = tracing::info_span!("invocation", function = "function-timer", invocation_id = %invocation_id(&headers));
     async move {
-        let request = match read_envelope(body) {
-            Ok(request) => request,
-            Err(response) => return *response,
-        };
-        let timer: TimerInfo = match typed_binding(&request, "timer", "timer") {
+        let timer: TimerInfo = match read_binding(body, "timer", "timer") {
             Ok(timer) => timer,
-            Err(err) => return bad_envelope(&err),
+            Err(response) => return *response,
         };
         info!(is_past_due = timer.is_past_due, "timer fired");
         let runner = match state.runner().await {
@@ -285,13 +286,9 @@ async fn http_trigger(
 ) -> Response {
     let span = tracing::info_span!("invocation", function = "function-http", invocation_id = %invocation_id(&headers));
     async move {
-        let request = match read_envelope(body) {
-            Ok(request) => request,
-            Err(response) => return *response,
-        };
-        let req: HttpRequestData = match typed_binding(&request, "req", "HTTP") {
+        let req: HttpRequestData = match read_binding(body, "req", "HTTP") {
             Ok(req) => req,
-            Err(err) => return bad_envelope(&err),
+            Err(response) => return *response,
         };
         let method = req.method.to_ascii_uppercase();
         let action = req.action();
@@ -459,13 +456,9 @@ async fn event_grid(
 ) -> Response {
     let span = tracing::info_span!("invocation", function = "function-eventgrid", invocation_id = %invocation_id(&headers));
     async move {
-        let request = match read_envelope(body) {
-            Ok(request) => request,
-            Err(response) => return *response,
-        };
-        let event = match request.binding("event") {
+        let event: Value = match read_binding(body, "event", "Event Grid") {
             Ok(event) => event,
-            Err(err) => return bad_envelope(&err),
+            Err(response) => return *response,
         };
         let vault = match vault_written(&event) {
             Ok(vault) => vault,
