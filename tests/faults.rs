@@ -102,6 +102,14 @@ fn config(emulator: &Emulator, vaults: &[String], state: Option<&Path>) -> Confi
     config
 }
 
+/// The emulator with these vaults, each holding the one manual rule.
+async fn start_with_manual_rule(vaults: &[String]) -> Emulator {
+    start(emulator_config(
+        vaults.iter().map(|name| vault(name, &[MANUAL])).collect(),
+    ))
+    .await
+}
+
 fn runner(emulator: &Emulator, config: Config) -> Runner {
     Runner::with_credential(config, credential(emulator), "test token".into())
         .expect("runner builds")
@@ -252,10 +260,7 @@ fn assert_all_applied(report: &RunReport) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_and_server_error_bursts_at_every_step_of_many_vaults_are_retried() {
     let vaults = names(12);
-    let emulator = start(emulator_config(
-        vaults.iter().map(|v| vault(v, &[MANUAL])).collect(),
-    ))
-    .await;
+    let emulator = start_with_manual_rule(&vaults).await;
     // Per vault: a burst at one step (up to the 3 retries), and what it then sends.
     type Burst = (Step, u16, Option<u64>, u32);
     let plan: Vec<(Vec<Burst>, Vec<&str>)> = vec![
@@ -396,10 +401,7 @@ async fn throttling_and_server_error_bursts_at_every_step_of_many_vaults_are_ret
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_at_every_step_are_retried_and_a_lost_answer_is_harmless() {
     let vaults = names(7);
-    let emulator = start(emulator_config(
-        vaults.iter().map(|v| vault(v, &[MANUAL])).collect(),
-    ))
-    .await;
+    let emulator = start_with_manual_rule(&vaults).await;
     let plan: Vec<(Step, FaultKind, u32, Vec<&str>)> = vec![
         (
             Step::Read,
@@ -508,10 +510,7 @@ async fn dropped_connections_at_every_step_are_retried_and_a_lost_answer_is_harm
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_that_time_out_at_every_step_are_abandoned_and_retried() {
     let vaults = names(5);
-    let emulator = start(emulator_config(
-        vaults.iter().map(|v| vault(v, &[MANUAL])).collect(),
-    ))
-    .await;
+    let emulator = start_with_manual_rule(&vaults).await;
     // (step, delay, count, the requests answered, how many attempts timed out)
     let plan: Vec<(Step, u64, u32, Vec<&str>, usize)> = vec![
         (Step::Read, LONGER_THAN_AN_ATTEMPT, 1, CLEAN.to_vec(), 1),
@@ -620,10 +619,7 @@ async fn faults_beyond_the_retry_budget_fail_only_their_vault_and_the_next_run_h
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let emulator = start(emulator_config(
-        vaults.iter().map(|v| vault(v, &[MANUAL])).collect(),
-    ))
-    .await;
+    let emulator = start_with_manual_rule(&vaults).await;
     at(&emulator, Step::Read, "kv-read", status(503, None), 100);
     at(&emulator, Step::Reread, "kv-reread", FaultKind::Drop, 100);
     at(&emulator, Step::Write, "kv-write", status(500, None), 100);
@@ -896,10 +892,7 @@ async fn a_firewall_that_keeps_changing_is_left_alone_after_three_plans_then_rec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vault_waiting_for_the_write_budget_reads_again_after_the_wait() {
     let vaults = names(2);
-    let emulator = start(emulator_config(
-        vaults.iter().map(|name| vault(name, &[MANUAL])).collect(),
-    ))
-    .await;
+    let emulator = start_with_manual_rule(&vaults).await;
     let mut config = config(&emulator, &vaults, None);
     config.write_budget = BudgetLimits {
         burst: 1,

@@ -32,13 +32,12 @@ async fn status_faults_answer_instead_of_the_handler_and_are_consumed() {
 
     // Another vault is not affected.
     assert_eq!(
-        client()
-            .get(vault_url(&emulator, "kv-build"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(
+            client()
+                .get(vault_url(&emulator, "kv-build"))
+                .bearer_auth(&token)
+        )
+        .await,
         200
     );
     for _ in 0..2 {
@@ -55,13 +54,12 @@ async fn status_faults_answer_instead_of_the_handler_and_are_consumed() {
         );
     }
     assert_eq!(
-        client()
-            .get(vault_url(&emulator, "kv-prod"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(
+            client()
+                .get(vault_url(&emulator, "kv-prod"))
+                .bearer_auth(&token)
+        )
+        .await,
         200
     );
 
@@ -105,13 +103,12 @@ async fn faults_apply_in_fifo_order_and_can_be_cleared() {
     assert_eq!(statuses, [500, 502, 504]);
     emulator.clear_faults();
     assert_eq!(
-        client()
-            .get(vault_url(&emulator, "kv-prod"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(
+            client()
+                .get(vault_url(&emulator, "kv-prod"))
+                .bearer_auth(&token)
+        )
+        .await,
         200
     );
     emulator.shutdown().await;
@@ -129,13 +126,7 @@ async fn delay_faults_wait_then_handle_the_request() {
     });
     let started = Instant::now();
     let body = json!({"properties": {"networkAcls": {"bypass": "AzureServices", "defaultAction": "Deny", "ipRules": [{"value": "20.0.0.1"}], "virtualNetworkRules": []}}});
-    let response = client()
-        .patch(vault_url(&emulator, "kv-build"))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = patch_vault(&emulator, "kv-build", &token, &body).await;
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(response.status(), 200);
     assert_eq!(emulator.ip_rules("kv-build"), ["20.0.0.1/32"]);
@@ -188,13 +179,12 @@ async fn drop_faults_close_the_connection_without_any_response() {
 
     // The fault is used up.
     assert_eq!(
-        client()
-            .get(vault_url(&emulator, "kv-prod"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(
+            client()
+                .get(vault_url(&emulator, "kv-prod"))
+                .bearer_auth(&token)
+        )
+        .await,
         200
     );
     let log: Vec<(u16, Option<String>, bool)> = emulator
@@ -459,65 +449,51 @@ async fn control_routes_expose_the_log_faults_and_vaults() {
     assert_eq!(log[0]["route"], "VaultGet");
     assert_eq!(log[0]["vault"], "kv-prod");
     assert_eq!(
-        client()
-            .delete(format!("{base}/_emulator/requests"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(client().delete(format!("{base}/_emulator/requests"))).await,
         204
     );
     assert!(emulator.requests().is_empty());
 
     let fault = json!({"route": "VaultGet", "kind": {"Status": {"status": 500, "code": "InternalServerError", "message": "boom"}}, "count": 1});
     assert_eq!(
-        client()
-            .post(format!("{base}/_emulator/faults"))
-            .json(&fault)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(
+            client()
+                .post(format!("{base}/_emulator/faults"))
+                .json(&fault)
+        )
+        .await,
         204
     );
     assert_eq!(
-        client()
-            .get(vault_url(&emulator, "kv-prod"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(
+            client()
+                .get(vault_url(&emulator, "kv-prod"))
+                .bearer_auth(&token)
+        )
+        .await,
         500
     );
     let drop_fault = json!({"kind": "Drop", "count": 3});
     assert_eq!(
-        client()
-            .post(format!("{base}/_emulator/faults"))
-            .json(&drop_fault)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(
+            client()
+                .post(format!("{base}/_emulator/faults"))
+                .json(&drop_fault)
+        )
+        .await,
         204
     );
     assert_eq!(
-        client()
-            .delete(format!("{base}/_emulator/faults"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(client().delete(format!("{base}/_emulator/faults"))).await,
         204
     );
     assert_eq!(
-        client()
-            .get(vault_url(&emulator, "kv-prod"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(
+            client()
+                .get(vault_url(&emulator, "kv-prod"))
+                .bearer_auth(&token)
+        )
+        .await,
         200
     );
     let bad = client()
@@ -563,12 +539,7 @@ async fn control_routes_expose_the_log_faults_and_vaults() {
         .unwrap();
     assert_eq!(missing.status(), 404);
     assert_eq!(
-        client()
-            .get(format!("{base}/_emulator/nothing"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        status_of(client().get(format!("{base}/_emulator/nothing"))).await,
         404
     );
 
@@ -728,16 +699,7 @@ async fn resource_graph_finds_tagged_readable_vaults() {
     )
     .await;
     assert_eq!((status, code.as_str()), (400, "BadRequest"));
-    assert_eq!(
-        client()
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(status_of(client().post(&url).json(&body)).await, 401);
     assert!(emulator
         .requests()
         .iter()
@@ -784,4 +746,9 @@ async fn the_emulator_keeps_serving_while_the_calling_runtime_blocks() {
     };
     assert!(status_line.starts_with("HTTP/1.1 404"), "{status_line:?}");
     emulator.shutdown().await;
+}
+
+/// The status of the answer to `request`.
+async fn status_of(request: reqwest::RequestBuilder) -> u16 {
+    request.send().await.unwrap().status().as_u16()
 }

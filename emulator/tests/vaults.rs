@@ -64,13 +64,7 @@ async fn patch_replaces_network_acls_wholesale_and_normalises_like_arm() {
         "ipRules": [{"value": "20.37.158.0/23"}, {"value": "51.104.26.0/24"}, {"value": "198.51.100.7"}, {"value": "20.42.134.1/23"}],
         "virtualNetworkRules": [{"id": "/subscriptions/X/resourceGroups/RG-Net/providers/Microsoft.Network/virtualNetworks/VNet/subnets/Agents"}]
     }}});
-    let response = client()
-        .patch(vault_url(&emulator, "kv-prod"))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = patch_vault(&emulator, "kv-prod", &token, &body).await;
     assert_eq!(response.status(), 200);
     let remaining: u32 = header(&response, "x-ms-ratelimit-remaining-subscription-writes")
         .unwrap()
@@ -97,13 +91,7 @@ async fn patch_replaces_network_acls_wholesale_and_normalises_like_arm() {
     // A partial networkAcls replaces the stored one: omitted sub-fields are gone.
     let partial =
         json!({"properties": {"networkAcls": {"ipRules": [{"value": "20.37.194.0/24"}]}}});
-    let response = client()
-        .patch(vault_url(&emulator, "kv-prod"))
-        .bearer_auth(&token)
-        .json(&partial)
-        .send()
-        .await
-        .unwrap();
+    let response = patch_vault(&emulator, "kv-prod", &token, &partial).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         emulator.vault("kv-prod").unwrap()["properties"]["networkAcls"],
@@ -141,13 +129,7 @@ async fn refused_patches_leave_the_vault_unchanged() {
         (acls(json!([]), Value::Array(too_many_vnets)), "201 virtual network rules exceed the limit of 200"),
     ];
     for (body, expected) in cases {
-        let response = client()
-            .patch(vault_url(&emulator, "kv-prod"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = patch_vault(&emulator, "kv-prod", &token, &body).await;
         let (status, code, message) = arm_error(response).await;
         assert_eq!((status, code.as_str()), (400, "BadRequest"), "{message}");
         assert!(
@@ -179,13 +161,7 @@ async fn slash_31_rules_are_accepted_by_default() {
     let emulator = start(config()).await;
     let token = emulator.issue_token(ARM);
     let body = json!({"properties": {"networkAcls": {"bypass": "AzureServices", "defaultAction": "Deny", "ipRules": [{"value": "20.1.2.2/31"}], "virtualNetworkRules": []}}});
-    let response = client()
-        .patch(vault_url(&emulator, "kv-build"))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = patch_vault(&emulator, "kv-build", &token, &body).await;
     assert_eq!(response.status(), 200);
     assert_eq!(emulator.ip_rules("kv-build"), ["20.1.2.2/31"]);
     emulator.shutdown().await;
@@ -501,13 +477,7 @@ async fn writes_are_throttled_per_subscription_and_recover() {
     let mut remaining = Vec::new();
     for i in 0..3 {
         let body = patch(json!([{"value": format!("20.0.0.{i}")}]));
-        let response = client()
-            .patch(vault_url(&emulator, "kv-build"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = patch_vault(&emulator, "kv-build", &token, &body).await;
         assert_eq!(response.status(), 200);
         remaining.push(header(&response, "x-ms-ratelimit-remaining-subscription-writes").unwrap());
     }

@@ -55,6 +55,22 @@ pub fn vault_url(emulator: &Emulator, name: &str) -> String {
     )
 }
 
+/// `PATCH` the vault `name` with `body`, authenticated with `token`.
+pub async fn patch_vault(
+    emulator: &Emulator,
+    name: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> reqwest::Response {
+    client()
+        .patch(vault_url(emulator, name))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 pub fn fixture_bytes() -> Vec<u8> {
     std::fs::read(FIXTURE_365).unwrap()
 }
