@@ -8,7 +8,7 @@
 # them with RUSTC_BOOTSTRAP=1, which is for exactly such tooling and changes nothing in the code
 # built. cargo-fuzz is installed on first use into .tools/cargo-fuzz at a pinned version. Builds
 # without a sanitizer (`-s none`: ASan needs nightly's -Zsanitizer, and without it a target runs
-# about ten times the executions); the code with `unsafe` is fuzzed under ASan by hand
+# 3–10 times the executions a second, fuzz/README.md); the code with `unsafe` is fuzzed under ASan by hand
 # (fuzz/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
