@@ -138,6 +138,21 @@ pub struct VaultReport {
     pub elapsed_ms: u64,
 }
 
+impl VaultReport {
+    /// A report of `outcome` for a vault nothing was planned or written for (yet).
+    pub fn new(vault: VaultId, outcome: Outcome) -> Self {
+        VaultReport {
+            vault,
+            outcome,
+            plan: None,
+            warnings: Vec::new(),
+            wrote: false,
+            ownership_known: false,
+            elapsed_ms: 0,
+        }
+    }
+}
+
 /// Runs reconciles; one per process, shared by every trigger.
 #[derive(Debug)]
 pub struct Reconciler {
@@ -195,15 +210,7 @@ impl Reconciler {
             let started = Instant::now();
             let lock = self.lock_for(&target.id);
             let _guard = lock.lock().await;
-            let mut report = VaultReport {
-                vault: target.id.clone(),
-                outcome: Outcome::InSync,
-                plan: None,
-                warnings: Vec::new(),
-                wrote: false,
-                ownership_known: false,
-                elapsed_ms: 0,
-            };
+            let mut report = VaultReport::new(target.id.clone(), Outcome::InSync);
             report.outcome = self.locked(target, run, &mut report).await;
             report.elapsed_ms = started.elapsed().as_millis() as u64;
             match &report.outcome {

@@ -271,15 +271,7 @@ impl Runner {
         // Tagged vaults whose tag value is invalid: refused, nothing read or written.
         for (vault, reason) in invalid {
             warn!(vault = %vault.name, %reason, "discovered vault refused");
-            vaults.push(VaultReport {
-                vault,
-                outcome: Outcome::Refused { reason },
-                plan: None,
-                warnings: Vec::new(),
-                wrote: false,
-                ownership_known: false,
-                elapsed_ms: 0,
-            });
+            vaults.push(VaultReport::new(vault, Outcome::Refused { reason }));
         }
         let mut warnings = prepared.warnings;
         if vaults.is_empty() {
