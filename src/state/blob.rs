@@ -18,10 +18,10 @@ use azure_storage_blob::models::{
 };
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use futures::StreamExt;
-use tokio::sync::{oneshot, OnceCell};
+use tokio::sync::OnceCell;
 use url::Url;
 
-use super::{Lock, StateError, Store, LOCK_TTL};
+use super::{Lock, Renewal, StateError, Store, LOCK_TTL};
 use crate::azure::http::{error_chain, HttpOptions};
 
 /// The container tagfence keeps its state in, by default.
@@ -175,15 +175,13 @@ struct Lease {
     store: BlobStore,
     key: String,
     lease_id: String,
-    stop_renewing: Option<oneshot::Sender<()>>,
+    renewal: Renewal,
 }
 
 #[async_trait]
 impl Lock for Lease {
     async fn release(mut self: Box<Self>) {
-        if let Some(stop) = self.stop_renewing.take() {
-            let _ = stop.send(());
-        }
+        self.renewal.stop();
         if let Err(err) = self
             .store
             .container
@@ -193,14 +191,6 @@ impl Lock for Lease {
         {
             // It lapses within a minute anyway.
             tracing::warn!(lock = %self.key, error = %error_chain(&err), "releasing the lock failed");
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop_renewing.take() {
-            let _ = stop.send(());
         }
     }
 }
@@ -267,18 +257,14 @@ impl Store for BlobStore {
             }
         };
         // Keep the lease while the vault is being reconciled.
-        let (stop, mut stopped) = oneshot::channel();
-        let renew_blob = self.container.blob_client(key);
+        let renew_blob = Arc::new(self.container.blob_client(key));
         let renew_id = lease_id.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    () = tokio::time::sleep(LOCK_TTL / 3) => {
-                        if let Err(err) = renew_blob.renew_lease(renew_id.clone(), None).await {
-                            tracing::warn!(error = %error_chain(&err), "renewing a vault lock failed");
-                        }
-                    }
+        let renewal = Renewal::start(move || {
+            let blob = renew_blob.clone();
+            let id = renew_id.clone();
+            async move {
+                if let Err(err) = blob.renew_lease(id, None).await {
+                    tracing::warn!(error = %error_chain(&err), "renewing a vault lock failed");
                 }
             }
         });
@@ -286,7 +272,7 @@ impl Store for BlobStore {
             store: self.clone(),
             key: key.to_owned(),
             lease_id,
-            stop_renewing: Some(stop),
+            renewal,
         }))
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 
-use super::{Lock, StateError, Store, LOCK_TTL};
+use super::{Lock, Renewal, StateError, Store, LOCK_TTL};
 
 /// State in a directory.
 #[derive(Debug, Clone)]
@@ -52,52 +52,31 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 struct FileLock {
     path: PathBuf,
-    stop_renewing: Option<tokio::sync::oneshot::Sender<()>>,
+    renewal: Renewal,
 }
 
 impl FileLock {
-    /// Holds the lock at `path`, touching it every third of [`LOCK_TTL`] so that a long
-    /// reconcile is not mistaken for a dead one.
+    /// Holds the lock at `path`, touching it every third of [`LOCK_TTL`].
     fn hold(path: PathBuf) -> Self {
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let touched = path.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    () = tokio::time::sleep(LOCK_TTL / 3) => {
-                        let touch = fs::OpenOptions::new()
-                            .append(true)
-                            .open(&touched)
-                            .and_then(|file| file.set_modified(SystemTime::now()));
-                        if let Err(err) = touch {
-                            tracing::warn!(lock = %touched.display(), error = %err, "renewing a vault lock failed");
-                        }
-                    }
-                }
+        let renewal = Renewal::start(move || {
+            let touch = fs::OpenOptions::new()
+                .append(true)
+                .open(&touched)
+                .and_then(|file| file.set_modified(SystemTime::now()));
+            if let Err(err) = touch {
+                tracing::warn!(lock = %touched.display(), error = %err, "renewing a vault lock failed");
             }
+            std::future::ready(())
         });
-        FileLock {
-            path,
-            stop_renewing: Some(stop),
-        }
-    }
-}
-
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop_renewing.take() {
-            let _ = stop.send(());
-        }
+        FileLock { path, renewal }
     }
 }
 
 #[async_trait]
 impl Lock for FileLock {
     async fn release(mut self: Box<Self>) {
-        if let Some(stop) = self.stop_renewing.take() {
-            let _ = stop.send(());
-        }
+        self.renewal.stop();
         let _ = fs::remove_file(&self.path);
     }
 }

@@ -63,6 +63,43 @@ pub enum StateError {
     Locked { vault: String, seconds: u64 },
 }
 
+/// Keeps a held lock alive: runs a renewal every third of [`LOCK_TTL`] until stopped or
+/// dropped, so that a long reconcile is not mistaken for a dead one.
+pub(crate) struct Renewal {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Renewal {
+    pub(crate) fn start<F, Fut>(mut renew: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    () = tokio::time::sleep(LOCK_TTL / 3) => renew().await,
+                }
+            }
+        });
+        Renewal { stop: Some(stop) }
+    }
+
+    pub(crate) fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A held lock. Dropping it without [`Lock::release`] leaves it to expire.
 #[async_trait]
 pub trait Lock: Send + Sync {
