@@ -5,13 +5,58 @@
 //! reserved ranges, IPv6, more than 1000 IP rules or more than 200 virtual network rules are
 //! refused with 400 `BadRequest`. The emulator copies that so a client that only works against a
 //! lenient fake fails here first. Host bits are not cleared (ARM keeps `20.37.158.1/23` as sent).
+//! A value refused here may still be stored as sent, per [`OddRulePolicy`] (UNVERIFIED): by default
+//! when the vault already holds exactly that value.
 //! Everything here is pure: JSON in, JSON or an ARM error message out.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value};
 
-use crate::config::Slash31Policy;
+use crate::config::{OddRulePolicy, Slash31Policy};
+
+/// How PATCH/PUT validate ipRule values: the two UNVERIFIED policies of [`crate::Config`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RulePolicy {
+    pub slash31: Slash31Policy,
+    pub odd_rules: OddRulePolicy,
+}
+
+impl From<Slash31Policy> for RulePolicy {
+    fn from(slash31: Slash31Policy) -> Self {
+        RulePolicy {
+            slash31,
+            odd_rules: OddRulePolicy::default(),
+        }
+    }
+}
+
+impl RulePolicy {
+    /// Whether an ipRule that validation refused is stored as sent anyway: `value` is the rule's
+    /// `value` member as sent; `existing` the `value` members the vault holds now.
+    fn keeps_refused(self, value: Option<&Value>, existing: &[Value]) -> bool {
+        match self.odd_rules {
+            OddRulePolicy::AcceptAll => true,
+            OddRulePolicy::RejectAll => false,
+            OddRulePolicy::KeepExisting => value.is_some_and(|value| existing.contains(value)),
+        }
+    }
+}
+
+/// The `value` members of a vault's ipRules as stored (any JSON type), for
+/// [`OddRulePolicy::KeepExisting`].
+pub(crate) fn existing_rule_values(vault: &Value) -> Vec<Value> {
+    vault
+        .pointer("/properties/networkAcls/ipRules")
+        .and_then(Value::as_array)
+        .map(|rules| {
+            rules
+                .iter()
+                .filter_map(|rule| rule.get("value").cloned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// Most IPv4 rules a vault may hold (KV-NETDOC).
 pub(crate) const MAX_IP_RULES: usize = 1000;
@@ -152,10 +197,13 @@ fn check_ip_rule(index: usize, value: &str, slash31: Slash31Policy) -> Result<St
 /// Validates a `networkAcls` object from a request body and returns what ARM would store.
 ///
 /// Only `ipRules[].value` and `virtualNetworkRules[].id` are rewritten; every other field is kept
-/// as sent. `null` arrays are kept as `null`.
+/// as sent. `null` arrays are kept as `null`. An ipRule that validation refuses is kept verbatim
+/// instead when `policy.odd_rules` allows it; `existing` holds the `value` members of the ipRules
+/// the vault holds now ([`existing_rule_values`]).
 pub(crate) fn normalise_network_acls(
     acls: &Value,
-    slash31: Slash31Policy,
+    policy: RulePolicy,
+    existing: &[Value],
 ) -> Result<Value, String> {
     let Value::Object(fields) = acls else {
         return Err("Invalid value found at properties.networkAcls: expected an object".to_owned());
@@ -175,12 +223,23 @@ pub(crate) fn normalise_network_acls(
             }
             let mut normalised = Vec::with_capacity(rules.len());
             for (index, rule) in rules.iter().enumerate() {
-                let (mut object, value) = member_string(rule, "value").ok_or_else(|| {
-                    format!("Invalid value found at properties.networkAcls.ipRules[{index}]: an IP rule needs a string \"value\"")
-                })?;
-                let value = check_ip_rule(index, &value, slash31)?;
-                object.insert("value".to_owned(), Value::String(value));
-                normalised.push(Value::Object(object));
+                let checked = member_string(rule, "value")
+                    .ok_or_else(|| {
+                        format!("Invalid value found at properties.networkAcls.ipRules[{index}]: an IP rule needs a string \"value\"")
+                    })
+                    .and_then(|(object, value)| {
+                        check_ip_rule(index, &value, policy.slash31).map(|value| (object, value))
+                    });
+                match checked {
+                    Ok((mut object, value)) => {
+                        object.insert("value".to_owned(), Value::String(value));
+                        normalised.push(Value::Object(object));
+                    }
+                    Err(_) if policy.keeps_refused(rule.get("value"), existing) => {
+                        normalised.push(rule.clone());
+                    }
+                    Err(message) => return Err(message),
+                }
             }
             stored.insert("ipRules".to_owned(), Value::Array(normalised));
         }
@@ -330,7 +389,7 @@ mod tests {
             "virtualNetworkRules": [{"id": "/subscriptions/S/resourceGroups/RG/providers/Microsoft.Network/virtualNetworks/V/subnets/S1", "ignoreMissingVnetServiceEndpoint": true}],
             "somethingElse": 1
         });
-        let stored = normalise_network_acls(&acls, Slash31Policy::Accept).unwrap();
+        let stored = normalise_network_acls(&acls, Slash31Policy::Accept.into(), &[]).unwrap();
         assert_eq!(
             stored,
             json!({
@@ -348,24 +407,32 @@ mod tests {
         let ip_rules: Vec<Value> = (0..=MAX_IP_RULES)
             .map(|i| json!({"value": format!("20.{}.{}.0/24", i / 256, i % 256)}))
             .collect();
-        let err = normalise_network_acls(&json!({"ipRules": ip_rules}), Slash31Policy::Accept)
-            .unwrap_err();
+        let err = normalise_network_acls(
+            &json!({"ipRules": ip_rules}),
+            Slash31Policy::Accept.into(),
+            &[],
+        )
+        .unwrap_err();
         assert!(
             err.contains("1001 IP rules exceed the limit of 1000"),
             "{err}"
         );
 
         let exactly: Vec<Value> = ip_rules[..MAX_IP_RULES].to_vec();
-        assert!(
-            normalise_network_acls(&json!({"ipRules": exactly}), Slash31Policy::Accept).is_ok()
-        );
+        assert!(normalise_network_acls(
+            &json!({"ipRules": exactly}),
+            Slash31Policy::Accept.into(),
+            &[]
+        )
+        .is_ok());
 
         let vnet_rules: Vec<Value> = (0..=MAX_VNET_RULES)
             .map(|i| json!({"id": format!("/x/{i}")}))
             .collect();
         let err = normalise_network_acls(
             &json!({"virtualNetworkRules": vnet_rules}),
-            Slash31Policy::Accept,
+            Slash31Policy::Accept.into(),
+            &[],
         )
         .unwrap_err();
         assert!(
@@ -386,15 +453,80 @@ mod tests {
             json!({"bypass": 1}),
         ] {
             assert!(
-                normalise_network_acls(&acls, Slash31Policy::Accept).is_err(),
+                normalise_network_acls(&acls, Slash31Policy::Accept.into(), &[]).is_err(),
                 "{acls}"
             );
         }
         assert!(normalise_network_acls(
             &json!({"defaultAction": "deny", "bypass": "none"}),
-            Slash31Policy::Accept
+            Slash31Policy::Accept.into(),
+            &[]
         )
         .is_ok());
+    }
+
+    #[test]
+    fn refused_values_follow_the_odd_rule_policy() {
+        let policy = |odd_rules| RulePolicy {
+            slash31: Slash31Policy::Reject,
+            odd_rules,
+        };
+        let existing = [
+            json!("'10.91.4.0/24'"),
+            json!(""),
+            json!("10.0.0.0/8"),
+            json!("20.1.2.2/31"),
+            json!(7),
+        ];
+        let sent = json!({"ipRules": [
+            {"value": "'10.91.4.0/24'"}, {"value": ""}, {"value": "10.0.0.0/8"},
+            {"value": "20.1.2.2/31", "note": "kept"}, {"value": 7}, {"value": "203.0.113.5/24"}, {"value": "52.1.2.3"}
+        ]});
+        let kept =
+            normalise_network_acls(&sent, policy(OddRulePolicy::KeepExisting), &existing).unwrap();
+        let mut expected = sent.clone();
+        expected["ipRules"][6]["value"] = json!("52.1.2.3/32");
+        assert_eq!(
+            kept, expected,
+            "held values kept verbatim, valid ones normalised"
+        );
+        // A value the vault does not hold (not even trimmed or re-quoted) is refused.
+        for new in ["10.91.4.0/24'", " ", "10.0.0.0/9", "20.1.2.4/31"] {
+            let err = normalise_network_acls(
+                &json!({"ipRules": [{"value": new}]}),
+                policy(OddRulePolicy::KeepExisting),
+                &existing,
+            )
+            .unwrap_err();
+            assert!(err.contains("ipRules[0].value"), "{new}: {err}");
+        }
+        let err =
+            normalise_network_acls(&sent, policy(OddRulePolicy::RejectAll), &existing).unwrap_err();
+        assert!(err.contains("ipRules[0].value: '10.91.4.0/24'"), "{err}");
+        let accepted = normalise_network_acls(
+            &json!({"ipRules": [{"value": "never-seen"}, {"other": 1}, "bare"]}),
+            policy(OddRulePolicy::AcceptAll),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            accepted,
+            json!({"ipRules": [{"value": "never-seen"}, {"other": 1}, "bare"]})
+        );
+        // Elements without a value never match a held value.
+        assert!(normalise_network_acls(
+            &json!({"ipRules": [{"other": 1}]}),
+            policy(OddRulePolicy::KeepExisting),
+            &existing
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn existing_values_are_read_from_the_stored_vault() {
+        let vault = json!({"properties": {"networkAcls": {"ipRules": [{"value": ""}, {"value": 5}, {"x": 1}]}}});
+        assert_eq!(existing_rule_values(&vault), [json!(""), json!(5)]);
+        assert!(existing_rule_values(&json!({"properties": {}})).is_empty());
     }
 
     #[test]

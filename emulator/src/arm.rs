@@ -189,10 +189,10 @@ fn vault_operation(
         }
     };
     let current = vaults.get(index).cloned().unwrap_or(Value::Null);
-    let slash31 = shared.settings.slash31;
+    let policy = shared.settings.rules;
     let updated = match route {
-        Route::VaultPatch => apply_patch(&current, &parse_json(body)?, slash31)?,
-        Route::VaultPut => apply_put(&current, path, &parse_json(body)?, slash31)?,
+        Route::VaultPatch => apply_patch(&current, &parse_json(body)?, policy)?,
+        Route::VaultPut => apply_put(&current, path, &parse_json(body)?, policy)?,
         _ => return Ok(json_response(StatusCode::OK, current.to_string())),
     };
     vaults.replace(index, updated.clone());

@@ -2,8 +2,9 @@
 //!
 //! Everything that differs between a test and the README demo is a value here, so tests configure
 //! the emulator by constructing a [`Config`] and the binary builds the same struct from its flags.
-//! Behaviour the reference marks UNVERIFIED (how Key Vault treats a `/31`) is a policy value rather
-//! than a hard-coded guess, so both readings can be tested.
+//! Behaviour the reference marks UNVERIFIED (how Key Vault treats a `/31`, and a PATCH sending back a
+//! rule value it would refuse new) is a policy value rather than a hard-coded guess, so every
+//! reading can be tested.
 
 use std::fmt;
 use std::time::Duration;
@@ -35,6 +36,10 @@ pub struct Config {
     /// How PATCH/PUT treat a `/31` ipRule (UNVERIFIED for Key Vault): accept (default) or reject
     /// with 400.
     pub slash31: Slash31Policy,
+    /// What PATCH/PUT do with an ipRule value the emulator's validation would refuse (`''`,
+    /// `"'10.91.4.0/24'"`, a private range, …) — UNVERIFIED for Key Vault; by default such a value
+    /// is stored as sent only when the vault already holds exactly that value.
+    pub odd_rules: OddRulePolicy,
     /// Discovery API page size (`None` = one page); when `Some(n)`, responses hold `n` tags and an
     /// absolute `nextLink`. `Some(0)` is treated as `None`.
     pub service_tags_page_size: Option<usize>,
@@ -50,6 +55,7 @@ impl Default for Config {
             arm_audience: DEFAULT_ARM_AUDIENCE.to_owned(),
             throttle: Some(Throttle::default()),
             slash31: Slash31Policy::Accept,
+            odd_rules: OddRulePolicy::KeepExisting,
             service_tags_page_size: None,
         }
     }
@@ -72,6 +78,7 @@ impl fmt::Debug for Config {
             .field("arm_audience", &self.arm_audience)
             .field("throttle", &self.throttle)
             .field("slash31", &self.slash31)
+            .field("odd_rules", &self.odd_rules)
             .field("service_tags_page_size", &self.service_tags_page_size)
             .finish()
     }
@@ -107,6 +114,30 @@ pub enum Slash31Policy {
     Accept,
     /// Refuse the request with 400 `BadRequest`.
     Reject,
+}
+
+/// What PATCH/PUT do with an ipRule whose value the emulator's validation refuses (not an IPv4
+/// address or prefix, IPv6, a private or reserved range, a `/31` under
+/// [`Slash31Policy::Reject`]).
+///
+/// Such values exist on real vaults: Microsoft's own API spec examples hold `"'10.91.4.0/24'"` and
+/// `""`, and older tools wrote what they were given. Whether ARM refuses a PATCH that sends such a
+/// value back is UNVERIFIED, so this is a policy rather than a guess. Host bits
+/// (`203.0.113.5/24`) are not an odd value: the emulator accepts and keeps them in every policy,
+/// as ARM does. Bare addresses still gain `/32`; only refused values are affected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OddRulePolicy {
+    /// Store a refused value as sent only when the vault already holds a rule with exactly this
+    /// `value` (byte-identical: a client sending back what it read); refuse any other with 400
+    /// `BadRequest`, as for a new value.
+    #[default]
+    KeepExisting,
+    /// Refuse every such value with 400 `BadRequest`, even one the vault holds already (a vault
+    /// holding one can then only be written without it).
+    RejectAll,
+    /// Store every rule whose value would be refused as sent, new or not (rule count limits still
+    /// apply).
+    AcceptAll,
 }
 
 /// The vaults the emulator starts with.

@@ -13,8 +13,9 @@
 //! - **Service Tags**: the Discovery API (optionally paged), the public download page and file.
 //! - **Resource Graph**: the KQL subset used to discover tagged vaults.
 //! - **Test hooks**: a request log, injectable faults (status, delay, a connection dropped before
-//!   or after handling, an out-of-band edit of a vault's ipRules right after a request), direct
-//!   access to vault state, and token expiry — through [`Emulator`] or the `/_emulator/…` routes.
+//!   or after handling, an out-of-band edit of a vault's ipRules right after a request, an answer
+//!   whose JSON body is reshaped, a request held until the test releases it), direct access to
+//!   vault state, and token expiry — through [`Emulator`] or the `/_emulator/…` routes.
 //!
 //! Integration tests start one with [`Emulator::start`] on `127.0.0.1:0` and point tagfence at
 //! [`Emulator::base_url`]; the `tagfence-emulator` binary does the same for the README demo.
@@ -22,9 +23,11 @@
 //! # Layout
 //!
 //! ```text
-//! config.rs          Config, Seed, Throttle, Slash31Policy         (public)
+//! config.rs          Config, Seed, Throttle, Slash31Policy, OddRulePolicy (public)
 //! model.rs           Route, RequestRecord, Fault, FaultKind        (public)
 //! server.rs          accept loop, fault/log wrapper, control routes, shared state
+//! reshape.rs         JSON Pointer edits of a Reshape fault          (pure)
+//! holds.rs           the gates of Hold faults
 //! routes.rs          case-insensitive classification of paths into routes
 //! arm.rs             vault, Discovery API and Resource Graph handlers
 //! vaults.rs          vault store; PATCH/PUT semantics             (pure)
@@ -40,10 +43,12 @@ mod arm;
 mod clock;
 mod config;
 mod error;
+mod holds;
 mod identity;
 mod ids;
 mod model;
 mod query;
+mod reshape;
 mod resource_graph;
 mod routes;
 mod server;
@@ -54,13 +59,16 @@ mod vaults;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub use arm::KEY_VAULT_API_VERSIONS;
-pub use config::{Config, Seed, SeedError, Slash31Policy, Throttle, DEFAULT_ARM_AUDIENCE};
+pub use config::{
+    Config, OddRulePolicy, Seed, SeedError, Slash31Policy, Throttle, DEFAULT_ARM_AUDIENCE,
+};
 pub use identity::{SYSTEM_ASSIGNED_CLIENT_ID, SYSTEM_ASSIGNED_OBJECT_ID};
 pub use model::{Fault, FaultKind, RequestRecord, Route};
 pub use service_tags::{
@@ -200,8 +208,40 @@ impl Emulator {
     }
 
     /// Queues a fault (FIFO); a fault with `count == 0` is ignored.
+    ///
+    /// # Panics
+    ///
+    /// When the fault is malformed ([`FaultKind::check`]: a [`FaultKind::Reshape`] pointer that
+    /// is neither empty nor starts with `/`, or a bad `~` escape) — a bug in the test.
     pub fn add_fault(&self, fault: Fault) {
+        if let Err(problem) = fault.kind.check() {
+            panic!("add_fault: {problem}");
+        }
         self.shared.add_fault(fault);
+    }
+
+    /// Releases every request held now at the gate `name` by a [`FaultKind::Hold`] fault; they are
+    /// then handled. Returns how many were released (0 when none was held: a release is not
+    /// remembered for requests that arrive later).
+    pub fn release(&self, name: &str) -> usize {
+        self.shared.holds.release(name)
+    }
+
+    /// Releases every request held at any gate; returns how many.
+    pub fn release_all(&self) -> usize {
+        self.shared.holds.release_all()
+    }
+
+    /// How many requests are held now at the gate `name`.
+    pub fn held(&self, name: &str) -> usize {
+        self.shared.holds.held(name)
+    }
+
+    /// Waits until at least one request is held at the gate `name`, for at most `timeout`.
+    /// Returns `true` when one is (it then waits until [`Emulator::release`]), `false` on timeout.
+    /// Needs a Tokio runtime with time enabled (any `#[tokio::test]`).
+    pub async fn wait_held(&self, name: &str, timeout: Duration) -> bool {
+        self.shared.holds.wait_held(name, timeout).await > 0
     }
 
     /// Removes every queued fault.
@@ -231,6 +271,16 @@ impl Emulator {
         if !server::set_ip_rules(&self.shared, name_or_id, rules) {
             tracing::warn!(vault = name_or_id, "set_ip_rules: no such vault");
         }
+    }
+
+    /// Edits a stored vault out of band, as a person in the portal (or another tool) would: `edit`
+    /// gets the vault as ARM GET returns it and may change anything (`defaultAction`, `bypass`,
+    /// vnet rules, ipRules, `properties` itself). Stored verbatim: not validated, not normalised,
+    /// not logged, not throttled. The vault keeps its place (routing) even if `edit` changes its
+    /// `id`. `edit` runs under the store's lock and must not call back into the emulator.
+    /// Returns `false` (and does not call `edit`) when the vault does not exist.
+    pub fn update_vault(&self, name_or_id: &str, edit: impl FnOnce(&mut Value)) -> bool {
+        server::update_vault(&self.shared, name_or_id, edit)
     }
 
     /// Issues a token for `resource` to the system-assigned identity, as the identity endpoints

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use tagfence_emulator::{Config, Emulator, Seed, Slash31Policy};
+use tagfence_emulator::{Config, Emulator, OddRulePolicy, Seed, Slash31Policy};
 use tracing_subscriber::EnvFilter;
 
 /// The sample seed used when `--seed` is not given.
@@ -60,6 +60,17 @@ struct Args {
     #[arg(long, value_enum, value_name = "POLICY", default_value = "accept")]
     slash31: Slash31Arg,
 
+    /// How PATCH/PUT treat an ipRule value validation refuses ('', "'10.91.4.0/24'", a private
+    /// range, …): stored only when the vault holds exactly that value already, always refused, or
+    /// always stored (Key Vault's behaviour is unverified).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "POLICY",
+        default_value = "keep-existing"
+    )]
+    odd_rules: OddRulesArg,
+
     /// Tags per Discovery API page; without it the API answers in one page.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     service_tags_page_size: Option<u64>,
@@ -74,6 +85,13 @@ struct Args {
 enum Slash31Arg {
     Accept,
     Reject,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OddRulesArg {
+    KeepExisting,
+    RejectAll,
+    AcceptAll,
 }
 
 impl Args {
@@ -110,6 +128,11 @@ impl Args {
             slash31: match self.slash31 {
                 Slash31Arg::Accept => Slash31Policy::Accept,
                 Slash31Arg::Reject => Slash31Policy::Reject,
+            },
+            odd_rules: match self.odd_rules {
+                OddRulesArg::KeepExisting => OddRulePolicy::KeepExisting,
+                OddRulesArg::RejectAll => OddRulePolicy::RejectAll,
+                OddRulesArg::AcceptAll => OddRulePolicy::AcceptAll,
             },
             service_tags_page_size: self
                 .service_tags_page_size
@@ -240,6 +263,7 @@ mod tests {
         assert_eq!(config.token_lifetime, Duration::from_secs(3600));
         assert!(config.throttle.is_some());
         assert_eq!(config.slash31, Slash31Policy::Accept);
+        assert_eq!(config.odd_rules, OddRulePolicy::KeepExisting);
         assert_eq!(config.service_tags_page_size, None);
         assert_eq!(config.identity_header.len(), 36);
     }
@@ -256,6 +280,8 @@ mod tests {
             "--no-throttle",
             "--slash31",
             "reject",
+            "--odd-rules",
+            "accept-all",
             "--service-tags-page-size",
             "100",
             "--env-file",
@@ -268,6 +294,7 @@ mod tests {
         assert_eq!(config.token_lifetime, Duration::from_secs(5));
         assert!(config.throttle.is_none());
         assert_eq!(config.slash31, Slash31Policy::Reject);
+        assert_eq!(config.odd_rules, OddRulePolicy::AcceptAll);
         assert_eq!(config.service_tags_page_size, Some(100));
         assert_eq!(args.env_file.as_deref(), Some(Path::new("/tmp/x.env")));
     }
@@ -275,6 +302,7 @@ mod tests {
     #[test]
     fn bad_flag_values_are_refused() {
         assert!(parse(&["--slash31", "maybe"]).is_err());
+        assert!(parse(&["--odd-rules", "sometimes"]).is_err());
         assert!(parse(&["--service-tags-page-size", "0"]).is_err());
         assert!(parse(&["--listen", "nowhere"]).is_err());
     }

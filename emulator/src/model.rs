@@ -6,6 +6,7 @@
 //! tagged form, e.g. `"VaultPatch"`, `"Drop"`, `{"Delay":{"ms":200}}`.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// The emulated endpoint a request was routed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -137,6 +138,103 @@ pub enum FaultKind {
         #[serde(default)]
         remove: Vec<String>,
     },
+    /// Handle the request normally, then reshape the JSON body of the answer before it is sent:
+    /// the answer lies, the stored vault is unchanged. Edits are [RFC 6901] JSON Pointers
+    /// (`"/properties/networkAcls"`, `"/properties/networkAcls/ipRules/0"`; `~1` is `/`, `~0` is
+    /// `~`; `""` is the whole body), applied in this order: every `remove`, then every `null`, then
+    /// every `set`, each in the order given. The status and headers stay the handler's (the
+    /// `Content-Length` is recomputed). A body that is not JSON is only changed by a whole-body
+    /// (`""`) edit.
+    ///
+    /// JSON: `{"Reshape":{"remove":["/properties/networkAcls"],"null":[],"set":[["/properties/x",1]]}}`
+    /// (each list optional).
+    ///
+    /// [RFC 6901]: https://www.rfc-editor.org/rfc/rfc6901
+    Reshape {
+        /// Members or array elements to take out; a missing one is no error. Removing `""` leaves
+        /// an empty body.
+        #[serde(default)]
+        remove: Vec<String>,
+        /// Members or array elements to make `null` (same as `set` with `null`).
+        #[serde(default)]
+        null: Vec<String>,
+        /// Members to set: missing parent objects are created; in an array, an index replaces
+        /// that element and `-` (or the length) appends. `("", body)` replaces the whole body.
+        #[serde(default)]
+        set: Vec<(String, Value)>,
+    },
+    /// Hold the request before handling it (before authentication, like [`FaultKind::Delay`])
+    /// until the test releases the gate `name` ([`crate::Emulator::release`] or
+    /// `POST /_emulator/holds/{name}/release`); then handle it normally, against the vault as it
+    /// is then. [`crate::Emulator::wait_held`] waits until a request is held. A client that gives
+    /// up meanwhile is recorded as `abandoned` and the request is never handled; on shutdown,
+    /// held requests are abandoned (their connections closed without an answer).
+    Hold {
+        /// The gate's name, chosen by the test (case-sensitive).
+        name: String,
+    },
+}
+
+impl FaultKind {
+    /// A [`FaultKind::Reshape`] that removes these members from the answer, e.g.
+    /// `["/properties/networkAcls"]`.
+    pub fn remove_fields(pointers: &[&str]) -> FaultKind {
+        FaultKind::Reshape {
+            remove: pointers.iter().map(|&pointer| pointer.to_owned()).collect(),
+            null: Vec::new(),
+            set: Vec::new(),
+        }
+    }
+
+    /// A [`FaultKind::Reshape`] that makes these members of the answer `null`.
+    pub fn null_fields(pointers: &[&str]) -> FaultKind {
+        FaultKind::Reshape {
+            remove: Vec::new(),
+            null: pointers.iter().map(|&pointer| pointer.to_owned()).collect(),
+            set: Vec::new(),
+        }
+    }
+
+    /// A [`FaultKind::Reshape`] that sets one member of the answer, e.g.
+    /// `("/properties/networkAcls/ipRules", json!([]))`.
+    pub fn set_field(pointer: &str, value: Value) -> FaultKind {
+        FaultKind::Reshape {
+            remove: Vec::new(),
+            null: Vec::new(),
+            set: vec![(pointer.to_owned(), value)],
+        }
+    }
+
+    /// A [`FaultKind::Reshape`] that replaces the whole body of the answer (status and headers
+    /// kept), e.g. an ARM list `{"value":[…]}` or an error body answered with 200.
+    pub fn replace_body(body: Value) -> FaultKind {
+        FaultKind::set_field("", body)
+    }
+
+    /// A [`FaultKind::Hold`] on the gate `name`.
+    pub fn hold(name: &str) -> FaultKind {
+        FaultKind::Hold {
+            name: name.to_owned(),
+        }
+    }
+
+    /// Checks what serde cannot: every JSON Pointer of a [`FaultKind::Reshape`] is well formed.
+    ///
+    /// # Errors
+    ///
+    /// The first malformed pointer and why.
+    pub fn check(&self) -> Result<(), String> {
+        if let FaultKind::Reshape { remove, null, set } = self {
+            let pointers = remove
+                .iter()
+                .chain(null)
+                .chain(set.iter().map(|(pointer, _)| pointer));
+            for pointer in pointers {
+                crate::reshape::parse_pointer(pointer)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl FaultKind {
@@ -152,6 +250,37 @@ impl FaultKind {
                 edit.extend(remove.iter().map(|rule| format!("-{rule}")));
                 format!("edit ip rules after: {}", edit.join(" "))
             }
+            FaultKind::Reshape { remove, null, set } => {
+                let shown = |pointer: &str| {
+                    if pointer.is_empty() {
+                        "(body)".to_owned()
+                    } else {
+                        pointer.to_owned()
+                    }
+                };
+                let mut edits: Vec<String> = remove
+                    .iter()
+                    .map(|pointer| format!("-{}", shown(pointer)))
+                    .collect();
+                edits.extend(
+                    null.iter()
+                        .map(|pointer| format!("{}=null", shown(pointer))),
+                );
+                edits.extend(set.iter().map(|(pointer, value)| {
+                    let mut value = value.to_string();
+                    if value.len() > 60 {
+                        let mut end = 57;
+                        while !value.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        value.truncate(end);
+                        value.push_str("...");
+                    }
+                    format!("{}={value}", shown(pointer))
+                }));
+                format!("reshape answer: {}", edits.join(" "))
+            }
+            FaultKind::Hold { name } => format!("hold {name}"),
         }
     }
 }
@@ -208,6 +337,45 @@ mod tests {
             serde_json::from_str(r#"{"kind":{"EditAfter":{"add":["1.2.3.4"]}},"count":1}"#)
                 .unwrap();
         assert_eq!(add_only.kind.describe(), "edit ip rules after: +1.2.3.4");
+
+        let reshape: Fault = serde_json::from_str(
+            r#"{"route":"VaultGet","kind":{"Reshape":{"remove":["/properties/networkAcls/ipRules"],"null":["/properties/networkAcls"],"set":[["/properties/x",{"a":1}],["",[]]]}},"count":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            reshape.kind.describe(),
+            r#"reshape answer: -/properties/networkAcls/ipRules /properties/networkAcls=null /properties/x={"a":1} (body)=[]"#
+        );
+        let remove_only: Fault =
+            serde_json::from_str(r#"{"kind":{"Reshape":{"remove":["/properties"]}},"count":1}"#)
+                .unwrap();
+        assert!(matches!(
+            &remove_only.kind,
+            FaultKind::Reshape { remove, null, set } if remove == &["/properties"] && null.is_empty() && set.is_empty()
+        ));
+        let long = FaultKind::replace_body(serde_json::json!({"value": ["x".repeat(100)]}));
+        assert_eq!(long.describe().len(), "reshape answer: (body)=".len() + 60);
+
+        let hold: Fault = serde_json::from_str(
+            r#"{"route":"VaultPatch","kind":{"Hold":{"name":"before-patch"}},"count":1}"#,
+        )
+        .unwrap();
+        assert_eq!(hold.kind.describe(), "hold before-patch");
+    }
+
+    #[test]
+    fn reshape_pointers_are_checked() {
+        assert!(
+            FaultKind::remove_fields(&["/properties", "", "/a~1b/~0c/0/-"])
+                .check()
+                .is_ok()
+        );
+        for bad in ["properties", "/a~2", "/a~"] {
+            let error = FaultKind::null_fields(&[bad]).check().unwrap_err();
+            assert!(error.contains(bad), "{error}");
+            assert!(FaultKind::set_field(bad, Value::Null).check().is_err());
+        }
+        assert!(FaultKind::hold("x").check().is_ok());
     }
 
     #[test]

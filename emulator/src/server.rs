@@ -4,8 +4,9 @@
 //! [`FaultKind::Drop`] fault must do, so the emulator runs its own hyper 1 accept loop. Every
 //! connection is served by [`handle`], which classifies the request, applies the first matching
 //! fault (FIFO), authenticates, hands the request to the axum [`Router`], adds ARM's common
-//! headers, applies the after-effects of a [`FaultKind::EditAfter`] or [`FaultKind::DropAfter`]
-//! fault and records the outcome. Returning `Err` from the service makes hyper close the
+//! headers, applies the after-effects of a [`FaultKind::EditAfter`], [`FaultKind::Reshape`] or
+//! [`FaultKind::DropAfter`] fault and records the outcome. A [`FaultKind::Hold`] fault parks the
+//! request at its gate ([`crate::holds`]) where a `Delay` would sleep. Returning `Err` from the service makes hyper close the
 //! connection without writing a status line. Control routes (`/_emulator/…`) bypass all of that.
 
 use std::collections::{HashMap, VecDeque};
@@ -29,10 +30,11 @@ use tokio::sync::oneshot;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use crate::acl::stored_form;
+use crate::acl::{stored_form, RulePolicy};
 use crate::arm::{self, MAX_BODY_BYTES, REMAINING_READS, REMAINING_WRITES};
-use crate::config::{Config, Slash31Policy, Throttle};
+use crate::config::{Config, Throttle};
 use crate::error::ArmError;
+use crate::holds::{Holds, Released};
 use crate::identity::{self, Flavour, Issued, Principal, TokenStore};
 use crate::model::{Fault, FaultKind, RequestRecord, Route};
 use crate::query::Query;
@@ -52,7 +54,7 @@ pub(crate) struct Settings {
     pub token_lifetime: Duration,
     pub arm_audience: String,
     pub throttle: Option<Throttle>,
-    pub slash31: Slash31Policy,
+    pub rules: RulePolicy,
     pub service_tags_page_size: Option<usize>,
 }
 
@@ -62,6 +64,8 @@ pub(crate) struct Shared {
     /// `http://host:port`, no trailing slash.
     pub base_url: String,
     pub service_tags: Option<ServiceTagsDocument>,
+    /// The gates of [`FaultKind::Hold`] faults.
+    pub holds: Holds,
     started: Instant,
     vaults: Mutex<VaultStore>,
     tokens: Mutex<TokenStore>,
@@ -90,11 +94,15 @@ impl Shared {
                 token_lifetime: config.token_lifetime,
                 arm_audience: config.arm_audience,
                 throttle: config.throttle,
-                slash31: config.slash31,
+                rules: RulePolicy {
+                    slash31: config.slash31,
+                    odd_rules: config.odd_rules,
+                },
                 service_tags_page_size: config.service_tags_page_size.filter(|size| *size > 0),
             },
             base_url,
             service_tags,
+            holds: Holds::new(),
             started: Instant::now(),
             vaults: Mutex::new(vaults),
             tokens: Mutex::new(TokenStore::default()),
@@ -246,7 +254,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/_emulator/faults", post(post_fault).delete(delete_faults))
         .route("/_emulator/vaults", get(list_vaults))
+        .route("/_emulator/vaults/{name}", put(put_vault))
         .route("/_emulator/vaults/{name}/ip-rules", put(put_ip_rules))
+        .route("/_emulator/holds", get(list_holds))
+        .route("/_emulator/holds/{name}", get(get_hold))
+        .route("/_emulator/holds/{name}/release", post(release_hold))
         .fallback(dispatch)
         .with_state(shared)
 }
@@ -293,6 +305,8 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
+    // Held requests would otherwise keep their connections open for the whole grace period.
+    shared.holds.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()
@@ -371,8 +385,17 @@ async fn handle(
     };
     let fault = shared.take_fault(classified.route, in_flight.record().vault.as_deref());
     in_flight.record().fault = fault.as_ref().map(FaultKind::describe);
-    if let Some(FaultKind::Delay { ms }) = fault {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+    match &fault {
+        Some(FaultKind::Delay { ms }) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+        Some(FaultKind::Hold { name }) => {
+            let record = in_flight.record();
+            info!(method = %record.method, path = %record.path, gate = %name, "holding the request until its gate is released (injected fault)");
+            if shared.holds.hold(name).await == Released::Closed {
+                // Recorded as abandoned when `in_flight` drops: never handled.
+                return Err(DropConnection);
+            }
+        }
+        _ => {}
     }
     let (authorized, arm_auth) = shared.access(&classified, request.headers());
     in_flight.record().authorized = authorized;
@@ -400,7 +423,13 @@ async fn handle(
                 .with_retry_after(*retry_after)
                 .into_response()
         }
-        Some(FaultKind::Delay { .. } | FaultKind::DropAfter | FaultKind::EditAfter { .. })
+        Some(
+            FaultKind::Delay { .. }
+            | FaultKind::DropAfter
+            | FaultKind::EditAfter { .. }
+            | FaultKind::Reshape { .. }
+            | FaultKind::Hold { .. },
+        )
         | None => {
             request.extensions_mut().insert(RequestContext {
                 classified: classified.clone(),
@@ -409,6 +438,9 @@ async fn handle(
             call(router, request).await
         }
     };
+    if let Some(FaultKind::Reshape { remove, null, set }) = &fault {
+        response = reshape_response(response, remove, null, set).await;
+    }
     add_common_headers(&shared, &classified, response.headers_mut());
     let mut record = in_flight.finish();
     record.status = response.status().as_u16();
@@ -435,6 +467,40 @@ async fn handle(
     );
     shared.record(record);
     Ok(response)
+}
+
+/// The response with its body reshaped by a [`FaultKind::Reshape`] fault; status and headers kept
+/// (but `Content-Length`, which hyper recomputes).
+async fn reshape_response(
+    response: Response,
+    remove: &[String],
+    null: &[String],
+    set: &[(String, Value)],
+) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            warn!(%error, "could not read the answer to reshape; sending an empty body");
+            Bytes::new()
+        }
+    };
+    let Some(reshaped) = crate::reshape::reshape(&bytes, remove, null, set) else {
+        debug!("the answer is not JSON; left as it was");
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if !reshaped.is_empty() && !parts.headers.contains_key(header::CONTENT_TYPE) {
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+    info!(
+        status = parts.status.as_u16(),
+        "reshaped the answer's body (injected fault)"
+    );
+    Response::from_parts(parts, Body::from(reshaped))
 }
 
 /// `x-ms-request-id` on everything; ARM's rate-limit headers on subscription-scoped ARM routes.
@@ -559,6 +625,10 @@ async fn delete_requests(State(shared): State<Arc<Shared>>) -> StatusCode {
 
 async fn post_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     match serde_json::from_slice::<Fault>(&body) {
+        Ok(fault) if fault.kind.check().is_err() => {
+            let problem = fault.kind.check().err().unwrap_or_default();
+            ArmError::invalid_content(problem).into_response()
+        }
         Ok(fault) => {
             shared.add_fault(fault);
             StatusCode::NO_CONTENT.into_response()
@@ -579,6 +649,58 @@ async fn list_vaults(State(shared): State<Arc<Shared>>) -> Response {
         .map(|(_, vault)| vault.clone())
         .collect();
     axum::Json(vaults).into_response()
+}
+
+/// `PUT /_emulator/vaults/{name}`: replaces the stored vault with the body, verbatim.
+async fn put_vault(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let vault: Value = match serde_json::from_slice(&body) {
+        Ok(vault) => vault,
+        Err(error) => return ArmError::invalid_content(error).into_response(),
+    };
+    if update_vault(&shared, &name, |stored| *stored = vault) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        not_found(Method::PUT.as_str(), &format!("/_emulator/vaults/{name}"))
+    }
+}
+
+/// `GET /_emulator/holds`: `{"gate": held, …}` for the gates holding requests now.
+async fn list_holds(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(shared.holds.all_held()).into_response()
+}
+
+/// `GET /_emulator/holds/{name}?wait_ms=N`: `{"held": n}`, after waiting up to `N` ms (default 0)
+/// for a request to be held at the gate.
+async fn get_hold(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
+    let query = Query::parse(request.uri().query().unwrap_or_default());
+    let wait_ms = match query.get("wait_ms").map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(ms)) => ms,
+        Some(Err(error)) => return ArmError::invalid_content(error).into_response(),
+    };
+    let held = if wait_ms == 0 {
+        shared.holds.held(&name)
+    } else {
+        shared
+            .holds
+            .wait_held(&name, Duration::from_millis(wait_ms))
+            .await
+    };
+    axum::Json(serde_json::json!({ "held": held })).into_response()
+}
+
+/// `POST /_emulator/holds/{name}/release`: `{"released": n}`.
+async fn release_hold(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    let released = shared.holds.release(&name);
+    axum::Json(serde_json::json!({ "released": released })).into_response()
 }
 
 async fn put_ip_rules(
@@ -639,6 +761,27 @@ pub(crate) fn set_ip_rules(shared: &Shared, name_or_id: &str, rules: Vec<String>
         return false;
     };
     vaults::set_ip_rule_values(&mut vault, rules);
+    store.replace(index, vault);
+    true
+}
+
+/// Out-of-band edit of a whole stored vault, verbatim (no validation, no normalisation); `false`
+/// when the vault does not exist. The vault stays where it is stored even if `edit` changes its
+/// `id`. `edit` runs under the store's lock.
+pub(crate) fn update_vault(
+    shared: &Shared,
+    name_or_id: &str,
+    edit: impl FnOnce(&mut Value),
+) -> bool {
+    let mut store = shared.vaults();
+    let Some(index) = store.find(name_or_id) else {
+        return false;
+    };
+    let Some(mut vault) = store.get(index).cloned() else {
+        return false;
+    };
+    edit(&mut vault);
+    info!(vault = name_or_id, "edited the vault out of band");
     store.replace(index, vault);
     true
 }

@@ -8,8 +8,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::acl::normalise_network_acls;
-use crate::config::{Seed, SeedError, Slash31Policy};
+use crate::acl::{existing_rule_values, normalise_network_acls, RulePolicy};
+use crate::config::{Seed, SeedError};
 use crate::error::ArmError;
 
 /// Where a vault lives, as written in a request path or resource id (original case).
@@ -217,11 +217,12 @@ fn object_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<S
 pub(crate) fn apply_patch(
     current: &Value,
     body: &Value,
-    slash31: Slash31Policy,
+    policy: RulePolicy,
 ) -> Result<Value, ArmError> {
     let Value::Object(body) = body else {
         return Err(ArmError::invalid_content("expected a JSON object"));
     };
+    let existing = existing_rule_values(current);
     let mut vault = current.clone();
     let Some(root) = vault.as_object_mut() else {
         return Err(ArmError::invalid_content(
@@ -237,8 +238,8 @@ pub(crate) fn apply_patch(
                     // JSON merge-patch: an explicit null removes the property.
                     properties.remove(key);
                 } else if key == "networkAcls" {
-                    let acls =
-                        normalise_network_acls(value, slash31).map_err(ArmError::bad_request)?;
+                    let acls = normalise_network_acls(value, policy, &existing)
+                        .map_err(ArmError::bad_request)?;
                     properties.insert(key.clone(), acls);
                 } else {
                     properties.insert(key.clone(), value.clone());
@@ -261,7 +262,7 @@ pub(crate) fn apply_put(
     current: &Value,
     path: &VaultPath,
     body: &Value,
-    slash31: Slash31Policy,
+    policy: RulePolicy,
 ) -> Result<Value, ArmError> {
     let Value::Object(body) = body else {
         return Err(ArmError::invalid_content("expected a JSON object"));
@@ -315,7 +316,8 @@ pub(crate) fn apply_put(
         .get("networkAcls")
         .filter(|acls| !acls.is_null())
     {
-        let acls = normalise_network_acls(acls, slash31).map_err(ArmError::bad_request)?;
+        let acls = normalise_network_acls(acls, policy, &existing_rule_values(current))
+            .map_err(ArmError::bad_request)?;
         properties.insert("networkAcls".to_owned(), acls);
     }
     // ARM computes the vault URI; a client sending back a GET body may or may not include it.
@@ -383,6 +385,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::config::Slash31Policy;
 
     fn vault() -> Value {
         json!({
@@ -432,7 +435,7 @@ mod tests {
     #[test]
     fn patch_replaces_network_acls_wholesale_and_merges_other_properties() {
         let body = json!({"properties": {"networkAcls": {"ipRules": [{"value": "2.2.2.2"}]}, "enableRbacAuthorization": true}});
-        let patched = apply_patch(&vault(), &body, Slash31Policy::Accept).unwrap();
+        let patched = apply_patch(&vault(), &body, Slash31Policy::Accept.into()).unwrap();
         assert_eq!(
             patched["properties"]["networkAcls"],
             json!({"ipRules": [{"value": "2.2.2.2/32"}]})
@@ -455,22 +458,27 @@ mod tests {
     #[test]
     fn patch_with_tags_replaces_them_and_null_removes_a_property() {
         let body = json!({"tags": {"a": "b"}, "properties": {"publicNetworkAccess": null}});
-        let patched = apply_patch(&vault(), &body, Slash31Policy::Accept).unwrap();
+        let patched = apply_patch(&vault(), &body, Slash31Policy::Accept.into()).unwrap();
         assert_eq!(patched["tags"], json!({"a": "b"}));
         assert!(patched["properties"].get("publicNetworkAccess").is_none());
     }
 
     #[test]
     fn patch_refuses_non_objects() {
-        assert!(apply_patch(&vault(), &json!([]), Slash31Policy::Accept).is_err());
-        assert!(apply_patch(&vault(), &json!({"properties": 1}), Slash31Policy::Accept).is_err());
-        assert!(apply_patch(&vault(), &json!({"tags": []}), Slash31Policy::Accept).is_err());
+        assert!(apply_patch(&vault(), &json!([]), Slash31Policy::Accept.into()).is_err());
+        assert!(apply_patch(
+            &vault(),
+            &json!({"properties": 1}),
+            Slash31Policy::Accept.into()
+        )
+        .is_err());
+        assert!(apply_patch(&vault(), &json!({"tags": []}), Slash31Policy::Accept.into()).is_err());
     }
 
     #[test]
     fn put_replaces_properties_and_keeps_the_vault_uri() {
         let body = json!({"location": "West Europe", "properties": {"tenantId": "t", "sku": {"family": "A", "name": "premium"}}});
-        let put = apply_put(&vault(), &path(), &body, Slash31Policy::Accept).unwrap();
+        let put = apply_put(&vault(), &path(), &body, Slash31Policy::Accept.into()).unwrap();
         assert_eq!(
             put["properties"],
             json!({"tenantId": "t", "sku": {"family": "A", "name": "premium"}, "vaultUri": "https://kv.vault.azure.net/", "provisioningState": "Succeeded"})
@@ -500,7 +508,8 @@ mod tests {
             ),
         ];
         for (body, code) in cases {
-            let err = apply_put(&vault(), &path(), &body, Slash31Policy::Accept).unwrap_err();
+            let err =
+                apply_put(&vault(), &path(), &body, Slash31Policy::Accept.into()).unwrap_err();
             assert_eq!(err.code, code, "{body}");
         }
     }
