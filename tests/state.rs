@@ -613,3 +613,366 @@ async fn a_failed_write_ahead_record_stops_before_the_vault_is_written() {
     assert_eq!(s.patches(), 0);
     assert_eq!(s.rules(), [MANUAL]);
 }
+
+/// The state store itself (issue 11): bounded lock waits, lost locks, writes that never
+/// collide, newer formats refused, records that never move back.
+mod store {
+    use std::time::{Duration, Instant};
+
+    use azure_core::http::{ClientOptions, Transport};
+    use azure_storage_blob::models::BlobClientBreakLeaseOptions;
+    use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
+    use tagfence::core::service_tags::Cloud;
+    use tagfence::state::{SourceState, STATE_FORMAT_VERSION, VAULT_STATE_FORMAT};
+
+    use super::*;
+
+    fn temp_state(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tagfence-store-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn temp_files(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(temp_files(&path));
+            } else if path.to_string_lossy().contains(".tmp-") {
+                found.push(path);
+            }
+        }
+        found
+    }
+
+    fn source(change_number: u64) -> SourceState {
+        SourceState {
+            format_version: STATE_FORMAT_VERSION,
+            cloud: Cloud::Public,
+            change_number,
+            applied_at: "2025-06-02T10:00:00.000Z".to_owned(),
+            tags: Default::default(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_archives_of_one_document_write_it_once_and_leave_no_temporary_files() {
+        let dir = temp_state("archive");
+        let store = Arc::new(DirStore::new(&dir));
+        let state = State::new(store.clone());
+        let document = br#"{"changeNumber":366,"cloud":"Public","values":[]}"#;
+        let archives: Vec<_> = (0..20)
+            .map(|_| {
+                let state = state.clone();
+                tokio::spawn(
+                    async move { state.archive_snapshot(Cloud::Public, 366, document).await },
+                )
+            })
+            .collect();
+        let puts: Vec<_> = (0..20u8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.put("runs/same.json", vec![i]).await })
+            })
+            .collect();
+        let mut wrote = 0;
+        for archive in archives {
+            wrote += usize::from(archive.await.unwrap().expect("every archive succeeds"));
+        }
+        for put in puts {
+            put.await.unwrap().expect("every write succeeds");
+        }
+        assert_eq!(wrote, 1, "exactly one archive writes the document");
+        let kept = state
+            .read_snapshot(Cloud::Public, 366)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(tagfence::state::gunzip(&kept).unwrap(), document);
+        assert_eq!(temp_files(&dir), Vec::<PathBuf>::new());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_leaves_no_temporary_file() {
+        let dir = temp_state("failed");
+        let store = DirStore::new(&dir);
+        // A directory where the record goes: each write fails after its temporary file was
+        // written (root ignores permissions, so a read-only folder would not do).
+        let key = "vaults/s/rg/kv.json";
+        std::fs::create_dir_all(dir.join(key)).unwrap();
+        for _ in 0..3 {
+            let err = store.put(key, b"{}".to_vec()).await.unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("writing {key} in the state directory")),
+                "{err}"
+            );
+        }
+        assert_eq!(temp_files(&dir), Vec::<PathBuf>::new());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_state_document_of_a_newer_format_is_refused_and_left_alone() {
+        let dir = temp_state("newer");
+        let state = State::new(Arc::new(DirStore::new(&dir)));
+        let id: tagfence::azure::VaultId = vault_id(VAULT).parse().unwrap();
+        let vault_file = dir.join(format!(
+            "vaults/{}/{}/{}.json",
+            SUBSCRIPTION, RESOURCE_GROUP, VAULT
+        ));
+        std::fs::create_dir_all(vault_file.parent().unwrap()).unwrap();
+        let newer = json!({"format_version": 99, "vault": vault_id(VAULT), "shape": "unknown"});
+        std::fs::write(&vault_file, newer.to_string()).unwrap();
+        let err = state.read_vault(&id).await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, StateError::NewerFormat { found: 99, .. }),
+            "{message}"
+        );
+        assert_eq!(
+            message,
+            format!(
+                "vaults/{SUBSCRIPTION}/{RESOURCE_GROUP}/{VAULT}.json in the state directory {} was written by a newer tagfence (format 99; this one reads up to {VAULT_STATE_FORMAT}): upgrade tagfence, or move the state aside",
+                dir.display()
+            )
+        );
+        // The current format and older ones are read.
+        let current = json!({"format_version": VAULT_STATE_FORMAT, "vault": vault_id(VAULT)});
+        std::fs::write(&vault_file, current.to_string()).unwrap();
+        assert!(state.read_vault(&id).await.unwrap().is_some());
+
+        // A source record: refused on reading, and never overwritten by this version.
+        let source_file = dir.join("sources/public.json");
+        let newer = json!({"format_version": 2, "cloud": "Public", "change_number": 400});
+        std::fs::create_dir_all(source_file.parent().unwrap()).unwrap();
+        std::fs::write(&source_file, newer.to_string()).unwrap();
+        let err = state.read_source(Cloud::Public).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("(format 2; this one reads up to 1)"),
+            "{err}"
+        );
+        assert!(matches!(
+            state.write_source(&source(401)).await,
+            Err(StateError::NewerFormat { .. })
+        ));
+        assert_eq!(
+            std::fs::read_to_string(&source_file).unwrap(),
+            newer.to_string()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn the_source_record_never_moves_back_to_an_older_document() {
+        let dir = temp_state("source-back");
+        let state = State::new(Arc::new(DirStore::new(&dir)));
+        assert!(state.write_source(&source(368)).await.unwrap());
+        // A run of document 367 that finishes after the run of 368.
+        assert!(!state.write_source(&source(367)).await.unwrap());
+        let kept = state.read_source(Cloud::Public).await.unwrap().unwrap();
+        assert_eq!(kept.change_number, 368);
+        // The same document again, or a newer one, is written.
+        assert!(state.write_source(&source(368)).await.unwrap());
+        assert!(state.write_source(&source(369)).await.unwrap());
+        assert_eq!(
+            state
+                .read_source(Cloud::Public)
+                .await
+                .unwrap()
+                .unwrap()
+                .change_number,
+            369
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A directory at one vault's lock path (left by a person or a broken sync): that vault
+    /// fails at once with an error naming the path, the other is reconciled, and the log stays
+    /// short (it used to spin, logging a takeover ~100k times a second).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_directory_at_a_lock_path_fails_that_vault_alone_quickly_and_quietly() {
+        let emulator = start(emulator_config(vec![
+            vault(VAULT, &[MANUAL]),
+            vault("kv-other", &[]),
+        ]))
+        .await;
+        let work = temp_state("lock-dir");
+        let state_dir = work.join("state");
+        let lock = state_dir.join(format!("locks/{SUBSCRIPTION}/{RESOURCE_GROUP}/{VAULT}"));
+        std::fs::create_dir_all(&lock).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        let doc = work.join("ServiceTags_Public_100.json");
+        let document = json!({
+            "changeNumber": 100, "cloud": "Public",
+            "values": [{"name": TAG, "id": TAG, "properties": {
+                "changeNumber": 1, "region": "", "systemService": "AzureDevOps",
+                "addressPrefixes": V1}}]
+        });
+        std::fs::write(&doc, document.to_string()).unwrap();
+        let (locked, other) = (vault_id(VAULT), vault_id("kv-other"));
+        let doc = doc.display().to_string();
+        let state_env = state_dir.display().to_string();
+        let started = Instant::now();
+        let output = tagfence(
+            &emulator,
+            &[
+                "apply",
+                "--output",
+                "json",
+                "--source",
+                &doc,
+                "--vault",
+                &locked,
+                "--vault",
+                &other,
+                "--tag",
+                TAG,
+                "--min-service-tags",
+                "1",
+            ],
+            &[("TAGFENCE_STATE_DIR", &state_env)],
+        )
+        .await;
+        let elapsed = started.elapsed();
+        let (out, err) = (stdout(&output), stderr(&output));
+        let report: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        eprintln!(
+            "apply with a directory at a lock path: {} ms, exit {:?}, {} lines and {} bytes of stderr",
+            elapsed.as_millis(),
+            output.status.code(),
+            err.lines().count(),
+            err.len()
+        );
+        let vaults = report["vaults"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{out}\n{err}"));
+        let by_name = |name: &str| {
+            vaults
+                .iter()
+                .find(|v| v["vault"].as_str().unwrap_or_default().ends_with(name))
+                .unwrap_or_else(|| panic!("{name} not in {report:#}"))
+        };
+        let failed = &by_name(&format!("/{VAULT}"))["outcome"];
+        assert_eq!(failed["status"], "failed", "{report:#}");
+        let error = failed["error"].as_str().unwrap();
+        assert!(
+            error.contains(&lock.display().to_string()) && error.contains("is a directory"),
+            "{error}"
+        );
+        assert_eq!(
+            by_name("/kv-other")["outcome"]["status"],
+            "applied",
+            "{report:#}"
+        );
+        assert_eq!(rules_of(&emulator, VAULT), [MANUAL]);
+        assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+        assert!(
+            err.matches("stale lock").count() <= 1 && err.len() < 256 * 1024,
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&work);
+    }
+
+    /// A client of the test's container that can break a lease, as an operator (or the
+    /// lease's lapse while its holder was stopped) would.
+    fn raw_container(s: &Scenario) -> BlobContainerClient {
+        let Backend::Blob { azurite, container } = &s.backend else {
+            unreachable!()
+        };
+        let ca = std::fs::read(&azurite.ca_file).unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .build()
+            .unwrap();
+        let options = BlobContainerClientOptions {
+            client_options: ClientOptions {
+                transport: Some(Transport::new(Arc::new(client))),
+                ..ClientOptions::default()
+            },
+            ..BlobContainerClientOptions::default()
+        };
+        BlobContainerClient::new(
+            azurite.container_url(container).parse().unwrap(),
+            Some(scoped_credential(&s.emulator)),
+            Some(options),
+        )
+        .unwrap()
+    }
+
+    fn blob_store(s: &Scenario) -> BlobStore {
+        let Backend::Blob { azurite, container } = &s.backend else {
+            unreachable!()
+        };
+        let ca = std::fs::read(&azurite.ca_file).unwrap();
+        BlobStore::new(
+            azurite.container_url(container).parse().unwrap(),
+            scoped_credential(&s.emulator),
+            &Default::default(),
+            Some(&ca),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_taken_over_by_another_holder_is_not_confirmed() {
+        let s = Scenario::new(true).await;
+        // 1 s is below what Blob storage accepts: clamped to 15 s (a lease of 1 s is refused).
+        let store = blob_store(&s).with_lock_ttl(Duration::from_secs(1));
+        let key = "locks/s/rg/kv";
+        let first = store.lock(key, Duration::ZERO).await.unwrap();
+        first.confirm().await.unwrap();
+
+        // Another instance waits for the whole of its wait, not longer, then gives up.
+        let started = Instant::now();
+        let err = store.lock(key, Duration::from_secs(1)).await.err().unwrap();
+        let waited = started.elapsed();
+        assert!(matches!(err, StateError::Locked { .. }), "{err}");
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_secs(4),
+            "{waited:?}"
+        );
+
+        // The first holder's lease is broken and another instance takes the lock.
+        raw_container(&s)
+            .blob_client(key)
+            .break_lease(Some(BlobClientBreakLeaseOptions {
+                break_period: Some(0),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        let second = store.lock(key, Duration::from_secs(5)).await.unwrap();
+        let err = first.confirm().await.unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, StateError::LockLost { .. }), "{message}");
+        assert!(
+            message.starts_with(&format!("the lock {key} in the state container "))
+                && message.contains("was lost (renewing the lease was refused")
+                && message.ends_with("; nothing written"),
+            "{message}"
+        );
+        // Once lost, always lost; and releasing it leaves the new holder's lease alone.
+        assert!(first.confirm().await.is_err());
+        first.release().await;
+        second.confirm().await.unwrap();
+        assert!(matches!(
+            store.lock(key, Duration::ZERO).await,
+            Err(StateError::Locked { .. })
+        ));
+        second.release().await;
+        store
+            .lock(key, Duration::ZERO)
+            .await
+            .unwrap()
+            .release()
+            .await;
+    }
+}

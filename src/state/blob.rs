@@ -5,7 +5,10 @@
 //! The per-vault lock is a lease on a small lock blob: 60 s, renewed every 20 s while the vault
 //! is reconciled, released at the end; if the process dies, the lease lapses within a minute and
 //! the next run takes over (azure-interfaces.md §2.3: Key Vault has no ETags, so tagfence must be
-//! the single writer of a vault).
+//! the single writer of a vault). Before writing a vault the holder renews the lease once more
+//! ([`Lock::confirm`]): Blob storage answers 409 to a lease id that is no longer the blob's, so
+//! a holder that lost its lease (paused past its TTL, then taken over) finds out and writes
+//! nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,12 +19,18 @@ use azure_core::http::{ClientOptions, RequestContent, StatusCode, Transport};
 use azure_storage_blob::models::{
     BlobClientAcquireLeaseResultHeaders, BlockBlobClientUploadOptions,
 };
-use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
+use azure_storage_blob::{BlobClient, BlobContainerClient, BlobContainerClientOptions};
 use futures::StreamExt;
 use tokio::sync::OnceCell;
 use url::Url;
 
-use super::{Lock, Renewal, StateError, Store, LOCK_TTL};
+use super::{Hold, Lock, RenewError, Renewal, StateError, Store, LOCK_TTL};
+
+/// The lease durations Blob storage accepts (besides infinite, which tagfence never takes).
+const MIN_LEASE: Duration = Duration::from_secs(15);
+const MAX_LEASE: Duration = Duration::from_secs(60);
+/// The pause between tries to take a lease another instance holds.
+const LEASE_PAUSE: Duration = Duration::from_millis(500);
 use crate::azure::http::{error_chain, HttpOptions};
 
 /// The container tagfence keeps its state in, by default.
@@ -33,6 +42,7 @@ pub struct BlobStore {
     container: Arc<BlobContainerClient>,
     url: Url,
     created: Arc<OnceCell<()>>,
+    lock_ttl: Duration,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -109,7 +119,16 @@ impl BlobStore {
             container: Arc::new(container),
             url: container_url,
             created: Arc::new(OnceCell::new()),
+            lock_ttl: LOCK_TTL,
         })
+    }
+
+    /// The same store with leases of `ttl`, clamped to what Blob storage accepts (15 to 60 s,
+    /// whole seconds); for tests. The lease is renewed every third of it.
+    #[must_use]
+    pub fn with_lock_ttl(mut self, ttl: Duration) -> Self {
+        self.lock_ttl = Duration::from_secs(ttl.clamp(MIN_LEASE, MAX_LEASE).as_secs());
+        self
     }
 
     fn io(&self, operation: &'static str, key: &str, err: &azure_core::Error) -> StateError {
@@ -175,11 +194,45 @@ struct Lease {
     store: BlobStore,
     key: String,
     lease_id: String,
+    hold: Arc<Hold>,
     renewal: Renewal,
+}
+
+/// Renews the lease `id` on `blob`. 409 (the blob has another lease, or none) and 412 mean the
+/// lease is no longer this holder's; 404 that the lock blob is gone.
+async fn renew_lease(blob: &BlobClient, id: String) -> Result<(), RenewError> {
+    match blob.renew_lease(id, None).await {
+        Ok(_) => Ok(()),
+        Err(err) if matches!(status_of(&err), Some(404 | 409 | 412)) => Err(RenewError::Lost(
+            format!("renewing the lease was refused: {}", error_chain(&err)),
+        )),
+        Err(err) => Err(RenewError::Failed(error_chain(&err))),
+    }
 }
 
 #[async_trait]
 impl Lock for Lease {
+    async fn confirm(&self) -> Result<(), StateError> {
+        if let Some(lost) = self.hold.is_lost() {
+            return Err(self.hold.lost(lost));
+        }
+        let started = Instant::now();
+        let blob = self.store.container.blob_client(&self.key);
+        match renew_lease(&blob, self.lease_id.clone()).await {
+            Ok(()) => {
+                self.hold.renewed(started);
+                Ok(())
+            }
+            Err(RenewError::Lost(detail)) => Err(self.hold.lose(detail)),
+            // Storage did not answer: the lease cannot have gone to another holder before its
+            // TTL, so the last renewal still vouches for it if recent enough.
+            Err(RenewError::Failed(detail)) => {
+                tracing::warn!(lock = %self.key, error = %detail, "renewing the lock before writing failed; relying on the last renewal");
+                self.hold.check()
+            }
+        }
+    }
+
     async fn release(mut self: Box<Self>) {
         self.renewal.stop();
         if let Err(err) = self
@@ -229,11 +282,15 @@ impl Store for BlobStore {
         // The lease needs a blob to lease.
         self.upload(key, Vec::new(), true).await?;
         let blob = self.container.blob_client(key);
-        let started = Instant::now();
-        let lease_id = loop {
-            match blob.acquire_lease(LOCK_TTL.as_secs() as i32, None).await {
+        let deadline = Instant::now() + wait;
+        let (lease_id, acquired) = loop {
+            let started = Instant::now();
+            match blob
+                .acquire_lease(self.lock_ttl.as_secs() as i32, None)
+                .await
+            {
                 Ok(response) => match response.lease_id() {
-                    Ok(Some(id)) => break id,
+                    Ok(Some(id)) => break (id, started),
                     _ => {
                         return Err(StateError::Io {
                             operation: "locking",
@@ -243,35 +300,38 @@ impl Store for BlobStore {
                         })
                     }
                 },
-                // 409 LeaseAlreadyPresent: another instance works on this vault.
-                Err(err) if err.http_status() == Some(StatusCode::Conflict) => {
-                    if started.elapsed() >= wait {
-                        return Err(StateError::Locked {
-                            vault: key.to_owned(),
-                            seconds: wait.as_secs(),
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+                // 409 LeaseAlreadyPresent: another instance works on this vault. Every other
+                // answer ends the wait: no other is cleared by waiting.
+                Err(err) if err.http_status() == Some(StatusCode::Conflict) => {}
                 Err(err) => return Err(self.io("locking", key, &err)),
             }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(StateError::Locked {
+                    vault: key.to_owned(),
+                    seconds: wait.as_secs(),
+                });
+            }
+            tokio::time::sleep(LEASE_PAUSE.min(deadline - now)).await;
         };
         // Keep the lease while the vault is being reconciled.
+        let hold = Hold::new(
+            format!("{key} in {}", self.describe()),
+            self.lock_ttl,
+            acquired,
+        );
         let renew_blob = Arc::new(self.container.blob_client(key));
         let renew_id = lease_id.clone();
-        let renewal = Renewal::start(move || {
+        let renewal = Renewal::start(hold.clone(), move || {
             let blob = renew_blob.clone();
             let id = renew_id.clone();
-            async move {
-                if let Err(err) = blob.renew_lease(id, None).await {
-                    tracing::warn!(error = %error_chain(&err), "renewing a vault lock failed");
-                }
-            }
+            async move { renew_lease(&blob, id).await }
         });
         Ok(Box::new(Lease {
             store: self.clone(),
             key: key.to_owned(),
             lease_id,
+            hold,
             renewal,
         }))
     }
