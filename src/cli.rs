@@ -19,7 +19,7 @@ use crate::config::{Config, RunArgs};
 use crate::core::desired::{self, FitMode, Limits, Selection};
 use crate::core::fit::Slash31;
 use crate::core::live::{self, LiveAcl};
-use crate::core::plan::{self, PlanInput};
+use crate::core::plan::{self, PlanInput, TagGuard};
 use crate::core::profiles;
 use crate::core::render;
 use crate::core::service_tags::ServiceTags;
@@ -495,8 +495,12 @@ fn load_service_tags(path: &Path, only: Option<&[String]>) -> Result<ServiceTags
 fn load_live(path: &Path) -> Result<LiveAcl> {
     let bytes =
         read_input(path).with_context(|| format!("reading the vault from {}", path.display()))?;
-    LiveAcl::from_vault_json(&bytes)
-        .with_context(|| format!("reading the vault from {}", path.display()))
+    LiveAcl::from_vault_json(&bytes).with_context(|| {
+        format!(
+            "reading the vault from {} (expected one vault object as ARM's GET returns it)",
+            path.display()
+        )
+    })
 }
 
 fn load_last_applied(path: &Path) -> Result<Vec<Ipv4Net>> {
@@ -505,7 +509,11 @@ fn load_last_applied(path: &Path) -> Result<Vec<Ipv4Net>> {
     let values: Vec<String> = serde_json::from_slice(&bytes)
         .context("expected a JSON array of CIDR strings")
         .with_context(context)?;
-    live::normalise_rules(&values).with_context(context)
+    live::normalise_rules(&values)
+        .map_err(|(value, reason)| {
+            anyhow::anyhow!("'{value}' is not a rule tagfence can read: {reason}")
+        })
+        .with_context(context)
 }
 
 fn run_plan(args: &PlanArgs) -> Result<ExitCode> {
@@ -531,14 +539,27 @@ fn run_plan(args: &PlanArgs) -> Result<ExitCode> {
     if live.public_access_disabled() {
         eprintln!("tagfence: warning: the vault's publicNetworkAccess is Disabled, so its IP rules have no effect");
     }
+    if args.live.is_some() && !live.is_whole() {
+        let missing: Vec<&str> = live.missing.iter().map(|f| f.path()).collect();
+        eprintln!("tagfence: warning: the vault lacks {} (missing or null): apply refuses to write from such a read", missing.join(" and "));
+    }
+    for rule in &live.unreadable {
+        eprintln!(
+            "tagfence: warning: the vault holds IP rule '{}', which tagfence cannot read ({}); it is kept as it is and counts against the limit",
+            rule.value, rule.reason
+        );
+    }
     let mut plan = plan::plan_vault(PlanInput {
         tags: &tags,
         selection: &selection,
         limits: &limits,
         live: &live.ip_rules,
-        last_applied: last_applied.as_deref(),
+        unreadable: live.unreadable.len(),
+        owned: last_applied.as_deref(),
         prune: args.prune,
+        adopt: false,
         recorded: None,
+        tag_guard: TagGuard::default(),
     })
     .context("planning the firewall change")?;
     plan.vault = live.vault_name.clone();

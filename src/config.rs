@@ -16,6 +16,9 @@
 //! fit = "exact"            # or "summarize"
 //! envelope = []
 //! max_remove_fraction = 0.2
+//! adopt_existing = false
+//! init_firewall = false
+//! max_tag_shrink = 0.5
 //!
 //! [[vault]]
 //! id = "/subscriptions/…/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-b"
@@ -89,6 +92,38 @@ pub struct RunArgs {
     /// Also remove rules that neither the selection nor tagfence put there.
     #[arg(long, env = "TAGFENCE_PRUNE")]
     pub prune: bool,
+
+    /// Claim the rules already on a vault that equal desired rules (a firewall a person kept
+    /// by hand before tagfence): from then on tagfence removes them when Microsoft retires the
+    /// range. Without it such rules stay the person's and are never removed.
+    #[arg(long, env = "TAGFENCE_ADOPT_EXISTING")]
+    pub adopt_existing: bool,
+
+    /// Initialise the firewall of a vault that has none configured (no networkAcls), keeping
+    /// its current access: defaultAction Allow, AzureServices bypass, the desired IP rules.
+    /// Never over a vault tagfence has seen Deny.
+    #[arg(long, env = "TAGFENCE_INIT_FIREWALL")]
+    pub init_firewall: bool,
+
+    /// Trust a vault read that lacks most of the rules tagfence added and confirmed (refused
+    /// as suspicious otherwise); for when a person really removed them.
+    #[arg(long, env = "TAGFENCE_ACCEPT_MISSING_RULES")]
+    pub accept_missing_rules: bool,
+
+    /// A selected tag allowed to empty or to shrink more than --max-tag-shrink in this run
+    /// (repeatable; `*` for every tag).
+    #[arg(
+        long = "allow-tag-shrink",
+        value_name = "TAG",
+        env = "TAGFENCE_ALLOW_TAG_SHRINK",
+        value_delimiter = ','
+    )]
+    pub allow_tag_shrink: Vec<String>,
+
+    /// Refuse the vaults of a selected tag that lost more than this fraction of its IPv4
+    /// prefixes since the last applied document [default: 0.5].
+    #[arg(long, value_name = "FRACTION", env = "TAGFENCE_MAX_TAG_SHRINK")]
+    pub max_tag_shrink: Option<f64>,
 
     /// Where the Service Tags come from: `api` (the Discovery API; needs --subscription-id and
     /// --location), `download` (Microsoft's weekly file), a file path, or an https URL.
@@ -310,6 +345,34 @@ impl std::fmt::Display for StateSpec {
     }
 }
 
+/// What a vault's writes may do beyond the safe defaults, and how far its tags may shrink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Safety {
+    /// Claim the rules on the vault that equal desired rules (`--adopt-existing`).
+    pub adopt_existing: bool,
+    /// Initialise a firewall that was never configured (`--init-firewall`).
+    pub init_firewall: bool,
+    /// Trust a read that lacks most of tagfence's confirmed rules (`--accept-missing-rules`).
+    pub accept_missing_rules: bool,
+    /// The largest fraction of a selected tag's prefixes that may go between two applied
+    /// documents (`--max-tag-shrink`).
+    pub max_tag_shrink: f64,
+    /// Tags allowed to shrink or empty anyway (`--allow-tag-shrink`).
+    pub allow_tag_shrink: Vec<String>,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety {
+            adopt_existing: false,
+            init_firewall: false,
+            accept_missing_rules: false,
+            max_tag_shrink: crate::core::plan::DEFAULT_MAX_TAG_SHRINK,
+            allow_tag_shrink: Vec::new(),
+        }
+    }
+}
+
 /// One vault to reconcile and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VaultTarget {
@@ -317,6 +380,7 @@ pub struct VaultTarget {
     pub selection: Selection,
     pub limits: Limits,
     pub prune: bool,
+    pub safety: Safety,
     pub source: TargetSource,
 }
 
@@ -404,6 +468,9 @@ struct VaultSettings {
     max_remove_fraction: Option<f64>,
     slash31: Option<Slash31Arg>,
     prune: Option<bool>,
+    adopt_existing: Option<bool>,
+    init_firewall: Option<bool>,
+    max_tag_shrink: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -438,6 +505,12 @@ impl VaultSettings {
                 slash31: self.slash31.map_or(limits.slash31, Into::into),
             },
             prune: self.prune.unwrap_or(base.prune),
+            safety: Safety {
+                adopt_existing: self.adopt_existing.unwrap_or(base.safety.adopt_existing),
+                init_firewall: self.init_firewall.unwrap_or(base.safety.init_firewall),
+                max_tag_shrink: self.max_tag_shrink.unwrap_or(base.safety.max_tag_shrink),
+                ..base.safety.clone()
+            },
         }
     }
 }
@@ -449,6 +522,7 @@ struct Resolved {
     static_rules: Vec<String>,
     limits: Limits,
     prune: bool,
+    safety: Safety,
 }
 
 fn load_file(path: &Path) -> Result<ConfigFile, ConfigError> {
@@ -501,6 +575,7 @@ impl Config {
             static_rules: Vec::new(),
             limits: Limits::default(),
             prune: false,
+            safety: Safety::default(),
         };
         let mut defaults = file.defaults.over(&builtin);
         if !args.selection.tags.is_empty() {
@@ -511,6 +586,18 @@ impl Config {
         }
         defaults.limits = args.limits.over(&defaults.limits);
         defaults.prune |= args.prune;
+        defaults.safety.adopt_existing |= args.adopt_existing;
+        defaults.safety.init_firewall |= args.init_firewall;
+        defaults.safety.accept_missing_rules |= args.accept_missing_rules;
+        if let Some(max) = args.max_tag_shrink {
+            defaults.safety.max_tag_shrink = max;
+        }
+        defaults.safety.allow_tag_shrink = args
+            .allow_tag_shrink
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
 
         let mut targets: Vec<VaultTarget> = Vec::new();
         let mut add =
@@ -693,6 +780,15 @@ fn target(id: VaultId, settings: &Resolved) -> Result<VaultTarget, ConfigError> 
             vault: id.to_string(),
         });
     }
+    if !(0.0..=1.0).contains(&settings.safety.max_tag_shrink) {
+        return Err(ConfigError::Setting {
+            setting: "--max-tag-shrink (TAGFENCE_MAX_TAG_SHRINK, max_tag_shrink)",
+            reason: format!(
+                "{} is not between 0 and 1 (the fraction of a tag's prefixes that may go between two documents)",
+                settings.safety.max_tag_shrink
+            ),
+        });
+    }
     if !(0.0..=1.0).contains(&settings.limits.max_remove_fraction) {
         return Err(ConfigError::Setting {
             setting: "max_remove_fraction",
@@ -711,6 +807,7 @@ fn target(id: VaultId, settings: &Resolved) -> Result<VaultTarget, ConfigError> 
         },
         limits: settings.limits.clone(),
         prune: settings.prune,
+        safety: settings.safety.clone(),
         source: TargetSource::Listed,
     })
 }

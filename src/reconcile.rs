@@ -1,38 +1,47 @@
-//! The only place that sequences a vault's reconcile: observe → plan → guard → act → verify.
+//! The only place that sequences a vault's reconcile: observe → plan → gate → act → verify.
 //!
 //! # Expected flow, per vault
 //! 0. **lock**: take the vault's lock in the state store (a blob lease), so that no other
 //!    instance or trigger works on it meanwhile; read what tagfence remembers of it.
-//! 1. **observe**: `GET` the vault; its IP rules are normalised like the desired ones.
-//! 2. **plan**: desired rules × live rules × last-applied rules (the core's `plan_vault`, which
-//!    also runs the guards: empty allow-list, too many removals, over the limit).
-//! 3. **act**: when the plan has changes and this is not a dry run, record the rules about to be
-//!    added as pending, `GET` again (if the firewall moved meanwhile, plan again from it, at most
-//!    three times), then one `PATCH` carrying the whole `networkAcls` (everything as read, the IP
-//!    rules replaced).
-//! 4. **verify**: `GET` again; the vault's IP rules must be exactly the ones written.
-//! 5. **record**: the verified rules become the vault's last-applied set, with the outcome.
+//! 1. **observe**: `GET` the vault; its firewall is read whole or its gaps are named.
+//! 2. **plan**: desired rules × live rules × the rules tagfence owns (the core's `plan_vault`,
+//!    which also runs the plan's guards: empty allow-list, too many removals, over the limit,
+//!    a selected tag emptied or shrunk).
+//! 3. **gate**: the body about to be sent passes `core::gate::check` against the read and the
+//!    ownership record (whole read, nothing but `ipRules` changed, no person's rule dropped, a
+//!    read that agrees with the state, the kind's limits). A dry run stops here.
+//! 4. **act**: record the rules about to be added as pending, `GET` again (if the firewall
+//!    moved meanwhile, plan and gate again from it, at most three times), pass the gate against
+//!    that last read, confirm the lock is still held and the vault's record unchanged, then one
+//!    `PATCH` carrying the whole `networkAcls`.
+//! 5. **verify**: `GET` again; the whole firewall must be what was written.
+//! 6. **record**: the rules tagfence added become its own, with the outcome; a record never
+//!    overwrites one another process wrote meanwhile.
 //!
 //! # Guarantees
 //! - A vault in sync costs one `GET` and no write; a changed one `GET` + `GET` + `PATCH` + `GET`.
-//! - Nothing is written when the plan is refused or any step before the write fails, so a
-//!   failed reconcile leaves the vault as it was; a write that ARM accepted leaves it at the new
-//!   intended state. There is no third state: the write is a single PATCH.
+//! - Every `PATCH` passes the gate against the last read before it: the ARM client's only
+//!   firewall write takes a `GatedWrite`, which only the gate makes.
+//! - Nothing is written when the plan or the gate refuses or any step before the write fails,
+//!   so a failed reconcile leaves the vault as it was; a write that ARM accepted leaves it at
+//!   the new intended state. There is no third state: the write is a single PATCH.
 //! - Vaults are independent: one failing never stops the others.
 //! - Two reconciles of the same vault never overlap: a lock per vault within the process, and
-//!   the state store's lock across instances.
-//! - Without a last-applied set (first run, lost state) nothing is removed; the set is recorded
-//!   from then on. A crash after the `PATCH` but before the record is healed by the next run:
-//!   the rules it added were recorded as pending first, and it finds the vault in sync.
+//!   the state store's lock across instances, confirmed just before the write.
+//! - tagfence removes only rules it added itself (or adopted on request). Without state
+//!   nothing is removed. A crash after the `PATCH` but before the record is healed by the next
+//!   run: the rules it added were recorded as pending first, and it finds the vault in sync.
 //!
 //! # Assumptions
-//! Key Vault has no ETags (azure-interfaces.md §2.3), so a write cannot be made conditional. A
-//! person editing the firewall while tagfence plans is caught by the re-read before the `PATCH`
-//! (and planned around); an edit landing after the `PATCH` is caught by the verify step
-//! (reported as a failure, kept as unmanaged by the next run). An edit landing inside the one
-//! round trip between the re-read and the `PATCH` is overwritten: that window cannot be closed
-//! without ETags. Safe to cancel at any `.await`: the only effect on the vault is the PATCH, which is
-//! atomic, and the state is only ever written whole.
+//! Key Vault has no ETags, so a write cannot be made conditional. A person editing the firewall
+//! while tagfence plans is caught by the re-read before the `PATCH` (and planned around); an
+//! edit landing after the `PATCH` is caught by the verify step (reported as a failure, kept as
+//! unmanaged by the next run). An edit landing inside the one round trip between the re-read
+//! and the `PATCH` is overwritten: that window cannot be closed without ETags. Likewise a
+//! process paused between its lock check and its `PATCH` can still write once it resumes (no
+//! fencing token exists for Key Vault); docs/reliability.md gives the size of both windows.
+//! Safe to cancel at any `.await`: the only effect on the vault is the PATCH, which is atomic,
+//! and the state is only ever written whole.
 
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -47,14 +56,15 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 use tracing::{info, warn, Instrument};
 
-use crate::azure::arm::{ArmClient, NetworkAclsUpdate};
+use crate::azure::arm::{ArmClient, Vault};
 use crate::azure::http::error_chain;
 use crate::azure::VaultId;
 use crate::config::{TargetSource, VaultTarget};
+use crate::core::gate::{self, GateOptions, GatedWrite, Ownership, Proposal};
 use crate::core::live::LiveAcl;
-use crate::core::plan::{self, Plan, PlanError, PlanInput, Recorded};
+use crate::core::plan::{self, Plan, PlanError, PlanInput, Recorded, TagGuard};
 use crate::core::service_tags::ServiceTags;
-use crate::state::{self, AppliedState, LastRun, State, VaultState};
+use crate::state::{self, AppliedState, LastRun, Lock, State, VaultState};
 
 /// One vault's reconcile, boxed, with its index in the targets.
 type BoxedReconcile<'a> = Pin<Box<dyn Future<Output = (usize, VaultReport)> + Send + 'a>>;
@@ -120,6 +130,9 @@ pub struct RunContext<'a> {
     pub now: DateTime<Utc>,
     /// How long to wait for another instance's lock on a vault.
     pub lock_wait: Duration,
+    /// Whether a document older than the one a vault's record says was applied may be used
+    /// (`--allow-older`).
+    pub allow_older: bool,
 }
 
 /// The report of one vault's reconcile.
@@ -252,7 +265,10 @@ impl Reconciler {
         report: &mut VaultReport,
     ) -> Outcome {
         let Some(state) = run.state else {
-            return self.steps(target, run, None, report).await;
+            let mut trace = Trace::default();
+            return self
+                .steps(target, run, None, None, &mut trace, report)
+                .await;
         };
         // A dry run writes nothing, so it needs no lock; it still reads the state to plan
         // exactly as a real run would.
@@ -273,15 +289,24 @@ impl Reconciler {
                 error: format!("reading the vault's state: {err}; nothing written"),
             },
             Ok(remembered) => {
+                let mut trace = Trace {
+                    last_record: remembered.clone(),
+                    ..Trace::default()
+                };
                 let mut remembered = remembered.unwrap_or_else(|| VaultState::new(&target.id));
-                let outcome = self.steps(target, run, Some(&mut remembered), report).await;
+                let outcome = self
+                    .steps(
+                        target,
+                        run,
+                        Some(&mut remembered),
+                        held.as_deref(),
+                        &mut trace,
+                        report,
+                    )
+                    .await;
                 if !run.dry_run {
-                    record(&mut remembered, target, run, &outcome, report);
-                    if let Err(err) = state.write_vault(&target.id, &remembered).await {
-                        let warning = format!("recording the outcome in the state failed ({err}); the next run verifies the vault and records it");
-                        warn!(%warning);
-                        report.warnings.push(warning);
-                    }
+                    self.record_outcome(state, target, run, &outcome, &trace, remembered, report)
+                        .await;
                 }
                 outcome
             }
@@ -292,130 +317,86 @@ impl Reconciler {
         outcome
     }
 
+    /// Writes what is remembered of the vault after its reconcile, unless another process
+    /// wrote the vault's record since this one read it (it took the lock over: its record is
+    /// newer, and this run's must not roll it back).
+    #[allow(clippy::too_many_arguments)]
+    async fn record_outcome(
+        &self,
+        state: &State,
+        target: &VaultTarget,
+        run: RunContext<'_>,
+        outcome: &Outcome,
+        trace: &Trace,
+        mut remembered: VaultState,
+        report: &mut VaultReport,
+    ) {
+        let warning = match state.read_vault(&target.id).await {
+            Ok(now) if now != trace.last_record => Some("the vault's state record was changed by another tagfence run meanwhile (this run lost its lock); leaving that record as it is".to_owned()),
+            Ok(_) => {
+                record(&mut remembered, target, run, outcome, trace, report);
+                state.write_vault(&target.id, &remembered).await.err().map(|err| {
+                    format!("recording the outcome in the state failed ({err}); the next run verifies the vault and records it")
+                })
+            }
+            Err(err) => Some(format!("reading the vault's state again before recording failed ({err}); the next run verifies the vault and records it")),
+        };
+        if let Some(warning) = warning {
+            warn!(%warning);
+            report.warnings.push(warning);
+        }
+    }
+
     async fn steps(
         &self,
         target: &VaultTarget,
         run: RunContext<'_>,
         mut remembered: Option<&mut VaultState>,
+        held: Option<&dyn Lock>,
+        trace: &mut Trace,
         report: &mut VaultReport,
     ) -> Outcome {
-        let last_applied = remembered.as_ref().and_then(|r| r.owned_rules());
-        report.ownership_known = last_applied.is_some();
-        if run.state.is_some() && last_applied.is_none() {
+        report.ownership_known = remembered.as_ref().is_some_and(|r| r.ownership_known());
+        if let Some(from) = remembered.as_ref().and_then(|r| r.migrated_from) {
+            report.warnings.push(format!("the vault's state was written in format {from}, which did not record which rules tagfence added itself: they are kept as a person's from now on; rerun once with --adopt-existing to let tagfence manage the ones equal to desired rules"));
+        } else if run.state.is_some() && !report.ownership_known {
             info!("no record of the rules tagfence added to this vault (first run or lost state): removing nothing, recording from now on");
         }
+        if let Some(applied) = remembered.as_ref().and_then(|r| r.applied.as_ref()) {
+            if applied.change_number > run.tags.change_number && !run.allow_older {
+                return Outcome::Refused {
+                    reason: format!("the vault's state says change {} of the Service Tags was applied, newer than this run's change {}; a vault is never moved back (rerun with --allow-older to do so)", applied.change_number, run.tags.change_number),
+                };
+            }
+        }
 
-        // Observe.
-        let mut vault = match self.arm.get_vault(&target.id).await {
+        // 1. Observe.
+        let mut vault = match self.observe(target, report).await {
             Ok(vault) => vault,
-            Err(err) => {
-                return Outcome::Failed {
-                    error: err.to_string(),
-                }
-            }
+            Err(outcome) => return outcome,
         };
-        // A discovered vault is managed only while its tag says so: Resource Graph lags
-        // behind a tag change, ARM does not.
-        if let TargetSource::Discovered { tag, value } = &target.source {
-            match vault.tag(tag) {
-                None => {
-                    return Outcome::Skipped {
-                        reason: format!("it no longer carries the tag '{tag}' (the discovery index lags behind); tagfence leaves it alone from now on"),
-                    }
-                }
-                Some(now) if now != value => {
-                    return Outcome::Skipped {
-                        reason: format!("its tag {tag} changed from '{value}' to '{now}' since the discovery index was built; the next run applies the new value"),
-                    }
-                }
-                Some(_) => {}
-            }
-        }
-        let live = &vault.acl;
-        if live.public_access_disabled() {
-            report.warnings.push(
-                "publicNetworkAccess is Disabled: the vault's IP rules have no effect".to_owned(),
-            );
-        }
-        if live
-            .default_action
-            .as_deref()
-            .is_none_or(|a| a.eq_ignore_ascii_case("allow"))
-        {
-            report
-                .warnings
-                .push("defaultAction is Allow: the vault accepts every network, so its IP rules have no effect until it is Deny".to_owned());
-        }
-        for warning in &report.warnings {
-            warn!(%warning);
-        }
+        trace.note_read(&vault.acl);
 
-        // Plan, guard, and re-read just before writing: Key Vault has no ETags, so a firewall
+        // 2–4. Plan, gate, and re-read just before writing: Key Vault has no ETags, so a firewall
         // edited while tagfence planned (and recorded its intent) would be overwritten by the
         // PATCH. Reading again narrows that window to one round trip; if the firewall moved,
-        // plan again from what is there now.
+        // plan and gate again from what is there now.
         let mut attempt = 1;
         let mut slot = None;
-        let (intended, slot) = loop {
-            let recorded = remembered
-                .as_ref()
-                .and_then(|r| r.applied.as_ref())
-                .map(|a| Recorded {
-                    desired: &a.desired,
-                    inputs: &a.inputs,
-                    kept: a.kept,
-                });
-            let planned = plan::plan_vault(PlanInput {
-                tags: run.tags,
-                selection: &target.selection,
-                limits: &target.limits,
-                live: &vault.acl.ip_rules,
-                last_applied: last_applied.as_deref(),
-                prune: target.prune,
-                recorded,
-            });
-            let mut plan = match planned {
-                Ok(plan) => plan,
-                Err(PlanError::Desire(err)) => {
-                    return Outcome::Refused {
-                        reason: err.to_string(),
-                    }
-                }
-                Err(PlanError::Refused(refusal)) => {
-                    return Outcome::Refused {
-                        reason: refusal.to_string(),
-                    }
-                }
+        let (gated, slot) = loop {
+            let gated = match self.plan_and_gate(target, run, remembered.as_deref(), &vault, report)
+            {
+                Ok(Some(gated)) => gated,
+                Ok(None) => return Outcome::InSync,
+                Err(outcome) => return outcome,
             };
-            plan.vault = Some(target.id.name.clone());
-            let changes = plan.has_changes();
-            let intended = plan.rules_after(&vault.acl.ip_rules);
-            let adding = plan.add.clone();
-            report.plan = Some(plan);
-            if !changes {
-                return Outcome::InSync;
-            }
             if run.dry_run {
                 return Outcome::WouldApply;
             }
-
-            // First note what is about to be added, so that a crash after the PATCH cannot make
-            // tagfence forget it added those rules.
-            if let (Some(state), Some(remembered)) = (run.state, remembered.as_deref_mut()) {
-                let mut pending = remembered.pending.clone();
-                pending.extend(adding);
-                pending.sort_unstable();
-                pending.dedup();
-                if pending != remembered.pending {
-                    let mut intent = remembered.clone();
-                    intent.pending = pending;
-                    if let Err(err) = state.write_vault(&target.id, &intent).await {
-                        return Outcome::Failed {
-                            error: format!("recording the rules about to be added in the state: {err}; nothing written"),
-                        };
-                    }
-                    *remembered = intent;
-                }
+            if let Err(outcome) =
+                write_ahead(run, target, remembered.as_deref_mut(), report, trace).await
+            {
+                return outcome;
             }
 
             // The write budget is waited for before the re-read, not between it and the PATCH.
@@ -433,8 +414,14 @@ impl Reconciler {
                     }
                 }
             };
+            trace.note_read(&fresh.acl);
             if same_firewall(&fresh.acl, &vault.acl) {
-                break (intended, slot.take().expect("reserved above"));
+                // The gate's input is the last read before the write.
+                let proposal = gated.proposal();
+                match self.gate(target, remembered.as_deref(), &fresh, &proposal) {
+                    Ok(gated) => break (gated, slot.take().expect("reserved above")),
+                    Err(outcome) => return outcome,
+                }
             }
             if attempt == MAX_PLAN_ATTEMPTS {
                 return Outcome::Failed {
@@ -449,16 +436,19 @@ impl Reconciler {
             vault = fresh;
         };
 
-        // Act: one PATCH with the whole networkAcls as last read, the IP rules replaced.
-        let update = NetworkAclsUpdate::keeping(&vault.acl, intended.clone());
+        // 4. Act: only while this process still holds the vault, and its record is the one
+        // it read or wrote.
+        if let Err(outcome) = still_ours(target, run, held, trace).await {
+            return outcome;
+        }
         report.wrote = true;
-        if let Err(err) = self.arm.patch_network_acls(&target.id, &update, slot).await {
+        if let Err(err) = self.arm.patch_network_acls(&target.id, &gated, slot).await {
             return Outcome::Failed {
                 error: err.to_string(),
             };
         }
 
-        // Verify with a fresh read.
+        // 5. Verify the whole firewall with a fresh read.
         match self.arm.get_vault(&target.id).await {
             Err(err) => Outcome::Failed {
                 error: format!(
@@ -466,82 +456,328 @@ impl Reconciler {
                     error_chain(&err)
                 ),
             },
-            Ok(after) => {
-                let want: HashSet<&Ipv4Net> = intended.iter().collect();
-                let got: HashSet<&Ipv4Net> = after.acl.ip_rules.iter().collect();
-                if want == got {
+            Ok(after) => match gated.verify(&after.acl) {
+                Ok(()) => {
+                    trace.settled = Some(gated.rules().to_vec());
                     Outcome::Applied
-                } else {
-                    let (missing, missing_rules) = listed(want.difference(&got));
-                    let (unexpected, unexpected_rules) = listed(got.difference(&want));
-                    Outcome::Failed {
-                        error: format!(
-                            "verifying the write: the vault now holds {} rules, {missing} written rules missing{missing_rules} and {unexpected} not written by this run{unexpected_rules} (changed by someone else meanwhile?); the next run reconciles it",
-                            after.acl.ip_rules.len()
-                        ),
-                    }
                 }
+                Err(mismatch) => Outcome::Failed {
+                    error: format!("verifying the write: {mismatch} (changed by someone else meanwhile?); the next run reconciles it"),
+                },
+            },
+        }
+    }
+
+    /// Reads the vault; a discovered vault whose tag went or changed is skipped.
+    async fn observe(
+        &self,
+        target: &VaultTarget,
+        report: &mut VaultReport,
+    ) -> Result<Vault, Outcome> {
+        let vault = self
+            .arm
+            .get_vault(&target.id)
+            .await
+            .map_err(|err| Outcome::Failed {
+                error: err.to_string(),
+            })?;
+        // A discovered vault is managed only while its tag says so: Resource Graph lags
+        // behind a tag change, ARM does not.
+        if let TargetSource::Discovered { tag, value } = &target.source {
+            match vault.tag(tag) {
+                None => {
+                    return Err(Outcome::Skipped {
+                        reason: format!("it no longer carries the tag '{tag}' (the discovery index lags behind); tagfence leaves it alone from now on"),
+                    })
+                }
+                Some(now) if now != value => {
+                    return Err(Outcome::Skipped {
+                        reason: format!("its tag {tag} changed from '{value}' to '{now}' since the discovery index was built; the next run applies the new value"),
+                    })
+                }
+                Some(_) => {}
             }
+        }
+        let live = &vault.acl;
+        let mut warnings = Vec::new();
+        if live.public_access_disabled() {
+            warnings.push(
+                "publicNetworkAccess is Disabled: the vault's IP rules have no effect".to_owned(),
+            );
+        }
+        if live
+            .default_action
+            .as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case("allow"))
+        {
+            warnings.push("defaultAction is Allow: the vault accepts every network, so its IP rules have no effect until it is Deny".to_owned());
+        }
+        for rule in &live.unreadable {
+            warnings.push(format!(
+                "the vault holds IP rule '{}', which tagfence cannot read ({}); it is kept as it is and counts against the limit",
+                rule.value, rule.reason
+            ));
+        }
+        for warning in &warnings {
+            warn!(%warning);
+        }
+        report.warnings.extend(warnings);
+        Ok(vault)
+    }
+
+    /// Plans the vault from `vault` and passes the plan's body through the gate. `Ok(None)`
+    /// when the vault is in sync.
+    fn plan_and_gate(
+        &self,
+        target: &VaultTarget,
+        run: RunContext<'_>,
+        remembered: Option<&VaultState>,
+        vault: &Vault,
+        report: &mut VaultReport,
+    ) -> Result<Option<GatedWrite>, Outcome> {
+        let owned = remembered.map(VaultState::owned_rules);
+        let applied = remembered.and_then(|r| r.applied.as_ref());
+        let recorded = applied.map(|a| Recorded {
+            desired: &a.desired,
+            inputs: &a.inputs,
+            kept: a.kept,
+        });
+        let planned = plan::plan_vault(PlanInput {
+            tags: run.tags,
+            selection: &target.selection,
+            limits: &target.limits,
+            live: &vault.acl.ip_rules,
+            unreadable: vault.acl.unreadable.len(),
+            owned: owned.as_deref(),
+            prune: target.prune,
+            adopt: target.safety.adopt_existing,
+            recorded,
+            tag_guard: TagGuard {
+                previous: applied.map(|a| (a.desired.tags.as_slice(), a.change_number)),
+                max_shrink: target.safety.max_tag_shrink,
+                allowed: &target.safety.allow_tag_shrink,
+            },
+        });
+        let mut plan = planned.map_err(|err| Outcome::Refused {
+            reason: match err {
+                PlanError::Desire(err) => err.to_string(),
+                PlanError::Refused(refusal) => refusal.to_string(),
+            },
+        })?;
+        plan.vault = Some(target.id.name.clone());
+        let changes = plan.has_changes();
+        let intended = plan.rules_after(&vault.acl.ip_rules);
+        report.plan = Some(plan);
+        // A partial read never counts as in sync: the gate names what it lacks.
+        if !changes && vault.acl.is_whole() {
+            return Ok(None);
+        }
+        let proposal = gate::propose(&vault.acl, &intended, target.safety.init_firewall);
+        self.gate(target, remembered, vault, &proposal).map(Some)
+    }
+
+    /// The gate, with the vault's ownership record and settings.
+    fn gate(
+        &self,
+        target: &VaultTarget,
+        remembered: Option<&VaultState>,
+        vault: &Vault,
+        proposal: &Proposal,
+    ) -> Result<GatedWrite, Outcome> {
+        let removable = remembered.map(VaultState::owned_rules).unwrap_or_default();
+        let confirmed = remembered
+            .map(VaultState::confirmed_rules)
+            .unwrap_or_default();
+        let ownership = Ownership {
+            removable: &removable,
+            confirmed: &confirmed,
+            seen_default_action: remembered.and_then(|r| r.seen_default_action.as_deref()),
+        };
+        let options = GateOptions {
+            prune: target.prune,
+            init_firewall: target.safety.init_firewall,
+            accept_missing_rules: target.safety.accept_missing_rules,
+            max_rules: target.limits.max_rules,
+        };
+        gate::check(&vault.acl, proposal, ownership, options).map_err(|refusal| Outcome::Refused {
+            reason: refusal.to_string(),
+        })
+    }
+}
+
+/// What a reconcile learnt on its way, for the record.
+#[derive(Debug, Default)]
+struct Trace {
+    /// The vault's state record as last read or written by this reconcile (`None`: none).
+    last_record: Option<VaultState>,
+    /// The `defaultAction` of the last whole read.
+    seen_default_action: Option<String>,
+    /// The vault's readable rules as last read whole.
+    last_rules: Option<Vec<Ipv4Net>>,
+    /// The rules the vault holds after a verified write.
+    settled: Option<Vec<Ipv4Net>>,
+}
+
+impl Trace {
+    fn note_read(&mut self, acl: &LiveAcl) {
+        if acl.is_whole() {
+            self.seen_default_action = acl.default_action.clone();
+            self.last_rules = Some(acl.ip_rules.clone());
         }
     }
 }
 
-/// How many rules a set holds, and the first few of them in address order (` [a, b, …]`), so
-/// that a person can tell which rules moved; nothing when it is empty.
-fn listed<'a>(rules: impl Iterator<Item = &'a &'a Ipv4Net>) -> (usize, String) {
-    const SHOWN: usize = 5;
-    let mut rules: Vec<&Ipv4Net> = rules.copied().collect();
-    rules.sort_unstable();
-    let mut names: Vec<String> = rules.iter().take(SHOWN).map(ToString::to_string).collect();
-    if rules.len() > SHOWN {
-        names.push("…".to_owned());
-    }
-    let shown = if names.is_empty() {
-        String::new()
-    } else {
-        format!(" [{}]", names.join(", "))
+/// Confirms, just before the PATCH, that this process still holds the vault's lock and that
+/// no other process wrote the vault's record since this one read (or wrote) it.
+async fn still_ours(
+    target: &VaultTarget,
+    run: RunContext<'_>,
+    held: Option<&dyn Lock>,
+    trace: &Trace,
+) -> Result<(), Outcome> {
+    let (Some(state), Some(held)) = (run.state, held) else {
+        return Ok(());
     };
-    (rules.len(), shown)
+    if let Err(err) = held.confirm().await {
+        return Err(Outcome::Failed {
+            error: format!("{err}; nothing written"),
+        });
+    }
+    match state.read_vault(&target.id).await {
+        Ok(now) if now == trace.last_record => Ok(()),
+        Ok(_) => Err(Outcome::Failed {
+            error: "the vault's state record was changed by another tagfence run while this one planned (it took the lock over); nothing written, the next run starts from that record".to_owned(),
+        }),
+        Err(err) => Err(Outcome::Failed {
+            error: format!("reading the vault's state again before writing: {err}; nothing written"),
+        }),
+    }
+}
+
+/// Records the rules about to be added (and removed) as pending before the write, so that a
+/// crash after the PATCH cannot make tagfence forget it added them, nor take its own removals
+/// for a suspicious read.
+async fn write_ahead(
+    run: RunContext<'_>,
+    target: &VaultTarget,
+    remembered: Option<&mut VaultState>,
+    report: &VaultReport,
+    trace: &mut Trace,
+) -> Result<(), Outcome> {
+    let (Some(state), Some(remembered), Some(plan)) = (run.state, remembered, report.plan.as_ref())
+    else {
+        return Ok(());
+    };
+    let grown = |recorded: &[Ipv4Net], more: &[Ipv4Net]| {
+        let mut all: Vec<Ipv4Net> = recorded.iter().chain(more).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    };
+    let pending = grown(&remembered.pending, &plan.add);
+    let pending_removal = grown(&remembered.pending_removal, &plan.remove);
+    if pending == remembered.pending && pending_removal == remembered.pending_removal {
+        return Ok(());
+    }
+    let mut intent = remembered.clone();
+    intent.pending = pending;
+    intent.pending_removal = pending_removal;
+    intent.format_version = state::VAULT_STATE_FORMAT;
+    intent.vault = target.id.to_string();
+    intent.migrated_from = None;
+    state
+        .write_vault(&target.id, &intent)
+        .await
+        .map_err(|err| Outcome::Failed {
+            error: format!(
+                "recording the rules about to be added in the state: {err}; nothing written"
+            ),
+        })?;
+    *remembered = intent;
+    trace.last_record = Some(remembered.clone());
+    Ok(())
 }
 
 /// How often a vault is planned again when its firewall keeps changing under tagfence.
 const MAX_PLAN_ATTEMPTS: u32 = 3;
 
-/// Whether two reads show the same firewall (rules compared as sets: order is not meaning).
+/// Whether two reads show the same firewall: every `networkAcls` field, the readable rules
+/// as sets (order is not meaning), the unreadable ones verbatim, and public network access.
 fn same_firewall(a: &LiveAcl, b: &LiveAcl) -> bool {
     let rules = |acl: &LiveAcl| acl.ip_rules.iter().copied().collect::<HashSet<Ipv4Net>>();
-    a.default_action == b.default_action
-        && a.bypass == b.bypass
+    let rest = |acl: &LiveAcl| {
+        acl.network_acls.as_ref().map(|m| {
+            let mut m = m.clone();
+            m.remove("ipRules");
+            m
+        })
+    };
+    let verbatim = |acl: &LiveAcl| {
+        let mut v: Vec<String> = acl.unreadable.iter().map(|r| r.entry.to_string()).collect();
+        v.sort_unstable();
+        v
+    };
+    a.missing == b.missing
         && a.public_network_access == b.public_network_access
-        && a.virtual_network_rules == b.virtual_network_rules
+        && rest(a) == rest(b)
         && rules(a) == rules(b)
+        && verbatim(a) == verbatim(b)
 }
 
-/// Updates what is remembered of a vault after its reconcile: the last run always; the
-/// last-applied set when the vault is known to hold the desired rules.
+/// Updates what is remembered of a vault after its reconcile: the last run always; the rules
+/// tagfence owns and the last-applied set when the vault is known to hold the desired rules.
 fn record(
     remembered: &mut VaultState,
     target: &VaultTarget,
     run: RunContext<'_>,
     outcome: &Outcome,
+    trace: &Trace,
     report: &VaultReport,
 ) {
     let at = state::timestamp(run.now);
     let plan = report.plan.as_ref();
-    if let (Outcome::Applied | Outcome::InSync, Some(plan)) = (outcome, plan) {
+    // The rules on the vault now, when known: the ones written and verified, or (in sync) the
+    // ones read.
+    let settled = match outcome {
+        Outcome::Applied => trace.settled.as_ref(),
+        Outcome::InSync => trace.last_rules.as_ref(),
+        _ => None,
+    };
+    if let (Some(plan), Some(settled)) = (plan, settled) {
+        // tagfence owns what it owned and what it added (pending, or this write's), plus what
+        // it adopted, as far as the vault still holds it.
+        let on_vault: HashSet<&Ipv4Net> = settled.iter().collect();
+        let added: &[Ipv4Net] = if report.wrote { &plan.add } else { &[] };
+        let mut owned: Vec<Ipv4Net> = remembered
+            .owned
+            .iter()
+            .chain(&remembered.pending)
+            .chain(added)
+            .chain(plan.adopted())
+            .filter(|r| on_vault.contains(r))
+            .copied()
+            .collect();
+        owned.sort_unstable();
+        owned.dedup();
+        remembered.owned = owned;
         remembered.applied = Some(AppliedState {
             desired: plan.desired.clone(),
             cloud: plan.source.cloud,
             change_number: plan.source.change_number,
             inputs: plan.inputs.clone().unwrap_or_default(),
-            kept: if plan.prune { 0 } else { plan.unmanaged.len() },
+            kept: plan.total_after() - plan.desired.rules.len(),
             applied_at: at.clone(),
             run_id: run.run_id.to_owned(),
         });
         remembered.pending.clear();
+        remembered.pending_removal.clear();
+    }
+    if let Some(seen) = &trace.seen_default_action {
+        remembered.seen_default_action = Some(seen.clone());
     }
     remembered.vault = target.id.to_string();
-    remembered.format_version = state::STATE_FORMAT_VERSION;
+    remembered.format_version = state::VAULT_STATE_FORMAT;
+    remembered.migrated_from = None;
     remembered.last_run = Some(LastRun {
         run_id: run.run_id.to_owned(),
         at,
@@ -552,28 +788,4 @@ fn record(
         added: plan.filter(|_| report.wrote).map_or(0, |p| p.add.len()),
         removed: plan.filter(|_| report.wrote).map_or(0, |p| p.remove.len()),
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_verify_failure_names_the_first_rules_that_moved() {
-        let rules: Vec<Ipv4Net> = (1..=7)
-            .rev()
-            .map(|i| format!("52.174.99.{i}/32").parse().unwrap())
-            .collect();
-        let some: HashSet<&Ipv4Net> = rules.iter().collect();
-        assert_eq!(
-            listed(some.iter()),
-            (
-                7,
-                " [52.174.99.1/32, 52.174.99.2/32, 52.174.99.3/32, 52.174.99.4/32, 52.174.99.5/32, …]"
-                    .to_owned()
-            )
-        );
-        let none: HashSet<&Ipv4Net> = HashSet::new();
-        assert_eq!(listed(none.iter()), (0, String::new()));
-    }
 }

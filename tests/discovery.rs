@@ -199,6 +199,7 @@ async fn a_vault_whose_tag_changed_since_discovery_is_skipped_not_written() {
         trigger: "cli",
         now: chrono::Utc::now(),
         lock_wait: std::time::Duration::from_secs(5),
+        allow_older: false,
     };
     let reconciler = Reconciler::new(arm);
 

@@ -1545,9 +1545,10 @@ async fn malformed_invocations_get_4xx_the_worker_keeps_serving_and_writes_nothi
                 .to_string()
                 .into_bytes(),
         ),
+        // An array of events is a batch (handled in tests/functions.rs); an empty one is not.
         (
             "function-eventgrid",
-            json!({"Data": {"event": [vault_write_event(&vault_id("kv-prod"))]}, "Metadata": {}})
+            json!({"Data": {"event": []}, "Metadata": {}})
                 .to_string()
                 .into_bytes(),
         ),

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{Method, Pipeline, Request};
-use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 use url::Url;
 
 use super::budget::{BudgetLimits, WriteBudget, REMAINING_WRITES_HEADER};
 use super::http::{self, AzureError, HttpOptions};
 use super::VaultId;
+use crate::core::gate::GatedWrite;
 use crate::core::live::LiveAcl;
 use crate::core::service_tags::ServiceTags;
 
@@ -59,50 +59,6 @@ impl Vault {
             .iter()
             .find(|(key, _)| key.eq_ignore_ascii_case(name))
             .and_then(|(_, value)| value.as_str())
-    }
-}
-
-/// The `networkAcls` tagfence writes: everything as read, with new IP rules.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NetworkAclsUpdate {
-    pub default_action: String,
-    pub bypass: String,
-    pub ip_rules: Vec<Ipv4Net>,
-    pub virtual_network_rules: Vec<Value>,
-}
-
-impl NetworkAclsUpdate {
-    /// The update that replaces the IP rules of `acl` with `ip_rules` and keeps the rest. ARM
-    /// replaces `networkAcls` wholesale on PATCH (azure-interfaces.md §2.2), so every field is
-    /// sent as read; when the vault has none, ARM's own defaults are sent (`Allow`, which is
-    /// what a vault without network ACLs does, and `AzureServices`).
-    pub fn keeping(acl: &LiveAcl, ip_rules: Vec<Ipv4Net>) -> Self {
-        NetworkAclsUpdate {
-            default_action: acl
-                .default_action
-                .clone()
-                .unwrap_or_else(|| "Allow".to_owned()),
-            bypass: acl
-                .bypass
-                .clone()
-                .unwrap_or_else(|| "AzureServices".to_owned()),
-            ip_rules,
-            virtual_network_rules: acl.virtual_network_rules.clone(),
-        }
-    }
-
-    /// The PATCH body.
-    pub fn body(&self) -> Value {
-        json!({
-            "properties": {
-                "networkAcls": {
-                    "defaultAction": self.default_action,
-                    "bypass": self.bypass,
-                    "ipRules": self.ip_rules.iter().map(|r| json!({"value": r.to_string()})).collect::<Vec<_>>(),
-                    "virtualNetworkRules": self.virtual_network_rules,
-                }
-            }
-        })
     }
 }
 
@@ -205,15 +161,17 @@ impl ArmClient {
         }
     }
 
-    /// `PATCH` a vault's `networkAcls` with a write reserved by [`ArmClient::reserve_write`];
-    /// returns the vault as ARM answered.
+    /// `PATCH` a vault's `networkAcls` with a write that passed the safety gate (the only way
+    /// to make a [`GatedWrite`] is `core::gate::check`) and a write reserved by
+    /// [`ArmClient::reserve_write`]; returns the vault as ARM answered. This is the client's only
+    /// write of a firewall.
     ///
     /// # Errors
     /// [`AzureError`] from the call.
     pub async fn patch_network_acls(
         &self,
         id: &VaultId,
-        update: &NetworkAclsUpdate,
+        write: &GatedWrite,
         slot: WriteSlot,
     ) -> Result<Vault, AzureError> {
         debug_assert_eq!(slot.subscription, id.subscription.to_ascii_lowercase());
@@ -223,7 +181,7 @@ impl ArmClient {
             Method::Patch,
         );
         request.insert_header("content-type", "application/json");
-        request.set_body(serde_json::to_vec(&update.body()).expect("a JSON value serialises"));
+        request.set_body(serde_json::to_vec(&write.body()).expect("a JSON value serialises"));
         let response = http::send(&self.pipeline, &mut request, &operation, &self.options).await?;
         if let Some(remaining) = response
             .headers()
@@ -390,31 +348,4 @@ fn vault_from(id: &VaultId, body: &[u8], operation: &str) -> Result<Vault, Azure
         acl,
         raw,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_patch_keeps_everything_but_the_ip_rules() {
-        let acl = LiveAcl::from_vault_json(
-            br#"{"properties":{"networkAcls":{"defaultAction":"Deny","bypass":"None","ipRules":[{"value":"1.2.3.4/32"}],
-                 "virtualNetworkRules":[{"id":"/subscriptions/s/resourcegroups/r/providers/microsoft.network/virtualnetworks/v/subnets/a","ignoreMissingVnetServiceEndpoint":true}]}}}"#,
-        )
-        .unwrap();
-        let update = NetworkAclsUpdate::keeping(&acl, vec!["20.37.158.0/23".parse().unwrap()]);
-        assert_eq!(
-            update.body(),
-            json!({"properties": {"networkAcls": {"defaultAction": "Deny", "bypass": "None",
-                "ipRules": [{"value": "20.37.158.0/23"}],
-                "virtualNetworkRules": [{"id": "/subscriptions/s/resourcegroups/r/providers/microsoft.network/virtualnetworks/v/subnets/a", "ignoreMissingVnetServiceEndpoint": true}]}}})
-        );
-        // A vault without networkAcls gets ARM's defaults, which change nothing about access.
-        let open = NetworkAclsUpdate::keeping(&LiveAcl::empty(), vec![]);
-        assert_eq!(
-            (open.default_action.as_str(), open.bypass.as_str()),
-            ("Allow", "AzureServices")
-        );
-    }
 }

@@ -1,72 +1,93 @@
-//! A vault's firewall as Azure Resource Manager returns it, reduced to what tagfence plans with.
+//! A vault's firewall as Azure Resource Manager returns it, reduced to what tagfence plans with
+//! and kept verbatim for what it writes back.
 //!
-//! The shape is `Vault.properties.networkAcls` (azure-interfaces.md §2.1). Everything but the IP
-//! rules is kept verbatim so that a write can send it back unchanged: ARM replaces `networkAcls`
-//! wholesale on PATCH (§2.2), so dropping a field here would erase it on the vault.
+//! The shape is `Vault.properties.networkAcls` (Microsoft.KeyVault REST API, `NetworkRuleSet`:
+//! `defaultAction`, `bypass`, `ipRules[].value`, `virtualNetworkRules[]`). ARM replaces
+//! `networkAcls` wholesale on PATCH, so the object is kept exactly as read ([`LiveAcl::network_acls`])
+//! and a write changes nothing in it but `ipRules` (see [`super::gate`]).
+//!
+//! A read is taken at its word only when it is whole: a document without `properties`,
+//! `networkAcls`, `defaultAction` or `ipRules` (missing or `null`) is *not* an empty firewall,
+//! and [`LiveAcl::missing`] says what it lacks so that the gate can refuse to write from it.
+//! A rule value tagfence cannot read (host bits set, quotes, an empty string — Microsoft's own
+//! API examples hold such values) is a person's rule like any other: kept verbatim
+//! ([`LiveAcl::unreadable`]), never a reason to refuse the vault.
 
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::cidr;
+
+/// A field of a vault read that a write depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum AclField {
+    /// `properties`
+    Properties,
+    /// `properties.networkAcls`
+    NetworkAcls,
+    /// `properties.networkAcls.defaultAction`
+    DefaultAction,
+    /// `properties.networkAcls.ipRules`
+    IpRules,
+}
+
+impl AclField {
+    /// The field's path in the vault document.
+    pub fn path(self) -> &'static str {
+        match self {
+            AclField::Properties => "properties",
+            AclField::NetworkAcls => "properties.networkAcls",
+            AclField::DefaultAction => "properties.networkAcls.defaultAction",
+            AclField::IpRules => "properties.networkAcls.ipRules",
+        }
+    }
+}
+
+/// An IP rule as read that is not an IPv4 address or canonical prefix.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnreadableRule {
+    /// The `ipRules` entry exactly as read (written back exactly so).
+    pub entry: Value,
+    /// Its value as text, for people (`<not a string>` when it is none).
+    pub value: String,
+    /// Why tagfence cannot read it.
+    pub reason: String,
+}
 
 /// The firewall of one vault as read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LiveAcl {
     /// The vault's name, when the document has one.
     pub vault_name: Option<String>,
-    /// `Allow` or `Deny`; `None` when the vault has no `networkAcls` at all.
+    /// `Allow` or `Deny`; `None` when the read has none.
     pub default_action: Option<String>,
     /// `AzureServices` or `None`; ARM's default when absent is `AzureServices`.
     pub bypass: Option<String>,
-    /// The IP rules, normalised (bare addresses as `/32`), in the vault's order, deduplicated.
+    /// The IP rules tagfence can read, normalised (bare addresses as `/32`), in the vault's
+    /// order, deduplicated.
     pub ip_rules: Vec<Ipv4Net>,
+    /// The IP rules it cannot read, verbatim, in the vault's order.
+    pub unreadable: Vec<UnreadableRule>,
     /// Virtual network rules, verbatim.
     pub virtual_network_rules: Vec<Value>,
-    /// `Enabled`/`Disabled`; when `Disabled` the IP rules have no effect (§2.2).
+    /// `Enabled`/`Disabled`; when `Disabled` the IP rules have no effect.
     pub public_network_access: Option<String>,
+    /// `properties.networkAcls` exactly as read; `None` when it is missing or `null`.
+    #[serde(skip)]
+    pub network_acls: Option<Map<String, Value>>,
+    /// The fields a write depends on that the read lacks (missing or `null`), outermost first;
+    /// empty for a whole read.
+    pub missing: Vec<AclField>,
 }
 
-/// Why a vault document could not be read.
+/// Why a document could not be read as a vault.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
     #[error("the vault document is not valid JSON")]
     Json(#[source] serde_json::Error),
-    #[error("the vault holds IP rule '{value}', which tagfence cannot read: {reason}")]
-    Rule {
-        value: String,
-        reason: cidr::RuleError,
-    },
-}
-
-#[derive(Deserialize)]
-struct VaultDoc {
-    name: Option<String>,
-    #[serde(default)]
-    properties: VaultProperties,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct VaultProperties {
-    network_acls: Option<NetworkAcls>,
-    public_network_access: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct NetworkAcls {
-    default_action: Option<String>,
-    bypass: Option<String>,
-    #[serde(default)]
-    ip_rules: Option<Vec<IpRule>>,
-    #[serde(default)]
-    virtual_network_rules: Option<Vec<Value>>,
-}
-
-#[derive(Deserialize)]
-struct IpRule {
-    value: String,
+    #[error("the document is not a vault resource: {0}")]
+    NotAVault(String),
 }
 
 impl LiveAcl {
@@ -77,32 +98,80 @@ impl LiveAcl {
             default_action: None,
             bypass: None,
             ip_rules: Vec::new(),
+            unreadable: Vec::new(),
             virtual_network_rules: Vec::new(),
             public_network_access: None,
+            network_acls: None,
+            missing: Vec::new(),
         }
     }
 
-    /// Reads a vault document as ARM's `GET …/vaults/{name}` returns it.
+    /// Reads a vault document as ARM's `GET …/vaults/{name}` returns it. A document that lacks
+    /// fields is read (see [`LiveAcl::missing`]); one that is plainly something else — an ARM
+    /// error body, a list response, an API example file, another resource type — is refused.
     ///
     /// # Errors
-    /// [`LiveError`] when it is not JSON or holds an IP rule that is not an IPv4 prefix.
+    /// [`LiveError`] when it is not JSON or not a vault resource.
     pub fn from_vault_json(bytes: &[u8]) -> Result<LiveAcl, LiveError> {
-        let doc: VaultDoc = serde_json::from_slice(bytes).map_err(LiveError::Json)?;
-        let acls = doc.properties.network_acls.unwrap_or_default();
-        let values: Vec<String> = acls
-            .ip_rules
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| r.value)
-            .collect();
-        Ok(LiveAcl {
-            vault_name: doc.name,
-            default_action: acls.default_action,
-            bypass: acls.bypass,
-            ip_rules: normalise_rules(&values)?,
-            virtual_network_rules: acls.virtual_network_rules.unwrap_or_default(),
-            public_network_access: doc.properties.public_network_access,
-        })
+        let doc: Value = serde_json::from_slice(bytes).map_err(LiveError::Json)?;
+        LiveAcl::from_vault_value(&doc)
+    }
+
+    /// [`LiveAcl::from_vault_json`] for a parsed document.
+    ///
+    /// # Errors
+    /// [`LiveError::NotAVault`] when it is not a vault resource.
+    pub fn from_vault_value(doc: &Value) -> Result<LiveAcl, LiveError> {
+        let doc = doc.as_object().ok_or_else(|| {
+            LiveError::NotAVault(format!("it is {}, not a JSON object", kind_of(doc)))
+        })?;
+        not_something_else(doc)?;
+        let mut live = LiveAcl::empty();
+        live.vault_name = doc.get("name").and_then(Value::as_str).map(str::to_owned);
+        let Some(properties) = doc.get("properties").and_then(Value::as_object) else {
+            live.missing = vec![AclField::Properties];
+            return Ok(live);
+        };
+        live.public_network_access = properties
+            .get("publicNetworkAccess")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let Some(acls) = properties.get("networkAcls").and_then(Value::as_object) else {
+            live.missing = vec![AclField::NetworkAcls];
+            return Ok(live);
+        };
+        live.network_acls = Some(acls.clone());
+        live.default_action = acls
+            .get("defaultAction")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if acls.get("defaultAction").is_none_or(Value::is_null) {
+            live.missing.push(AclField::DefaultAction);
+        }
+        live.bypass = acls
+            .get("bypass")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        live.virtual_network_rules = acls
+            .get("virtualNetworkRules")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        match acls.get("ipRules") {
+            None | Some(Value::Null) => live.missing.push(AclField::IpRules),
+            Some(Value::Array(entries)) => {
+                let (readable, unreadable) = read_rules(entries);
+                live.ip_rules = readable;
+                live.unreadable = unreadable;
+            }
+            Some(other) => {
+                return Err(LiveError::NotAVault(format!(
+                    "properties.networkAcls.ipRules is {}, not an array",
+                    kind_of(other)
+                )))
+            }
+        }
+        Ok(live)
     }
 
     /// Whether the vault ignores its IP rules because public network access is off.
@@ -111,21 +180,106 @@ impl LiveAcl {
             .as_deref()
             .is_some_and(|v| v.eq_ignore_ascii_case("disabled"))
     }
+
+    /// Whether the read holds everything a write depends on.
+    pub fn is_whole(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    /// How many IP rules the vault holds, readable or not.
+    pub fn rule_count(&self) -> usize {
+        self.ip_rules.len() + self.unreadable.len()
+    }
+}
+
+/// Splits `ipRules` entries into the rules tagfence can read (normalised, deduplicated, in
+/// first-seen order) and the ones it keeps verbatim.
+fn read_rules(entries: &[Value]) -> (Vec<Ipv4Net>, Vec<UnreadableRule>) {
+    let mut readable: Vec<Ipv4Net> = Vec::with_capacity(entries.len());
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    let mut unreadable = Vec::new();
+    for entry in entries {
+        match entry.get("value").and_then(Value::as_str) {
+            Some(text) => match cidr::parse_rule(text) {
+                Ok(rule) => {
+                    if seen.insert(rule) {
+                        readable.push(rule);
+                    }
+                }
+                Err(reason) => unreadable.push(UnreadableRule {
+                    entry: entry.clone(),
+                    value: text.to_owned(),
+                    reason: reason.to_string(),
+                }),
+            },
+            None => unreadable.push(UnreadableRule {
+                entry: entry.clone(),
+                value: "<not a string>".to_owned(),
+                reason: "the entry has no string value".to_owned(),
+            }),
+        }
+    }
+    (readable, unreadable)
+}
+
+/// Refuses the documents people mistake for a vault: an ARM error body, a list response, an
+/// API example file, another resource type.
+fn not_something_else(doc: &Map<String, Value>) -> Result<(), LiveError> {
+    if let Some(error) = doc.get("error") {
+        let code = error.get("code").and_then(Value::as_str).unwrap_or("?");
+        return Err(LiveError::NotAVault(format!(
+            "it is an ARM error answer (code {code})"
+        )));
+    }
+    if doc.contains_key("responses") || doc.contains_key("parameters") {
+        return Err(LiveError::NotAVault(
+            "it looks like an API example file (it has `parameters`/`responses`); give the vault object of a response body".to_owned(),
+        ));
+    }
+    if doc.get("value").is_some_and(Value::is_array) && !doc.contains_key("properties") {
+        return Err(LiveError::NotAVault(
+            "it is a list response (`value` array); give one vault object".to_owned(),
+        ));
+    }
+    if let Some(kind) = doc.get("type").and_then(Value::as_str) {
+        if !kind.eq_ignore_ascii_case("Microsoft.KeyVault/vaults") {
+            return Err(LiveError::NotAVault(format!(
+                "its type is {kind}, not Microsoft.KeyVault/vaults"
+            )));
+        }
+    }
+    let looks_like_a_resource = ["id", "name", "type", "properties"]
+        .iter()
+        .any(|key| doc.contains_key(*key));
+    if !looks_like_a_resource {
+        return Err(LiveError::NotAVault(
+            "it has none of id, name, type or properties".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Normalises rule values as Key Vault stores them: a bare address becomes a `/32`; duplicates
 /// (`1.2.3.4` and `1.2.3.4/32`) are kept once, in first-seen order.
 ///
 /// # Errors
-/// [`LiveError::Rule`] for a value that is not an IPv4 address or canonical prefix.
-pub fn normalise_rules(values: &[String]) -> Result<Vec<Ipv4Net>, LiveError> {
+/// The value that is not an IPv4 address or canonical prefix, and why.
+pub fn normalise_rules(values: &[String]) -> Result<Vec<Ipv4Net>, (String, cidr::RuleError)> {
     let mut rules: Vec<Ipv4Net> = Vec::with_capacity(values.len());
     let mut seen = std::collections::HashSet::with_capacity(values.len());
     for value in values {
-        let rule = cidr::parse_rule(value).map_err(|reason| LiveError::Rule {
-            value: value.clone(),
-            reason,
-        })?;
+        let rule = cidr::parse_rule(value).map_err(|reason| (value.clone(), reason))?;
         if seen.insert(rule) {
             rules.push(rule);
         }
@@ -156,25 +310,108 @@ mod tests {
         );
         assert_eq!(live.virtual_network_rules.len(), 1);
         assert!(!live.public_access_disabled());
+        assert!(live.is_whole());
+        assert_eq!(live.network_acls.as_ref().unwrap().len(), 4);
     }
 
     #[test]
-    fn a_vault_without_acls_has_no_rules() {
+    fn a_read_without_the_firewall_says_what_it_lacks() {
+        let cases: &[(&str, &[AclField])] = &[
+            (
+                r#"{"name":"kv","properties":{"publicNetworkAccess":"Disabled"}}"#,
+                &[AclField::NetworkAcls],
+            ),
+            (
+                r#"{"name":"kv","properties":{"networkAcls":null}}"#,
+                &[AclField::NetworkAcls],
+            ),
+            (r#"{"name":"kv"}"#, &[AclField::Properties]),
+            (
+                r#"{"name":"kv","properties":null}"#,
+                &[AclField::Properties],
+            ),
+            (
+                r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny"}}}"#,
+                &[AclField::IpRules],
+            ),
+            (
+                r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny","ipRules":null}}}"#,
+                &[AclField::IpRules],
+            ),
+            (
+                r#"{"name":"kv","properties":{"networkAcls":{"ipRules":[]}}}"#,
+                &[AclField::DefaultAction],
+            ),
+            (
+                r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":null,"ipRules":null}}}"#,
+                &[AclField::DefaultAction, AclField::IpRules],
+            ),
+            (
+                r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny","ipRules":[]}}}"#,
+                &[],
+            ),
+        ];
+        for (doc, missing) in cases {
+            let live = LiveAcl::from_vault_json(doc.as_bytes()).unwrap();
+            assert_eq!(live.missing, *missing, "{doc}");
+            assert!(live.ip_rules.is_empty());
+        }
+    }
+
+    #[test]
+    fn unreadable_rules_are_kept_verbatim() {
         let live = LiveAcl::from_vault_json(
-            br#"{"name":"kv","properties":{"publicNetworkAccess":"Disabled"}}"#,
+            br#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny","ipRules":[
+                {"value":"203.0.113.5/24"},{"value":"'10.91.4.0/24'"},{"value":""},{"value":"1.2.3.4"},{"value":7},{"other":true}]}}}"#,
         )
         .unwrap();
-        assert!(live.ip_rules.is_empty() && live.default_action.is_none());
-        assert!(live.public_access_disabled());
+        assert_eq!(live.ip_rules, ["1.2.3.4/32".parse::<Ipv4Net>().unwrap()]);
+        let values: Vec<&str> = live.unreadable.iter().map(|r| r.value.as_str()).collect();
+        assert_eq!(
+            values,
+            [
+                "203.0.113.5/24",
+                "'10.91.4.0/24'",
+                "",
+                "<not a string>",
+                "<not a string>"
+            ]
+        );
+        assert_eq!(live.unreadable[4].entry, serde_json::json!({"other": true}));
+        assert_eq!(live.rule_count(), 6);
     }
 
     #[test]
-    fn refuses_unreadable_rules_naming_them() {
-        let err = LiveAcl::from_vault_json(
-            br#"{"properties":{"networkAcls":{"ipRules":[{"value":"1.2.3.4/33"}]}}}"#,
-        )
-        .unwrap_err();
-        assert_eq!(err.to_string(), "the vault holds IP rule '1.2.3.4/33', which tagfence cannot read: '1.2.3.4/33' is not an IPv4 address or CIDR prefix");
+    fn refuses_what_is_not_a_vault() {
+        for (doc, says) in [
+            (
+                r#"{"value":[{"name":"kv","properties":{}}]}"#,
+                "list response",
+            ),
+            (
+                r#"{"error":{"code":"ResourceNotFound","message":"x"}}"#,
+                "error answer (code ResourceNotFound)",
+            ),
+            (
+                r#"{"parameters":{},"responses":{"200":{"body":{}}}}"#,
+                "API example file",
+            ),
+            (
+                r#"{"name":"st","type":"Microsoft.Storage/storageAccounts","properties":{}}"#,
+                "not Microsoft.KeyVault/vaults",
+            ),
+            (r#"[1,2]"#, "an array, not a JSON object"),
+            (r#"{}"#, "none of id, name, type or properties"),
+            (
+                r#"{"name":"kv","properties":{"networkAcls":{"ipRules":"1.2.3.4"}}}"#,
+                "ipRules is a string",
+            ),
+        ] {
+            let err = LiveAcl::from_vault_json(doc.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{doc}: {err}");
+        }
         assert!(LiveAcl::from_vault_json(b"{").is_err());
     }
 }

@@ -7,12 +7,14 @@
 //! - [`fit`]: the exact fit of a prefix set into a rule budget.
 //! - [`desired`]: selection → the rules a vault should hold.
 //! - [`live`]: a vault's firewall as ARM returns it.
+//! - [`gate`]: the safety check every firewall write passes, and the verify after it.
 //! - [`plan`]: desired × live × last-applied → the plan, and its guards.
 //! - [`render`]: plans and tag listings as text and JSON.
 
 pub mod cidr;
 pub mod desired;
 pub mod fit;
+pub mod gate;
 mod json;
 pub mod live;
 pub mod plan;

@@ -1,14 +1,16 @@
 //! The three-way plan: desired × live × last-applied → what to add, remove and keep; and the
 //! guards that refuse a plan no sane run should write.
 //!
-//! With D the desired rules, L the live rules and A the rules tagfence applied last time (when
-//! known), all normalised the same way:
+//! With D the desired rules, L the live rules and O the rules tagfence owns (the ones it added
+//! itself, or adopted explicitly), all normalised the same way:
 //! - `add` = D − L
-//! - `remove` = (A ∩ L) − D: only what tagfence itself added and no longer wants
-//! - `unmanaged` = L − D − A: rules a person (or another tool) added; kept and reported, removed
+//! - `remove` = (O ∩ L) − D: only what tagfence itself added and no longer wants
+//! - `unmanaged` = L − D − O: rules a person (or another tool) added; kept and reported, removed
 //!   only with `prune`
+//! - `coincident` = (D ∩ L) − O: desired rules a person put there first. They stay the person's
+//!   (kept when Microsoft retires the range) unless adopted (`adopt`).
 //!
-//! Without A (first run, lost state) nothing is removed: the safe reading of "I don't know who
+//! Without O (first run, lost state) nothing is removed: the safe reading of "I don't know who
 //! added this".
 
 use std::collections::HashSet;
@@ -16,7 +18,7 @@ use std::collections::HashSet;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-use super::desired::{self, DesireError, DesiredRules, FitMode, Limits, Selection};
+use super::desired::{self, DesireError, DesiredRules, FitMode, Limits, SelectedTag, Selection};
 use super::service_tags::{Cloud, ServiceTags};
 
 /// Which document the plan was computed from.
@@ -43,6 +45,14 @@ pub struct Plan {
     pub unmanaged: Vec<Ipv4Net>,
     /// Whether unmanaged rules are being removed.
     pub prune: bool,
+    /// Desired rules already on the vault that tagfence does not own (a person put them there
+    /// first), sorted.
+    pub coincident: Vec<Ipv4Net>,
+    /// Whether this plan adopts the coincident rules (`--adopt-existing`): they become
+    /// tagfence's to manage.
+    pub adopting: bool,
+    /// IP rules on the vault that tagfence cannot read; kept verbatim, counted against the limit.
+    pub unreadable: usize,
     pub max_rules: usize,
     pub fit: FitMode,
     /// What the desired rules were computed from ([`desired::inputs_key`]); `None` when unknown.
@@ -75,22 +85,41 @@ impl Plan {
 
     /// How many rules the vault holds after the plan.
     pub fn total_after(&self) -> usize {
-        self.desired.rules.len() + if self.prune { 0 } else { self.unmanaged.len() }
+        self.desired.rules.len()
+            + if self.prune { 0 } else { self.unmanaged.len() }
+            + self.unreadable
+    }
+
+    /// The rules this plan claims as tagfence's without writing them: the coincident ones,
+    /// when adopting.
+    pub fn adopted(&self) -> &[Ipv4Net] {
+        if self.adopting {
+            &self.coincident
+        } else {
+            &[]
+        }
     }
 }
 
-/// Computes the plan for `desired` against `live`, given the rules tagfence applied last time.
+/// Computes the plan for `desired` against `live`, given the rules tagfence owns.
 pub fn plan(
     source: SourceInfo,
     desired: DesiredRules,
     live: &[Ipv4Net],
-    last_applied: Option<&[Ipv4Net]>,
+    owned: Option<&[Ipv4Net]>,
     prune: bool,
     limits: &Limits,
 ) -> Plan {
     let wanted: HashSet<&Ipv4Net> = desired.rules.iter().collect();
-    let owned: HashSet<&Ipv4Net> = last_applied.unwrap_or_default().iter().collect();
+    let owned: HashSet<&Ipv4Net> = owned.unwrap_or_default().iter().collect();
     let present: HashSet<&Ipv4Net> = live.iter().collect();
+    let mut coincident: Vec<Ipv4Net> = desired
+        .rules
+        .iter()
+        .filter(|r| present.contains(r) && !owned.contains(r))
+        .copied()
+        .collect();
+    coincident.sort_unstable();
 
     let mut add: Vec<Ipv4Net> = desired
         .rules
@@ -125,6 +154,9 @@ pub fn plan(
         unchanged,
         unmanaged,
         prune,
+        coincident,
+        adopting: false,
+        unreadable: 0,
         max_rules: limits.max_rules,
         fit: limits.fit,
         inputs: None,
@@ -153,6 +185,94 @@ pub enum Refusal {
         kept: usize,
         limit: usize,
     },
+    #[error("service tag {tag} has no IPv4 prefixes in change {change_number} of the Service Tags{}; refusing to apply an emptied tag (it would lock its users out). If that is really intended, rerun with --allow-tag-shrink {tag}", .before.map(|(n, c)| format!(" (it had {n} in change {c}, applied last)")).unwrap_or_default())]
+    TagEmptied {
+        tag: String,
+        change_number: u64,
+        /// Its prefixes in the last applied document, and that document's change number.
+        before: Option<(usize, u64)>,
+    },
+    #[error("service tag {tag} shrank from {before} IPv4 prefixes in change {from} (applied last) to {after} in change {to} ({percent:.0}% gone, more than --max-tag-shrink {max} allows); check the source, then rerun with --allow-tag-shrink {tag} if it is intended")]
+    TagShrank {
+        tag: String,
+        before: usize,
+        after: usize,
+        from: u64,
+        to: u64,
+        percent: f64,
+        max: f64,
+    },
+}
+
+/// How far a selected tag may shrink between two applied documents before its vaults are
+/// refused.
+#[derive(Debug, Clone, Copy)]
+pub struct TagGuard<'a> {
+    /// The tags of the last applied desired rules, and that document's change number.
+    pub previous: Option<(&'a [SelectedTag], u64)>,
+    /// The largest fraction of a tag's IPv4 prefixes that may go in one step (0.5 by default).
+    pub max_shrink: f64,
+    /// Tags allowed to shrink or empty anyway (case-insensitive; `*` for all).
+    pub allowed: &'a [String],
+}
+
+/// The default of [`TagGuard::max_shrink`].
+pub const DEFAULT_MAX_TAG_SHRINK: f64 = 0.5;
+
+impl Default for TagGuard<'_> {
+    fn default() -> Self {
+        TagGuard {
+            previous: None,
+            max_shrink: DEFAULT_MAX_TAG_SHRINK,
+            allowed: &[],
+        }
+    }
+}
+
+/// Refuses desired rules whose tags emptied or shrank more than the guard allows.
+///
+/// # Errors
+/// The first [`Refusal::TagEmptied`] or [`Refusal::TagShrank`] that applies.
+pub fn guard_tags(
+    tags: &[SelectedTag],
+    change_number: u64,
+    guard: &TagGuard<'_>,
+) -> Result<(), Refusal> {
+    let allowed = |name: &str| {
+        guard
+            .allowed
+            .iter()
+            .any(|a| a.trim() == "*" || a.trim().eq_ignore_ascii_case(name))
+    };
+    for tag in tags.iter().filter(|t| !allowed(&t.name)) {
+        let before = guard.previous.and_then(|(tags, document)| {
+            tags.iter()
+                .find(|t| t.name.eq_ignore_ascii_case(&tag.name))
+                .map(|t| (t.ipv4_prefixes, document))
+        });
+        if tag.ipv4_prefixes == 0 {
+            return Err(Refusal::TagEmptied {
+                tag: tag.name.clone(),
+                change_number,
+                before,
+            });
+        }
+        if let Some((count, from)) = before.filter(|(count, _)| *count > 0) {
+            let lost = count.saturating_sub(tag.ipv4_prefixes) as f64 / count as f64;
+            if lost > guard.max_shrink {
+                return Err(Refusal::TagShrank {
+                    tag: tag.name.clone(),
+                    before: count,
+                    after: tag.ipv4_prefixes,
+                    from,
+                    to: change_number,
+                    percent: lost * 100.0,
+                    max: guard.max_shrink,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks a plan against the safety rules.
@@ -162,7 +282,7 @@ pub enum Refusal {
 pub fn guard(
     plan: &Plan,
     live: &[Ipv4Net],
-    last_applied: Option<&[Ipv4Net]>,
+    owned: Option<&[Ipv4Net]>,
     limits: &Limits,
 ) -> Result<(), Refusal> {
     if plan.desired.rules.is_empty() {
@@ -172,7 +292,7 @@ pub fn guard(
         let managed = if plan.prune {
             live.len()
         } else {
-            let owned: HashSet<&Ipv4Net> = last_applied.unwrap_or_default().iter().collect();
+            let owned: HashSet<&Ipv4Net> = owned.unwrap_or_default().iter().collect();
             live.iter().filter(|r| owned.contains(r)).count()
         };
         let fraction = plan.remove.len() as f64 / managed.max(1) as f64;
@@ -189,7 +309,7 @@ pub fn guard(
         return Err(Refusal::OverLimit {
             total: plan.total_after(),
             desired: plan.desired.rules.len(),
-            kept: plan.unmanaged.len(),
+            kept: plan.total_after() - plan.desired.rules.len(),
             limit: limits.max_rules,
         });
     }
@@ -212,10 +332,17 @@ pub struct PlanInput<'a> {
     pub selection: &'a Selection,
     pub limits: &'a Limits,
     pub live: &'a [Ipv4Net],
-    pub last_applied: Option<&'a [Ipv4Net]>,
+    /// How many IP rules the vault holds that tagfence cannot read (kept verbatim).
+    pub unreadable: usize,
+    /// The rules tagfence owns on the vault; `None` when it does not know (nothing is removed).
+    pub owned: Option<&'a [Ipv4Net]>,
     pub prune: bool,
+    /// Claim the desired rules a person put on the vault first (`--adopt-existing`).
+    pub adopt: bool,
     /// The desired rules of the last apply, reused when nothing they depend on changed.
     pub recorded: Option<Recorded<'a>>,
+    /// How far selected tags may shrink.
+    pub tag_guard: TagGuard<'a>,
 }
 
 /// The desired rules applied last time, with what they were computed from.
@@ -250,24 +377,38 @@ pub fn plan_vault(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         selection,
         limits,
         live,
-        last_applied,
+        unreadable,
+        owned: owned_rules,
         prune,
+        adopt,
         recorded,
+        tag_guard,
     } = input;
+    let finish = |mut plan: Plan, reused: bool| -> Result<Plan, PlanError> {
+        plan.reused = reused;
+        plan.adopting = adopt;
+        plan.unreadable = unreadable;
+        guard_tags(&plan.desired.tags, tags.change_number, &tag_guard)?;
+        guard(&plan, live, owned_rules, limits)?;
+        Ok(plan)
+    };
     let source = SourceInfo {
         cloud: tags.cloud,
         change_number: tags.change_number,
     };
     let inputs = desired::inputs_key(tags, selection, limits);
-    let owned: HashSet<&Ipv4Net> = last_applied.unwrap_or_default().iter().collect();
+    let owned: HashSet<&Ipv4Net> = owned_rules.unwrap_or_default().iter().collect();
+    // Unreadable rules are kept whatever happens, pruning or not.
     let kept_besides = |desired: &[Ipv4Net]| -> usize {
         if prune {
-            return 0;
+            return unreadable;
         }
         let wanted: HashSet<&Ipv4Net> = desired.iter().collect();
-        live.iter()
-            .filter(|r| !wanted.contains(r) && !owned.contains(r))
-            .count()
+        unreadable
+            + live
+                .iter()
+                .filter(|r| !wanted.contains(r) && !owned.contains(r))
+                .count()
     };
 
     if let Some(recorded) = recorded.filter(|r| inputs.as_deref() == Some(r.inputs)) {
@@ -277,14 +418,12 @@ pub fn plan_vault(input: PlanInput<'_>) -> Result<Plan, PlanError> {
                 source,
                 recorded.desired.clone(),
                 live,
-                last_applied,
+                owned_rules,
                 prune,
                 limits,
             );
             plan.inputs = inputs;
-            plan.reused = true;
-            guard(&plan, live, last_applied, limits)?;
-            return Ok(plan);
+            return finish(plan, true);
         }
     }
 
@@ -304,7 +443,7 @@ pub fn plan_vault(input: PlanInput<'_>) -> Result<Plan, PlanError> {
             source.clone(),
             desired,
             live,
-            last_applied,
+            owned_rules,
             prune,
             limits,
         ));
@@ -315,8 +454,7 @@ pub fn plan_vault(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     }
     let mut plan = result.expect("the loop runs at least once");
     plan.inputs = inputs;
-    guard(&plan, live, last_applied, limits)?;
-    Ok(plan)
+    finish(plan, false)
 }
 
 #[cfg(test)]
@@ -527,9 +665,12 @@ mod tests {
             selection: &selection,
             limits: &limits,
             live: &live,
-            last_applied: None,
+            unreadable: 0,
+            owned: None,
             prune: false,
+            adopt: false,
             recorded: None,
+            tag_guard: TagGuard::default(),
         })
         .unwrap();
         assert_eq!(p.total_after(), 5);
@@ -558,9 +699,12 @@ mod tests {
             selection: &selection,
             limits: &limits,
             live: &live,
-            last_applied: None,
+            unreadable: 0,
+            owned: None,
             prune: false,
+            adopt: false,
             recorded: None,
+            tag_guard: TagGuard::default(),
         })
         .unwrap();
         assert!(!p.has_changes());
@@ -584,9 +728,12 @@ mod tests {
             selection: &selection,
             limits: &limits,
             live,
-            last_applied: None,
+            unreadable: 0,
+            owned: None,
             prune: false,
+            adopt: false,
             recorded,
+            tag_guard: TagGuard::default(),
         };
         let fresh = plan_vault(input(&[], None)).unwrap();
         assert!(!fresh.reused);

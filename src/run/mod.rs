@@ -264,6 +264,7 @@ impl Runner {
                     trigger: request.trigger,
                     now,
                     lock_wait: self.lock_wait(),
+                    allow_older: self.config.allow_older,
                 },
                 self.config.concurrency,
             )

@@ -307,39 +307,91 @@ pub struct VaultState {
     pub applied: Option<AppliedState>,
     #[serde(default)]
     pub last_run: Option<LastRun>,
+    /// The rules tagfence added to the vault itself (or adopted explicitly), confirmed there by
+    /// a verified write or a later read; sorted. Only these are ever removed without `--prune`.
+    /// A rule that was on the vault before tagfence first wanted it stays the person's, even
+    /// when it equals a desired rule.
+    #[serde(default)]
+    pub owned: Vec<Ipv4Net>,
     /// Rules a write is adding whose outcome is not yet known: recorded before the `PATCH`,
     /// cleared once the write is verified. A crash between the two leaves them here, so the
     /// next run still knows tagfence added them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<Ipv4Net>,
+    /// Rules of tagfence's that a write is removing whose outcome is not yet known: recorded
+    /// before the `PATCH` like `pending`, so that a read missing them after a crash or a lost
+    /// answer is not taken for a suspicious one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_removal: Vec<Ipv4Net>,
+    /// The firewall's `defaultAction` as last read, so that initialising a firewall never
+    /// invents `Allow` over a vault tagfence has seen `Deny`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_default_action: Option<String>,
+    /// Set when this record was read from an older format whose ownership could not be
+    /// carried over (never written).
+    #[serde(skip)]
+    pub migrated_from: Option<u32>,
 }
 
 impl VaultState {
     pub fn new(vault: &VaultId) -> Self {
         VaultState {
-            format_version: STATE_FORMAT_VERSION,
+            format_version: VAULT_STATE_FORMAT,
             vault: vault.to_string(),
             applied: None,
             last_run: None,
+            owned: Vec::new(),
             pending: Vec::new(),
+            pending_removal: Vec::new(),
+            seen_default_action: None,
+            migrated_from: None,
         }
     }
 
-    /// The rules tagfence owns on the vault (the last applied set and any pending write), or
-    /// `None` when it knows of none (first run, lost state).
-    pub fn owned_rules(&self) -> Option<Vec<Ipv4Net>> {
-        if self.applied.is_none() && self.pending.is_empty() {
-            return None;
+    /// Brings a record of an older format to this one.
+    ///
+    /// Format 1 kept every desired rule as tagfence's own, whoever had put it on the vault, so
+    /// it cannot tell tagfence's rules from a person's. The migration keeps only what format 1
+    /// knew for certain tagfence wrote itself (its pending rules, which were absent from the vault
+    /// when planned) and claims nothing else: the other rules are kept as a person's until an
+    /// explicit adoption (`--adopt-existing`) claims those equal to desired rules. The desired
+    /// rules of the last apply stay, for the plan's reuse and the tag shrink guard.
+    pub fn migrate(&mut self) {
+        if self.format_version < VAULT_STATE_FORMAT {
+            self.migrated_from = Some(self.format_version);
+            self.owned.clear();
+            self.format_version = VAULT_STATE_FORMAT;
         }
+    }
+
+    /// The rules tagfence may remove: the ones it added and confirmed, and any pending write's.
+    pub fn owned_rules(&self) -> Vec<Ipv4Net> {
         let mut owned: Vec<Ipv4Net> = self
-            .applied
+            .owned
             .iter()
-            .flat_map(|a| a.desired.rules.iter().copied())
-            .chain(self.pending.iter().copied())
+            .chain(self.pending.iter())
+            .copied()
             .collect();
         owned.sort_unstable();
         owned.dedup();
-        Some(owned)
+        owned
+    }
+
+    /// The rules tagfence added and confirmed that no write of its own may have removed since:
+    /// a read missing many of these contradicts the state.
+    pub fn confirmed_rules(&self) -> Vec<Ipv4Net> {
+        self.owned
+            .iter()
+            .filter(|r| !self.pending_removal.contains(r))
+            .copied()
+            .collect()
+    }
+
+    /// Whether tagfence knows what it added to this vault (it has reconciled it before, in this
+    /// format).
+    pub fn ownership_known(&self) -> bool {
+        self.migrated_from.is_none()
+            && (self.applied.is_some() || !self.owned.is_empty() || !self.pending.is_empty())
     }
 }
 
@@ -515,9 +567,15 @@ impl State {
         self.store.put(key, bytes).await
     }
 
+    /// The vault's record, brought to the current format ([`VaultState::migrate`]).
     pub async fn read_vault(&self, vault: &VaultId) -> Result<Option<VaultState>, StateError> {
-        self.get_json(&format!("{}.json", vault_key("vaults", vault)))
-            .await
+        let mut remembered: Option<VaultState> = self
+            .get_json(&format!("{}.json", vault_key("vaults", vault)))
+            .await?;
+        if let Some(remembered) = remembered.as_mut() {
+            remembered.migrate();
+        }
+        Ok(remembered)
     }
 
     pub async fn write_vault(&self, vault: &VaultId, state: &VaultState) -> Result<(), StateError> {

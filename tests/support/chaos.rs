@@ -5,14 +5,15 @@
 //!
 //! # The property
 //! After the run under faults, every vault holds either the rules it had before that run or
-//! its new intended rules (`(before − retired) ∪ desired`), up to the rules a person added or
+//! its new intended rules (`(before − (retired − initial)) ∪ desired`: a retired range is removed
+//! only when tagfence added it, never when a person had it on the vault first), up to the rules a person added or
 //! removed during the run (`EditAfter` faults). Which of the two is decided from the emulator's
 //! request log, not from tagfence's report: the new rules exactly when some write was applied.
 //! A rule a person added is still there, unless the edit landed in the window between the
 //! re-read and a write that was then applied (no read answered in between) — the one round
 //! trip Key Vault's lack of ETags leaves open; such losses are counted, not failed. tagfence's
 //! report must agree: `applied` only with the new rules, a failure without a write only with the
-//! old ones. The clean run after must leave every vault at `(after − retired) ∪ desired` with
+//! old ones. The clean run after must leave every vault at `(after − (retired − initial)) ∪ desired` with
 //! no failure, and the state with no pending rules.
 //!
 //! The PRNG is splitmix64, so a seed reproduces its scenario exactly; the timing of the faults'
@@ -378,6 +379,15 @@ fn answer_lost(record: &RequestRecord) -> bool {
 }
 
 /// A write that changed the vault (its answer may have been lost).
+/// The retired ranges tagfence added itself: not the ones a person had on the vault first.
+fn ours(retired: &BTreeSet<String>, initial: &[String]) -> BTreeSet<String> {
+    retired
+        .iter()
+        .filter(|r| !initial.contains(r))
+        .cloned()
+        .collect()
+}
+
 fn write_applied(record: &RequestRecord) -> bool {
     record.route == Route::VaultPatch && record.status == 200
 }
@@ -492,8 +502,9 @@ async fn check(
             .filter(|r| r.vault.as_deref() == Some(name.as_str()))
             .collect();
         let before = &before[index];
+        let ours_retired = ours(&retired, &scenario.initial[index]);
         let intended: BTreeSet<String> = before
-            .difference(&retired)
+            .difference(&ours_retired)
             .cloned()
             .chain(b.iter().cloned())
             .collect();
@@ -610,7 +621,7 @@ async fn check(
     for (index, name) in scenario.vaults.iter().enumerate() {
         let now = rules(name);
         let want: BTreeSet<String> = after_faults[index]
-            .difference(&retired)
+            .difference(&ours(&retired, &scenario.initial[index]))
             .cloned()
             .chain(b.iter().cloned())
             .collect();

@@ -1,0 +1,857 @@
+//! The safety gate: the one check every firewall write passes, and the verify after it.
+//!
+//! tagfence promises that it never loses a rule a person added and never locks anyone out. The
+//! planner is built to keep that promise, but a promise kept by construction breaks quietly
+//! when an input lies (a read without its firewall, a list that lost rules) or a later feature
+//! builds its body another way. So every write is checked here, against what was read and what
+//! the state says tagfence owns, independently of how the body was built:
+//!
+//! 1. **The read is whole.** A read that lacks `properties`, `networkAcls`, `defaultAction` or
+//!    `ipRules` (missing or `null`) is not an empty firewall; nothing is written from it. A vault
+//!    that never had a firewall configured reads without `networkAcls` (Microsoft's own getVault
+//!    example in the Key Vault REST specs is one); it is initialised only on request
+//!    ([`GateOptions::init_firewall`]), keeping its effective access (`Allow`), and never over a
+//!    vault the state has seen `Deny`.
+//! 2. **Nothing but `ipRules` changes.** Every other `networkAcls` field is sent exactly as
+//!    read: `defaultAction`, `bypass`, the virtual network rules, and fields tagfence does not
+//!    know. A write can never be more permissive than the read in any of them.
+//! 3. **The read agrees with the state.** When more than half of the rules tagfence added and
+//!    confirmed are gone from the read, the read is refused as suspicious rather than trusted
+//!    (unless [`GateOptions::accept_missing_rules`]): a truncated or empty list would otherwise
+//!    drop every rule a person added that it did not show.
+//! 4. **Every rule tagfence did not add is kept.** A readable rule of the read leaves only when
+//!    tagfence owns it (or with `--prune`); an unreadable one is kept verbatim, always.
+//! 5. **The body fits the kind's limits.**
+//!
+//! The result, [`GatedWrite`], is the only value a write can be made from (the ARM client's
+//! write takes one), and only [`check`] makes one. [`GatedWrite::verify`] then compares the
+//! whole firewall read back after the write to the body sent, not only its IP rules.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+
+use ipnet::Ipv4Net;
+use serde_json::{json, Map, Value};
+
+use super::desired::KEY_VAULT_MAX_RULES;
+use super::live::{AclField, LiveAcl};
+
+/// What tagfence knows of who added which rule of a vault.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ownership<'a> {
+    /// The rules tagfence may remove: added by it (confirmed or pending), or adopted.
+    pub removable: &'a [Ipv4Net],
+    /// The rules tagfence added and saw on the vault after its last verified write or read.
+    pub confirmed: &'a [Ipv4Net],
+    /// The `defaultAction` the state last saw on the vault.
+    pub seen_default_action: Option<&'a str>,
+}
+
+/// What a run allows beyond the defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct GateOptions {
+    /// Remove rules tagfence did not add (`--prune`).
+    pub prune: bool,
+    /// Initialise the firewall of a vault that has none (`--init-firewall`).
+    pub init_firewall: bool,
+    /// Trust a read that lacks most of tagfence's confirmed rules (`--accept-missing-rules`).
+    pub accept_missing_rules: bool,
+    /// The most IP rules the vault may hold (never above the kind's own limit).
+    pub max_rules: usize,
+}
+
+impl Default for GateOptions {
+    fn default() -> Self {
+        GateOptions {
+            prune: false,
+            init_firewall: false,
+            accept_missing_rules: false,
+            max_rules: KEY_VAULT_MAX_RULES,
+        }
+    }
+}
+
+/// The `networkAcls` object a write proposes to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    pub network_acls: Map<String, Value>,
+}
+
+/// The `networkAcls` a firewall initialised by tagfence gets besides its IP rules: what a vault
+/// without `networkAcls` already does (every network allowed, Azure services allowed).
+fn initial_acls() -> Map<String, Value> {
+    let Value::Object(map) = json!({
+        "defaultAction": "Allow",
+        "bypass": "AzureServices",
+        "virtualNetworkRules": [],
+    }) else {
+        unreachable!("a JSON object literal")
+    };
+    map
+}
+
+/// The body that replaces the readable IP rules of `read` with `rules` and keeps everything
+/// else as read, the unreadable rules verbatim after the readable ones. A read without
+/// `networkAcls` gets the initial firewall when `init_firewall` (the gate decides whether that
+/// is allowed).
+pub fn propose(read: &LiveAcl, rules: &[Ipv4Net], init_firewall: bool) -> Proposal {
+    let mut network_acls = match (&read.network_acls, init_firewall) {
+        (Some(acls), _) => acls.clone(),
+        (None, true) => initial_acls(),
+        (None, false) => Map::new(),
+    };
+    let mut entries: Vec<Value> = rules
+        .iter()
+        .map(|r| json!({"value": r.to_string()}))
+        .collect();
+    entries.extend(read.unreadable.iter().map(|r| r.entry.clone()));
+    network_acls.insert("ipRules".to_owned(), Value::Array(entries));
+    Proposal { network_acls }
+}
+
+/// Why the gate refused a write. Nothing was written.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GateRefusal {
+    #[error("the vault read lacks {} (missing or null), so tagfence cannot tell what its firewall holds; nothing written (a partial read is never taken for an empty firewall)", paths(.missing))]
+    IncompleteRead { missing: Vec<AclField> },
+    #[error("the vault has no firewall configured (the read has no properties.networkAcls, as a vault that never had one reads); configure its firewall first (Networking → Firewalls and virtual networks), or rerun with --init-firewall to initialise it keeping its current access (defaultAction Allow, AzureServices bypass)")]
+    NoFirewall,
+    #[error("the vault read has no properties.networkAcls, but tagfence last saw its defaultAction as {seen}; a read that contradicts the state is not trusted, and a firewall is never initialised as Allow over a vault seen Deny; nothing written")]
+    FirewallVanished { seen: String },
+    #[error("the write would change {field} of the firewall (read {read}, about to send {sent}); tagfence changes only ipRules")]
+    ChangesMoreThanIpRules {
+        field: String,
+        read: String,
+        sent: String,
+    },
+    #[error("the vault read shows {present} of the {confirmed} rules tagfence added and confirmed ({missing} gone{}); a read that contradicts the state this much is refused as suspicious. If a person really removed them, rerun with --accept-missing-rules", listed(.first_missing, *.missing))]
+    Suspicious {
+        present: usize,
+        confirmed: usize,
+        missing: usize,
+        first_missing: Vec<Ipv4Net>,
+    },
+    #[error("the write would drop {count} rule(s) tagfence did not add{}; a person's rules are never removed without --prune", listed(.first, *.count))]
+    DropsPersonsRules { count: usize, first: Vec<Ipv4Net> },
+    #[error("the write would drop or change {count} IP rule value(s) tagfence cannot read (first: '{first}'); such rules are a person's and are kept verbatim")]
+    DropsUnreadableRules { count: usize, first: String },
+    #[error("the write holds IP rule entry {entry}, which is neither a rule tagfence can read nor one the vault holds")]
+    InventedEntry { entry: String },
+    #[error("the write holds {count} IP rules, over the limit of {limit}")]
+    OverLimit { count: usize, limit: usize },
+}
+
+fn paths(fields: &[AclField]) -> String {
+    fields
+        .iter()
+        .map(|f| f.path())
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+fn listed(rules: &[Ipv4Net], total: usize) -> String {
+    if rules.is_empty() {
+        return String::new();
+    }
+    let mut names: Vec<String> = rules.iter().map(ToString::to_string).collect();
+    if total > rules.len() {
+        names.push("…".to_owned());
+    }
+    format!(": {}", names.join(", "))
+}
+
+/// ` [a, b, …]`: the first few rules of a sorted set, or nothing when it is empty.
+fn bracketed(rules: &[Ipv4Net]) -> String {
+    if rules.is_empty() {
+        return String::new();
+    }
+    let mut names: Vec<String> = rules.iter().take(SHOWN).map(ToString::to_string).collect();
+    if rules.len() > SHOWN {
+        names.push("…".to_owned());
+    }
+    format!(" [{}]", names.join(", "))
+}
+
+/// How many rules a message names at most.
+const SHOWN: usize = 5;
+
+/// A write that passed the gate: the only value the ARM client writes a firewall from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatedWrite {
+    network_acls: Map<String, Value>,
+    /// The readable IP rules sent, sorted.
+    rules: Vec<Ipv4Net>,
+    /// The entries sent verbatim, as text, sorted.
+    verbatim: Vec<String>,
+}
+
+impl GatedWrite {
+    /// The PATCH body: `{"properties": {"networkAcls": …}}`.
+    pub fn body(&self) -> Value {
+        json!({"properties": {"networkAcls": Value::Object(self.network_acls.clone())}})
+    }
+
+    /// The body as a proposal, to pass the gate again against a later read of the same
+    /// firewall.
+    pub fn proposal(&self) -> Proposal {
+        Proposal {
+            network_acls: self.network_acls.clone(),
+        }
+    }
+
+    /// The readable IP rules the write holds, sorted.
+    pub fn rules(&self) -> &[Ipv4Net] {
+        &self.rules
+    }
+
+    /// Compares the whole firewall read back after the write to the body sent: every
+    /// `networkAcls` field, and the IP rules as sets (ARM may reorder them, and stores a bare
+    /// address as `/32`).
+    ///
+    /// # Errors
+    /// [`Mismatch`] naming what differs.
+    pub fn verify(&self, after: &LiveAcl) -> Result<(), Mismatch> {
+        let mut mismatch = Mismatch::default();
+        if !after.is_whole() {
+            mismatch.incomplete = after.missing.clone();
+            return Err(mismatch);
+        }
+        let read = after
+            .network_acls
+            .as_ref()
+            .expect("a whole read has networkAcls");
+        mismatch.fields = differing_fields(&self.network_acls, read)
+            .into_iter()
+            .map(|(field, _, _)| field)
+            .collect();
+        let want: HashSet<&Ipv4Net> = self.rules.iter().collect();
+        let got: HashSet<&Ipv4Net> = after.ip_rules.iter().collect();
+        mismatch.missing = sorted(want.difference(&got));
+        mismatch.unexpected = sorted(got.difference(&want));
+        mismatch.total = after.rule_count();
+        let verbatim: Vec<String> = {
+            let mut v: Vec<String> = after
+                .unreadable
+                .iter()
+                .map(|r| r.entry.to_string())
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        mismatch.verbatim_differ = verbatim != self.verbatim;
+        if mismatch.is_empty() {
+            Ok(())
+        } else {
+            Err(mismatch)
+        }
+    }
+}
+
+fn sorted<'a>(rules: impl Iterator<Item = &'a &'a Ipv4Net>) -> Vec<Ipv4Net> {
+    let mut rules: Vec<Ipv4Net> = rules.map(|r| **r).collect();
+    rules.sort_unstable();
+    rules
+}
+
+/// How the firewall read back after a write differs from the body sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mismatch {
+    /// Fields the read-back lacks.
+    pub incomplete: Vec<AclField>,
+    /// `networkAcls` fields other than `ipRules` that differ.
+    pub fields: Vec<String>,
+    /// Rules written but not read back, sorted.
+    pub missing: Vec<Ipv4Net>,
+    /// Rules read back but not written, sorted.
+    pub unexpected: Vec<Ipv4Net>,
+    /// Whether the unreadable entries differ.
+    pub verbatim_differ: bool,
+    /// How many IP rules the vault holds now.
+    pub total: usize,
+}
+
+impl Mismatch {
+    fn is_empty(&self) -> bool {
+        self.incomplete.is_empty()
+            && self.fields.is_empty()
+            && self.missing.is_empty()
+            && self.unexpected.is_empty()
+            && !self.verbatim_differ
+    }
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.incomplete.is_empty() {
+            return write!(f, "the read-back lacks {}", paths(&self.incomplete));
+        }
+        let mut parts = Vec::new();
+        if !self.fields.is_empty() {
+            parts.push(format!(
+                "{} differ from what was sent",
+                self.fields.join(", ")
+            ));
+        }
+        if !self.missing.is_empty() || !self.unexpected.is_empty() {
+            parts.push(format!(
+                "the vault now holds {} rules, {} written rules missing{} and {} not written by this run{}",
+                self.total,
+                self.missing.len(),
+                bracketed(&self.missing),
+                self.unexpected.len(),
+                bracketed(&self.unexpected),
+            ));
+        }
+        if self.verbatim_differ {
+            parts.push("the rules tagfence cannot read differ from the ones sent back".to_owned());
+        }
+        write!(f, "{}", parts.join("; "))
+    }
+}
+
+/// The fields other than `ipRules` whose values differ between `a` and `b` (a field absent on
+/// one side differs from any value on the other, `null` included), with both values as text.
+fn differing_fields(
+    a: &Map<String, Value>,
+    b: &Map<String, Value>,
+) -> Vec<(String, String, String)> {
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| k.as_str() != "ipRules")
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let text =
+                |v: Option<&Value>| v.map_or_else(|| "(absent)".to_owned(), ToString::to_string);
+            (k.clone(), text(b.get(k)), text(a.get(k)))
+        })
+        .collect()
+}
+
+/// Checks a proposed write against what was read and what tagfence owns; see the module
+/// documentation for the five rules.
+///
+/// # Errors
+/// The first [`GateRefusal`] that applies.
+pub fn check(
+    read: &LiveAcl,
+    proposal: &Proposal,
+    ownership: Ownership<'_>,
+    options: GateOptions,
+) -> Result<GatedWrite, GateRefusal> {
+    // 1. The read is whole (or a firewall that was never configured, initialised on request).
+    let expected_rest = match read.missing.as_slice() {
+        [] => read
+            .network_acls
+            .clone()
+            .expect("a whole read has networkAcls"),
+        [AclField::NetworkAcls] => {
+            if let Some(seen) = ownership
+                .seen_default_action
+                .filter(|seen| !seen.eq_ignore_ascii_case("allow"))
+            {
+                return Err(GateRefusal::FirewallVanished {
+                    seen: seen.to_owned(),
+                });
+            }
+            if !options.init_firewall {
+                return Err(GateRefusal::NoFirewall);
+            }
+            initial_acls()
+        }
+        missing => {
+            return Err(GateRefusal::IncompleteRead {
+                missing: missing.to_vec(),
+            })
+        }
+    };
+
+    // 2. Nothing but ipRules changes.
+    if let Some((field, read_value, sent)) =
+        differing_fields(&proposal.network_acls, &expected_rest)
+            .into_iter()
+            .next()
+    {
+        return Err(GateRefusal::ChangesMoreThanIpRules {
+            field,
+            read: read_value,
+            sent,
+        });
+    }
+
+    // 3. The read agrees with the state.
+    let present: HashSet<&Ipv4Net> = read.ip_rules.iter().collect();
+    let gone: Vec<Ipv4Net> = {
+        let mut gone: Vec<Ipv4Net> = ownership
+            .confirmed
+            .iter()
+            .filter(|r| !present.contains(r))
+            .copied()
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        gone
+    };
+    let confirmed = {
+        let set: HashSet<&Ipv4Net> = ownership.confirmed.iter().collect();
+        set.len()
+    };
+    if !options.accept_missing_rules && gone.len() * 2 > confirmed {
+        return Err(GateRefusal::Suspicious {
+            present: confirmed - gone.len(),
+            confirmed,
+            missing: gone.len(),
+            first_missing: gone.iter().take(SHOWN).copied().collect(),
+        });
+    }
+
+    // 4. Every rule tagfence did not add is kept; unreadable ones verbatim.
+    let entries: &[Value] = match proposal.network_acls.get("ipRules") {
+        Some(Value::Array(entries)) => entries,
+        other => {
+            return Err(GateRefusal::ChangesMoreThanIpRules {
+                field: "ipRules".to_owned(),
+                read: "an array".to_owned(),
+                sent: other.map_or_else(|| "(absent)".to_owned(), ToString::to_string),
+            })
+        }
+    };
+    let mut sent_rules: Vec<Ipv4Net> = Vec::with_capacity(entries.len());
+    let mut sent_verbatim: Vec<String> = Vec::new();
+    for entry in entries {
+        let readable = entry
+            .get("value")
+            .and_then(Value::as_str)
+            .and_then(|text| super::cidr::parse_rule(text).ok());
+        match readable {
+            Some(rule) => sent_rules.push(rule),
+            None => sent_verbatim.push(entry.to_string()),
+        }
+    }
+    let read_verbatim: Vec<String> = read
+        .unreadable
+        .iter()
+        .map(|r| r.entry.to_string())
+        .collect();
+    let mut want_verbatim = read_verbatim.clone();
+    want_verbatim.sort_unstable();
+    let mut have_verbatim = sent_verbatim.clone();
+    have_verbatim.sort_unstable();
+    if let Some(invented) = have_verbatim.iter().find(|e| !read_verbatim.contains(e)) {
+        return Err(GateRefusal::InventedEntry {
+            entry: invented.clone(),
+        });
+    }
+    if want_verbatim != have_verbatim {
+        let lost: Vec<&String> = {
+            let mut remaining = have_verbatim.clone();
+            want_verbatim
+                .iter()
+                .filter(|e| match remaining.iter().position(|h| h == *e) {
+                    Some(i) => {
+                        remaining.swap_remove(i);
+                        false
+                    }
+                    None => true,
+                })
+                .collect()
+        };
+        return Err(GateRefusal::DropsUnreadableRules {
+            count: lost.len(),
+            first: lost
+                .first()
+                .and_then(|e| serde_json::from_str::<Value>(e).ok())
+                .and_then(|v| v.get("value").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| lost.first().map_or_else(String::new, |e| (*e).clone())),
+        });
+    }
+    let sent: HashSet<&Ipv4Net> = sent_rules.iter().collect();
+    let removable: HashSet<&Ipv4Net> = ownership.removable.iter().collect();
+    if !options.prune {
+        let mut dropped: Vec<Ipv4Net> = read
+            .ip_rules
+            .iter()
+            .filter(|r| !sent.contains(r) && !removable.contains(r))
+            .copied()
+            .collect();
+        if !dropped.is_empty() {
+            dropped.sort_unstable();
+            return Err(GateRefusal::DropsPersonsRules {
+                count: dropped.len(),
+                first: dropped.iter().take(SHOWN).copied().collect(),
+            });
+        }
+    }
+
+    // 5. The body fits.
+    sent_rules.sort_unstable();
+    sent_rules.dedup();
+    let count = sent_rules.len() + sent_verbatim.len();
+    let limit = options.max_rules.min(KEY_VAULT_MAX_RULES);
+    if count > limit {
+        return Err(GateRefusal::OverLimit { count, limit });
+    }
+
+    Ok(GatedWrite {
+        network_acls: proposal.network_acls.clone(),
+        rules: sent_rules,
+        verbatim: have_verbatim,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(texts: &[&str]) -> Vec<Ipv4Net> {
+        texts.iter().map(|t| t.parse().unwrap()).collect()
+    }
+
+    fn read(doc: Value) -> LiveAcl {
+        LiveAcl::from_vault_value(&doc).unwrap()
+    }
+
+    fn vault(ip_rules: &[&str]) -> LiveAcl {
+        read(json!({"name": "kv", "properties": {"networkAcls": {
+            "defaultAction": "Deny", "bypass": "None",
+            "ipRules": ip_rules.iter().map(|r| json!({"value": r})).collect::<Vec<_>>(),
+            "virtualNetworkRules": [{"id": "/subscriptions/s/resourcegroups/r/providers/microsoft.network/virtualnetworks/v/subnets/a"}],
+            "someFutureField": {"x": 1}}}}))
+    }
+
+    #[test]
+    fn a_write_keeps_everything_but_the_ip_rules() {
+        let live = vault(&["52.1.2.3/32", "20.0.0.0/24"]);
+        let owned = nets(&["20.0.0.0/24"]);
+        let rules = nets(&["52.1.2.3/32", "20.0.1.0/24"]);
+        let write = check(
+            &live,
+            &propose(&live, &rules, false),
+            Ownership {
+                removable: &owned,
+                confirmed: &owned,
+                seen_default_action: Some("Deny"),
+            },
+            GateOptions::default(),
+        )
+        .unwrap();
+        let acls = &write.body()["properties"]["networkAcls"];
+        assert_eq!(acls["defaultAction"], "Deny");
+        assert_eq!(acls["bypass"], "None");
+        assert_eq!(acls["someFutureField"], json!({"x": 1}));
+        assert_eq!(acls["virtualNetworkRules"].as_array().unwrap().len(), 1);
+        assert_eq!(write.rules(), nets(&["20.0.1.0/24", "52.1.2.3/32"]));
+    }
+
+    #[test]
+    fn a_partial_read_is_never_an_empty_firewall() {
+        for doc in [
+            json!({"name": "kv"}),
+            json!({"name": "kv", "properties": null}),
+            json!({"name": "kv", "properties": {"networkAcls": {"defaultAction": "Deny"}}}),
+            json!({"name": "kv", "properties": {"networkAcls": {"defaultAction": "Deny", "ipRules": null}}}),
+            json!({"name": "kv", "properties": {"networkAcls": {"ipRules": []}}}),
+        ] {
+            let live = read(doc.clone());
+            let err = check(
+                &live,
+                &propose(&live, &nets(&["20.0.0.0/24"]), true),
+                Ownership::default(),
+                GateOptions {
+                    init_firewall: true,
+                    ..GateOptions::default()
+                },
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, GateRefusal::IncompleteRead { .. }),
+                "{doc}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_vault_without_a_firewall_is_initialised_only_on_request_and_never_over_deny() {
+        let live = read(json!({"name": "kv", "properties": {"publicNetworkAccess": "Enabled"}}));
+        let rules = nets(&["20.0.0.0/24"]);
+        let err = check(
+            &live,
+            &propose(&live, &rules, false),
+            Ownership::default(),
+            GateOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err, GateRefusal::NoFirewall);
+        assert!(err.to_string().contains("--init-firewall"));
+        let options = GateOptions {
+            init_firewall: true,
+            ..GateOptions::default()
+        };
+        let write = check(
+            &live,
+            &propose(&live, &rules, true),
+            Ownership::default(),
+            options,
+        )
+        .unwrap();
+        assert_eq!(
+            write.body()["properties"]["networkAcls"]["defaultAction"],
+            "Allow"
+        );
+        let seen = Ownership {
+            seen_default_action: Some("Deny"),
+            ..Ownership::default()
+        };
+        assert_eq!(
+            check(&live, &propose(&live, &rules, true), seen, options).unwrap_err(),
+            GateRefusal::FirewallVanished {
+                seen: "Deny".to_owned()
+            }
+        );
+        // A body that is more open than the initial one is refused too.
+        let mut open = propose(&live, &rules, true);
+        open.network_acls
+            .insert("bypass".into(), json!("AzureServices, Logging"));
+        assert!(matches!(
+            check(&live, &open, Ownership::default(), options),
+            Err(GateRefusal::ChangesMoreThanIpRules { .. })
+        ));
+    }
+
+    #[test]
+    fn any_other_field_changed_is_refused() {
+        let live = vault(&["52.1.2.3/32"]);
+        for (field, value) in [
+            ("defaultAction", json!("Allow")),
+            ("bypass", json!("AzureServices")),
+            ("virtualNetworkRules", json!([])),
+            ("someFutureField", Value::Null),
+            ("newField", json!(1)),
+        ] {
+            let mut proposal = propose(&live, &nets(&["52.1.2.3/32"]), false);
+            proposal.network_acls.insert(field.into(), value);
+            let err = check(
+                &live,
+                &proposal,
+                Ownership::default(),
+                GateOptions::default(),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&err, GateRefusal::ChangesMoreThanIpRules { field: f, .. } if f == field),
+                "{err}"
+            );
+        }
+        let mut proposal = propose(&live, &nets(&["52.1.2.3/32"]), false);
+        proposal.network_acls.remove("bypass");
+        assert!(check(
+            &live,
+            &proposal,
+            Ownership::default(),
+            GateOptions::default()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_read_that_lost_most_of_our_rules_is_suspicious() {
+        let ours = nets(&["20.0.0.0/24", "20.0.1.0/24", "20.0.2.0/24"]);
+        let owned = Ownership {
+            removable: &ours,
+            confirmed: &ours,
+            seen_default_action: Some("Deny"),
+        };
+        let empty = vault(&[]);
+        let err = check(
+            &empty,
+            &propose(&empty, &ours, false),
+            owned,
+            GateOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GateRefusal::Suspicious {
+                    present: 0,
+                    confirmed: 3,
+                    missing: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--accept-missing-rules"));
+        let options = GateOptions {
+            accept_missing_rules: true,
+            ..GateOptions::default()
+        };
+        assert!(check(&empty, &propose(&empty, &ours, false), owned, options).is_ok());
+        // One of three gone (a person removed it): believed.
+        let most = vault(&["20.0.0.0/24", "20.0.1.0/24"]);
+        assert!(check(
+            &most,
+            &propose(&most, &ours, false),
+            owned,
+            GateOptions::default()
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn a_persons_rules_are_kept_and_unreadable_ones_verbatim() {
+        let live = read(
+            json!({"name": "kv", "properties": {"networkAcls": {"defaultAction": "Deny",
+            "ipRules": [{"value": "52.1.2.3/32"}, {"value": "203.0.113.5/24"}, {"value": "'10.91.4.0/24'"}, {"value": ""}, {"value": "20.0.0.0/24"}]}}}),
+        );
+        assert_eq!(live.unreadable.len(), 3);
+        let ours = nets(&["20.0.0.0/24"]);
+        let owned = Ownership {
+            removable: &ours,
+            confirmed: &ours,
+            seen_default_action: None,
+        };
+        // Dropping our own retired rule is fine; the unreadable ones travel verbatim.
+        let write = check(
+            &live,
+            &propose(&live, &nets(&["52.1.2.3/32", "20.0.1.0/24"]), false),
+            owned,
+            GateOptions::default(),
+        )
+        .unwrap();
+        let sent = write.body()["properties"]["networkAcls"]["ipRules"].clone();
+        assert!(sent
+            .as_array()
+            .unwrap()
+            .contains(&json!({"value": "203.0.113.5/24"})));
+        assert!(sent.as_array().unwrap().contains(&json!({"value": ""})));
+        // Dropping the person's rule is refused.
+        let err = check(
+            &live,
+            &propose(&live, &nets(&["20.0.1.0/24"]), false),
+            owned,
+            GateOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            GateRefusal::DropsPersonsRules {
+                count: 1,
+                first: nets(&["52.1.2.3/32"])
+            }
+        );
+        assert!(check(
+            &live,
+            &propose(&live, &nets(&["20.0.1.0/24"]), false),
+            owned,
+            GateOptions {
+                prune: true,
+                ..GateOptions::default()
+            }
+        )
+        .is_ok());
+        // Dropping an unreadable rule is refused even with prune.
+        let mut proposal = propose(&live, &nets(&["52.1.2.3/32"]), false);
+        proposal.network_acls["ipRules"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|e| e["value"] != "");
+        let err = check(
+            &live,
+            &proposal,
+            owned,
+            GateOptions {
+                prune: true,
+                ..GateOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            GateRefusal::DropsUnreadableRules {
+                count: 1,
+                first: String::new()
+            }
+        );
+        // Inventing one is refused.
+        let mut proposal = propose(&live, &nets(&["52.1.2.3/32"]), false);
+        proposal.network_acls["ipRules"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"value": "1.2.3.4/8"}));
+        assert!(matches!(
+            check(&live, &proposal, owned, GateOptions::default()),
+            Err(GateRefusal::InventedEntry { .. })
+        ));
+    }
+
+    #[test]
+    fn the_body_fits_the_limit_counting_unreadable_rules() {
+        let live = read(
+            json!({"name": "kv", "properties": {"networkAcls": {"defaultAction": "Deny", "ipRules": [{"value": "x"}]}}}),
+        );
+        let rules = nets(&["20.0.0.0/24", "20.0.1.0/24"]);
+        let err = check(
+            &live,
+            &propose(&live, &rules, false),
+            Ownership::default(),
+            GateOptions {
+                max_rules: 2,
+                ..GateOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err, GateRefusal::OverLimit { count: 3, limit: 2 });
+        let many: Vec<Ipv4Net> = (0..1001u32)
+            .map(|i| crate::core::cidr::net(0x1400_0000 + (i << 8), 24))
+            .collect();
+        let err = check(
+            &live,
+            &propose(&live, &many, false),
+            Ownership::default(),
+            GateOptions {
+                max_rules: 5000,
+                ..GateOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            GateRefusal::OverLimit {
+                count: 1002,
+                limit: 1000
+            }
+        );
+    }
+
+    #[test]
+    fn verify_compares_the_whole_firewall() {
+        let live = vault(&["52.1.2.3/32"]);
+        let write = check(
+            &live,
+            &propose(&live, &nets(&["52.1.2.3/32", "20.0.0.0/24"]), false),
+            Ownership::default(),
+            GateOptions::default(),
+        )
+        .unwrap();
+        let same = vault(&["20.0.0.0/24", "52.1.2.3"]);
+        assert_eq!(write.verify(&same), Ok(()));
+        let mut opened = same.clone();
+        opened
+            .network_acls
+            .as_mut()
+            .unwrap()
+            .insert("defaultAction".into(), json!("Allow"));
+        let err = write.verify(&opened).unwrap_err();
+        assert_eq!(err.fields, ["defaultAction"]);
+        assert!(err.to_string().contains("defaultAction differ"), "{err}");
+        let moved = vault(&["52.1.2.3/32", "52.9.9.9/32"]);
+        let err = write.verify(&moved).unwrap_err();
+        assert_eq!(err.to_string(), "the vault now holds 2 rules, 1 written rules missing [20.0.0.0/24] and 1 not written by this run [52.9.9.9/32]");
+        let partial = read(json!({"name": "kv", "properties": {}}));
+        assert!(write
+            .verify(&partial)
+            .unwrap_err()
+            .to_string()
+            .contains("lacks properties.networkAcls"));
+    }
+}
