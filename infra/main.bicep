@@ -87,6 +87,21 @@ param slash31 string = ''
 @description('TAGFENCE_PRUNE: also remove rules neither selected nor added by tagfence (default false).')
 param prune string = ''
 
+@description('TAGFENCE_ADOPT_EXISTING: claim the rules already on a vault that equal desired rules, so that tagfence removes them when the range is retired (default false).')
+param adoptExisting string = ''
+
+@description('TAGFENCE_INIT_FIREWALL: initialise the firewall of a vault that has none configured (Allow, AzureServices bypass, the desired rules) instead of refusing it (default false).')
+param initFirewall string = ''
+
+@description('TAGFENCE_ACCEPT_MISSING_RULES: trust a vault read lacking more than half of the rules tagfence added (default false; for one run, not to leave on).')
+param acceptMissingRules string = ''
+
+@description('TAGFENCE_ALLOW_TAG_SHRINK: comma-separated selected tags (* for every tag) allowed to empty or to shrink more than TAGFENCE_MAX_TAG_SHRINK.')
+param allowTagShrink string = ''
+
+@description('TAGFENCE_MAX_TAG_SHRINK: refuse the vaults of a selected tag that lost more than this fraction of its IPv4 prefixes (default 0.5).')
+param maxTagShrink string = ''
+
 @description('TAGFENCE_SOURCE: download (default), api, or an https URL. api also assigns the Service Tags reader role.')
 param source string = ''
 
@@ -267,6 +282,11 @@ module app 'app/resources.bicep' = {
     maxRemoveFraction: maxRemoveFraction
     slash31: slash31
     prune: prune
+    adoptExisting: adoptExisting
+    initFirewall: initFirewall
+    acceptMissingRules: acceptMissingRules
+    allowTagShrink: allowTagShrink
+    maxTagShrink: maxTagShrink
     source: source
     serviceTagsSubscriptionId: usesApi ? apiSubscriptionId : serviceTagsSubscriptionId
     serviceTagsLocation: usesApi && empty(serviceTagsLocation) ? location : serviceTagsLocation

@@ -42,6 +42,11 @@ param maxExtraAddresses string
 param maxRemoveFraction string
 param slash31 string
 param prune string
+param adoptExisting string
+param initFirewall string
+param acceptMissingRules string
+param allowTagShrink string
+param maxTagShrink string
 param source string
 param serviceTagsSubscriptionId string
 param serviceTagsLocation string
@@ -323,6 +328,11 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TAGFENCE_MAX_REMOVE_FRACTION: maxRemoveFraction
     TAGFENCE_SLASH31: slash31
     TAGFENCE_PRUNE: prune
+    TAGFENCE_ADOPT_EXISTING: adoptExisting
+    TAGFENCE_INIT_FIREWALL: initFirewall
+    TAGFENCE_ACCEPT_MISSING_RULES: acceptMissingRules
+    TAGFENCE_ALLOW_TAG_SHRINK: allowTagShrink
+    TAGFENCE_MAX_TAG_SHRINK: maxTagShrink
     TAGFENCE_SOURCE: source
     TAGFENCE_SUBSCRIPTION_ID: serviceTagsSubscriptionId
     TAGFENCE_LOCATION: serviceTagsLocation
