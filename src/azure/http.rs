@@ -10,8 +10,12 @@
 //!   [`super::auth::Renewable`]) and send the request once more: a token refused before its
 //!   `expires_on` (server-side expiry, revocation, clock skew) would otherwise stay cached and
 //!   be refused again on every call;
+//! - a 429 or 503 whose `Retry-After` asks for more than [`MAX_RETRY_AFTER`], or for more than
+//!   the call has left before its deadline, fails the call at once ([`AzureError::Throttled`]):
+//!   waiting would only end in "no answer within 120 s" although Azure answered at once;
 //! - ARM error bodies (`{"error":{"code","message"}}`) become `code: message`.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +28,9 @@ use azure_core::http::{
     ClientMethodOptions, ClientOptions, Context, ExponentialRetryOptions, Pipeline,
     PipelineSendOptions, RawResponse, Request, RetryOptions, StatusCode, Transport,
 };
+use azure_core::time::OffsetDateTime;
 use serde::Deserialize;
+use tokio::time::Instant;
 
 use super::auth::RefusedToken;
 use super::is_loopback;
@@ -54,6 +60,43 @@ impl Default for HttpOptions {
     }
 }
 
+/// The longest `Retry-After` a call waits for. A throttled call that is asked to wait longer
+/// fails at once: Azure's own waits are seconds, and an answer asking for an hour (or naming a
+/// date years away) is better reported now than waited out until the call's deadline.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// What a wait asked by a throttling answer was measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitLimit {
+    /// [`MAX_RETRY_AFTER`].
+    Cap(Duration),
+    /// What was left of the call's deadline (`total`).
+    Deadline { left: Duration, total: Duration },
+}
+
+impl fmt::Display for WaitLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitLimit::Cap(cap) => write!(f, "the {} tagfence waits at most", seconds(*cap)),
+            WaitLimit::Deadline { left, total } => write!(
+                f,
+                "the {} left of the call's {} deadline",
+                seconds(*left),
+                seconds(*total)
+            ),
+        }
+    }
+}
+
+/// A duration for a message: whole seconds, or tenths below ten seconds.
+pub fn seconds(duration: Duration) -> String {
+    if duration < Duration::from_secs(10) && duration.subsec_millis() != 0 {
+        format!("{:.1} s", duration.as_secs_f64())
+    } else {
+        format!("{} s", duration.as_secs())
+    }
+}
+
 /// A failed Azure call. Messages start with what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum AzureError {
@@ -77,6 +120,16 @@ pub enum AzureError {
     /// The answer was not what the API defines.
     #[error("{operation}: unexpected response: {detail}")]
     Decode { operation: String, detail: String },
+    /// Azure throttled the call (429 or 503) and asked for a wait longer than the call may
+    /// spend; the request was refused, so it was not carried out.
+    #[error("{operation}: Azure throttled the request ({status} {reason}) and asked to wait {}, more than {limit}; the request was not carried out, try again later", seconds(*.wait))]
+    Throttled {
+        operation: String,
+        status: u16,
+        reason: String,
+        wait: Duration,
+        limit: WaitLimit,
+    },
 }
 
 impl AzureError {
@@ -85,20 +138,160 @@ impl AzureError {
     pub fn is_transient(&self) -> bool {
         match self {
             AzureError::Api { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            // Later, not within this call: see `Throttled`.
             AzureError::Transport { .. }
             | AzureError::Timeout { .. }
-            | AzureError::Token { .. } => true,
+            | AzureError::Token { .. }
+            | AzureError::Throttled { .. } => true,
             AzureError::Decode { .. } => false,
         }
     }
 
-    /// The HTTP status of an API error.
+    /// The HTTP status of an API error or a throttled call.
     pub fn status(&self) -> Option<u16> {
         match self {
-            AzureError::Api { status, .. } => Some(*status),
+            AzureError::Api { status, .. } | AzureError::Throttled { status, .. } => Some(*status),
             _ => None,
         }
     }
+}
+
+/// The wait a throttling answer asks for, read as `azure_core`'s retry policy reads it (1.x,
+/// `get_retry_after` with the headers `azure_core::http::Pipeline` configures), so that what is
+/// refused here is exactly what the retry policy would otherwise wait for: the first of
+/// `x-ms-retry-after-ms`, `retry-after-ms` (integer milliseconds) and `Retry-After` (integer
+/// seconds, or an HTTP date, RFC 7231) that is present *and* reads; a header that does not read
+/// is skipped. A negative wait or a date in the past is no wait. `header` looks a header up by
+/// its lower-case name.
+pub fn requested_wait<'h>(
+    header: impl Fn(&'static str) -> Option<&'h str>,
+    now: OffsetDateTime,
+) -> Option<Duration> {
+    let millis = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    for (name, standard) in [
+        ("x-ms-retry-after-ms", false),
+        ("retry-after-ms", false),
+        ("retry-after", true),
+    ] {
+        let Some(value) = header(name) else {
+            continue;
+        };
+        let wait = if standard {
+            value
+                .parse::<i64>()
+                .ok()
+                .map(|secs| Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
+                .or_else(|| {
+                    azure_core::time::parse_rfc7231(value).ok().map(|at| {
+                        let ms = (at - now).whole_milliseconds().max(0);
+                        Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+                    })
+                })
+        } else {
+            value.parse::<i64>().ok().map(millis)
+        };
+        if wait.is_some() {
+            return wait;
+        }
+    }
+    None
+}
+
+/// When the call that sends a request must be over; put in the request's context by [`send`].
+#[derive(Debug, Clone, Copy)]
+struct CallDeadline {
+    at: Instant,
+    total: Duration,
+}
+
+/// Why a try was cut short: the wait its throttling answer asked for is not worth waiting.
+#[derive(Debug, thiserror::Error)]
+#[error("throttled ({status}) with a wait of {}, more than {limit}", seconds(*.wait))]
+struct ThrottledTry {
+    status: StatusCode,
+    wait: Duration,
+    limit: WaitLimit,
+}
+
+/// Ends a call at once when a 429 or 503 asks for a wait longer than [`MAX_RETRY_AFTER`] or
+/// than the call has left. A per-try policy, so it sees each answer before the retry policy,
+/// which would otherwise sleep for whatever the answer asks (the call's deadline cuts that
+/// sleep short only to report a timeout). Its error is not a transport error, so the retry
+/// policy passes it on without another try.
+#[derive(Debug)]
+struct FailFastThrottling;
+
+#[async_trait]
+impl Policy for FailFastThrottling {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let response = next[0].send(ctx, request, &next[1..]).await?;
+        let status = response.status();
+        // The statuses whose Retry-After the retry policy honours.
+        if !matches!(
+            status,
+            StatusCode::TooManyRequests | StatusCode::ServiceUnavailable
+        ) {
+            return Ok(response);
+        }
+        let headers = response.headers();
+        let Some(wait) = requested_wait(
+            |name| headers.get_optional_str(&name.into()),
+            OffsetDateTime::now_utc(),
+        ) else {
+            return Ok(response);
+        };
+        let limit = match ctx.value::<CallDeadline>() {
+            Some(deadline) => {
+                let left = deadline.at.saturating_duration_since(Instant::now());
+                if left < MAX_RETRY_AFTER {
+                    WaitLimit::Deadline {
+                        left,
+                        total: deadline.total,
+                    }
+                } else {
+                    WaitLimit::Cap(MAX_RETRY_AFTER)
+                }
+            }
+            None => WaitLimit::Cap(MAX_RETRY_AFTER),
+        };
+        let allowed = match limit {
+            WaitLimit::Cap(cap) => cap,
+            WaitLimit::Deadline { left, .. } => left,
+        };
+        if wait <= allowed {
+            return Ok(response);
+        }
+        tracing::debug!(
+            status = u16::from(status),
+            wait_ms = wait.as_millis() as u64,
+            "throttled with a wait longer than allowed; not retrying"
+        );
+        Err(azure_core::Error::new(
+            azure_core::error::ErrorKind::Other,
+            ThrottledTry {
+                status,
+                wait,
+                limit,
+            },
+        ))
+    }
+}
+
+/// The [`ThrottledTry`] somewhere in an error's chain (the retry policy wraps it).
+fn throttled_try<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e ThrottledTry> {
+    let mut current = Some(err);
+    while let Some(err) = current {
+        if let Some(throttled) = err.downcast_ref::<ThrottledTry>() {
+            return Some(throttled);
+        }
+        current = err.source();
+    }
+    None
 }
 
 /// Sends a bearer token from a credential: through `azure_core`'s own policy for https, and
@@ -219,14 +412,16 @@ fn build_pipeline(
         transport: Some(Transport::new(Arc::new(client))),
         ..ClientOptions::default()
     };
-    let per_try: Vec<Arc<dyn Policy>> = match auth {
-        Some((credential, scope)) => vec![Arc::new(BearerPolicy {
+    // Outermost of the per-try policies: it sees every answer, the bearer policy's second try
+    // after a 401 included.
+    let mut per_try: Vec<Arc<dyn Policy>> = vec![Arc::new(FailFastThrottling)];
+    if let Some((credential, scope)) = auth {
+        per_try.push(Arc::new(BearerPolicy {
             stock: BearerTokenAuthorizationPolicy::new(credential.clone(), [scope.clone()]),
             credential,
             scope,
-        })],
-        None => Vec::new(),
-    };
+        }));
+    }
     Pipeline::new(
         option_env!("CARGO_PKG_NAME"),
         option_env!("CARGO_PKG_VERSION"),
@@ -252,14 +447,18 @@ struct ErrorBody {
 ///
 /// # Errors
 /// [`AzureError`] for an error status (with ARM's code and message), a transport failure after
-/// the retries, a token failure, or the call deadline.
+/// the retries, a token failure, the call deadline, or a throttling answer asking for a longer
+/// wait than the call may spend ([`AzureError::Throttled`]).
 pub async fn send(
     pipeline: &Pipeline,
     request: &mut Request,
     operation: &str,
     options: &HttpOptions,
 ) -> Result<RawResponse, AzureError> {
-    let ctx = Context::new();
+    let ctx = Context::new().with_value(CallDeadline {
+        at: Instant::now() + options.call_timeout,
+        total: options.call_timeout,
+    });
     let sent = pipeline.send(
         &ctx,
         request,
@@ -276,6 +475,15 @@ pub async fn send(
             })
         }
         Ok(Err(err)) => {
+            if let Some(throttled) = throttled_try(&err) {
+                return Err(AzureError::Throttled {
+                    operation: operation.to_owned(),
+                    status: u16::from(throttled.status),
+                    reason: canonical_reason(throttled.status),
+                    wait: throttled.wait,
+                    limit: throttled.limit,
+                });
+            }
             let detail = error_chain(&err);
             return Err(match err.kind() {
                 azure_core::error::ErrorKind::Credential => AzureError::Token {
@@ -350,5 +558,251 @@ mod tests {
         assert!(!api(403).is_transient());
         assert!(!api(404).is_transient());
         assert_eq!(api(404).to_string(), "x: C: m (HTTP 404)");
+    }
+
+    /// 2026-11-25T06:30:00Z, a Wednesday.
+    fn fixed_now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_795_588_200).unwrap()
+    }
+
+    #[test]
+    fn the_wait_asked_is_read_exactly_as_azure_core_reads_it() {
+        use azure_core::http::headers::{
+            Headers, RETRY_AFTER, RETRY_AFTER_MS, X_MS_RETRY_AFTER_MS,
+        };
+        let cases: Vec<(Vec<(&'static str, &'static str)>, Option<u64>)> = vec![
+            (vec![], None),
+            (vec![("retry-after", "3600")], Some(3_600_000)),
+            (vec![("retry-after", "0")], Some(0)),
+            (vec![("retry-after", "-5")], Some(0)),
+            (vec![("retry-after", " 7")], None),
+            (vec![("retry-after", "1.5")], None),
+            (vec![("retry-after", "soon")], None),
+            (vec![("retry-after", "99999999999999999999")], None),
+            // An HTTP date: 10 s after now, in 2037, in the past, and not quite one.
+            (
+                vec![("retry-after", "Wed, 25 Nov 2026 06:30:10 GMT")],
+                Some(10_000),
+            ),
+            (
+                vec![("retry-after", "Fri, 01 May 2037 00:00:00 GMT")],
+                Some(329_160_600_000),
+            ),
+            (
+                vec![("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT")],
+                Some(0),
+            ),
+            (vec![("retry-after", "2037-05-01T00:00:00Z")], None),
+            (vec![("retry-after-ms", "1500")], Some(1500)),
+            (
+                vec![("x-ms-retry-after-ms", "9223372036854775807")],
+                Some(i64::MAX as u64),
+            ),
+            // Order: x-ms-retry-after-ms, retry-after-ms, Retry-After; one that does not read is
+            // skipped.
+            (
+                vec![("retry-after", "1"), ("retry-after-ms", "250")],
+                Some(250),
+            ),
+            (
+                vec![
+                    ("retry-after-ms", "250"),
+                    ("x-ms-retry-after-ms", "3600000"),
+                ],
+                Some(3_600_000),
+            ),
+            (
+                vec![("x-ms-retry-after-ms", "later"), ("retry-after", "2")],
+                Some(2000),
+            ),
+            (
+                vec![("retry-after-ms", "Fri, 01 May 2037 00:00:00 GMT")],
+                None,
+            ),
+        ];
+        for (given, expected) in cases {
+            let mut headers = Headers::new();
+            for (name, value) in &given {
+                headers.insert(*name, *value);
+            }
+            let ours = requested_wait(|name| headers.get_optional_str(&name.into()), fixed_now());
+            assert_eq!(ours.map(|d| d.as_millis() as u64), expected, "{given:?}");
+            // azure_core's reading, negative waits counted as none (it waits the longer of the
+            // two, its own back-off and the answer's).
+            let theirs = azure_core::http::policies::get_retry_after(
+                &headers,
+                fixed_now,
+                &[X_MS_RETRY_AFTER_MS, RETRY_AFTER_MS, RETRY_AFTER],
+            )
+            .map(|d| d.whole_milliseconds().max(0) as u64);
+            assert_eq!(theirs, expected, "azure_core on {given:?}");
+        }
+    }
+
+    #[test]
+    fn waits_are_shown_in_seconds() {
+        assert_eq!(seconds(Duration::from_secs(3600)), "3600 s");
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(seconds(Duration::from_millis(12_345)), "12 s");
+        assert_eq!(seconds(Duration::ZERO), "0 s");
+    }
+
+    /// A server that answers the first `throttled` requests with 429 and `headers`, then 200;
+    /// returns its URL and the number of requests it saw.
+    async fn throttling_server(
+        throttled: usize,
+        headers: Vec<(&'static str, String)>,
+    ) -> (url::Url, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counter = counter.clone();
+            let headers = headers.clone();
+            async move {
+                use axum::response::IntoResponse;
+                if counter.fetch_add(1, Ordering::SeqCst) < throttled {
+                    let mut response = (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        r#"{"error":{"code":"SubscriptionRequestsThrottled","message":"Number of 'write' requests for subscription exceeded."}}"#,
+                    )
+                        .into_response();
+                    for (name, value) in headers {
+                        response
+                            .headers_mut()
+                            .insert(name, value.parse().unwrap());
+                    }
+                    response
+                } else {
+                    r#"{"ok":true}"#.into_response()
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/vault", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url.parse().unwrap(), seen)
+    }
+
+    fn fast(call_timeout: Duration) -> HttpOptions {
+        HttpOptions {
+            attempt_timeout: Duration::from_secs(5),
+            max_retries: 3,
+            initial_retry_delay: Duration::from_millis(10),
+            call_timeout,
+        }
+    }
+
+    async fn patch(url: &url::Url, options: &HttpOptions) -> Result<RawResponse, AzureError> {
+        let mut request = Request::new(url.clone(), azure_core::http::Method::Patch);
+        request.set_body(b"{}".to_vec());
+        send(
+            &pipeline(None, options),
+            &mut request,
+            "writing the firewall of vault kv-01",
+            options,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_wait_longer_than_the_cap_fails_the_call_at_once() {
+        let in_2037 = "Fri, 01 May 2037 00:00:00 GMT".to_owned();
+        for (header, value, asked) in [
+            ("retry-after", "3600".to_owned(), "3600 s".to_owned()),
+            (
+                "retry-after-ms",
+                "86400000".to_owned(),
+                "86400 s".to_owned(),
+            ),
+            ("x-ms-retry-after-ms", "61000".to_owned(), "61 s".to_owned()),
+            ("retry-after", in_2037, String::new()),
+        ] {
+            let (url, seen) = throttling_server(usize::MAX, vec![(header, value.clone())]).await;
+            let options = fast(Duration::from_secs(120));
+            let started = std::time::Instant::now();
+            let err = patch(&url, &options).await.unwrap_err();
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                started.elapsed()
+            );
+            assert_eq!(
+                seen.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "not retried"
+            );
+            let text = err.to_string();
+            assert!(
+                text.starts_with("writing the firewall of vault kv-01: Azure throttled the request (429 TooManyRequests) and asked to wait "),
+                "{text}"
+            );
+            assert!(
+                text.ends_with(", more than the 60 s tagfence waits at most; the request was not carried out, try again later"),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("asked to wait {asked}")),
+                "{header}: {value}: {text}"
+            );
+            assert!(matches!(err, AzureError::Throttled { status: 429, .. }));
+            assert_eq!(err.status(), Some(429));
+            assert!(err.is_transient());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_longer_than_what_is_left_of_the_call_fails_it_at_once() {
+        let (url, seen) =
+            throttling_server(usize::MAX, vec![("retry-after", "5".to_owned())]).await;
+        let options = fast(Duration::from_secs(3));
+        let started = std::time::Instant::now();
+        let err = patch(&url, &options).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let text = err.to_string();
+        // What is left is the deadline less the first try (a few ms).
+        assert!(
+            text.contains("asked to wait 5 s, more than the 2.")
+                || text.contains("asked to wait 5 s, more than the 3.0 s"),
+            "{text}"
+        );
+        assert!(
+            text.contains(" s left of the call's 3 s deadline; the request was not carried out"),
+            "{text}"
+        );
+        assert!(matches!(
+            err,
+            AzureError::Throttled {
+                limit: WaitLimit::Deadline { .. },
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_short_wait_is_waited_and_the_call_succeeds() {
+        let (url, seen) = throttling_server(2, vec![("retry-after-ms", "200".to_owned())]).await;
+        let options = fast(Duration::from_secs(10));
+        let started = std::time::Instant::now();
+        let response = patch(&url, &options)
+            .await
+            .expect("retried until it succeeds");
+        assert_eq!(response.status(), StatusCode::Ok);
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        // Without a wait asked, the retries run out and the last answer is the error.
+        let (url, seen) = throttling_server(usize::MAX, Vec::new()).await;
+        let err = patch(&url, &options).await.unwrap_err();
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert!(matches!(err, AzureError::Api { status: 429, .. }), "{err}");
     }
 }
