@@ -148,3 +148,110 @@ async fn a_plain_http_webhook_elsewhere_is_refused_without_echoing_the_secret() 
     assert!(rules_of(&emulator, "kv-prod").is_empty());
     emulator.shutdown().await;
 }
+
+/// Every file under `dir`, as text.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                found.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    }
+    found
+}
+
+/// A webhook that answers every message with a 500 whose body echoes the path and query it was
+/// sent to, as some services' error pages do.
+async fn failing_webhook() -> std::net::SocketAddr {
+    let app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{{\"error\": \"no_service\", \"url\": \"{uri}\"}}"),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_of_a_failing_webhook_appears_in_no_output_and_no_run_record() {
+    const SECRETS: [&str; 2] = ["SECRET-TOKEN-123", "SECRET-SIG"];
+    let emulator = start(emulator_config(vec![
+        vault("kv-a", &[]),
+        vault("kv-b", &[]),
+    ]))
+    .await;
+    // A port nobody listens on, and a webhook answering 500.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let failing_addr = failing_webhook().await;
+    let state = std::env::temp_dir().join(format!("tagfence-notify-secret-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let state_dir = state.display().to_string();
+    for (round, vault, addr, expected) in [
+        (0, "kv-a", closed_addr, ": error sending request".to_owned()),
+        (
+            1,
+            "kv-b",
+            failing_addr,
+            ": the webhook answered 500 Internal Server Error: {\"error\": \"no_service\", \"url\": \"/…/…/…/…?…\"}".to_owned(),
+        ),
+    ] {
+        let url =
+            format!("http://{addr}/services/T000/B000/SECRET-TOKEN-123?sig=SECRET-SIG");
+        // A vault of its own every round, so that there is a change to notify.
+        let id = vault_id(vault);
+        let output = tagfence(
+            &emulator,
+            &[
+                "apply", "--vault", &id, "--tag", "AzureDevOps", "--state-dir", &state_dir,
+                "--notify-url", &url,
+            ],
+            // Everything logged, tagfence's and its libraries' debug lines included.
+            &[("TAGFENCE_LOG", "trace"), ("TAGFENCE_HTTP_MAX_RETRIES", "1")],
+        )
+        .await;
+        let (out, err) = (stdout(&output), stderr(&output));
+        assert!(output.status.success(), "{round}: {err}");
+        assert!(
+            err.contains("the notification failed; the run is as reported"),
+            "{round}: {err}"
+        );
+        let shown = format!("notifying http://{addr}/…{expected}");
+        assert!(err.contains(&shown), "{round}: wanted {shown} in {err}");
+        for secret in SECRETS {
+            assert!(!out.contains(secret), "{round}: {secret} in stdout: {out}");
+            for line in err.lines().filter(|l| l.contains(secret)) {
+                panic!("{round}: {secret} in stderr: {line}");
+            }
+        }
+        assert_eq!(rules_of(&emulator, vault), sorted(&AZURE_DEVOPS));
+    }
+    let records = files_under(&state);
+    assert!(
+        records
+            .iter()
+            .filter(|(path, _)| path.components().any(|c| c.as_os_str() == "runs"))
+            .count()
+            >= 2,
+        "{:?}",
+        records.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    for (path, text) in &records {
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "{secret} in {}", path.display());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&state);
+    emulator.shutdown().await;
+}
