@@ -17,7 +17,7 @@ use tagfence::core::desired;
 use tagfence::core::service_tags::{
     Format, ParseError, ServiceTag, ServiceTags, MAX_DOCUMENT_BYTES,
 };
-use tagfence::server::envelope::{self, EnvelopeError, HttpRequestData, InvocationRequest};
+use tagfence::server::envelope::{self, EnvelopeError, Events, HttpRequestData, InvocationRequest};
 
 // ---------------------------------------------------------------------------------------------
 // Service Tags
@@ -270,14 +270,8 @@ pub fn envelope(input: &[u8]) {
                 continue;
             }
             (Ok(binding), Some(raw)) => {
-                let expected = match raw {
-                    Value::String(text) => match serde_json::from_str::<Value>(text) {
-                        Ok(parsed @ (Value::Object(_) | Value::Array(_))) => parsed,
-                        _ => raw.clone(),
-                    },
-                    _ => raw.clone(),
-                };
-                assert_eq!(binding, expected, "binding({name:?})");
+                assert_eq!(binding, unwrapped(raw), "binding({name:?})");
+                check_events(&request, name, &binding);
                 binding
             }
             (binding, raw) => panic!("binding({name:?}) gave {binding:?} for {raw:?}"),
@@ -298,6 +292,44 @@ pub fn envelope(input: &[u8]) {
         if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(body) {
             panic!("http_output body is not JSON: {err}");
         }
+    }
+}
+
+/// What `binding` documents: an object or array inside at most `MAX_JSON_TEXT_LAYERS` layers of
+/// JSON text (each layer a string holding JSON), else the value as sent.
+fn unwrapped(raw: &Value) -> Value {
+    let mut current = raw.clone();
+    for _ in 0..envelope::MAX_JSON_TEXT_LAYERS {
+        let Value::String(text) = &current else {
+            break;
+        };
+        match serde_json::from_str::<Value>(text) {
+            Ok(inner @ (Value::Object(_) | Value::Array(_) | Value::String(_))) => current = inner,
+            _ => return raw.clone(),
+        }
+    }
+    match current {
+        Value::Object(_) | Value::Array(_) => current,
+        _ => raw.clone(),
+    }
+}
+
+/// `events` agrees with `binding`: one event is the binding when it is an object; a batch is
+/// the binding's items (each unwrapped likewise, each an object), 1 to
+/// `MAX_EVENTS_PER_INVOCATION` of them; anything else is refused, naming the binding.
+fn check_events(request: &InvocationRequest, name: &'static str, binding: &Value) {
+    match (request.events(name), binding) {
+        (Ok(Events::One(event)), Value::Object(_)) => assert_eq!(&event, binding),
+        (Ok(Events::Batch(events)), Value::Array(items)) => {
+            assert!((1..=envelope::MAX_EVENTS_PER_INVOCATION).contains(&items.len()));
+            assert_eq!(events.len(), items.len());
+            for (event, item) in events.iter().zip(items) {
+                assert!(event.is_object());
+                assert_eq!(event, &unwrapped(item));
+            }
+        }
+        (Err(EnvelopeError::BadBinding { binding: named, .. }), _) => assert_eq!(named, name),
+        (events, _) => panic!("events({name:?}) gave {events:?} for the binding {binding:?}"),
     }
 }
 
@@ -390,6 +422,10 @@ pub fn event_grid(input: &[u8]) {
     for (wrapped, as_string) in [
         (event.clone(), false),
         (Value::String(event.to_string()), true),
+        (
+            Value::String(Value::String(event.to_string()).to_string()),
+            true,
+        ),
     ] {
         let body = serde_json::json!({"Data": {"event": wrapped}, "Metadata": {}});
         let request = InvocationRequest::parse(&serde_json::to_vec(&body).unwrap())
@@ -402,6 +438,25 @@ pub fn event_grid(input: &[u8]) {
                 result,
                 "the event sent as a JSON string: {as_string}"
             );
+        }
+    }
+    // A batch of the event twice, as an array and as JSON text of one: two events, each read
+    // as the event alone is.
+    if event.is_object() && !has_raw_value_key(&event) {
+        let batch = Value::Array(vec![event.clone(), Value::String(event.to_string())]);
+        for wrapped in [batch.clone(), Value::String(batch.to_string())] {
+            let body = serde_json::json!({"Data": {"event": wrapped}, "Metadata": {}});
+            let request = InvocationRequest::parse(&serde_json::to_vec(&body).unwrap())
+                .expect("an envelope serde_json wrote");
+            match request.events("event") {
+                Ok(Events::Batch(events)) => {
+                    assert_eq!(events.len(), 2);
+                    for one in &events {
+                        assert_eq!(tagfence::server::vault_written(one), result);
+                    }
+                }
+                other => panic!("a batch of two events read as {other:?}"),
+            }
         }
     }
 }

@@ -255,6 +255,204 @@ async fn an_event_after_a_manual_edit_restores_the_rules_and_other_events_write_
     emulator.shutdown().await;
 }
 
+/// `value` as JSON text, `layers` times.
+fn as_json_text(value: &Value, layers: usize) -> Value {
+    (0..layers).fold(value.clone(), |v, _| Value::String(v.to_string()))
+}
+
+fn log_lines(invocation: &support::host::Invocation) -> Vec<String> {
+    invocation.body["Logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_is_handled_in_every_form_the_host_may_send_it() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    let mut host = HostDouble::start(&app_settings(&emulator, &["kv-prod"])).await;
+    let event = vault_write_event(&vault_id("kv-prod"));
+    // An object, JSON text of it (`JsonConvert.SerializeObject`), JSON text of that, and one
+    // layer more: the first reconciles, the others find the vault in sync.
+    for (layers, status) in [
+        (0, "applied"),
+        (1, "in_sync"),
+        (2, "in_sync"),
+        (3, "in_sync"),
+    ] {
+        let invocation = host.invoke_event_data(as_json_text(&event, layers)).await;
+        assert!(invocation.succeeded(), "{layers}: {}", invocation.body);
+        assert_eq!(
+            invocation.body["ReturnValue"]["outcome"]["status"], status,
+            "{layers}: {}",
+            invocation.body
+        );
+        assert_eq!(invocation.body["ReturnValue"]["name"], "kv-prod");
+    }
+    assert_eq!(writes(&emulator), 1);
+    assert_eq!(rules_of(&emulator, "kv-prod"), expected_rules(&[]));
+
+    // Four layers is more than the host (and one hop more) ever wraps: refused, saying so.
+    let invocation = host.invoke_event_data(as_json_text(&event, 4)).await;
+    assert_eq!(invocation.status, 400, "{}", invocation.body);
+    let error = invocation.body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("Data.event is not what the Event Grid trigger sends: got an object inside 4 layers of JSON text (at most 3 are read); expected an event (a JSON object) or a batch of events (a JSON array of objects)"),
+        "{error}"
+    );
+    assert!(host.stderr_lines().is_empty(), "{:?}", host.stderr_lines());
+    host.stop().await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_events_is_handled_event_by_event_and_the_answer_reports_each() {
+    let emulator = start(emulator_config(vec![
+        vault("kv-prod", &[MANUAL_RULE]),
+        vault("kv-build", &[]),
+        vault("kv-other", &[]),
+    ]))
+    .await;
+    let mut host = HostDouble::start(&app_settings(&emulator, &["kv-prod", "kv-build"])).await;
+
+    // Two events about two vaults, as an array: both reconciled, both reported.
+    let batch = json!([
+        vault_write_event(&vault_id("kv-prod")),
+        vault_write_cloud_event(&vault_id("kv-build")),
+    ]);
+    let invocation = host.invoke_event_data(batch.clone()).await;
+    assert!(invocation.succeeded(), "{}", invocation.body);
+    let events = invocation.body["ReturnValue"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{}", invocation.body);
+    for (i, name) in ["kv-prod", "kv-build"].iter().enumerate() {
+        assert_eq!(events[i]["event"], i + 1);
+        assert_eq!(
+            events[i]["type"],
+            "Microsoft.Resources.ResourceWriteSuccess"
+        );
+        assert_eq!(events[i]["result"]["name"], *name);
+        assert_eq!(events[i]["result"]["outcome"]["status"], "applied");
+    }
+    let logs = log_lines(&invocation);
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("event 1/2: kv-prod: applied (+24 -0 =0 unmanaged 1)")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("event 2/2: kv-build: applied (+24 -0 =0 unmanaged 0)")),
+        "{logs:?}"
+    );
+    assert_eq!(logs.last().unwrap(), "2 events: 0 failed");
+    assert_eq!(
+        rules_of(&emulator, "kv-prod"),
+        expected_rules(&[MANUAL_RULE])
+    );
+    assert_eq!(rules_of(&emulator, "kv-build"), expected_rules(&[]));
+    assert_eq!(writes(&emulator), 2);
+
+    // The same batch as JSON text, with events the hook ignores and the same vault twice; each
+    // event of it as JSON text too (a `string[]`): one read per vault, nothing written.
+    emulator.clear_requests();
+    let mut delete = vault_write_event(&vault_id("kv-prod"));
+    delete["eventType"] = "Microsoft.Resources.ResourceDeleteSuccess".into();
+    let mixed = json!([
+        vault_write_event(&vault_id("kv-prod")).to_string(),
+        vault_write_event(&vault_id("kv-other")),
+        delete,
+        vault_write_event(&vault_id("kv-build")),
+        vault_write_cloud_event(&vault_id("kv-prod")),
+    ]);
+    let invocation = host.invoke_event_data(as_json_text(&mixed, 1)).await;
+    assert!(invocation.succeeded(), "{}", invocation.body);
+    let events = invocation.body["ReturnValue"]["events"].as_array().unwrap();
+    let results: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            e["result"]["outcome"]["status"]
+                .as_str()
+                .map(|s| json!(s))
+                .or_else(|| e["result"].get("ignored").cloned())
+                .or_else(|| e.get("same_vault_as_event").cloned())
+                .unwrap_or(Value::Null)
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            json!("in_sync"),
+            json!(vault_id("kv-other")),
+            json!("Microsoft.Resources.ResourceDeleteSuccess"),
+            json!("in_sync"),
+            json!(1),
+        ],
+        "{}",
+        invocation.body
+    );
+    assert_eq!(writes(&emulator), 0);
+    let reads: Vec<String> = emulator
+        .requests()
+        .iter()
+        .filter(|r| r.route == Route::VaultGet)
+        .filter_map(|r| r.vault.clone())
+        .collect();
+    assert_eq!(reads, ["kv-prod", "kv-build"]);
+    assert!(emulator
+        .requests()
+        .iter()
+        .all(|r| r.vault.as_deref() != Some("kv-other")));
+
+    // Refused whole, before anything is done: an event that is no event, and a batch larger
+    // than one invocation handles.
+    emulator.clear_requests();
+    let bad = json!([vault_write_event(&vault_id("kv-prod")), {"data": {}}]);
+    let too_many = Value::Array(vec![vault_write_event(&vault_id("kv-prod")); 101]);
+    for (data, message) in [
+        (bad, "Data.event is not what the Event Grid trigger sends: event 2 of the batch of 2: the event has neither eventType (Event Grid schema) nor type (CloudEvents)"),
+        (too_many, "Data.event is not what the Event Grid trigger sends: a batch of 101 events; at most 100 are handled in one invocation (set maxEventsPerBatch of the event subscription to 100 or less)"),
+        (json!(42), "Data.event is not what the Event Grid trigger sends: got a number (42); expected an event (a JSON object) or a batch of events (a JSON array of objects), either possibly as JSON text (a string of JSON, or a string of such a string)"),
+    ] {
+        let invocation = host.invoke_event_data(data).await;
+        assert_eq!(invocation.status, 400, "{}", invocation.body);
+        assert_eq!(invocation.body["error"], message);
+    }
+    assert!(emulator.requests().is_empty());
+    assert!(host.stderr_lines().is_empty(), "{:?}", host.stderr_lines());
+    host.stop().await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_failing_vault_fails_the_invocation_but_handles_the_others() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    let mut settings = app_settings(&emulator, &["kv-prod", "kv-missing"]);
+    settings.push(("TAGFENCE_HTTP_MAX_RETRIES".into(), "0".into()));
+    let mut host = HostDouble::start(&settings).await;
+    let batch = json!([
+        vault_write_event(&vault_id("kv-missing")),
+        vault_write_event(&vault_id("kv-prod")),
+    ]);
+    let invocation = host.invoke_event_data(batch).await;
+    assert_eq!(invocation.status, 500, "{}", invocation.body);
+    let error = invocation.body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("2 events: 1 failed: event 1: 1 vault: "),
+        "{error}"
+    );
+    let events = invocation.body["events"].as_array().unwrap();
+    assert!(events[0]["result"]["vault"]["outcome"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("ResourceNotFound"));
+    assert_eq!(events[1]["result"]["outcome"]["status"], "applied");
+    assert_eq!(rules_of(&emulator, "kv-prod"), expected_rules(&[]));
+    host.stop().await;
+    emulator.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_envelopes_get_4xx_and_the_worker_lives() {
     let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;

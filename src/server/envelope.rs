@@ -10,6 +10,20 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// How many layers of JSON text around a binding's value are unwrapped. The host sends a value
+/// it cannot make a `JObject` of as `JsonConvert.SerializeObject(value)` (azure-functions-host,
+/// `ScriptInvocationContextExtensions.GetHttpScriptInvocationContextValue`), so a value that
+/// was already a JSON string arrives as a string of a string; three layers leave room for one
+/// more hop (an extension or a proxy) and no more.
+pub const MAX_JSON_TEXT_LAYERS: usize = 3;
+
+/// The most Event Grid events one invocation handles. A subscription delivers at most
+/// `maxEventsPerBatch` events at once (1 by default, up to 5,000): each event about a vault is
+/// a reconcile of that vault, and a hundred of them already take minutes of the function's
+/// ten-minute timeout. A larger batch is refused whole, with this number in the error, and Event
+/// Grid redelivers it until it dead-letters: set `maxEventsPerBatch` to at most this.
+pub const MAX_EVENTS_PER_INVOCATION: usize = 100;
+
 /// What the host sends for every invocation.
 #[derive(Debug, Clone, Deserialize)]
 pub struct InvocationRequest {
@@ -37,7 +51,7 @@ pub enum EnvelopeError {
     NotJson(String),
     #[error("the invocation has no Data.{0} (the function's trigger binding)")]
     MissingBinding(&'static str),
-    #[error("Data.{binding} is not what a {kind} trigger sends: {detail}")]
+    #[error("Data.{binding} is not what the {kind} trigger sends: {detail}")]
     BadBinding {
         binding: &'static str,
         kind: &'static str,
@@ -64,9 +78,10 @@ impl InvocationRequest {
         serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))
     }
 
-    /// The value of trigger binding `name`. The host may send an object, or (for a binding it
-    /// types as string) the same object serialised as a JSON string (§1.7, unverified); both
-    /// are accepted.
+    /// The value of trigger binding `name`. The host may send an object, or the same value
+    /// serialised as a JSON string, or a JSON string of that string (§1.7): an object or array
+    /// inside at most [`MAX_JSON_TEXT_LAYERS`] layers of JSON text is taken out of them; any
+    /// other value is returned as sent.
     ///
     /// # Errors
     /// [`EnvelopeError::MissingBinding`].
@@ -75,14 +90,122 @@ impl InvocationRequest {
             .data
             .get(name)
             .ok_or(EnvelopeError::MissingBinding(name))?;
-        if let Value::String(text) = value {
-            if let Ok(parsed @ (Value::Object(_) | Value::Array(_))) =
-                serde_json::from_str::<Value>(text)
-            {
-                return Ok(parsed);
+        Ok(unwrap_json_text(value).unwrap_or_else(|| value.clone()))
+    }
+
+    /// The events of Event Grid trigger binding `name`: one event (an object), or a batch (an
+    /// array of 1 to [`MAX_EVENTS_PER_INVOCATION`] events), either inside up to
+    /// [`MAX_JSON_TEXT_LAYERS`] layers of JSON text, and each event of a batch likewise. Whether
+    /// an object is an event is for the caller to judge.
+    ///
+    /// # Errors
+    /// [`EnvelopeError::MissingBinding`]; [`EnvelopeError::BadBinding`] naming what was sent
+    /// and what is accepted.
+    pub fn events(&self, name: &'static str) -> Result<Events, EnvelopeError> {
+        let bad = |detail: String| EnvelopeError::BadBinding {
+            binding: name,
+            kind: "Event Grid",
+            detail,
+        };
+        let value = self
+            .data
+            .get(name)
+            .ok_or(EnvelopeError::MissingBinding(name))?;
+        match unwrap_json_text(value) {
+            Some(Value::Object(event)) => Ok(Events::One(Value::Object(event))),
+            Some(Value::Array(items)) => {
+                // Event Grid never delivers an empty batch: whatever sent one is not it.
+                if items.is_empty() {
+                    return Err(bad(format!("got an empty array; {EXPECTED_EVENTS}")));
+                }
+                if items.len() > MAX_EVENTS_PER_INVOCATION {
+                    return Err(bad(format!(
+                        "a batch of {} events; at most {MAX_EVENTS_PER_INVOCATION} are handled in one invocation (set maxEventsPerBatch of the event subscription to {MAX_EVENTS_PER_INVOCATION} or less)",
+                        items.len()
+                    )));
+                }
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| match unwrap_json_text(item) {
+                        Some(event @ Value::Object(_)) => Ok(event),
+                        _ => Err(bad(format!(
+                            "event {} of the batch of {} is {}; {EXPECTED_EVENTS}",
+                            i + 1,
+                            items.len(),
+                            describe(item)
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Events::Batch)
+            }
+            _ => Err(bad(format!("got {}; {EXPECTED_EVENTS}", describe(value)))),
+        }
+    }
+}
+
+/// What [`InvocationRequest::events`] accepts, for its errors.
+const EXPECTED_EVENTS: &str = "expected an event (a JSON object) or a batch of events (a JSON array of objects), either possibly as JSON text (a string of JSON, or a string of such a string)";
+
+/// The events of one Event Grid invocation, as sent: one event, or a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Events {
+    One(Value),
+    Batch(Vec<Value>),
+}
+
+/// The object or array inside at most [`MAX_JSON_TEXT_LAYERS`] layers of JSON text (the value
+/// itself when it is one), or `None`.
+fn unwrap_json_text(value: &Value) -> Option<Value> {
+    let mut current = value.clone();
+    for _ in 0..MAX_JSON_TEXT_LAYERS {
+        let Value::String(text) = &current else {
+            break;
+        };
+        match serde_json::from_str::<Value>(text) {
+            Ok(inner @ (Value::Object(_) | Value::Array(_) | Value::String(_))) => current = inner,
+            _ => return None,
+        }
+    }
+    matches!(current, Value::Object(_) | Value::Array(_)).then_some(current)
+}
+
+/// What a value that is not an event is, in a few words.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("a boolean ({b})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::Object(_) => "an object".to_owned(),
+        Value::Array(items) if items.is_empty() => "an empty array".to_owned(),
+        Value::Array(items) => format!("an array of {} items", items.len()),
+        Value::String(_) => {
+            // Unwrap the layers of JSON text down to what is inside them.
+            let mut layers = 0;
+            let mut current = value.clone();
+            let inner = loop {
+                let Value::String(text) = &current else {
+                    break describe(&current);
+                };
+                match serde_json::from_str::<Value>(text) {
+                    Ok(inner) => {
+                        layers += 1;
+                        current = inner;
+                    }
+                    Err(_) => break "a string that is not JSON".to_owned(),
+                }
+            };
+            match layers {
+                0 => inner,
+                1 => format!("JSON text of {inner}"),
+                _ if layers <= MAX_JSON_TEXT_LAYERS => {
+                    format!("{inner} inside {layers} layers of JSON text")
+                }
+                _ => format!(
+                    "{inner} inside {layers} layers of JSON text (at most {MAX_JSON_TEXT_LAYERS} are read)"
+                ),
             }
         }
-        Ok(value.clone())
     }
 }
 
@@ -198,6 +321,99 @@ mod tests {
             .binding("event")
             .unwrap();
         assert_eq!(event["eventType"], "X");
+    }
+
+    fn events(data: Value) -> Result<Events, EnvelopeError> {
+        let body =
+            serde_json::to_vec(&serde_json::json!({"Data": {"event": data}, "Metadata": {}}))
+                .unwrap();
+        InvocationRequest::parse(&body).unwrap().events("event")
+    }
+
+    #[test]
+    fn events_come_as_objects_arrays_and_json_text_up_to_three_layers() {
+        let event = serde_json::json!({"eventType": "X", "id": "1"});
+        let once = Value::String(event.to_string());
+        let twice = Value::String(once.to_string());
+        let thrice = Value::String(twice.to_string());
+        for form in [event.clone(), once.clone(), twice.clone(), thrice.clone()] {
+            assert_eq!(events(form).unwrap(), Events::One(event.clone()));
+        }
+        let other = serde_json::json!({"eventType": "Y", "id": "2"});
+        let batch = serde_json::json!([event, other]);
+        let expected = Events::Batch(vec![event.clone(), other.clone()]);
+        assert_eq!(events(batch.clone()).unwrap(), expected);
+        assert_eq!(events(Value::String(batch.to_string())).unwrap(), expected);
+        // Each event of a batch may be JSON text too (a `string[]` binding).
+        let strings = serde_json::json!([once, Value::String(other.to_string())]);
+        assert_eq!(
+            events(Value::String(strings.to_string())).unwrap(),
+            expected
+        );
+        // The binding reader unwraps the same layers.
+        let body = serde_json::to_vec(&serde_json::json!({"Data": {"timer": thrice}})).unwrap();
+        let timer = InvocationRequest::parse(&body)
+            .unwrap()
+            .binding("timer")
+            .unwrap();
+        assert_eq!(timer, event);
+    }
+
+    #[test]
+    fn anything_else_is_refused_naming_what_it_is() {
+        let event = serde_json::json!({"eventType": "X"});
+        let four = (0..4).fold(event.clone(), |v, _| Value::String(v.to_string()));
+        let detail = |data: Value| match events(data).unwrap_err() {
+            EnvelopeError::BadBinding {
+                detail,
+                binding: "event",
+                kind: "Event Grid",
+            } => detail,
+            other => panic!("{other:?}"),
+        };
+        for (data, start) in [
+            (
+                serde_json::json!(42),
+                "got a number (42); expected an event (a JSON object) or a batch",
+            ),
+            (Value::Null, "got null; "),
+            (serde_json::json!([]), "got an empty array; "),
+            (serde_json::json!("[]"), "got an empty array; "),
+            (
+                serde_json::json!("hello"),
+                "got a string that is not JSON; ",
+            ),
+            (
+                serde_json::json!("\"hello\""),
+                "got JSON text of a string that is not JSON; ",
+            ),
+            (
+                serde_json::json!("[1]"),
+                "event 1 of the batch of 1 is a number (1); ",
+            ),
+            (
+                serde_json::json!([event, [event]]),
+                "event 2 of the batch of 2 is an array of 1 items; ",
+            ),
+            (
+                four,
+                "got an object inside 4 layers of JSON text (at most 3 are read); ",
+            ),
+        ] {
+            let detail = detail(data.clone());
+            assert!(detail.starts_with(start), "{data}: {detail}");
+        }
+        let many = Value::Array(vec![event; MAX_EVENTS_PER_INVOCATION + 1]);
+        assert_eq!(
+            detail(many),
+            "a batch of 101 events; at most 100 are handled in one invocation (set maxEventsPerBatch of the event subscription to 100 or less)"
+        );
+        assert_eq!(
+            InvocationRequest::parse(br#"{"Data": {}}"#)
+                .unwrap()
+                .events("event"),
+            Err(EnvelopeError::MissingBinding("event"))
+        );
     }
 
     #[test]

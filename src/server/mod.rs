@@ -7,7 +7,8 @@
 //!   every configured vault;
 //! - `function-http`: `POST /api/sync[?vault=…][&dryRun=true]` on demand, `GET /api/status`;
 //! - `function-eventgrid`: a `Microsoft.Resources.ResourceWriteSuccess` for a managed vault
-//!   reconciles that vault, which heals a firewall someone edited by hand.
+//!   reconciles that vault, which heals a firewall someone edited by hand. One event or a batch
+//!   of up to [`envelope::MAX_EVENTS_PER_INVOCATION`], as objects or JSON text.
 //!
 //! Handlers are thin: decode the envelope, call the [`Runner`], encode the outcome. The trigger
 //! never changes what a reconcile decides. Logs are JSON lines on stdout carrying the
@@ -16,6 +17,7 @@
 pub mod envelope;
 pub mod schedule;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,7 +40,8 @@ use crate::config::Config;
 use crate::reconcile::Outcome;
 use crate::run::{self, RunError, RunReport, RunRequest, Runner};
 use envelope::{
-    http_output, EnvelopeError, HttpRequestData, InvocationRequest, InvocationResponse, TimerInfo,
+    http_output, EnvelopeError, Events, HttpRequestData, InvocationRequest, InvocationResponse,
+    TimerInfo,
 };
 use schedule::Schedule;
 
@@ -449,6 +452,114 @@ pub fn vault_written(event: &Value) -> Result<Option<VaultId>, String> {
     Ok(resource.parse::<VaultId>().ok())
 }
 
+/// What became of one Event Grid event.
+enum Handled {
+    /// Nothing to do: not a key vault write, or a vault tagfence does not manage.
+    Ignored { log: String, value: Value },
+    /// The vault was reconciled without failure.
+    Reconciled(RunReport),
+    /// The vault's run failed; with its report when it got that far.
+    Failed {
+        message: String,
+        report: Option<RunReport>,
+    },
+}
+
+impl Handled {
+    fn logs(&self) -> Vec<String> {
+        match self {
+            Handled::Ignored { log, .. } => vec![log.clone()],
+            Handled::Reconciled(report) => report_logs(report),
+            Handled::Failed { message, report } => match report {
+                Some(report) => report_logs(report),
+                None => vec![format!("failed: {message}")],
+            },
+        }
+    }
+
+    /// The event's result in an answer: `{"ignored": …}`, or the vault's report.
+    fn value(&self) -> Value {
+        match self {
+            Handled::Ignored { value, .. } => value.clone(),
+            Handled::Reconciled(report) => first_vault(report),
+            Handled::Failed { message, report } => json!({
+                "error": message,
+                "vault": report.as_ref().map(first_vault),
+            }),
+        }
+    }
+}
+
+fn first_vault(report: &RunReport) -> Value {
+    report
+        .vaults
+        .first()
+        .map(run::vault_json)
+        .unwrap_or(Value::Null)
+}
+
+/// Handles one event: `vault` is what [`vault_written`] made of it. `Err` is the answer for a
+/// handler that cannot run at all (no configuration).
+async fn handle_event(
+    state: &AppState,
+    event_type: &str,
+    vault: Option<VaultId>,
+) -> Result<Handled, String> {
+    let Some(vault) = vault else {
+        info!(%event_type, "event is not a key vault write; ignored");
+        return Ok(Handled::Ignored {
+            log: format!("ignored {event_type}: not a key vault write"),
+            value: json!({"ignored": event_type}),
+        });
+    };
+    let runner = state.runner().await?;
+    let ignore = |reason: &str| {
+        info!(vault = %vault, reason, "write to a vault tagfence does not manage; ignored");
+        Handled::Ignored {
+            log: format!("ignored a write to {}: {reason}", vault.name),
+            value: json!({"ignored": vault.to_string()}),
+        }
+    };
+    // With discovery, a vault tagged a moment ago is onboarded now (read through ARM).
+    if !runner.manages(&vault) && !runner.discovers() {
+        return Ok(ignore("not a managed vault"));
+    }
+    info!(vault = %vault.name, "a vault tagfence may manage was written; reconciling it");
+    let started = Instant::now();
+    let result = runner
+        .run(&RunRequest {
+            only: Some(vec![vault.to_string()]),
+            dry_run: false,
+            trigger: "eventgrid",
+        })
+        .await;
+    Ok(match result {
+        Err(RunError::NotManaged { reason, .. }) => ignore(&reason),
+        Err(err) => Handled::Failed {
+            message: err.to_string(),
+            report: None,
+        },
+        Ok(report) if report.failures() > 0 => Handled::Failed {
+            message: report.summary(),
+            report: Some(report),
+        },
+        Ok(report) => {
+            info!(
+                vault = %vault.name,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "event handled"
+            );
+            Handled::Reconciled(report)
+        }
+    })
+}
+
+/// The Event Grid function. The host sends one event or a batch, as an object, an array, or
+/// either as JSON text ([`InvocationRequest::events`]). Every event is checked before any is
+/// handled, so a malformed one refuses the invocation (400) without half of it done. Then each
+/// is handled in turn, a vault written to by several events of a batch once; every event's
+/// result is in the answer. Any failure fails the invocation (500): Event Grid redelivers the
+/// whole batch, and reconciling a vault again is harmless.
 async fn event_grid(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -456,87 +567,137 @@ async fn event_grid(
 ) -> Response {
     let span = tracing::info_span!("invocation", function = "function-eventgrid", invocation_id = %invocation_id(&headers));
     async move {
-        let event: Value = match read_binding(body, "event", "Event Grid") {
-            Ok(event) => event,
+        let events = match read_envelope(body).and_then(|request| {
+            request
+                .events("event")
+                .map_err(|err| Box::new(bad_envelope(&err)))
+        }) {
+            Ok(events) => events,
             Err(response) => return *response,
         };
-        let vault = match vault_written(&event) {
-            Ok(vault) => vault,
-            Err(detail) => {
-                return bad_envelope(&EnvelopeError::BadBinding {
-                    binding: "event",
-                    kind: "Event Grid",
-                    detail,
-                })
+        let (events, batch) = match events {
+            Events::One(event) => (vec![event], false),
+            Events::Batch(events) => (events, true),
+        };
+        let count = events.len();
+        let mut read = Vec::with_capacity(count);
+        for (i, event) in events.iter().enumerate() {
+            match vault_written(event) {
+                Ok(vault) => read.push((event_type(event), vault)),
+                Err(detail) => {
+                    return bad_envelope(&EnvelopeError::BadBinding {
+                        binding: "event",
+                        kind: "Event Grid",
+                        detail: if batch {
+                            format!("event {} of the batch of {count}: {detail}", i + 1)
+                        } else {
+                            detail
+                        },
+                    })
+                }
             }
-        };
-        let event_type = event
-            .get("eventType")
-            .or_else(|| event.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_owned();
-        let Some(vault) = vault else {
-            info!(%event_type, "event is not a key vault write; ignored");
-            return ok(InvocationResponse {
-                logs: vec![format!("ignored {event_type}: not a key vault write")],
-                return_value: json!({"ignored": event_type}),
-                ..Default::default()
-            });
-        };
-        let runner = match state.runner().await {
-            Ok(runner) => runner,
-            Err(message) => return failed(StatusCode::INTERNAL_SERVER_ERROR, message, None),
-        };
-        let ignore = |reason: &str| {
-            info!(vault = %vault, reason, "write to a vault tagfence does not manage; ignored");
-            ok(InvocationResponse {
-                logs: vec![format!("ignored a write to {}: {reason}", vault.name)],
-                return_value: json!({"ignored": vault.to_string()}),
-                ..Default::default()
-            })
-        };
-        // With discovery, a vault tagged a moment ago is onboarded now (read through ARM).
-        if !runner.manages(&vault) && !runner.discovers() {
-            return ignore("not a managed vault");
         }
-        info!(vault = %vault.name, "a vault tagfence may manage was written; reconciling it");
-        let started = Instant::now();
-        // Event Grid redelivers the whole batch on failure, and a reconcile is idempotent.
-        match runner
-            .run(&RunRequest {
-                only: Some(vec![vault.to_string()]),
-                dry_run: false,
-                trigger: "eventgrid",
-            })
-            .await
-        {
-            Err(RunError::NotManaged { reason, .. }) => ignore(&reason),
-            Err(err) => failed(StatusCode::INTERNAL_SERVER_ERROR, err.to_string(), None),
-            Ok(report) if report.failures() > 0 => failed(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                report.summary(),
-                Some(report.to_json()),
-            ),
-            Ok(report) => {
-                info!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "event handled"
-                );
-                ok(InvocationResponse {
-                    logs: report_logs(&report),
-                    return_value: report
-                        .vaults
-                        .first()
-                        .map(run::vault_json)
-                        .unwrap_or(Value::Null),
+        if batch {
+            info!(events = count, "a batch of events");
+        }
+        // Handled in turn; a vault written to by several events is reconciled for the first.
+        let mut handled: Vec<Result<Handled, usize>> = Vec::with_capacity(count);
+        let mut first_for: HashMap<String, usize> = HashMap::new();
+        for (i, (event_type, vault)) in read.into_iter().enumerate() {
+            if let Some(vault) = &vault {
+                let key = vault.to_string().to_ascii_lowercase();
+                if let Some(&first) = first_for.get(&key) {
+                    handled.push(Err(first));
+                    continue;
+                }
+                first_for.insert(key, i);
+            }
+            match handle_event(&state, &event_type, vault).await {
+                Ok(result) => handled.push(Ok(result)),
+                Err(message) => return failed(StatusCode::INTERNAL_SERVER_ERROR, message, None),
+            }
+        }
+        if !batch {
+            return match handled.pop() {
+                Some(Ok(Handled::Failed { message, report })) => failed(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    message,
+                    report.as_ref().map(RunReport::to_json),
+                ),
+                Some(Ok(result)) => ok(InvocationResponse {
+                    logs: result.logs(),
+                    return_value: result.value(),
                     ..Default::default()
-                })
-            }
+                }),
+                _ => unreachable!("one event, handled"),
+            };
         }
+        batch_answer(&events, &handled)
     }
     .instrument(span)
     .await
+}
+
+/// An event's type (Event Grid schema or CloudEvents), `?` when it has none.
+fn event_type(event: &Value) -> String {
+    event
+        .get("eventType")
+        .or_else(|| event.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_owned()
+}
+
+/// The answer to a batch: each event's result in `ReturnValue.events` (in the order sent) and
+/// its lines in `Logs`; a 500 naming the failed events when any failed.
+fn batch_answer(events: &[Value], handled: &[Result<Handled, usize>]) -> Response {
+    let count = events.len();
+    let mut logs = Vec::new();
+    let mut results = Vec::with_capacity(count);
+    let mut failures = Vec::new();
+    for (i, (event, result)) in events.iter().zip(handled).enumerate() {
+        let n = i + 1;
+        let mut value = json!({
+            "event": n,
+            "id": event.get("id"),
+            "type": event_type(event),
+        });
+        match result {
+            Ok(result) => {
+                for line in result.logs() {
+                    logs.push(format!("event {n}/{count}: {line}"));
+                }
+                if let Handled::Failed { message, .. } = result {
+                    failures.push(format!("event {n}: {message}"));
+                }
+                value["result"] = result.value();
+            }
+            Err(first) => {
+                logs.push(format!(
+                    "event {n}/{count}: the same vault as event {}; handled once",
+                    first + 1
+                ));
+                value["same_vault_as_event"] = json!(first + 1);
+            }
+        }
+        results.push(value);
+    }
+    let summary = format!("{count} events: {} failed", failures.len());
+    logs.push(summary.clone());
+    if failures.is_empty() {
+        return ok(InvocationResponse {
+            logs,
+            return_value: json!({"events": results}),
+            ..Default::default()
+        });
+    }
+    let message = format!("{summary}: {}", failures.join("; "));
+    error!(error = %message, "invocation failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({"error": message, "events": results})),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -353,6 +353,19 @@ impl HostDouble {
             .await
     }
 
+    /// The Event Grid function with `Data.<binding>` exactly `value`: a batch (an array of
+    /// events), an event inside several layers of JSON text, or anything else the host might
+    /// hand over.
+    pub async fn invoke_event_data(&mut self, value: Value) -> Invocation {
+        let binding = self.bindings["function-eventgrid"].clone();
+        let body = json!({
+            "Data": {binding: value},
+            "Metadata": {"sys": Self::sys("function-eventgrid")}
+        });
+        self.invoke_raw("function-eventgrid", serde_json::to_vec(&body).unwrap())
+            .await
+    }
+
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
