@@ -558,10 +558,12 @@ impl Reconciler {
                 allowed: &target.safety.allow_tag_shrink,
             },
         });
+        // The whole chain: a fit that fails says why (`fitting the selection into 10 rules:
+        // …`), as `plan` does.
         let mut plan = planned.map_err(|err| Outcome::Refused {
             reason: match err {
-                PlanError::Desire(err) => err.to_string(),
-                PlanError::Refused(refusal) => refusal.to_string(),
+                PlanError::Desire(err) => error_chain(&err),
+                PlanError::Refused(refusal) => error_chain(&refusal),
             },
         })?;
         plan.vault = Some(target.id.name.clone());

@@ -128,6 +128,27 @@ pub fn plan_text(plan: &Plan) -> String {
         out.push('\n');
     }
 
+    if !plan.coincident.is_empty() {
+        if plan.adopting {
+            let _ = writeln!(out, "Adopted (desired rules a person put on the vault first; tagfence manages them from now on, because of --adopt-existing):");
+        } else {
+            let _ = writeln!(out, "A person's rules equal to desired rules (on the vault before tagfence wanted them; kept even when the range is retired; --adopt-existing lets tagfence manage them):");
+        }
+        for rule in &plan.coincident {
+            let _ = writeln!(out, "         {rule}");
+        }
+        out.push('\n');
+    }
+
+    if plan.unreadable > 0 {
+        let _ = writeln!(
+            out,
+            "Rules tagfence cannot read: {} (kept as they are; they count against the limit).",
+            plan.unreadable
+        );
+        out.push('\n');
+    }
+
     if plan.has_changes() {
         let _ = writeln!(
             out,
@@ -236,6 +257,15 @@ pub struct PlanDocument<'p> {
     pub remove: Vec<String>,
     pub unchanged: usize,
     pub unmanaged: Vec<String>,
+    /// Desired rules a person put on the vault first (kept as theirs unless adopted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub coincident: Vec<String>,
+    /// Whether the coincident rules are adopted (`--adopt-existing`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
+    /// IP rules on the vault tagfence cannot read (kept verbatim).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unreadable: usize,
     pub prune: bool,
     pub changes: bool,
     /// Previous change numbers of selected tags whose ranges are kept in the grace window.
@@ -260,6 +290,10 @@ pub struct DesiredDocument {
     pub count: usize,
     pub extra_addresses: u64,
     pub dropped: Dropped,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The machine plan for `plan`.
@@ -291,6 +325,9 @@ pub fn plan_json(plan: &Plan) -> PlanDocument<'_> {
         remove: strings(&plan.remove),
         unchanged: plan.unchanged,
         unmanaged: strings(&plan.unmanaged),
+        coincident: strings(&plan.coincident),
+        adopt: plan.adopting,
+        unreadable: plan.unreadable,
         prune: plan.prune,
         changes: plan.has_changes(),
         grace: desired

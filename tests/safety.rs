@@ -1,0 +1,776 @@
+//! The safety gate's regression tests (issue 11): each way the promise "never lose a rule a
+//! person added, never lock anyone out" was found broken, replayed against the emulator with
+//! the fault that breaks it, through the library `Runner` (request-level assertions) and the
+//! real binary where the case is about its output.
+//!
+//! Every test checks the vault the emulator stores, not tagfence's report alone: a refused or
+//! failed vault must be byte-for-byte as it was, and no PATCH may have been sent when the case
+//! says nothing is written.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+use tagfence::cli::SelectionArgs;
+use tagfence::config::{Config, RunArgs};
+use tagfence::reconcile::Outcome;
+use tagfence::run::{RunReport, RunRequest, Runner};
+use tagfence_emulator::{Emulator, Fault, FaultKind, Route};
+
+/// The selected tag of the synthetic documents, and the second one case 3 selects too.
+const TAG: &str = "Pipelines";
+const REGION: &str = "AzureCloud.westeurope";
+/// A person's rule, on the vault before tagfence came.
+const PERSON: &str = "45.67.89.0/24";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+static SCRATCH: AtomicUsize = AtomicUsize::new(0);
+
+/// A directory of its own, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!(
+            "tagfence-safety-{}-{}",
+            std::process::id(),
+            SCRATCH.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `n` ranges of the synthetic tag, from `from` on: `20.<from+i>.0.0/24`.
+fn ranges(from: u32, n: u32) -> Vec<String> {
+    (from..from + n).map(|i| format!("20.{i}.0.0/24")).collect()
+}
+
+/// Writes a download-format document with `TAG` holding `prefixes` and `REGION` one range.
+fn document(dir: &Scratch, change_number: u64, prefixes: &[String]) -> PathBuf {
+    let path = dir.join(&format!("tags-{change_number}.json"));
+    let doc = json!({
+        "changeNumber": change_number,
+        "cloud": "Public",
+        "values": [
+            {"name": TAG, "id": TAG, "properties": {
+                "changeNumber": change_number, "region": "", "systemService": "Pipelines",
+                "addressPrefixes": prefixes}},
+            {"name": REGION, "id": REGION, "properties": {
+                "changeNumber": 160, "region": "westeurope", "systemService": "",
+                "addressPrefixes": ["4.175.0.0/16"]}}
+        ]
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    path
+}
+
+/// The run settings of these tests: the synthetic document, one vault, state in `state`.
+fn args(emulator: &Emulator, vault: &str, document: &Path, state: &Path) -> RunArgs {
+    RunArgs {
+        vaults: vec![vault_id(vault)],
+        selection: SelectionArgs {
+            tags: vec![TAG.to_owned()],
+            static_rules: Vec::new(),
+        },
+        source: document.display().to_string(),
+        min_service_tags: Some(1),
+        arm_endpoint: Some(emulator.base_url()),
+        concurrency: 2,
+        http_timeout_secs: 5,
+        http_max_retries: 1,
+        http_retry_delay_ms: 20,
+        http_call_timeout_secs: 10,
+        state_dir: Some(state.to_path_buf()),
+        ..RunArgs::default()
+    }
+}
+
+fn runner_of(emulator: &Emulator, args: &RunArgs) -> Runner {
+    let config = Config::from_args(args).expect("valid configuration");
+    Runner::with_credential(config, credential(emulator), "test token".into())
+        .expect("runner builds")
+}
+
+async fn apply(emulator: &Emulator, args: &RunArgs) -> RunReport {
+    runner_of(emulator, args)
+        .run(&RunRequest::default())
+        .await
+        .expect("the run itself succeeds")
+}
+
+fn fault(route: Route, vault: &str, kind: FaultKind, count: u32) -> Fault {
+    Fault {
+        route: Some(route),
+        vault: Some(vault.to_owned()),
+        kind,
+        count,
+    }
+}
+
+fn patches(emulator: &Emulator) -> usize {
+    emulator
+        .requests()
+        .iter()
+        .filter(|r| r.route == Route::VaultPatch)
+        .count()
+}
+
+fn refusal(report: &RunReport) -> String {
+    match &report.vaults[0].outcome {
+        Outcome::Refused { reason } => reason.clone(),
+        other => panic!("expected a refusal, got {other:?}\n{}", report.to_text()),
+    }
+}
+
+fn failure(report: &RunReport) -> String {
+    match &report.vaults[0].outcome {
+        Outcome::Failed { error } => error.clone(),
+        other => panic!("expected a failure, got {other:?}\n{}", report.to_text()),
+    }
+}
+
+/// A vault that a person keeps `Deny` with a vnet rule and their own rule, taken over by a
+/// clean first run with `ranges(0, 10)`; returns the emulator, the scratch dir and the args.
+async fn taken_over(name: &str) -> (Emulator, Scratch, RunArgs) {
+    let emulator = start(emulator_config(vec![vault(name, &[PERSON])])).await;
+    let dir = Scratch::new();
+    let args = args(
+        &emulator,
+        name,
+        &document(&dir, 100, &ranges(0, 10)),
+        &dir.join("state"),
+    );
+    let report = apply(&emulator, &args).await;
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::Applied,
+        "{}",
+        report.to_text()
+    );
+    (emulator, dir, args)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. A read without the firewall never opens the vault.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_lacks_the_firewall_is_refused_and_the_vault_kept() {
+    let cases: Vec<(&str, FaultKind, &str)> = vec![
+        (
+            "no networkAcls",
+            FaultKind::remove_fields(&["/properties/networkAcls"]),
+            "tagfence last saw its defaultAction as Deny",
+        ),
+        (
+            "networkAcls null",
+            FaultKind::null_fields(&["/properties/networkAcls"]),
+            "tagfence last saw its defaultAction as Deny",
+        ),
+        (
+            "no properties",
+            FaultKind::remove_fields(&["/properties"]),
+            "lacks properties (missing or null)",
+        ),
+        (
+            "properties null",
+            FaultKind::null_fields(&["/properties"]),
+            "lacks properties (missing or null)",
+        ),
+        (
+            "no ipRules",
+            FaultKind::remove_fields(&["/properties/networkAcls/ipRules"]),
+            "lacks properties.networkAcls.ipRules",
+        ),
+        (
+            "ipRules null",
+            FaultKind::null_fields(&["/properties/networkAcls/ipRules"]),
+            "lacks properties.networkAcls.ipRules",
+        ),
+        (
+            "no defaultAction",
+            FaultKind::remove_fields(&["/properties/networkAcls/defaultAction"]),
+            "lacks properties.networkAcls.defaultAction",
+        ),
+        (
+            "ipRules []",
+            FaultKind::set_field("/properties/networkAcls/ipRules", json!([])),
+            "shows 0 of the 10 rules tagfence added and confirmed",
+        ),
+    ];
+    for (what, kind, says) in cases {
+        let (emulator, dir, mut args) = taken_over("kv-partial").await;
+        // A newer document that retires two ranges and adds one: a write is due.
+        args.source = document(&dir, 101, &ranges(2, 9)).display().to_string();
+        let before = emulator.vault("kv-partial").unwrap();
+        emulator.clear_requests();
+        // Every read of this run lies the same way (the first read, and any re-read).
+        emulator.add_fault(fault(Route::VaultGet, "kv-partial", kind, 3));
+        let report = apply(&emulator, &args).await;
+        let reason = refusal(&report);
+        assert!(reason.contains(says), "{what}: {reason}");
+        assert!(
+            reason.contains("nothing written") || reason.contains("suspicious"),
+            "{what}: {reason}"
+        );
+        assert_eq!(patches(&emulator), 0, "{what}: a PATCH was sent");
+        assert_eq!(emulator.vault("kv-partial").unwrap(), before, "{what}");
+        assert!(!report.vaults[0].wrote);
+        // The refusal is recorded as such, not as a failure.
+        let status = runner_of(&emulator, &args)
+            .status()
+            .await
+            .unwrap()
+            .to_text();
+        assert!(status.contains("refused"), "{what}: {status}");
+        emulator.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_that_never_had_a_firewall_is_initialised_only_on_request() {
+    let emulator = start(emulator_config(vec![vault("kv-open", &[])])).await;
+    emulator.update_vault("kv-open", |v| {
+        v["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("networkAcls");
+    });
+    let dir = Scratch::new();
+    let mut args = args(
+        &emulator,
+        "kv-open",
+        &document(&dir, 100, &ranges(0, 4)),
+        &dir.join("state"),
+    );
+    let before = emulator.vault("kv-open").unwrap();
+    let reason = refusal(&apply(&emulator, &args).await);
+    assert!(reason.contains("has no firewall configured"), "{reason}");
+    assert!(reason.contains("--init-firewall"), "{reason}");
+    assert_eq!(emulator.vault("kv-open").unwrap(), before);
+    assert_eq!(patches(&emulator), 0);
+
+    // Initialised on request, keeping the vault's access: Allow, AzureServices.
+    args.init_firewall = true;
+    let report = apply(&emulator, &args).await;
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::Applied,
+        "{}",
+        report.to_text()
+    );
+    let acls = emulator.vault("kv-open").unwrap()["properties"]["networkAcls"].clone();
+    assert_eq!(acls["defaultAction"], "Allow");
+    assert_eq!(acls["bypass"], "AzureServices");
+    assert_eq!(acls["virtualNetworkRules"], json!([]));
+    assert_eq!(rules_of(&emulator, "kv-open"), ranges(0, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firewall_seen_deny_is_never_initialised_as_allow() {
+    let (emulator, dir, mut args) = taken_over("kv-deny").await;
+    args.init_firewall = true;
+    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    let before = emulator.vault("kv-deny").unwrap();
+    emulator.clear_requests();
+    emulator.add_fault(fault(
+        Route::VaultGet,
+        "kv-deny",
+        FaultKind::remove_fields(&["/properties/networkAcls"]),
+        3,
+    ));
+    let reason = refusal(&apply(&emulator, &args).await);
+    assert!(
+        reason.contains("never initialised as Allow over a vault seen Deny"),
+        "{reason}"
+    );
+    assert_eq!(patches(&emulator), 0);
+    assert_eq!(emulator.vault("kv-deny").unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_re_read_before_the_write_is_gated_too() {
+    // The first read is whole; the re-read just before the PATCH lacks the firewall.
+    let (emulator, dir, mut args) = taken_over("kv-reread").await;
+    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    let before = emulator.vault("kv-reread").unwrap();
+    emulator.clear_requests();
+    emulator.add_fault(fault(
+        Route::VaultGet,
+        "kv-reread",
+        FaultKind::Delay { ms: 0 },
+        1,
+    ));
+    emulator.add_fault(fault(
+        Route::VaultGet,
+        "kv-reread",
+        FaultKind::remove_fields(&["/properties/networkAcls/ipRules"]),
+        3,
+    ));
+    let report = apply(&emulator, &args).await;
+    assert!(
+        !matches!(report.vaults[0].outcome, Outcome::Applied),
+        "{}",
+        report.to_text()
+    );
+    assert_eq!(patches(&emulator), 0);
+    assert_eq!(emulator.vault("kv-reread").unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_really_removing_our_rules_is_accepted_on_request() {
+    let (emulator, _dir, mut args) = taken_over("kv-cleared").await;
+    // A person clears every rule but their own.
+    emulator.set_ip_rules("kv-cleared", vec![PERSON.to_owned()]);
+    let reason = refusal(&apply(&emulator, &args).await);
+    assert!(reason.contains("--accept-missing-rules"), "{reason}");
+    assert_eq!(rules_of(&emulator, "kv-cleared"), [PERSON]);
+    args.accept_missing_rules = true;
+    let report = apply(&emulator, &args).await;
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::Applied,
+        "{}",
+        report.to_text()
+    );
+    let mut want = ranges(0, 10);
+    want.push(PERSON.to_owned());
+    want.sort();
+    assert_eq!(rules_of(&emulator, "kv-cleared"), want);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verify compares the whole firewall.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_compares_every_field_of_the_firewall() {
+    let (emulator, dir, mut args) = taken_over("kv-verify").await;
+    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    emulator.clear_requests();
+    // Read and re-read pass; the verify read shows the firewall opened.
+    emulator.add_fault(fault(
+        Route::VaultGet,
+        "kv-verify",
+        FaultKind::Delay { ms: 0 },
+        2,
+    ));
+    emulator.add_fault(fault(
+        Route::VaultGet,
+        "kv-verify",
+        FaultKind::set_field("/properties/networkAcls/defaultAction", json!("Allow")),
+        1,
+    ));
+    let report = apply(&emulator, &args).await;
+    let error = failure(&report);
+    assert!(
+        error.contains("verifying the write: defaultAction differ from what was sent"),
+        "{error}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A person's rule is never claimed.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persons_rule_that_a_tag_later_holds_is_never_claimed_nor_removed() {
+    let (emulator, dir, mut args) = taken_over("kv-claim").await;
+    // The next document adds exactly the person's range to the tag…
+    let mut with_person = ranges(0, 10);
+    with_person.push(PERSON.to_owned());
+    args.source = document(&dir, 101, &with_person).display().to_string();
+    let report = apply(&emulator, &args).await;
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::InSync,
+        "{}",
+        report.to_text()
+    );
+    let plan = report.vaults[0].plan.as_ref().unwrap();
+    assert_eq!(plan.coincident, [PERSON.parse().unwrap()]);
+    assert!(
+        tagfence::core::render::plan_text(plan).contains("A person's rules equal to desired rules")
+    );
+    // …and a later one retires it: it stays, the person's.
+    args.source = document(&dir, 102, &ranges(0, 10)).display().to_string();
+    let report = apply(&emulator, &args).await;
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::InSync,
+        "{}",
+        report.to_text()
+    );
+    assert!(rules_of(&emulator, "kv-claim").contains(&PERSON.to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_on_the_vault_before_the_first_run_stays_the_persons_unless_adopted() {
+    for adopt in [false, true] {
+        let person_range = ranges(3, 1)[0].clone();
+        let emulator = start(emulator_config(vec![vault("kv-hand", &[&person_range])])).await;
+        let dir = Scratch::new();
+        let mut args = args(
+            &emulator,
+            "kv-hand",
+            &document(&dir, 100, &ranges(0, 10)),
+            &dir.join("state"),
+        );
+        args.adopt_existing = adopt;
+        let report = apply(&emulator, &args).await;
+        assert_eq!(
+            report.vaults[0].outcome,
+            Outcome::Applied,
+            "{}",
+            report.to_text()
+        );
+        assert_eq!(report.vaults[0].plan.as_ref().unwrap().adopting, adopt);
+        if adopt {
+            assert!(report.to_text().contains("Adopted"), "{}", report.to_text());
+        }
+        // Microsoft retires the range the person had typed by hand.
+        args.adopt_existing = false;
+        let retired: Vec<String> = ranges(0, 10)
+            .into_iter()
+            .filter(|r| *r != person_range)
+            .collect();
+        args.source = document(&dir, 101, &retired).display().to_string();
+        let report = apply(&emulator, &args).await;
+        let kept = rules_of(&emulator, "kv-hand").contains(&person_range);
+        assert_eq!(kept, !adopt, "adopt {adopt}: {}", report.to_text());
+        emulator.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_1_record_claims_nothing_until_adoption() {
+    let (emulator, dir, mut args) = taken_over("kv-old").await;
+    // Rewrite the record as format 1 wrote it: every desired rule as tagfence's, no `owned`.
+    let key = dir.join("state").join(format!(
+        "vaults/{SUBSCRIPTION}/{}/kv-old.json",
+        RESOURCE_GROUP.to_ascii_lowercase()
+    ));
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
+    record["format_version"] = json!(1);
+    record.as_object_mut().unwrap().remove("owned");
+    std::fs::write(&key, serde_json::to_vec(&record).unwrap()).unwrap();
+
+    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    let report = apply(&emulator, &args).await;
+    assert!(
+        report.vaults[0]
+            .warnings
+            .iter()
+            .any(|w| w.contains("written in format 1") && w.contains("--adopt-existing")),
+        "{:?}",
+        report.vaults[0].warnings
+    );
+    // The retired 20.0.0.0/24 is not removed: format 1 could not say who added it.
+    assert!(rules_of(&emulator, "kv-old").contains(&"20.0.0.0/24".to_owned()));
+    let migrated: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
+    assert_eq!(migrated["format_version"], 2);
+    // The one it added in this run is its own.
+    assert_eq!(migrated["owned"], json!(["20.10.0.0/24"]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A selected tag published empty, or shrunk by more than half, is refused.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_tag_refuses_its_vaults_until_allowed() {
+    let (emulator, dir, mut args) = taken_over("kv-empty").await;
+    args.selection.tags = vec![TAG.to_owned(), REGION.to_owned()];
+    args.limits.max_remove_fraction = Some(1.0);
+    args.source = document(&dir, 101, &[]).display().to_string();
+    let before = emulator.vault("kv-empty").unwrap();
+    let reason = refusal(&apply(&emulator, &args).await);
+    assert_eq!(
+        reason,
+        "service tag Pipelines has no IPv4 prefixes in change 101 of the Service Tags (it had 10 in change 100, applied last); refusing to apply an emptied tag (it would lock its users out). If that is really intended, rerun with --allow-tag-shrink Pipelines"
+    );
+    assert_eq!(emulator.vault("kv-empty").unwrap(), before);
+
+    args.allow_tag_shrink = vec!["pipelines".to_owned()];
+    let report = apply(&emulator, &args).await;
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::Applied,
+        "{}",
+        report.to_text()
+    );
+    assert!(!rules_of(&emulator, "kv-empty").contains(&"20.0.0.0/24".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_that_lost_more_than_half_refuses_its_vaults() {
+    let (emulator, dir, mut args) = taken_over("kv-shrink").await;
+    args.limits.max_remove_fraction = Some(1.0);
+    args.source = document(&dir, 101, &ranges(0, 4)).display().to_string();
+    let reason = refusal(&apply(&emulator, &args).await);
+    assert!(
+        reason.starts_with("service tag Pipelines shrank from 10 IPv4 prefixes in change 100 (applied last) to 4 in change 101 (60% gone, more than --max-tag-shrink 0.5 allows)"),
+        "{reason}"
+    );
+    assert_eq!(rules_of(&emulator, "kv-shrink").len(), 11);
+    // Half is within the default.
+    args.source = document(&dir, 102, &ranges(0, 5)).display().to_string();
+    let report = apply(&emulator, &args).await;
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::Applied,
+        "{}",
+        report.to_text()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. A process that lost its lock never writes its stale plan.
+
+/// Runs `args` with the vault's re-read held until `meanwhile` has run, then released.
+async fn with_reread_held(
+    emulator: &Emulator,
+    args: &RunArgs,
+    vault: &str,
+    meanwhile: impl FnOnce(),
+) -> RunReport {
+    emulator.add_fault(fault(Route::VaultGet, vault, FaultKind::Delay { ms: 0 }, 1));
+    emulator.add_fault(fault(Route::VaultGet, vault, FaultKind::hold("reread"), 1));
+    let runner = runner_of(emulator, args);
+    let run = tokio::spawn(async move { runner.run(&RunRequest::default()).await });
+    assert!(emulator.wait_held("reread", Duration::from_secs(10)).await);
+    meanwhile();
+    assert_eq!(emulator.release("reread"), 1);
+    run.await.unwrap().expect("the run itself succeeds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_taken_over_meanwhile_stops_the_write() {
+    let (emulator, dir, mut args) = taken_over("kv-lock").await;
+    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    let before = emulator.vault("kv-lock").unwrap();
+    emulator.clear_requests();
+    let lock = dir.join("state").join(format!(
+        "locks/{SUBSCRIPTION}/{}/kv-lock",
+        RESOURCE_GROUP.to_ascii_lowercase()
+    ));
+    let report = with_reread_held(&emulator, &args, "kv-lock", || {
+        // Another instance found the lock stale and took it over: a new file, its own token.
+        assert!(lock.exists(), "the run holds {}", lock.display());
+        std::fs::remove_file(&lock).unwrap();
+        std::fs::write(&lock, "pid 1 token another-instance\n").unwrap();
+    })
+    .await;
+    let error = failure(&report);
+    assert!(
+        error.contains("lost") && error.contains("nothing written"),
+        "{error}"
+    );
+    assert_eq!(patches(&emulator), 0);
+    assert_eq!(emulator.vault("kv-lock").unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_written_by_another_run_meanwhile_stops_the_write_and_is_kept() {
+    let (emulator, dir, mut args) = taken_over("kv-newer").await;
+    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    let before = emulator.vault("kv-newer").unwrap();
+    emulator.clear_requests();
+    let key = dir.join("state").join(format!(
+        "vaults/{SUBSCRIPTION}/{}/kv-newer.json",
+        RESOURCE_GROUP.to_ascii_lowercase()
+    ));
+    let mut newer: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
+    newer["applied"]["change_number"] = json!(368);
+    newer["last_run"]["run_id"] = json!("another-run");
+    let report = with_reread_held(&emulator, &args, "kv-newer", || {
+        std::fs::write(&key, serde_json::to_vec_pretty(&newer).unwrap()).unwrap();
+    })
+    .await;
+    let error = failure(&report);
+    assert!(error.contains("changed by another tagfence run"), "{error}");
+    assert_eq!(patches(&emulator), 0);
+    assert_eq!(emulator.vault("kv-newer").unwrap(), before);
+    // The other run's record stays: never rolled back to this run's change 101.
+    let kept: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
+    assert_eq!(kept["applied"]["change_number"], 368);
+    assert_eq!(kept["last_run"]["run_id"], "another-run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_is_never_moved_back_to_an_older_document() {
+    let (emulator, dir, mut args) = taken_over("kv-older").await;
+    // The source record is gone (another cloud's run, a restore): the vault's record still knows.
+    std::fs::remove_file(dir.join("state/sources/public.json")).unwrap();
+    args.source = document(&dir, 99, &ranges(1, 10)).display().to_string();
+    let reason = refusal(&apply(&emulator, &args).await);
+    assert!(
+        reason.contains(
+            "change 100 of the Service Tags was applied, newer than this run's change 99"
+        ),
+        "{reason}"
+    );
+    assert_eq!(rules_of(&emulator, "kv-older").len(), 11);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. An unreadable rule is a person's rule.
+
+const ODD: [&str; 3] = ["203.0.113.5/24", "'10.91.4.0/24'", ""];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_rules_are_kept_verbatim_and_reported() {
+    let mut rules = vec![PERSON];
+    rules.extend(ODD);
+    let emulator = start(emulator_config(vec![vault("kv-odd", &rules)])).await;
+    let dir = Scratch::new();
+    let mut args = args(
+        &emulator,
+        "kv-odd",
+        &document(&dir, 100, &ranges(0, 4)),
+        &dir.join("state"),
+    );
+    let report = apply(&emulator, &args).await;
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::Applied,
+        "{}",
+        report.to_text()
+    );
+    let stored = emulator.ip_rules("kv-odd");
+    for odd in ODD {
+        assert!(stored.contains(&odd.to_owned()), "'{odd}' kept: {stored:?}");
+        assert!(
+            report.vaults[0]
+                .warnings
+                .iter()
+                .any(|w| w.contains(&format!("IP rule '{odd}'"))),
+            "{:?}",
+            report.vaults[0].warnings
+        );
+    }
+    assert!(stored.contains(&PERSON.to_owned()));
+    // They count against the limit: 4 desired + 1 person's + 3 unreadable = 8 > 7.
+    args.limits.max_rules = Some(7);
+    args.source = document(&dir, 101, &ranges(1, 4)).display().to_string();
+    let reason = refusal(&apply(&emulator, &args).await);
+    assert!(
+        reason.contains("only 3 of the vault's 7 are free (4 are held by rules tagfence keeps)"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_live_keeps_unreadable_rules_and_refuses_what_is_not_a_vault() {
+    let emulator = start(emulator_config(vec![])).await;
+    let dir = Scratch::new();
+    let doc = document(&dir, 100, &ranges(0, 4));
+    let plan = |live: &Path| {
+        let (doc, live) = (doc.display().to_string(), live.display().to_string());
+        let emulator = &emulator;
+        async move {
+            tagfence(
+                emulator,
+                &[
+                    "plan",
+                    "--service-tags",
+                    &doc,
+                    "--tag",
+                    TAG,
+                    "--live",
+                    &live,
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+    let mut odd = vault("kv", &[PERSON]);
+    for value in ODD {
+        odd["properties"]["networkAcls"]["ipRules"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"value": value}));
+    }
+    let live = dir.join("odd.json");
+    std::fs::write(&live, odd.to_string()).unwrap();
+    let out = plan(&live).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("IP rule '203.0.113.5/24', which tagfence cannot read"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("Rules tagfence cannot read: 3"),
+        "{}",
+        stdout(&out)
+    );
+
+    for (name, body, says) in [
+        (
+            "list.json",
+            json!({"value": [vault("kv", &[])]}),
+            "list response",
+        ),
+        (
+            "error.json",
+            json!({"error": {"code": "ResourceNotFound", "message": "not found"}}),
+            "ARM error answer",
+        ),
+        (
+            "example.json",
+            json!({"parameters": {"vaultName": "kv"}, "responses": {"200": {"body": vault("kv", &[])}}}),
+            "API example file",
+        ),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, body.to_string()).unwrap();
+        let out = plan(&path).await;
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains("is not a vault resource") && stderr(&out).contains(says),
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. A summarized fit that fails says why.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fit_that_fails_says_why_in_apply_too() {
+    let mut rules: Vec<String> = (0..9).map(|i| format!("52.10.{i}.1/32")).collect();
+    rules.push(PERSON.to_owned());
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    let emulator = start(emulator_config(vec![vault("kv-full", &rules)])).await;
+    let dir = Scratch::new();
+    let mut args = args(
+        &emulator,
+        "kv-full",
+        &document(&dir, 100, &ranges(0, 10)),
+        &dir.join("state"),
+    );
+    args.limits.max_rules = Some(10);
+    args.limits.fit = Some(tagfence::cli::FitArg::Summarize);
+    let reason = refusal(&apply(&emulator, &args).await);
+    assert_eq!(
+        reason,
+        "fitting the selection into 0 rules: no room for any rule: the budget is 0 slots"
+    );
+}
