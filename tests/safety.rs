@@ -210,6 +210,16 @@ async fn a_read_that_lacks_the_firewall_is_refused_and_the_vault_kept() {
             "lacks properties.networkAcls.defaultAction",
         ),
         (
+            "no bypass",
+            FaultKind::remove_fields(&["/properties/networkAcls/bypass"]),
+            "lacks properties.networkAcls.bypass",
+        ),
+        (
+            "virtualNetworkRules null",
+            FaultKind::null_fields(&["/properties/networkAcls/virtualNetworkRules"]),
+            "lacks properties.networkAcls.virtualNetworkRules",
+        ),
+        (
             "ipRules []",
             FaultKind::set_field("/properties/networkAcls/ipRules", json!([])),
             "shows 0 of the 10 rules tagfence added and confirmed",

@@ -700,7 +700,7 @@ mod tests {
     #[test]
     fn a_persons_rules_are_kept_and_unreadable_ones_verbatim() {
         let live = read(
-            json!({"name": "kv", "properties": {"networkAcls": {"defaultAction": "Deny",
+            json!({"name": "kv", "properties": {"networkAcls": {"defaultAction": "Deny", "bypass": "None", "virtualNetworkRules": [],
             "ipRules": [{"value": "52.1.2.3/32"}, {"value": "203.0.113.5/24"}, {"value": "'10.91.4.0/24'"}, {"value": ""}, {"value": "20.0.0.0/24"}]}}}),
         );
         assert_eq!(live.unreadable.len(), 3);
@@ -787,7 +787,7 @@ mod tests {
     #[test]
     fn the_body_fits_the_limit_counting_unreadable_rules() {
         let live = read(
-            json!({"name": "kv", "properties": {"networkAcls": {"defaultAction": "Deny", "ipRules": [{"value": "x"}]}}}),
+            json!({"name": "kv", "properties": {"networkAcls": {"defaultAction": "Deny", "bypass": "None", "virtualNetworkRules": [], "ipRules": [{"value": "x"}]}}}),
         );
         let rules = nets(&["20.0.0.0/24", "20.0.1.0/24"]);
         let err = check(

@@ -7,7 +7,8 @@
 //! and a write changes nothing in it but `ipRules` (see [`super::gate`]).
 //!
 //! A read is taken at its word only when it is whole: a document without `properties`,
-//! `networkAcls`, `defaultAction` or `ipRules` (missing or `null`) is *not* an empty firewall,
+//! `networkAcls`, `defaultAction`, `bypass`, `ipRules` or `virtualNetworkRules` (missing or
+//! `null`) is *not* an empty firewall,
 //! and [`LiveAcl::missing`] says what it lacks so that the gate can refuse to write from it.
 //! A rule value tagfence cannot read (host bits set, quotes, an empty string — Microsoft's own
 //! API examples hold such values) is a person's rule like any other: kept verbatim
@@ -28,8 +29,12 @@ pub enum AclField {
     NetworkAcls,
     /// `properties.networkAcls.defaultAction`
     DefaultAction,
+    /// `properties.networkAcls.bypass`
+    Bypass,
     /// `properties.networkAcls.ipRules`
     IpRules,
+    /// `properties.networkAcls.virtualNetworkRules`
+    VirtualNetworkRules,
 }
 
 impl AclField {
@@ -39,7 +44,9 @@ impl AclField {
             AclField::Properties => "properties",
             AclField::NetworkAcls => "properties.networkAcls",
             AclField::DefaultAction => "properties.networkAcls.defaultAction",
+            AclField::Bypass => "properties.networkAcls.bypass",
             AclField::IpRules => "properties.networkAcls.ipRules",
+            AclField::VirtualNetworkRules => "properties.networkAcls.virtualNetworkRules",
         }
     }
 }
@@ -152,6 +159,13 @@ impl LiveAcl {
             .get("bypass")
             .and_then(Value::as_str)
             .map(str::to_owned);
+        // ARM's own answers carry all four fields (Microsoft's getVault and updateVault
+        // examples do); a read without `bypass` or the vnet rules would be sent back without
+        // them, and ARM would then default `bypass` to AzureServices (more open) or drop the
+        // vnet rules (locking their networks out).
+        if acls.get("bypass").is_none_or(Value::is_null) {
+            live.missing.push(AclField::Bypass);
+        }
         live.virtual_network_rules = acls
             .get("virtualNetworkRules")
             .and_then(Value::as_array)
@@ -170,6 +184,9 @@ impl LiveAcl {
                     kind_of(other)
                 )))
             }
+        }
+        if acls.get("virtualNetworkRules").is_none_or(Value::is_null) {
+            live.missing.push(AclField::VirtualNetworkRules);
         }
         Ok(live)
     }
@@ -316,38 +333,44 @@ mod tests {
 
     #[test]
     fn a_read_without_the_firewall_says_what_it_lacks() {
+        use AclField::*;
         let cases: &[(&str, &[AclField])] = &[
             (
                 r#"{"name":"kv","properties":{"publicNetworkAccess":"Disabled"}}"#,
-                &[AclField::NetworkAcls],
+                &[NetworkAcls],
             ),
             (
                 r#"{"name":"kv","properties":{"networkAcls":null}}"#,
-                &[AclField::NetworkAcls],
+                &[NetworkAcls],
             ),
-            (r#"{"name":"kv"}"#, &[AclField::Properties]),
+            (r#"{"name":"kv"}"#, &[Properties]),
+            (r#"{"name":"kv","properties":null}"#, &[Properties]),
             (
-                r#"{"name":"kv","properties":null}"#,
-                &[AclField::Properties],
-            ),
-            (
-                r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny"}}}"#,
-                &[AclField::IpRules],
+                r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny","bypass":"None","virtualNetworkRules":[]}}}"#,
+                &[IpRules],
             ),
             (
-                r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny","ipRules":null}}}"#,
-                &[AclField::IpRules],
+                r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny","bypass":"None","virtualNetworkRules":[],"ipRules":null}}}"#,
+                &[IpRules],
             ),
             (
-                r#"{"name":"kv","properties":{"networkAcls":{"ipRules":[]}}}"#,
-                &[AclField::DefaultAction],
+                r#"{"name":"kv","properties":{"networkAcls":{"bypass":"None","virtualNetworkRules":[],"ipRules":[]}}}"#,
+                &[DefaultAction],
+            ),
+            (
+                r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny","virtualNetworkRules":[],"ipRules":[]}}}"#,
+                &[Bypass],
+            ),
+            (
+                r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny","bypass":null,"ipRules":[]}}}"#,
+                &[Bypass, VirtualNetworkRules],
             ),
             (
                 r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":null,"ipRules":null}}}"#,
-                &[AclField::DefaultAction, AclField::IpRules],
+                &[DefaultAction, Bypass, IpRules, VirtualNetworkRules],
             ),
             (
-                r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny","ipRules":[]}}}"#,
+                r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny","bypass":"None","virtualNetworkRules":[],"ipRules":[]}}}"#,
                 &[],
             ),
         ];
@@ -361,7 +384,7 @@ mod tests {
     #[test]
     fn unreadable_rules_are_kept_verbatim() {
         let live = LiveAcl::from_vault_json(
-            br#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny","ipRules":[
+            br#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny","bypass":"None","virtualNetworkRules":[],"ipRules":[
                 {"value":"203.0.113.5/24"},{"value":"'10.91.4.0/24'"},{"value":""},{"value":"1.2.3.4"},{"value":7},{"other":true}]}}}"#,
         )
         .unwrap();

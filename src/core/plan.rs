@@ -46,7 +46,7 @@ pub struct Plan {
     /// Whether unmanaged rules are being removed.
     pub prune: bool,
     /// Desired rules already on the vault that tagfence does not own (a person put them there
-    /// first), sorted.
+    /// first), sorted; empty when ownership is unknown.
     pub coincident: Vec<Ipv4Net>,
     /// Whether this plan adopts the coincident rules (`--adopt-existing`): they become
     /// tagfence's to manage.
@@ -111,12 +111,14 @@ pub fn plan(
     limits: &Limits,
 ) -> Plan {
     let wanted: HashSet<&Ipv4Net> = desired.rules.iter().collect();
+    let known = owned.is_some();
     let owned: HashSet<&Ipv4Net> = owned.unwrap_or_default().iter().collect();
     let present: HashSet<&Ipv4Net> = live.iter().collect();
+    // Without an ownership record nothing is known of who put what there: no section.
     let mut coincident: Vec<Ipv4Net> = desired
         .rules
         .iter()
-        .filter(|r| present.contains(r) && !owned.contains(r))
+        .filter(|r| known && present.contains(r) && !owned.contains(r))
         .copied()
         .collect();
     coincident.sort_unstable();
