@@ -79,7 +79,10 @@ pub enum Outcome {
     Applied,
     /// Dry run: the plan has changes, nothing written.
     WouldApply,
-    /// The plan was refused by a guard or could not be made; nothing written.
+    /// The plan's guards or the safety gate refused the write, or no plan could be made;
+    /// nothing written. Distinct from a failure in reports, records, the status route and
+    /// messages: the vault is known to be exactly as it was, and rerunning changes nothing
+    /// until the reason is dealt with.
     Refused { reason: String },
     /// A discovered vault whose tag changed or went since it was discovered (the index lags);
     /// nothing written, the next run uses what the tag says then.
@@ -90,7 +93,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Whether the run should count this vault as failed.
+    /// Whether the run should count this vault as not done: refused or failed (`apply` exits
+    /// 2, the HTTP route answers an error), though each keeps its own status.
     pub fn is_failure(&self) -> bool {
         matches!(self, Outcome::Refused { .. } | Outcome::Failed { .. })
     }
