@@ -570,7 +570,9 @@ mod tests {
         use azure_core::http::headers::{
             Headers, RETRY_AFTER, RETRY_AFTER_MS, X_MS_RETRY_AFTER_MS,
         };
-        let cases: Vec<(Vec<(&'static str, &'static str)>, Option<u64>)> = vec![
+        // (headers, the wait in ms)
+        type Case = (Vec<(&'static str, &'static str)>, Option<u64>);
+        let cases: Vec<Case> = vec![
             (vec![], None),
             (vec![("retry-after", "3600")], Some(3_600_000)),
             (vec![("retry-after", "0")], Some(0)),
