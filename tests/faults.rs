@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use support::host::{vault_write_event, HostDouble};
+use support::host::HostDouble;
 use support::*;
 use tagfence::azure::budget::BudgetLimits;
 use tagfence::cli::SelectionArgs;
