@@ -602,3 +602,63 @@ async fn state_lives_in_the_function_apps_storage_and_the_status_route_shows_the
     drop(azurite);
     emulator.shutdown().await;
 }
+
+/// Issue 11, case 6: the timer twenty times, and the Event Grid hook, all at once right after a
+/// new document, with the state in a directory. Every invocation succeeds (before, two runs
+/// archived the same snapshot through one temporary name and one answered 500), each vault is
+/// written once, and no temporary file is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_invocations_all_succeed_and_leave_no_temporary_files() {
+    let emulator = start(emulator_config(vec![
+        vault("kv-prod", &[MANUAL_RULE]),
+        vault("kv-build", &[]),
+    ]))
+    .await;
+    let state = std::env::temp_dir().join(format!("tagfence-concurrent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let mut settings = app_settings(&emulator, &["kv-prod", "kv-build"]);
+    settings.push(("TAGFENCE_STATE_DIR".into(), state.display().to_string()));
+    let host = HostDouble::start(&settings).await;
+
+    let mut calls = Vec::new();
+    for n in 0..20 {
+        calls.push(("function-timer", host.timer_envelope(false), n));
+    }
+    let event = vault_write_event(&vault_id("kv-prod"));
+    calls.push(("function-eventgrid", host.event_envelope(&event), 20));
+    let answers = futures::future::join_all(
+        calls
+            .into_iter()
+            .map(|(function, body, n)| host.invoke_concurrently(function, body, n)),
+    )
+    .await;
+    for (n, answer) in answers.iter().enumerate() {
+        let invocation = answer.as_ref().expect("the worker answers");
+        assert!(
+            invocation.succeeded(),
+            "invocation {n}: {} {}",
+            invocation.status,
+            invocation.body
+        );
+    }
+    assert_eq!(writes(&emulator), 2, "each vault written once");
+    assert_eq!(
+        rules_of(&emulator, "kv-prod"),
+        expected_rules(&[MANUAL_RULE])
+    );
+    let mut leftovers = Vec::new();
+    let mut dirs = vec![state.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.to_string_lossy().contains(".tmp-") {
+                leftovers.push(path);
+            }
+        }
+    }
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    host.stop().await;
+    let _ = std::fs::remove_dir_all(&state);
+}

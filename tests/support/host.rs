@@ -216,6 +216,27 @@ impl HostDouble {
     ) -> Result<Invocation, String> {
         self.next_invocation += 1;
         let invocation_id = format!("7f3e4d2c-1b0a-4e5f-8a9b-{:012x}", self.next_invocation);
+        self.send(function, body, invocation_id).await
+    }
+
+    /// As [`HostDouble::try_invoke_raw`] with an invocation id of the caller's, through a shared
+    /// reference: the host sends invocations concurrently (timer, HTTP, Event Grid at once).
+    pub async fn invoke_concurrently(
+        &self,
+        function: &str,
+        body: Vec<u8>,
+        number: u32,
+    ) -> Result<Invocation, String> {
+        let invocation_id = format!("0c0c0c0c-1b0a-4e5f-8a9b-{number:012x}");
+        self.send(function, body, invocation_id).await
+    }
+
+    async fn send(
+        &self,
+        function: &str,
+        body: Vec<u8>,
+        invocation_id: String,
+    ) -> Result<Invocation, String> {
         // A stream body: reqwest sends it chunked, without Content-Length, like the host.
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
             body.chunks(512).map(|c| Ok(c.to_vec())).collect();
@@ -296,13 +317,28 @@ impl HostDouble {
 
     /// The timer's invocation (payload as captured from a real host, §1.2).
     pub async fn invoke_timer(&mut self, past_due: bool) -> Invocation {
+        let body = self.timer_envelope(past_due);
+        self.invoke_raw("function-timer", body).await
+    }
+
+    /// The envelope of the timer's invocation.
+    pub fn timer_envelope(&self, past_due: bool) -> Vec<u8> {
         let binding = self.bindings["function-timer"].clone();
         let body = json!({
             "Data": {binding: {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": {"Last": "2026-11-18T06:30:00+00:00", "LastUpdated": "2026-11-18T06:30:00.12+00:00", "Next": "2026-11-25T06:30:00+00:00"}, "IsPastDue": past_due}},
             "Metadata": {"sys": Self::sys("function-timer")}
         });
-        self.invoke_raw("function-timer", serde_json::to_vec(&body).unwrap())
-            .await
+        serde_json::to_vec(&body).unwrap()
+    }
+
+    /// The envelope of one Event Grid event, as an object.
+    pub fn event_envelope(&self, event: &Value) -> Vec<u8> {
+        let binding = self.bindings["function-eventgrid"].clone();
+        let body = json!({
+            "Data": {binding: event},
+            "Metadata": {"data": event["data"], "sys": Self::sys("function-eventgrid")}
+        });
+        serde_json::to_vec(&body).unwrap()
     }
 
     /// An HTTP request through the default (wrapped) mode (§1.6 A).
