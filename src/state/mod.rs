@@ -73,8 +73,8 @@ pub enum StateError {
     #[error("the lock {lock} cannot be taken: {detail}")]
     LockUnusable { lock: String, detail: String },
     /// The holder can no longer show that the lock is its own: another instance may be working
-    /// on the vault, so this one must not write.
-    #[error("the lock {lock} was lost ({detail}); nothing written")]
+    /// on the vault, so this one must not write (the reconciler adds "; nothing written").
+    #[error("the lock {lock} was lost ({detail})")]
     LockLost { lock: String, detail: String },
     /// Written by a newer tagfence, in a format this one does not know: rewriting it in the
     /// old format would lose what the newer one recorded.
