@@ -644,20 +644,20 @@ async fn still_ours(
     let (Some(state), Some(held)) = (run.state, held) else {
         return Ok(());
     };
-    if let Err(err) = held.confirm().await {
-        return Err(Outcome::Failed {
-            error: format!("{err}; nothing written"),
-        });
-    }
+    // The record first, the lock last: confirming renews the lock, so it is the check nearest
+    // the PATCH (the window a paused process could still write in is one round trip shorter).
     match state.read_vault(&target.id).await {
-        Ok(now) if now == trace.last_record => Ok(()),
-        Ok(_) => Err(Outcome::Failed {
+        Ok(now) if now == trace.last_record => {}
+        Ok(_) => return Err(Outcome::Failed {
             error: "the vault's state record was changed by another tagfence run while this one planned (it took the lock over); nothing written, the next run starts from that record".to_owned(),
         }),
-        Err(err) => Err(Outcome::Failed {
+        Err(err) => return Err(Outcome::Failed {
             error: format!("reading the vault's state again before writing: {err}; nothing written"),
         }),
     }
+    held.confirm().await.map_err(|err| Outcome::Failed {
+        error: format!("{err}; nothing written"),
+    })
 }
 
 /// Records the rules about to be added (and removed) as pending before the write, so that a
