@@ -56,8 +56,8 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 use tracing::{info, warn, Instrument};
 
-use crate::azure::arm::{ArmClient, Vault};
-use crate::azure::http::error_chain;
+use crate::azure::arm::{ArmClient, Vault, WriteSlot};
+use crate::azure::http::{error_chain, AzureError};
 use crate::azure::VaultId;
 use crate::config::{TargetSource, VaultTarget};
 use crate::core::gate::{self, GateOptions, GatedWrite, Ownership, Proposal};
@@ -374,85 +374,134 @@ impl Reconciler {
             }
         }
 
-        // 1. Observe.
-        let mut vault = match self.observe(target, report).await {
-            Ok(vault) => vault,
-            Err(outcome) => return outcome,
-        };
-        trace.note_read(&vault.acl);
+        // A write that fails is not sent again blind: the vault is read, planned and gated
+        // again first (ARM may have had tagfence wait a minute, time for a person's edit).
+        let mut write_attempt = 1;
+        loop {
+            // 1. Observe.
+            let vault = match self.observe(target, report).await {
+                Ok(vault) => vault,
+                Err(outcome) => return outcome,
+            };
+            trace.note_read(&vault.acl);
+            if let Some(remembered) = remembered.as_deref_mut() {
+                settle_pending(remembered, &vault.acl, trace);
+            }
 
-        // 2–4. Plan, gate, and re-read just before writing: Key Vault has no ETags, so a firewall
-        // edited while tagfence planned (and recorded its intent) would be overwritten by the
-        // PATCH. Reading again narrows that window to one round trip; if the firewall moved,
-        // plan and gate again from what is there now.
-        let mut attempt = 1;
-        let mut slot = None;
-        let (gated, slot) = loop {
-            let gated = match self.plan_and_gate(target, run, remembered.as_deref(), &vault, report)
+            // 2–4. Plan, gate, and re-read just before writing.
+            let (gated, slot) = match self
+                .plan_gate_reread(target, run, remembered.as_deref_mut(), vault, trace, report)
+                .await
             {
-                Ok(Some(gated)) => gated,
+                Ok(Some(ready)) => ready,
+                // In sync; after a write of this reconcile whose answer was lost, the read
+                // shows that write landed.
+                Ok(None) if trace.maybe_written => {
+                    trace.settled = trace.last_rules.clone();
+                    return Outcome::Applied;
+                }
                 Ok(None) => return Outcome::InSync,
                 Err(outcome) => return outcome,
             };
-            if run.dry_run {
-                return Outcome::WouldApply;
-            }
-            if let Err(outcome) =
-                write_ahead(run, target, remembered.as_deref_mut(), report, trace).await
-            {
+
+            // 4. Act: only while this process still holds the vault, and its record is the one
+            // it read or wrote.
+            if let Err(outcome) = still_ours(target, run, held, trace).await {
                 return outcome;
             }
+            report.wrote = true;
+            let landed_before = trace.maybe_written;
+            trace.maybe_written = true;
+            match self.arm.patch_network_acls(&target.id, &gated, slot).await {
+                Ok(_) => return self.verify(target, &gated, trace).await,
+                Err(err) => {
+                    // A 4xx answer (but a timeout's 408) says ARM did not carry the write out;
+                    // anything else (5xx, a lost answer) may have landed.
+                    let refused = err
+                        .status()
+                        .is_some_and(|s| (400..500).contains(&s) && s != 408);
+                    if refused {
+                        trace.maybe_written = landed_before;
+                    }
+                    let throttled = matches!(err.status(), Some(429));
+                    let again = err.is_transient()
+                        && !matches!(err, AzureError::Throttled { .. })
+                        && write_attempt < self.arm.write_attempts();
+                    if !again {
+                        return Outcome::Failed {
+                            error: err.to_string(),
+                        };
+                    }
+                    let delay = self.arm.write_retry_delay(write_attempt, throttled);
+                    info!(attempt = write_attempt, delay_ms = delay.as_millis() as u64, error = %err, "the write failed; reading the vault again before trying it again");
+                    tokio::time::sleep(delay).await;
+                    write_attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Plans and gates from `vault`, records the intent, reads the vault again just before
+    /// writing and, if its firewall moved meanwhile, plans and gates again from what is there
+    /// now (at most three times). Key Vault has no ETags, so a firewall edited while tagfence
+    /// planned would be overwritten by the PATCH; reading again narrows that window to one round
+    /// trip. `Ok(None)` when the vault is in sync.
+    async fn plan_gate_reread(
+        &self,
+        target: &VaultTarget,
+        run: RunContext<'_>,
+        mut remembered: Option<&mut VaultState>,
+        mut vault: Vault,
+        trace: &mut Trace,
+        report: &mut VaultReport,
+    ) -> Result<Option<(GatedWrite, WriteSlot)>, Outcome> {
+        let mut slot = None;
+        for attempt in 1..=MAX_PLAN_ATTEMPTS {
+            let Some(gated) =
+                self.plan_and_gate(target, run, remembered.as_deref(), &vault, report)?
+            else {
+                return Ok(None);
+            };
+            if run.dry_run {
+                return Err(Outcome::WouldApply);
+            }
+            write_ahead(run, target, remembered.as_deref_mut(), report, trace).await?;
 
             // The write budget is waited for before the re-read, not between it and the PATCH.
             if slot.is_none() {
                 slot = Some(self.arm.reserve_write(&target.id).await);
             }
-            let fresh = match self.arm.get_vault(&target.id).await {
-                Ok(fresh) => fresh,
-                Err(err) => {
-                    return Outcome::Failed {
-                        error: format!(
-                            "reading the vault again before writing: {}; nothing written",
-                            error_chain(&err)
-                        ),
-                    }
-                }
-            };
+            let fresh = self
+                .arm
+                .get_vault(&target.id)
+                .await
+                .map_err(|err| Outcome::Failed {
+                    error: format!(
+                        "reading the vault again before writing: {}; nothing written",
+                        error_chain(&err)
+                    ),
+                })?;
             trace.note_read(&fresh.acl);
             if same_firewall(&fresh.acl, &vault.acl) {
                 // The gate's input is the last read before the write.
-                let proposal = gated.proposal();
-                match self.gate(target, remembered.as_deref(), &fresh, &proposal) {
-                    Ok(gated) => break (gated, slot.take().expect("reserved above")),
-                    Err(outcome) => return outcome,
-                }
+                let gated = self.gate(target, remembered.as_deref(), &fresh, &gated.proposal())?;
+                return Ok(Some((gated, slot.take().expect("reserved above"))));
             }
-            if attempt == MAX_PLAN_ATTEMPTS {
-                return Outcome::Failed {
-                    error: format!("the vault's firewall changed {MAX_PLAN_ATTEMPTS} times while tagfence planned; nothing written, the next run tries again"),
-                };
+            if attempt < MAX_PLAN_ATTEMPTS {
+                info!(
+                    attempt,
+                    "the vault's firewall changed while planning; planning again"
+                );
             }
-            info!(
-                attempt,
-                "the vault's firewall changed while planning; planning again"
-            );
-            attempt += 1;
             vault = fresh;
-        };
-
-        // 4. Act: only while this process still holds the vault, and its record is the one
-        // it read or wrote.
-        if let Err(outcome) = still_ours(target, run, held, trace).await {
-            return outcome;
         }
-        report.wrote = true;
-        if let Err(err) = self.arm.patch_network_acls(&target.id, &gated, slot).await {
-            return Outcome::Failed {
-                error: err.to_string(),
-            };
-        }
+        Err(Outcome::Failed {
+            error: format!("the vault's firewall changed {MAX_PLAN_ATTEMPTS} times while tagfence planned; nothing written, the next run tries again"),
+        })
+    }
 
-        // 5. Verify the whole firewall with a fresh read.
+    /// Reads the vault after the write: the whole firewall must be what was sent.
+    async fn verify(&self, target: &VaultTarget, gated: &GatedWrite, trace: &mut Trace) -> Outcome {
         match self.arm.get_vault(&target.id).await {
             Err(err) => Outcome::Failed {
                 error: format!(
@@ -522,6 +571,8 @@ impl Reconciler {
                 rule.value, rule.reason
             ));
         }
+        // A vault read again after a failed write warns once.
+        warnings.retain(|w| !report.warnings.contains(w));
         for warning in &warnings {
             warn!(%warning);
         }
@@ -622,6 +673,12 @@ struct Trace {
     last_rules: Option<Vec<Ipv4Net>>,
     /// The rules the vault holds after a verified write.
     settled: Option<Vec<Ipv4Net>>,
+    /// Whether a write of this reconcile may have reached the vault (sent, and not refused
+    /// outright by ARM).
+    maybe_written: bool,
+    /// The pending rules as they stood before this reconcile recorded its intent (settled
+    /// against the first read): restored when no write of this reconcile can have landed.
+    pending_before: Option<(Vec<Ipv4Net>, Vec<Ipv4Net>)>,
 }
 
 impl Trace {
@@ -630,6 +687,24 @@ impl Trace {
             self.seen_default_action = acl.default_action.clone();
             self.last_rules = Some(acl.ip_rules.clone());
         }
+    }
+}
+
+/// Settles what a whole read says about writes whose outcome was unknown: a pending rule the
+/// vault does not hold never landed (or was removed since), and a pending removal of a rule the
+/// vault still holds did not land either. Without this, a pending rule that a failed write left
+/// would be claimed the day a person adds the same range by hand.
+fn settle_pending(remembered: &mut VaultState, acl: &LiveAcl, trace: &mut Trace) {
+    if acl.is_whole() {
+        let on_vault: HashSet<&Ipv4Net> = acl.ip_rules.iter().collect();
+        remembered.pending.retain(|r| on_vault.contains(r));
+        remembered.pending_removal.retain(|r| !on_vault.contains(r));
+    }
+    if trace.pending_before.is_none() {
+        trace.pending_before = Some((
+            remembered.pending.clone(),
+            remembered.pending_removal.clone(),
+        ));
     }
 }
 
@@ -777,6 +852,13 @@ fn record(
         });
         remembered.pending.clear();
         remembered.pending_removal.clear();
+    }
+    if settled.is_none() && !trace.maybe_written {
+        // No write of this reconcile reached the vault: its intent is void.
+        if let Some((pending, pending_removal)) = &trace.pending_before {
+            remembered.pending = pending.clone();
+            remembered.pending_removal = pending_removal.clone();
+        }
     }
     if let Some(seen) = &trace.seen_default_action {
         remembered.seen_default_action = Some(seen.clone());

@@ -784,3 +784,107 @@ async fn a_fit_that_fails_says_why_in_apply_too() {
         "fitting the selection into 0 rules: no room for any rule: the budget is 0 slots"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Found by attacking the gate (docs/reliability.md, G19–G21).
+
+/// A write ARM refused leaves no claim behind: the ranges a person then adds by hand stay the
+/// person's, and one Microsoft later retires is not removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_leaves_no_claim_on_rules_a_person_adds_afterwards() {
+    let emulator = start(emulator_config(vec![vault("kv-403", &[PERSON])])).await;
+    let dir = Scratch::new();
+    let mut args = args(
+        &emulator,
+        "kv-403",
+        &document(&dir, 100, &ranges(0, 6)),
+        &dir.join("state"),
+    );
+    emulator.add_fault(fault(
+        Route::VaultPatch,
+        "kv-403",
+        FaultKind::Status {
+            status: 403,
+            code: "AuthorizationFailed".into(),
+            message: "no write permission".into(),
+            retry_after: None,
+        },
+        1,
+    ));
+    let error = failure(&apply(&emulator, &args).await);
+    assert!(error.contains("403"), "{error}");
+    // The workaround: a person types the ranges in by hand.
+    let mut by_hand = ranges(0, 6);
+    by_hand.push(PERSON.to_owned());
+    emulator.set_ip_rules("kv-403", by_hand);
+    let report = apply(&emulator, &args).await;
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::InSync,
+        "{}",
+        report.to_text()
+    );
+    args.source = document(&dir, 101, &ranges(0, 5)).display().to_string();
+    let report = apply(&emulator, &args).await;
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::InSync,
+        "{}",
+        report.to_text()
+    );
+    assert!(rules_of(&emulator, "kv-403").contains(&"20.5.0.0/24".to_owned()));
+}
+
+/// A throttled write is not sent again blind: a person's edit made while ARM had tagfence wait
+/// is seen by the reads before the next attempt, and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_made_while_a_throttled_write_waits_is_kept() {
+    let (emulator, dir, mut args) = taken_over("kv-429").await;
+    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    emulator.clear_requests();
+    emulator.add_fault(fault(
+        Route::VaultGet,
+        "kv-429",
+        FaultKind::Delay { ms: 0 },
+        2,
+    ));
+    emulator.add_fault(fault(
+        Route::VaultPatch,
+        "kv-429",
+        FaultKind::Status {
+            status: 429,
+            code: "SubscriptionRequestsThrottled".into(),
+            message: "Number of 'write' requests for subscription exceeded.".into(),
+            retry_after: Some(1),
+        },
+        1,
+    ));
+    emulator.add_fault(fault(
+        Route::VaultGet,
+        "kv-429",
+        FaultKind::hold("after-429"),
+        1,
+    ));
+    let runner = runner_of(&emulator, &args);
+    let run = tokio::spawn(async move { runner.run(&RunRequest::default()).await });
+    assert!(
+        emulator
+            .wait_held("after-429", Duration::from_secs(10))
+            .await
+    );
+    let mut edited = emulator.ip_rules("kv-429");
+    edited.push("52.3.3.3/32".to_owned());
+    emulator.set_ip_rules("kv-429", edited);
+    assert_eq!(emulator.release("after-429"), 1);
+    let report = run.await.unwrap().expect("the run itself succeeds");
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::Applied,
+        "{}",
+        report.to_text()
+    );
+    let rules = rules_of(&emulator, "kv-429");
+    assert!(rules.contains(&"52.3.3.3/32".to_owned()), "{rules:?}");
+    assert!(rules.contains(&PERSON.to_owned()), "{rules:?}");
+    assert!(!rules.contains(&"20.0.0.0/24".to_owned()), "{rules:?}");
+}

@@ -83,6 +83,11 @@ impl WriteSlot {
 #[derive(Debug, Clone)]
 pub struct ArmClient {
     pipeline: Pipeline,
+    /// The same pipeline without retries, for firewall writes: a write that failed is never
+    /// sent again blind. The reconciler reads the vault again, passes the gate again and only
+    /// then writes again, so that a person's edit made while ARM had tagfence wait (a
+    /// `Retry-After` of up to a minute) is planned around rather than overwritten.
+    write_pipeline: Pipeline,
     endpoint: Url,
     options: HttpOptions,
     /// Shared by every clone: one budget per subscription for the whole process.
@@ -101,7 +106,12 @@ impl ArmClient {
         options: HttpOptions,
     ) -> Result<Self, super::EndpointError> {
         super::check_endpoint(&endpoint)?;
+        let once = HttpOptions {
+            max_retries: 0,
+            ..options.clone()
+        };
         Ok(ArmClient {
+            write_pipeline: http::pipeline(Some((credential.clone(), scope.clone())), &once),
             pipeline: http::pipeline(Some((credential, scope)), &options),
             endpoint,
             options,
@@ -114,6 +124,26 @@ impl ArmClient {
     pub fn with_write_budget(mut self, limits: BudgetLimits) -> Self {
         self.budget = Arc::new(WriteBudget::with_limits(limits));
         self
+    }
+
+    /// How many times the reconciler may send one firewall write (the first and its retries),
+    /// and how long it waits before the `attempt`-th retry (1-based): the HTTP retry settings,
+    /// at least a second after a throttled answer.
+    pub fn write_attempts(&self) -> u32 {
+        self.options.max_retries + 1
+    }
+
+    /// See [`ArmClient::write_attempts`].
+    pub fn write_retry_delay(&self, attempt: u32, throttled: bool) -> std::time::Duration {
+        let delay = self
+            .options
+            .initial_retry_delay
+            .saturating_mul(1 << attempt.saturating_sub(1).min(6));
+        if throttled {
+            delay.max(std::time::Duration::from_secs(1))
+        } else {
+            delay
+        }
     }
 
     /// The ARM base URL.
@@ -182,7 +212,13 @@ impl ArmClient {
         );
         request.insert_header("content-type", "application/json");
         request.set_body(serde_json::to_vec(&write.body()).expect("a JSON value serialises"));
-        let response = http::send(&self.pipeline, &mut request, &operation, &self.options).await?;
+        let response = http::send(
+            &self.write_pipeline,
+            &mut request,
+            &operation,
+            &self.options,
+        )
+        .await?;
         if let Some(remaining) = response
             .headers()
             .get_optional_str(&azure_core::http::headers::HeaderName::from_static(
