@@ -649,6 +649,7 @@ impl Reconciler {
             removable: &removable,
             confirmed: &confirmed,
             seen_default_action: remembered.and_then(|r| r.seen_default_action.as_deref()),
+            seen_bypass: remembered.and_then(|r| r.seen_bypass.as_deref()),
         };
         let options = GateOptions {
             prune: target.prune,
@@ -667,8 +668,9 @@ impl Reconciler {
 struct Trace {
     /// The vault's state record as last read or written by this reconcile (`None`: none).
     last_record: Option<VaultState>,
-    /// The `defaultAction` of the last whole read.
+    /// The `defaultAction` and `bypass` of the last whole read.
     seen_default_action: Option<String>,
+    seen_bypass: Option<String>,
     /// The vault's readable rules as last read whole.
     last_rules: Option<Vec<Ipv4Net>>,
     /// The rules the vault holds after a verified write.
@@ -685,6 +687,7 @@ impl Trace {
     fn note_read(&mut self, acl: &LiveAcl) {
         if acl.is_whole() {
             self.seen_default_action = acl.default_action.clone();
+            self.seen_bypass = acl.bypass.clone();
             self.last_rules = Some(acl.ip_rules.clone());
         }
     }
@@ -862,6 +865,9 @@ fn record(
     }
     if let Some(seen) = &trace.seen_default_action {
         remembered.seen_default_action = Some(seen.clone());
+    }
+    if let Some(seen) = &trace.seen_bypass {
+        remembered.seen_bypass = Some(seen.clone());
     }
     remembered.vault = target.id.to_string();
     remembered.format_version = state::VAULT_STATE_FORMAT;

@@ -888,3 +888,64 @@ async fn an_edit_made_while_a_throttled_write_waits_is_kept() {
     assert!(rules.contains(&PERSON.to_owned()), "{rules:?}");
     assert!(!rules.contains(&"20.0.0.0/24".to_owned()), "{rules:?}");
 }
+
+/// An answer about another vault (a proxy or cache mixing answers up) is never planned from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_about_another_vault_is_not_planned_from() {
+    let (emulator, dir, mut args) = taken_over("kv-mixed").await;
+    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    let mut other = vault("kv-other", &[]);
+    other["properties"]["networkAcls"]["defaultAction"] = json!("Allow");
+    other["properties"]["networkAcls"]["virtualNetworkRules"] = json!([]);
+    let before = emulator.vault("kv-mixed").unwrap();
+    emulator.clear_requests();
+    emulator.add_fault(fault(
+        Route::VaultGet,
+        "kv-mixed",
+        FaultKind::replace_body(other),
+        3,
+    ));
+    let error = failure(&apply(&emulator, &args).await);
+    assert!(error.contains("the answer is not vault"), "{error}");
+    assert_eq!(patches(&emulator), 0);
+    assert_eq!(emulator.vault("kv-mixed").unwrap(), before);
+}
+
+/// A read that shows a firewall tagfence saw closed as open is not written from at once: a
+/// lying read would otherwise open the real vault. A person's real change goes through the run
+/// after the first that saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_shows_the_firewall_opened_is_not_written_from_at_once() {
+    let (emulator, dir, mut args) = taken_over("kv-opened").await;
+    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    let before = emulator.vault("kv-opened").unwrap();
+    emulator.clear_requests();
+    emulator.add_fault(fault(
+        Route::VaultGet,
+        "kv-opened",
+        FaultKind::set_field("/properties/networkAcls/defaultAction", json!("Allow")),
+        3,
+    ));
+    let reason = refusal(&apply(&emulator, &args).await);
+    assert!(
+        reason.starts_with("the vault reads defaultAction Allow, but tagfence last saw Deny"),
+        "{reason}"
+    );
+    assert_eq!(patches(&emulator), 0);
+    assert_eq!(emulator.vault("kv-opened").unwrap(), before);
+
+    // A person really opens it: the refused run saw it open, so the next run writes (keeping
+    // Allow, as read). A lying read has to lie twice in a row to be written from.
+    emulator.update_vault("kv-opened", |v| {
+        v["properties"]["networkAcls"]["defaultAction"] = json!("Allow");
+    });
+    let report = apply(&emulator, &args).await;
+    assert_eq!(
+        report.vaults[0].outcome,
+        Outcome::Applied,
+        "{}",
+        report.to_text()
+    );
+    let acls = emulator.vault("kv-opened").unwrap()["properties"]["networkAcls"].clone();
+    assert_eq!(acls["defaultAction"], "Allow");
+}

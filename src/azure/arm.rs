@@ -376,9 +376,21 @@ fn vault_from(id: &VaultId, body: &[u8], operation: &str) -> Result<Vault, Azure
         operation: operation.to_owned(),
         detail,
     };
-    let raw: Value = serde_json::from_slice(body)
-        .map_err(|err| decode(format!("the vault is not JSON: {err}")))?;
-    let acl = LiveAcl::from_vault_json(body).map_err(|err| decode(err.to_string()))?;
+    let raw =
+        crate::core::live::parse_document(body).map_err(|err| decode(http::error_chain(&err)))?;
+    // An answer about another vault (a proxy or cache mixing answers up) must not be planned
+    // from: its firewall would be written to this one.
+    let answered = raw.get("id").and_then(Value::as_str);
+    let same = answered
+        .and_then(|text| text.parse::<VaultId>().ok())
+        .is_some_and(|answered| answered.same_as(id));
+    if !same {
+        return Err(decode(format!(
+            "the answer is not vault {id} (its id is {}); nothing is planned from it",
+            answered.map_or_else(|| "missing".to_owned(), |a| format!("'{a}'"))
+        )));
+    }
+    let acl = LiveAcl::from_vault_value(&raw).map_err(|err| decode(err.to_string()))?;
     Ok(Vault {
         id: id.clone(),
         acl,

@@ -15,7 +15,9 @@
 //! 2. **Nothing but `ipRules` changes.** Every other `networkAcls` field is sent exactly as
 //!    read: `defaultAction`, `bypass`, the virtual network rules, and fields tagfence does not
 //!    know. A write can never be more permissive than the read in any of them.
-//! 3. **The read agrees with the state.** When more than half of the rules tagfence added and
+//! 3. **The read agrees with the state.** A firewall the state saw closed (`defaultAction`
+//!    `Deny`, `bypass` `None`) that reads open is not written from on first sight. When more
+//!    than half of the rules tagfence added and
 //!    confirmed are gone from the read, the read is refused as suspicious rather than trusted
 //!    (unless [`GateOptions::accept_missing_rules`]): a truncated or empty list would otherwise
 //!    drop every rule a person added that it did not show.
@@ -45,6 +47,8 @@ pub struct Ownership<'a> {
     pub confirmed: &'a [Ipv4Net],
     /// The `defaultAction` the state last saw on the vault.
     pub seen_default_action: Option<&'a str>,
+    /// The `bypass` the state last saw on the vault.
+    pub seen_bypass: Option<&'a str>,
 }
 
 /// What a run allows beyond the defaults.
@@ -118,6 +122,12 @@ pub enum GateRefusal {
     NoFirewall,
     #[error("the vault read has no properties.networkAcls, but tagfence last saw its defaultAction as {seen}; a read that contradicts the state is not trusted, and a firewall is never initialised as Allow over a vault seen Deny; nothing written")]
     FirewallVanished { seen: String },
+    #[error("the vault reads {field} {read}, but tagfence last saw {seen}: a read that shows the firewall opened is not written from on first sight; nothing written. If a person opened it, the next run proceeds; if not, check the vault and what answers for ARM")]
+    OpenedSinceSeen {
+        field: &'static str,
+        seen: String,
+        read: String,
+    },
     #[error("the write would change {field} of the firewall (read {read}, about to send {sent}); tagfence changes only ipRules")]
     ChangesMoreThanIpRules {
         field: String,
@@ -365,6 +375,39 @@ pub fn check(
         }
     };
 
+    // 1b. A firewall seen closed that reads open is not believed at once: a lying read would
+    // otherwise be written back, opening the real vault.
+    let opened = |field: &'static str, seen: Option<&str>, read: Option<&str>, closed: &str| match (
+        seen, read,
+    ) {
+        (Some(seen), Some(read))
+            if seen.eq_ignore_ascii_case(closed) && !read.eq_ignore_ascii_case(closed) =>
+        {
+            Some(GateRefusal::OpenedSinceSeen {
+                field,
+                seen: seen.to_owned(),
+                read: read.to_owned(),
+            })
+        }
+        _ => None,
+    };
+    if let Some(refusal) = opened(
+        "defaultAction",
+        ownership.seen_default_action,
+        read.default_action.as_deref(),
+        "Deny",
+    )
+    .or_else(|| {
+        opened(
+            "bypass",
+            ownership.seen_bypass,
+            read.bypass.as_deref(),
+            "None",
+        )
+    }) {
+        return Err(refusal);
+    }
+
     // 2. Nothing but ipRules changes.
     if let Some((field, read_value, sent)) =
         differing_fields(&proposal.network_acls, &expected_rest)
@@ -530,6 +573,7 @@ mod tests {
                 removable: &owned,
                 confirmed: &owned,
                 seen_default_action: Some("Deny"),
+                seen_bypass: None,
             },
             GateOptions::default(),
         )
@@ -618,6 +662,66 @@ mod tests {
     }
 
     #[test]
+    fn a_firewall_seen_closed_that_reads_open_is_not_written_from_at_once() {
+        let live = read(json!({"name": "kv", "properties": {"networkAcls": {
+            "defaultAction": "Allow", "bypass": "AzureServices", "ipRules": [], "virtualNetworkRules": []}}}));
+        let rules = nets(&["20.0.0.0/24"]);
+        let seen = |action, bypass| Ownership {
+            seen_default_action: Some(action),
+            seen_bypass: Some(bypass),
+            ..Ownership::default()
+        };
+        let err = check(
+            &live,
+            &propose(&live, &rules, false),
+            seen("Deny", "AzureServices"),
+            GateOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                GateRefusal::OpenedSinceSeen {
+                    field: "defaultAction",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = check(
+            &live,
+            &propose(&live, &rules, false),
+            seen("Allow", "None"),
+            GateOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                GateRefusal::OpenedSinceSeen {
+                    field: "bypass",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(check(
+            &live,
+            &propose(&live, &rules, false),
+            seen("Allow", "AzureServices"),
+            GateOptions::default()
+        )
+        .is_ok());
+        assert!(check(
+            &live,
+            &propose(&live, &rules, false),
+            Ownership::default(),
+            GateOptions::default()
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn any_other_field_changed_is_refused() {
         let live = vault(&["52.1.2.3/32"]);
         for (field, value) in [
@@ -659,6 +763,7 @@ mod tests {
             removable: &ours,
             confirmed: &ours,
             seen_default_action: Some("Deny"),
+            seen_bypass: None,
         };
         let empty = vault(&[]);
         let err = check(
@@ -709,6 +814,7 @@ mod tests {
             removable: &ours,
             confirmed: &ours,
             seen_default_action: None,
+            seen_bypass: None,
         };
         // Dropping our own retired rule is fine; the unreadable ones travel verbatim.
         let write = check(

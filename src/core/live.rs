@@ -91,6 +91,8 @@ pub struct LiveAcl {
 /// Why a document could not be read as a vault.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
+    /// Not JSON, or JSON with a key twice in one object (which value counts is anyone's guess:
+    /// serde would take the last, another reader the first, so such a read is not trusted).
     #[error("the vault document is not valid JSON")]
     Json(#[source] serde_json::Error),
     #[error("the document is not a vault resource: {0}")]
@@ -120,8 +122,7 @@ impl LiveAcl {
     /// # Errors
     /// [`LiveError`] when it is not JSON or not a vault resource.
     pub fn from_vault_json(bytes: &[u8]) -> Result<LiveAcl, LiveError> {
-        let doc: Value = serde_json::from_slice(bytes).map_err(LiveError::Json)?;
-        LiveAcl::from_vault_value(&doc)
+        LiveAcl::from_vault_value(&parse_document(bytes)?)
     }
 
     /// [`LiveAcl::from_vault_json`] for a parsed document.
@@ -206,6 +207,92 @@ impl LiveAcl {
     /// How many IP rules the vault holds, readable or not.
     pub fn rule_count(&self) -> usize {
         self.ip_rules.len() + self.unreadable.len()
+    }
+}
+
+/// Parses a vault document, refusing a key that appears twice in one object.
+///
+/// # Errors
+/// [`LiveError::Json`] naming the problem.
+pub fn parse_document(bytes: &[u8]) -> Result<Value, LiveError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde::Deserialize::deserialize(&mut deserializer)
+        .map(|Strict(value)| value)
+        .map_err(LiveError::Json)?;
+    deserializer.end().map_err(LiveError::Json)?;
+    Ok(value)
+}
+
+/// A JSON value read with every object's keys checked for repeats.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key \"{key}\" appears twice in one object"
+                )));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -436,5 +523,22 @@ mod tests {
             assert!(err.contains(says), "{doc}: {err}");
         }
         assert!(LiveAcl::from_vault_json(b"{").is_err());
+    }
+
+    #[test]
+    fn a_key_twice_in_one_object_is_not_trusted() {
+        for doc in [
+            r#"{"name":"kv","properties":{"networkAcls":{"defaultAction":"Deny","defaultAction":"Allow"}}}"#,
+            r#"{"name":"kv","properties":{"networkAcls":{"ipRules":[{"value":"1.2.3.4"}],"ipRules":[]}}}"#,
+            r#"{"name":"kv","name":"other"}"#,
+        ] {
+            let err = LiveAcl::from_vault_json(doc.as_bytes()).unwrap_err();
+            let text = format!("{}: {}", err, std::error::Error::source(&err).unwrap());
+            assert!(text.contains("appears twice in one object"), "{text}");
+        }
+        // The same key in two objects is fine; numbers, nulls and nesting read as usual.
+        let doc = br#"{"name":"kv","properties":{"x":{"value":1.5},"y":{"value":-2},"z":[null,true,{"value":"a"}]}}"#;
+        assert!(parse_document(doc).is_ok());
+        assert!(parse_document(b"{} trailing").is_err());
     }
 }

@@ -327,6 +327,10 @@ pub struct VaultState {
     /// invents `Allow` over a vault tagfence has seen `Deny`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen_default_action: Option<String>,
+    /// The firewall's `bypass` as last read: a read that shows it opened (from `None`) is not
+    /// written from on first sight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_bypass: Option<String>,
     /// Set when this record was read from an older format whose ownership could not be
     /// carried over (never written).
     #[serde(skip)]
@@ -344,6 +348,7 @@ impl VaultState {
             pending: Vec::new(),
             pending_removal: Vec::new(),
             seen_default_action: None,
+            seen_bypass: None,
             migrated_from: None,
         }
     }
