@@ -492,9 +492,28 @@ fn load_service_tags(path: &Path, only: Option<&[String]>) -> Result<ServiceTags
     .with_context(context)
 }
 
+/// The largest vault document `plan --live` reads: a vault of 1,000 rules is about 50 KB.
+const MAX_VAULT_BYTES: u64 = 16 << 20;
+
 fn load_live(path: &Path) -> Result<LiveAcl> {
-    let bytes =
-        read_input(path).with_context(|| format!("reading the vault from {}", path.display()))?;
+    let context = || format!("reading the vault from {}", path.display());
+    let mut bytes = Vec::new();
+    let reader: Box<dyn Read> = if path == Path::new("-") {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(path).with_context(context)?)
+    };
+    reader
+        .take(MAX_VAULT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(context)?;
+    if bytes.len() as u64 > MAX_VAULT_BYTES {
+        bail!(
+            "{}: it is larger than {} MiB, which no vault document is",
+            context(),
+            MAX_VAULT_BYTES >> 20
+        );
+    }
     LiveAcl::from_vault_json(&bytes).with_context(|| {
         format!(
             "reading the vault from {} (expected one vault object as ARM's GET returns it)",
@@ -541,7 +560,7 @@ fn run_plan(args: &PlanArgs) -> Result<ExitCode> {
     }
     if args.live.is_some() && !live.is_whole() {
         let missing: Vec<&str> = live.missing.iter().map(|f| f.path()).collect();
-        eprintln!("tagfence: warning: the vault lacks {} (missing or null): apply refuses to write from such a read", missing.join(" and "));
+        eprintln!("tagfence: warning: the vault lacks {} (missing, null or not of its type): apply refuses to write from such a read", missing.join(" and "));
     }
     for rule in &live.unreadable {
         eprintln!(

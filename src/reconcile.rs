@@ -565,10 +565,19 @@ impl Reconciler {
         {
             warnings.push("defaultAction is Allow: the vault accepts every network, so its IP rules have no effect until it is Deny".to_owned());
         }
-        for rule in &live.unreadable {
+        // Named one by one up to a few: a vault of 900 such rules says so in one more line, not
+        // 900 (every run, in the log, the report and the run record).
+        const NAMED: usize = 5;
+        for rule in live.unreadable.iter().take(NAMED) {
             warnings.push(format!(
                 "the vault holds IP rule '{}', which tagfence cannot read ({}); it is kept as it is and counts against the limit",
                 rule.value, rule.reason
+            ));
+        }
+        if live.unreadable.len() > NAMED {
+            warnings.push(format!(
+                "the vault holds {} more IP rules tagfence cannot read; they are kept as they are and count against the limit",
+                live.unreadable.len() - NAMED
             ));
         }
         // A vault read again after a failed write warns once.

@@ -187,12 +187,12 @@ async fn a_read_that_lacks_the_firewall_is_refused_and_the_vault_kept() {
         (
             "no properties",
             FaultKind::remove_fields(&["/properties"]),
-            "lacks properties (missing or null)",
+            "lacks properties (missing, null or not of its type)",
         ),
         (
             "properties null",
             FaultKind::null_fields(&["/properties"]),
-            "lacks properties (missing or null)",
+            "lacks properties (missing, null or not of its type)",
         ),
         (
             "no ipRules",

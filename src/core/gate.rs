@@ -95,7 +95,8 @@ fn initial_acls() -> Map<String, Value> {
 }
 
 /// The body that replaces the readable IP rules of `read` with `rules` and keeps everything
-/// else as read, the unreadable rules verbatim after the readable ones. A read without
+/// else as read: a rule the vault holds in its entry as read, the unreadable rules verbatim
+/// after the readable ones. A read without
 /// `networkAcls` gets the initial firewall when `init_firewall` (the gate decides whether that
 /// is allowed).
 pub fn propose(read: &LiveAcl, rules: &[Ipv4Net], init_firewall: bool) -> Proposal {
@@ -104,9 +105,16 @@ pub fn propose(read: &LiveAcl, rules: &[Ipv4Net], init_firewall: bool) -> Propos
         (None, true) => initial_acls(),
         (None, false) => Map::new(),
     };
+    // A rule the vault holds goes back as it was read (its spelling, any other field).
+    let as_read: std::collections::HashMap<&Ipv4Net, &Value> =
+        read.ip_rules.iter().zip(&read.entries).collect();
     let mut entries: Vec<Value> = rules
         .iter()
-        .map(|r| json!({"value": r.to_string()}))
+        .map(|r| {
+            as_read
+                .get(r)
+                .map_or_else(|| json!({"value": r.to_string()}), |entry| (*entry).clone())
+        })
         .collect();
     entries.extend(read.unreadable.iter().map(|r| r.entry.clone()));
     network_acls.insert("ipRules".to_owned(), Value::Array(entries));
@@ -116,7 +124,7 @@ pub fn propose(read: &LiveAcl, rules: &[Ipv4Net], init_firewall: bool) -> Propos
 /// Why the gate refused a write. Nothing was written.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GateRefusal {
-    #[error("the vault read lacks {} (missing or null), so tagfence cannot tell what its firewall holds; nothing written (a partial read is never taken for an empty firewall)", paths(.missing))]
+    #[error("the vault read lacks {} (missing, null or not of its type), so tagfence cannot tell what its firewall holds; nothing written (a partial read is never taken for an empty firewall)", paths(.missing))]
     IncompleteRead { missing: Vec<AclField> },
     #[error("the vault has no firewall configured (the read has no properties.networkAcls, as a vault that never had one reads); configure its firewall first (Networking → Firewalls and virtual networks), or rerun with --init-firewall to initialise it keeping its current access (defaultAction Allow, AzureServices bypass)")]
     NoFirewall,
@@ -719,6 +727,25 @@ mod tests {
             GateOptions::default()
         )
         .is_ok());
+    }
+
+    #[test]
+    fn a_kept_rule_goes_back_as_it_was_read() {
+        let live = read(json!({"name": "kv", "properties": {"networkAcls": {
+            "defaultAction": "Deny", "bypass": "None", "virtualNetworkRules": [],
+            "ipRules": [{"value": "52.1.2.3", "note": "office"}, {"value": "52.1.2.3/32"}]}}}));
+        let rules = nets(&["52.1.2.3/32", "20.0.0.0/24"]);
+        let write = check(
+            &live,
+            &propose(&live, &rules, false),
+            Ownership::default(),
+            GateOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            write.body()["properties"]["networkAcls"]["ipRules"],
+            json!([{"value": "52.1.2.3", "note": "office"}, {"value": "20.0.0.0/24"}])
+        );
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub struct LiveAcl {
     pub ip_rules: Vec<Ipv4Net>,
     /// The IP rules it cannot read, verbatim, in the vault's order.
     pub unreadable: Vec<UnreadableRule>,
+    /// The `ipRules` entry of each readable rule as read (parallel to `ip_rules`; the first of
+    /// duplicates), so that a rule kept is written back as it was.
+    #[serde(skip)]
+    pub entries: Vec<Value>,
     /// Virtual network rules, verbatim.
     pub virtual_network_rules: Vec<Value>,
     /// `Enabled`/`Disabled`; when `Disabled` the IP rules have no effect.
@@ -83,8 +87,9 @@ pub struct LiveAcl {
     /// `properties.networkAcls` exactly as read; `None` when it is missing or `null`.
     #[serde(skip)]
     pub network_acls: Option<Map<String, Value>>,
-    /// The fields a write depends on that the read lacks (missing or `null`), outermost first;
-    /// empty for a whole read.
+    /// The fields a write depends on that the read lacks (missing, `null`, or not of their type:
+    /// `defaultAction` and `bypass` strings, the rule lists arrays), outermost first; empty for
+    /// a whole read.
     pub missing: Vec<AclField>,
 }
 
@@ -108,6 +113,7 @@ impl LiveAcl {
             bypass: None,
             ip_rules: Vec::new(),
             unreadable: Vec::new(),
+            entries: Vec::new(),
             virtual_network_rules: Vec::new(),
             public_network_access: None,
             network_acls: None,
@@ -137,6 +143,11 @@ impl LiveAcl {
         let mut live = LiveAcl::empty();
         live.vault_name = doc.get("name").and_then(Value::as_str).map(str::to_owned);
         let Some(properties) = doc.get("properties").and_then(Value::as_object) else {
+            if doc.get("properties").is_some_and(|p| !p.is_null()) {
+                return Err(LiveError::NotAVault(
+                    "its properties are not an object".to_owned(),
+                ));
+            }
             live.missing = vec![AclField::Properties];
             return Ok(live);
         };
@@ -144,7 +155,15 @@ impl LiveAcl {
             .get("publicNetworkAccess")
             .and_then(Value::as_str)
             .map(str::to_owned);
+        // Absent or null: a firewall never configured (or a read that lost it). Anything else
+        // that is not an object is no firewall tagfence can reason about.
         let Some(acls) = properties.get("networkAcls").and_then(Value::as_object) else {
+            if let Some(other) = properties.get("networkAcls").filter(|a| !a.is_null()) {
+                return Err(LiveError::NotAVault(format!(
+                    "properties.networkAcls is {}, not an object",
+                    kind_of(other)
+                )));
+            }
             live.missing = vec![AclField::NetworkAcls];
             return Ok(live);
         };
@@ -153,7 +172,7 @@ impl LiveAcl {
             .get("defaultAction")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        if acls.get("defaultAction").is_none_or(Value::is_null) {
+        if !acls.get("defaultAction").is_some_and(Value::is_string) {
             live.missing.push(AclField::DefaultAction);
         }
         live.bypass = acls
@@ -164,7 +183,7 @@ impl LiveAcl {
         // examples do); a read without `bypass` or the vnet rules would be sent back without
         // them, and ARM would then default `bypass` to AzureServices (more open) or drop the
         // vnet rules (locking their networks out).
-        if acls.get("bypass").is_none_or(Value::is_null) {
+        if !acls.get("bypass").is_some_and(Value::is_string) {
             live.missing.push(AclField::Bypass);
         }
         live.virtual_network_rules = acls
@@ -176,17 +195,12 @@ impl LiveAcl {
             None | Some(Value::Null) => live.missing.push(AclField::IpRules),
             Some(Value::Array(entries)) => {
                 let (readable, unreadable) = read_rules(entries);
-                live.ip_rules = readable;
+                (live.ip_rules, live.entries) = readable.into_iter().unzip();
                 live.unreadable = unreadable;
             }
-            Some(other) => {
-                return Err(LiveError::NotAVault(format!(
-                    "properties.networkAcls.ipRules is {}, not an array",
-                    kind_of(other)
-                )))
-            }
+            Some(_) => live.missing.push(AclField::IpRules),
         }
-        if acls.get("virtualNetworkRules").is_none_or(Value::is_null) {
+        if !acls.get("virtualNetworkRules").is_some_and(Value::is_array) {
             live.missing.push(AclField::VirtualNetworkRules);
         }
         Ok(live)
@@ -298,8 +312,8 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
 
 /// Splits `ipRules` entries into the rules tagfence can read (normalised, deduplicated, in
 /// first-seen order) and the ones it keeps verbatim.
-fn read_rules(entries: &[Value]) -> (Vec<Ipv4Net>, Vec<UnreadableRule>) {
-    let mut readable: Vec<Ipv4Net> = Vec::with_capacity(entries.len());
+fn read_rules(entries: &[Value]) -> (Vec<(Ipv4Net, Value)>, Vec<UnreadableRule>) {
+    let mut readable: Vec<(Ipv4Net, Value)> = Vec::with_capacity(entries.len());
     let mut seen = std::collections::HashSet::with_capacity(entries.len());
     let mut unreadable = Vec::new();
     for entry in entries {
@@ -307,7 +321,7 @@ fn read_rules(entries: &[Value]) -> (Vec<Ipv4Net>, Vec<UnreadableRule>) {
             Some(text) => match cidr::parse_rule(text) {
                 Ok(rule) => {
                     if seen.insert(rule) {
-                        readable.push(rule);
+                        readable.push((rule, entry.clone()));
                     }
                 }
                 Err(reason) => unreadable.push(UnreadableRule {
@@ -513,8 +527,12 @@ mod tests {
             (r#"[1,2]"#, "an array, not a JSON object"),
             (r#"{}"#, "none of id, name, type or properties"),
             (
-                r#"{"name":"kv","properties":{"networkAcls":{"ipRules":"1.2.3.4"}}}"#,
-                "ipRules is a string",
+                r#"{"name":"kv","properties":{"networkAcls":"Deny"}}"#,
+                "networkAcls is a string",
+            ),
+            (
+                r#"{"name":"kv","properties":[]}"#,
+                "properties are not an object",
             ),
         ] {
             let err = LiveAcl::from_vault_json(doc.as_bytes())
