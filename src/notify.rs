@@ -328,10 +328,17 @@ pub fn run_message(report: &RunReport) -> Option<String> {
     if notable.is_empty() {
         return None;
     }
-    let headline = if report.failures() > 0 {
-        "tagfence: a run failed"
-    } else {
-        "tagfence: vault firewalls changed"
+    // A refusal is not a failure: the vault is known to be as it was, and a person must act.
+    let failed = notable
+        .iter()
+        .any(|v| matches!(v.outcome, Outcome::Failed { .. }));
+    let refused = notable
+        .iter()
+        .any(|v| matches!(v.outcome, Outcome::Refused { .. }));
+    let headline = match (failed, refused) {
+        (true, _) => "tagfence: a run failed",
+        (false, true) => "tagfence: a vault was refused, nothing written to it",
+        (false, false) => "tagfence: vault firewalls changed",
     };
     let mut text = format!("{headline} (run {}, {})\n", report.run_id, report.trigger);
     for vault in notable.iter().take(MAX_VAULT_LINES) {

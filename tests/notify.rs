@@ -95,6 +95,31 @@ async fn a_message_on_change_and_on_failure_and_none_otherwise() {
         messages[1]
     );
     assert!(messages[1].contains("\n- kv-prod: failed (+24 -0 =0 unmanaged 0): writing the firewall of vault kv-prod: InternalServerError: boom (HTTP 500)\n"), "{}", messages[1]);
+
+    // A vault the gate refuses (its firewall was never configured): a refusal, not a failure.
+    emulator.clear_faults();
+    emulator.update_vault("kv-prod", |v| {
+        v["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("networkAcls");
+    });
+    let fourth = tagfence(&emulator, &args, &env).await;
+    assert_eq!(fourth.status.code(), Some(2));
+    let messages = texts(&received);
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert!(
+        messages[2].starts_with("tagfence: a vault was refused, nothing written to it (run "),
+        "{}",
+        messages[2]
+    );
+    assert!(
+        messages[2].contains(
+            "\n- kv-prod: refused (+24 -0 =0 unmanaged 0): the vault has no firewall configured"
+        ),
+        "{}",
+        messages[2]
+    );
     emulator.shutdown().await;
 }
 
