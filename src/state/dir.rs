@@ -266,6 +266,7 @@ impl DirStore {
         let mut pause = FIRST_LOCK_PAUSE;
         let mut immediate = 0;
         let mut warned = false;
+        let mut waiting_said = false;
         loop {
             let started = Instant::now();
             // Why the lock in the way cannot be taken over, when it is not a live holder's.
@@ -298,6 +299,12 @@ impl DirStore {
                                 .ok()
                                 .and_then(|m| SystemTime::now().duration_since(m).ok())
                                 .unwrap_or_default();
+                            if age <= self.lock_ttl && !waiting_said {
+                                // Say why the run pauses: after a crash the next run waits
+                                // out the dead holder's TTL before taking its lock over.
+                                tracing::info!(lock = %path.display(), age_s = age.as_secs(), ttl_s = self.lock_ttl.as_secs(), "waiting for a vault lock another tagfence run holds (a lock its holder stops renewing is taken over once it is older than the TTL)");
+                                waiting_said = true;
+                            }
                             if age > self.lock_ttl {
                                 if !warned {
                                     tracing::warn!(lock = %path.display(), age_s = age.as_secs(), "taking over a stale lock");
