@@ -410,6 +410,10 @@ impl Reconciler {
                 return outcome;
             }
             report.wrote = true;
+            if let Some(plan) = &report.plan {
+                trace.sent_adds.extend(&plan.add);
+                trace.sent_removals.extend(&plan.remove);
+            }
             let landed_before = trace.maybe_written;
             trace.maybe_written = true;
             match self.arm.patch_network_acls(&target.id, &gated, slot).await {
@@ -458,7 +462,7 @@ impl Reconciler {
         let mut slot = None;
         for attempt in 1..=MAX_PLAN_ATTEMPTS {
             let Some(gated) =
-                self.plan_and_gate(target, run, remembered.as_deref(), &vault, report)?
+                self.plan_and_gate(target, run, remembered.as_deref(), &vault, trace, report)?
             else {
                 return Ok(None);
             };
@@ -484,7 +488,13 @@ impl Reconciler {
             trace.note_read(&fresh.acl);
             if same_firewall(&fresh.acl, &vault.acl) {
                 // The gate's input is the last read before the write.
-                let gated = self.gate(target, remembered.as_deref(), &fresh, &gated.proposal())?;
+                let gated = self.gate(
+                    target,
+                    remembered.as_deref(),
+                    &fresh,
+                    &gated.proposal(),
+                    trace,
+                )?;
                 return Ok(Some((gated, slot.take().expect("reserved above"))));
             }
             if attempt < MAX_PLAN_ATTEMPTS {
@@ -597,6 +607,7 @@ impl Reconciler {
         run: RunContext<'_>,
         remembered: Option<&VaultState>,
         vault: &Vault,
+        trace: &Trace,
         report: &mut VaultReport,
     ) -> Result<Option<GatedWrite>, Outcome> {
         let owned = remembered.map(VaultState::owned_rules);
@@ -639,7 +650,8 @@ impl Reconciler {
             return Ok(None);
         }
         let proposal = gate::propose(&vault.acl, &intended, target.safety.init_firewall);
-        self.gate(target, remembered, vault, &proposal).map(Some)
+        self.gate(target, remembered, vault, &proposal, trace)
+            .map(Some)
     }
 
     /// The gate, with the vault's ownership record and settings.
@@ -649,6 +661,7 @@ impl Reconciler {
         remembered: Option<&VaultState>,
         vault: &Vault,
         proposal: &Proposal,
+        trace: &Trace,
     ) -> Result<GatedWrite, Outcome> {
         let removable = remembered.map(VaultState::owned_rules).unwrap_or_default();
         let confirmed = remembered
@@ -657,8 +670,17 @@ impl Reconciler {
         let ownership = Ownership {
             removable: &removable,
             confirmed: &confirmed,
-            seen_default_action: remembered.and_then(|r| r.seen_default_action.as_deref()),
-            seen_bypass: remembered.and_then(|r| r.seen_bypass.as_deref()),
+            // Closed if the state saw it closed, or a read of this reconcile did.
+            seen_default_action: if trace.closed_default_action {
+                Some("Deny")
+            } else {
+                remembered.and_then(|r| r.seen_default_action.as_deref())
+            },
+            seen_bypass: if trace.closed_bypass {
+                Some("None")
+            } else {
+                remembered.and_then(|r| r.seen_bypass.as_deref())
+            },
         };
         let options = GateOptions {
             prune: target.prune,
@@ -690,6 +712,16 @@ struct Trace {
     /// The pending rules as they stood before this reconcile recorded its intent (settled
     /// against the first read): restored when no write of this reconcile can have landed.
     pending_before: Option<(Vec<Ipv4Net>, Vec<Ipv4Net>)>,
+    /// The rules the writes this reconcile sent added and removed. The intent recorded before a
+    /// write is what came before, these, and that write's own plan — never a plan that was
+    /// replaced after a re-read (it may name rules a person put there meanwhile).
+    sent_adds: Vec<Ipv4Net>,
+    sent_removals: Vec<Ipv4Net>,
+    /// Whether a whole read of this reconcile showed the firewall closed (`defaultAction`
+    /// `Deny`, `bypass` `None`): a later read of the same reconcile showing it open is not
+    /// written from, as if the state had seen it closed.
+    closed_default_action: bool,
+    closed_bypass: bool,
 }
 
 impl Trace {
@@ -697,6 +729,14 @@ impl Trace {
         if acl.is_whole() {
             self.seen_default_action = acl.default_action.clone();
             self.seen_bypass = acl.bypass.clone();
+            self.closed_default_action |= acl
+                .default_action
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case("deny"));
+            self.closed_bypass |= acl
+                .bypass
+                .as_deref()
+                .is_some_and(|b| b.eq_ignore_ascii_case("none"));
             self.last_rules = Some(acl.ip_rules.clone());
         }
     }
@@ -761,14 +801,20 @@ async fn write_ahead(
     else {
         return Ok(());
     };
-    let grown = |recorded: &[Ipv4Net], more: &[Ipv4Net]| {
-        let mut all: Vec<Ipv4Net> = recorded.iter().chain(more).copied().collect();
+    let union = |before: &[Ipv4Net], sent: &[Ipv4Net], planned: &[Ipv4Net]| {
+        let mut all: Vec<Ipv4Net> = before.iter().chain(sent).chain(planned).copied().collect();
         all.sort_unstable();
         all.dedup();
         all
     };
-    let pending = grown(&remembered.pending, &plan.add);
-    let pending_removal = grown(&remembered.pending_removal, &plan.remove);
+    let (before_adds, before_removals) = trace.pending_before.clone().unwrap_or_else(|| {
+        (
+            remembered.pending.clone(),
+            remembered.pending_removal.clone(),
+        )
+    });
+    let pending = union(&before_adds, &trace.sent_adds, &plan.add);
+    let pending_removal = union(&before_removals, &trace.sent_removals, &plan.remove);
     if pending == remembered.pending && pending_removal == remembered.pending_removal {
         return Ok(());
     }
@@ -841,10 +887,18 @@ fn record(
         // it adopted, as far as the vault still holds it.
         let on_vault: HashSet<&Ipv4Net> = settled.iter().collect();
         let added: &[Ipv4Net] = if report.wrote { &plan.add } else { &[] };
+        // Pending rules count only as far as a write was sent for them: those of earlier runs
+        // (settled against this run's first read) and this run's writes. A plan replaced after
+        // a re-read recorded its adds as pending too, and may name a rule a person put there
+        // meanwhile.
+        let pending: Vec<Ipv4Net> = match &trace.pending_before {
+            Some((before, _)) => before.iter().chain(&trace.sent_adds).copied().collect(),
+            None => remembered.pending.clone(),
+        };
         let mut owned: Vec<Ipv4Net> = remembered
             .owned
             .iter()
-            .chain(&remembered.pending)
+            .chain(&pending)
             .chain(added)
             .chain(plan.adopted())
             .filter(|r| on_vault.contains(r))

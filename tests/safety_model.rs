@@ -209,7 +209,6 @@ async fn a_rule_planned_by_a_run_that_wrote_nothing_and_then_added_by_a_person_s
 /// superseded plan had recorded it as pending, and the record then takes it for tagfence's own:
 /// when Microsoft retires the range, tagfence removes the person's rule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug in tagfence: the pending rules of a superseded plan are claimed (docs/reliability.md)"]
 async fn a_rule_a_person_adds_between_the_read_and_the_reread_stays_theirs() {
     use serde_json::json;
     use support::{credential, emulator_config, start, vault, vault_id};
@@ -308,7 +307,6 @@ async fn a_rule_a_person_adds_between_the_read_and_the_reread_stays_theirs() {
 /// writes the vault open, although this very run saw it closed a moment before (and when the
 /// state had seen it closed, a refused lie is recorded as seen, so the next run does the same).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug in tagfence: a re-read lying the firewall open is written from (docs/reliability.md)"]
 async fn a_re_read_that_shows_the_firewall_opened_within_the_run_is_not_written_from() {
     use serde_json::json;
     use support::{credential, emulator_config, start, vault, vault_id};
