@@ -1696,15 +1696,23 @@ impl World<'_> {
             }
         }
         // A firewall seen closed that reads open is refused once: only when the model's record of
-        // what tagfence last saw says closed.
+        // what tagfence last saw says closed, or a read of this run showed it closed — which only
+        // a true read can (lies here only open), so the vault really was closed before the run.
         if let Outcome::Refused { reason } = outcome {
             if reason.contains("not written from on first sight") {
                 self.tally.opened_refused += 1;
-                let closed = match (&seen_before, reason.contains("reads bypass")) {
+                let by_bypass = reason.contains("reads bypass");
+                let seen_closed = match (&seen_before, by_bypass) {
                     (Some((_, bypass)), true) => bypass == "None",
                     (Some((action, _)), false) => action == "Deny",
                     (None, _) => false,
                 };
+                let truly_closed = if by_bypass {
+                    truth("bypass") == "None"
+                } else {
+                    truth("defaultAction") == "Deny"
+                };
+                let closed = seen_closed || truly_closed;
                 if !closed {
                     return Err(format!(
                         "{name}: refused as opened since last seen, but tagfence last saw {seen_before:?}: {reason}"
