@@ -29,7 +29,7 @@ use crate::azure::arm::ArmClient;
 use crate::azure::auth::{self, IdentityEnv};
 use crate::config::{Config, StateSpec};
 use crate::core::service_tags::Cloud;
-use crate::notify::{self, Notifier};
+use crate::notify::Notifier;
 use crate::reconcile::{Outcome, Reconciler, RunContext, VaultReport};
 use crate::source::{Fetcher, SourceError};
 use crate::state::blob::BlobStore;
@@ -37,7 +37,9 @@ use crate::state::dir::DirStore;
 use crate::state::{self, RunRecord, State, StateError};
 
 use history::Prepared;
-pub use report::{vault_json, vault_line, RunReport, SourceSummary, StatusReport};
+pub use report::{
+    error_message, run_message, vault_json, vault_line, RunReport, SourceSummary, StatusReport,
+};
 pub use targets::Targets;
 
 /// Why a run could not start or fetch its input. Per-vault failures are not errors; they are
@@ -211,9 +213,9 @@ impl Runner {
         }
         if let Some(notifier) = &self.notifier {
             let message = match &result {
-                Ok(report) => notify::run_message(report),
+                Ok(report) => run_message(report),
                 Err(RunError::NotManaged { .. }) => None,
-                Err(err) => Some(notify::error_message(request.trigger, &err.to_string())),
+                Err(err) => Some(error_message(request.trigger, &err.to_string())),
             };
             if let Some(message) = message {
                 match notifier.send(&message).await {
