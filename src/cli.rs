@@ -16,8 +16,8 @@ use ipnet::Ipv4Net;
 
 use crate::azure::auth::IdentityEnv;
 use crate::config::{Config, RunArgs};
-use crate::core::desired::{self, FitMode, Limits, Selection};
-use crate::core::fit::Slash31;
+pub use crate::config::{FitArg, LimitArgs, SelectionArgs, Slash31Arg};
+use crate::core::desired::{self, Selection};
 use crate::core::live::{self, LiveAcl};
 use crate::core::plan::{self, PlanInput, TagGuard};
 use crate::core::profiles;
@@ -85,111 +85,6 @@ pub struct ApplyArgs {
 
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-}
-
-/// Which tags and literal rules to allow.
-#[derive(Debug, Clone, Default, Args)]
-pub struct SelectionArgs {
-    /// A service tag to allow, e.g. AzureDevOps or AzureCloud.westeurope (repeatable;
-    /// case-insensitive exact match), or a profile: `hosted-agents:<geography>` (every region
-    /// of the geography, its capacity fallback, and AzureDevOps) or `azure-devops`.
-    #[arg(
-        long = "tag",
-        value_name = "NAME",
-        env = "TAGFENCE_TAGS",
-        value_delimiter = ','
-    )]
-    pub tags: Vec<String>,
-
-    /// A literal rule to allow, e.g. a self-hosted agent's public IP (repeatable). Must be a
-    /// public IPv4 address or prefix without host bits.
-    #[arg(
-        long = "static-rule",
-        value_name = "CIDR|IP",
-        env = "TAGFENCE_STATIC_RULES",
-        value_delimiter = ','
-    )]
-    pub static_rules: Vec<String>,
-}
-
-/// How to fit the rules into the vault. Each flag is optional so that a configuration file
-/// can give values underneath it; the defaults are those of [`Limits::default`].
-#[derive(Debug, Clone, Default, Args)]
-pub struct LimitArgs {
-    /// The most IPv4 rules the vault may hold in all, unmanaged rules included [default: 1000].
-    #[arg(long, value_name = "N", env = "TAGFENCE_MAX_RULES")]
-    pub max_rules: Option<usize>,
-
-    /// `exact` refuses a selection that needs more rules than there is room for; `summarize`
-    /// finds the fewest extra addresses that fit [default: exact].
-    #[arg(long, value_enum, env = "TAGFENCE_FIT")]
-    pub fit: Option<FitArg>,
-
-    /// With --fit summarize: extra addresses must lie inside this tag's IPv4 space, e.g.
-    /// AzureCloud (repeatable).
-    #[arg(
-        long,
-        value_name = "TAG",
-        env = "TAGFENCE_ENVELOPE",
-        value_delimiter = ','
-    )]
-    pub envelope: Vec<String>,
-
-    /// With --fit summarize: refuse a fit that admits more extra addresses than this.
-    #[arg(long, value_name = "N", env = "TAGFENCE_MAX_EXTRA_ADDRESSES")]
-    pub max_extra_addresses: Option<u64>,
-
-    /// Refuse a plan that removes more than this fraction of the rules tagfence manages
-    /// [default: 0.2].
-    #[arg(long, value_name = "FRACTION", env = "TAGFENCE_MAX_REMOVE_FRACTION", value_parser = parse_fraction)]
-    pub max_remove_fraction: Option<f64>,
-
-    /// How to write /31 prefixes: as two /32 rules (`split`, safe: whether Key Vault accepts
-    /// /31 is unverified) or as one rule (`keep`) [default: split].
-    #[arg(long, value_enum, env = "TAGFENCE_SLASH31")]
-    pub slash31: Option<Slash31Arg>,
-}
-
-fn parse_fraction(text: &str) -> Result<f64, String> {
-    let value: f64 = text
-        .parse()
-        .map_err(|_| format!("'{text}' is not a number"))?;
-    if !(0.0..=1.0).contains(&value) {
-        return Err(format!("'{text}' is not between 0 and 1"));
-    }
-    Ok(value)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FitArg {
-    Exact,
-    Summarize,
-}
-
-impl From<FitArg> for FitMode {
-    fn from(arg: FitArg) -> Self {
-        match arg {
-            FitArg::Exact => FitMode::Exact,
-            FitArg::Summarize => FitMode::Summarize,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Slash31Arg {
-    Split,
-    Keep,
-}
-
-impl From<Slash31Arg> for Slash31 {
-    fn from(arg: Slash31Arg) -> Self {
-        match arg {
-            Slash31Arg::Split => Slash31::Split,
-            Slash31Arg::Keep => Slash31::Keep,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -271,35 +166,6 @@ impl SelectionArgs {
             static_rules,
             grace: Vec::new(),
         })
-    }
-}
-
-impl LimitArgs {
-    /// The limits these flags give over `base`.
-    pub fn over(&self, base: &Limits) -> Limits {
-        let envelope: Vec<String> = self
-            .envelope
-            .iter()
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .collect();
-        Limits {
-            max_rules: self.max_rules.unwrap_or(base.max_rules),
-            fit: self.fit.map_or(base.fit, FitMode::from),
-            envelope: if envelope.is_empty() {
-                base.envelope.clone()
-            } else {
-                envelope
-            },
-            max_extra_addresses: self.max_extra_addresses.or(base.max_extra_addresses),
-            max_remove_fraction: self.max_remove_fraction.unwrap_or(base.max_remove_fraction),
-            slash31: self.slash31.map_or(base.slash31, Slash31::from),
-        }
-    }
-
-    /// The limits these flags give over the defaults.
-    pub fn to_limits(&self) -> Limits {
-        self.over(&Limits::default())
     }
 }
 
@@ -648,6 +514,7 @@ fn write_stdout(text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::desired::Limits;
     use clap::CommandFactory;
 
     #[test]
