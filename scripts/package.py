@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Builds the deployable Azure Functions package: target/package/tagfence-functions.zip.
 
-The zip holds the app root the Functions host expects (azure-interfaces.md §1.10): host.json,
-one folder per function with its function.json, and the `tagfence` Linux x86_64 binary with its
-run bit set (zips made on Windows lose it: azure-functions-core-tools#2510, so the bit is set
-here explicitly). The binary is a static musl build when the musl target and musl-gcc are
-installed, else a glibc build (which needs glibc 2.36 or newer on the host, as on Debian 12).
+The zip holds the app root the Functions host expects (Microsoft Learn, "Azure Functions custom
+handlers"): host.json, one folder per function with its function.json, and the `tagfence` Linux
+x86_64 binary with its run bit set (zips made on Windows lose it: azure-functions-core-tools#2510,
+so the bit is set here explicitly). The binary is a static musl build when the musl target and
+musl-gcc are installed, else a glibc build (which needs glibc 2.36 or newer on the host, as on
+Debian 12).
 
 Usage: scripts/package.py [--out PATH]
 """

@@ -86,9 +86,9 @@ pub struct Fetched {
     pub elapsed_ms: u64,
 }
 
-/// Fewest tags a complete document of each cloud has. The Public file had 2,967 tags in 2025,
-/// the US Government file 299 (azure-interfaces.md §2.10); the China count is unknown, so its
-/// floor is low.
+/// Fewest tags a complete document of each cloud has. The published Public file had 2,967 tags
+/// (changeNumber 363, July 2025), the US Government file 299 (changeNumber 401); the China count
+/// is unknown, so its floor is low.
 pub fn default_min_tags(cloud: Cloud) -> usize {
     match cloud {
         Cloud::Public => 1000,
@@ -225,9 +225,8 @@ async fn download(
 
 /// The link to the newest `ServiceTags_*_YYYYMMDD.json` on a download page, resolved against
 /// the page's URL. The page may list several; the date in the file name decides (the way
-/// romanrabodzei/MSFTServiceTags does, azure-interfaces.md §2.10). The page is split on quotes,
-/// whitespace and angle brackets rather than scanned with a regular expression, so hostile HTML
-/// cannot make the scan slow.
+/// romanrabodzei/MSFTServiceTags does). The page is split on quotes, whitespace and angle brackets
+/// rather than scanned with a regular expression, so hostile HTML cannot make the scan slow.
 pub fn newest_link(html: &str, page: &Url) -> Option<Url> {
     html.split(|c: char| matches!(c, '"' | '\'' | '<' | '>') || c.is_whitespace())
         .filter_map(|token| {

@@ -1,6 +1,8 @@
 //! Validation and normalisation of `properties.networkAcls`, the part of a vault tagfence writes.
 //!
-//! Key Vault refuses some firewall rules and rewrites others (azure-interfaces.md §2.1, §2.4):
+//! Key Vault refuses some firewall rules and rewrites others (the spec example
+//! `createVaultWithNetworkAcls.json` in Azure/azure-rest-api-specs; Microsoft Learn,
+//! learn.microsoft.com/azure/key-vault/general/network-security; Azure/azure-powershell#11471):
 //! a bare IPv4 address comes back as `/32`, subnet ids come back lower-cased, and private or
 //! reserved ranges, IPv6, more than 1000 IP rules or more than 200 virtual network rules are
 //! refused with 400 `BadRequest`. The emulator copies that so a client that only works against a

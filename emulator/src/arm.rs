@@ -17,7 +17,8 @@ use crate::routes::Target;
 use crate::server::{RequestContext, Shared};
 use crate::vaults::{apply_patch, apply_put, Lookup, VaultPath};
 
-/// Key Vault management api-versions the emulator accepts (stable versions, azure-interfaces.md §2.1).
+/// Key Vault management api-versions the emulator accepts (the stable versions in
+/// Azure/azure-rest-api-specs: specification/keyvault/resource-manager/Microsoft.KeyVault/stable).
 pub const KEY_VAULT_API_VERSIONS: [&str; 8] = [
     "2018-02-14",
     "2019-09-01",
@@ -32,7 +33,9 @@ pub const KEY_VAULT_API_VERSIONS: [&str; 8] = [
 /// Oldest and newest Microsoft.Network api-versions accepted for the Discovery API.
 const NETWORK_API_VERSION_RANGE: (&str, &str) = ("2020-05-01", "2025-05-01");
 
-/// Resource Graph api-versions the emulator accepts (azure-interfaces.md §2.8).
+/// Resource Graph api-versions the emulator accepts (the stable versions in
+/// Azure/azure-rest-api-specs:
+/// specification/resourcegraph/resource-manager/Microsoft.ResourceGraph/stable).
 const RESOURCE_GRAPH_API_VERSIONS: [&str; 6] = [
     "2019-04-01",
     "2020-04-01-preview",
@@ -199,7 +202,8 @@ fn vault_operation(
     Ok(json_response(StatusCode::OK, updated.to_string()))
 }
 
-/// 403 `AuthorizationFailed` in the wording real captures show (azure-interfaces.md §2.5).
+/// 403 `AuthorizationFailed` in the wording real ARM responses show (quoted in public error logs,
+/// e.g. AKS `SyncLoadBalancerFailed` events).
 fn forbidden(principal: &Principal, action: &str, scope: &str) -> ArmError {
     ArmError::new(
         StatusCode::FORBIDDEN,
@@ -211,7 +215,8 @@ fn forbidden(principal: &Principal, action: &str, scope: &str) -> ArmError {
     )
 }
 
-/// 429 `SubscriptionRequestsThrottled` with `Retry-After` (azure-interfaces.md §2.5–2.6).
+/// 429 `SubscriptionRequestsThrottled` with `Retry-After` (Microsoft Learn, "Understand how Azure
+/// Resource Manager throttles requests").
 fn throttled(path: &VaultPath, principal: &Principal, retry_after: u64) -> ArmError {
     ArmError::new(
         StatusCode::TOO_MANY_REQUESTS,

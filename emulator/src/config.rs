@@ -87,7 +87,8 @@ impl fmt::Debug for Config {
 /// The audience ARM tokens are issued for in the public cloud.
 pub const DEFAULT_ARM_AUDIENCE: &str = "https://management.azure.com/";
 
-/// A per-subscription token bucket for ARM writes (azure-interfaces.md §2.6: 200, refilled at 10/s).
+/// A per-subscription token bucket for ARM writes (Microsoft Learn, "Understand how Azure Resource
+/// Manager throttles requests": 200 writes per subscription, refilled at 10/s).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Throttle {
     /// Bucket size: how many writes may burst before throttling starts.
@@ -106,7 +107,7 @@ impl Default for Throttle {
 }
 
 /// How PATCH/PUT treat an ipRule with a `/31` prefix, which Key Vault may or may not accept
-/// (UNVERIFIED, azure-interfaces.md §2.4).
+/// (UNVERIFIED: no public source says; Azure Storage refuses them, Azure/azure-cli#7417).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Slash31Policy {
     /// Store it like any other prefix.

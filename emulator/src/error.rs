@@ -1,8 +1,9 @@
 //! ARM-shaped error responses.
 //!
-//! ARM wraps every error as `{"error":{"code","message"}}` (azure-interfaces.md §2.5). Clients
-//! branch on the status and the code, so every refusal the emulator makes goes through this one
-//! type, including injected `Status` faults and the 404 for unknown paths.
+//! ARM wraps every error as `{"error":{"code","message"}}` (`CloudError` in
+//! Azure/azure-rest-api-specs). Clients branch on the status and the code, so every refusal the
+//! emulator makes goes through this one type, including injected `Status` faults and the 404 for
+//! unknown paths.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

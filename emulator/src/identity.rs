@@ -1,4 +1,6 @@
-//! Managed-identity token endpoints and the tokens they issue (azure-interfaces.md §2.13).
+//! Managed-identity token endpoints and the tokens they issue (Microsoft Learn, "How to use managed
+//! identities for App Service and Azure Functions" and "How to use managed identities for Azure
+//! resources on an Azure VM to acquire an access token").
 //!
 //! Two endpoint flavours exist in Azure: App Service / Functions (`IDENTITY_ENDPOINT`, guarded by
 //! `X-IDENTITY-HEADER`) and the VM instance metadata service (IMDS, guarded by `Metadata: true`).

@@ -2,8 +2,8 @@
 //!
 //! tagfence reads Azure Service Tags and rewrites Key Vault firewalls through Azure Resource
 //! Manager with a managed identity. None of that can be exercised offline, so this crate emulates
-//! the parts tagfence uses, faithfully where behaviour is documented (azure-interfaces.md Part 2)
-//! and configurably where it is not:
+//! the parts tagfence uses, faithfully where behaviour is documented (Azure/azure-rest-api-specs,
+//! Microsoft Learn) and configurably where it is not:
 //!
 //! - **Key Vault** `GET|PATCH|PUT …/providers/Microsoft.KeyVault/vaults/{name}`: stored vaults,
 //!   ARM's validation and normalisation of `networkAcls`, 401/403/404/429 in ARM's wording, and

@@ -1,4 +1,5 @@
-//! A small Azure Resource Graph: enough KQL to discover tagged vaults (azure-interfaces.md §2.8).
+//! A small Azure Resource Graph: enough KQL to discover tagged vaults (request and
+//! response as in the 2024-04-01 `resourcegraph.json` examples of Azure/azure-rest-api-specs).
 //!
 //! tagfence may discover the vaults it manages with a query such as
 //! `resources | where type =~ 'microsoft.keyvault/vaults' | where tags['tagfence'] =~ 'on' |

@@ -1,4 +1,5 @@
-//! The configured Service Tags document, served three ways (azure-interfaces.md §2.9–2.10).
+//! The configured Service Tags document, served three ways (Microsoft's REST reference "Service
+//! Tags - List", and the Microsoft Download Center page id 56519 and its file).
 //!
 //! tagfence can read Service Tags from the ARM Discovery API or from the weekly public download
 //! file, which it finds by scraping the download page. All three are served from one document in

@@ -1,4 +1,5 @@
-//! Token buckets for ARM's per-subscription request limits (azure-interfaces.md §2.6).
+//! Token buckets for ARM's per-subscription request limits (Microsoft Learn, "Understand how Azure
+//! Resource Manager throttles requests").
 //!
 //! ARM's current model is a token bucket per subscription: writes have a bucket of 200 refilled
 //! at 10 per second, and a request that finds the bucket empty gets 429 with `Retry-After`. The

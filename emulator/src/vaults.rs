@@ -1,8 +1,9 @@
 //! The vault store and the pure PATCH/PUT semantics of `Microsoft.KeyVault/vaults`.
 //!
 //! Vaults are kept as the JSON ARM returns from GET, keyed by a case-insensitive resource path.
-//! The write semantics follow azure-interfaces.md §2.1–2.2: PATCH merges at the top level of
-//! `properties` and replaces a present `networkAcls` wholesale (the client must send all four
+//! The write semantics, which `keyvault.json` in Azure/azure-rest-api-specs does not state, follow
+//! JSON merge-patch and what Terraform's azurerm provider relies on: PATCH merges at the top level
+//! of `properties` and replaces a present `networkAcls` wholesale (the client must send all four
 //! fields, since how ARM treats an omitted one is UNVERIFIED); PUT replaces `properties` entirely.
 //! Both validate first and only then store, so a refused write leaves the vault unchanged.
 

@@ -15,16 +15,19 @@ use crate::core::live::LiveAcl;
 use crate::core::service_tags::ServiceTags;
 
 /// Key Vault management API version. 2023-07-01 is stable in every cloud and has the same
-/// `networkAcls` shape as the newest (2025-05-01; azure-interfaces.md §2.1).
+/// `networkAcls` shape as the newest, 2025-05-01 (Azure/azure-rest-api-specs:
+/// specification/keyvault/resource-manager/Microsoft.KeyVault/stable/2025-05-01/keyvault.json).
 pub const KEY_VAULT_API_VERSION: &str = "2023-07-01";
 
-/// Service Tag Discovery API version known to work (azure-interfaces.md §2.9).
+/// Service Tag Discovery API version known to work: the one Microsoft's REST reference,
+/// "Service Tags - List", shows.
 pub const SERVICE_TAGS_API_VERSION: &str = "2023-09-01";
 
 /// Discovery API pages followed at most, in case a service keeps returning `nextLink`.
 const MAX_SERVICE_TAG_PAGES: usize = 100;
 
-/// Resource Graph API version: the latest stable in the spec (azure-interfaces.md §2.8).
+/// Resource Graph API version: the latest stable in the spec (Azure/azure-rest-api-specs:
+/// specification/resourcegraph/resource-manager/Microsoft.ResourceGraph/stable/2024-04-01).
 pub const RESOURCE_GRAPH_API_VERSION: &str = "2024-04-01";
 
 /// Rows per Resource Graph page (its maximum; UNVERIFIED, so a smaller page is followed too).

@@ -1,12 +1,13 @@
 //! ARM's write budget, kept on the client side.
 //!
 //! ARM throttles writes with a token bucket per subscription and principal: 200 tokens,
-//! refilled at 10 per second (azure-interfaces.md §2.6). Sending writes faster than that only
-//! buys 429s and `Retry-After` waits, and a long enough 429 storm exhausts the retries. So
-//! tagfence keeps its own copy of the bucket and waits for a token before each write: a thousand
-//! vaults then take as long as the budget allows, with (almost) no 429s. The copy is corrected
-//! downwards from `x-ms-ratelimit-remaining-subscription-writes` on every write response, since
-//! other writers (people, pipelines) spend the same budget; it is never corrected upwards.
+//! refilled at 10 per second (Microsoft Learn, "Understand how Azure Resource Manager throttles
+//! requests"). Sending writes faster than that only buys 429s and `Retry-After` waits, and a long
+//! enough 429 storm exhausts the retries. So tagfence keeps its own copy of the bucket and waits
+//! for a token before each write: a thousand vaults then take as long as the budget allows, with
+//! (almost) no 429s. The copy is corrected downwards from
+//! `x-ms-ratelimit-remaining-subscription-writes` on every write response, since other writers
+//! (people, pipelines) spend the same budget; it is never corrected upwards.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

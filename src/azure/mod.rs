@@ -33,7 +33,9 @@ pub struct CloudEndpoints {
 }
 
 impl CloudEndpoints {
-    /// The production endpoints of `cloud` (azure-interfaces.md §2.10, §2.13).
+    /// The production endpoints of `cloud`: its ARM host (as in Azure CLI's cloud definitions,
+    /// `az cloud show`) and its Microsoft Download Center page "Azure IP Ranges and Service Tags"
+    /// (56519 Public Cloud, 57063 US Government Cloud, 57062 China Cloud).
     pub fn of(cloud: Cloud) -> CloudEndpoints {
         let (arm, download_id) = match cloud {
             Cloud::Public => ("https://management.azure.com/", 56519),

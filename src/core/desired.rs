@@ -11,7 +11,8 @@ use super::cidr::{self, RuleError};
 use super::fit::{self, Allowed, FitError, Slash31};
 use super::service_tags::{ServiceTag, ServiceTags};
 
-/// Key Vault's documented limit of IPv4 rules per vault (azure-interfaces.md §2.4).
+/// Key Vault's documented limit of IPv4 rules per vault: "A maximum of 200 virtual network rules
+/// and 1000 IPv4 rules are allowed" (learn.microsoft.com/azure/key-vault/general/network-security).
 pub const KEY_VAULT_MAX_RULES: usize = 1000;
 
 /// What to allow: tags by name, plus literal rules.

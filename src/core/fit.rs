@@ -5,7 +5,7 @@
 //! addresses outside S**, where every chosen prefix must stay inside the allowed space (S plus an
 //! optional envelope such as `AzureCloud`, and never a reserved range Key Vault refuses).
 //!
-//! Method: a tree knapsack over the path-compressed binary trie of S (field-notes.md §4). For a
+//! Method: a tree knapsack over the path-compressed binary trie of S (exact, not greedy). For a
 //! trie node v with prefix p_v, `f_v(k)` is the fewest extra addresses that cover S ∩ p_v within
 //! k slots: either take p_v itself (its extra is |p_v| − |S ∩ p_v|), or split k between the two
 //! children. Prefixes between two trie nodes are never better than the lower node's own prefix
@@ -29,7 +29,8 @@ pub enum Slash31 {
     /// A /31 is written as one rule.
     Keep,
     /// A /31 is written as its two /32 addresses (two rules), because the target may not
-    /// accept /31 rules (unverified for Key Vault; azure-interfaces.md §2.4).
+    /// accept /31 rules (unverified for Key Vault; Azure Storage refuses them,
+    /// Azure/azure-cli#7417).
     Split,
 }
 

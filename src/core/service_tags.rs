@@ -1,6 +1,7 @@
 //! The one Service Tags model, and its parser for both published formats.
 //!
-//! Two formats carry the same data (azure-interfaces.md §2.9, §2.10):
+//! Two formats carry the same data (Microsoft's REST reference "Service Tags - List", and the
+//! files on the Microsoft Download Center, e.g. id 56519):
 //! - the weekly **download file** (`ServiceTags_Public_YYYYMMDD.json`): integer `changeNumber`s,
 //!   and per tag the extra `regionId`, `platform` and `networkFeatures`;
 //! - the **Discovery API** response (`…/locations/{location}/serviceTags`): `changeNumber`s as
@@ -49,8 +50,8 @@ pub enum Cloud {
 
 impl Cloud {
     /// Reads the document's `cloud` value. Only `Public` and `AzureGovernment` are confirmed
-    /// spellings; the China file's value is unverified (azure-interfaces.md §2.10), so the
-    /// usual aliases are accepted too.
+    /// spellings; the China file's value is unverified (only Public and US Government files
+    /// were inspected), so the usual aliases are accepted too.
     pub fn from_document_value(value: &str) -> Option<Cloud> {
         const ALIASES: &[(&str, Cloud)] = &[
             ("public", Cloud::Public),

@@ -1,9 +1,11 @@
-//! The Azure Functions custom-handler envelopes (azure-interfaces.md §1.1–§1.7).
+//! The Azure Functions custom-handler envelopes (Microsoft Learn, "Azure Functions custom
+//! handlers", and `DefaultHttpWorkerService.cs` in Azure/azure-functions-host).
 //!
 //! The host POSTs `{"Data": {<binding name>: …}, "Metadata": {…}}` (PascalCase keys, chunked,
 //! no Content-Length) and reads back `{"Outputs": {…}, "Logs": […], "ReturnValue": …}`. Any
-//! non-2xx answer fails the invocation and discards `Logs` and `Outputs` (§1.4), so a failed run
-//! still answers with a JSON body, for the stdout log and for humans reading it.
+//! non-2xx answer fails the invocation and discards `Logs` and `Outputs` (the host's
+//! `EnsureSuccessStatusCode`), so a failed run still answers with a JSON body, for the stdout log
+//! and for humans reading it.
 
 use std::collections::BTreeMap;
 
@@ -79,9 +81,9 @@ impl InvocationRequest {
     }
 
     /// The value of trigger binding `name`. The host may send an object, or the same value
-    /// serialised as a JSON string, or a JSON string of that string (§1.7): an object or array
-    /// inside at most [`MAX_JSON_TEXT_LAYERS`] layers of JSON text is taken out of them; any
-    /// other value is returned as sent.
+    /// serialised as a JSON string, or a JSON string of that string (which one is not documented):
+    /// an object or array inside at most [`MAX_JSON_TEXT_LAYERS`] layers of JSON text is taken out
+    /// of them; any other value is returned as sent.
     ///
     /// # Errors
     /// [`EnvelopeError::MissingBinding`].
@@ -209,7 +211,8 @@ fn describe(value: &Value) -> String {
     }
 }
 
-/// The timer trigger's value (§1.2): only `IsPastDue` matters here.
+/// The timer trigger's value (Microsoft Learn, "Timer trigger for Azure Functions"): only
+/// `IsPastDue` matters here.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct TimerInfo {
     #[serde(rename = "IsPastDue", alias = "isPastDue", default)]
@@ -218,7 +221,8 @@ pub struct TimerInfo {
     pub schedule_status: Option<Value>,
 }
 
-/// The HTTP trigger's request as the host wraps it (§1.6 A).
+/// The HTTP trigger's request as the host wraps it by default (`GetRequestAsJObject` in
+/// Azure/azure-functions-host).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct HttpRequestData {
     #[serde(rename = "Url", alias = "url", default)]
@@ -304,7 +308,8 @@ mod tests {
 
     #[test]
     fn reads_the_captured_timer_payload() {
-        // As captured from host 4.24.4.4 (azure-interfaces.md §1.2).
+        // As captured from host 4.24.4.4 by DFE-Digital/service-security-posture-hardening
+        // (`data_ingester_axum_entrypoint/src/azure_request_response.rs`).
         let body = br#"{ "Data": { "timer": { "Schedule": { "AdjustForDST": true }, "ScheduleStatus": null, "IsPastDue": false } },
           "Metadata": { "sys": { "MethodName": "azure", "UtcNow": "2023-09-07T11:40:45.004275Z", "RandGuid": "35e6e68c-5583-436c-a277-5aec2b416ba8" } } }"#;
         let request = InvocationRequest::parse(body).unwrap();

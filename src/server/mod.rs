@@ -2,7 +2,7 @@
 //!
 //! The Functions host starts this process with `FUNCTIONS_CUSTOMHANDLER_PORT`, polls `GET /`
 //! until it answers, then forwards each trigger as `POST /{function name}` with a JSON envelope
-//! (azure-interfaces.md §1). Three functions:
+//! (Microsoft Learn, "Azure Functions custom handlers"). Three functions:
 //! - `function-timer`: every Wednesday (the schedule is the host's; see [`schedule`]), reconcile
 //!   every configured vault;
 //! - `function-http`: `POST /api/sync[?vault=…][&dryRun=true]` on demand, `GET /api/status`;
@@ -12,7 +12,8 @@
 //!
 //! Handlers are thin: decode the envelope, call the [`Runner`], encode the outcome. The trigger
 //! never changes what a reconcile decides. Logs are JSON lines on stdout carrying the
-//! invocation id; the host logs every stderr line as an error (§1.5).
+//! invocation id; the host logs every stderr line as an error (Azure/azure-functions-host,
+//! `WorkerProcess.cs`).
 
 pub mod envelope;
 pub mod schedule;

@@ -4,8 +4,9 @@
 //! typo shows in the log at once instead of as a timer that never fires.
 //!
 //! NCRONTAB has six fields, `{second} {minute} {hour} {day} {month} {day-of-week}`, with
-//! Sunday = 0 (azure-interfaces.md §1.9); five fields are accepted too. `croner` reads it the
-//! same way; the `cron` crate would not (it numbers weekdays from Sunday = 1).
+//! Sunday = 0 (Microsoft Learn, "Timer trigger for Azure Functions"); five fields are accepted
+//! too. `croner` reads it the same way; the `cron` crate would not (it numbers weekdays from
+//! Sunday = 1).
 
 use chrono::{DateTime, Utc};
 use croner::parser::{CronParser, Seconds};
@@ -38,8 +39,8 @@ impl Schedule {
         })
     }
 
-    /// The next time the schedule fires after `now`, in UTC (Flex Consumption has no time
-    /// zones; §1.9).
+    /// The next time the schedule fires after `now`, in UTC (Flex Consumption does not
+    /// support `WEBSITE_TIME_ZONE`: Microsoft Learn, "Timer trigger for Azure Functions").
     pub fn next_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron.find_next_occurrence(&now, false).ok()
     }

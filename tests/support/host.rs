@@ -1,15 +1,18 @@
-//! A double of the Azure Functions host (azure-interfaces.md §1.11), since the real host cannot
-//! run offline. It does what the host does to a custom handler:
+//! A double of the Azure Functions host, since the real host cannot run offline (the npm package
+//! `azure-functions-core-tools` only downloads it from cdn.functions.azure.com on install). It does
+//! what the host does to a custom handler:
 //! - starts the real `tagfence` binary with `serve`, the host's environment
 //!   (`FUNCTIONS_CUSTOMHANDLER_PORT`, `FUNCTIONS_CUSTOMHANDLER_WORKER_ID`,
 //!   `FUNCTIONS_APP_ROOT_PATH`, `FUNCTIONS_WORKER_RUNTIME`) and the app settings;
-//! - polls `GET /` every 25 ms until any HTTP answer (§1.8), for at most 60 s;
+//! - polls `GET /` every 25 ms until any HTTP answer (the host's `IsWorkerReady`), for at most
+//!   60 s;
 //! - reads the function folders' `function.json` for the binding names;
 //! - POSTs invocations as chunked JSON (no Content-Length) with the host's headers;
 //! - holds the answers to the contract: a 2xx must be a JSON object with `Outputs`, `Logs`,
-//!   `ReturnValue`, with a JSON content type and a non-empty body (§1.3, §1.4);
+//!   `ReturnValue`, with a JSON content type and a non-empty body (the host reads it with
+//!   `ReadAsAsync`);
 //! - collects stdout and stderr, so tests can require JSON logs on stdout and nothing routine
-//!   on stderr (§1.5);
+//!   on stderr (the host logs stderr lines as errors);
 //! - stops the worker with SIGTERM, as the host does.
 
 use std::collections::HashMap;
@@ -266,7 +269,8 @@ impl HostDouble {
         let bytes = response.bytes().await.map_err(|e| format!("{e:?}"))?;
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if (200..300).contains(&status) {
-            // The host reads a 2xx with ReadAsAsync: JSON media type, JSON object body (§1.4).
+            // The host reads a 2xx with ReadAsAsync: JSON media type, JSON object body
+            // (`DefaultHttpWorkerService.cs`).
             assert!(
                 content_type.starts_with("application/json"),
                 "2xx without a JSON content type: {content_type}"
@@ -315,7 +319,8 @@ impl HostDouble {
         json!({"MethodName": method, "UtcNow": "2026-11-25T06:30:00.0036412Z", "RandGuid": "35e6e68c-5583-436c-a277-5aec2b416ba8"})
     }
 
-    /// The timer's invocation (payload as captured from a real host, §1.2).
+    /// The timer's invocation (payload as captured from host 4.24.4.4 by
+    /// DFE-Digital/service-security-posture-hardening).
     pub async fn invoke_timer(&mut self, past_due: bool) -> Invocation {
         let body = self.timer_envelope(past_due);
         self.invoke_raw("function-timer", body).await
@@ -341,7 +346,7 @@ impl HostDouble {
         serde_json::to_vec(&body).unwrap()
     }
 
-    /// An HTTP request through the default (wrapped) mode (§1.6 A).
+    /// An HTTP request through the default (wrapped) mode (`GetRequestAsJObject`).
     pub async fn invoke_http(
         &mut self,
         method: &str,
@@ -372,8 +377,9 @@ impl HostDouble {
             .await
     }
 
-    /// One Event Grid event, as the Event Grid extension dispatches it (§1.7): the event as an
-    /// object, or (`as_string`) serialised as a JSON string.
+    /// One Event Grid event, as the Event Grid extension dispatches it (`HttpRequestProcessor.cs`
+    /// in Azure/azure-sdk-for-net): the event as an object, or (`as_string`) serialised as a JSON
+    /// string.
     pub async fn invoke_event(&mut self, event: &Value, as_string: bool) -> Invocation {
         let binding = self.bindings["function-eventgrid"].clone();
         let value = if as_string {
@@ -433,7 +439,8 @@ impl HostDouble {
     }
 }
 
-/// A `Microsoft.Resources.ResourceWriteSuccess` event for a vault, Event Grid schema (§1.7a).
+/// A `Microsoft.Resources.ResourceWriteSuccess` event for a vault, Event Grid schema
+/// (learn.microsoft.com/azure/event-grid/event-schema-subscriptions).
 pub fn vault_write_event(vault_id: &str) -> Value {
     json!({
         "topic": format!("/subscriptions/{}", super::SUBSCRIPTION),
