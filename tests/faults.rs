@@ -17,8 +17,7 @@ mod support;
 #[path = "support/chaos.rs"]
 mod chaos_support;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
@@ -44,34 +43,6 @@ const LONGER_THAN_AN_ATTEMPT: u64 = 1500;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-static SCRATCH: AtomicUsize = AtomicUsize::new(0);
-
-/// A directory of its own under the system's temp directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "tagfence-faults-{}-{}",
-            std::process::id(),
-            SCRATCH.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `kv-00`, `kv-01`, …
 fn names(n: usize) -> Vec<String> {

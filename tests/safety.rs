@@ -10,7 +10,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -29,34 +28,6 @@ const PERSON: &str = "45.67.89.0/24";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-static SCRATCH: AtomicUsize = AtomicUsize::new(0);
-
-/// A directory of its own, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "tagfence-safety-{}-{}",
-            std::process::id(),
-            SCRATCH.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `n` ranges of the synthetic tag, from `from` on: `20.<from+i>.0.0/24`.
 fn ranges(from: u32, n: u32) -> Vec<String> {

@@ -116,7 +116,7 @@ async fn a_rule_planned_by_a_run_that_wrote_nothing_and_then_added_by_a_person_s
     const PERSON: &str = "52.100.1.7/32";
     const NEW: &str = "20.30.10.0/24";
     let emulator = start(emulator_config(vec![vault("kv-0", &[PERSON])])).await;
-    let work = safety_model_support::Scratch::new();
+    let work = support::Scratch::new();
     let tag: Vec<String> = (0..10).map(|i| format!("20.{}.10.0/24", 10 + i)).collect();
     let document = |change: u64, prefixes: &[String]| {
         let path = work.join(&format!("doc-{change}.json"));
@@ -220,7 +220,7 @@ async fn a_rule_a_person_adds_between_the_read_and_the_reread_stays_theirs() {
 
     const PERSON: &str = "20.19.10.0/24";
     let emulator = start(emulator_config(vec![vault("kv-0", &[])])).await;
-    let work = safety_model_support::Scratch::new();
+    let work = support::Scratch::new();
     let tag: Vec<String> = (0..10).map(|i| format!("20.{}.10.0/24", 10 + i)).collect();
     let document = |change: u64, prefixes: &[String]| {
         let path = work.join(&format!("doc-{change}.json"));
@@ -316,7 +316,7 @@ async fn a_re_read_that_shows_the_firewall_opened_within_the_run_is_not_written_
     use tagfence_emulator::{Fault, FaultKind, Route};
 
     let emulator = start(emulator_config(vec![vault("kv-0", &[])])).await;
-    let work = safety_model_support::Scratch::new();
+    let work = support::Scratch::new();
     let source = work.join("doc-100.json");
     let doc = json!({"changeNumber": 100, "cloud": "Public", "values": [
         {"name": "SafeA", "id": "SafeA", "properties": {"changeNumber": 100, "region": "",

@@ -31,7 +31,7 @@ use tagfence::reconcile::Outcome;
 use tagfence::run::{RunReport, RunRequest, Runner};
 use tagfence_emulator::{Emulator, Fault, FaultKind, RequestRecord, Route};
 
-use crate::support::{credential, emulator_config, start, vault, vault_id};
+use crate::support::{credential, emulator_config, start, vault, vault_id, Rng};
 
 /// Vaults per seed.
 pub const VAULTS: usize = 12;
@@ -41,48 +41,6 @@ const TAG: &str = "ChaosTag";
 /// clean runs allow 5 s, so that a loaded machine cannot fail them.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
 const CLEAN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// splitmix64: tiny, fast, and good enough to scatter faults.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
-    }
-
-    /// `lo..=hi` distinct items, in random order.
-    pub fn sample<T: Clone>(&mut self, items: &[T], lo: u64, hi: u64) -> Vec<T> {
-        let mut pool = items.to_vec();
-        let k = (self.range(lo, hi) as usize).min(pool.len());
-        for i in 0..k {
-            let j = i + (self.next() % (pool.len() - i) as u64) as usize;
-            pool.swap(i, j);
-        }
-        pool.truncate(k);
-        pool
-    }
-}
 
 /// Ranges of the selected tag: /24s that never collapse into each other (distinct second
 /// octets), so the desired set is exactly the tag's prefixes.
@@ -123,9 +81,9 @@ impl Scenario {
         let manual = manual_pool();
         let vaults: Vec<String> = (0..VAULTS).map(|i| format!("kv-{i:02}")).collect();
 
-        let doc_a = rng.sample(&tags[..32], 4, 12);
-        let retired = rng.sample(&doc_a, 0, 3);
-        let added = rng.sample(&tags[32..], 0, 3);
+        let doc_a = rng.sample_between(&tags[..32], 4, 12);
+        let retired = rng.sample_between(&doc_a, 0, 3);
+        let added = rng.sample_between(&tags[32..], 0, 3);
         let mut doc_b: Vec<String> = doc_a
             .iter()
             .filter(|r| !retired.contains(r))
@@ -144,8 +102,8 @@ impl Scenario {
         let mut initial = Vec::new();
         let mut between = Vec::new();
         for _ in &vaults {
-            let mut rules = rng.sample(&manual, 0, 3);
-            rules.extend(rng.sample(&doc_a, 0, 2));
+            let mut rules = rng.sample_between(&manual, 0, 3);
+            rules.extend(rng.sample_between(&doc_a, 0, 2));
             initial.push(rules);
             between.push(if rng.chance(30) {
                 vec![person()]
@@ -418,7 +376,7 @@ pub async fn run_seed(seed: u64) -> Result<Tally, String> {
             .collect(),
     ))
     .await;
-    let work = crate::Scratch::new();
+    let work = crate::support::Scratch::new();
     let (doc_a, doc_b) = (work.join("a.json"), work.join("b.json"));
     write_document(&doc_a, 100, 1, &scenario.doc_a);
     write_document(&doc_b, 101, 2, &scenario.doc_b);

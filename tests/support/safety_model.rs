@@ -80,7 +80,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -91,7 +90,7 @@ use tagfence::run::{RunReport, RunRequest, Runner};
 use tagfence_emulator::{Emulator, Fault, FaultKind, RequestRecord, Route};
 
 use crate::support::{
-    credential, emulator_config, start, vault, vault_id, RESOURCE_GROUP, SUBSCRIPTION,
+    credential, emulator_config, start, vault, vault_id, Rng, Scratch, RESOURCE_GROUP, SUBSCRIPTION,
 };
 
 /// The synthetic tags; every document holds all three.
@@ -134,80 +133,6 @@ pub const UNWRITTEN_PENDING: &str =
 
 fn range(index: usize) -> String {
     format!("20.{}.10.0/24", 10 + index)
-}
-
-/// splitmix64, as in the chaos test.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    /// `k` distinct items, in random order.
-    pub fn sample<T: Clone>(&mut self, items: &[T], k: usize) -> Vec<T> {
-        let mut pool = items.to_vec();
-        let k = k.min(pool.len());
-        for i in 0..k {
-            let j = i + self.below(pool.len() - i);
-            pool.swap(i, j);
-        }
-        pool.truncate(k);
-        pool
-    }
-}
-
-static SCRATCH: AtomicUsize = AtomicUsize::new(0);
-
-/// A directory of its own under the system's temp directory, removed on drop.
-pub struct Scratch(PathBuf);
-
-impl Scratch {
-    pub fn new() -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "tagfence-safety-{}-{}",
-            std::process::id(),
-            SCRATCH.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A Service Tags document: per tag, its own change number and its ranges (pool indexes).
