@@ -486,7 +486,7 @@ impl Reconciler {
                     ),
                 })?;
             trace.note_read(&fresh.acl);
-            if same_firewall(&fresh.acl, &vault.acl) {
+            if fresh.acl.same_firewall(&vault.acl) {
                 // The gate's input is the last read before the write.
                 let gated = self.gate(
                     target,
@@ -839,29 +839,6 @@ async fn write_ahead(
 
 /// How often a vault is planned again when its firewall keeps changing under tagfence.
 const MAX_PLAN_ATTEMPTS: u32 = 3;
-
-/// Whether two reads show the same firewall: every `networkAcls` field, the readable rules
-/// as sets (order is not meaning), the unreadable ones verbatim, and public network access.
-fn same_firewall(a: &LiveAcl, b: &LiveAcl) -> bool {
-    let rules = |acl: &LiveAcl| acl.ip_rules.iter().copied().collect::<HashSet<Ipv4Net>>();
-    let rest = |acl: &LiveAcl| {
-        acl.network_acls.as_ref().map(|m| {
-            let mut m = m.clone();
-            m.remove("ipRules");
-            m
-        })
-    };
-    let verbatim = |acl: &LiveAcl| {
-        let mut v: Vec<String> = acl.unreadable.iter().map(|r| r.entry.to_string()).collect();
-        v.sort_unstable();
-        v
-    };
-    a.missing == b.missing
-        && a.public_network_access == b.public_network_access
-        && rest(a) == rest(b)
-        && rules(a) == rules(b)
-        && verbatim(a) == verbatim(b)
-}
 
 /// Updates what is remembered of a vault after its reconcile: the last run always; the rules
 /// tagfence owns and the last-applied set when the vault is known to hold the desired rules.

@@ -247,16 +247,7 @@ impl GatedWrite {
         mismatch.missing = sorted(want.difference(&got));
         mismatch.unexpected = sorted(got.difference(&want));
         mismatch.total = after.rule_count();
-        let verbatim: Vec<String> = {
-            let mut v: Vec<String> = after
-                .unreadable
-                .iter()
-                .map(|r| r.entry.to_string())
-                .collect();
-            v.sort_unstable();
-            v
-        };
-        mismatch.verbatim_differ = verbatim != self.verbatim;
+        mismatch.verbatim_differ = after.verbatim_entries() != self.verbatim;
         if mismatch.is_empty() {
             Ok(())
         } else {
@@ -478,16 +469,10 @@ pub fn check(
             None => sent_verbatim.push(entry.to_string()),
         }
     }
-    let read_verbatim: Vec<String> = read
-        .unreadable
-        .iter()
-        .map(|r| r.entry.to_string())
-        .collect();
-    let mut want_verbatim = read_verbatim.clone();
-    want_verbatim.sort_unstable();
-    let mut have_verbatim = sent_verbatim.clone();
+    let want_verbatim = read.verbatim_entries();
+    let mut have_verbatim = sent_verbatim;
     have_verbatim.sort_unstable();
-    if let Some(invented) = have_verbatim.iter().find(|e| !read_verbatim.contains(e)) {
+    if let Some(invented) = have_verbatim.iter().find(|e| !want_verbatim.contains(e)) {
         return Err(GateRefusal::InventedEntry {
             entry: invented.clone(),
         });
@@ -536,7 +521,7 @@ pub fn check(
     // 5. The body fits.
     sent_rules.sort_unstable();
     sent_rules.dedup();
-    let count = sent_rules.len() + sent_verbatim.len();
+    let count = sent_rules.len() + have_verbatim.len();
     let limit = options.max_rules.min(KEY_VAULT_MAX_RULES);
     if count > limit {
         return Err(GateRefusal::OverLimit { count, limit });

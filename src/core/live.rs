@@ -218,6 +218,42 @@ impl LiveAcl {
         self.missing.is_empty()
     }
 
+    /// The unreadable rules' entries as JSON text, sorted: how they are compared (order is not
+    /// meaning; their bytes are).
+    pub fn verbatim_entries(&self) -> Vec<String> {
+        let mut entries: Vec<String> = self
+            .unreadable
+            .iter()
+            .map(|r| r.entry.to_string())
+            .collect();
+        entries.sort_unstable();
+        entries
+    }
+
+    /// Whether two reads show the same firewall: every `networkAcls` field, the readable rules
+    /// as sets (order is not meaning), the unreadable ones verbatim, public network access, and
+    /// the same fields missing.
+    pub fn same_firewall(&self, other: &LiveAcl) -> bool {
+        let rules = |acl: &LiveAcl| {
+            acl.ip_rules
+                .iter()
+                .copied()
+                .collect::<std::collections::HashSet<_>>()
+        };
+        let rest = |acl: &LiveAcl| {
+            acl.network_acls.as_ref().map(|m| {
+                let mut m = m.clone();
+                m.remove("ipRules");
+                m
+            })
+        };
+        self.missing == other.missing
+            && self.public_network_access == other.public_network_access
+            && rest(self) == rest(other)
+            && rules(self) == rules(other)
+            && self.verbatim_entries() == other.verbatim_entries()
+    }
+
     /// How many IP rules the vault holds, readable or not.
     pub fn rule_count(&self) -> usize {
         self.ip_rules.len() + self.unreadable.len()
