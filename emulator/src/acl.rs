@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value};
 
-use crate::config::{OddRulePolicy, Slash31Policy};
+use crate::policy::{OddRulePolicy, Slash31Policy};
 
 /// How PATCH/PUT validate ipRule values: the two UNVERIFIED policies of [`crate::Config`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

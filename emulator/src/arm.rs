@@ -11,11 +11,12 @@ use serde_json::Value;
 use crate::error::ArmError;
 use crate::identity::{is_date_version, Principal};
 use crate::model::Route;
+use crate::paths::VaultPath;
 use crate::query::Query;
 use crate::resource_graph;
-use crate::routes::Target;
-use crate::server::{RequestContext, Shared};
-use crate::vaults::{apply_patch, apply_put, Lookup, VaultPath};
+use crate::routes::{RequestContext, Target};
+use crate::state::Shared;
+use crate::vaults::{apply_patch, apply_put, Lookup};
 
 /// Key Vault management api-versions the emulator accepts (the stable versions in
 /// Azure/azure-rest-api-specs: specification/keyvault/resource-manager/Microsoft.KeyVault/stable).

@@ -23,11 +23,14 @@
 //! # Layout
 //!
 //! ```text
-//! config.rs          Config, Seed, Throttle, Slash31Policy, OddRulePolicy (public)
+//! config.rs          Config, Seed                                 (public)
+//! policy.rs          Throttle, Slash31Policy, OddRulePolicy        (public)
 //! model.rs           Route, RequestRecord, Fault, FaultKind        (public)
-//! server.rs          accept loop, fault/log wrapper, control routes, shared state
+//! server.rs          accept loop, fault/log wrapper, control routes
+//! state.rs           Shared: settings, stores behind locks, out-of-band edits
 //! reshape.rs         JSON Pointer edits of a Reshape fault          (pure)
 //! holds.rs           the gates of Hold faults
+//! paths.rs           path segments and the vault resource id       (pure)
 //! routes.rs          case-insensitive classification of paths into routes
 //! arm.rs             vault, Discovery API and Resource Graph handlers
 //! vaults.rs          vault store; PATCH/PUT semantics             (pure)
@@ -36,6 +39,20 @@
 //! service_tags.rs    document loading, API conversion, download page
 //! resource_graph.rs  KQL subset                                   (pure)
 //! throttle.rs        token buckets
+//! ```
+//!
+//! # Layers
+//!
+//! A module imports only modules on lines above its own, never on its own line or below, so the
+//! imports have no circles and each layer reads knowing only the ones before it:
+//!
+//! ```text
+//! 1 base      clock ids error query paths policy reshape: plain values, nothing from the crate
+//! 2 parts     config model acl throttle identity resource_graph service_tags holds: one concern
+//! 3 composed  vaults (the store; PATCH/PUT through acl) and routes (paths into model's Route)
+//! 4 state     state: the Shared value that owns every store, for the handlers and the handle
+//! 5 handlers  arm: the ARM routes, answering from state
+//! 6 top       server (accept loop, fault wrapper, control routes), then lib.rs and main.rs
 //! ```
 
 mod acl;
@@ -47,12 +64,15 @@ mod holds;
 mod identity;
 mod ids;
 mod model;
+mod paths;
+mod policy;
 mod query;
 mod reshape;
 mod resource_graph;
 mod routes;
 mod server;
 mod service_tags;
+mod state;
 mod throttle;
 mod vaults;
 
@@ -66,19 +86,18 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub use arm::KEY_VAULT_API_VERSIONS;
-pub use config::{
-    Config, OddRulePolicy, Seed, SeedError, Slash31Policy, Throttle, DEFAULT_ARM_AUDIENCE,
-};
+pub use config::{Config, Seed, SeedError, DEFAULT_ARM_AUDIENCE};
 pub use identity::{SYSTEM_ASSIGNED_CLIENT_ID, SYSTEM_ASSIGNED_OBJECT_ID};
 pub use model::{Fault, FaultKind, RequestRecord, Route};
+pub use policy::{OddRulePolicy, Slash31Policy, Throttle};
 pub use service_tags::{
     ServiceTagsError, DOWNLOAD_DIRECTORY, DOWNLOAD_FILE_NAMES, DOWNLOAD_PAGE_PATH,
     PUBLIC_DOWNLOAD_ID,
 };
 
 use identity::Principal;
-use server::Shared;
 use service_tags::ServiceTagsDocument;
+use state::Shared;
 use vaults::VaultStore;
 
 /// A running emulator. Dropping it stops the server too, but without waiting; prefer
@@ -268,7 +287,7 @@ impl Emulator {
     /// normalised like ARM would (a bare IPv4 address gains `/32`), not validated, not logged, not
     /// throttled. Does nothing when the vault does not exist.
     pub fn set_ip_rules(&self, name_or_id: &str, rules: Vec<String>) {
-        if !server::set_ip_rules(&self.shared, name_or_id, rules) {
+        if !state::set_ip_rules(&self.shared, name_or_id, rules) {
             tracing::warn!(vault = name_or_id, "set_ip_rules: no such vault");
         }
     }
@@ -280,7 +299,7 @@ impl Emulator {
     /// `id`. `edit` runs under the store's lock and must not call back into the emulator.
     /// Returns `false` (and does not call `edit`) when the vault does not exist.
     pub fn update_vault(&self, name_or_id: &str, edit: impl FnOnce(&mut Value)) -> bool {
-        server::update_vault(&self.shared, name_or_id, edit)
+        state::update_vault(&self.shared, name_or_id, edit)
     }
 
     /// Issues a token for `resource` to the system-assigned identity, as the identity endpoints

@@ -16,7 +16,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::vaults::VaultPath;
+use crate::paths::VaultPath;
 
 /// Rows per page when the request gives no `$top`.
 const DEFAULT_TOP: usize = 100;

@@ -7,11 +7,12 @@
 //! all depend on the route and the vault.
 
 use axum::http::Method;
-use percent_encoding::percent_decode_str;
 
+use crate::error::ArmError;
+use crate::identity::Principal;
 use crate::model::Route;
+use crate::paths::{segments, VaultPath};
 use crate::service_tags;
-use crate::vaults::VaultPath;
 
 /// A classified request.
 #[derive(Clone, Debug)]
@@ -50,12 +51,12 @@ impl Classified {
     }
 }
 
-/// Splits a path into percent-decoded segments, without the leading slash.
-pub(crate) fn segments(path: &str) -> Vec<String> {
-    path.trim_start_matches('/')
-        .split('/')
-        .map(|segment| percent_decode_str(segment).decode_utf8_lossy().into_owned())
-        .collect()
+/// What the wrapper hands to the router along with a (non-control) request: the
+/// classification and, for ARM routes, the result of authenticating the caller.
+#[derive(Clone)]
+pub(crate) struct RequestContext {
+    pub classified: Classified,
+    pub arm_auth: Option<Result<Principal, ArmError>>,
 }
 
 /// Classifies a request by method and (undecoded) path.

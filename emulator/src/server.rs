@@ -1,4 +1,5 @@
-//! The HTTP server: shared state, the accept loop, and the wrapper that logs and faults requests.
+//! The HTTP server: the accept loop, the wrapper that logs and faults requests, and the control
+//! routes. The state it serves from is [`crate::state`].
 //!
 //! `axum::serve` cannot close a connection without answering, which is exactly what a
 //! [`FaultKind::Drop`] fault must do, so the emulator runs its own hyper 1 accept loop. Every
@@ -9,9 +10,8 @@
 //! request at its gate ([`crate::holds`]) where a `Delay` would sleep. Returning `Err` from the service makes hyper close the
 //! connection without writing a status line. Control routes (`/_emulator/…`) bypass all of that.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -30,215 +30,18 @@ use tokio::sync::oneshot;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use crate::acl::{stored_form, RulePolicy};
 use crate::arm::{self, MAX_BODY_BYTES, REMAINING_READS, REMAINING_WRITES};
-use crate::config::{Config, Throttle};
 use crate::error::ArmError;
-use crate::holds::{Holds, Released};
-use crate::identity::{self, Flavour, Issued, Principal, TokenStore};
+use crate::holds::Released;
+use crate::identity::{self, Flavour, Principal};
 use crate::model::{Fault, FaultKind, RequestRecord, Route};
 use crate::query::Query;
-use crate::routes::{classify, Classified, Target};
-use crate::service_tags::{self, ServiceTagsDocument, PUBLIC_DOWNLOAD_ID};
-use crate::throttle::{TokenBucket, READ_BUCKET};
-use crate::vaults::{self, VaultStore};
+use crate::routes::{classify, Classified, RequestContext, Target};
+use crate::service_tags::{self, PUBLIC_DOWNLOAD_ID};
+use crate::state::{edit_ip_rules, set_ip_rules, update_vault, Shared};
 
 /// How long shutdown waits for in-flight requests before dropping their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// `x-ms-ratelimit-remaining-subscription-writes` when throttling is disabled.
-const UNTHROTTLED_REMAINING_WRITES: u32 = 199;
-
-/// The settings handlers read on every request (the parts of [`Config`] that are not state).
-pub(crate) struct Settings {
-    pub identity_header: String,
-    pub token_lifetime: Duration,
-    pub arm_audience: String,
-    pub throttle: Option<Throttle>,
-    pub rules: RulePolicy,
-    pub service_tags_page_size: Option<usize>,
-}
-
-/// State shared by every connection and by the [`crate::Emulator`] handle.
-pub(crate) struct Shared {
-    pub settings: Settings,
-    /// `http://host:port`, no trailing slash.
-    pub base_url: String,
-    pub service_tags: Option<ServiceTagsDocument>,
-    /// The gates of [`FaultKind::Hold`] faults.
-    pub holds: Holds,
-    started: Instant,
-    vaults: Mutex<VaultStore>,
-    tokens: Mutex<TokenStore>,
-    log: Mutex<Vec<RequestRecord>>,
-    faults: Mutex<VecDeque<Fault>>,
-    write_buckets: Mutex<HashMap<String, TokenBucket>>,
-    read_buckets: Mutex<HashMap<String, TokenBucket>>,
-}
-
-/// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical section
-/// here leaves the data consistent, so a poisoned lock is still safe to use.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Shared {
-    pub fn new(
-        config: Config,
-        base_url: String,
-        vaults: VaultStore,
-        service_tags: Option<ServiceTagsDocument>,
-    ) -> Shared {
-        Shared {
-            settings: Settings {
-                identity_header: config.identity_header,
-                token_lifetime: config.token_lifetime,
-                arm_audience: config.arm_audience,
-                throttle: config.throttle,
-                rules: RulePolicy {
-                    slash31: config.slash31,
-                    odd_rules: config.odd_rules,
-                },
-                service_tags_page_size: config.service_tags_page_size.filter(|size| *size > 0),
-            },
-            base_url,
-            service_tags,
-            holds: Holds::new(),
-            started: Instant::now(),
-            vaults: Mutex::new(vaults),
-            tokens: Mutex::new(TokenStore::default()),
-            log: Mutex::new(Vec::new()),
-            faults: Mutex::new(VecDeque::new()),
-            write_buckets: Mutex::new(HashMap::new()),
-            read_buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn vaults(&self) -> MutexGuard<'_, VaultStore> {
-        lock(&self.vaults)
-    }
-
-    pub fn requests(&self) -> Vec<RequestRecord> {
-        lock(&self.log).clone()
-    }
-
-    pub fn clear_requests(&self) {
-        lock(&self.log).clear();
-    }
-
-    pub fn add_fault(&self, fault: Fault) {
-        if fault.count > 0 {
-            lock(&self.faults).push_back(fault);
-        }
-    }
-
-    pub fn clear_faults(&self) {
-        lock(&self.faults).clear();
-    }
-
-    /// Consumes one count of the first fault matching the request, FIFO.
-    fn take_fault(&self, route: Route, vault: Option<&str>) -> Option<FaultKind> {
-        let mut faults = lock(&self.faults);
-        let index = faults
-            .iter()
-            .position(|fault| fault.matches(route, vault))?;
-        let fault = faults.get_mut(index)?;
-        fault.count -= 1;
-        let kind = fault.kind.clone();
-        if fault.count == 0 {
-            faults.remove(index);
-        }
-        Some(kind)
-    }
-
-    fn record(&self, record: RequestRecord) {
-        lock(&self.log).push(record);
-    }
-
-    fn elapsed_ms(&self) -> u64 {
-        crate::clock::duration_ms(self.started.elapsed())
-    }
-
-    pub fn issue_token(&self, resource: &str, principal: Principal) -> Issued {
-        lock(&self.tokens).issue(resource, principal, self.settings.token_lifetime)
-    }
-
-    pub fn expire_tokens(&self) {
-        lock(&self.tokens).expire_all();
-    }
-
-    fn arm_auth(&self, headers: &HeaderMap) -> Result<Principal, ArmError> {
-        lock(&self.tokens).authenticate(headers, &self.settings.arm_audience)
-    }
-
-    /// Takes a write token for `subscription`: `Ok(remaining)` or `Err(retry_after_secs)`.
-    pub fn take_write(&self, subscription: &str) -> Result<u32, u64> {
-        let Some(limits) = self.settings.throttle else {
-            return Ok(UNTHROTTLED_REMAINING_WRITES);
-        };
-        let now = Instant::now();
-        lock(&self.write_buckets)
-            .entry(subscription.to_ascii_lowercase())
-            .or_insert_with(|| TokenBucket::new(limits, now))
-            .take(now)
-    }
-
-    fn peek_writes(&self, subscription: &str) -> u32 {
-        let Some(limits) = self.settings.throttle else {
-            return UNTHROTTLED_REMAINING_WRITES;
-        };
-        let now = Instant::now();
-        lock(&self.write_buckets)
-            .entry(subscription.to_ascii_lowercase())
-            .or_insert_with(|| TokenBucket::new(limits, now))
-            .peek(now)
-    }
-
-    /// Counts a read for the header; reads are never refused.
-    fn count_read(&self, subscription: &str) -> u32 {
-        let now = Instant::now();
-        lock(&self.read_buckets)
-            .entry(subscription.to_ascii_lowercase())
-            .or_insert_with(|| TokenBucket::new(READ_BUCKET, now))
-            .take(now)
-            .unwrap_or(0)
-    }
-
-    /// Whether the request passes its route's credential checks, and the ARM authentication
-    /// result for ARM routes.
-    fn access(
-        &self,
-        classified: &Classified,
-        headers: &HeaderMap,
-    ) -> (bool, Option<Result<Principal, ArmError>>) {
-        match classified.route {
-            Route::VaultGet
-            | Route::VaultPatch
-            | Route::VaultPut
-            | Route::ServiceTagsApi
-            | Route::ResourceGraph => {
-                let auth = self.arm_auth(headers);
-                let permitted = match &classified.target {
-                    Target::Vault(path) => !self.vaults().is_forbidden(path),
-                    _ => true,
-                };
-                (auth.is_ok() && permitted, Some(auth))
-            }
-            Route::TokenAppService => (
-                identity::app_service_header_ok(headers, &self.settings.identity_header),
-                None,
-            ),
-            Route::TokenImds => (identity::imds_header_ok(headers), None),
-            _ => (true, None),
-        }
-    }
-}
-
-/// What the wrapper hands to the router along with a (non-control) request.
-#[derive(Clone)]
-pub(crate) struct RequestContext {
-    pub classified: Classified,
-    pub arm_auth: Option<Result<Principal, ArmError>>,
-}
 
 /// The error that makes hyper close a connection without a response.
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +160,35 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Whether the request passes its route's credential checks, and the ARM authentication
+/// result for ARM routes.
+fn access(
+    shared: &Shared,
+    classified: &Classified,
+    headers: &HeaderMap,
+) -> (bool, Option<Result<Principal, ArmError>>) {
+    match classified.route {
+        Route::VaultGet
+        | Route::VaultPatch
+        | Route::VaultPut
+        | Route::ServiceTagsApi
+        | Route::ResourceGraph => {
+            let auth = shared.arm_auth(headers);
+            let permitted = match &classified.target {
+                Target::Vault(path) => !shared.vaults().is_forbidden(path),
+                _ => true,
+            };
+            (auth.is_ok() && permitted, Some(auth))
+        }
+        Route::TokenAppService => (
+            identity::app_service_header_ok(headers, &shared.settings.identity_header),
+            None,
+        ),
+        Route::TokenImds => (identity::imds_header_ok(headers), None),
+        _ => (true, None),
+    }
+}
+
 /// The per-request wrapper around the router: faults, authentication, common headers, logging.
 async fn handle(
     shared: Arc<Shared>,
@@ -397,7 +229,7 @@ async fn handle(
         }
         _ => {}
     }
-    let (authorized, arm_auth) = shared.access(&classified, request.headers());
+    let (authorized, arm_auth) = access(&shared, &classified, request.headers());
     in_flight.record().authorized = authorized;
 
     let mut response = match &fault {
@@ -720,68 +552,4 @@ async fn put_ip_rules(
             &format!("/_emulator/vaults/{name}/ip-rules"),
         )
     }
-}
-
-/// Out-of-band edit of some ipRules (a [`FaultKind::EditAfter`]): adds the `add` rules not yet
-/// present, then removes the `remove` rules, comparing stored forms (a bare IPv4 address is
-/// `/32`). Does nothing when the vault does not exist.
-fn edit_ip_rules(shared: &Shared, name_or_id: &str, add: &[String], remove: &[String]) {
-    let mut store = shared.vaults();
-    let Some(index) = store.find(name_or_id) else {
-        return;
-    };
-    let Some(mut vault) = store.get(index).cloned() else {
-        return;
-    };
-    let mut rules = vaults::ip_rule_values(&vault);
-    for rule in add.iter().map(|rule| stored_form(rule)) {
-        if !rules.contains(&rule) {
-            rules.push(rule);
-        }
-    }
-    let remove: Vec<String> = remove.iter().map(|rule| stored_form(rule)).collect();
-    rules.retain(|rule| !remove.contains(&stored_form(rule)));
-    info!(
-        vault = name_or_id,
-        ?add,
-        ?remove,
-        "edited the vault's ip rules out of band (injected fault)"
-    );
-    vaults::set_ip_rule_values(&mut vault, rules);
-    store.replace(index, vault);
-}
-
-/// Out-of-band ipRules edit; `false` when the vault does not exist.
-pub(crate) fn set_ip_rules(shared: &Shared, name_or_id: &str, rules: Vec<String>) -> bool {
-    let mut store = shared.vaults();
-    let Some(index) = store.find(name_or_id) else {
-        return false;
-    };
-    let Some(mut vault) = store.get(index).cloned() else {
-        return false;
-    };
-    vaults::set_ip_rule_values(&mut vault, rules);
-    store.replace(index, vault);
-    true
-}
-
-/// Out-of-band edit of a whole stored vault, verbatim (no validation, no normalisation); `false`
-/// when the vault does not exist. The vault stays where it is stored even if `edit` changes its
-/// `id`. `edit` runs under the store's lock.
-pub(crate) fn update_vault(
-    shared: &Shared,
-    name_or_id: &str,
-    edit: impl FnOnce(&mut Value),
-) -> bool {
-    let mut store = shared.vaults();
-    let Some(index) = store.find(name_or_id) else {
-        return false;
-    };
-    let Some(mut vault) = store.get(index).cloned() else {
-        return false;
-    };
-    edit(&mut vault);
-    info!(vault = name_or_id, "edited the vault out of band");
-    store.replace(index, vault);
-    true
 }

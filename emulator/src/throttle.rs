@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use crate::config::Throttle;
+use crate::policy::Throttle;
 
 /// Retry-After used when a bucket never refills (`refill_per_sec <= 0`).
 const NEVER_REFILLS_RETRY_AFTER: u64 = 3600;

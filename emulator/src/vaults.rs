@@ -12,65 +12,7 @@ use serde_json::{Map, Value};
 use crate::acl::{existing_rule_values, normalise_network_acls, RulePolicy};
 use crate::config::{Seed, SeedError};
 use crate::error::ArmError;
-
-/// Where a vault lives, as written in a request path or resource id (original case).
-#[derive(Clone, Debug)]
-pub(crate) struct VaultPath {
-    pub subscription: String,
-    pub resource_group: String,
-    pub name: String,
-}
-
-impl VaultPath {
-    /// Parses `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}`
-    /// (segment names case-insensitive, an optional trailing slash tolerated).
-    pub fn parse_id(id: &str) -> Option<VaultPath> {
-        let segments: Vec<String> = crate::routes::segments(id.trim_end_matches('/'));
-        let refs: Vec<&str> = segments.iter().map(String::as_str).collect();
-        Self::from_segments(&refs)
-    }
-
-    /// Matches decoded path segments against the vault resource shape.
-    pub fn from_segments(segments: &[&str]) -> Option<VaultPath> {
-        let [subscriptions, subscription, resource_groups, resource_group, providers, namespace, vaults, name] =
-            segments
-        else {
-            return None;
-        };
-        let fixed_ok = subscriptions.eq_ignore_ascii_case("subscriptions")
-            && resource_groups.eq_ignore_ascii_case("resourceGroups")
-            && providers.eq_ignore_ascii_case("providers")
-            && namespace.eq_ignore_ascii_case("Microsoft.KeyVault")
-            && vaults.eq_ignore_ascii_case("vaults");
-        let values_ok = [subscription, resource_group, name]
-            .iter()
-            .all(|value| !value.is_empty());
-        (fixed_ok && values_ok).then(|| VaultPath {
-            subscription: (*subscription).to_owned(),
-            resource_group: (*resource_group).to_owned(),
-            name: (*name).to_owned(),
-        })
-    }
-
-    /// The canonical resource id.
-    pub fn id(&self) -> String {
-        format!(
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{}",
-            self.subscription, self.resource_group, self.name
-        )
-    }
-
-    pub fn same_group(&self, other: &VaultPath) -> bool {
-        self.subscription.eq_ignore_ascii_case(&other.subscription)
-            && self
-                .resource_group
-                .eq_ignore_ascii_case(&other.resource_group)
-    }
-
-    pub fn same_vault(&self, other: &VaultPath) -> bool {
-        self.same_group(other) && self.name.eq_ignore_ascii_case(&other.name)
-    }
-}
+use crate::paths::VaultPath;
 
 /// Result of looking a request path up in the store.
 pub(crate) enum Lookup {
@@ -386,7 +328,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::config::Slash31Policy;
+    use crate::policy::Slash31Policy;
 
     fn vault() -> Value {
         json!({
@@ -410,27 +352,6 @@ mod tests {
             "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv",
         )
         .unwrap()
-    }
-
-    #[test]
-    fn vault_ids_parse_case_insensitively() {
-        let path = VaultPath::parse_id(
-            "/SUBSCRIPTIONS/s/resourcegroups/Rg/PROVIDERS/microsoft.keyvault/Vaults/KV/",
-        )
-        .unwrap();
-        assert_eq!(
-            (
-                path.subscription.as_str(),
-                path.resource_group.as_str(),
-                path.name.as_str()
-            ),
-            ("s", "Rg", "KV")
-        );
-        assert!(VaultPath::parse_id(
-            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/x"
-        )
-        .is_none());
-        assert!(VaultPath::parse_id("kv").is_none());
     }
 
     #[test]
