@@ -3,13 +3,13 @@
 //!
 //! The shape is `Vault.properties.networkAcls` (Microsoft.KeyVault REST API, `NetworkRuleSet`:
 //! `defaultAction`, `bypass`, `ipRules[].value`, `virtualNetworkRules[]`). ARM replaces
-//! `networkAcls` wholesale on PATCH, so the object is kept exactly as read ([`LiveAcl::network_acls`])
-//! and a write changes nothing in it but `ipRules` (see [`super::gate`]).
+//! `networkAcls` wholesale on PATCH, so the object is kept exactly as read
+//! ([`LiveAcl::network_acls`]), for a write to send back with nothing changed but `ipRules`.
 //!
 //! A read is taken at its word only when it is whole: a document without `properties`,
 //! `networkAcls`, `defaultAction`, `bypass`, `ipRules` or `virtualNetworkRules` (missing or
 //! `null`) is *not* an empty firewall,
-//! and [`LiveAcl::missing`] says what it lacks so that the gate can refuse to write from it.
+//! and [`LiveAcl::missing`] says what it lacks so that no write is made from it.
 //! A rule value tagfence cannot read (host bits set, quotes, an empty string — Microsoft's own
 //! API examples hold such values) is a person's rule like any other: kept verbatim
 //! ([`LiveAcl::unreadable`]), never a reason to refuse the vault.

@@ -10,6 +10,13 @@
 //! - [`gate`]: the safety check every firewall write passes, and the verify after it.
 //! - [`plan`]: desired × live × last-applied → the plan, and its guards.
 //! - [`render`]: plans and tag listings as text and JSON.
+//! - [`profiles`]: built-in selections (names for sets of tags); it imports no other module.
+//!
+//! The modules are layered, and each imports only modules below it, so that a lower one can be
+//! read and tested without the ones above and no change up the stack can reach down:
+//! `json`, `cidr` → `service_tags` → `fit` → `desired` → `plan`, `live` → `gate`, `render`.
+//! A module that needs to say what one above does with it says so in prose, without a doc link,
+//! which would tie it to that module all the same.
 
 pub mod cidr;
 pub mod desired;
