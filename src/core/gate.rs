@@ -339,6 +339,10 @@ fn differing_fields(
 /// Checks a proposed write against what was read and what tagfence owns; see the module
 /// documentation for the five rules.
 ///
+/// The checks run in the order of those rules (but for the opened firewall of rule 3, see
+/// `read_not_opened_since_seen`), and the first refusal wins, so that a write failing several
+/// rules is always refused for the same reason.
+///
 /// # Errors
 /// The first [`GateRefusal`] that applies.
 pub fn check(
@@ -347,13 +351,38 @@ pub fn check(
     ownership: Ownership<'_>,
     options: GateOptions,
 ) -> Result<GatedWrite, GateRefusal> {
-    // 1. The read is whole (or a firewall that was never configured, initialised on request).
-    let expected_rest = match read.missing.as_slice() {
-        [] => read
+    let expected_rest = read_is_whole(read, ownership, options)?;
+    read_not_opened_since_seen(read, ownership)?;
+    only_ip_rules_change(proposal, &expected_rest)?;
+    read_agrees_with_state(read, ownership, options)?;
+    let sent = sent_ip_rules(proposal)?;
+    unreadable_rules_kept(read, &sent.verbatim)?;
+    if !options.prune {
+        persons_rules_kept(read, &sent.rules, ownership)?;
+    }
+    body_fits(&sent, options)?;
+    Ok(GatedWrite {
+        network_acls: proposal.network_acls.clone(),
+        rules: sent.rules,
+        verbatim: sent.verbatim,
+    })
+}
+
+/// Rule 1: the read is whole, or it is a firewall that was never configured and may be
+/// initialised. Returns the `networkAcls` the write must send, `ipRules` aside.
+fn read_is_whole(
+    read: &LiveAcl,
+    ownership: Ownership<'_>,
+    options: GateOptions,
+) -> Result<Map<String, Value>, GateRefusal> {
+    match read.missing.as_slice() {
+        [] => Ok(read
             .network_acls
             .clone()
-            .expect("a whole read has networkAcls"),
+            .expect("a whole read has networkAcls")),
         [AclField::NetworkAcls] => {
+            // A vault the state saw as anything but `Allow` does not lose its firewall: the
+            // read contradicts the state, and initialising it as `Allow` would open the vault.
             if let Some(seen) = ownership
                 .seen_default_action
                 .filter(|seen| !seen.eq_ignore_ascii_case("allow"))
@@ -365,32 +394,19 @@ pub fn check(
             if !options.init_firewall {
                 return Err(GateRefusal::NoFirewall);
             }
-            initial_acls()
+            Ok(initial_acls())
         }
-        missing => {
-            return Err(GateRefusal::IncompleteRead {
-                missing: missing.to_vec(),
-            })
-        }
-    };
+        missing => Err(GateRefusal::IncompleteRead {
+            missing: missing.to_vec(),
+        }),
+    }
+}
 
-    // 1b. A firewall seen closed that reads open is not believed at once: a lying read would
-    // otherwise be written back, opening the real vault.
-    let opened = |field: &'static str, seen: Option<&str>, read: Option<&str>, closed: &str| match (
-        seen, read,
-    ) {
-        (Some(seen), Some(read))
-            if seen.eq_ignore_ascii_case(closed) && !read.eq_ignore_ascii_case(closed) =>
-        {
-            Some(GateRefusal::OpenedSinceSeen {
-                field,
-                seen: seen.to_owned(),
-                read: read.to_owned(),
-            })
-        }
-        _ => None,
-    };
-    if let Some(refusal) = opened(
+/// Rule 3, its first half, checked before rule 2: a firewall seen closed that reads open is not
+/// believed at once. A lying read would otherwise be written back, opening the real vault; and
+/// the body, copied from that read, would pass rule 2.
+fn read_not_opened_since_seen(read: &LiveAcl, ownership: Ownership<'_>) -> Result<(), GateRefusal> {
+    let refusal = opened(
         "defaultAction",
         ownership.seen_default_action,
         read.default_action.as_deref(),
@@ -403,40 +419,64 @@ pub fn check(
             read.bypass.as_deref(),
             "None",
         )
-    }) {
-        return Err(refusal);
-    }
+    });
+    refusal.map_or(Ok(()), Err)
+}
 
-    // 2. Nothing but ipRules changes.
-    if let Some((field, read_value, sent)) =
-        differing_fields(&proposal.network_acls, &expected_rest)
-            .into_iter()
-            .next()
+/// The refusal when `field` was `seen` as `closed` and is `read` as anything else (a field the
+/// state never saw, or the read lacks, is left to the other rules).
+fn opened(
+    field: &'static str,
+    seen: Option<&str>,
+    read: Option<&str>,
+    closed: &str,
+) -> Option<GateRefusal> {
+    match (seen, read) {
+        (Some(seen), Some(read))
+            if seen.eq_ignore_ascii_case(closed) && !read.eq_ignore_ascii_case(closed) =>
+        {
+            Some(GateRefusal::OpenedSinceSeen {
+                field,
+                seen: seen.to_owned(),
+                read: read.to_owned(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Rule 2: every `networkAcls` field but `ipRules` is sent exactly as `expected_rest`.
+fn only_ip_rules_change(
+    proposal: &Proposal,
+    expected_rest: &Map<String, Value>,
+) -> Result<(), GateRefusal> {
+    match differing_fields(&proposal.network_acls, expected_rest)
+        .into_iter()
+        .next()
     {
-        return Err(GateRefusal::ChangesMoreThanIpRules {
-            field,
-            read: read_value,
-            sent,
-        });
+        Some((field, read, sent)) => Err(GateRefusal::ChangesMoreThanIpRules { field, read, sent }),
+        None => Ok(()),
     }
+}
 
-    // 3. The read agrees with the state.
+/// Rule 3: the read shows at least half of the rules tagfence added and confirmed. A truncated
+/// or empty list would otherwise be taken at its word, and every person's rule it did not show
+/// dropped.
+fn read_agrees_with_state(
+    read: &LiveAcl,
+    ownership: Ownership<'_>,
+    options: GateOptions,
+) -> Result<(), GateRefusal> {
     let present: HashSet<&Ipv4Net> = read.ip_rules.iter().collect();
-    let gone: Vec<Ipv4Net> = {
-        let mut gone: Vec<Ipv4Net> = ownership
-            .confirmed
-            .iter()
-            .filter(|r| !present.contains(r))
-            .copied()
-            .collect();
-        gone.sort_unstable();
-        gone.dedup();
-        gone
-    };
-    let confirmed = {
-        let set: HashSet<&Ipv4Net> = ownership.confirmed.iter().collect();
-        set.len()
-    };
+    let mut gone: Vec<Ipv4Net> = ownership
+        .confirmed
+        .iter()
+        .filter(|r| !present.contains(r))
+        .copied()
+        .collect();
+    gone.sort_unstable();
+    gone.dedup();
+    let confirmed = ownership.confirmed.iter().collect::<HashSet<_>>().len();
     if !options.accept_missing_rules && gone.len() * 2 > confirmed {
         return Err(GateRefusal::Suspicious {
             present: confirmed - gone.len(),
@@ -445,8 +485,21 @@ pub fn check(
             first_missing: gone.iter().take(SHOWN).copied().collect(),
         });
     }
+    Ok(())
+}
 
-    // 4. Every rule tagfence did not add is kept; unreadable ones verbatim.
+/// The IP rules a write sends, split as the gate judges them.
+struct SentIpRules {
+    /// The entries tagfence can read, as rules, sorted and deduplicated (a rule sent twice is
+    /// one rule on the vault).
+    rules: Vec<Ipv4Net>,
+    /// The other entries verbatim, as text, sorted.
+    verbatim: Vec<String>,
+}
+
+/// The proposal's `ipRules`, which must be an array (anything else changes its type, a field
+/// rule 2 leaves to this check).
+fn sent_ip_rules(proposal: &Proposal) -> Result<SentIpRules, GateRefusal> {
     let entries: &[Value] = match proposal.network_acls.get("ipRules") {
         Some(Value::Array(entries)) => entries,
         other => {
@@ -457,81 +510,96 @@ pub fn check(
             })
         }
     };
-    let mut sent_rules: Vec<Ipv4Net> = Vec::with_capacity(entries.len());
-    let mut sent_verbatim: Vec<String> = Vec::new();
+    let mut rules: Vec<Ipv4Net> = Vec::with_capacity(entries.len());
+    let mut verbatim: Vec<String> = Vec::new();
     for entry in entries {
         let readable = entry
             .get("value")
             .and_then(Value::as_str)
             .and_then(|text| super::cidr::parse_rule(text).ok());
         match readable {
-            Some(rule) => sent_rules.push(rule),
-            None => sent_verbatim.push(entry.to_string()),
+            Some(rule) => rules.push(rule),
+            None => verbatim.push(entry.to_string()),
         }
     }
+    rules.sort_unstable();
+    rules.dedup();
+    verbatim.sort_unstable();
+    Ok(SentIpRules { rules, verbatim })
+}
+
+/// Rule 4, for the entries tagfence cannot read: the write sends back exactly those of the
+/// read, none invented and none lost (invented first, so that an entry from nowhere is named as
+/// such rather than counted as a difference).
+fn unreadable_rules_kept(read: &LiveAcl, sent_verbatim: &[String]) -> Result<(), GateRefusal> {
     let want_verbatim = read.verbatim_entries();
-    let mut have_verbatim = sent_verbatim;
-    have_verbatim.sort_unstable();
-    if let Some(invented) = have_verbatim.iter().find(|e| !want_verbatim.contains(e)) {
+    if let Some(invented) = sent_verbatim.iter().find(|e| !want_verbatim.contains(e)) {
         return Err(GateRefusal::InventedEntry {
             entry: invented.clone(),
         });
     }
-    if want_verbatim != have_verbatim {
-        let lost: Vec<&String> = {
-            let mut remaining = have_verbatim.clone();
-            want_verbatim
-                .iter()
-                .filter(|e| match remaining.iter().position(|h| h == *e) {
-                    Some(i) => {
-                        remaining.swap_remove(i);
-                        false
-                    }
-                    None => true,
-                })
-                .collect()
-        };
-        return Err(GateRefusal::DropsUnreadableRules {
-            count: lost.len(),
-            first: lost
-                .first()
-                .and_then(|e| serde_json::from_str::<Value>(e).ok())
-                .and_then(|v| v.get("value").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_else(|| lost.first().map_or_else(String::new, |e| (*e).clone())),
-        });
+    if want_verbatim == sent_verbatim {
+        return Ok(());
     }
+    let lost = lost_entries(&want_verbatim, sent_verbatim);
+    Err(GateRefusal::DropsUnreadableRules {
+        count: lost.len(),
+        first: lost
+            .first()
+            .and_then(|e| serde_json::from_str::<Value>(e).ok())
+            .and_then(|v| v.get("value").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| lost.first().map_or_else(String::new, |e| (*e).clone())),
+    })
+}
+
+/// The entries of `want` that `have` lacks, counting duplicates: an entry the read holds twice
+/// and the write sends once is one lost.
+fn lost_entries<'a>(want: &'a [String], have: &[String]) -> Vec<&'a String> {
+    let mut remaining = have.to_vec();
+    want.iter()
+        .filter(|e| match remaining.iter().position(|h| h == *e) {
+            Some(i) => {
+                remaining.swap_remove(i);
+                false
+            }
+            None => true,
+        })
+        .collect()
+}
+
+/// Rule 4, for the readable rules (without `--prune`): a rule of the read that the write leaves
+/// out must be one tagfence may remove.
+fn persons_rules_kept(
+    read: &LiveAcl,
+    sent_rules: &[Ipv4Net],
+    ownership: Ownership<'_>,
+) -> Result<(), GateRefusal> {
     let sent: HashSet<&Ipv4Net> = sent_rules.iter().collect();
     let removable: HashSet<&Ipv4Net> = ownership.removable.iter().collect();
-    if !options.prune {
-        let mut dropped: Vec<Ipv4Net> = read
-            .ip_rules
-            .iter()
-            .filter(|r| !sent.contains(r) && !removable.contains(r))
-            .copied()
-            .collect();
-        if !dropped.is_empty() {
-            dropped.sort_unstable();
-            return Err(GateRefusal::DropsPersonsRules {
-                count: dropped.len(),
-                first: dropped.iter().take(SHOWN).copied().collect(),
-            });
-        }
+    let mut dropped: Vec<Ipv4Net> = read
+        .ip_rules
+        .iter()
+        .filter(|r| !sent.contains(r) && !removable.contains(r))
+        .copied()
+        .collect();
+    if dropped.is_empty() {
+        return Ok(());
     }
+    dropped.sort_unstable();
+    Err(GateRefusal::DropsPersonsRules {
+        count: dropped.len(),
+        first: dropped.iter().take(SHOWN).copied().collect(),
+    })
+}
 
-    // 5. The body fits.
-    sent_rules.sort_unstable();
-    sent_rules.dedup();
-    let count = sent_rules.len() + have_verbatim.len();
+/// Rule 5: the body holds no more IP rules than the run allows, nor than the kind's own limit.
+fn body_fits(sent: &SentIpRules, options: GateOptions) -> Result<(), GateRefusal> {
+    let count = sent.rules.len() + sent.verbatim.len();
     let limit = options.max_rules.min(KEY_VAULT_MAX_RULES);
     if count > limit {
         return Err(GateRefusal::OverLimit { count, limit });
     }
-
-    Ok(GatedWrite {
-        network_acls: proposal.network_acls.clone(),
-        rules: sent_rules,
-        verbatim: have_verbatim,
-    })
+    Ok(())
 }
 
 #[cfg(test)]
