@@ -198,6 +198,22 @@ static HEX: [u8; 256] = {
     table
 };
 
+/// The value of the hex digits at `start` and where they end. It reads at most five, one more
+/// than a group may have, so that the caller sees an over-long group and refuses it.
+fn hex_group(text: &[u8], start: usize) -> (u32, usize) {
+    let mut pos = start;
+    let mut value: u32 = 0;
+    while pos < text.len() && pos - start < 5 {
+        let d = HEX[usize::from(text[pos])];
+        if d > 15 {
+            break;
+        }
+        value = value * 16 + u32::from(d);
+        pos += 1;
+    }
+    (value, pos)
+}
+
 fn parse_v6_addr(text: &[u8]) -> Option<u128> {
     let mut head = [0u16; 8];
     let mut tail = [0u16; 8];
@@ -215,15 +231,8 @@ fn parse_v6_addr(text: &[u8]) -> Option<u128> {
         let groups = if compressed { &mut tail } else { &mut head };
         let count = if compressed { &mut n_tail } else { &mut n_head };
         let start = pos;
-        let mut value: u32 = 0;
-        while pos < text.len() && pos - start < 5 {
-            let d = HEX[usize::from(text[pos])];
-            if d > 15 {
-                break;
-            }
-            value = value * 16 + u32::from(d);
-            pos += 1;
-        }
+        let (value, end) = hex_group(text, start);
+        pos = end;
         let digits = pos - start;
         if text.get(pos) == Some(&b'.') {
             // An embedded IPv4 address ends the text and fills two groups.

@@ -342,57 +342,17 @@ pub fn desired_rules(
     let (tag_space, dropped) = public_space(&tags, &grace.concat());
     let statics = cidr::collapse(&selection.static_rules);
     let available = limits.max_rules.saturating_sub(kept);
-    let static_slots = limits.slash31.slots(&statics);
 
     let (tag_rules, extra_addresses) = match limits.fit {
         FitMode::Exact => (tag_space.clone(), 0),
-        FitMode::Summarize => {
-            if static_slots > available {
-                return Err(DesireError::StaticRulesDoNotFit {
-                    count: static_slots,
-                    available,
-                    limit: limits.max_rules,
-                });
-            }
-            // The fit does not need to cover what the static rules already cover.
-            let uncovered = subtract(&tag_space, &statics);
-            let allowed = if limits.envelope.is_empty() {
-                Allowed::anywhere()
-            } else {
-                let envelope_tags = resolve(doc, &limits.envelope, true)?;
-                Allowed::within(&uncovered, &public_space(&envelope_tags, &[]).0)
-            };
-            let fitted = fit::fit(
-                &uncovered,
-                available - static_slots,
-                &allowed,
-                limits.slash31,
-            )
-            .map_err(|source| DesireError::Fit { available, source })?;
-            (fitted.rules, fitted.extra_addresses)
-        }
+        FitMode::Summarize => summarize(doc, limits, &tag_space, &statics, available)?,
     };
-
     let mut rules = Vec::with_capacity(tag_rules.len() + statics.len());
     for net in cidr::collapse(&[tag_rules, statics.clone()].concat()) {
         limits.slash31.emit(net, &mut rules);
     }
-    if rules.len() > available {
-        return Err(DesireError::DoesNotFit {
-            count: rules.len(),
-            available,
-            limit: limits.max_rules,
-            kept,
-        });
-    }
-    if let Some(max) = limits.max_extra_addresses {
-        if extra_addresses > max {
-            return Err(DesireError::TooManyExtraAddresses {
-                extra: extra_addresses,
-                max,
-            });
-        }
-    }
+    within_limits(rules.len(), extra_addresses, limits, available, kept)?;
+
     let info = rule_info(&rules, &tags, &grace, &tag_space, &statics);
     Ok(DesiredRules {
         rules,
@@ -419,6 +379,70 @@ pub fn desired_rules(
             })
             .collect(),
     })
+}
+
+/// The summarized fit of the tags' space into the `available` slots the static rules leave,
+/// within the envelope when one is set: the tag rules and the extra addresses they admit.
+fn summarize(
+    doc: &ServiceTags,
+    limits: &Limits,
+    tag_space: &[Ipv4Net],
+    statics: &[Ipv4Net],
+    available: usize,
+) -> Result<(Vec<Ipv4Net>, u64), DesireError> {
+    // The static rules are never summarized, so they must fit on their own first.
+    let static_slots = limits.slash31.slots(statics);
+    if static_slots > available {
+        return Err(DesireError::StaticRulesDoNotFit {
+            count: static_slots,
+            available,
+            limit: limits.max_rules,
+        });
+    }
+    // The fit does not need to cover what the static rules already cover.
+    let uncovered = subtract(tag_space, statics);
+    let allowed = if limits.envelope.is_empty() {
+        Allowed::anywhere()
+    } else {
+        let envelope_tags = resolve(doc, &limits.envelope, true)?;
+        Allowed::within(&uncovered, &public_space(&envelope_tags, &[]).0)
+    };
+    let fitted = fit::fit(
+        &uncovered,
+        available - static_slots,
+        &allowed,
+        limits.slash31,
+    )
+    .map_err(|source| DesireError::Fit { available, source })?;
+    Ok((fitted.rules, fitted.extra_addresses))
+}
+
+/// Refuses `count` rules that need more than the `available` slots, and a fit that admits more
+/// extra addresses than `limits.max_extra_addresses`.
+fn within_limits(
+    count: usize,
+    extra_addresses: u64,
+    limits: &Limits,
+    available: usize,
+    kept: usize,
+) -> Result<(), DesireError> {
+    if count > available {
+        return Err(DesireError::DoesNotFit {
+            count,
+            available,
+            limit: limits.max_rules,
+            kept,
+        });
+    }
+    if let Some(max) = limits.max_extra_addresses {
+        if extra_addresses > max {
+            return Err(DesireError::TooManyExtraAddresses {
+                extra: extra_addresses,
+                max,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `set` minus the addresses of `minus`, collapsed.

@@ -153,71 +153,9 @@ pub fn fit(
 
     let mut nodes = Vec::with_capacity(2 * desired.len());
     let root = build_trie(desired, 0, &mut nodes);
+    let knapsack = Knapsack::solve(&nodes, budget, allowed, slash31);
 
-    // Bottom-up DP; nodes are stored children-first, so index order is a valid order.
-    let mut tables: Vec<Vec<u64>> = Vec::with_capacity(nodes.len());
-    let mut covered: Vec<u64> = Vec::with_capacity(nodes.len());
-    let mut merged = Vec::new();
-    for node in &nodes {
-        let size = 1u64 << (32 - node.len);
-        let node_range = (node.start, node.start + size);
-        match node.children {
-            None => {
-                covered.push(size);
-                let cost = slash31.cost(node.len);
-                let mut table = vec![INF; cost.min(budget) + 1];
-                if cost <= budget {
-                    table[cost] = 0;
-                }
-                // A /31 written as two rules: the /30 above it (one rule, two extra
-                // addresses) is a candidate unless it is already the parent trie node.
-                if cost == 2 && node.parent_len < 30 {
-                    let block = (node.start & !3, (node.start & !3) + 4);
-                    if allowed.permits(block) {
-                        table[1] = 2;
-                    }
-                }
-                tables.push(table);
-            }
-            Some((left, right)) => {
-                let inside = covered[left] + covered[right];
-                covered.push(inside);
-                let (fl, fr) = (&tables[left], &tables[right]);
-                let cap = (fl.len() - 1 + fr.len() - 1).min(budget);
-                merged.clear();
-                merged.resize(cap + 1, INF);
-                for (a, &fa) in fl.iter().enumerate().skip(1) {
-                    if fa >= INF {
-                        continue;
-                    }
-                    let upper = (fr.len() - 1).min(cap.saturating_sub(a));
-                    for (slot, &fb) in merged[a + 1..=a + upper].iter_mut().zip(&fr[1..=upper]) {
-                        *slot = (*slot).min(fa + fb);
-                    }
-                }
-                let cost = slash31.cost(node.len);
-                if cost <= cap && allowed.permits(node_range) {
-                    let extra = size - inside;
-                    for slot in &mut merged[cost..] {
-                        *slot = (*slot).min(extra);
-                    }
-                }
-                // "At most k slots": make the table non-increasing.
-                for k in 1..merged.len() {
-                    merged[k] = merged[k].min(merged[k - 1]);
-                }
-                tables.push(merged.clone());
-            }
-        }
-        if node.children.is_none() {
-            let table = tables.last_mut().expect("just pushed");
-            for k in 1..table.len() {
-                table[k] = table[k].min(table[k - 1]);
-            }
-        }
-    }
-
-    let root_table = &tables[root];
+    let root_table = &knapsack.tables[root];
     let best = *root_table.last().expect("tables have at least two entries");
     if best >= INF {
         return Err(FitError::Infeasible {
@@ -231,43 +169,7 @@ pub fn fit(
         .position(|&v| v == best)
         .expect("best is in the table");
 
-    let mut chosen = Vec::new();
-    let mut stack = vec![(root, slots)];
-    while let Some((index, k)) = stack.pop() {
-        let node = &nodes[index];
-        let target = tables[index][k];
-        let size = 1u64 << (32 - node.len);
-        match node.children {
-            None => {
-                if slash31.cost(node.len) <= k {
-                    chosen.push(cidr::net(node.start as u32, node.len));
-                } else {
-                    // Only the /30 option reaches a finite value with fewer slots.
-                    chosen.push(cidr::net((node.start & !3) as u32, 30));
-                }
-            }
-            Some((left, right)) => {
-                let cost = slash31.cost(node.len);
-                let take_extra = size - covered[index];
-                if cost <= k
-                    && take_extra == target
-                    && allowed.permits((node.start, node.start + size))
-                {
-                    chosen.push(cidr::net(node.start as u32, node.len));
-                    continue;
-                }
-                let (fl, fr) = (&tables[left], &tables[right]);
-                let split = (1..fl.len().min(k))
-                    .find(|&a| {
-                        let b = (k - a).min(fr.len() - 1);
-                        fl[a] + fr[b] == target
-                    })
-                    .expect("the DP value is reached by some split");
-                stack.push((left, split));
-                stack.push((right, (k - split).min(fr.len() - 1)));
-            }
-        }
-    }
+    let mut chosen = knapsack.trace_back(root, slots);
     chosen.sort_unstable();
     let mut rules = Vec::with_capacity(chosen.len() + 8);
     for net in chosen {
@@ -277,6 +179,145 @@ pub fn fit(
         rules,
         extra_addresses: best,
     })
+}
+
+/// The tree knapsack over one trie (see the module documentation), and what reading its
+/// tables back needs.
+struct Knapsack<'a> {
+    /// The trie, children before parents.
+    nodes: &'a [Node],
+    budget: usize,
+    allowed: &'a Allowed,
+    slash31: Slash31,
+    /// `tables[v][k]` is f_v(k), the fewest extra addresses that cover S ∩ p_v within k slots
+    /// (`INF` when none does), non-increasing in k, for k up to min(budget, slots below v).
+    tables: Vec<Vec<u64>>,
+    /// `covered[v]` is |S ∩ p_v|.
+    covered: Vec<u64>,
+}
+
+impl<'a> Knapsack<'a> {
+    /// Fills the tables bottom-up; nodes are stored children-first, so index order is a valid
+    /// order.
+    fn solve(nodes: &'a [Node], budget: usize, allowed: &'a Allowed, slash31: Slash31) -> Self {
+        let mut knapsack = Knapsack {
+            nodes,
+            budget,
+            allowed,
+            slash31,
+            tables: Vec::with_capacity(nodes.len()),
+            covered: Vec::with_capacity(nodes.len()),
+        };
+        for node in nodes {
+            let size = 1u64 << (32 - node.len);
+            let (table, inside) = match node.children {
+                None => (knapsack.leaf_table(node), size),
+                Some((left, right)) => {
+                    let inside = knapsack.covered[left] + knapsack.covered[right];
+                    (knapsack.inner_table(node, inside, left, right), inside)
+                }
+            };
+            knapsack.covered.push(inside);
+            knapsack.tables.push(table);
+        }
+        knapsack
+    }
+
+    /// f(k) for a prefix of S: no extra addresses once its own slots fit.
+    fn leaf_table(&self, node: &Node) -> Vec<u64> {
+        let cost = self.slash31.cost(node.len);
+        let mut table = vec![INF; cost.min(self.budget) + 1];
+        if cost <= self.budget {
+            table[cost] = 0;
+        }
+        // A /31 written as two rules: the /30 above it (one rule, two extra
+        // addresses) is a candidate unless it is already the parent trie node.
+        if cost == 2 && node.parent_len < 30 {
+            let block = (node.start & !3, (node.start & !3) + 4);
+            if self.allowed.permits(block) {
+                table[1] = 2;
+            }
+        }
+        non_increasing(&mut table);
+        table
+    }
+
+    /// f(k) for an inner node holding `inside` addresses of S: the best split of k between
+    /// the children's tables, or the node's own prefix when the allowed space permits it.
+    fn inner_table(&self, node: &Node, inside: u64, left: usize, right: usize) -> Vec<u64> {
+        let (fl, fr) = (&self.tables[left], &self.tables[right]);
+        let cap = (fl.len() - 1 + fr.len() - 1).min(self.budget);
+        let mut merged = vec![INF; cap + 1];
+        for (a, &fa) in fl.iter().enumerate().skip(1) {
+            if fa >= INF {
+                continue;
+            }
+            let upper = (fr.len() - 1).min(cap.saturating_sub(a));
+            for (slot, &fb) in merged[a + 1..=a + upper].iter_mut().zip(&fr[1..=upper]) {
+                *slot = (*slot).min(fa + fb);
+            }
+        }
+        let size = 1u64 << (32 - node.len);
+        let cost = self.slash31.cost(node.len);
+        if cost <= cap && self.allowed.permits((node.start, node.start + size)) {
+            let extra = size - inside;
+            for slot in &mut merged[cost..] {
+                *slot = (*slot).min(extra);
+            }
+        }
+        non_increasing(&mut merged);
+        merged
+    }
+
+    /// The prefixes of a cover of the subtree at `root` within `slots` that reaches its table
+    /// value, unsorted and not yet in the rule form.
+    fn trace_back(&self, root: usize, slots: usize) -> Vec<Ipv4Net> {
+        let mut chosen = Vec::new();
+        let mut stack = vec![(root, slots)];
+        while let Some((index, k)) = stack.pop() {
+            let node = &self.nodes[index];
+            let target = self.tables[index][k];
+            let size = 1u64 << (32 - node.len);
+            match node.children {
+                None => {
+                    if self.slash31.cost(node.len) <= k {
+                        chosen.push(cidr::net(node.start as u32, node.len));
+                    } else {
+                        // Only the /30 option reaches a finite value with fewer slots.
+                        chosen.push(cidr::net((node.start & !3) as u32, 30));
+                    }
+                }
+                Some((left, right)) => {
+                    let cost = self.slash31.cost(node.len);
+                    let take_extra = size - self.covered[index];
+                    if cost <= k
+                        && take_extra == target
+                        && self.allowed.permits((node.start, node.start + size))
+                    {
+                        chosen.push(cidr::net(node.start as u32, node.len));
+                        continue;
+                    }
+                    let (fl, fr) = (&self.tables[left], &self.tables[right]);
+                    let split = (1..fl.len().min(k))
+                        .find(|&a| {
+                            let b = (k - a).min(fr.len() - 1);
+                            fl[a] + fr[b] == target
+                        })
+                        .expect("the DP value is reached by some split");
+                    stack.push((left, split));
+                    stack.push((right, (k - split).min(fr.len() - 1)));
+                }
+            }
+        }
+        chosen
+    }
+}
+
+/// "At most k slots": makes the table non-increasing in k.
+fn non_increasing(table: &mut [u64]) {
+    for k in 1..table.len() {
+        table[k] = table[k].min(table[k - 1]);
+    }
 }
 
 /// Builds the path-compressed trie of sorted, disjoint `leaves` into `nodes` (children before

@@ -374,79 +374,92 @@ pub struct Recorded<'a> {
 /// [`PlanError::Desire`] when the desired rules cannot be computed, [`PlanError::Refused`] when a
 /// guard refuses the plan.
 pub fn plan_vault(input: PlanInput<'_>) -> Result<Plan, PlanError> {
+    let source = SourceInfo {
+        cloud: input.tags.cloud,
+        change_number: input.tags.change_number,
+    };
+    let inputs = desired::inputs_key(input.tags, input.selection, input.limits);
+    let owned: HashSet<&Ipv4Net> = input.owned.unwrap_or_default().iter().collect();
+    let reusable = input.recorded.filter(|recorded| {
+        inputs.as_deref() == Some(recorded.inputs)
+            && (input.limits.fit == FitMode::Exact
+                || kept_besides(&input, &owned, &recorded.desired.rules) == recorded.kept)
+    });
+
+    let (mut plan, reused) = match reusable {
+        Some(recorded) => (
+            plan(
+                source,
+                recorded.desired.clone(),
+                input.live,
+                input.owned,
+                input.prune,
+                input.limits,
+            ),
+            true,
+        ),
+        None => (plan_afresh(&input, &owned, source)?, false),
+    };
+    plan.inputs = inputs;
+    plan.reused = reused;
+    plan.adopting = input.adopt;
+    plan.unreadable = input.unreadable;
+    guard_tags(
+        &plan.desired.tags,
+        input.tags.change_number,
+        &input.tag_guard,
+    )?;
+    guard(&plan, input.live, input.owned, input.limits)?;
+    Ok(plan)
+}
+
+/// How many rules the vault keeps besides `desired`: the unreadable ones whatever happens,
+/// pruning or not, and without `--prune` every live rule neither desired nor tagfence's.
+fn kept_besides(input: &PlanInput<'_>, owned: &HashSet<&Ipv4Net>, desired: &[Ipv4Net]) -> usize {
+    if input.prune {
+        return input.unreadable;
+    }
+    let wanted: HashSet<&Ipv4Net> = desired.iter().collect();
+    input.unreadable
+        + input
+            .live
+            .iter()
+            .filter(|r| !wanted.contains(r) && !owned.contains(r))
+            .count()
+}
+
+/// Computes the desired rules and plans with them, finding the room in rounds (see
+/// [`plan_vault`]): estimated from the lossless desired set, then narrowed while a summarized
+/// fit leaves more rules kept than the room assumed.
+fn plan_afresh(
+    input: &PlanInput<'_>,
+    owned: &HashSet<&Ipv4Net>,
+    source: SourceInfo,
+) -> Result<Plan, PlanError> {
     let PlanInput {
         tags,
         selection,
         limits,
-        live,
-        unreadable,
-        owned: owned_rules,
-        prune,
-        adopt,
-        recorded,
-        tag_guard,
-    } = input;
-    let finish = |mut plan: Plan, reused: bool| -> Result<Plan, PlanError> {
-        plan.reused = reused;
-        plan.adopting = adopt;
-        plan.unreadable = unreadable;
-        guard_tags(&plan.desired.tags, tags.change_number, &tag_guard)?;
-        guard(&plan, live, owned_rules, limits)?;
-        Ok(plan)
-    };
-    let source = SourceInfo {
-        cloud: tags.cloud,
-        change_number: tags.change_number,
-    };
-    let inputs = desired::inputs_key(tags, selection, limits);
-    let owned: HashSet<&Ipv4Net> = owned_rules.unwrap_or_default().iter().collect();
-    // Unreadable rules are kept whatever happens, pruning or not.
-    let kept_besides = |desired: &[Ipv4Net]| -> usize {
-        if prune {
-            return unreadable;
-        }
-        let wanted: HashSet<&Ipv4Net> = desired.iter().collect();
-        unreadable
-            + live
-                .iter()
-                .filter(|r| !wanted.contains(r) && !owned.contains(r))
-                .count()
-    };
-
-    if let Some(recorded) = recorded.filter(|r| inputs.as_deref() == Some(r.inputs)) {
-        let kept = kept_besides(&recorded.desired.rules);
-        if limits.fit == FitMode::Exact || kept == recorded.kept {
-            let mut plan = plan(
-                source,
-                recorded.desired.clone(),
-                live,
-                owned_rules,
-                prune,
-                limits,
-            );
-            plan.inputs = inputs;
-            return finish(plan, true);
-        }
-    }
-
+        ..
+    } = *input;
     let lossless_limits = Limits {
         fit: FitMode::Exact,
         max_rules: usize::MAX,
         ..limits.clone()
     };
     let lossless = desired::desired_rules(tags, selection, &lossless_limits, 0)?;
-    let mut kept = kept_besides(&lossless.rules);
+    let mut kept = kept_besides(input, owned, &lossless.rules);
     let mut result = None;
     for _ in 0..4 {
         let desired = desired::desired_rules(tags, selection, limits, kept)?;
-        let actually_kept = kept_besides(&desired.rules);
+        let actually_kept = kept_besides(input, owned, &desired.rules);
         let done = actually_kept <= kept || limits.fit == FitMode::Exact;
         result = Some(plan(
             source.clone(),
             desired,
-            live,
-            owned_rules,
-            prune,
+            input.live,
+            input.owned,
+            input.prune,
             limits,
         ));
         if done {
@@ -454,9 +467,7 @@ pub fn plan_vault(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         }
         kept = actually_kept;
     }
-    let mut plan = result.expect("the loop runs at least once");
-    plan.inputs = inputs;
-    finish(plan, false)
+    Ok(result.expect("the loop runs at least once"))
 }
 
 #[cfg(test)]

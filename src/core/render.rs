@@ -38,6 +38,34 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 /// The human plan.
 pub fn plan_text(plan: &Plan) -> String {
     let mut out = String::new();
+    write_header(&mut out, plan);
+    if plan.has_changes() {
+        let _ = writeln!(
+            out,
+            "tagfence will change the vault's IP rules as follows ({}):",
+            legend(plan)
+        );
+        out.push('\n');
+        write_changes(&mut out, plan);
+        out.push('\n');
+    }
+    write_unmanaged(&mut out, plan);
+    write_coincident(&mut out, plan);
+    if plan.unreadable > 0 {
+        let _ = writeln!(
+            out,
+            "Rules tagfence cannot read: {} (kept as they are; they count against the limit).",
+            plan.unreadable
+        );
+        out.push('\n');
+    }
+    write_summary(&mut out, plan);
+    out
+}
+
+/// What the plan is of: the vault, the source, the selection, the grace tags and the desired
+/// rules, then a blank line.
+fn write_header(out: &mut String, plan: &Plan) {
     let desired = &plan.desired;
     match &plan.vault {
         Some(name) => writeln!(out, "Vault {name}: firewall plan"),
@@ -81,6 +109,14 @@ pub fn plan_text(plan: &Plan) -> String {
             kept.join(", ")
         );
     }
+    let _ = writeln!(out, "  Desired:   {}", desired_facts(plan).join("; "));
+    out.push('\n');
+}
+
+/// The desired rules' count against the limit, and what the fit and the filters cost, when
+/// they cost anything.
+fn desired_facts(plan: &Plan) -> Vec<String> {
+    let desired = &plan.desired;
     let mut facts = vec![format!(
         "{} of at most {}",
         plural(desired.rules.len(), "rule", "rules"),
@@ -99,56 +135,48 @@ pub fn plan_text(plan: &Plan) -> String {
             thousands(desired.dropped.private as u64)
         ));
     }
-    let _ = writeln!(out, "  Desired:   {}", facts.join("; "));
+    facts
+}
+
+/// The rules on the vault that no selected tag explains and tagfence did not add (drift), when
+/// there are any.
+fn write_unmanaged(out: &mut String, plan: &Plan) {
+    if plan.unmanaged.is_empty() {
+        return;
+    }
+    if plan.prune {
+        let _ = writeln!(out, "Unmanaged rules (not from the selection, not added by tagfence; removed because of --prune):");
+    } else {
+        let _ = writeln!(
+            out,
+            "Unmanaged rules (not from the selection, not added by tagfence; kept):"
+        );
+    }
+    for rule in &plan.unmanaged {
+        let _ = writeln!(out, "         {rule}");
+    }
     out.push('\n');
+}
 
-    if plan.has_changes() {
-        let _ = writeln!(
-            out,
-            "tagfence will change the vault's IP rules as follows ({}):",
-            legend(plan)
-        );
-        out.push('\n');
-        write_changes(&mut out, plan);
-        out.push('\n');
+/// The desired rules a person put on the vault first, when there are any: kept as theirs, or
+/// adopted.
+fn write_coincident(out: &mut String, plan: &Plan) {
+    if plan.coincident.is_empty() {
+        return;
     }
-
-    if !plan.unmanaged.is_empty() {
-        if plan.prune {
-            let _ = writeln!(out, "Unmanaged rules (not from the selection, not added by tagfence; removed because of --prune):");
-        } else {
-            let _ = writeln!(
-                out,
-                "Unmanaged rules (not from the selection, not added by tagfence; kept):"
-            );
-        }
-        for rule in &plan.unmanaged {
-            let _ = writeln!(out, "         {rule}");
-        }
-        out.push('\n');
+    if plan.adopting {
+        let _ = writeln!(out, "Adopted (desired rules a person put on the vault first; tagfence manages them from now on, because of --adopt-existing):");
+    } else {
+        let _ = writeln!(out, "A person's rules equal to desired rules (on the vault before tagfence wanted them; kept even when the range is retired; --adopt-existing lets tagfence manage them):");
     }
-
-    if !plan.coincident.is_empty() {
-        if plan.adopting {
-            let _ = writeln!(out, "Adopted (desired rules a person put on the vault first; tagfence manages them from now on, because of --adopt-existing):");
-        } else {
-            let _ = writeln!(out, "A person's rules equal to desired rules (on the vault before tagfence wanted them; kept even when the range is retired; --adopt-existing lets tagfence manage them):");
-        }
-        for rule in &plan.coincident {
-            let _ = writeln!(out, "         {rule}");
-        }
-        out.push('\n');
+    for rule in &plan.coincident {
+        let _ = writeln!(out, "         {rule}");
     }
+    out.push('\n');
+}
 
-    if plan.unreadable > 0 {
-        let _ = writeln!(
-            out,
-            "Rules tagfence cannot read: {} (kept as they are; they count against the limit).",
-            plan.unreadable
-        );
-        out.push('\n');
-    }
-
+/// The one closing line, worded differently for an empty plan so that the two never look alike.
+fn write_summary(out: &mut String, plan: &Plan) {
     if plan.has_changes() {
         let _ = writeln!(
             out,
@@ -167,7 +195,6 @@ pub fn plan_text(plan: &Plan) -> String {
             plan.unmanaged.len()
         );
     }
-    out
 }
 
 fn legend(plan: &Plan) -> String {

@@ -273,14 +273,7 @@ impl ServiceTags {
             }));
         self.skipped.extend(page.skipped.into_iter().map(shift));
         self.next_link = page.next_link;
-        let mut seen: HashSet<Caseless<'_>, BuildHasherDefault<Fnv>> =
-            HashSet::with_capacity_and_hasher(self.total_tags(), Default::default());
-        for name in self.all_names() {
-            if !seen.insert(Caseless(name)) {
-                return Err(ParseError::DuplicateTag(name.to_owned()));
-            }
-        }
-        Ok(())
+        no_duplicate_tag(self)
     }
 
     /// Number of tags read (all of them unless the parse was filtered).
@@ -445,6 +438,19 @@ struct Parser<'a> {
     v6: Vec<Ipv6Net>,
 }
 
+/// Refuses a document that names a tag twice, in any case (tags are looked up
+/// case-insensitively, so either could answer for the name).
+fn no_duplicate_tag(document: &ServiceTags) -> Result<(), ParseError> {
+    let mut seen: HashSet<Caseless<'_>, BuildHasherDefault<Fnv>> =
+        HashSet::with_capacity_and_hasher(document.total_tags(), Default::default());
+    for name in document.all_names() {
+        if !seen.insert(Caseless(name)) {
+            return Err(ParseError::DuplicateTag(name.to_owned()));
+        }
+    }
+    Ok(())
+}
+
 impl<'a> Parser<'a> {
     fn new(input: &'a [u8], filter: TagFilter<'a>) -> Result<Self, ParseError> {
         let reader = Reader::new(input).map_err(|err| json_error(input, err))?;
@@ -533,13 +539,7 @@ impl<'a> Parser<'a> {
             v4: std::mem::take(&mut self.v4),
             v6: std::mem::take(&mut self.v6),
         };
-        let mut seen: HashSet<Caseless<'_>, BuildHasherDefault<Fnv>> =
-            HashSet::with_capacity_and_hasher(document.total_tags(), Default::default());
-        for name in document.all_names() {
-            if !seen.insert(Caseless(name)) {
-                return Err(ParseError::DuplicateTag(name.to_owned()).into());
-            }
-        }
+        no_duplicate_tag(&document)?;
         Ok(document)
     }
 
