@@ -318,7 +318,7 @@ pub fn inputs_key(doc: &ServiceTags, selection: &Selection, limits: &Limits) -> 
         "max_rules": limits.max_rules,
         "fit": limits.fit,
         "max_extra_addresses": limits.max_extra_addresses,
-        "slash31": format!("{:?}", limits.slash31),
+        "slash31": limits.slash31.as_str(),
     });
     Some(key.to_string())
 }
@@ -745,6 +745,39 @@ mod tests {
                 .to_string()
                 .starts_with("unknown envelope tag 'AzureCloudd'")
         );
+    }
+
+    #[test]
+    fn inputs_keys_are_spelled_as_stored_keys_are() {
+        // The state keeps these keys between runs: a change of spelling (a field, a tag, a form)
+        // would make every stored key stale and every recorded fit recomputed.
+        let mut selection = select(&["AzureDevOps"], &["52.1.2.3"]);
+        selection.grace.push(GraceTag {
+            tag: "AzureDevOps".into(),
+            change_number: 6,
+            prefixes: vec!["20.37.150.0/24".parse().unwrap()],
+        });
+        for (slash31, spelling) in [(Slash31::Keep, "Keep"), (Slash31::Split, "Split")] {
+            let limits = Limits {
+                fit: FitMode::Summarize,
+                envelope: vec!["AzureCloud.westeurope".into()],
+                max_extra_addresses: Some(7),
+                slash31,
+                ..Limits::default()
+            };
+            assert_eq!(
+                inputs_key(&doc(), &selection, &limits).unwrap(),
+                format!(
+                    concat!(
+                        r#"{{"cloud":"Public","envelope":[["AzureCloud.westeurope",160]],"#,
+                        r#""fit":"summarize","grace":[["AzureDevOps",6,1]],"#,
+                        r#""max_extra_addresses":7,"max_rules":1000,"slash31":"{}","#,
+                        r#""static_rules":["52.1.2.3/32"],"tags":[["AzureDevOps",7]]}}"#,
+                    ),
+                    spelling
+                )
+            );
+        }
     }
 
     #[test]

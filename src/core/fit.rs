@@ -35,6 +35,17 @@ pub enum Slash31 {
 }
 
 impl Slash31 {
+    /// The form's name where it is stored: in the key of what desired rules were computed from,
+    /// which the state keeps between runs. These are the names the derived `Debug` gave when the
+    /// first keys were stored; a different spelling would make every stored key stale, so they
+    /// never change, whatever `Debug` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slash31::Keep => "Keep",
+            Slash31::Split => "Split",
+        }
+    }
+
     fn cost(self, len: u8) -> usize {
         match (self, len) {
             (Slash31::Split, 31) => 2,
@@ -360,6 +371,19 @@ mod tests {
 
     fn strings(nets: &[Ipv4Net]) -> Vec<String> {
         nets.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn every_slash31_form_keeps_its_stored_spelling() {
+        // Stored keys hold these spellings; a new form gets its own here, an old one never
+        // changes.
+        for form in [Slash31::Keep, Slash31::Split] {
+            let stored = match form {
+                Slash31::Keep => "Keep",
+                Slash31::Split => "Split",
+            };
+            assert_eq!(form.as_str(), stored);
+        }
     }
 
     #[test]
