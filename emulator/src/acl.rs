@@ -217,32 +217,7 @@ pub(crate) fn normalise_network_acls(
     match fields.get("ipRules") {
         None | Some(Value::Null) => {}
         Some(Value::Array(rules)) => {
-            if rules.len() > MAX_IP_RULES {
-                return Err(format!(
-                    "Invalid value found at properties.networkAcls.ipRules: {} IP rules exceed the limit of {MAX_IP_RULES} IPv4 rules per vault",
-                    rules.len()
-                ));
-            }
-            let mut normalised = Vec::with_capacity(rules.len());
-            for (index, rule) in rules.iter().enumerate() {
-                let checked = member_string(rule, "value")
-                    .ok_or_else(|| {
-                        format!("Invalid value found at properties.networkAcls.ipRules[{index}]: an IP rule needs a string \"value\"")
-                    })
-                    .and_then(|(object, value)| {
-                        check_ip_rule(index, &value, policy.slash31).map(|value| (object, value))
-                    });
-                match checked {
-                    Ok((mut object, value)) => {
-                        object.insert("value".to_owned(), Value::String(value));
-                        normalised.push(Value::Object(object));
-                    }
-                    Err(_) if policy.keeps_refused(rule.get("value"), existing) => {
-                        normalised.push(rule.clone());
-                    }
-                    Err(message) => return Err(message),
-                }
-            }
+            let normalised = normalise_ip_rules(rules, policy, existing)?;
             stored.insert("ipRules".to_owned(), Value::Array(normalised));
         }
         Some(_) => {
@@ -256,20 +231,7 @@ pub(crate) fn normalise_network_acls(
     match fields.get("virtualNetworkRules") {
         None | Some(Value::Null) => {}
         Some(Value::Array(rules)) => {
-            if rules.len() > MAX_VNET_RULES {
-                return Err(format!(
-                    "Invalid value found at properties.networkAcls.virtualNetworkRules: {} virtual network rules exceed the limit of {MAX_VNET_RULES} per vault",
-                    rules.len()
-                ));
-            }
-            let mut normalised = Vec::with_capacity(rules.len());
-            for (index, rule) in rules.iter().enumerate() {
-                let (mut object, id) = member_string(rule, "id").ok_or_else(|| {
-                    format!("Invalid value found at properties.networkAcls.virtualNetworkRules[{index}]: a virtual network rule needs a string \"id\"")
-                })?;
-                object.insert("id".to_owned(), Value::String(id.to_ascii_lowercase()));
-                normalised.push(Value::Object(object));
-            }
+            let normalised = normalise_vnet_rules(rules)?;
             stored.insert("virtualNetworkRules".to_owned(), Value::Array(normalised));
         }
         Some(_) => return Err(
@@ -278,6 +240,63 @@ pub(crate) fn normalise_network_acls(
         ),
     }
     Ok(Value::Object(stored))
+}
+
+/// The `ipRules` array as ARM stores it: the count limit first (ARM refuses the whole request),
+/// then each rule's `value` checked and normalised, or kept verbatim when the policy keeps a
+/// refused value.
+fn normalise_ip_rules(
+    rules: &[Value],
+    policy: RulePolicy,
+    existing: &[Value],
+) -> Result<Vec<Value>, String> {
+    if rules.len() > MAX_IP_RULES {
+        return Err(format!(
+            "Invalid value found at properties.networkAcls.ipRules: {} IP rules exceed the limit of {MAX_IP_RULES} IPv4 rules per vault",
+            rules.len()
+        ));
+    }
+    let mut normalised = Vec::with_capacity(rules.len());
+    for (index, rule) in rules.iter().enumerate() {
+        let checked = member_string(rule, "value")
+            .ok_or_else(|| {
+                format!("Invalid value found at properties.networkAcls.ipRules[{index}]: an IP rule needs a string \"value\"")
+            })
+            .and_then(|(object, value)| {
+                check_ip_rule(index, &value, policy.slash31).map(|value| (object, value))
+            });
+        match checked {
+            Ok((mut object, value)) => {
+                object.insert("value".to_owned(), Value::String(value));
+                normalised.push(Value::Object(object));
+            }
+            Err(_) if policy.keeps_refused(rule.get("value"), existing) => {
+                normalised.push(rule.clone());
+            }
+            Err(message) => return Err(message),
+        }
+    }
+    Ok(normalised)
+}
+
+/// The `virtualNetworkRules` array as ARM stores it: the count limit first, then each rule's
+/// subnet `id` lower-cased (ARM returns subnet ids lower-cased whatever case was sent).
+fn normalise_vnet_rules(rules: &[Value]) -> Result<Vec<Value>, String> {
+    if rules.len() > MAX_VNET_RULES {
+        return Err(format!(
+            "Invalid value found at properties.networkAcls.virtualNetworkRules: {} virtual network rules exceed the limit of {MAX_VNET_RULES} per vault",
+            rules.len()
+        ));
+    }
+    let mut normalised = Vec::with_capacity(rules.len());
+    for (index, rule) in rules.iter().enumerate() {
+        let (mut object, id) = member_string(rule, "id").ok_or_else(|| {
+            format!("Invalid value found at properties.networkAcls.virtualNetworkRules[{index}]: a virtual network rule needs a string \"id\"")
+        })?;
+        object.insert("id".to_owned(), Value::String(id.to_ascii_lowercase()));
+        normalised.push(Value::Object(object));
+    }
+    Ok(normalised)
 }
 
 /// The object and its string member `key`, if `value` is an object that has one.

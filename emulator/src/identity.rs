@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::clock::{dotnet_utc, duration_ms, now_epoch_ms};
 use crate::error::ArmError;
@@ -240,13 +240,30 @@ pub(crate) fn imds_header_ok(headers: &HeaderMap) -> bool {
         .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
 }
 
-/// An OAuth-style error body, as the identity endpoints return them.
-fn identity_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (
+/// A refused token request: the OAuth-style error body the identity endpoints answer with.
+struct Refusal {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(json!({"error": self.error, "error_description": self.description})),
+        )
+            .into_response()
+    }
+}
+
+/// A [`Refusal`] with this status, OAuth `error` code and description.
+fn identity_error(status: StatusCode, error: &'static str, description: &str) -> Refusal {
+    Refusal {
         status,
-        axum::Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response()
+        error,
+        description: description.to_owned(),
+    }
 }
 
 /// Which identity endpoint is being served.
@@ -256,7 +273,10 @@ pub(crate) enum Flavour {
     Imds,
 }
 
-/// Handles a token request on either endpoint; `tokens` issues the token.
+/// Handles a token request on either endpoint; `issue` issues the token.
+///
+/// The checks run as steps, and the first failure is the answer: the endpoint's guard header,
+/// then `api-version` and `resource`, then the identity selector; only then is a token issued.
 pub(crate) fn token_response(
     flavour: Flavour,
     headers: &HeaderMap,
@@ -264,48 +284,81 @@ pub(crate) fn token_response(
     identity_header: &str,
     issue: impl FnOnce(&str, Principal) -> Issued,
 ) -> Response {
+    let answer = (|| {
+        check_guard_header(flavour, headers, identity_header)?;
+        let resource = requested_resource(flavour, query)?;
+        let principal = selected_principal(flavour, query)?;
+        let client_id = principal.client_id.clone();
+        let issued = issue(resource, principal);
+        Ok::<_, Refusal>(token_body(flavour, &issued, resource, &client_id))
+    })();
+    match answer {
+        Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// Step 1: the endpoint's guard header (`X-IDENTITY-HEADER` matching the app's secret for App
+/// Service, `Metadata: true` for IMDS), checked before any parameter; each endpoint refuses a
+/// missing one with its own status and code.
+fn check_guard_header(
+    flavour: Flavour,
+    headers: &HeaderMap,
+    identity_header: &str,
+) -> Result<(), Refusal> {
     match flavour {
         Flavour::AppService if !app_service_header_ok(headers, identity_header) => {
-            return identity_error(
+            Err(identity_error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized_client",
                 "The X-IDENTITY-HEADER header is missing or does not match IDENTITY_HEADER.",
-            )
+            ))
         }
-        Flavour::Imds if !imds_header_ok(headers) => {
-            return identity_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "Required metadata header not specified",
-            )
-        }
-        _ => {}
+        Flavour::Imds if !imds_header_ok(headers) => Err(identity_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Required metadata header not specified",
+        )),
+        _ => Ok(()),
     }
+}
+
+/// Step 2: a supported `api-version` (each endpoint has its own oldest one) and the `resource`
+/// the token is for, which is returned.
+fn requested_resource(flavour: Flavour, query: &Query) -> Result<&str, Refusal> {
     let Some(api_version) = query.get("api-version").filter(|v| !v.is_empty()) else {
-        return identity_error(
+        return Err(identity_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "Required query variable 'api-version' is missing",
-        );
+        ));
     };
     let minimum = match flavour {
         Flavour::AppService => "2019-08-01",
         Flavour::Imds => "2018-02-01",
     };
     if !is_date_version(api_version) || api_version < minimum {
-        return identity_error(
+        return Err(identity_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             &format!("Invalid api-version '{api_version}'; use {minimum} or later"),
-        );
+        ));
     }
-    let Some(resource) = query.get("resource").filter(|v| !v.is_empty()) else {
-        return identity_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "Required audience parameter 'resource' not specified",
-        );
-    };
+    query
+        .get("resource")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            identity_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Required audience parameter 'resource' not specified",
+            )
+        })
+}
+
+/// Step 3: the identity the token is for: the system-assigned one when no selector is given, else
+/// the user-assigned one the single, non-empty selector names.
+fn selected_principal(flavour: Flavour, query: &Query) -> Result<Principal, Refusal> {
     let selector_names: &[&str] = match flavour {
         // azure_identity 1.0 sends IMDS's `msi_res_id` to the App Service endpoint too, so both
         // spellings of the resource-id selector are accepted there.
@@ -322,34 +375,33 @@ pub(crate) fn token_response(
         .iter()
         .filter_map(|name| query.get(name).map(|value| (*name, value)))
         .collect();
-    let principal = match selectors.as_slice() {
-        [] => Principal::system_assigned(),
+    match selectors.as_slice() {
+        [] => Ok(Principal::system_assigned()),
         [(name, value)] if !value.is_empty() => {
             let selector = match *name {
                 "client_id" => Selector::Client(value),
                 "principal_id" | "object_id" => Selector::Object(value),
                 _ => Selector::Resource(value),
             };
-            selector.principal()
+            Ok(selector.principal())
         }
-        [(name, _)] => {
-            return identity_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!("The '{name}' parameter is empty"),
-            )
-        }
-        _ => {
-            return identity_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!("Only one of {} may be specified", selector_names.join(", ")),
-            )
-        }
-    };
-    let client_id = principal.client_id.clone();
-    let issued = issue(resource, principal);
-    let body = match flavour {
+        [(name, _)] => Err(identity_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("The '{name}' parameter is empty"),
+        )),
+        _ => Err(identity_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("Only one of {} may be specified", selector_names.join(", ")),
+        )),
+    }
+}
+
+/// Step 4: the answer body in the endpoint's own shape. Both give `expires_on` as a string (which
+/// azure_identity 1.0 insists on); IMDS adds its `expires_in`, `ext_expires_in` and `not_before`.
+fn token_body(flavour: Flavour, issued: &Issued, resource: &str, client_id: &str) -> Value {
+    match flavour {
         Flavour::AppService => json!({
             "access_token": issued.access_token,
             "expires_on": issued.expires_on_secs.to_string(),
@@ -367,8 +419,7 @@ pub(crate) fn token_response(
             "resource": resource,
             "token_type": "Bearer",
         }),
-    };
-    (StatusCode::OK, axum::Json(body)).into_response()
+    }
 }
 
 /// `YYYY-MM-DD`, optionally followed by a suffix such as `-preview`.

@@ -225,28 +225,9 @@ fn tokenize(query: &str) -> Result<Vec<Token>, String> {
         if c.is_whitespace() {
             i += 1;
         } else if c == '\'' || c == '"' {
-            let mut text = String::new();
-            i += 1;
-            loop {
-                match chars.get(i) {
-                    None => return Err("unterminated string literal".to_owned()),
-                    Some('\\') => {
-                        if let Some(escaped) = chars.get(i + 1) {
-                            text.push(*escaped);
-                        }
-                        i += 2;
-                    }
-                    Some(ch) if *ch == c => {
-                        i += 1;
-                        break;
-                    }
-                    Some(ch) => {
-                        text.push(*ch);
-                        i += 1;
-                    }
-                }
-            }
+            let (text, end) = string_literal(&chars, i)?;
             tokens.push(Token::Str(text));
+            i = end;
         } else if c.is_ascii_digit() {
             let start = i;
             while chars.get(i).is_some_and(char::is_ascii_digit) {
@@ -285,6 +266,30 @@ fn tokenize(query: &str) -> Result<Vec<Token>, String> {
         }
     }
     Ok(tokens)
+}
+
+/// The quoted string literal whose opening quote (`'` or `"`) is `chars[start]`: its text, with
+/// each `\` taking the next character as is, and the index just after the closing quote.
+fn string_literal(chars: &[char], start: usize) -> Result<(String, usize), String> {
+    let quote = chars[start];
+    let mut text = String::new();
+    let mut i = start + 1;
+    loop {
+        match chars.get(i) {
+            None => return Err("unterminated string literal".to_owned()),
+            Some('\\') => {
+                if let Some(escaped) = chars.get(i + 1) {
+                    text.push(*escaped);
+                }
+                i += 2;
+            }
+            Some(ch) if *ch == quote => return Ok((text, i + 1)),
+            Some(ch) => {
+                text.push(*ch);
+                i += 1;
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -630,42 +635,62 @@ impl Parser {
         }
     }
 
+    /// One `where` condition: `isempty(path)`-style test, or `path op value(s)`.
     fn condition(&mut self) -> Result<Condition, String> {
         if self.at_keyword("isempty")
             || self.at_keyword("isnotempty")
             || self.at_keyword("isnull")
             || self.at_keyword("isnotnull")
         {
-            let function = self.ident()?.to_ascii_lowercase();
-            self.expect_punct("(")?;
-            let path = self.path()?;
-            self.expect_punct(")")?;
-            return Ok(Condition {
-                path,
-                op: Op::Empty {
-                    negate: function.contains("not"),
-                },
-                values: Vec::new(),
-            });
+            return self.emptiness_test();
         }
         let path = self.path()?;
-        let op = match self.next() {
-            Some(Token::Punct("==")) => Op::Equal {
+        let op = self.comparison_operator()?;
+        let values = if matches!(op, Op::In { .. }) {
+            self.value_list()?
+        } else {
+            vec![self.string()?]
+        };
+        Ok(Condition { path, op, values })
+    }
+
+    /// `isempty(path)`, `isnotempty(path)`, `isnull(path)` or `isnotnull(path)`: the emulator
+    /// treats null and empty alike (a missing tag is both), so all four map to one operator.
+    fn emptiness_test(&mut self) -> Result<Condition, String> {
+        let function = self.ident()?.to_ascii_lowercase();
+        self.expect_punct("(")?;
+        let path = self.path()?;
+        self.expect_punct(")")?;
+        Ok(Condition {
+            path,
+            op: Op::Empty {
+                negate: function.contains("not"),
+            },
+            values: Vec::new(),
+        })
+    }
+
+    /// The operator after a condition's path. Symbolic ones are single tokens; word operators
+    /// (`in`, `!in`, `contains`, `!contains`) may be followed by `~` for the case-insensitive form,
+    /// which only `in` supports here — anything else is refused rather than guessed.
+    fn comparison_operator(&mut self) -> Result<Op, String> {
+        match self.next() {
+            Some(Token::Punct("==")) => Ok(Op::Equal {
                 ignore_case: false,
                 negate: false,
-            },
-            Some(Token::Punct("=~")) => Op::Equal {
+            }),
+            Some(Token::Punct("=~")) => Ok(Op::Equal {
                 ignore_case: true,
                 negate: false,
-            },
-            Some(Token::Punct("!=")) => Op::Equal {
+            }),
+            Some(Token::Punct("!=")) => Ok(Op::Equal {
                 ignore_case: false,
                 negate: true,
-            },
-            Some(Token::Punct("!~")) => Op::Equal {
+            }),
+            Some(Token::Punct("!~")) => Ok(Op::Equal {
                 ignore_case: true,
                 negate: true,
-            },
+            }),
             Some(Token::Ident(word)) => {
                 let word = word.to_ascii_lowercase();
                 let ignore_case = self.at_punct("~");
@@ -673,43 +698,38 @@ impl Parser {
                     self.position += 1;
                 }
                 match (word.as_str(), ignore_case) {
-                    ("in", _) => Op::In {
+                    ("in", _) => Ok(Op::In {
                         ignore_case,
                         negate: false,
-                    },
-                    ("!in", _) => Op::In {
+                    }),
+                    ("!in", _) => Ok(Op::In {
                         ignore_case,
                         negate: true,
-                    },
-                    ("contains", false) => Op::Contains { negate: false },
-                    ("!contains", false) => Op::Contains { negate: true },
-                    _ => {
-                        return Err(format!(
-                            "the operator '{word}' is not supported by the emulator"
-                        ))
-                    }
+                    }),
+                    ("contains", false) => Ok(Op::Contains { negate: false }),
+                    ("!contains", false) => Ok(Op::Contains { negate: true }),
+                    _ => Err(format!(
+                        "the operator '{word}' is not supported by the emulator"
+                    )),
                 }
             }
-            other => {
-                return Err(format!(
-                    "expected a comparison operator, found {}",
-                    describe(other.as_ref())
-                ))
-            }
-        };
-        let values = if matches!(op, Op::In { .. }) {
-            self.expect_punct("(")?;
-            let mut values = vec![self.string()?];
-            while self.at_punct(",") {
-                self.position += 1;
-                values.push(self.string()?);
-            }
-            self.expect_punct(")")?;
-            values
-        } else {
-            vec![self.string()?]
-        };
-        Ok(Condition { path, op, values })
+            other => Err(format!(
+                "expected a comparison operator, found {}",
+                describe(other.as_ref())
+            )),
+        }
+    }
+
+    /// The parenthesised, comma-separated strings after `in`: `('a', 'b')`.
+    fn value_list(&mut self) -> Result<Vec<String>, String> {
+        self.expect_punct("(")?;
+        let mut values = vec![self.string()?];
+        while self.at_punct(",") {
+            self.position += 1;
+            values.push(self.string()?);
+        }
+        self.expect_punct(")")?;
+        Ok(values)
     }
 }
 

@@ -190,59 +190,103 @@ fn access(
 }
 
 /// The per-request wrapper around the router: faults, authentication, common headers, logging.
+///
+/// The steps run in a fixed order because each fault kind acts at one point of it: a `Delay` or
+/// `Hold` before authentication, a `Drop` or `Status` instead of the handler, a `Reshape` on the
+/// handler's answer, and an `EditAfter` or `DropAfter` once the answer is final.
 async fn handle(
     shared: Arc<Shared>,
     router: Router,
     request: hyper::Request<Incoming>,
 ) -> Result<Response, DropConnection> {
-    let mut request = request.map(Body::new);
+    let request = request.map(Body::new);
     let classified = classify(request.method(), request.uri().path());
     if classified.route == Route::Control {
         return Ok(call(router, request).await);
     }
     let mut in_flight = InFlight {
         shared: &shared,
-        record: Some(RequestRecord {
-            method: request.method().to_string(),
-            path: request.uri().path().to_owned(),
-            query: request.uri().query().unwrap_or_default().to_owned(),
-            status: 0,
-            route: classified.route,
-            vault: classified.vault_name(),
-            at_ms: shared.elapsed_ms(),
-            fault: None,
-            authorized: false,
-            abandoned: false,
-        }),
+        record: Some(arrival_record(&shared, &request, &classified)),
     };
     let fault = shared.take_fault(classified.route, in_flight.record().vault.as_deref());
     in_flight.record().fault = fault.as_ref().map(FaultKind::describe);
-    match &fault {
+    // A gate closed by shutdown returns here; `in_flight` then records the request as abandoned.
+    wait_before_handling(&shared, fault.as_ref(), in_flight.record()).await?;
+    let (authorized, arm_auth) = access(&shared, &classified, request.headers());
+    in_flight.record().authorized = authorized;
+
+    let Some(mut response) = answer(router, request, fault.as_ref(), &classified, arm_auth).await
+    else {
+        let record = in_flight.finish();
+        info!(method = %record.method, path = %record.path, route = ?record.route, "dropped connection (injected fault)");
+        shared.record(record);
+        return Err(DropConnection);
+    };
+    if let Some(FaultKind::Reshape { remove, null, set }) = &fault {
+        response = reshape_response(response, remove, null, set).await;
+    }
+    add_common_headers(&shared, &classified, response.headers_mut());
+    let mut record = in_flight.finish();
+    record.status = response.status().as_u16();
+    finish_handled(&shared, fault, &classified, record)?;
+    Ok(response)
+}
+
+/// Step 1: what the log will say about the request, filled in as it is handled (its status stays
+/// 0 until there is an answer, so a request abandoned midway is recorded as such).
+fn arrival_record(shared: &Shared, request: &Request, classified: &Classified) -> RequestRecord {
+    RequestRecord {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+        query: request.uri().query().unwrap_or_default().to_owned(),
+        status: 0,
+        route: classified.route,
+        vault: classified.vault_name(),
+        at_ms: shared.elapsed_ms(),
+        fault: None,
+        authorized: false,
+        abandoned: false,
+    }
+}
+
+/// Step 2: a `Delay` sleeps and a `Hold` waits at its gate, both before authentication, so a
+/// token that expires meanwhile is refused as it would be after a slow network. `Err` when
+/// shutdown closed the gate: the request is then never handled.
+async fn wait_before_handling(
+    shared: &Shared,
+    fault: Option<&FaultKind>,
+    record: &RequestRecord,
+) -> Result<(), DropConnection> {
+    match fault {
         Some(FaultKind::Delay { ms }) => tokio::time::sleep(Duration::from_millis(*ms)).await,
         Some(FaultKind::Hold { name }) => {
-            let record = in_flight.record();
             info!(method = %record.method, path = %record.path, gate = %name, "holding the request until its gate is released (injected fault)");
             if shared.holds.hold(name).await == Released::Closed {
-                // Recorded as abandoned when `in_flight` drops: never handled.
                 return Err(DropConnection);
             }
         }
         _ => {}
     }
-    let (authorized, arm_auth) = access(&shared, &classified, request.headers());
-    in_flight.record().authorized = authorized;
+    Ok(())
+}
 
-    let mut response = match &fault {
+/// Step 3: the answer — an injected `Status` error, or the router's answer with the request's
+/// context attached. `None` for a `Drop` fault: the connection is closed without one.
+async fn answer(
+    router: Router,
+    mut request: Request,
+    fault: Option<&FaultKind>,
+    classified: &Classified,
+    arm_auth: Option<Result<Principal, ArmError>>,
+) -> Option<Response> {
+    match fault {
         Some(FaultKind::Drop) => {
             // Read the body first: closing with unread bytes makes the kernel send a reset, and the
             // client should see a clean end of stream after it has sent its whole request.
             if let Err(error) = request.into_body().collect().await {
                 debug!(%error, "reading the body of a dropped request failed");
             }
-            let record = in_flight.finish();
-            info!(method = %record.method, path = %record.path, route = ?record.route, "dropped connection (injected fault)");
-            shared.record(record);
-            return Err(DropConnection);
+            None
         }
         Some(FaultKind::Status {
             status,
@@ -251,9 +295,11 @@ async fn handle(
             retry_after,
         }) => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            ArmError::new(status, code.clone(), message.clone())
-                .with_retry_after(*retry_after)
-                .into_response()
+            Some(
+                ArmError::new(status, code.clone(), message.clone())
+                    .with_retry_after(*retry_after)
+                    .into_response(),
+            )
         }
         Some(
             FaultKind::Delay { .. }
@@ -267,19 +313,24 @@ async fn handle(
                 classified: classified.clone(),
                 arm_auth,
             });
-            call(router, request).await
+            Some(call(router, request).await)
         }
-    };
-    if let Some(FaultKind::Reshape { remove, null, set }) = &fault {
-        response = reshape_response(response, remove, null, set).await;
     }
-    add_common_headers(&shared, &classified, response.headers_mut());
-    let mut record = in_flight.finish();
-    record.status = response.status().as_u16();
+}
+
+/// Step 4, once the answer is final: an `EditAfter` edits the vault (so the client's next read,
+/// not this answer, shows the edit) and a `DropAfter` loses the answer; then the request is
+/// logged and recorded.
+fn finish_handled(
+    shared: &Shared,
+    fault: Option<FaultKind>,
+    classified: &Classified,
+    record: RequestRecord,
+) -> Result<(), DropConnection> {
     match fault {
         Some(FaultKind::EditAfter { add, remove }) => {
             if let Target::Vault(path) = &classified.target {
-                edit_ip_rules(&shared, &path.id(), &add, &remove);
+                edit_ip_rules(shared, &path.id(), &add, &remove);
             }
         }
         Some(FaultKind::DropAfter) => {
@@ -298,7 +349,7 @@ async fn handle(
         "handled request"
     );
     shared.record(record);
-    Ok(response)
+    Ok(())
 }
 
 /// The response with its body reshaped by a [`FaultKind::Reshape`] fault; status and headers kept

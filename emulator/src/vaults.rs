@@ -201,6 +201,9 @@ pub(crate) fn apply_patch(
 }
 
 /// Applies a `VaultCreateOrUpdateParameters` body (full replace) to an existing vault.
+///
+/// The checks run in steps — the location, the required properties, then the firewall rules and
+/// the tags — on a copy of the vault, so the first refusal is the answer and leaves it unchanged.
 pub(crate) fn apply_put(
     current: &Value,
     path: &VaultPath,
@@ -210,6 +213,38 @@ pub(crate) fn apply_put(
     let Value::Object(body) = body else {
         return Err(ArmError::invalid_content("expected a JSON object"));
     };
+    check_put_location(current, path, body)?;
+    let new_properties = required_put_properties(body)?;
+    let mut properties = new_properties.clone();
+    if let Some(acls) = new_properties
+        .get("networkAcls")
+        .filter(|acls| !acls.is_null())
+    {
+        let acls = normalise_network_acls(acls, policy, &existing_rule_values(current))
+            .map_err(ArmError::bad_request)?;
+        properties.insert("networkAcls".to_owned(), acls);
+    }
+    keep_vault_uri(&mut properties, current, path);
+    let mut vault = current.clone();
+    let Some(root) = vault.as_object_mut() else {
+        return Err(ArmError::invalid_content(
+            "the stored vault is not an object",
+        ));
+    };
+    root.insert("properties".to_owned(), Value::Object(properties));
+    apply_tags(root, body.get("tags"), true)?;
+    mark_succeeded(root);
+    Ok(vault)
+}
+
+/// PUT step 1: a `location` is required, and a vault cannot move: ARM refuses a PUT naming
+/// another location than the stored one (compared without case or spaces, so `West Europe` is
+/// `westeurope`).
+fn check_put_location(
+    current: &Value,
+    path: &VaultPath,
+    body: &Map<String, Value>,
+) -> Result<(), ArmError> {
     let location = body
         .get("location")
         .and_then(Value::as_str)
@@ -236,6 +271,12 @@ pub(crate) fn apply_put(
             ),
         ));
     }
+    Ok(())
+}
+
+/// PUT step 2: the new `properties`, which replace the stored ones wholesale and so must carry
+/// what a vault cannot exist without (`tenantId` and `sku.name`).
+fn required_put_properties(body: &Map<String, Value>) -> Result<&Map<String, Value>, ArmError> {
     let Some(Value::Object(new_properties)) = body.get("properties") else {
         return Err(ArmError::bad_request(
             "The parameter 'properties' is required and must be an object.",
@@ -254,16 +295,12 @@ pub(crate) fn apply_put(
             "The parameter 'properties.sku' is required.",
         ));
     }
-    let mut properties = new_properties.clone();
-    if let Some(acls) = new_properties
-        .get("networkAcls")
-        .filter(|acls| !acls.is_null())
-    {
-        let acls = normalise_network_acls(acls, policy, &existing_rule_values(current))
-            .map_err(ArmError::bad_request)?;
-        properties.insert("networkAcls".to_owned(), acls);
-    }
-    // ARM computes the vault URI; a client sending back a GET body may or may not include it.
+    Ok(new_properties)
+}
+
+/// PUT step 3: ARM computes the vault URI; a client sending back a GET body may or may not
+/// include it, so a PUT without one keeps the stored URI (or gets the one ARM would compute).
+fn keep_vault_uri(properties: &mut Map<String, Value>, current: &Value, path: &VaultPath) {
     if !properties.contains_key("vaultUri") {
         let uri = current
             .pointer("/properties/vaultUri")
@@ -276,16 +313,6 @@ pub(crate) fn apply_put(
             });
         properties.insert("vaultUri".to_owned(), uri);
     }
-    let mut vault = current.clone();
-    let Some(root) = vault.as_object_mut() else {
-        return Err(ArmError::invalid_content(
-            "the stored vault is not an object",
-        ));
-    };
-    root.insert("properties".to_owned(), Value::Object(properties));
-    apply_tags(root, body.get("tags"), true)?;
-    mark_succeeded(root);
-    Ok(vault)
 }
 
 /// PATCH replaces tags only when sent; PUT replaces them always (omitted means none).
