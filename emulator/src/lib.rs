@@ -24,13 +24,13 @@
 //!
 //! ```text
 //! config.rs          Config, Seed                                 (public)
-//! policy.rs          Throttle, Slash31Policy, OddRulePolicy        (public)
-//! model.rs           Route, RequestRecord, Fault, FaultKind        (public)
+//! policy.rs          Throttle, Slash31Policy, OddRulePolicy       (public)
+//! model.rs           Route, RequestRecord, Fault, FaultKind       (public)
 //! server.rs          accept loop, fault/log wrapper, control routes
 //! state.rs           Shared: settings, stores behind locks, out-of-band edits
-//! reshape.rs         JSON Pointer edits of a Reshape fault          (pure)
+//! reshape.rs         JSON Pointer edits of a Reshape fault        (pure)
 //! holds.rs           the gates of Hold faults
-//! paths.rs           path segments and the vault resource id       (pure)
+//! paths.rs           path segments and the vault resource id      (pure)
 //! routes.rs          case-insensitive classification of paths into routes
 //! arm.rs             vault, Discovery API and Resource Graph handlers
 //! vaults.rs          vault store; PATCH/PUT semantics             (pure)
@@ -50,7 +50,7 @@
 //! 1 base      clock ids error query paths policy reshape: plain values, nothing from the crate
 //! 2 parts     config model acl throttle identity resource_graph service_tags holds: one concern
 //! 3 composed  vaults (the store; PATCH/PUT through acl) and routes (paths into model's Route)
-//! 4 state     state: the Shared value that owns every store, for the handlers and the handle
+//! 4 state     state: the Shared value owning every store, for the handlers and Emulator
 //! 5 handlers  arm: the ARM routes, answering from state
 //! 6 top       server (accept loop, fault wrapper, control routes), then lib.rs and main.rs
 //! ```
