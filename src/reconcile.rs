@@ -612,8 +612,9 @@ impl Reconciler {
     ) -> Result<Option<GatedWrite>, Outcome> {
         let owned = remembered.map(VaultState::owned_rules);
         let applied = remembered.and_then(|r| r.applied.as_ref());
-        let recorded = applied.map(|a| Recorded {
-            desired: &a.desired,
+        let last_desired = applied.map(|a| (a, a.desired.to_desired()));
+        let recorded = last_desired.as_ref().map(|(a, desired)| Recorded {
+            desired,
             inputs: &a.inputs,
             kept: a.kept,
         });
@@ -628,7 +629,9 @@ impl Reconciler {
             adopt: target.safety.adopt_existing,
             recorded,
             tag_guard: TagGuard {
-                previous: applied.map(|a| (a.desired.tags.as_slice(), a.change_number)),
+                previous: last_desired
+                    .as_ref()
+                    .map(|(a, desired)| (desired.tags.as_slice(), a.change_number)),
                 max_shrink: target.safety.max_tag_shrink,
                 allowed: &target.safety.allow_tag_shrink,
             },
@@ -850,7 +853,7 @@ fn record(
     trace: &Trace,
     report: &VaultReport,
 ) {
-    let at = state::timestamp(run.now);
+    let at = state::stored_time(run.now);
     let plan = report.plan.as_ref();
     // The rules on the vault now, when known: the ones written and verified, or (in sync) the
     // ones read.
@@ -885,12 +888,12 @@ fn record(
         owned.dedup();
         remembered.owned = owned;
         remembered.applied = Some(AppliedState {
-            desired: plan.desired.clone(),
+            desired: state::AppliedRules::from_desired(&plan.desired),
             cloud: plan.source.cloud,
             change_number: plan.source.change_number,
             inputs: plan.inputs.clone().unwrap_or_default(),
             kept: plan.total_after() - plan.desired.rules.len(),
-            applied_at: at.clone(),
+            applied_at: at,
             run_id: run.run_id.to_owned(),
         });
         remembered.pending.clear();
@@ -916,7 +919,14 @@ fn record(
         run_id: run.run_id.to_owned(),
         at,
         trigger: run.trigger.to_owned(),
-        status: outcome.status().to_owned(),
+        outcome: match outcome {
+            Outcome::InSync => state::RecordedOutcome::InSync,
+            Outcome::Applied => state::RecordedOutcome::Applied,
+            Outcome::WouldApply => state::RecordedOutcome::WouldApply,
+            Outcome::Refused { .. } => state::RecordedOutcome::Refused,
+            Outcome::Skipped { .. } => state::RecordedOutcome::Skipped,
+            Outcome::Failed { .. } => state::RecordedOutcome::Failed,
+        },
         detail: outcome.detail().map(str::to_owned),
         change_number: run.tags.change_number,
         added: plan.filter(|_| report.wrote).map_or(0, |p| p.add.len()),

@@ -711,7 +711,7 @@ async fn faults_beyond_the_retry_budget_fail_only_their_vault_and_the_next_run_h
         let remembered = remembered.as_ref().unwrap();
         assert!(remembered.pending.is_empty(), "{}", vault.name);
         assert_eq!(
-            remembered.applied.as_ref().unwrap().desired.rules.len(),
+            remembered.applied.as_ref().unwrap().desired.len(),
             24,
             "{}",
             vault.name

@@ -441,7 +441,8 @@ async fn a_rule_on_the_vault_before_the_first_run_stays_the_persons_unless_adopt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_format_1_record_claims_nothing_until_adoption() {
     let (emulator, dir, mut args) = taken_over("kv-old").await;
-    // Rewrite the record as format 1 wrote it: every desired rule as tagfence's, no `owned`.
+    // Rewrite the record as format 1 wrote it: every desired rule as tagfence's, no `owned`,
+    // and the desired rules with their origins by position in a list beside the rules.
     let key = dir.join("state").join(format!(
         "vaults/{SUBSCRIPTION}/{}/kv-old.json",
         RESOURCE_GROUP.to_ascii_lowercase()
@@ -449,6 +450,30 @@ async fn a_format_1_record_claims_nothing_until_adoption() {
     let mut record: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
     record["format_version"] = json!(1);
     record.as_object_mut().unwrap().remove("owned");
+    let desired = &mut record["applied"]["desired"];
+    let names: Vec<Value> = desired["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
+    let (rules, info): (Vec<Value>, Vec<Value>) = desired["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let origin = match &r["origin"]["tag"] {
+                Value::Null => json!("static"),
+                name => json!({"tag": names.iter().position(|n| n == name).unwrap()}),
+            };
+            (
+                r["rule"].clone(),
+                json!({"origin": origin, "extra_addresses": r["extra_addresses"]}),
+            )
+        })
+        .unzip();
+    desired["rules"] = json!(rules);
+    desired["info"] = json!(info);
     std::fs::write(&key, serde_json::to_vec(&record).unwrap()).unwrap();
 
     args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
@@ -464,7 +489,10 @@ async fn a_format_1_record_claims_nothing_until_adoption() {
     // The retired 20.0.0.0/24 is not removed: format 1 could not say who added it.
     assert!(rules_of(&emulator, "kv-old").contains(&"20.0.0.0/24".to_owned()));
     let migrated: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
-    assert_eq!(migrated["format_version"], 2);
+    assert_eq!(
+        migrated["format_version"],
+        tagfence::state::VAULT_STATE_FORMAT
+    );
     // The one it added in this run is its own.
     assert_eq!(migrated["owned"], json!(["20.10.0.0/24"]));
 }

@@ -334,7 +334,7 @@ async fn the_grace_window_keeps_a_retired_range_for_its_days_then_drops_it(blob:
     let history = source.tags.get_mut(TAG).expect("the tag's history");
     assert_eq!(history.change_number, 2);
     assert_eq!(history.previous.as_ref().unwrap().change_number, 1);
-    history.since = tagfence::state::timestamp(chrono::Utc::now() - chrono::Duration::days(4));
+    history.since = chrono::Utc::now() - chrono::Duration::days(4);
     state.write_source(&source).await.unwrap();
 
     let after = s.apply(&s.v2(), &grace).await;
@@ -359,7 +359,7 @@ async fn run_records_are_written_and_read_back(blob: bool) {
     assert!(!record.dry_run);
     assert_eq!(record.tag_change_numbers.get(TAG), Some(&1));
     let vault = &record.vaults[0];
-    assert_eq!((vault.status.as_str(), vault.wrote), ("applied", true));
+    assert_eq!((vault.outcome.as_str(), vault.wrote), ("applied", true));
     // In address order, as plans list them.
     assert_eq!(vault.added, V1);
     assert_eq!(vault.unmanaged, [MANUAL]);
@@ -370,7 +370,7 @@ async fn run_records_are_written_and_read_back(blob: bool) {
         .unwrap()
         .expect("dry runs are recorded too");
     assert!(dry_record.dry_run);
-    assert_eq!(dry_record.vaults[0].status, "would_apply");
+    assert_eq!(dry_record.vaults[0].outcome.as_str(), "would_apply");
 
     // `tagfence status`: the latest real run per vault (the dry run and the refused run did not
     // touch the vault, so they do not replace it).
@@ -582,7 +582,7 @@ async fn a_lost_record_after_a_write_is_healed_by_the_next_run() {
         .unwrap()
         .unwrap();
     assert!(remembered.pending.is_empty());
-    assert_eq!(remembered.applied.unwrap().desired.rules.len(), v2().len());
+    assert_eq!(remembered.applied.unwrap().desired.len(), v2().len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -655,7 +655,7 @@ mod store {
             format_version: STATE_FORMAT_VERSION,
             cloud: Cloud::Public,
             change_number,
-            applied_at: "2025-06-02T10:00:00.000Z".to_owned(),
+            applied_at: tagfence::state::parse_timestamp("2025-06-02T10:00:00.000Z").unwrap(),
             tags: Default::default(),
         }
     }

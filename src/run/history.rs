@@ -110,7 +110,7 @@ impl Runner {
             format_version: state::STATE_FORMAT_VERSION,
             cloud: doc.cloud,
             change_number: doc.change_number,
-            applied_at: state::timestamp(now),
+            applied_at: state::stored_time(now),
             tags: history,
         });
         Ok(Prepared {
@@ -133,11 +133,10 @@ impl Runner {
         let window = chrono::Duration::days(i64::from(self.config.grace_days));
         let mut wanted: BTreeMap<u64, Vec<(&String, &PreviousVersion)>> = BTreeMap::new();
         for (name, tag) in history.iter().filter(|(name, _)| selected.contains(*name)) {
-            let (Some(previous), Some(since)) = (&tag.previous, state::parse_timestamp(&tag.since))
-            else {
+            let Some(previous) = &tag.previous else {
                 continue;
             };
-            if now - since < window {
+            if now - tag.since < window {
                 wanted
                     .entry(previous.document)
                     .or_default()
@@ -224,7 +223,7 @@ fn next_history(
             },
             Some(seen) => TagHistory {
                 change_number: tag.change_number,
-                since: state::timestamp(now),
+                since: state::stored_time(now),
                 seen_in: doc.change_number,
                 previous: Some(PreviousVersion {
                     change_number: seen.change_number,
@@ -233,7 +232,7 @@ fn next_history(
             },
             None => TagHistory {
                 change_number: tag.change_number,
-                since: state::timestamp(now),
+                since: state::stored_time(now),
                 seen_in: doc.change_number,
                 previous: None,
             },

@@ -60,7 +60,9 @@ impl StatusReport {
                 let _ = writeln!(
                     out,
                     "Service Tags: {} change number {} applied {}",
-                    source.cloud, source.change_number, source.applied_at
+                    source.cloud,
+                    source.change_number,
+                    state::timestamp(source.applied_at)
                 );
                 for (name, tag) in &source.tags {
                     let previous = tag
@@ -71,7 +73,8 @@ impl StatusReport {
                     let _ = writeln!(
                         out,
                         "  {name}: change {} since {}{previous}",
-                        tag.change_number, tag.since
+                        tag.change_number,
+                        state::timestamp(tag.since)
                     );
                 }
             }
@@ -96,7 +99,12 @@ impl StatusReport {
                     let _ = writeln!(
                         out,
                         "   last run: {} at {} ({}, change number {}, +{} -{}){detail}",
-                        run.status, run.at, run.trigger, run.change_number, run.added, run.removed
+                        run.outcome,
+                        state::timestamp(run.at),
+                        run.trigger,
+                        run.change_number,
+                        run.added,
+                        run.removed
                     );
                 }
             }
@@ -108,9 +116,9 @@ impl StatusReport {
                     let _ = writeln!(
                         out,
                         "   last-applied set: {} rules from change number {}, last confirmed on the vault at {}",
-                        applied.desired.rules.len(),
+                        applied.desired.len(),
                         applied.change_number,
-                        applied.applied_at
+                        state::timestamp(applied.applied_at)
                     );
                 }
             }
@@ -136,11 +144,11 @@ impl StatusReport {
                 "name": vault.name,
                 "last_run": remembered.as_ref().and_then(|r| r.last_run.as_ref()),
                 "applied": remembered.as_ref().and_then(|r| r.applied.as_ref()).map(|a| json!({
-                    "rules": a.desired.rules.len(),
+                    "rules": a.desired.len(),
                     "change_number": a.change_number,
-                    "applied_at": a.applied_at,
+                    "applied_at": state::timestamp(a.applied_at),
                     "run_id": a.run_id,
-                    "extra_addresses": a.desired.extra_addresses,
+                    "extra_addresses": a.desired.extra_addresses(),
                 })),
                 "pending": remembered.as_ref().map_or(0, |r| r.pending.len()),
             })).collect::<Vec<_>>(),
@@ -162,8 +170,8 @@ impl RunReport {
             format_version: state::STATE_FORMAT_VERSION,
             run_id: self.run_id.clone(),
             trigger: self.trigger.to_owned(),
-            started_at: state::timestamp(started_at),
-            finished_at: state::timestamp(Utc::now()),
+            started_at: state::stored_time(started_at),
+            finished_at: state::stored_time(Utc::now()),
             elapsed_ms: self.elapsed_ms,
             dry_run: self.dry_run,
             cloud: Some(self.source.cloud),
@@ -177,7 +185,14 @@ impl RunReport {
                     let plan = v.plan.as_ref();
                     VaultRecord {
                         vault: v.vault.to_string(),
-                        status: v.outcome.status().to_owned(),
+                        outcome: match &v.outcome {
+                            Outcome::InSync => state::RecordedOutcome::InSync,
+                            Outcome::Applied => state::RecordedOutcome::Applied,
+                            Outcome::WouldApply => state::RecordedOutcome::WouldApply,
+                            Outcome::Refused { .. } => state::RecordedOutcome::Refused,
+                            Outcome::Skipped { .. } => state::RecordedOutcome::Skipped,
+                            Outcome::Failed { .. } => state::RecordedOutcome::Failed,
+                        },
                         detail: v.outcome.detail().map(str::to_owned),
                         wrote: v.wrote,
                         reused_plan: plan.is_some_and(|p| p.reused),

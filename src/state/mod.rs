@@ -7,7 +7,7 @@
 //!
 //! | key | what |
 //! |---|---|
-//! | `vaults/{subscription}/{group}/{vault}.json` | [`VaultState`]: the rules tagfence last applied and verified, and the last run's outcome |
+//! | `vaults/{subscription}/{group}/{vault}.json` | [`VaultState`]: the rules tagfence last applied and verified ([`AppliedRules`]), the rules it owns, and the last run's outcome |
 //! | `sources/{cloud}.json` | [`SourceState`]: the newest document applied, and when each selected tag last changed |
 //! | `snapshots/{cloud}/{change number}.json.gz` | every Service Tags document used, as received (gzip) |
 //! | `runs/{date}/{run id}.json` | [`RunRecord`]: one per run (run ids sort by time) |
@@ -16,34 +16,62 @@
 //! Two backends implement the tiny [`Store`] interface: Azure Blob storage ([`blob`], the
 //! Function App's own storage account, reached with its managed identity) and a directory
 //! ([`dir`], for the CLI). Everything typed lives here, once.
+//!
+//! # Formats
+//!
+//! Every document is JSON with a `format_version`, and its shape is defined in this module
+//! (`documents.rs`), never by a core type's serde derive: the core crosses at the boundary
+//! ([`AppliedRules::from_desired`], [`AppliedRules::to_desired`]). Outcomes are
+//! [`RecordedOutcome`]s, written `in_sync`, `applied`, `would_apply`, `refused`, `skipped` or
+//! `failed`; timestamps are RFC 3339 in UTC to the millisecond (`2026-12-07T12:25:08.907Z`);
+//! clouds are `Public`, `AzureGovernment` or `AzureChina`; rules are `a.b.c.d/len`.
+//!
+//! | document | format | what changed |
+//! |---|---|---|
+//! | vault | 1 | the first (up to 7310dc5): every desired rule counted as tagfence's own |
+//! | vault | 2 | `owned`, `pending_removal`, `seen_default_action`, `seen_bypass`: only the rules tagfence added itself are its own |
+//! | vault | 3 | `applied.desired` in the state's own shape ([`AppliedRules`]): one object per rule with its origin by tag name (`{"tag": "AzureDevOps"}` or `"static"`), not a list of origins by position beside the rules |
+//! | source, run | 1 | the first, unchanged since |
+//!
+//! Reading never guesses: a document of a newer format than this build knows is refused
+//! ([`StateError::NewerFormat`]) before it is parsed, one that does not parse as its own format
+//! is [`StateError::Corrupt`], and the vault formats before the current one are read as they
+//! were written and brought to the current one (`legacy.rs` says how; docs/operations.md tells
+//! operators); the next write of the vault writes the current format. The source and run
+//! documents of format 1 are read and written back byte for byte. tests/state_formats.rs reads
+//! state that earlier builds really wrote (tests/fixtures/state/).
 
 pub mod blob;
 pub mod dir;
+mod documents;
+mod legacy;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
-use ipnet::Ipv4Net;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use documents::{
+    AppliedRule, AppliedRules, AppliedState, DroppedPrefixes, LastRun, PreviousVersion,
+    RecordedOutcome, RecordedTag, RuleOrigin, RunRecord, SourceState, TagHistory, VaultRecord,
+    VaultState,
+};
+
 use crate::azure::VaultId;
-use crate::core::desired::DesiredRules;
 use crate::core::service_tags::Cloud;
 
 /// Version of the source and run documents; bumped on an incompatible change.
 pub const STATE_FORMAT_VERSION: u32 = 1;
 
-/// Version of the vault documents ([`VaultState`]). Format 1 recorded every desired rule as
-/// tagfence's own, which let it claim (and later remove) a person's rule that happened to equal a
-/// tag range; format 2 records only the rules tagfence added itself ([`VaultState::owned`]).
-/// A format-1 record is read conservatively: see [`VaultState::migrate`].
-pub const VAULT_STATE_FORMAT: u32 = 2;
+/// Version of the vault documents ([`VaultState`]): 3 since the applied rules are recorded in
+/// the state's own shape, with origins by tag name. Formats 1 and 2 are read and upgraded (see
+/// the module's docs).
+pub const VAULT_STATE_FORMAT: u32 = 3;
 
 /// How long a vault lock may be held before another instance may take it over, unless renewed.
 /// Blob leases allow 15–60 s; the holder renews it every third of this while it works. The
@@ -265,232 +293,22 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn lock(&self, key: &str, wait: Duration) -> Result<Box<dyn Lock>, StateError>;
 }
 
-/// The rules tagfence applied to a vault and verified, with what they were computed from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AppliedState {
-    /// The desired rules as computed, written and verified (their `rules` are tagfence's own).
-    pub desired: DesiredRules,
-    pub cloud: Cloud,
-    /// The document's change number.
-    pub change_number: u64,
-    /// What the desired rules were computed from (settings and tag change numbers); equal
-    /// inputs give equal rules, which the next run reuses instead of re-planning.
-    pub inputs: String,
-    /// Unmanaged rules kept at the time (a summarized fit depends on the room they left).
-    pub kept: usize,
-    /// When the rules were written, or last found in place.
-    pub applied_at: String,
-    pub run_id: String,
-}
-
-/// The last run's outcome for a vault, for `tagfence status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LastRun {
-    pub run_id: String,
-    pub at: String,
-    pub trigger: String,
-    /// `in_sync`, `applied`, `would_apply`, `refused` or `failed`.
-    pub status: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub detail: Option<String>,
-    pub change_number: u64,
-    pub added: usize,
-    pub removed: usize,
-}
-
-/// Everything remembered about one vault.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VaultState {
-    pub format_version: u32,
-    pub vault: String,
-    #[serde(default)]
-    pub applied: Option<AppliedState>,
-    #[serde(default)]
-    pub last_run: Option<LastRun>,
-    /// The rules tagfence added to the vault itself (or adopted explicitly), confirmed there by
-    /// a verified write or a later read; sorted. Only these are ever removed without `--prune`.
-    /// A rule that was on the vault before tagfence first wanted it stays the person's, even
-    /// when it equals a desired rule.
-    #[serde(default)]
-    pub owned: Vec<Ipv4Net>,
-    /// Rules a write is adding whose outcome is not yet known: recorded before the `PATCH`,
-    /// cleared once the write is verified. A crash between the two leaves them here, so the
-    /// next run still knows tagfence added them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pending: Vec<Ipv4Net>,
-    /// Rules of tagfence's that a write is removing whose outcome is not yet known: recorded
-    /// before the `PATCH` like `pending`, so that a read missing them after a crash or a lost
-    /// answer is not taken for a suspicious one.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pending_removal: Vec<Ipv4Net>,
-    /// The firewall's `defaultAction` as last read, so that initialising a firewall never
-    /// invents `Allow` over a vault tagfence has seen `Deny`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seen_default_action: Option<String>,
-    /// The firewall's `bypass` as last read: a read that shows it opened (from `None`) is not
-    /// written from on first sight.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seen_bypass: Option<String>,
-    /// Set when this record was read from an older format whose ownership could not be
-    /// carried over (never written).
-    #[serde(skip)]
-    pub migrated_from: Option<u32>,
-}
-
-impl VaultState {
-    pub fn new(vault: &VaultId) -> Self {
-        VaultState {
-            format_version: VAULT_STATE_FORMAT,
-            vault: vault.to_string(),
-            applied: None,
-            last_run: None,
-            owned: Vec::new(),
-            pending: Vec::new(),
-            pending_removal: Vec::new(),
-            seen_default_action: None,
-            seen_bypass: None,
-            migrated_from: None,
-        }
-    }
-
-    /// Brings a record of an older format to this one.
-    ///
-    /// Format 1 kept every desired rule as tagfence's own, whoever had put it on the vault, so
-    /// it cannot tell tagfence's rules from a person's. The migration keeps only what format 1
-    /// knew for certain tagfence wrote itself (its pending rules, which were absent from the vault
-    /// when planned) and claims nothing else: the other rules are kept as a person's until an
-    /// explicit adoption (`--adopt-existing`) claims those equal to desired rules. The desired
-    /// rules of the last apply stay, for the plan's reuse and the tag shrink guard.
-    pub fn migrate(&mut self) {
-        if self.format_version < VAULT_STATE_FORMAT {
-            self.migrated_from = Some(self.format_version);
-            self.owned.clear();
-            self.format_version = VAULT_STATE_FORMAT;
-        }
-    }
-
-    /// The rules tagfence may remove: the ones it added and confirmed, and any pending write's.
-    pub fn owned_rules(&self) -> Vec<Ipv4Net> {
-        let mut owned: Vec<Ipv4Net> = self
-            .owned
-            .iter()
-            .chain(self.pending.iter())
-            .copied()
-            .collect();
-        owned.sort_unstable();
-        owned.dedup();
-        owned
-    }
-
-    /// The rules tagfence added and confirmed that no write of its own may have removed since:
-    /// a read missing many of these contradicts the state.
-    pub fn confirmed_rules(&self) -> Vec<Ipv4Net> {
-        self.owned
-            .iter()
-            .filter(|r| !self.pending_removal.contains(r))
-            .copied()
-            .collect()
-    }
-
-    /// Whether tagfence knows what it added to this vault (it has reconciled it before, in this
-    /// format).
-    pub fn ownership_known(&self) -> bool {
-        self.migrated_from.is_none()
-            && (self.applied.is_some() || !self.owned.is_empty() || !self.pending.is_empty())
-    }
-}
-
-/// Where the previous version of a tag can be found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PreviousVersion {
-    /// The tag's own change number then.
-    pub change_number: u64,
-    /// The document (its change number) that holds that version, in the snapshot archive.
-    pub document: u64,
-}
-
-/// When a tag last changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TagHistory {
-    pub change_number: u64,
-    /// When this change number was first seen.
-    pub since: String,
-    /// The newest document seen holding this version (archived, for the grace window).
-    pub seen_in: u64,
-    /// The version it replaced, if seen.
-    #[serde(default)]
-    pub previous: Option<PreviousVersion>,
-}
-
-/// What is remembered about a cloud's Service Tags.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SourceState {
-    pub format_version: u32,
-    pub cloud: Cloud,
-    /// The newest document applied.
-    pub change_number: u64,
-    pub applied_at: String,
-    /// The selected tags, by name.
-    #[serde(default)]
-    pub tags: BTreeMap<String, TagHistory>,
-}
-
-/// One vault in a run record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VaultRecord {
-    pub vault: String,
-    pub status: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub detail: Option<String>,
-    pub wrote: bool,
-    /// Whether the desired rules were reused from the last apply (inputs unchanged).
-    pub reused_plan: bool,
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub unchanged: usize,
-    pub unmanaged: Vec<String>,
-    pub extra_addresses: u64,
-    /// Ranges kept from the previous version of a tag inside the grace window.
-    #[serde(default)]
-    pub grace_tags: Vec<String>,
-    pub elapsed_ms: u64,
-    pub warnings: Vec<String>,
-}
-
-/// One run, as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub format_version: u32,
-    pub run_id: String,
-    /// `timer`, `http`, `eventgrid` or `cli`.
-    pub trigger: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub elapsed_ms: u64,
-    pub dry_run: bool,
-    pub cloud: Option<Cloud>,
-    pub change_number: Option<u64>,
-    pub origin: Option<String>,
-    /// Per selected tag: its change number in the document used.
-    #[serde(default)]
-    pub tag_change_numbers: BTreeMap<String, u64>,
-    pub vaults: Vec<VaultRecord>,
-    #[serde(default)]
-    pub warnings: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub error: Option<String>,
-}
-
-/// An RFC 3339 timestamp, as every state document writes them.
+/// An RFC 3339 timestamp, as every state document writes them: UTC, to the millisecond.
 pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Parses a timestamp written by [`timestamp`].
+/// Parses a timestamp written by [`timestamp`] (or any RFC 3339 timestamp).
 pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// `at` as a state document keeps it: cut to the millisecond. A record built with it equals the
+/// record read back after writing it (the reconcile compares the two).
+pub fn stored_time(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(3)
 }
 
 fn vault_key(prefix: &str, vault: &VaultId) -> String {
@@ -532,10 +350,10 @@ impl State {
         }
     }
 
-    /// Reads a state document, refusing one of a newer format than [`State::known_format`]
-    /// (checked before the document is parsed, so a newer shape is reported as newer, not as
-    /// corrupt).
-    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StateError> {
+    /// Reads a state document and the format it says it has, refusing one of a newer format
+    /// than [`State::known_format`] (checked before the document is parsed, so a newer shape is
+    /// reported as newer, not as corrupt).
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Option<u64>)>, StateError> {
         #[derive(Deserialize)]
         struct Versioned {
             format_version: Option<u64>,
@@ -544,26 +362,36 @@ impl State {
             return Ok(None);
         };
         let known = Self::known_format(key);
-        if let Ok(Versioned {
-            format_version: Some(found),
-        }) = serde_json::from_slice(&bytes)
-        {
-            if found > u64::from(known) {
-                return Err(StateError::NewerFormat {
-                    key: key.to_owned(),
-                    store: self.store.describe(),
-                    found,
-                    known,
-                });
-            }
-        }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StateError::Corrupt {
+        let found = serde_json::from_slice::<Versioned>(&bytes)
+            .ok()
+            .and_then(|v| v.format_version);
+        if let Some(found) = found.filter(|found| *found > u64::from(known)) {
+            return Err(StateError::NewerFormat {
                 key: key.to_owned(),
                 store: self.store.describe(),
-                detail: e.to_string(),
-            })
+                found,
+                known,
+            });
+        }
+        Ok(Some((bytes, found)))
+    }
+
+    fn corrupt(&self, key: &str, detail: String) -> StateError {
+        StateError::Corrupt {
+            key: key.to_owned(),
+            store: self.store.describe(),
+            detail,
+        }
+    }
+
+    /// Reads a state document of the current format ([`State::get_versioned`]).
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StateError> {
+        let Some((bytes, _)) = self.get_versioned(key).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| self.corrupt(key, e.to_string()))
     }
 
     async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StateError> {
@@ -572,15 +400,29 @@ impl State {
         self.store.put(key, bytes).await
     }
 
-    /// The vault's record, brought to the current format ([`VaultState::migrate`]).
+    /// The vault's record, brought to the current format: formats 1 and 2 are upgraded as the
+    /// module's docs say (a format-1 record keeps no ownership: [`VaultState::migrated_from`]).
+    ///
+    /// # Errors
+    /// [`StateError::NewerFormat`] for a record of a format newer than [`VAULT_STATE_FORMAT`],
+    /// [`StateError::Corrupt`] for one that is not a valid record of the format it names (or
+    /// names none), and the store's errors.
     pub async fn read_vault(&self, vault: &VaultId) -> Result<Option<VaultState>, StateError> {
-        let mut remembered: Option<VaultState> = self
-            .get_json(&format!("{}.json", vault_key("vaults", vault)))
-            .await?;
-        if let Some(remembered) = remembered.as_mut() {
-            remembered.migrate();
-        }
-        Ok(remembered)
+        let key = format!("{}.json", vault_key("vaults", vault));
+        let Some((bytes, found)) = self.get_versioned(&key).await? else {
+            return Ok(None);
+        };
+        let read = match found {
+            Some(found) if found == u64::from(VAULT_STATE_FORMAT) => {
+                serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+            }
+            Some(found @ (1 | 2)) => legacy::upgrade_vault(&bytes, found as u32),
+            Some(other) => Err(format!(
+                "format_version {other} was never written by tagfence"
+            )),
+            None => Err("it has no format_version".to_owned()),
+        };
+        read.map(Some).map_err(|detail| self.corrupt(&key, detail))
     }
 
     pub async fn write_vault(&self, vault: &VaultId, state: &VaultState) -> Result<(), StateError> {

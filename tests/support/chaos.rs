@@ -596,9 +596,14 @@ async fn check(
         }
         let remembered = status.vaults[index].1.as_ref();
         let pending = remembered.map_or(0, |r| r.pending.len());
-        let recorded: Option<BTreeSet<String>> = remembered
-            .and_then(|r| r.applied.as_ref())
-            .map(|a| a.desired.rules.iter().map(ToString::to_string).collect());
+        let recorded: Option<BTreeSet<String>> =
+            remembered.and_then(|r| r.applied.as_ref()).map(|a| {
+                a.desired
+                    .rules()
+                    .iter()
+                    .map(|r| r.rule.to_string())
+                    .collect()
+            });
         if pending != 0 || recorded.as_ref() != Some(&b) {
             return Err(format!(
                 "{name}: the state after the clean run holds {pending} pending rules and {recorded:?} as last applied"
