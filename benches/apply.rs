@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use serde_json::json;
-use tagfence::config::{Config, RunArgs};
+use tagfence::config::{Config, SelectionSettings, Settings};
 use tagfence::run::{RunRequest, Runner};
 use tagfence_emulator::{Config as EmulatorConfig, Emulator, Route, Seed};
 
@@ -79,27 +79,27 @@ fn main() {
         )
         .await
         .unwrap();
-        let args = RunArgs {
+        let args = Settings {
             vaults: (0..vaults).map(vault_id).collect(),
-            selection: tagfence::cli::SelectionArgs { tags: vec!["AzureDevOps".into()], static_rules: vec!["52.1.2.3".into()] },
-            source: "download".into(),
+            selection: SelectionSettings { tags: vec!["AzureDevOps".into()], static_rules: vec!["52.1.2.3".into()] },
+            source: Some("download".into()),
             arm_endpoint: Some(emulator.base_url()),
             download_page_url: Some(emulator.download_page_url()),
-            concurrency,
-            http_timeout_secs: 30,
-            http_max_retries: 8,
-            http_retry_delay_ms: 800,
-            http_call_timeout_secs: 600,
+            concurrency: Some(concurrency),
+            http_timeout_secs: Some(30),
+            http_max_retries: Some(8),
+            http_retry_delay_ms: Some(800),
+            http_call_timeout_secs: Some(600),
             state_dir: state_dir_arg,
             state_url,
             state_ca_file: std::env::var_os("TAGFENCE_STATE_CA_FILE").map(Into::into),
-            ..RunArgs::default()
+            ..Settings::default()
         };
         let tokens = Tokens {
             arm: emulator.issue_token("https://management.azure.com/"),
             storage: emulator.issue_token("https://storage.azure.com/"),
         };
-        let runner = Runner::with_credential(Config::from_args(&args).unwrap(), Arc::new(tokens), "bench".into()).unwrap();
+        let runner = Runner::with_credential(Config::from_settings(&args).unwrap(), Arc::new(tokens), "bench".into()).unwrap();
 
         for label in ["first run (every vault written)", "second run (every vault in sync)"] {
             emulator.clear_requests();

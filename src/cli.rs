@@ -1,6 +1,10 @@
 //! The `tagfence` command line: clap arguments → validated inputs → the core → output and an
 //! exit code.
 //!
+//! The clap argument types live here, and only here. The arguments of a run command (`apply`,
+//! `status`, `serve`) become a [`Settings`], which records whether each was given as a flag or
+//! in the environment, and `config` validates that into a [`Config`].
+//!
 //! Exit codes (one scheme for every command, as kubectl and grep use it):
 //! - 0: success (and, for `plan`, also when there are changes unless `--exit-code` is given);
 //! - 1: `plan --exit-code` found changes;
@@ -11,18 +15,21 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use ipnet::Ipv4Net;
 
-use crate::azure::auth::IdentityEnv;
-use crate::config::{Config, RunArgs};
-pub use crate::config::{FitArg, LimitArgs, SelectionArgs, Slash31Arg};
-use crate::core::desired::{self, Selection};
+use crate::azure::auth::{CredentialKind, IdentityEnv};
+use crate::config::{
+    self, Config, Key, LimitSettings, Origin, Origins, SelectionSettings, Settings,
+};
+use crate::core::desired::{self, FitMode, Selection};
+use crate::core::fit::Slash31;
 use crate::core::live::{self, LiveAcl};
 use crate::core::plan::{self, PlanInput, TagGuard};
 use crate::core::profiles;
 use crate::core::render;
-use crate::core::service_tags::ServiceTags;
+use crate::core::service_tags::{Cloud, ServiceTags};
 use crate::run::{RunRequest, Runner};
 use crate::server;
 
@@ -142,7 +149,378 @@ pub struct TagsArgs {
     pub output: OutputFormat,
 }
 
+/// The cloud, as the flag spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum CloudArg {
+    #[default]
+    #[value(name = "AzurePublic", alias = "public")]
+    AzurePublic,
+    #[value(name = "AzureUSGovernment", alias = "usgovernment")]
+    AzureUsGovernment,
+    #[value(name = "AzureChina", alias = "china")]
+    AzureChina,
+}
+
+impl From<CloudArg> for Cloud {
+    fn from(arg: CloudArg) -> Self {
+        match arg {
+            CloudArg::AzurePublic => Cloud::Public,
+            CloudArg::AzureUsGovernment => Cloud::AzureGovernment,
+            CloudArg::AzureChina => Cloud::AzureChina,
+        }
+    }
+}
+
+/// Which tags and literal rules to allow.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SelectionArgs {
+    /// A service tag to allow, e.g. AzureDevOps or AzureCloud.westeurope (repeatable;
+    /// case-insensitive exact match), or a profile: `hosted-agents:<geography>` (every region
+    /// of the geography, its capacity fallback, and AzureDevOps) or `azure-devops`.
+    #[arg(
+        long = "tag",
+        value_name = "NAME",
+        env = "TAGFENCE_TAGS",
+        value_delimiter = ','
+    )]
+    pub tags: Vec<String>,
+
+    /// A literal rule to allow, e.g. a self-hosted agent's public IP (repeatable). Must be a
+    /// public IPv4 address or prefix without host bits.
+    #[arg(
+        long = "static-rule",
+        value_name = "CIDR|IP",
+        env = "TAGFENCE_STATIC_RULES",
+        value_delimiter = ','
+    )]
+    pub static_rules: Vec<String>,
+}
+
+/// How to fit the rules into the vault. Each flag is optional so that a configuration file
+/// can give values underneath it; the defaults are those of
+/// [`Limits::default`](crate::core::desired::Limits::default).
+#[derive(Debug, Clone, Default, Args)]
+pub struct LimitArgs {
+    /// The most IPv4 rules the vault may hold in all, unmanaged rules included [default: 1000].
+    #[arg(long, value_name = "N", env = "TAGFENCE_MAX_RULES")]
+    pub max_rules: Option<usize>,
+
+    /// `exact` refuses a selection that needs more rules than there is room for; `summarize`
+    /// finds the fewest extra addresses that fit [default: exact].
+    #[arg(long, value_enum, env = "TAGFENCE_FIT")]
+    pub fit: Option<FitArg>,
+
+    /// With --fit summarize: extra addresses must lie inside this tag's IPv4 space, e.g.
+    /// AzureCloud (repeatable).
+    #[arg(
+        long,
+        value_name = "TAG",
+        env = "TAGFENCE_ENVELOPE",
+        value_delimiter = ','
+    )]
+    pub envelope: Vec<String>,
+
+    /// With --fit summarize: refuse a fit that admits more extra addresses than this.
+    #[arg(long, value_name = "N", env = "TAGFENCE_MAX_EXTRA_ADDRESSES")]
+    pub max_extra_addresses: Option<u64>,
+
+    /// Refuse a plan that removes more than this fraction of the rules tagfence manages
+    /// [default: 0.2].
+    #[arg(long, value_name = "FRACTION", env = "TAGFENCE_MAX_REMOVE_FRACTION", value_parser = parse_fraction)]
+    pub max_remove_fraction: Option<f64>,
+
+    /// How to write /31 prefixes: as two /32 rules (`split`, safe: whether Key Vault accepts
+    /// /31 is unverified) or as one rule (`keep`) [default: split].
+    #[arg(long, value_enum, env = "TAGFENCE_SLASH31")]
+    pub slash31: Option<Slash31Arg>,
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    if !(0.0..=1.0).contains(&value) {
+        return Err(format!("'{text}' is not between 0 and 1"));
+    }
+    Ok(value)
+}
+
+/// How to fit, as the flag spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FitArg {
+    Exact,
+    Summarize,
+}
+
+impl From<FitArg> for FitMode {
+    fn from(arg: FitArg) -> Self {
+        match arg {
+            FitArg::Exact => FitMode::Exact,
+            FitArg::Summarize => FitMode::Summarize,
+        }
+    }
+}
+
+/// How to write a /31, as the flag spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Slash31Arg {
+    Split,
+    Keep,
+}
+
+impl From<Slash31Arg> for Slash31 {
+    fn from(arg: Slash31Arg) -> Self {
+        match arg {
+            Slash31Arg::Split => Slash31::Split,
+            Slash31Arg::Keep => Slash31::Keep,
+        }
+    }
+}
+
+/// The settings of a run that reconciles vaults (`apply`, `status`, and `serve` for the
+/// Functions host). Every flag has an environment form, which is how the Functions app settings
+/// reach it. Each field's name is its [`Key`]'s, which is how [`Invocation::origins`] finds it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// A vault to manage, by ARM resource id (repeatable).
+    #[arg(
+        long = "vault",
+        value_name = "RESOURCE_ID",
+        env = "TAGFENCE_VAULTS",
+        value_delimiter = ','
+    )]
+    pub vaults: Vec<String>,
+
+    /// A TOML file with defaults and per-vault settings.
+    #[arg(long = "config", value_name = "FILE", env = "TAGFENCE_CONFIG")]
+    pub config_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    /// Also remove rules that neither the selection nor tagfence put there.
+    #[arg(long, env = "TAGFENCE_PRUNE")]
+    pub prune: bool,
+
+    /// Claim the rules already on a vault that equal desired rules (a firewall a person kept
+    /// by hand before tagfence): from then on tagfence removes them when Microsoft retires the
+    /// range. Without it such rules stay the person's and are never removed.
+    #[arg(long, env = "TAGFENCE_ADOPT_EXISTING")]
+    pub adopt_existing: bool,
+
+    /// Initialise the firewall of a vault that has none configured (no networkAcls), keeping
+    /// its current access: defaultAction Allow, AzureServices bypass, the desired IP rules.
+    /// Never over a vault tagfence has seen Deny.
+    #[arg(long, env = "TAGFENCE_INIT_FIREWALL")]
+    pub init_firewall: bool,
+
+    /// Trust a vault read that lacks most of the rules tagfence added and confirmed (refused
+    /// as suspicious otherwise); for when a person really removed them.
+    #[arg(long, env = "TAGFENCE_ACCEPT_MISSING_RULES")]
+    pub accept_missing_rules: bool,
+
+    /// A selected tag allowed to empty or to shrink more than --max-tag-shrink in this run
+    /// (repeatable; `*` for every tag).
+    #[arg(
+        long = "allow-tag-shrink",
+        value_name = "TAG",
+        env = "TAGFENCE_ALLOW_TAG_SHRINK",
+        value_delimiter = ','
+    )]
+    pub allow_tag_shrink: Vec<String>,
+
+    /// Refuse the vaults of a selected tag that lost more than this fraction of its IPv4
+    /// prefixes since the last applied document [default: 0.5].
+    #[arg(long, value_name = "FRACTION", env = "TAGFENCE_MAX_TAG_SHRINK")]
+    pub max_tag_shrink: Option<f64>,
+
+    /// Where the Service Tags come from: `api` (the Discovery API; needs --subscription-id and
+    /// --location), `download` (Microsoft's weekly file), a file path, or an https URL.
+    #[arg(
+        long,
+        value_name = "api|download|FILE|URL",
+        env = "TAGFENCE_SOURCE",
+        default_value = config::DEFAULT_SOURCE
+    )]
+    pub source: String,
+
+    /// Subscription for the Discovery API.
+    #[arg(long, value_name = "ID", env = "TAGFENCE_SUBSCRIPTION_ID")]
+    pub subscription_id: Option<String>,
+
+    /// Location for the Discovery API (any region; the answer covers the whole cloud).
+    #[arg(long, value_name = "REGION", env = "TAGFENCE_LOCATION")]
+    pub location: Option<String>,
+
+    /// The Azure cloud.
+    #[arg(long, value_enum, env = "TAGFENCE_CLOUD", default_value_t = CloudArg::AzurePublic)]
+    pub cloud: CloudArg,
+
+    /// Override the ARM endpoint (https; plain http only for a loopback emulator).
+    #[arg(long, value_name = "URL", env = "TAGFENCE_ARM_ENDPOINT")]
+    pub arm_endpoint: Option<String>,
+
+    /// Override the download page that links the weekly Service Tags file.
+    #[arg(long, value_name = "URL", env = "TAGFENCE_DOWNLOAD_PAGE_URL")]
+    pub download_page_url: Option<String>,
+
+    /// Which credential to use.
+    #[arg(long, value_enum, env = "TAGFENCE_CREDENTIAL", default_value_t = CredentialKind::Auto)]
+    pub credential: CredentialKind,
+
+    /// Refuse a Service Tags document with fewer tags [default: 1000 Public, 100 Government,
+    /// 20 China].
+    #[arg(long, value_name = "N", env = "TAGFENCE_MIN_SERVICE_TAGS")]
+    pub min_service_tags: Option<usize>,
+
+    /// Vaults reconciled at the same time.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TAGFENCE_CONCURRENCY",
+        default_value_t = config::DEFAULT_CONCURRENCY
+    )]
+    pub concurrency: usize,
+
+    /// Timeout of one HTTP attempt, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "TAGFENCE_HTTP_TIMEOUT_SECS",
+        default_value_t = config::DEFAULT_HTTP_TIMEOUT_SECS
+    )]
+    pub http_timeout_secs: u64,
+
+    /// Retries of a throttled, failed or timed-out HTTP call.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TAGFENCE_HTTP_MAX_RETRIES",
+        default_value_t = config::DEFAULT_HTTP_MAX_RETRIES
+    )]
+    pub http_max_retries: u32,
+
+    /// First retry delay in milliseconds; it doubles each time, and `Retry-After` wins when
+    /// longer.
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "TAGFENCE_HTTP_RETRY_DELAY_MS",
+        default_value_t = config::DEFAULT_HTTP_RETRY_DELAY_MS
+    )]
+    pub http_retry_delay_ms: u64,
+
+    /// Deadline of one HTTP call, retries included, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "TAGFENCE_HTTP_CALL_TIMEOUT_SECS",
+        default_value_t = config::DEFAULT_HTTP_CALL_TIMEOUT_SECS
+    )]
+    pub http_call_timeout_secs: u64,
+
+    /// Keep state (the rules tagfence added, the documents used, run records) in this
+    /// directory. For CLI use; the Functions app keeps it in Blob storage.
+    #[arg(long, value_name = "DIR", env = "TAGFENCE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Keep state in Blob storage at this https endpoint
+    /// (`https://<account>.blob.core.windows.net`, optionally followed by `/<container>`; a
+    /// path-style emulator endpoint must end with the container),
+    /// reached with the same identity as ARM [default: the Function App's own storage,
+    /// `AzureWebJobsStorage__blobServiceUri`].
+    #[arg(long, value_name = "URL", env = "TAGFENCE_STATE_URL")]
+    pub state_url: Option<String>,
+
+    /// The state container when the URL names none.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "TAGFENCE_STATE_CONTAINER",
+        default_value = config::DEFAULT_STATE_CONTAINER
+    )]
+    pub state_container: String,
+
+    /// A PEM certificate to trust for the state endpoint besides the system roots (a storage
+    /// emulator's test CA, or a TLS-inspecting proxy).
+    #[arg(long, value_name = "FILE", env = "TAGFENCE_STATE_CA_FILE")]
+    pub state_ca_file: Option<PathBuf>,
+
+    /// The Functions host's identity-based storage settings; the state's default home.
+    #[arg(long, hide = true, env = "AzureWebJobsStorage__blobServiceUri")]
+    pub webjobs_blob_service_uri: Option<String>,
+
+    #[arg(long, hide = true, env = "AzureWebJobsStorage__accountName")]
+    pub webjobs_account_name: Option<String>,
+
+    /// For this many days after a selected tag changes, also keep the ranges of its previous
+    /// version (Microsoft publishes new ranges ahead of use; old ones may still be in use).
+    /// Needs state.
+    #[arg(
+        long,
+        value_name = "DAYS",
+        env = "TAGFENCE_GRACE_DAYS",
+        default_value_t = config::DEFAULT_GRACE_DAYS
+    )]
+    pub grace_days: u32,
+
+    /// Use a Service Tags document older than the one last applied (normally refused).
+    #[arg(long, env = "TAGFENCE_ALLOW_OLDER")]
+    pub allow_older: bool,
+
+    /// Also manage every vault carrying the discovery tag in this subscription (repeatable),
+    /// found with Azure Resource Graph at each run.
+    #[arg(
+        long = "discover-subscription",
+        value_name = "ID",
+        env = "TAGFENCE_DISCOVER_SUBSCRIPTIONS",
+        value_delimiter = ','
+    )]
+    pub discover_subscriptions: Vec<String>,
+
+    /// Also manage every vault carrying the discovery tag under this management group
+    /// (repeatable).
+    #[arg(
+        long = "discover-management-group",
+        value_name = "NAME",
+        env = "TAGFENCE_DISCOVER_MANAGEMENT_GROUPS",
+        value_delimiter = ','
+    )]
+    pub discover_management_groups: Vec<String>,
+
+    /// The tag that marks a vault for discovery; its value names the service tags, profiles
+    /// and static rules to allow (`default` for the defaults).
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "TAGFENCE_DISCOVER_TAG",
+        default_value = config::DEFAULT_DISCOVERY_TAG
+    )]
+    pub discover_tag: String,
+
+    /// Post a message to this webhook (Slack- and Teams-compatible `{"text"}`) when a run
+    /// changes a vault or fails. https only; the URL is a secret and is never logged.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TAGFENCE_NOTIFY_URL",
+        hide_env_values = true
+    )]
+    pub notify_url: Option<String>,
+}
+
 impl SelectionArgs {
+    /// The selection as given.
+    pub fn to_settings(&self) -> SelectionSettings {
+        SelectionSettings {
+            tags: self.tags.clone(),
+            static_rules: self.static_rules.clone(),
+        }
+    }
+
     /// Checks the static rules and builds the selection.
     ///
     /// # Errors
@@ -169,17 +547,152 @@ impl SelectionArgs {
     }
 }
 
+impl LimitArgs {
+    /// The limits as given; [`LimitSettings::over`] layers them.
+    pub fn to_settings(&self) -> LimitSettings {
+        LimitSettings {
+            max_rules: self.max_rules,
+            fit: self.fit.map(FitMode::from),
+            envelope: self.envelope.clone(),
+            max_extra_addresses: self.max_extra_addresses,
+            max_remove_fraction: self.max_remove_fraction,
+            slash31: self.slash31.map(Slash31::from),
+        }
+    }
+}
+
+impl RunArgs {
+    /// The settings these arguments give. `origins` ([`Invocation::origins`]) says which ones the
+    /// user gave and where; an argument with a clap default that has no origin was not given,
+    /// and is left for `config` to default (to the same constant clap shows in `--help`).
+    pub fn to_settings(&self, origins: Origins) -> Settings {
+        let given = |key: Key| origins.get(key).is_some();
+        Settings {
+            vaults: self.vaults.clone(),
+            config_file: self.config_file.clone(),
+            selection: self.selection.to_settings(),
+            limits: self.limits.to_settings(),
+            prune: self.prune,
+            adopt_existing: self.adopt_existing,
+            init_firewall: self.init_firewall,
+            accept_missing_rules: self.accept_missing_rules,
+            allow_tag_shrink: self.allow_tag_shrink.clone(),
+            max_tag_shrink: self.max_tag_shrink,
+            source: given(Key::Source).then(|| self.source.clone()),
+            subscription_id: self.subscription_id.clone(),
+            location: self.location.clone(),
+            cloud: given(Key::Cloud).then(|| self.cloud.into()),
+            arm_endpoint: self.arm_endpoint.clone(),
+            download_page_url: self.download_page_url.clone(),
+            credential: given(Key::Credential).then_some(self.credential),
+            min_service_tags: self.min_service_tags,
+            concurrency: given(Key::Concurrency).then_some(self.concurrency),
+            http_timeout_secs: given(Key::HttpTimeoutSecs).then_some(self.http_timeout_secs),
+            http_max_retries: given(Key::HttpMaxRetries).then_some(self.http_max_retries),
+            http_retry_delay_ms: given(Key::HttpRetryDelayMs).then_some(self.http_retry_delay_ms),
+            http_call_timeout_secs: given(Key::HttpCallTimeoutSecs)
+                .then_some(self.http_call_timeout_secs),
+            state_dir: self.state_dir.clone(),
+            state_url: self.state_url.clone(),
+            state_container: given(Key::StateContainer).then(|| self.state_container.clone()),
+            state_ca_file: self.state_ca_file.clone(),
+            webjobs_blob_service_uri: self.webjobs_blob_service_uri.clone(),
+            webjobs_account_name: self.webjobs_account_name.clone(),
+            grace_days: given(Key::GraceDays).then_some(self.grace_days),
+            allow_older: self.allow_older,
+            discover_subscriptions: self.discover_subscriptions.clone(),
+            discover_management_groups: self.discover_management_groups.clone(),
+            discover_tag: given(Key::DiscoverTag).then(|| self.discover_tag.clone()),
+            notify_url: self.notify_url.clone(),
+            origins,
+        }
+    }
+}
+
+/// A parsed command line, with clap's record of where each value came from: a flag, the
+/// environment, or clap's default. [`Cli::parse`] drops that record.
+#[derive(Debug)]
+pub struct Invocation {
+    pub cli: Cli,
+    matches: ArgMatches,
+}
+
+impl Invocation {
+    /// Parses the process's arguments as [`Cli::parse`] does: a usage error exits with 2.
+    pub fn from_env() -> Invocation {
+        Invocation::from_matches(Cli::command().get_matches()).unwrap_or_else(|err| err.exit())
+    }
+
+    /// Parses `args`, the first being the program's name.
+    ///
+    /// # Errors
+    /// clap's usage error.
+    pub fn try_from_args<I, T>(args: I) -> Result<Invocation, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Invocation::from_matches(Cli::command().try_get_matches_from(args)?)
+    }
+
+    fn from_matches(matches: ArgMatches) -> Result<Invocation, clap::Error> {
+        // Not `from_arg_matches_mut`: it takes the values out, and their sources with them.
+        let cli = Cli::from_arg_matches(&matches).map_err(|err| err.format(&mut Cli::command()))?;
+        Ok(Invocation { cli, matches })
+    }
+
+    /// Where the user gave each run setting of the subcommand (none for `plan` and `tags`,
+    /// whose settings are not validated by `config`).
+    pub fn origins(&self) -> Origins {
+        let Some((name, matches)) = self.matches.subcommand() else {
+            return Origins::default();
+        };
+        let command = Cli::command();
+        match command.find_subcommand(name) {
+            Some(subcommand) => origins(subcommand, matches),
+            None => Origins::default(),
+        }
+    }
+}
+
+/// Where clap found each of `command`'s run settings: on the command line or in the
+/// environment. One it took from its default is left out: the user did not give it.
+fn origins(command: &clap::Command, matches: &ArgMatches) -> Origins {
+    let mut origins = Origins::default();
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        // Only ids of this command may be asked about: clap panics on others in debug builds.
+        let Some(key) = Key::from_name(id) else {
+            continue;
+        };
+        let origin = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => {
+                arg.get_long().map(|long| Origin::Flag(format!("--{long}")))
+            }
+            Some(ValueSource::EnvVariable) => arg
+                .get_env()
+                .map(|env| Origin::Env(env.to_string_lossy().into_owned())),
+            _ => None,
+        };
+        if let Some(origin) = origin {
+            origins.record(key, origin);
+        }
+    }
+    origins
+}
+
 /// Runs a parsed command line.
 ///
 /// # Errors
 /// Any failure, with context naming what was being done; `main` prints it and exits 2.
-pub fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
+pub fn run(invocation: Invocation) -> Result<ExitCode> {
+    let origins = invocation.origins();
+    match invocation.cli.command {
         Command::Plan(args) => run_plan(&args),
-        Command::Apply(args) => run_apply(&args),
+        Command::Apply(args) => run_apply(&args, origins),
         Command::Tags(args) => run_tags(&args),
-        Command::Status(args) => run_status(&args),
-        Command::Serve(args) => run_serve(args),
+        Command::Status(args) => run_status(&args, origins),
+        Command::Serve(args) => run_serve(args, origins),
     }
 }
 
@@ -197,7 +710,7 @@ pub fn init_server_logging() {
         .try_init();
 }
 
-fn run_serve(args: ServeArgs) -> Result<ExitCode> {
+fn run_serve(args: ServeArgs, origins: Origins) -> Result<ExitCode> {
     init_server_logging();
     let port = args
         .port
@@ -221,7 +734,8 @@ fn run_serve(args: ServeArgs) -> Result<ExitCode> {
             ),
             Err(error) => tracing::error!(%error, "the timer schedule is invalid; the host will not fire the timer"),
         }
-        let config = Config::from_args(&args.run).map_err(|e| format!("reading the configuration: {e}"));
+        let config = Config::from_settings(&args.run.to_settings(origins))
+            .map_err(|e| format!("reading the configuration: {e}"));
         if let Err(error) = &config {
             tracing::error!(%error, "invalid configuration");
         }
@@ -252,9 +766,10 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn run_apply(args: &ApplyArgs) -> Result<ExitCode> {
+fn run_apply(args: &ApplyArgs, origins: Origins) -> Result<ExitCode> {
     init_cli_logging();
-    let config = Config::from_args(&args.run).context("reading the configuration")?;
+    let config = Config::from_settings(&args.run.to_settings(origins))
+        .context("reading the configuration")?;
     let runtime = runtime()?;
     let report = runtime.block_on(async {
         let runner = Runner::new(config, &IdentityEnv::from_process())?;
@@ -283,9 +798,10 @@ fn run_apply(args: &ApplyArgs) -> Result<ExitCode> {
     })
 }
 
-fn run_status(args: &StatusArgs) -> Result<ExitCode> {
+fn run_status(args: &StatusArgs, origins: Origins) -> Result<ExitCode> {
     init_cli_logging();
-    let config = Config::from_args(&args.run).context("reading the configuration")?;
+    let config = Config::from_settings(&args.run.to_settings(origins))
+        .context("reading the configuration")?;
     let runtime = runtime()?;
     let status = runtime.block_on(async {
         let runner = Runner::new(config, &IdentityEnv::from_process())?;
@@ -403,7 +919,7 @@ fn load_last_applied(path: &Path) -> Result<Vec<Ipv4Net>> {
 
 fn run_plan(args: &PlanArgs) -> Result<ExitCode> {
     let selection = args.selection.to_selection()?;
-    let limits = args.limits.to_limits();
+    let limits = args.limits.to_settings().to_limits();
     // The plan needs the selected and envelope tags only.
     let needed: Vec<String> = selection
         .tags
@@ -535,7 +1051,7 @@ mod tests {
         else {
             panic!("not a plan");
         };
-        let limits = args.limits.to_limits();
+        let limits = args.limits.to_settings().to_limits();
         assert_eq!(limits, Limits::default());
         assert_eq!(args.output, OutputFormat::Text);
         assert!(!args.exit_code && !args.prune);
@@ -584,6 +1100,91 @@ mod tests {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
         }
+    }
+
+    /// The run settings `apply` gets from `args`, with their origins.
+    fn apply_settings(args: &[&str]) -> Settings {
+        let all = ["tagfence", "apply"].iter().chain(args);
+        let invocation = Invocation::try_from_args(all).unwrap();
+        let origins = invocation.origins();
+        let Command::Apply(apply) = invocation.cli.command else {
+            panic!("not apply");
+        };
+        apply.run.to_settings(origins)
+    }
+
+    #[test]
+    fn every_setting_is_an_argument_of_each_run_command() {
+        let cli = Cli::command();
+        for name in ["apply", "status", "serve"] {
+            let command = cli.find_subcommand(name).unwrap();
+            for key in Key::ALL {
+                assert!(
+                    command
+                        .get_arguments()
+                        .any(|arg| arg.get_id().as_str() == key.name()),
+                    "`{name}` has no argument {key:?}: its origin would never be recorded"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_setting_given_as_a_flag_records_the_flag_as_written() {
+        let settings = apply_settings(&["--tag", "X", "--max-rules", "5", "--config", "t.toml"]);
+        let origin = |key| settings.origins.get(key).map(ToString::to_string);
+        assert_eq!(origin(Key::Tags).as_deref(), Some("--tag"));
+        assert_eq!(origin(Key::MaxRules).as_deref(), Some("--max-rules"));
+        assert_eq!(origin(Key::ConfigFile).as_deref(), Some("--config"));
+        assert_eq!(origin(Key::Concurrency), None);
+        assert_eq!(settings.limits.max_rules, Some(5));
+        assert_eq!(settings.config_file, Some(PathBuf::from("t.toml")));
+    }
+
+    #[test]
+    fn arguments_left_at_their_clap_default_are_not_given() {
+        let settings = apply_settings(&["--tag", "X"]);
+        assert_eq!(
+            (settings.source, settings.cloud, settings.concurrency),
+            (None, None, None)
+        );
+        assert_eq!((settings.grace_days, settings.discover_tag), (None, None));
+        let settings = apply_settings(&["--concurrency", "8", "--cloud", "china"]);
+        assert_eq!(settings.concurrency, Some(8));
+        assert_eq!(settings.cloud, Some(Cloud::AzureChina));
+    }
+
+    #[test]
+    fn run_flags_become_the_settings_config_validates() {
+        let vault = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a";
+        let settings = apply_settings(&[
+            "--vault",
+            vault,
+            "--tag",
+            "AzureDevOps",
+            "--fit",
+            "summarize",
+            "--slash31",
+            "keep",
+            "--credential",
+            "developer-tools",
+            "--cloud",
+            "AzureUSGovernment",
+            "--prune",
+        ]);
+        let config = Config::from_settings(&settings).unwrap();
+        assert_eq!(config.cloud, Cloud::AzureGovernment);
+        assert_eq!(config.credential, CredentialKind::DeveloperTools);
+        let target = config.find_target("kv-a").unwrap();
+        assert_eq!(target.limits.fit, FitMode::Summarize);
+        assert_eq!(target.limits.slash31, Slash31::Keep);
+        assert!(target.prune);
+        let err = Config::from_settings(&apply_settings(&["--tag", "X", "--grace-days", "91"]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--grace-days (TAGFENCE_GRACE_DAYS): 91 is more than 90 days"
+        );
     }
 
     #[test]

@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // An app setting left empty means "use the default" (Bicep and the portal often create
     // settings with empty values); clap would instead try to parse the empty string. This runs
@@ -13,8 +11,8 @@ fn main() -> ExitCode {
             std::env::remove_var(name);
         }
     }
-    let cli = tagfence::cli::Cli::parse();
-    match tagfence::cli::run(cli) {
+    let invocation = tagfence::cli::Invocation::from_env();
+    match tagfence::cli::run(invocation) {
         Ok(code) => code,
         Err(err) => {
             // The whole chain on one line: "planning the firewall change: unknown service tag …".

@@ -6,7 +6,7 @@ mod support;
 use std::time::Instant;
 
 use support::*;
-use tagfence::config::{Config, RunArgs};
+use tagfence::config::{Config, SelectionSettings, Settings};
 use tagfence::reconcile::Outcome;
 use tagfence::run::{RunRequest, Runner};
 use tagfence_emulator::{Fault, FaultKind, Route};
@@ -14,30 +14,30 @@ use tagfence_emulator::{Fault, FaultKind, Route};
 const MANUAL_RULE: &str = "52.174.10.20/32";
 
 /// Run arguments for the library tests: the emulator's endpoints, fast retries.
-fn run_args(emulator: &tagfence_emulator::Emulator, vaults: &[&str], tags: &[&str]) -> RunArgs {
-    RunArgs {
+fn run_args(emulator: &tagfence_emulator::Emulator, vaults: &[&str], tags: &[&str]) -> Settings {
+    Settings {
         vaults: vaults.iter().map(|v| vault_id(v)).collect(),
-        selection: tagfence::cli::SelectionArgs {
+        selection: SelectionSettings {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             static_rules: Vec::new(),
         },
-        source: "download".into(),
+        source: Some("download".into()),
         arm_endpoint: Some(emulator.base_url()),
         download_page_url: Some(format!(
             "{}/download/details.aspx?id=56519",
             emulator.base_url()
         )),
-        concurrency: 4,
-        http_timeout_secs: 5,
-        http_max_retries: 3,
-        http_retry_delay_ms: 50,
-        http_call_timeout_secs: 30,
-        ..RunArgs::default()
+        concurrency: Some(4),
+        http_timeout_secs: Some(5),
+        http_max_retries: Some(3),
+        http_retry_delay_ms: Some(50),
+        http_call_timeout_secs: Some(30),
+        ..Settings::default()
     }
 }
 
-fn runner(emulator: &tagfence_emulator::Emulator, args: &RunArgs) -> Runner {
-    let config = Config::from_args(args).expect("valid configuration");
+fn runner(emulator: &tagfence_emulator::Emulator, args: &Settings) -> Runner {
+    let config = Config::from_settings(args).expect("valid configuration");
     Runner::with_credential(config, credential(emulator), "test token".into())
         .expect("runner builds")
 }
@@ -277,7 +277,7 @@ async fn the_discovery_api_source_follows_every_page() {
     config.service_tags_page_size = Some(500);
     let emulator = start(config).await;
     let mut args = run_args(&emulator, &["kv-prod"], &["AzureDevOps"]);
-    args.source = "api".into();
+    args.source = Some("api".into());
     args.subscription_id = Some(SUBSCRIPTION.into());
     args.location = Some("westeurope".into());
     let report = runner(&emulator, &args)
@@ -304,7 +304,7 @@ async fn the_discovery_api_source_follows_every_page() {
 async fn a_document_for_another_cloud_or_too_small_is_refused_before_any_vault_is_read() {
     let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
     let mut args = run_args(&emulator, &["kv-prod"], &["AzureDevOps"]);
-    args.cloud = tagfence::config::CloudArg::AzureUsGovernment;
+    args.cloud = Some(tagfence::core::service_tags::Cloud::AzureGovernment);
     let err = runner(&emulator, &args)
         .run(&RunRequest::default())
         .await
@@ -318,7 +318,7 @@ async fn a_document_for_another_cloud_or_too_small_is_refused_before_any_vault_i
     let small = std::env::temp_dir().join(format!("tagfence-small-{}.json", std::process::id()));
     std::fs::write(&small, r#"{"changeNumber": 1, "cloud": "Public", "values": [{"name": "AzureDevOps", "properties": {"changeNumber": 1, "addressPrefixes": ["20.37.158.0/23"]}}]}"#).unwrap();
     let mut args = run_args(&emulator, &["kv-prod"], &["AzureDevOps"]);
-    args.source = small.display().to_string();
+    args.source = Some(small.display().to_string());
     let err = runner(&emulator, &args)
         .run(&RunRequest::default())
         .await

@@ -6,7 +6,7 @@ mod support;
 use serde_json::{json, Value};
 use support::host::{vault_write_event, HostDouble};
 use support::*;
-use tagfence::config::{Config, RunArgs};
+use tagfence::config::{Config, SelectionSettings, Settings};
 use tagfence::reconcile::{Outcome, Reconciler, RunContext};
 use tagfence::run::{RunRequest, Runner};
 use tagfence_emulator::{Emulator, Route};
@@ -130,22 +130,22 @@ async fn tagged_vaults_are_found_and_their_tag_says_what_to_allow() {
     emulator.shutdown().await;
 }
 
-fn library_args(emulator: &Emulator) -> RunArgs {
-    RunArgs {
-        selection: tagfence::cli::SelectionArgs {
+fn library_args(emulator: &Emulator) -> Settings {
+    Settings {
+        selection: SelectionSettings {
             tags: vec!["AzureDevOps".into()],
             static_rules: Vec::new(),
         },
-        source: "download".into(),
+        source: Some("download".into()),
         arm_endpoint: Some(emulator.base_url()),
         download_page_url: Some(emulator.download_page_url()),
-        concurrency: 4,
-        http_timeout_secs: 5,
-        http_max_retries: 2,
-        http_retry_delay_ms: 50,
-        http_call_timeout_secs: 30,
+        concurrency: Some(4),
+        http_timeout_secs: Some(5),
+        http_max_retries: Some(2),
+        http_retry_delay_ms: Some(50),
+        http_call_timeout_secs: Some(30),
         discover_subscriptions: vec![SUBSCRIPTION.to_owned()],
-        ..RunArgs::default()
+        ..Settings::default()
     }
 }
 
@@ -156,7 +156,7 @@ async fn every_page_of_resource_graph_is_followed() {
         .map(|i| tagged(&format!("kv-{i:04}"), Some("default")))
         .collect();
     let emulator = start(emulator_config(vaults)).await;
-    let config = Config::from_args(&library_args(&emulator)).unwrap();
+    let config = Config::from_settings(&library_args(&emulator)).unwrap();
     let runner = Runner::with_credential(config, credential(&emulator), "test".into()).unwrap();
     let found = runner
         .resolve_targets(&RunRequest::default())
@@ -180,7 +180,7 @@ async fn a_vault_whose_tag_changed_since_discovery_is_skipped_not_written() {
         Some("hosted-agents:uk"),
     )]))
     .await;
-    let config = Config::from_args(&library_args(&emulator)).unwrap();
+    let config = Config::from_settings(&library_args(&emulator)).unwrap();
     let arm = tagfence::azure::arm::ArmClient::new(
         emulator.base_url().parse().unwrap(),
         credential(&emulator),
@@ -340,13 +340,13 @@ async fn management_groups_scope_discovery_and_onboarding() {
         .management_groups
         .insert("mg-platform".into(), vec![OTHER_SUBSCRIPTION.into()]);
     let emulator = start(config).await;
-    let args = RunArgs {
+    let args = Settings {
         discover_subscriptions: Vec::new(),
         discover_management_groups: vec!["mg-platform".into()],
         ..library_args(&emulator)
     };
     let runner = Runner::with_credential(
-        Config::from_args(&args).unwrap(),
+        Config::from_settings(&args).unwrap(),
         credential(&emulator),
         "test".into(),
     )

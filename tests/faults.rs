@@ -24,8 +24,7 @@ use serde_json::json;
 use support::host::HostDouble;
 use support::*;
 use tagfence::azure::budget::BudgetLimits;
-use tagfence::cli::SelectionArgs;
-use tagfence::config::{Config, RunArgs};
+use tagfence::config::{Config, SelectionSettings, Settings};
 use tagfence::reconcile::Outcome;
 use tagfence::run::{RunReport, RunRequest, Runner};
 use tagfence_emulator::{Emulator, Fault, FaultKind, Route, Throttle};
@@ -52,23 +51,23 @@ fn names(n: usize) -> Vec<String> {
 /// A configuration for these vaults: AzureDevOps from the changeNumber-365 file, 3 retries from
 /// 20 ms, 500 ms per attempt, 10 s per call, 4 vaults at once.
 fn config(emulator: &Emulator, vaults: &[String], state: Option<&Path>) -> Config {
-    let args = RunArgs {
+    let args = Settings {
         vaults: vaults.iter().map(|v| vault_id(v)).collect(),
-        selection: SelectionArgs {
+        selection: SelectionSettings {
             tags: vec!["AzureDevOps".into()],
             static_rules: Vec::new(),
         },
-        source: fixture(365).display().to_string(),
+        source: Some(fixture(365).display().to_string()),
         arm_endpoint: Some(emulator.base_url()),
-        concurrency: 4,
-        http_timeout_secs: 1,
-        http_max_retries: 3,
-        http_retry_delay_ms: 20,
-        http_call_timeout_secs: 10,
+        concurrency: Some(4),
+        http_timeout_secs: Some(1),
+        http_max_retries: Some(3),
+        http_retry_delay_ms: Some(20),
+        http_call_timeout_secs: Some(10),
         state_dir: state.map(Path::to_path_buf),
-        ..RunArgs::default()
+        ..Settings::default()
     };
-    let mut config = Config::from_args(&args).expect("valid configuration");
+    let mut config = Config::from_settings(&args).expect("valid configuration");
     config.http.attempt_timeout = ATTEMPT_TIMEOUT;
     config
 }

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
-use tagfence::cli::SelectionArgs;
-use tagfence::config::{Config, RunArgs};
+use tagfence::config::{Config, SelectionSettings, Settings};
 use tagfence::reconcile::Outcome;
 use tagfence::run::{RunReport, RunRequest, Runner};
 use tagfence_emulator::{Emulator, Fault, FaultKind, Route};
@@ -54,33 +53,33 @@ fn document(dir: &Scratch, change_number: u64, prefixes: &[String]) -> PathBuf {
 }
 
 /// The run settings of these tests: the synthetic document, one vault, state in `state`.
-fn args(emulator: &Emulator, vault: &str, document: &Path, state: &Path) -> RunArgs {
-    RunArgs {
+fn args(emulator: &Emulator, vault: &str, document: &Path, state: &Path) -> Settings {
+    Settings {
         vaults: vec![vault_id(vault)],
-        selection: SelectionArgs {
+        selection: SelectionSettings {
             tags: vec![TAG.to_owned()],
             static_rules: Vec::new(),
         },
-        source: document.display().to_string(),
+        source: Some(document.display().to_string()),
         min_service_tags: Some(1),
         arm_endpoint: Some(emulator.base_url()),
-        concurrency: 2,
-        http_timeout_secs: 5,
-        http_max_retries: 1,
-        http_retry_delay_ms: 20,
-        http_call_timeout_secs: 10,
+        concurrency: Some(2),
+        http_timeout_secs: Some(5),
+        http_max_retries: Some(1),
+        http_retry_delay_ms: Some(20),
+        http_call_timeout_secs: Some(10),
         state_dir: Some(state.to_path_buf()),
-        ..RunArgs::default()
+        ..Settings::default()
     }
 }
 
-fn runner_of(emulator: &Emulator, args: &RunArgs) -> Runner {
-    let config = Config::from_args(args).expect("valid configuration");
+fn runner_of(emulator: &Emulator, args: &Settings) -> Runner {
+    let config = Config::from_settings(args).expect("valid configuration");
     Runner::with_credential(config, credential(emulator), "test token".into())
         .expect("runner builds")
 }
 
-async fn apply(emulator: &Emulator, args: &RunArgs) -> RunReport {
+async fn apply(emulator: &Emulator, args: &Settings) -> RunReport {
     runner_of(emulator, args)
         .run(&RunRequest::default())
         .await
@@ -120,7 +119,7 @@ fn failure(report: &RunReport) -> String {
 
 /// A vault that a person keeps `Deny` with a vnet rule and their own rule, taken over by a
 /// clean first run with `ranges(0, 10)`; returns the emulator, the scratch dir and the args.
-async fn taken_over(name: &str) -> (Emulator, Scratch, RunArgs) {
+async fn taken_over(name: &str) -> (Emulator, Scratch, Settings) {
     let emulator = start(emulator_config(vec![vault(name, &[PERSON])])).await;
     let dir = Scratch::new();
     let args = args(
@@ -199,7 +198,7 @@ async fn a_read_that_lacks_the_firewall_is_refused_and_the_vault_kept() {
     for (what, kind, says) in cases {
         let (emulator, dir, mut args) = taken_over("kv-partial").await;
         // A newer document that retires two ranges and adds one: a write is due.
-        args.source = document(&dir, 101, &ranges(2, 9)).display().to_string();
+        args.source = Some(document(&dir, 101, &ranges(2, 9)).display().to_string());
         let before = emulator.vault("kv-partial").unwrap();
         emulator.clear_requests();
         // Every read of this run lies the same way (the first read, and any re-read).
@@ -268,7 +267,7 @@ async fn a_vault_that_never_had_a_firewall_is_initialised_only_on_request() {
 async fn a_firewall_seen_deny_is_never_initialised_as_allow() {
     let (emulator, dir, mut args) = taken_over("kv-deny").await;
     args.init_firewall = true;
-    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    args.source = Some(document(&dir, 101, &ranges(1, 10)).display().to_string());
     let before = emulator.vault("kv-deny").unwrap();
     emulator.clear_requests();
     emulator.add_fault(fault(
@@ -290,7 +289,7 @@ async fn a_firewall_seen_deny_is_never_initialised_as_allow() {
 async fn the_re_read_before_the_write_is_gated_too() {
     // The first read is whole; the re-read just before the PATCH lacks the firewall.
     let (emulator, dir, mut args) = taken_over("kv-reread").await;
-    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    args.source = Some(document(&dir, 101, &ranges(1, 10)).display().to_string());
     let before = emulator.vault("kv-reread").unwrap();
     emulator.clear_requests();
     emulator.add_fault(fault(
@@ -343,7 +342,7 @@ async fn a_person_really_removing_our_rules_is_accepted_on_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_compares_every_field_of_the_firewall() {
     let (emulator, dir, mut args) = taken_over("kv-verify").await;
-    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    args.source = Some(document(&dir, 101, &ranges(1, 10)).display().to_string());
     emulator.clear_requests();
     // Read and re-read pass; the verify read shows the firewall opened.
     emulator.add_fault(fault(
@@ -375,7 +374,7 @@ async fn a_persons_rule_that_a_tag_later_holds_is_never_claimed_nor_removed() {
     // The next document adds exactly the person's range to the tag…
     let mut with_person = ranges(0, 10);
     with_person.push(PERSON.to_owned());
-    args.source = document(&dir, 101, &with_person).display().to_string();
+    args.source = Some(document(&dir, 101, &with_person).display().to_string());
     let report = apply(&emulator, &args).await;
     assert_eq!(
         report.vaults[0].outcome,
@@ -389,7 +388,7 @@ async fn a_persons_rule_that_a_tag_later_holds_is_never_claimed_nor_removed() {
         tagfence::core::render::plan_text(plan).contains("A person's rules equal to desired rules")
     );
     // …and a later one retires it: it stays, the person's.
-    args.source = document(&dir, 102, &ranges(0, 10)).display().to_string();
+    args.source = Some(document(&dir, 102, &ranges(0, 10)).display().to_string());
     let report = apply(&emulator, &args).await;
     assert_eq!(
         report.vaults[0].outcome,
@@ -430,7 +429,7 @@ async fn a_rule_on_the_vault_before_the_first_run_stays_the_persons_unless_adopt
             .into_iter()
             .filter(|r| *r != person_range)
             .collect();
-        args.source = document(&dir, 101, &retired).display().to_string();
+        args.source = Some(document(&dir, 101, &retired).display().to_string());
         let report = apply(&emulator, &args).await;
         let kept = rules_of(&emulator, "kv-hand").contains(&person_range);
         assert_eq!(kept, !adopt, "adopt {adopt}: {}", report.to_text());
@@ -476,7 +475,7 @@ async fn a_format_1_record_claims_nothing_until_adoption() {
     desired["info"] = json!(info);
     std::fs::write(&key, serde_json::to_vec(&record).unwrap()).unwrap();
 
-    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    args.source = Some(document(&dir, 101, &ranges(1, 10)).display().to_string());
     let report = apply(&emulator, &args).await;
     assert!(
         report.vaults[0]
@@ -505,7 +504,7 @@ async fn an_emptied_tag_refuses_its_vaults_until_allowed() {
     let (emulator, dir, mut args) = taken_over("kv-empty").await;
     args.selection.tags = vec![TAG.to_owned(), REGION.to_owned()];
     args.limits.max_remove_fraction = Some(1.0);
-    args.source = document(&dir, 101, &[]).display().to_string();
+    args.source = Some(document(&dir, 101, &[]).display().to_string());
     let before = emulator.vault("kv-empty").unwrap();
     let reason = refusal(&apply(&emulator, &args).await);
     assert_eq!(
@@ -529,7 +528,7 @@ async fn an_emptied_tag_refuses_its_vaults_until_allowed() {
 async fn a_tag_that_lost_more_than_half_refuses_its_vaults() {
     let (emulator, dir, mut args) = taken_over("kv-shrink").await;
     args.limits.max_remove_fraction = Some(1.0);
-    args.source = document(&dir, 101, &ranges(0, 4)).display().to_string();
+    args.source = Some(document(&dir, 101, &ranges(0, 4)).display().to_string());
     let reason = refusal(&apply(&emulator, &args).await);
     assert!(
         reason.starts_with("service tag Pipelines shrank from 10 IPv4 prefixes in change 100 (applied last) to 4 in change 101 (60% gone, more than --max-tag-shrink 0.5 allows)"),
@@ -537,7 +536,7 @@ async fn a_tag_that_lost_more_than_half_refuses_its_vaults() {
     );
     assert_eq!(rules_of(&emulator, "kv-shrink").len(), 11);
     // Half is within the default.
-    args.source = document(&dir, 102, &ranges(0, 5)).display().to_string();
+    args.source = Some(document(&dir, 102, &ranges(0, 5)).display().to_string());
     let report = apply(&emulator, &args).await;
     assert_eq!(
         report.vaults[0].outcome,
@@ -553,7 +552,7 @@ async fn a_tag_that_lost_more_than_half_refuses_its_vaults() {
 /// Runs `args` with the vault's re-read held until `meanwhile` has run, then released.
 async fn with_reread_held(
     emulator: &Emulator,
-    args: &RunArgs,
+    args: &Settings,
     vault: &str,
     meanwhile: impl FnOnce(),
 ) -> RunReport {
@@ -570,7 +569,7 @@ async fn with_reread_held(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_taken_over_meanwhile_stops_the_write() {
     let (emulator, dir, mut args) = taken_over("kv-lock").await;
-    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    args.source = Some(document(&dir, 101, &ranges(1, 10)).display().to_string());
     let before = emulator.vault("kv-lock").unwrap();
     emulator.clear_requests();
     let lock = dir.join("state").join(format!(
@@ -596,7 +595,7 @@ async fn a_lock_taken_over_meanwhile_stops_the_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_written_by_another_run_meanwhile_stops_the_write_and_is_kept() {
     let (emulator, dir, mut args) = taken_over("kv-newer").await;
-    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    args.source = Some(document(&dir, 101, &ranges(1, 10)).display().to_string());
     let before = emulator.vault("kv-newer").unwrap();
     emulator.clear_requests();
     let key = dir.join("state").join(format!(
@@ -625,7 +624,7 @@ async fn a_vault_is_never_moved_back_to_an_older_document() {
     let (emulator, dir, mut args) = taken_over("kv-older").await;
     // The source record is gone (another cloud's run, a restore): the vault's record still knows.
     std::fs::remove_file(dir.join("state/sources/public.json")).unwrap();
-    args.source = document(&dir, 99, &ranges(1, 10)).display().to_string();
+    args.source = Some(document(&dir, 99, &ranges(1, 10)).display().to_string());
     let reason = refusal(&apply(&emulator, &args).await);
     assert!(
         reason.contains(
@@ -675,7 +674,7 @@ async fn unreadable_rules_are_kept_verbatim_and_reported() {
     assert!(stored.contains(&PERSON.to_owned()));
     // They count against the limit: 4 desired + 1 person's + 3 unreadable = 8 > 7.
     args.limits.max_rules = Some(7);
-    args.source = document(&dir, 101, &ranges(1, 4)).display().to_string();
+    args.source = Some(document(&dir, 101, &ranges(1, 4)).display().to_string());
     let reason = refusal(&apply(&emulator, &args).await);
     assert!(
         reason.contains("only 3 of the vault's 7 are free (4 are held by rules tagfence keeps)"),
@@ -776,7 +775,7 @@ async fn a_fit_that_fails_says_why_in_apply_too() {
         &dir.join("state"),
     );
     args.limits.max_rules = Some(10);
-    args.limits.fit = Some(tagfence::cli::FitArg::Summarize);
+    args.limits.fit = Some(tagfence::core::desired::FitMode::Summarize);
     let reason = refusal(&apply(&emulator, &args).await);
     assert_eq!(
         reason,
@@ -823,7 +822,7 @@ async fn a_refused_write_leaves_no_claim_on_rules_a_person_adds_afterwards() {
         "{}",
         report.to_text()
     );
-    args.source = document(&dir, 101, &ranges(0, 5)).display().to_string();
+    args.source = Some(document(&dir, 101, &ranges(0, 5)).display().to_string());
     let report = apply(&emulator, &args).await;
     assert_eq!(
         report.vaults[0].outcome,
@@ -839,7 +838,7 @@ async fn a_refused_write_leaves_no_claim_on_rules_a_person_adds_afterwards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_made_while_a_throttled_write_waits_is_kept() {
     let (emulator, dir, mut args) = taken_over("kv-429").await;
-    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    args.source = Some(document(&dir, 101, &ranges(1, 10)).display().to_string());
     emulator.clear_requests();
     emulator.add_fault(fault(
         Route::VaultGet,
@@ -892,7 +891,7 @@ async fn an_edit_made_while_a_throttled_write_waits_is_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_about_another_vault_is_not_planned_from() {
     let (emulator, dir, mut args) = taken_over("kv-mixed").await;
-    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    args.source = Some(document(&dir, 101, &ranges(1, 10)).display().to_string());
     let mut other = vault("kv-other", &[]);
     other["properties"]["networkAcls"]["defaultAction"] = json!("Allow");
     other["properties"]["networkAcls"]["virtualNetworkRules"] = json!([]);
@@ -916,7 +915,7 @@ async fn an_answer_about_another_vault_is_not_planned_from() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_that_shows_the_firewall_opened_is_not_written_from_at_once() {
     let (emulator, dir, mut args) = taken_over("kv-opened").await;
-    args.source = document(&dir, 101, &ranges(1, 10)).display().to_string();
+    args.source = Some(document(&dir, 101, &ranges(1, 10)).display().to_string());
     let before = emulator.vault("kv-opened").unwrap();
     emulator.clear_requests();
     emulator.add_fault(fault(

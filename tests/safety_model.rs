@@ -107,8 +107,7 @@ async fn safety_model() {
 async fn a_rule_planned_by_a_run_that_wrote_nothing_and_then_added_by_a_person_stays_theirs() {
     use serde_json::json;
     use support::{credential, emulator_config, start, vault, vault_id};
-    use tagfence::cli::SelectionArgs;
-    use tagfence::config::{Config, RunArgs};
+    use tagfence::config::{Config, SelectionSettings, Settings};
     use tagfence::reconcile::Outcome;
     use tagfence::run::{RunRequest, Runner};
     use tagfence_emulator::{Fault, FaultKind, Route};
@@ -127,24 +126,24 @@ async fn a_rule_planned_by_a_run_that_wrote_nothing_and_then_added_by_a_person_s
         path
     };
     let apply = |source: std::path::PathBuf| {
-        let args = RunArgs {
+        let args = Settings {
             vaults: vec![vault_id("kv-0")],
-            selection: SelectionArgs {
+            selection: SelectionSettings {
                 tags: vec!["SafeA".into()],
                 static_rules: Vec::new(),
             },
-            source: source.display().to_string(),
+            source: Some(source.display().to_string()),
             min_service_tags: Some(1),
             arm_endpoint: Some(emulator.base_url()),
-            concurrency: 1,
-            http_timeout_secs: 5,
-            http_max_retries: 3,
-            http_retry_delay_ms: 20,
-            http_call_timeout_secs: 20,
+            concurrency: Some(1),
+            http_timeout_secs: Some(5),
+            http_max_retries: Some(3),
+            http_retry_delay_ms: Some(20),
+            http_call_timeout_secs: Some(20),
             state_dir: Some(work.join("state")),
-            ..RunArgs::default()
+            ..Settings::default()
         };
-        let config = Config::from_args(&args).unwrap();
+        let config = Config::from_settings(&args).unwrap();
         Runner::with_credential(config, credential(&emulator), "test token".into()).unwrap()
     };
     let outcome = |report: &tagfence::run::RunReport| report.vaults[0].outcome.clone();
@@ -212,8 +211,7 @@ async fn a_rule_planned_by_a_run_that_wrote_nothing_and_then_added_by_a_person_s
 async fn a_rule_a_person_adds_between_the_read_and_the_reread_stays_theirs() {
     use serde_json::json;
     use support::{credential, emulator_config, start, vault, vault_id};
-    use tagfence::cli::SelectionArgs;
-    use tagfence::config::{Config, RunArgs};
+    use tagfence::config::{Config, SelectionSettings, Settings};
     use tagfence::reconcile::Outcome;
     use tagfence::run::{RunRequest, Runner};
     use tagfence_emulator::{Fault, FaultKind, Route};
@@ -231,24 +229,24 @@ async fn a_rule_a_person_adds_between_the_read_and_the_reread_stays_theirs() {
         path
     };
     let apply = |source: std::path::PathBuf| {
-        let args = RunArgs {
+        let args = Settings {
             vaults: vec![vault_id("kv-0")],
-            selection: SelectionArgs {
+            selection: SelectionSettings {
                 tags: vec!["SafeA".into()],
                 static_rules: Vec::new(),
             },
-            source: source.display().to_string(),
+            source: Some(source.display().to_string()),
             min_service_tags: Some(1),
             arm_endpoint: Some(emulator.base_url()),
-            concurrency: 1,
-            http_timeout_secs: 5,
-            http_max_retries: 3,
-            http_retry_delay_ms: 20,
-            http_call_timeout_secs: 20,
+            concurrency: Some(1),
+            http_timeout_secs: Some(5),
+            http_max_retries: Some(3),
+            http_retry_delay_ms: Some(20),
+            http_call_timeout_secs: Some(20),
             state_dir: Some(work.join("state")),
-            ..RunArgs::default()
+            ..Settings::default()
         };
-        let config = Config::from_args(&args).unwrap();
+        let config = Config::from_settings(&args).unwrap();
         Runner::with_credential(config, credential(&emulator), "test token".into()).unwrap()
     };
 
@@ -310,8 +308,7 @@ async fn a_rule_a_person_adds_between_the_read_and_the_reread_stays_theirs() {
 async fn a_re_read_that_shows_the_firewall_opened_within_the_run_is_not_written_from() {
     use serde_json::json;
     use support::{credential, emulator_config, start, vault, vault_id};
-    use tagfence::cli::SelectionArgs;
-    use tagfence::config::{Config, RunArgs};
+    use tagfence::config::{Config, SelectionSettings, Settings};
     use tagfence::run::{RunRequest, Runner};
     use tagfence_emulator::{Fault, FaultKind, Route};
 
@@ -322,25 +319,25 @@ async fn a_re_read_that_shows_the_firewall_opened_within_the_run_is_not_written_
         {"name": "SafeA", "id": "SafeA", "properties": {"changeNumber": 100, "region": "",
          "systemService": "SafetyModel", "addressPrefixes": ["20.10.10.0/24", "20.11.10.0/24"]}}]});
     std::fs::write(&source, serde_json::to_vec(&doc).unwrap()).unwrap();
-    let args = RunArgs {
+    let args = Settings {
         vaults: vec![vault_id("kv-0")],
-        selection: SelectionArgs {
+        selection: SelectionSettings {
             tags: vec!["SafeA".into()],
             static_rules: Vec::new(),
         },
-        source: source.display().to_string(),
+        source: Some(source.display().to_string()),
         min_service_tags: Some(1),
         arm_endpoint: Some(emulator.base_url()),
-        concurrency: 1,
-        http_timeout_secs: 5,
-        http_max_retries: 3,
-        http_retry_delay_ms: 20,
-        http_call_timeout_secs: 20,
+        concurrency: Some(1),
+        http_timeout_secs: Some(5),
+        http_max_retries: Some(3),
+        http_retry_delay_ms: Some(20),
+        http_call_timeout_secs: Some(20),
         state_dir: Some(work.join("state")),
-        ..RunArgs::default()
+        ..Settings::default()
     };
     let runner = Runner::with_credential(
-        Config::from_args(&args).unwrap(),
+        Config::from_settings(&args).unwrap(),
         credential(&emulator),
         "test token".into(),
     )

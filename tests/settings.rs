@@ -9,12 +9,15 @@
 //!
 //! Only code → infra/docs is asserted: infra and docs may already name settings the code does not
 //! read yet.
+//!
+//! Also: a setting read from the environment is recorded as that variable, not as its flag.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
+use tagfence::config::{Key, Origin};
 
 /// Read with `std::env` or `EnvFilter::try_from_env`, not through clap.
 const READ_DIRECTLY: &[&str] = &[
@@ -424,4 +427,22 @@ fn string_literals_skip_comments_and_char_literals() {
     );
     assert!(contains_word("`TAGFENCE_FIT` |", "TAGFENCE_FIT"));
     assert!(!contains_word("TAGFENCE_FITS", "TAGFENCE_FIT"));
+}
+
+#[test]
+fn a_setting_records_whether_the_environment_or_a_flag_gave_it() {
+    // The only test of this binary that parses a command line, so the variable reaches no other.
+    std::env::set_var("TAGFENCE_MAX_RULES", "5");
+    let parsed = tagfence::cli::Invocation::try_from_args(["tagfence", "apply", "--tag", "X"]);
+    std::env::remove_var("TAGFENCE_MAX_RULES");
+    let origins = parsed.expect("a valid command line").origins();
+    assert_eq!(
+        origins.get(Key::MaxRules),
+        Some(&Origin::Env("TAGFENCE_MAX_RULES".to_owned()))
+    );
+    assert_eq!(
+        origins.get(Key::Tags),
+        Some(&Origin::Flag("--tag".to_owned()))
+    );
+    assert_eq!(origins.get(Key::Concurrency), None);
 }

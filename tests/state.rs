@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 use support::azurite::Azurite;
 use support::*;
-use tagfence::config::{Config, RunArgs};
+use tagfence::config::{Config, SelectionSettings, Settings};
 use tagfence::reconcile::Outcome;
 use tagfence::run::{RunRequest, Runner};
 use tagfence::state::blob::BlobStore;
@@ -501,23 +501,23 @@ impl Store for FailingStore {
 }
 
 fn library_runner(s: &Scenario, doc: &Path, store: Arc<dyn Store>) -> Runner {
-    let args = RunArgs {
+    let args = Settings {
         vaults: vec![vault_id(VAULT)],
-        selection: tagfence::cli::SelectionArgs {
+        selection: SelectionSettings {
             tags: vec![TAG.to_owned()],
             static_rules: Vec::new(),
         },
-        source: doc.display().to_string(),
+        source: Some(doc.display().to_string()),
         min_service_tags: Some(1),
         arm_endpoint: Some(s.emulator.base_url()),
-        concurrency: 1,
-        http_timeout_secs: 5,
-        http_max_retries: 1,
-        http_retry_delay_ms: 50,
-        http_call_timeout_secs: 30,
-        ..RunArgs::default()
+        concurrency: Some(1),
+        http_timeout_secs: Some(5),
+        http_max_retries: Some(1),
+        http_retry_delay_ms: Some(50),
+        http_call_timeout_secs: Some(30),
+        ..Settings::default()
     };
-    let config = Config::from_args(&args).expect("valid configuration");
+    let config = Config::from_settings(&args).expect("valid configuration");
     Runner::with_credential(config, credential(&s.emulator), "test token".into())
         .expect("runner builds")
         .with_state(State::new(store))

@@ -25,8 +25,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
-use tagfence::cli::SelectionArgs;
-use tagfence::config::{Config, RunArgs};
+use tagfence::config::{Config, SelectionSettings, Settings};
 use tagfence::reconcile::Outcome;
 use tagfence::run::{RunReport, RunRequest, Runner};
 use tagfence_emulator::{Emulator, Fault, FaultKind, RequestRecord, Route};
@@ -280,24 +279,24 @@ fn runner(
     state: &Path,
     attempt_timeout: Duration,
 ) -> Runner {
-    let args = RunArgs {
+    let args = Settings {
         vaults: scenario.vaults.iter().map(|v| vault_id(v)).collect(),
-        selection: SelectionArgs {
+        selection: SelectionSettings {
             tags: vec![TAG.to_owned()],
             static_rules: Vec::new(),
         },
-        source: document.display().to_string(),
+        source: Some(document.display().to_string()),
         min_service_tags: Some(1),
         arm_endpoint: Some(emulator.base_url()),
-        concurrency: 4,
-        http_timeout_secs: 1,
-        http_max_retries: 3,
-        http_retry_delay_ms: 20,
-        http_call_timeout_secs: 10,
+        concurrency: Some(4),
+        http_timeout_secs: Some(1),
+        http_max_retries: Some(3),
+        http_retry_delay_ms: Some(20),
+        http_call_timeout_secs: Some(10),
         state_dir: Some(state.to_path_buf()),
-        ..RunArgs::default()
+        ..Settings::default()
     };
-    let mut config = Config::from_args(&args).expect("valid configuration");
+    let mut config = Config::from_settings(&args).expect("valid configuration");
     config.http.attempt_timeout = attempt_timeout;
     // Retired ranges may be most of a small tag, and people here remove tagfence's rules (all
     // of a vault's one or two, at times): the removal and tag shrink guards and the

@@ -83,8 +83,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tagfence::cli::SelectionArgs;
-use tagfence::config::{Config, RunArgs};
+use tagfence::config::{Config, SelectionSettings, Settings};
 use tagfence::reconcile::{Outcome, VaultReport};
 use tagfence::run::{RunReport, RunRequest, Runner};
 use tagfence_emulator::{Emulator, Fault, FaultKind, RequestRecord, Route};
@@ -1086,26 +1085,26 @@ impl World<'_> {
     }
 
     fn runner(&self, plan: &RunPlan) -> Result<Runner, String> {
-        let args = RunArgs {
+        let args = Settings {
             vaults: self.vaults.iter().map(|v| vault_id(&v.name)).collect(),
-            selection: SelectionArgs {
+            selection: SelectionSettings {
                 tags: vec![TAGS[0].to_owned()],
                 static_rules: Vec::new(),
             },
-            source: self.doc_path.display().to_string(),
+            source: Some(self.doc_path.display().to_string()),
             min_service_tags: Some(1),
             arm_endpoint: Some(self.emulator.base_url()),
-            concurrency: 4,
-            http_timeout_secs: 5,
-            http_max_retries: 3,
-            http_retry_delay_ms: 20,
-            http_call_timeout_secs: 20,
+            concurrency: Some(4),
+            http_timeout_secs: Some(5),
+            http_max_retries: Some(3),
+            http_retry_delay_ms: Some(20),
+            http_call_timeout_secs: Some(20),
             state_dir: Some(self.state.clone()),
             accept_missing_rules: plan.accept_missing,
             allow_tag_shrink: plan.allow_shrink.clone(),
-            ..RunArgs::default()
+            ..Settings::default()
         };
-        let mut config = Config::from_args(&args).map_err(|e| format!("configuration: {e}"))?;
+        let mut config = Config::from_settings(&args).map_err(|e| format!("configuration: {e}"))?;
         for (target, model) in config.targets.iter_mut().zip(&self.vaults) {
             target.selection.tags = model.tags.iter().map(|t| t.to_string()).collect();
             // The removal guard is not under test: a tag may rightly lose most of a vault's rules.

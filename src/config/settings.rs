@@ -1,0 +1,357 @@
+//! The settings of a run as the user gave them, before any validation: plain values, each
+//! absent when the user did not give it (its default is applied by [`Config::from_settings`]),
+//! and a record of where each given one came from.
+//!
+//! The command line (`cli`) fills a [`Settings`] from its flags and their environment forms;
+//! tests and library callers fill one directly. The TOML file the settings may name is read by
+//! [`Config::from_settings`], which records its keys' origins the same way.
+//!
+//! [`Config::from_settings`]: super::Config::from_settings
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::azure::auth::CredentialKind;
+use crate::core::desired::{FitMode, Limits};
+use crate::core::fit::Slash31;
+use crate::core::service_tags::Cloud;
+
+/// Where the Service Tags come from when no source is given.
+pub const DEFAULT_SOURCE: &str = "download";
+/// Vaults reconciled at the same time, by default.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// Timeout of one HTTP attempt, in seconds, by default.
+pub const DEFAULT_HTTP_TIMEOUT_SECS: u64 = 30;
+/// Retries of one HTTP call, by default.
+pub const DEFAULT_HTTP_MAX_RETRIES: u32 = 4;
+/// First retry delay, in milliseconds, by default.
+pub const DEFAULT_HTTP_RETRY_DELAY_MS: u64 = 800;
+/// Deadline of one HTTP call with its retries, in seconds, by default.
+pub const DEFAULT_HTTP_CALL_TIMEOUT_SECS: u64 = 120;
+/// Days to keep a changed tag's previous ranges, by default (none).
+pub const DEFAULT_GRACE_DAYS: u32 = 0;
+/// The tag that marks a vault for discovery, by default.
+pub const DEFAULT_DISCOVERY_TAG: &str = "tagfence";
+/// The state container when the state URL names none, by default.
+pub const DEFAULT_STATE_CONTAINER: &str = crate::state::blob::DEFAULT_CONTAINER;
+
+/// Declares [`Key`] from one list, so that its variants, their names and [`Key::ALL`] cannot
+/// drift apart.
+macro_rules! keys {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+        /// One setting. Its [`name`](Key::name) is the setting's field in [`Settings`], the
+        /// command line's argument id, and, for the settings a TOML file may give, its key there.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Key {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Key {
+            /// Every setting.
+            pub const ALL: &'static [Key] = &[$(Key::$variant,)*];
+
+            /// The setting's name (`max_rules`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Key::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+keys! {
+    Vaults = "vaults",
+    ConfigFile = "config_file",
+    Tags = "tags",
+    StaticRules = "static_rules",
+    MaxRules = "max_rules",
+    Fit = "fit",
+    Envelope = "envelope",
+    MaxExtraAddresses = "max_extra_addresses",
+    MaxRemoveFraction = "max_remove_fraction",
+    Slash31 = "slash31",
+    Prune = "prune",
+    AdoptExisting = "adopt_existing",
+    InitFirewall = "init_firewall",
+    AcceptMissingRules = "accept_missing_rules",
+    AllowTagShrink = "allow_tag_shrink",
+    MaxTagShrink = "max_tag_shrink",
+    Source = "source",
+    SubscriptionId = "subscription_id",
+    Location = "location",
+    Cloud = "cloud",
+    ArmEndpoint = "arm_endpoint",
+    DownloadPageUrl = "download_page_url",
+    Credential = "credential",
+    MinServiceTags = "min_service_tags",
+    Concurrency = "concurrency",
+    HttpTimeoutSecs = "http_timeout_secs",
+    HttpMaxRetries = "http_max_retries",
+    HttpRetryDelayMs = "http_retry_delay_ms",
+    HttpCallTimeoutSecs = "http_call_timeout_secs",
+    StateDir = "state_dir",
+    StateUrl = "state_url",
+    StateContainer = "state_container",
+    StateCaFile = "state_ca_file",
+    /// The Functions host's `AzureWebJobsStorage__blobServiceUri`.
+    WebjobsBlobServiceUri = "webjobs_blob_service_uri",
+    /// The Functions host's `AzureWebJobsStorage__accountName`.
+    WebjobsAccountName = "webjobs_account_name",
+    GraceDays = "grace_days",
+    AllowOlder = "allow_older",
+    DiscoverSubscriptions = "discover_subscriptions",
+    DiscoverManagementGroups = "discover_management_groups",
+    DiscoverTag = "discover_tag",
+    NotifyUrl = "notify_url",
+}
+
+impl Key {
+    /// The setting named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Key> {
+        Key::ALL.iter().copied().find(|key| key.name() == name)
+    }
+}
+
+/// Where a setting's value came from, so that an error can name the setting the way the user
+/// wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag, as spelt there (`--max-rules`).
+    Flag(String),
+    /// An environment variable, which is how the Functions app settings arrive
+    /// (`TAGFENCE_MAX_RULES`).
+    Env(String),
+    /// A key of the TOML file.
+    File {
+        path: PathBuf,
+        /// The table the key is in: `[defaults]`, `[[vault]] #2`, or empty for the top level.
+        table: String,
+        key: Key,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => f.write_str(flag),
+            Origin::Env(name) => f.write_str(name),
+            Origin::File { path, table, key } if table.is_empty() => {
+                write!(f, "{} in {}", key.name(), path.display())
+            }
+            Origin::File { path, table, key } => {
+                write!(f, "{} in {table} of {}", key.name(), path.display())
+            }
+        }
+    }
+}
+
+/// The origin of each setting the user gave. A setting missing here was not given, or was set
+/// by code (a test, a library caller).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origins(BTreeMap<Key, Origin>);
+
+impl Origins {
+    /// Records that `key` was given at `origin`, replacing what a lower layer gave.
+    pub fn record(&mut self, key: Key, origin: Origin) {
+        self.0.insert(key, origin);
+    }
+
+    /// Where `key` was given, if it was.
+    pub fn get(&self, key: Key) -> Option<&Origin> {
+        self.0.get(&key)
+    }
+
+    /// Forgets where `key` came from (its value now comes from elsewhere).
+    pub fn forget(&mut self, key: Key) {
+        self.0.remove(&key);
+    }
+}
+
+/// Which tags and literal rules to allow, as given (names and rules unchecked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelectionSettings {
+    /// Service tag and profile names; empty: none given.
+    pub tags: Vec<String>,
+    /// Literal rules (IPv4 addresses or prefixes); empty: none given.
+    pub static_rules: Vec<String>,
+}
+
+/// How to fit the rules into a vault, as given; `None`: not given (a lower layer, or
+/// [`Limits::default`], decides).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LimitSettings {
+    /// The most IPv4 rules a vault may hold in all.
+    pub max_rules: Option<usize>,
+    /// Refuse a selection that does not fit, or summarise it.
+    pub fit: Option<FitMode>,
+    /// Tags the extra addresses of a summarised fit must lie in; empty: none given.
+    pub envelope: Vec<String>,
+    /// The most extra addresses a summarised fit may admit.
+    pub max_extra_addresses: Option<u64>,
+    /// The largest fraction of its managed rules a plan may remove.
+    pub max_remove_fraction: Option<f64>,
+    /// How to write a /31.
+    pub slash31: Option<Slash31>,
+}
+
+impl LimitSettings {
+    /// The limits these settings give over `base`: each one given replaces the base's.
+    pub fn over(&self, base: &Limits) -> Limits {
+        let envelope: Vec<String> = self
+            .envelope
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        Limits {
+            max_rules: self.max_rules.unwrap_or(base.max_rules),
+            fit: self.fit.unwrap_or(base.fit),
+            envelope: if envelope.is_empty() {
+                base.envelope.clone()
+            } else {
+                envelope
+            },
+            max_extra_addresses: self.max_extra_addresses.or(base.max_extra_addresses),
+            max_remove_fraction: self.max_remove_fraction.unwrap_or(base.max_remove_fraction),
+            slash31: self.slash31.unwrap_or(base.slash31),
+        }
+    }
+
+    /// The limits these settings give over the defaults.
+    pub fn to_limits(&self) -> Limits {
+        self.over(&Limits::default())
+    }
+}
+
+/// The settings of a run that reconciles vaults (`apply`, `status`, and `serve` for the
+/// Functions host), as the user gave them. `None`, an empty list or `false`: not given.
+///
+/// Switches (`prune`, `adopt_existing`, …) can only be turned on here: over the file's
+/// `[defaults]` they add, never remove (docs/configuration.md).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    /// Vaults to manage, by ARM resource id.
+    pub vaults: Vec<String>,
+    /// A TOML file with defaults and per-vault settings.
+    pub config_file: Option<PathBuf>,
+    pub selection: SelectionSettings,
+    pub limits: LimitSettings,
+    /// Also remove rules neither selected nor added by tagfence.
+    pub prune: bool,
+    /// Claim the rules on a vault that equal desired rules.
+    pub adopt_existing: bool,
+    /// Initialise the firewall of a vault that has none.
+    pub init_firewall: bool,
+    /// Trust a read lacking most of tagfence's confirmed rules (one run; no file key).
+    pub accept_missing_rules: bool,
+    /// Tags allowed to shrink past `max_tag_shrink` in this run (`*`: every tag; no file key).
+    pub allow_tag_shrink: Vec<String>,
+    /// The largest fraction of a selected tag's prefixes that may go between two documents.
+    pub max_tag_shrink: Option<f64>,
+    /// `api`, `download`, a file path or a URL [default: [`DEFAULT_SOURCE`]].
+    pub source: Option<String>,
+    /// The subscription for the Discovery API.
+    pub subscription_id: Option<String>,
+    /// The location for the Discovery API.
+    pub location: Option<String>,
+    /// [default: the public cloud].
+    pub cloud: Option<Cloud>,
+    /// Overrides the cloud's ARM endpoint.
+    pub arm_endpoint: Option<String>,
+    /// Overrides the cloud's page linking the weekly Service Tags file.
+    pub download_page_url: Option<String>,
+    /// [default: [`CredentialKind::Auto`]].
+    pub credential: Option<CredentialKind>,
+    /// Refuse a Service Tags document with fewer tags [default: by cloud].
+    pub min_service_tags: Option<usize>,
+    /// [default: [`DEFAULT_CONCURRENCY`]].
+    pub concurrency: Option<usize>,
+    /// One HTTP attempt [default: [`DEFAULT_HTTP_TIMEOUT_SECS`]].
+    pub http_timeout_secs: Option<u64>,
+    /// [default: [`DEFAULT_HTTP_MAX_RETRIES`]].
+    pub http_max_retries: Option<u32>,
+    /// The first back-off [default: [`DEFAULT_HTTP_RETRY_DELAY_MS`]].
+    pub http_retry_delay_ms: Option<u64>,
+    /// One call, retries included [default: [`DEFAULT_HTTP_CALL_TIMEOUT_SECS`]].
+    pub http_call_timeout_secs: Option<u64>,
+    /// Keep state in this directory.
+    pub state_dir: Option<PathBuf>,
+    /// Keep state in Blob storage at this endpoint (optionally with the container).
+    pub state_url: Option<String>,
+    /// The state container when the URL names none [default: [`DEFAULT_STATE_CONTAINER`]].
+    pub state_container: Option<String>,
+    /// A PEM certificate to trust for the state endpoint.
+    pub state_ca_file: Option<PathBuf>,
+    /// The Functions host's `AzureWebJobsStorage__blobServiceUri`.
+    pub webjobs_blob_service_uri: Option<String>,
+    /// The Functions host's `AzureWebJobsStorage__accountName`.
+    pub webjobs_account_name: Option<String>,
+    /// Days to keep a changed tag's previous ranges [default: [`DEFAULT_GRACE_DAYS`]].
+    pub grace_days: Option<u32>,
+    /// Use a Service Tags document older than the one last applied.
+    pub allow_older: bool,
+    /// Subscriptions to discover tagged vaults in.
+    pub discover_subscriptions: Vec<String>,
+    /// Management groups to discover tagged vaults under.
+    pub discover_management_groups: Vec<String>,
+    /// [default: [`DEFAULT_DISCOVERY_TAG`]].
+    pub discover_tag: Option<String>,
+    /// The webhook for run messages. A secret: never logged, and never repeated in an error.
+    pub notify_url: Option<String>,
+    /// Where each setting given above came from.
+    pub origins: Origins,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_has_its_own_name() {
+        for key in Key::ALL {
+            assert_eq!(Key::from_name(key.name()), Some(*key));
+        }
+        assert_eq!(Key::from_name("max-rules"), None);
+    }
+
+    #[test]
+    fn an_origin_reads_as_the_user_wrote_it() {
+        let file = |table: &str| Origin::File {
+            path: "tagfence.toml".into(),
+            table: table.to_owned(),
+            key: Key::MaxRules,
+        };
+        assert_eq!(
+            Origin::Flag("--max-rules".into()).to_string(),
+            "--max-rules"
+        );
+        assert_eq!(
+            Origin::Env("TAGFENCE_MAX_RULES".into()).to_string(),
+            "TAGFENCE_MAX_RULES"
+        );
+        assert_eq!(
+            file("[defaults]").to_string(),
+            "max_rules in [defaults] of tagfence.toml"
+        );
+        assert_eq!(file("").to_string(), "max_rules in tagfence.toml");
+    }
+
+    #[test]
+    fn limits_given_replace_the_base_and_blank_envelope_tags_do_not_count() {
+        let base = Limits {
+            envelope: vec!["AzureCloud".into()],
+            ..Limits::default()
+        };
+        let limits = LimitSettings {
+            max_rules: Some(10),
+            envelope: vec![" ".into()],
+            ..LimitSettings::default()
+        }
+        .over(&base);
+        assert_eq!(limits.max_rules, 10);
+        assert_eq!(limits.envelope, ["AzureCloud"]);
+        assert_eq!(LimitSettings::default().to_limits(), Limits::default());
+    }
+}
