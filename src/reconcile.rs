@@ -57,21 +57,24 @@ use serde::Serialize;
 use tracing::{info, warn, Instrument};
 
 use crate::azure::arm::{ArmClient, Vault, WriteSlot};
-use crate::azure::http::{error_chain, AzureError};
+use crate::azure::http::AzureError;
 use crate::azure::VaultId;
 use crate::config::{TargetSource, VaultTarget};
 use crate::core::gate::{self, GateOptions, GatedWrite, Ownership, Proposal};
 use crate::core::live::LiveAcl;
-use crate::core::plan::{self, Plan, PlanError, PlanInput, Recorded, TagGuard};
+use crate::core::plan::{self, Plan, PlanInput, Recorded, TagGuard};
 use crate::core::service_tags::ServiceTags;
 use crate::state::{self, AppliedState, LastRun, Lock, State, VaultState};
+
+mod error;
+
+pub use error::{AzureStep, ErrorKind, ReconcileError, StateStep};
 
 /// One vault's reconcile, boxed, with its index in the targets.
 type BoxedReconcile<'a> = Pin<Box<dyn Future<Output = (usize, VaultReport)> + Send + 'a>>;
 
 /// What happened to one vault.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "status")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The vault already matched; nothing written.
     InSync,
@@ -83,20 +86,43 @@ pub enum Outcome {
     /// nothing written. Distinct from a failure in reports, records, the status route and
     /// messages: the vault is known to be exactly as it was, and rerunning changes nothing
     /// until the reason is dealt with.
-    Refused { reason: String },
+    /// Always carries an error of kind [`ErrorKind::Refused`]; see [`Outcome::from_error`].
+    Refused(ReconcileError),
     /// A discovered vault whose tag changed or went since it was discovered (the index lags);
     /// nothing written, the next run uses what the tag says then.
     Skipped { reason: String },
     /// A call failed; the vault is as it was, or (after a successful write that could not be
     /// verified) at the new intended state.
-    Failed { error: String },
+    Failed(ReconcileError),
 }
 
 impl Outcome {
     /// Whether the run should count this vault as not done: refused or failed (`apply` exits
     /// 2, the HTTP route answers an error), though each keeps its own status.
     pub fn is_failure(&self) -> bool {
-        matches!(self, Outcome::Refused { .. } | Outcome::Failed { .. })
+        matches!(self, Outcome::Refused(_) | Outcome::Failed(_))
+    }
+
+    /// The outcome of a reconcile that stopped on `error`: refused or failed, by its kind.
+    pub fn from_error(error: ReconcileError) -> Outcome {
+        if error.is_refusal() {
+            Outcome::Refused(error)
+        } else {
+            Outcome::Failed(error)
+        }
+    }
+
+    /// The error a refused or failed reconcile stopped on.
+    pub fn error(&self) -> Option<&ReconcileError> {
+        match self {
+            Outcome::Refused(error) | Outcome::Failed(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// What a refused or failed reconcile means for the caller.
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        self.error().map(ReconcileError::kind)
     }
 
     /// The outcome's name, as records and logs spell it.
@@ -105,19 +131,42 @@ impl Outcome {
             Outcome::InSync => "in_sync",
             Outcome::Applied => "applied",
             Outcome::WouldApply => "would_apply",
-            Outcome::Refused { .. } => "refused",
+            Outcome::Refused(_) => "refused",
             Outcome::Skipped { .. } => "skipped",
-            Outcome::Failed { .. } => "failed",
+            Outcome::Failed(_) => "failed",
         }
     }
 
-    /// The reason or error, if any.
-    pub fn detail(&self) -> Option<&str> {
+    /// The reason or error, if any, as one line.
+    pub fn detail(&self) -> Option<String> {
         match self {
-            Outcome::Refused { reason } | Outcome::Skipped { reason } => Some(reason),
-            Outcome::Failed { error } => Some(error),
+            Outcome::Skipped { reason } => Some(reason.clone()),
+            Outcome::Refused(error) | Outcome::Failed(error) => Some(error.to_string()),
             _ => None,
         }
+    }
+}
+
+/// Reports and the HTTP route show an outcome as `{"status": …}` with its `reason` (refused,
+/// skipped) or `error` (failed), and the error's `kind`.
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("status", self.status())?;
+        match self {
+            Outcome::Skipped { reason } => map.serialize_entry("reason", reason)?,
+            Outcome::Refused(error) => {
+                map.serialize_entry("reason", &error.to_string())?;
+                map.serialize_entry("kind", error.kind().as_str())?;
+            }
+            Outcome::Failed(error) => {
+                map.serialize_entry("error", &error.to_string())?;
+                map.serialize_entry("kind", error.kind().as_str())?;
+            }
+            _ => {}
+        }
+        map.end()
     }
 }
 
@@ -249,10 +298,12 @@ impl Reconciler {
                         "dry run: would apply plan"
                     )
                 }
-                Outcome::Refused { reason } => warn!(%reason, "plan refused; nothing written"),
+                Outcome::Refused(reason) => {
+                    warn!(%reason, kind = %reason.kind(), "plan refused; nothing written")
+                }
                 Outcome::Skipped { reason } => info!(%reason, "skipped; nothing written"),
-                Outcome::Failed { error } => {
-                    warn!(%error, wrote = report.wrote, "reconcile failed")
+                Outcome::Failed(error) => {
+                    warn!(%error, kind = %error.kind(), wrote = report.wrote, "reconcile failed")
                 }
             }
             report
@@ -281,17 +332,19 @@ impl Reconciler {
         } else {
             match state.lock_vault(&target.id, run.lock_wait).await {
                 Ok(held) => Some(held),
-                Err(err) => {
-                    return Outcome::Failed {
-                        error: format!("taking the vault's lock: {err}; nothing written"),
-                    }
+                Err(error) => {
+                    return Outcome::from_error(ReconcileError::State {
+                        step: StateStep::TakeLock,
+                        error,
+                    })
                 }
             }
         };
         let outcome = match state.read_vault(&target.id).await {
-            Err(err) => Outcome::Failed {
-                error: format!("reading the vault's state: {err}; nothing written"),
-            },
+            Err(error) => Outcome::from_error(ReconcileError::State {
+                step: StateStep::ReadRecord,
+                error,
+            }),
             Ok(remembered) => {
                 let mut trace = Trace {
                     last_record: remembered.clone(),
@@ -351,11 +404,12 @@ impl Reconciler {
         }
     }
 
+    /// Runs the phases, and turns where they stopped into the vault's outcome.
     async fn steps(
         &self,
         target: &VaultTarget,
         run: RunContext<'_>,
-        mut remembered: Option<&mut VaultState>,
+        remembered: Option<&mut VaultState>,
         held: Option<&dyn Lock>,
         trace: &mut Trace,
         report: &mut VaultReport,
@@ -366,83 +420,104 @@ impl Reconciler {
         } else if run.state.is_some() && !report.ownership_known {
             info!("no record of the rules tagfence added to this vault (first run or lost state): removing nothing, recording from now on");
         }
-        if let Some(applied) = remembered.as_ref().and_then(|r| r.applied.as_ref()) {
-            if applied.change_number > run.tags.change_number && !run.allow_older {
-                return Outcome::Refused {
-                    reason: format!("the vault's state says change {} of the Service Tags was applied, newer than this run's change {}; a vault is never moved back (rerun with --allow-older to do so)", applied.change_number, run.tags.change_number),
-                };
-            }
+        match self
+            .phases(target, run, remembered, held, trace, report)
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(Halt::WouldApply) => Outcome::WouldApply,
+            Err(Halt::Skipped(reason)) => Outcome::Skipped { reason },
+            Err(Halt::Error(error)) => Outcome::from_error(error),
         }
+    }
 
-        // A write that fails is not sent again blind: the vault is read, planned and gated
-        // again first (ARM may have had tagfence wait a minute, time for a person's edit).
+    /// observe → plan → gate → record intent → re-read → write → verify. A write that fails is
+    /// not sent again blind: the vault is read, planned and gated again first (ARM may have had
+    /// tagfence wait a minute, time for a person's edit).
+    async fn phases(
+        &self,
+        target: &VaultTarget,
+        run: RunContext<'_>,
+        mut remembered: Option<&mut VaultState>,
+        held: Option<&dyn Lock>,
+        trace: &mut Trace,
+        report: &mut VaultReport,
+    ) -> Result<Outcome, Halt> {
+        never_move_back(remembered.as_deref(), run)?;
         let mut write_attempt = 1;
         loop {
-            // 1. Observe.
-            let vault = match self.observe(target, report).await {
-                Ok(vault) => vault,
-                Err(outcome) => return outcome,
-            };
+            let vault = self.observe(target, report).await?;
             trace.note_read(&vault.acl);
             if let Some(remembered) = remembered.as_deref_mut() {
                 settle_pending(remembered, &vault.acl, trace);
             }
-
-            // 2–4. Plan, gate, and re-read just before writing.
-            let (gated, slot) = match self
+            let Some((gated, slot)) = self
                 .plan_gate_reread(target, run, remembered.as_deref_mut(), vault, trace, report)
-                .await
-            {
-                Ok(Some(ready)) => ready,
-                // In sync; after a write of this reconcile whose answer was lost, the read
-                // shows that write landed.
-                Ok(None) if trace.maybe_written => {
-                    trace.settled = trace.last_rules.clone();
-                    return Outcome::Applied;
-                }
-                Ok(None) => return Outcome::InSync,
-                Err(outcome) => return outcome,
+                .await?
+            else {
+                return Ok(in_sync(trace));
             };
-
-            // 4. Act: only while this process still holds the vault, and its record is the one
-            // it read or wrote.
-            if let Err(outcome) = still_ours(target, run, held, trace).await {
-                return outcome;
-            }
-            report.wrote = true;
-            if let Some(plan) = &report.plan {
-                trace.sent_adds.extend(&plan.add);
-                trace.sent_removals.extend(&plan.remove);
-            }
-            let landed_before = trace.maybe_written;
-            trace.maybe_written = true;
-            match self.arm.patch_network_acls(&target.id, &gated, slot).await {
-                Ok(_) => return self.verify(target, &gated, trace).await,
-                Err(err) => {
-                    // A 4xx answer (but a timeout's 408) says ARM did not carry the write out;
-                    // anything else (5xx, a lost answer) may have landed.
-                    let refused = err
-                        .status()
-                        .is_some_and(|s| (400..500).contains(&s) && s != 408);
-                    if refused {
-                        trace.maybe_written = landed_before;
-                    }
-                    let throttled = matches!(err.status(), Some(429));
-                    let again = err.is_transient()
-                        && !matches!(err, AzureError::Throttled { .. })
-                        && write_attempt < self.arm.write_attempts();
-                    if !again {
-                        return Outcome::Failed {
-                            error: err.to_string(),
-                        };
-                    }
-                    let delay = self.arm.write_retry_delay(write_attempt, throttled);
-                    info!(attempt = write_attempt, delay_ms = delay.as_millis() as u64, error = %err, "the write failed; reading the vault again before trying it again");
-                    tokio::time::sleep(delay).await;
-                    write_attempt += 1;
-                }
+            still_ours(target, run, held, trace).await?;
+            match self.write(target, &gated, slot, trace, report).await {
+                Ok(()) => return Ok(self.verify(target, &gated, trace).await?),
+                Err(err) => self.before_writing_again(err, &mut write_attempt).await?,
             }
         }
+    }
+
+    /// The one `PATCH`, only with a gated body. What it may have changed is noted in `trace`
+    /// before it is sent, so that a lost answer is accounted for.
+    async fn write(
+        &self,
+        target: &VaultTarget,
+        gated: &GatedWrite,
+        slot: WriteSlot,
+        trace: &mut Trace,
+        report: &mut VaultReport,
+    ) -> Result<(), AzureError> {
+        report.wrote = true;
+        if let Some(plan) = &report.plan {
+            trace.sent_adds.extend(&plan.add);
+            trace.sent_removals.extend(&plan.remove);
+        }
+        let landed_before = trace.maybe_written;
+        trace.maybe_written = true;
+        let result = self.arm.patch_network_acls(&target.id, gated, slot).await;
+        if let Err(err) = &result {
+            // A 4xx answer (but a timeout's 408) says ARM did not carry the write out;
+            // anything else (5xx, a lost answer) may have landed.
+            let refused = err
+                .status()
+                .is_some_and(|s| (400..500).contains(&s) && s != 408);
+            if refused {
+                trace.maybe_written = landed_before;
+            }
+        }
+        result.map(|_| ())
+    }
+
+    /// After a failed write: waits before the next attempt when one may help, else stops with
+    /// the write's error.
+    async fn before_writing_again(
+        &self,
+        err: AzureError,
+        write_attempt: &mut u32,
+    ) -> Result<(), ReconcileError> {
+        let throttled = matches!(err.status(), Some(429));
+        let again = err.is_transient()
+            && !matches!(err, AzureError::Throttled { .. })
+            && *write_attempt < self.arm.write_attempts();
+        if !again {
+            return Err(ReconcileError::Azure {
+                step: AzureStep::Write,
+                error: err,
+            });
+        }
+        let delay = self.arm.write_retry_delay(*write_attempt, throttled);
+        info!(attempt = *write_attempt, delay_ms = delay.as_millis() as u64, error = %err, "the write failed; reading the vault again before trying it again");
+        tokio::time::sleep(delay).await;
+        *write_attempt += 1;
+        Ok(())
     }
 
     /// Plans and gates from `vault`, records the intent, reads the vault again just before
@@ -458,7 +533,7 @@ impl Reconciler {
         mut vault: Vault,
         trace: &mut Trace,
         report: &mut VaultReport,
-    ) -> Result<Option<(GatedWrite, WriteSlot)>, Outcome> {
+    ) -> Result<Option<(GatedWrite, WriteSlot)>, Halt> {
         let mut slot = None;
         for attempt in 1..=MAX_PLAN_ATTEMPTS {
             let Some(gated) =
@@ -467,7 +542,7 @@ impl Reconciler {
                 return Ok(None);
             };
             if run.dry_run {
-                return Err(Outcome::WouldApply);
+                return Err(Halt::WouldApply);
             }
             write_ahead(run, target, remembered.as_deref_mut(), report, trace).await?;
 
@@ -475,16 +550,14 @@ impl Reconciler {
             if slot.is_none() {
                 slot = Some(self.arm.reserve_write(&target.id).await);
             }
-            let fresh = self
-                .arm
-                .get_vault(&target.id)
-                .await
-                .map_err(|err| Outcome::Failed {
-                    error: format!(
-                        "reading the vault again before writing: {}; nothing written",
-                        error_chain(&err)
-                    ),
-                })?;
+            let fresh =
+                self.arm
+                    .get_vault(&target.id)
+                    .await
+                    .map_err(|error| ReconcileError::Azure {
+                        step: AzureStep::ReadAgain,
+                        error,
+                    })?;
             trace.note_read(&fresh.acl);
             if fresh.acl.same_firewall(&vault.acl) {
                 // The gate's input is the last read before the write.
@@ -505,58 +578,53 @@ impl Reconciler {
             }
             vault = fresh;
         }
-        Err(Outcome::Failed {
-            error: format!("the vault's firewall changed {MAX_PLAN_ATTEMPTS} times while tagfence planned; nothing written, the next run tries again"),
-        })
+        Err(ReconcileError::KeptMoving {
+            attempts: MAX_PLAN_ATTEMPTS,
+        }
+        .into())
     }
 
     /// Reads the vault after the write: the whole firewall must be what was sent.
-    async fn verify(&self, target: &VaultTarget, gated: &GatedWrite, trace: &mut Trace) -> Outcome {
-        match self.arm.get_vault(&target.id).await {
-            Err(err) => Outcome::Failed {
-                error: format!(
-                    "the write was accepted but could not be verified: {}",
-                    error_chain(&err)
-                ),
-            },
-            Ok(after) => match gated.verify(&after.acl) {
-                Ok(()) => {
-                    trace.settled = Some(gated.rules().to_vec());
-                    Outcome::Applied
-                }
-                Err(mismatch) => Outcome::Failed {
-                    error: format!("verifying the write: {mismatch} (changed by someone else meanwhile?); the next run reconciles it"),
-                },
-            },
-        }
+    async fn verify(
+        &self,
+        target: &VaultTarget,
+        gated: &GatedWrite,
+        trace: &mut Trace,
+    ) -> Result<Outcome, ReconcileError> {
+        let after =
+            self.arm
+                .get_vault(&target.id)
+                .await
+                .map_err(|error| ReconcileError::Azure {
+                    step: AzureStep::Verify,
+                    error,
+                })?;
+        gated
+            .verify(&after.acl)
+            .map_err(ReconcileError::VerifyMismatch)?;
+        trace.settled = Some(gated.rules().to_vec());
+        Ok(Outcome::Applied)
     }
 
     /// Reads the vault; a discovered vault whose tag went or changed is skipped.
-    async fn observe(
-        &self,
-        target: &VaultTarget,
-        report: &mut VaultReport,
-    ) -> Result<Vault, Outcome> {
-        let vault = self
-            .arm
-            .get_vault(&target.id)
-            .await
-            .map_err(|err| Outcome::Failed {
-                error: err.to_string(),
-            })?;
+    async fn observe(&self, target: &VaultTarget, report: &mut VaultReport) -> Result<Vault, Halt> {
+        let vault =
+            self.arm
+                .get_vault(&target.id)
+                .await
+                .map_err(|error| ReconcileError::Azure {
+                    step: AzureStep::Observe,
+                    error,
+                })?;
         // A discovered vault is managed only while its tag says so: Resource Graph lags
         // behind a tag change, ARM does not.
         if let TargetSource::Discovered { tag, value } = &target.source {
             match vault.tag(tag) {
                 None => {
-                    return Err(Outcome::Skipped {
-                        reason: format!("it no longer carries the tag '{tag}' (the discovery index lags behind); tagfence leaves it alone from now on"),
-                    })
+                    return Err(Halt::Skipped(format!("it no longer carries the tag '{tag}' (the discovery index lags behind); tagfence leaves it alone from now on")))
                 }
                 Some(now) if now != value => {
-                    return Err(Outcome::Skipped {
-                        reason: format!("its tag {tag} changed from '{value}' to '{now}' since the discovery index was built; the next run applies the new value"),
-                    })
+                    return Err(Halt::Skipped(format!("its tag {tag} changed from '{value}' to '{now}' since the discovery index was built; the next run applies the new value")))
                 }
                 Some(_) => {}
             }
@@ -609,7 +677,7 @@ impl Reconciler {
         vault: &Vault,
         trace: &Trace,
         report: &mut VaultReport,
-    ) -> Result<Option<GatedWrite>, Outcome> {
+    ) -> Result<Option<GatedWrite>, ReconcileError> {
         let owned = remembered.map(VaultState::owned_rules);
         let applied = remembered.and_then(|r| r.applied.as_ref());
         let last_desired = applied.map(|a| (a, a.desired.to_desired()));
@@ -638,12 +706,7 @@ impl Reconciler {
         });
         // The whole chain: a fit that fails says why (`fitting the selection into 10 rules:
         // …`), as `plan` does.
-        let mut plan = planned.map_err(|err| Outcome::Refused {
-            reason: match err {
-                PlanError::Desire(err) => error_chain(&err),
-                PlanError::Refused(refusal) => error_chain(&refusal),
-            },
-        })?;
+        let mut plan = planned.map_err(ReconcileError::Plan)?;
         plan.vault = Some(target.id.name.clone());
         let changes = plan.has_changes();
         let intended = plan.rules_after(&vault.acl.ip_rules);
@@ -665,7 +728,7 @@ impl Reconciler {
         vault: &Vault,
         proposal: &Proposal,
         trace: &Trace,
-    ) -> Result<GatedWrite, Outcome> {
+    ) -> Result<GatedWrite, ReconcileError> {
         let removable = remembered.map(VaultState::owned_rules).unwrap_or_default();
         let confirmed = remembered
             .map(VaultState::confirmed_rules)
@@ -691,9 +754,51 @@ impl Reconciler {
             accept_missing_rules: target.safety.accept_missing_rules,
             max_rules: target.limits.max_rules,
         };
-        gate::check(&vault.acl, proposal, ownership, options).map_err(|refusal| Outcome::Refused {
-            reason: refusal.to_string(),
-        })
+        gate::check(&vault.acl, proposal, ownership, options).map_err(ReconcileError::Gate)
+    }
+}
+
+/// Where the phases of a reconcile stop before its end.
+#[derive(Debug)]
+enum Halt {
+    /// A dry run with changes: stops before recording any intent.
+    WouldApply,
+    /// A discovered vault no longer tagged as it was.
+    Skipped(String),
+    Error(ReconcileError),
+}
+
+impl From<ReconcileError> for Halt {
+    fn from(error: ReconcileError) -> Self {
+        Halt::Error(error)
+    }
+}
+
+/// A vault is never moved to an older Service Tags document than its record says was applied,
+/// unless asked (`--allow-older`).
+fn never_move_back(
+    remembered: Option<&VaultState>,
+    run: RunContext<'_>,
+) -> Result<(), ReconcileError> {
+    match remembered.and_then(|r| r.applied.as_ref()) {
+        Some(applied) if applied.change_number > run.tags.change_number && !run.allow_older => {
+            Err(ReconcileError::OlderThanApplied {
+                applied: applied.change_number,
+                this: run.tags.change_number,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The outcome of a reconcile that found nothing to write: in sync, or, after a write of this
+/// reconcile whose answer was lost, applied (the read shows that write landed).
+fn in_sync(trace: &mut Trace) -> Outcome {
+    if trace.maybe_written {
+        trace.settled = trace.last_rules.clone();
+        Outcome::Applied
+    } else {
+        Outcome::InSync
     }
 }
 
@@ -770,23 +875,25 @@ async fn still_ours(
     run: RunContext<'_>,
     held: Option<&dyn Lock>,
     trace: &Trace,
-) -> Result<(), Outcome> {
+) -> Result<(), ReconcileError> {
     let (Some(state), Some(held)) = (run.state, held) else {
         return Ok(());
     };
     // The record first, the lock last: confirming renews the lock, so it is the check nearest
     // the PATCH (the window a paused process could still write in is one round trip shorter).
-    match state.read_vault(&target.id).await {
-        Ok(now) if now == trace.last_record => {}
-        Ok(_) => return Err(Outcome::Failed {
-            error: "the vault's state record was changed by another tagfence run while this one planned (it took the lock over); nothing written, the next run starts from that record".to_owned(),
-        }),
-        Err(err) => return Err(Outcome::Failed {
-            error: format!("reading the vault's state again before writing: {err}; nothing written"),
-        }),
+    let now = state
+        .read_vault(&target.id)
+        .await
+        .map_err(|error| ReconcileError::State {
+            step: StateStep::ReadRecordAgain,
+            error,
+        })?;
+    if now != trace.last_record {
+        return Err(ReconcileError::RecordChanged);
     }
-    held.confirm().await.map_err(|err| Outcome::Failed {
-        error: format!("{err}; nothing written"),
+    held.confirm().await.map_err(|error| ReconcileError::State {
+        step: StateStep::ConfirmLock,
+        error,
     })
 }
 
@@ -799,7 +906,7 @@ async fn write_ahead(
     remembered: Option<&mut VaultState>,
     report: &VaultReport,
     trace: &mut Trace,
-) -> Result<(), Outcome> {
+) -> Result<(), ReconcileError> {
     let (Some(state), Some(remembered), Some(plan)) = (run.state, remembered, report.plan.as_ref())
     else {
         return Ok(());
@@ -830,10 +937,9 @@ async fn write_ahead(
     state
         .write_vault(&target.id, &intent)
         .await
-        .map_err(|err| Outcome::Failed {
-            error: format!(
-                "recording the rules about to be added in the state: {err}; nothing written"
-            ),
+        .map_err(|error| ReconcileError::State {
+            step: StateStep::RecordIntent,
+            error,
         })?;
     *remembered = intent;
     trace.last_record = Some(remembered.clone());
@@ -927,7 +1033,7 @@ fn record(
             Outcome::Skipped { .. } => state::RecordedOutcome::Skipped,
             Outcome::Failed { .. } => state::RecordedOutcome::Failed,
         },
-        detail: outcome.detail().map(str::to_owned),
+        detail: outcome.detail(),
         change_number: run.tags.change_number,
         added: plan.filter(|_| report.wrote).map_or(0, |p| p.add.len()),
         removed: plan.filter(|_| report.wrote).map_or(0, |p| p.remove.len()),

@@ -6,8 +6,11 @@ mod support;
 use std::time::Instant;
 
 use support::*;
+use tagfence::azure::http::AzureError;
 use tagfence::config::{Config, SelectionSettings, Settings};
-use tagfence::reconcile::Outcome;
+use tagfence::core::desired::DesireError;
+use tagfence::core::plan::PlanError;
+use tagfence::reconcile::{AzureStep, ErrorKind, Outcome, ReconcileError};
 use tagfence::run::{RunRequest, Runner};
 use tagfence_emulator::{Fault, FaultKind, Route};
 
@@ -190,11 +193,22 @@ async fn repeated_server_errors_fail_that_vault_only_and_leave_it_unchanged() {
         &run_args(&emulator, &["kv-prod", "kv-build"], &["AzureDevOps"]),
     );
     let report = runner.run(&RunRequest::default()).await.unwrap();
-    let Outcome::Failed { error } = &report.vaults[0].outcome else {
+    let Outcome::Failed(error) = &report.vaults[0].outcome else {
         panic!("kv-prod should fail: {}", report.to_text());
     };
+    assert!(
+        matches!(
+            error,
+            ReconcileError::Azure {
+                step: AzureStep::Write,
+                error: AzureError::Api { status: 503, .. }
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), ErrorKind::Unavailable);
     assert_eq!(
-        error,
+        error.to_string(),
         "writing the firewall of vault kv-prod: ServiceUnavailable: The service is temporarily unavailable. (HTTP 503)"
     );
     assert_eq!(rules_of(&emulator, "kv-prod"), [MANUAL_RULE]);
@@ -228,11 +242,18 @@ async fn an_over_limit_exact_fit_is_refused_before_any_write() {
     ];
     let runner = runner(&emulator, &run_args(&emulator, &["kv-prod"], &us));
     let report = runner.run(&RunRequest::default()).await.unwrap();
-    let Outcome::Refused { reason } = &report.vaults[0].outcome else {
+    let Outcome::Refused(reason) = &report.vaults[0].outcome else {
         panic!("should be refused: {}", report.to_text());
     };
+    assert!(
+        matches!(
+            reason,
+            ReconcileError::Plan(PlanError::Desire(DesireError::DoesNotFit { .. }))
+        ),
+        "{reason:?}"
+    );
     assert_eq!(
-        reason,
+        reason.to_string(),
         "the selection needs 2691 rules but only 999 of the vault's 1000 are free (1 are held by rules tagfence keeps); select fewer tags or use --fit summarize"
     );
     assert_eq!(vault_routes(&emulator, "kv-prod"), [Route::VaultGet]);
@@ -257,7 +278,7 @@ async fn a_missing_or_forbidden_vault_fails_alone() {
         .vaults
         .iter()
         .map(|v| match &v.outcome {
-            Outcome::Failed { error } => error.clone(),
+            Outcome::Failed(error) => error.to_string(),
             other => format!("{other:?}"),
         })
         .collect();

@@ -25,7 +25,7 @@ use support::host::HostDouble;
 use support::*;
 use tagfence::azure::budget::BudgetLimits;
 use tagfence::config::{Config, SelectionSettings, Settings};
-use tagfence::reconcile::Outcome;
+use tagfence::reconcile::{AzureStep, ErrorKind, Outcome, ReconcileError};
 use tagfence::run::{RunReport, RunRequest, Runner};
 use tagfence_emulator::{Emulator, Fault, FaultKind, Route, Throttle};
 
@@ -200,9 +200,9 @@ fn strings(list: &[&str]) -> Vec<String> {
 /// What a vault needing a write sends when nothing goes wrong.
 const CLEAN: [&str; 4] = ["GET 200", "GET 200", "PATCH 200", "GET 200"];
 
-fn outcome_error(report: &RunReport, index: usize) -> String {
+fn outcome_error(report: &RunReport, index: usize) -> ReconcileError {
     match &report.vaults[index].outcome {
-        Outcome::Failed { error } => error.clone(),
+        Outcome::Failed(error) => error.clone(),
         other => panic!(
             "{} should have failed, not {other:?}:\n{}",
             report.vaults[index].vault.name,
@@ -640,24 +640,36 @@ async fn faults_beyond_the_retry_budget_fail_only_their_vault_and_the_next_run_h
 
     let report = run(&runner).await;
     assert_eq!(report.failures(), 5, "{}", report.to_text());
+    // Each failure names its step, and its kind says whether a retry can help.
+    let failed_at = |index: usize| match outcome_error(&report, index) {
+        ReconcileError::Azure { step, error } => (step, error.status(), error.is_transient()),
+        other => panic!("vault {index} should have failed on an Azure call: {other:?}"),
+    };
+    assert_eq!(failed_at(0), (AzureStep::Observe, Some(503), true));
+    assert_eq!(failed_at(1).0, AzureStep::ReadAgain);
+    assert_eq!(failed_at(2), (AzureStep::Write, Some(500), true));
+    assert_eq!(failed_at(3).0, AzureStep::Write);
+    assert_eq!(outcome_error(&report, 3).kind(), ErrorKind::Throttled);
+    assert_eq!(failed_at(4).0, AzureStep::Verify);
+    for index in [0, 1, 2, 4] {
+        assert_eq!(outcome_error(&report, index).kind(), ErrorKind::Unavailable);
+    }
+    // One line each, naming what was being done (and, before a write, that nothing was).
     assert_eq!(
-        outcome_error(&report, 0),
-        "reading vault kv-read: ServiceUnavailable: The service is temporarily unavailable. (HTTP 503)"
+        outcome_error(&report, 0).to_string(),
+        "reading vault kv-read: ServiceUnavailable: The service is temporarily unavailable. (HTTP 503); nothing written"
     );
-    let reread = outcome_error(&report, 1);
+    let reread = outcome_error(&report, 1).to_string();
     assert!(
         reread.starts_with("reading the vault again before writing: reading vault kv-reread: ")
             && reread.ends_with("; nothing written"),
         "{reread}"
     );
     assert_eq!(
-        outcome_error(&report, 2),
+        outcome_error(&report, 2).to_string(),
         "writing the firewall of vault kv-write: InternalServerError: Encountered internal server error. (HTTP 500)"
     );
-    assert!(outcome_error(&report, 3).starts_with(
-        "writing the firewall of vault kv-throttled: SubscriptionRequestsThrottled: "
-    ));
-    let verify = outcome_error(&report, 4);
+    let verify = outcome_error(&report, 4).to_string();
     assert!(
         verify.starts_with(
             "the write was accepted but could not be verified: reading vault kv-verify: "
@@ -769,8 +781,12 @@ async fn a_person_adding_a_rule_right_after_the_write_is_reported_by_the_verify_
     );
 
     let report = run(&runner).await;
-    assert_eq!(
+    assert!(matches!(
         outcome_error(&report, 0),
+        ReconcileError::VerifyMismatch(_)
+    ));
+    assert_eq!(
+        outcome_error(&report, 0).to_string(),
         "verifying the write: the vault now holds 26 rules, 0 written rules missing and 1 not written by this run [52.174.99.1/32] (changed by someone else meanwhile?); the next run reconciles it"
     );
     assert!(report.vaults[0].wrote);
@@ -815,8 +831,9 @@ async fn a_person_deleting_a_written_rule_right_after_the_write_is_reported_and_
     );
 
     let report = run(&runner).await;
+    assert_eq!(outcome_error(&report, 0).kind(), ErrorKind::Conflict);
     assert_eq!(
-        outcome_error(&report, 0),
+        outcome_error(&report, 0).to_string(),
         "verifying the write: the vault now holds 24 rules, 1 written rules missing [20.37.158.0/23] and 0 not written by this run (changed by someone else meanwhile?); the next run reconciles it"
     );
     assert!(!rules_of(&emulator, "kv-prod").contains(&AZURE_DEVOPS[0].to_owned()));
@@ -863,7 +880,7 @@ async fn a_firewall_that_keeps_changing_is_left_alone_after_three_plans_then_rec
     let report = run(&runner).await;
     assert_eq!(
         outcome_error(&report, 0),
-        "the vault's firewall changed 3 times while tagfence planned; nothing written, the next run tries again"
+        ReconcileError::KeptMoving { attempts: 3 }
     );
     assert!(!report.vaults[0].wrote);
     assert_eq!(trace(&emulator, "kv-prod"), ["GET 200"; 4]);

@@ -105,14 +105,14 @@ fn patches(emulator: &Emulator) -> usize {
 
 fn refusal(report: &RunReport) -> String {
     match &report.vaults[0].outcome {
-        Outcome::Refused { reason } => reason.clone(),
+        Outcome::Refused(reason) => reason.to_string(),
         other => panic!("expected a refusal, got {other:?}\n{}", report.to_text()),
     }
 }
 
 fn failure(report: &RunReport) -> String {
     match &report.vaults[0].outcome {
-        Outcome::Failed { error } => error.clone(),
+        Outcome::Failed(error) => error.to_string(),
         other => panic!("expected a failure, got {other:?}\n{}", report.to_text()),
     }
 }

@@ -176,7 +176,7 @@ async fn a_rule_planned_by_a_run_that_wrote_nothing_and_then_added_by_a_person_s
         .unwrap();
     emulator.clear_faults();
     assert!(
-        matches!(outcome(&report), Outcome::Refused { .. }) && !report.vaults[0].wrote,
+        matches!(outcome(&report), Outcome::Refused(_)) && !report.vaults[0].wrote,
         "{:?}",
         outcome(&report)
     );

@@ -14,6 +14,7 @@
 //! A run that fails before step 3 has written nothing to any vault.
 
 mod history;
+pub mod policy;
 mod report;
 mod targets;
 
@@ -30,7 +31,9 @@ use crate::azure::auth::{self, IdentityEnv};
 use crate::config::{Config, StateSpec};
 use crate::core::service_tags::Cloud;
 use crate::notify::Notifier;
-use crate::reconcile::{Outcome, Reconciler, RunContext, VaultReport};
+use crate::reconcile::{
+    ErrorKind, Outcome, ReconcileError, Reconciler, RunContext, VaultReport,
+};
 use crate::source::{Fetcher, SourceError};
 use crate::state::blob::BlobStore;
 use crate::state::dir::DirStore;
@@ -49,9 +52,9 @@ pub enum RunError {
     #[error("{0}")]
     Credential(String),
     #[error("the ARM endpoint: {0}")]
-    Endpoint(#[from] crate::azure::EndpointError),
+    Endpoint(crate::azure::EndpointError),
     #[error("fetching service tags: {0}")]
-    Source(#[from] SourceError),
+    Source(SourceError),
     #[error("no vaults configured (give --vault / TAGFENCE_VAULTS, a configuration file, or --discover-subscription / --discover-management-group)")]
     NoVaults,
     #[error("unknown vault '{0}': not one of the managed vaults (listed or discovered)")]
@@ -63,7 +66,7 @@ pub enum RunError {
     #[error("setting up the state in {spec}: {detail}")]
     StateSetup { spec: String, detail: String },
     #[error("reading or writing the state: {0}")]
-    State(#[from] StateError),
+    State(StateError),
     #[error("the service tags from {origin} have change number {found}, older than {applied}, the last one applied to the {cloud} cloud; refusing to go back (a stale mirror or cache?). Rerun with --allow-older (TAGFENCE_ALLOW_OLDER) if this is intended")]
     Older {
         origin: String,
@@ -71,6 +74,53 @@ pub enum RunError {
         found: u64,
         applied: u64,
     },
+}
+
+// The causes are part of the messages above and not exposed as sources, so that an edge that
+// prints a chain prints each cause once.
+impl From<crate::azure::EndpointError> for RunError {
+    fn from(err: crate::azure::EndpointError) -> Self {
+        RunError::Endpoint(err)
+    }
+}
+
+impl From<SourceError> for RunError {
+    fn from(err: SourceError) -> Self {
+        RunError::Source(err)
+    }
+}
+
+impl From<StateError> for RunError {
+    fn from(err: StateError) -> Self {
+        RunError::State(err)
+    }
+}
+
+impl RunError {
+    /// What the failure means for the caller (see [`policy`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RunError::Credential(_)
+            | RunError::Endpoint(_)
+            | RunError::NoVaults
+            | RunError::StateSetup { .. } => ErrorKind::NotConfigured,
+            RunError::Source(err) => match err {
+                SourceError::Azure(err) => ErrorKind::of_azure(err),
+                // A path given that cannot be read: the setting is wrong.
+                SourceError::File { .. } => ErrorKind::NotConfigured,
+                // Microsoft's download page changed shape.
+                SourceError::NoLink { .. } => ErrorKind::Unavailable,
+                // A document that fails validation is refused; nothing is written from it.
+                SourceError::Invalid { .. }
+                | SourceError::WrongCloud { .. }
+                | SourceError::TooSmall { .. } => ErrorKind::Refused,
+            },
+            RunError::UnknownVault(_) | RunError::NotManaged { .. } => ErrorKind::BadRequest,
+            RunError::Discovery(_) => ErrorKind::Unavailable,
+            RunError::State(err) => ErrorKind::of_state(err),
+            RunError::Older { .. } => ErrorKind::Refused,
+        }
+    }
 }
 
 /// Which vaults to reconcile, whether to write, and why.
@@ -274,7 +324,10 @@ impl Runner {
         // Tagged vaults whose tag value is invalid: refused, nothing read or written.
         for (vault, reason) in invalid {
             warn!(vault = %vault.name, %reason, "discovered vault refused");
-            vaults.push(VaultReport::new(vault, Outcome::Refused { reason }));
+            vaults.push(VaultReport::new(
+                vault,
+                Outcome::from_error(ReconcileError::InvalidTarget { reason }),
+            ));
         }
         let mut warnings = prepared.warnings;
         if vaults.is_empty() {

@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{RunError, RunRequest, Runner};
+use super::{policy, RunError, RunRequest, Runner};
 use crate::azure::VaultId;
 use crate::core::render::{self, PLAN_FORMAT_VERSION};
 use crate::core::service_tags::Cloud;
-use crate::reconcile::{Outcome, VaultReport};
+use crate::reconcile::{ErrorKind, Outcome, VaultReport};
 use crate::state::{self, RunRecord, SourceState, VaultRecord, VaultState};
 
 /// Where the run's Service Tags came from.
@@ -193,7 +193,7 @@ impl RunReport {
                             Outcome::Skipped { .. } => state::RecordedOutcome::Skipped,
                             Outcome::Failed { .. } => state::RecordedOutcome::Failed,
                         },
-                        detail: v.outcome.detail().map(str::to_owned),
+                        detail: v.outcome.detail(),
                         wrote: v.wrote,
                         reused_plan: plan.is_some_and(|p| p.reused),
                         added: plan.map_or_else(Vec::new, |p| strings(&p.add)),
@@ -226,6 +226,15 @@ impl RunReport {
             .count()
     }
 
+    /// What the run's refused and failed vaults mean for the caller, taken together (the
+    /// worst of their kinds, [`policy::worst`]); `None` when none was.
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        self.vaults
+            .iter()
+            .filter_map(|v| v.outcome.error_kind())
+            .reduce(policy::worst)
+    }
+
     fn count(&self, pick: fn(&Outcome) -> bool) -> usize {
         self.vaults.iter().filter(|v| pick(&v.outcome)).count()
     }
@@ -240,8 +249,8 @@ impl RunReport {
             self.count(|o| matches!(o, Outcome::Applied)),
             self.count(|o| matches!(o, Outcome::WouldApply)),
             self.count(|o| matches!(o, Outcome::InSync)),
-            self.count(|o| matches!(o, Outcome::Refused { .. })),
-            self.count(|o| matches!(o, Outcome::Failed { .. })),
+            self.count(|o| matches!(o, Outcome::Refused(_))),
+            self.count(|o| matches!(o, Outcome::Failed(_))),
             if skipped > 0 {
                 format!(", {skipped} skipped")
             } else {
@@ -268,9 +277,9 @@ impl RunReport {
                 Outcome::InSync => "in sync. No changes.".to_owned(),
                 Outcome::Applied => "applied and verified.".to_owned(),
                 Outcome::WouldApply => "would change (dry run; nothing written).".to_owned(),
-                Outcome::Refused { reason } => format!("refused, nothing written: {reason}"),
+                Outcome::Refused(reason) => format!("refused, nothing written: {reason}"),
                 Outcome::Skipped { reason } => format!("skipped, nothing written: {reason}"),
-                Outcome::Failed { error } => format!("failed: {error}"),
+                Outcome::Failed(error) => format!("failed: {error}"),
             };
             let _ = writeln!(out, "== {name}: {status}");
             for warning in &vault.warnings {
@@ -399,10 +408,10 @@ pub fn run_message(report: &RunReport) -> Option<String> {
     // A refusal is not a failure: the vault is known to be as it was, and a person must act.
     let failed = notable
         .iter()
-        .any(|v| matches!(v.outcome, Outcome::Failed { .. }));
+        .any(|v| matches!(v.outcome, Outcome::Failed(_)));
     let refused = notable
         .iter()
-        .any(|v| matches!(v.outcome, Outcome::Refused { .. }));
+        .any(|v| matches!(v.outcome, Outcome::Refused(_)));
     let headline = match (failed, refused) {
         (true, _) => "tagfence: a run failed",
         (false, true) => "tagfence: a vault was refused, nothing written to it",

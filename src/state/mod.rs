@@ -79,7 +79,7 @@ pub const VAULT_STATE_FORMAT: u32 = 3;
 pub const LOCK_TTL: Duration = Duration::from_secs(60);
 
 /// Why the state could not be read or written. Every message names the key.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StateError {
     #[error("{operation} {key} in {store}: {detail}")]
     Io {

@@ -540,7 +540,7 @@ async fn check(
                     return Err(format!("reported applied, but\n{}", context()));
                 }
             }
-            Outcome::Failed { error } => {
+            Outcome::Failed(error) => {
                 tally.failed += 1;
                 if report_of.wrote {
                     tally.failed_after_write += 1;
@@ -550,7 +550,7 @@ async fn check(
                         context()
                     ));
                 }
-                if error.is_empty() {
+                if error.to_string().is_empty() {
                     return Err(format!("a failure without an error\n{}", context()));
                 }
             }

@@ -84,7 +84,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tagfence::config::{Config, SelectionSettings, Settings};
-use tagfence::reconcile::{Outcome, VaultReport};
+use tagfence::core::gate::GateRefusal;
+use tagfence::core::plan::{PlanError, Refusal};
+use tagfence::reconcile::{AzureStep, Outcome, ReconcileError, StateStep, VaultReport};
 use tagfence::run::{RunReport, RunRequest, Runner};
 use tagfence_emulator::{Emulator, Fault, FaultKind, RequestRecord, Route};
 
@@ -420,43 +422,48 @@ impl Tally {
 }
 
 /// A refusal's reason, by kind.
-fn refusal_kind(reason: &str) -> &'static str {
-    if reason.contains("has no IPv4 prefixes") {
-        "tag emptied"
-    } else if reason.contains("shrank from") {
-        "tag shrank by more than half"
-    } else if reason.contains("empty allow-list") {
-        "nothing desired"
-    } else if reason.contains("not written from on first sight") {
-        "firewall seen closed reads open"
-    } else if reason.contains("refused as suspicious") {
-        "suspicious read (tagfence's rules missing)"
-    } else if reason.contains("has no firewall configured") {
-        "read without networkAcls (no firewall)"
-    } else if reason.contains("tagfence last saw its defaultAction") {
-        "read without networkAcls (seen Deny before)"
-    } else if reason.contains("cannot tell what its firewall holds") {
-        "incomplete read"
-    } else if reason.contains("would change") {
-        "would change more than ipRules"
-    } else if reason.contains("would drop") {
-        "would drop a person's rule"
-    } else {
-        "other"
+fn refusal_kind(reason: &ReconcileError) -> &'static str {
+    match reason {
+        ReconcileError::Plan(PlanError::Refused(Refusal::TagEmptied { .. })) => "tag emptied",
+        ReconcileError::Plan(PlanError::Refused(Refusal::TagShrank { .. })) => {
+            "tag shrank by more than half"
+        }
+        ReconcileError::Plan(PlanError::Refused(Refusal::EmptyDesired)) => "nothing desired",
+        ReconcileError::Gate(GateRefusal::OpenedSinceSeen { .. }) => {
+            "firewall seen closed reads open"
+        }
+        ReconcileError::Gate(GateRefusal::Suspicious { .. }) => {
+            "suspicious read (tagfence's rules missing)"
+        }
+        ReconcileError::Gate(GateRefusal::NoFirewall) => "read without networkAcls (no firewall)",
+        ReconcileError::Gate(GateRefusal::FirewallVanished { .. }) => {
+            "read without networkAcls (seen Deny before)"
+        }
+        ReconcileError::Gate(GateRefusal::IncompleteRead { .. }) => "incomplete read",
+        ReconcileError::Gate(GateRefusal::ChangesMoreThanIpRules { .. }) => {
+            "would change more than ipRules"
+        }
+        ReconcileError::Gate(
+            GateRefusal::DropsPersonsRules { .. } | GateRefusal::DropsUnreadableRules { .. },
+        ) => "would drop a person's rule",
+        _ => "other",
     }
 }
 
-fn failure_kind(error: &str) -> &'static str {
-    if error.contains("state record was changed") {
-        "state record changed by another run"
-    } else if error.contains("lock") {
-        "lost lock"
-    } else if error.contains("verifying the write") {
-        "verify: read-back differs or lacks fields"
-    } else if error.contains("changed 3 times") {
-        "firewall changed 3 times while planning"
-    } else {
-        "other"
+fn failure_kind(error: &ReconcileError) -> &'static str {
+    match error {
+        ReconcileError::RecordChanged => "state record changed by another run",
+        ReconcileError::State {
+            step: StateStep::ConfirmLock | StateStep::TakeLock,
+            ..
+        } => "lost lock",
+        ReconcileError::VerifyMismatch(_)
+        | ReconcileError::Azure {
+            step: AzureStep::Verify,
+            ..
+        } => "verify: read-back differs or lacks fields",
+        ReconcileError::KeptMoving { .. } => "firewall changed 3 times while planning",
+        _ => "other",
     }
 }
 
@@ -497,13 +504,6 @@ fn acls_text(vault: &Value) -> String {
 fn list(rules: &BTreeSet<String>) -> String {
     let shown: Vec<String> = rules.iter().map(|r| format!("'{r}'")).collect();
     format!("[{}]", shown.join(", "))
-}
-
-/// The number after `prefix` in `text`.
-fn number_after(text: &str, prefix: &str) -> Option<usize> {
-    let rest = &text[text.find(prefix)? + prefix.len()..];
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
 }
 
 /// One seed's world: the emulator, the documents, the test's record, the trace.
@@ -1337,11 +1337,11 @@ impl World<'_> {
         match outcome {
             Outcome::Applied => self.tally.applied += 1,
             Outcome::InSync => self.tally.in_sync += 1,
-            Outcome::Refused { reason } => {
+            Outcome::Refused(reason) => {
                 self.tally.refused += 1;
                 bump(&mut self.tally.refusals, refusal_kind(reason));
             }
-            Outcome::Failed { error } => {
+            Outcome::Failed(error) => {
                 self.tally.failed += 1;
                 if vault_report.wrote {
                     self.tally.failed_after_write += 1;
@@ -1493,8 +1493,8 @@ impl World<'_> {
                 "{name}: the vault changed although no PATCH landed"
             ));
         }
-        let refused = matches!(outcome, Outcome::Refused { .. });
-        let failed_unwritten = matches!(outcome, Outcome::Failed { .. }) && !vault_report.wrote;
+        let refused = matches!(outcome, Outcome::Refused(_));
+        let failed_unwritten = matches!(outcome, Outcome::Failed(_)) && !vault_report.wrote;
         if (refused || failed_unwritten) && (!patches.is_empty() || before != after) {
             return Err(format!(
                 "{name}: {} but {} PATCH(es) were sent and the vault {}",
@@ -1622,10 +1622,13 @@ impl World<'_> {
         // A firewall seen closed that reads open is refused once: only when the model's record of
         // what tagfence last saw says closed, or a read of this run showed it closed — which only
         // a true read can (lies here only open), so the vault really was closed before the run.
-        if let Outcome::Refused { reason } = outcome {
-            if reason.contains("not written from on first sight") {
+        if let Outcome::Refused(
+            reason @ ReconcileError::Gate(GateRefusal::OpenedSinceSeen { field, .. }),
+        ) = outcome
+        {
+            {
                 self.tally.opened_refused += 1;
-                let by_bypass = reason.contains("reads bypass");
+                let by_bypass = *field == "bypass";
                 let seen_closed = match (&seen_before, by_bypass) {
                     (Some((_, bypass)), true) => bypass == "None",
                     (Some((action, _)), false) => action == "Deny",
@@ -1647,9 +1650,10 @@ impl World<'_> {
         // 4. The tag guard.
         let expected = self.expected_tag_refusal(index, doc, &plan.allow_shrink);
         let tag_refusal = match outcome {
-            Outcome::Refused { reason } => {
-                reason.contains("service tag ") || reason.contains("empty allow-list")
-            }
+            Outcome::Refused(ReconcileError::Plan(PlanError::Refused(refusal))) => matches!(
+                refusal,
+                Refusal::TagEmptied { .. } | Refusal::TagShrank { .. } | Refusal::EmptyDesired
+            ),
             _ => false,
         };
         match &expected {
@@ -1681,11 +1685,15 @@ impl World<'_> {
                 .collect();
             match outcome {
                 // A person opened the firewall since tagfence last saw it: refused once.
-                Outcome::Refused { reason }
-                    if reason.contains("not written from on first sight") => {}
-                Outcome::Refused { reason } if reason.contains("refused as suspicious") => {
-                    let missing = number_after(reason, "rules tagfence added and confirmed (");
-                    let confirmed = number_after(reason, " of the ");
+                Outcome::Refused(ReconcileError::Gate(GateRefusal::OpenedSinceSeen { .. })) => {}
+                Outcome::Refused(
+                    reason @ ReconcileError::Gate(GateRefusal::Suspicious {
+                        missing,
+                        confirmed,
+                        ..
+                    }),
+                ) => {
+                    let (missing, confirmed) = (Some(*missing), Some(*confirmed));
                     let removed = model
                         .removed_by_person
                         .iter()
