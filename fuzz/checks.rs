@@ -17,7 +17,7 @@ use tagfence::core::desired;
 use tagfence::core::service_tags::{
     Format, ParseError, ServiceTag, ServiceTags, MAX_DOCUMENT_BYTES,
 };
-use tagfence::server::envelope::{self, EnvelopeError, Events, HttpRequestData, InvocationRequest};
+use tagfence::server::invocation::{self as envelope, InvocationError, Events, HttpRequestData, InvocationRequest};
 
 // ---------------------------------------------------------------------------------------------
 // Service Tags
@@ -265,7 +265,7 @@ pub fn envelope(input: &[u8]) {
         let binding = request.binding(name);
         let raw = request.data.get(name);
         let binding = match (binding, raw) {
-            (Err(EnvelopeError::MissingBinding(missing)), None) => {
+            (Err(InvocationError::MissingBinding(missing)), None) => {
                 assert_eq!(missing, name);
                 continue;
             }
@@ -280,7 +280,7 @@ pub fn envelope(input: &[u8]) {
         if let Ok(http) = serde_json::from_value::<HttpRequestData>(binding.clone()) {
             check_http(&http);
         }
-        let _ = tagfence::server::vault_written(&binding);
+        let _ = tagfence::server::events::vault_written(&binding);
         // The body is the binding as JSON text. (Not compared by reading it back: serde_json's
         // `raw_value` feature, on in tagfence's dependency graph, makes an object whose first key
         // is "$serde_json::private::RawValue" special, and writing a map sorts its keys.)
@@ -328,7 +328,7 @@ fn check_events(request: &InvocationRequest, name: &'static str, binding: &Value
                 assert_eq!(event, &unwrapped(item));
             }
         }
-        (Err(EnvelopeError::BadBinding { binding: named, .. }), _) => assert_eq!(named, name),
+        (Err(InvocationError::BadBinding { binding: named, .. }), _) => assert_eq!(named, name),
         (events, _) => panic!("events({name:?}) gave {events:?} for the binding {binding:?}"),
     }
 }
@@ -363,7 +363,7 @@ fn check_http(http: &HttpRequestData) {
 
 const WRITE_SUCCESS: &str = "Microsoft.Resources.ResourceWriteSuccess";
 
-/// `tagfence::server::vault_written` on any JSON value, directly and as the host hands it over
+/// `tagfence::server::events::vault_written` on any JSON value, directly and as the host hands it over
 /// (in an envelope, as an object or serialised as a string).
 ///
 /// Invariants: nothing panics; an error only for a value with no string event type (the Event
@@ -375,7 +375,7 @@ pub fn event_grid(input: &[u8]) {
     let Ok(event) = serde_json::from_slice::<Value>(input) else {
         return;
     };
-    let result = tagfence::server::vault_written(&event);
+    let result = tagfence::server::events::vault_written(&event);
 
     let event_type = event
         .get("eventType")
@@ -434,7 +434,7 @@ pub fn event_grid(input: &[u8]) {
         if container {
             assert_eq!(binding.is_object(), event.is_object());
             assert_eq!(
-                tagfence::server::vault_written(&binding),
+                tagfence::server::events::vault_written(&binding),
                 result,
                 "the event sent as a JSON string: {as_string}"
             );
@@ -452,7 +452,7 @@ pub fn event_grid(input: &[u8]) {
                 Ok(Events::Batch(events)) => {
                     assert_eq!(events.len(), 2);
                     for one in &events {
-                        assert_eq!(tagfence::server::vault_written(one), result);
+                        assert_eq!(tagfence::server::events::vault_written(one), result);
                     }
                 }
                 other => panic!("a batch of two events read as {other:?}"),

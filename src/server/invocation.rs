@@ -1,4 +1,4 @@
-//! The Azure Functions custom-handler envelopes (Microsoft Learn, "Azure Functions custom
+//! The Azure Functions custom-handler invocation bodies (Microsoft Learn, "Azure Functions custom
 //! handlers", and `DefaultHttpWorkerService.cs` in Azure/azure-functions-host).
 //!
 //! The host POSTs `{"Data": {<binding name>: …}, "Metadata": {…}}` (PascalCase keys, chunked,
@@ -46,9 +46,9 @@ pub struct InvocationResponse {
     pub return_value: Value,
 }
 
-/// Why an envelope could not be read.
+/// Why an invocation body could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum EnvelopeError {
+pub enum InvocationError {
     #[error("the invocation body is not a JSON object with Data and Metadata: {0}")]
     NotJson(String),
     #[error("the invocation has no Data.{0} (the function's trigger binding)")]
@@ -62,22 +62,22 @@ pub enum EnvelopeError {
 }
 
 impl InvocationRequest {
-    /// Reads an envelope.
+    /// Reads an invocation body.
     ///
     /// # Errors
-    /// [`EnvelopeError::NotJson`].
-    pub fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
+    /// [`InvocationError::NotJson`].
+    pub fn parse(body: &[u8]) -> Result<Self, InvocationError> {
         // serde's derived Deserialize also reads a struct from an array (`[]`, `[{Data}, {}]`):
-        // only an object is an envelope.
+        // only an object is an invocation body.
         let start = body
             .iter()
             .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
         if let Some(start) = start.filter(|&i| body[i] != b'{') {
-            return Err(EnvelopeError::NotJson(format!(
+            return Err(InvocationError::NotJson(format!(
                 "expected a JSON object at byte {start}"
             )));
         }
-        serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))
+        serde_json::from_slice(body).map_err(|e| InvocationError::NotJson(e.to_string()))
     }
 
     /// The value of trigger binding `name`. The host may send an object, or the same value
@@ -86,12 +86,12 @@ impl InvocationRequest {
     /// of them; any other value is returned as sent.
     ///
     /// # Errors
-    /// [`EnvelopeError::MissingBinding`].
-    pub fn binding(&self, name: &'static str) -> Result<Value, EnvelopeError> {
+    /// [`InvocationError::MissingBinding`].
+    pub fn binding(&self, name: &'static str) -> Result<Value, InvocationError> {
         let value = self
             .data
             .get(name)
-            .ok_or(EnvelopeError::MissingBinding(name))?;
+            .ok_or(InvocationError::MissingBinding(name))?;
         Ok(unwrap_json_text(value).unwrap_or_else(|| value.clone()))
     }
 
@@ -101,10 +101,10 @@ impl InvocationRequest {
     /// an object is an event is for the caller to judge.
     ///
     /// # Errors
-    /// [`EnvelopeError::MissingBinding`]; [`EnvelopeError::BadBinding`] naming what was sent
+    /// [`InvocationError::MissingBinding`]; [`InvocationError::BadBinding`] naming what was sent
     /// and what is accepted.
-    pub fn events(&self, name: &'static str) -> Result<Events, EnvelopeError> {
-        let bad = |detail: String| EnvelopeError::BadBinding {
+    pub fn events(&self, name: &'static str) -> Result<Events, InvocationError> {
+        let bad = |detail: String| InvocationError::BadBinding {
             binding: name,
             kind: "Event Grid",
             detail,
@@ -112,7 +112,7 @@ impl InvocationRequest {
         let value = self
             .data
             .get(name)
-            .ok_or(EnvelopeError::MissingBinding(name))?;
+            .ok_or(InvocationError::MissingBinding(name))?;
         match unwrap_json_text(value) {
             Some(Value::Object(event)) => Ok(Events::One(Value::Object(event))),
             Some(Value::Array(items)) => {
@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(event["eventType"], "X");
     }
 
-    fn events(data: Value) -> Result<Events, EnvelopeError> {
+    fn events(data: Value) -> Result<Events, InvocationError> {
         let body =
             serde_json::to_vec(&serde_json::json!({"Data": {"event": data}, "Metadata": {}}))
                 .unwrap();
@@ -369,7 +369,7 @@ mod tests {
         let event = serde_json::json!({"eventType": "X"});
         let four = (0..4).fold(event.clone(), |v, _| Value::String(v.to_string()));
         let detail = |data: Value| match events(data).unwrap_err() {
-            EnvelopeError::BadBinding {
+            InvocationError::BadBinding {
                 detail,
                 binding: "event",
                 kind: "Event Grid",
@@ -417,7 +417,7 @@ mod tests {
             InvocationRequest::parse(br#"{"Data": {}}"#)
                 .unwrap()
                 .events("event"),
-            Err(EnvelopeError::MissingBinding("event"))
+            Err(InvocationError::MissingBinding("event"))
         );
     }
 
@@ -443,20 +443,20 @@ mod tests {
     }
 
     #[test]
-    fn rejects_what_is_not_an_envelope() {
+    fn rejects_what_is_not_an_invocation_body() {
         assert!(matches!(
             InvocationRequest::parse(b"not json"),
-            Err(EnvelopeError::NotJson(_))
+            Err(InvocationError::NotJson(_))
         ));
         assert!(matches!(
             InvocationRequest::parse(b"[1]"),
-            Err(EnvelopeError::NotJson(_))
+            Err(InvocationError::NotJson(_))
         ));
-        // Found by fuzzing (fuzz/regressions/envelope): serde reads a struct from an array too.
+        // Found by fuzzing (fuzz/regressions/envelope, the fuzz target of this module): serde reads a struct from an array too.
         for (body, at) in [(&b" []"[..], 1), (br#"[{"timer": {}}, {}]"#, 0)] {
             assert_eq!(
                 InvocationRequest::parse(body).unwrap_err(),
-                EnvelopeError::NotJson(format!("expected a JSON object at byte {at}"))
+                InvocationError::NotJson(format!("expected a JSON object at byte {at}"))
             );
         }
     }
