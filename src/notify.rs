@@ -43,7 +43,7 @@ pub fn redacted(url: &Url) -> String {
 }
 
 /// Why a message was not delivered. Every variant names the webhook only by [`redacted`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum NotifyError {
     /// No answer: the connection failed or an attempt timed out, after the retries.
     #[error("notifying {webhook}: {detail}")]
@@ -140,96 +140,121 @@ impl Notifier {
     }
 
     async fn post(&self, body: Vec<u8>, deadline: Instant) -> Result<(), NotifyError> {
-        let webhook = redacted(&self.url);
         let mut retries = 0u32;
         loop {
-            let sent = self
-                .client
-                .post(self.url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send()
-                .await;
-            let (error, retryable, asked) = match sent {
-                Ok(response) if response.status().is_success() => return Ok(()),
-                Ok(response) => {
-                    let status = response.status();
-                    let asked = matches!(
-                        status,
-                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-                    )
-                    .then(|| {
-                        requested_wait(
-                            |name| response.headers().get(name).and_then(|v| v.to_str().ok()),
-                            OffsetDateTime::now_utc(),
-                        )
-                    })
-                    .flatten();
-                    let detail = body_start(response, &self.url).await;
-                    let error = NotifyError::Status {
-                        webhook: webhook.clone(),
-                        status: status.as_u16(),
-                        reason: reason(status),
-                        detail,
-                    };
-                    (
-                        error,
-                        retryable_status(status),
-                        asked.map(|wait| (status, wait)),
-                    )
-                }
-                Err(err) => {
-                    let retryable = !err.is_builder() && !err.is_redirect();
-                    // reqwest's errors name the URL: drop it, and anything else that shows it.
-                    let detail = scrub(&error_chain(&err.without_url()), &self.url);
-                    (
-                        NotifyError::Transport {
-                            webhook: webhook.clone(),
-                            detail,
-                        },
-                        retryable,
-                        None,
-                    )
-                }
+            let failure = match self.attempt(&body).await {
+                Ok(()) => return Ok(()),
+                Err(failure) => failure,
             };
-            if !retryable || retries >= self.options.max_retries {
-                return Err(error);
+            if !failure.retryable || retries >= self.options.max_retries {
+                return Err(failure.error);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if let Some((status, wait)) = asked {
-                let limit = if left < MAX_RETRY_AFTER {
-                    WaitLimit::Deadline {
-                        left,
-                        total: self.options.call_timeout,
-                    }
-                } else {
-                    WaitLimit::Cap(MAX_RETRY_AFTER)
-                };
-                if wait > left.min(MAX_RETRY_AFTER) {
-                    return Err(NotifyError::Throttled {
-                        webhook,
-                        status: status.as_u16(),
-                        reason: reason(status),
-                        wait,
-                        limit,
-                    });
-                }
-            }
-            let backoff = self
-                .options
-                .initial_retry_delay
-                .saturating_mul(1 << retries.min(16))
-                .min(MAX_BACKOFF);
-            let delay = backoff.max(asked.map_or(Duration::ZERO, |(_, wait)| wait));
-            if delay >= left {
-                // Waiting would outlast the call: the last answer is the error.
-                return Err(error);
-            }
-            tracing::debug!(%webhook, retry = retries + 1, delay_ms = delay.as_millis() as u64, error = %error, "the notification failed; trying again");
+            let delay = self.wait_before_retry(&failure, retries, deadline)?;
+            tracing::debug!(webhook = %redacted(&self.url), retry = retries + 1, delay_ms = delay.as_millis() as u64, error = %failure.error, "the notification failed; trying again");
             tokio::time::sleep(delay).await;
             retries += 1;
         }
     }
+
+    /// One POST: `Ok` on a 2xx, else what failed, whether it may be retried and the wait a
+    /// throttling answer asked for.
+    async fn attempt(&self, body: &[u8]) -> Result<(), Failure> {
+        let webhook = redacted(&self.url);
+        let sent = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => {
+                let status = response.status();
+                let asked = matches!(
+                    status,
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                )
+                .then(|| {
+                    requested_wait(
+                        |name| response.headers().get(name).and_then(|v| v.to_str().ok()),
+                        OffsetDateTime::now_utc(),
+                    )
+                })
+                .flatten();
+                let detail = body_start(response, &self.url).await;
+                Err(Failure {
+                    error: NotifyError::Status {
+                        webhook,
+                        status: status.as_u16(),
+                        reason: reason(status),
+                        detail,
+                    },
+                    retryable: retryable_status(status),
+                    asked: asked.map(|wait| (status, wait)),
+                })
+            }
+            Err(err) => {
+                let retryable = !err.is_builder() && !err.is_redirect();
+                // reqwest's errors name the URL: drop it, and anything else that shows it.
+                let detail = scrub(&error_chain(&err.without_url()), &self.url);
+                Err(Failure {
+                    error: NotifyError::Transport { webhook, detail },
+                    retryable,
+                    asked: None,
+                })
+            }
+        }
+    }
+
+    /// How long to wait before the next attempt: the back-off, or the wait a throttling answer
+    /// asked for if longer. An error when that wait outlasts the call or the cap: the last
+    /// answer (or the throttling) is then the error.
+    fn wait_before_retry(
+        &self,
+        failure: &Failure,
+        retries: u32,
+        deadline: Instant,
+    ) -> Result<Duration, NotifyError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Some((status, wait)) = failure.asked {
+            let limit = if left < MAX_RETRY_AFTER {
+                WaitLimit::Deadline {
+                    left,
+                    total: self.options.call_timeout,
+                }
+            } else {
+                WaitLimit::Cap(MAX_RETRY_AFTER)
+            };
+            if wait > left.min(MAX_RETRY_AFTER) {
+                return Err(NotifyError::Throttled {
+                    webhook: redacted(&self.url),
+                    status: status.as_u16(),
+                    reason: reason(status),
+                    wait,
+                    limit,
+                });
+            }
+        }
+        let backoff = self
+            .options
+            .initial_retry_delay
+            .saturating_mul(1 << retries.min(16))
+            .min(MAX_BACKOFF);
+        let delay = backoff.max(failure.asked.map_or(Duration::ZERO, |(_, wait)| wait));
+        if delay >= left {
+            return Err(failure.error.clone());
+        }
+        Ok(delay)
+    }
+}
+
+/// A failed attempt at posting a notification.
+struct Failure {
+    error: NotifyError,
+    retryable: bool,
+    /// The status and the wait of a throttling answer.
+    asked: Option<(StatusCode, Duration)>,
 }
 
 /// The statuses the Azure calls retry too.

@@ -13,9 +13,7 @@
 //! anyway (a 401: expired early, revoked, a skewed clock) is dropped by starting the credential
 //! over ([`Renewable`]), since `azure_identity` has no way to evict a cached token.
 
-use std::collections::hash_map::DefaultHasher;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -24,6 +22,8 @@ use azure_identity::{
     DeveloperToolsCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
     UserAssignedId, WorkloadIdentityCredential,
 };
+
+use super::http::{error_chain, RefusedToken};
 
 /// Which credential to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -128,12 +128,8 @@ pub fn credential(
     env: &IdentityEnv,
 ) -> Result<(Arc<dyn TokenCredential>, Chosen), String> {
     let chosen = choose(kind, env);
-    let first = build(&chosen).map_err(|err| {
-        format!(
-            "setting up the {chosen} credential: {}",
-            super::http::error_chain(&err)
-        )
-    })?;
+    let first = build(&chosen)
+        .map_err(|err| format!("setting up the {chosen} credential: {}", error_chain(&err)))?;
     let again = chosen.clone();
     let renewable = Renewable::new(first, move || build(&again));
     Ok((Arc::new(renewable), chosen))
@@ -157,25 +153,6 @@ fn build(chosen: &Chosen) -> azure_core::Result<Arc<dyn TokenCredential>> {
             DeveloperToolsCredential::new(None).map(|c| c as Arc<dyn TokenCredential>)
         }
     }
-}
-
-/// Put in a token request's context (`TokenRequestOptions::method_options.context`) when the
-/// service refused the token last handed out: a [`Renewable`] credential then hands out a new
-/// one rather than the cached one. Holds a fingerprint of the refused token, never the token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RefusedToken(u64);
-
-impl RefusedToken {
-    /// The marker for a token (`Bearer` prefix or not).
-    pub fn of(token: &str) -> Self {
-        RefusedToken(fingerprint(token.strip_prefix("Bearer ").unwrap_or(token)))
-    }
-}
-
-fn fingerprint(token: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    token.hash(&mut hasher);
-    hasher.finish()
 }
 
 /// The constructor of a fresh credential.

@@ -7,7 +7,7 @@
 //! - the bearer token policy refuses plain HTTP, except to a loopback host, so that tests and
 //!   the demo can use the local emulator while no token ever leaves the machine unencrypted;
 //! - a 401 makes it ask the credential for a new token (not the cached one, see
-//!   [`super::auth::Renewable`]) and send the request once more: a token refused before its
+//!   the auth module's `Renewable`) and send the request once more: a token refused before its
 //!   `expires_on` (server-side expiry, revocation, clock skew) would otherwise stay cached and
 //!   be refused again on every call;
 //! - a 429 or 503 whose `Retry-After` asks for more than [`MAX_RETRY_AFTER`], or for more than
@@ -15,7 +15,9 @@
 //!   waiting would only end in "no answer within 120 s" although Azure answered at once;
 //! - ARM error bodies (`{"error":{"code","message"}}`) become `code: message`.
 
+use std::collections::hash_map::DefaultHasher;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +34,26 @@ use azure_core::time::OffsetDateTime;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::auth::RefusedToken;
 use super::is_loopback;
+
+/// Put in a token request's context (`TokenRequestOptions::method_options.context`) when the
+/// service refused the token last handed out: the renewable credential of the
+/// auth module then hands out a new one rather than the cached one. Holds a fingerprint of the refused token, never the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusedToken(u64);
+
+impl RefusedToken {
+    /// The marker for a token (`Bearer` prefix or not).
+    pub fn of(token: &str) -> Self {
+        RefusedToken(fingerprint(token.strip_prefix("Bearer ").unwrap_or(token)))
+    }
+}
+
+fn fingerprint(token: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    token.hash(&mut hasher);
+    hasher.finish()
+}
 
 /// How hard to try.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +118,7 @@ pub fn seconds(duration: Duration) -> String {
 }
 
 /// A failed Azure call. Messages start with what was being done.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AzureError {
     /// The service answered with an error status.
     #[error("{operation}: {code}: {message} (HTTP {status})")]
