@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::azure::http::{
+use crate::azure::pipeline::{
     error_chain, requested_wait, seconds, HttpOptions, WaitLimit, MAX_RETRY_AFTER,
 };
 

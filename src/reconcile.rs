@@ -57,7 +57,7 @@ use serde::Serialize;
 use tracing::{info, warn, Instrument};
 
 use crate::azure::arm::{ArmClient, Vault, WriteSlot};
-use crate::azure::http::AzureError;
+use crate::azure::pipeline::AzureError;
 use crate::azure::VaultId;
 use crate::config::{TargetSource, VaultTarget};
 use crate::core::gate::{self, GateOptions, GatedWrite, Ownership, Proposal};

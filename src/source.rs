@@ -9,7 +9,7 @@ use azure_core::http::{Method, Pipeline, Request};
 use url::Url;
 
 use crate::azure::arm::ArmClient;
-use crate::azure::http::{self, AzureError, HttpOptions};
+use crate::azure::pipeline::{self, AzureError, HttpOptions};
 use crate::core::service_tags::{Cloud, ServiceTags};
 
 /// Where to get the Service Tags.
@@ -137,13 +137,13 @@ impl Fetcher<'_> {
                 (parse(&raw, &origin)?, origin, raw.len(), raw)
             }
             SourceSpec::Url(url) => {
-                let pipeline = http::download_pipeline(&self.http);
+                let pipeline = pipeline::download_pipeline(&self.http);
                 let raw = download(&pipeline, url, &self.http, DOCUMENT).await?;
                 let origin = url.to_string();
                 (parse(&raw, &origin)?, origin, raw.len(), raw)
             }
             SourceSpec::Download { page } => {
-                let pipeline = http::download_pipeline(&self.http);
+                let pipeline = pipeline::download_pipeline(&self.http);
                 let html = download(&pipeline, page, &self.http, PAGE).await?;
                 let link = newest_link(&String::from_utf8_lossy(&html), page).ok_or_else(|| {
                     SourceError::NoLink {
@@ -193,7 +193,7 @@ impl Fetcher<'_> {
 fn parse(raw: &[u8], origin: &str) -> Result<ServiceTags, SourceError> {
     ServiceTags::parse(raw).map_err(|err| SourceError::Invalid {
         origin: origin.to_owned(),
-        detail: http::error_chain(&err),
+        detail: pipeline::error_chain(&err),
     })
 }
 
@@ -201,7 +201,7 @@ fn parse(raw: &[u8], origin: &str) -> Result<ServiceTags, SourceError> {
 const PAGE: &str = "reading the service tags download page";
 const DOCUMENT: &str = "downloading service tags";
 
-/// Downloads with a pipeline that does not decompress ([`http::download_pipeline`]). The document
+/// Downloads with a pipeline that does not decompress ([`pipeline::download_pipeline`]). The document
 /// is asked for gzip-compressed, and comes back as sent: the parser gunzips it within its size
 /// limit. The page is asked for as it is, since its links are read from the bytes.
 async fn download(
@@ -219,7 +219,7 @@ async fn download(
         request.insert_header("accept-encoding", "gzip");
     }
     let operation = format!("{operation} {url}");
-    let response = http::send(pipeline, &mut request, &operation, options).await?;
+    let response = pipeline::send(pipeline, &mut request, &operation, options).await?;
     Ok(response.body().to_vec())
 }
 

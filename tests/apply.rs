@@ -6,7 +6,7 @@ mod support;
 use std::time::Instant;
 
 use support::*;
-use tagfence::azure::http::AzureError;
+use tagfence::azure::pipeline::AzureError;
 use tagfence::config::{Config, SelectionSettings, Settings};
 use tagfence::core::desired::DesireError;
 use tagfence::core::plan::PlanError;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::budget::{BudgetLimits, WriteBudget, REMAINING_WRITES_HEADER};
-use super::http::{self, AzureError, HttpOptions};
+use super::pipeline::{self, AzureError, HttpOptions};
 use super::VaultId;
 use crate::core::gate::GatedWrite;
 use crate::core::live::LiveAcl;
@@ -114,8 +114,8 @@ impl ArmClient {
             ..options.clone()
         };
         Ok(ArmClient {
-            write_pipeline: http::pipeline(Some((credential.clone(), scope.clone())), &once),
-            pipeline: http::pipeline(Some((credential, scope)), &options),
+            write_pipeline: pipeline::pipeline(Some((credential.clone(), scope.clone())), &once),
+            pipeline: pipeline::pipeline(Some((credential, scope)), &options),
             endpoint,
             options,
             budget: Arc::new(WriteBudget::default()),
@@ -172,7 +172,8 @@ impl ArmClient {
             self.url(&id.to_string(), KEY_VAULT_API_VERSION),
             Method::Get,
         );
-        let response = http::send(&self.pipeline, &mut request, &operation, &self.options).await?;
+        let response =
+            pipeline::send(&self.pipeline, &mut request, &operation, &self.options).await?;
         vault_from(id, response.body(), &operation)
     }
 
@@ -215,7 +216,7 @@ impl ArmClient {
         );
         request.insert_header("content-type", "application/json");
         request.set_body(serde_json::to_vec(&write.body()).expect("a JSON value serialises"));
-        let response = http::send(
+        let response = pipeline::send(
             &self.write_pipeline,
             &mut request,
             &operation,
@@ -253,11 +254,11 @@ impl ArmClient {
         for _ in 0..MAX_SERVICE_TAG_PAGES {
             let mut request = Request::new(url.clone(), Method::Get);
             let response =
-                http::send(&self.pipeline, &mut request, &operation, &self.options).await?;
+                pipeline::send(&self.pipeline, &mut request, &operation, &self.options).await?;
             bytes += response.body().len();
             let page = ServiceTags::parse(response.body()).map_err(|err| AzureError::Decode {
                 operation: operation.clone(),
-                detail: http::error_chain(&err),
+                detail: pipeline::error_chain(&err),
             })?;
             let next = page.next_link.clone();
             match document.as_mut() {
@@ -320,7 +321,7 @@ impl ArmClient {
             request.insert_header("content-type", "application/json");
             request.set_body(serde_json::to_vec(&body).expect("a JSON value serialises"));
             let response =
-                http::send(&self.pipeline, &mut request, &operation, &self.options).await?;
+                pipeline::send(&self.pipeline, &mut request, &operation, &self.options).await?;
             let page: Value =
                 serde_json::from_slice(response.body()).map_err(|err| AzureError::Decode {
                     operation: operation.clone(),
@@ -379,8 +380,8 @@ fn vault_from(id: &VaultId, body: &[u8], operation: &str) -> Result<Vault, Azure
         operation: operation.to_owned(),
         detail,
     };
-    let raw =
-        crate::core::live::parse_document(body).map_err(|err| decode(http::error_chain(&err)))?;
+    let raw = crate::core::live::parse_document(body)
+        .map_err(|err| decode(pipeline::error_chain(&err)))?;
     // An answer about another vault (a proxy or cache mixing answers up) must not be planned
     // from: its firewall would be written to this one.
     let answered = raw.get("id").and_then(Value::as_str);

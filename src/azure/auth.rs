@@ -23,7 +23,7 @@ use azure_identity::{
     UserAssignedId, WorkloadIdentityCredential,
 };
 
-use super::http::{error_chain, RefusedToken};
+use super::pipeline::{error_chain, RefusedToken};
 
 /// Which credential to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]

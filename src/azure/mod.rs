@@ -1,17 +1,18 @@
-//! The Azure shell: credentials, endpoints and the small typed ARM client. Everything that talks
-//! to Azure goes through here; nothing else builds a URL to Azure.
+//! The Azure shell: credentials, endpoints, the pipeline every outbound call goes through and
+//! the small typed ARM client. Every ARM call goes through [`arm`]; every outbound HTTP call of
+//! tagfence (ARM, Blob storage, the Service Tags download, webhooks) through [`pipeline`].
 //!
 //! - [`auth`]: choosing and building the `azure_identity` credential.
-//! - [`http`]: the `azure_core` pipeline shared by every call (retries honouring `Retry-After`,
-//!   a timeout per attempt and per call, a bearer token that is never sent over plain HTTP except
-//!   to a loopback emulator), and the error type.
+//! - [`pipeline`]: the `azure_core` pipeline shared by every call (retries honouring
+//!   `Retry-After`, a timeout per attempt and per call, a bearer token that is never sent over
+//!   plain HTTP except to a loopback emulator), and the error type.
 //! - [`arm`]: Key Vault GET/PATCH, the Service Tag Discovery API and Resource Graph.
 //! - [`budget`]: ARM's write budget, kept on the client side.
 
 pub mod arm;
 pub mod auth;
 pub mod budget;
-pub mod http;
+pub mod pipeline;
 
 use std::fmt;
 use std::net::IpAddr;

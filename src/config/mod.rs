@@ -51,7 +51,7 @@ use url::Url;
 
 use crate::azure::auth::CredentialKind;
 use crate::azure::budget::BudgetLimits;
-use crate::azure::http::HttpOptions;
+use crate::azure::pipeline::HttpOptions;
 use crate::azure::{CloudEndpoints, VaultId};
 use crate::core::desired::{Limits, Selection};
 use crate::core::service_tags::Cloud;

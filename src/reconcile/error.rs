@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::azure::http::{error_chain, AzureError};
+use crate::azure::pipeline::{error_chain, AzureError};
 use crate::core::gate::{GateRefusal, Mismatch};
 use crate::core::plan::PlanError;
 use crate::state::StateError;

@@ -12,13 +12,13 @@ use tower::ServiceExt;
 use super::schedule::Schedule;
 use super::*;
 use crate::azure::auth::IdentityEnv;
+use crate::azure::pipeline::{AzureError, WaitLimit};
 use crate::azure::VaultId;
-use crate::run::{RunError, RunReport, RunRequest};
-use crate::azure::http::{AzureError, WaitLimit};
 use crate::core::gate::GateRefusal;
 use crate::core::service_tags::Cloud;
 use crate::reconcile::{AzureStep, Outcome, ReconcileError, VaultReport};
 use crate::run::SourceSummary;
+use crate::run::{RunError, RunReport, RunRequest};
 
 const VAULT: &str =
     "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-prod";

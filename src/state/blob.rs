@@ -32,7 +32,7 @@ const MIN_LEASE: Duration = Duration::from_secs(15);
 const MAX_LEASE: Duration = Duration::from_secs(60);
 /// The pause between tries to take a lease another instance holds.
 const LEASE_PAUSE: Duration = Duration::from_millis(500);
-use crate::azure::http::{error_chain, HttpOptions};
+use crate::azure::pipeline::{error_chain, HttpOptions};
 
 /// The container tagfence keeps its state in, by default.
 pub const DEFAULT_CONTAINER: &str = "tagfence";

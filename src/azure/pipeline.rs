@@ -1,4 +1,5 @@
-//! The HTTP pipeline every Azure call goes through, and its error type.
+//! The HTTP pipeline every outbound call goes through (ARM, Blob storage, the Service Tags
+//! download, webhooks), and its error type.
 //!
 //! Built on `azure_core`'s `Pipeline`, whose retry policy retries 408, 429 and 5xx responses and
 //! transport failures with exponential back-off and honours `Retry-After` (and
