@@ -151,7 +151,8 @@ impl FromStr for VaultId {
         if subscription.is_empty() || group.is_empty() {
             return Err(err("the subscription or resource group is empty"));
         }
-        // Key Vault names: 3-24 characters, letters, digits and hyphens (KV-SPEC pattern).
+        // Key Vault names: 3-24 characters, letters, digits and hyphens (the `vaultName` pattern
+        // of the Key Vault REST API, Azure/azure-rest-api-specs, keyvault.json).
         if !(3..=24).contains(&name.len())
             || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
