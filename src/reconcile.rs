@@ -137,6 +137,18 @@ impl Outcome {
         }
     }
 
+    /// The outcome as the state records it.
+    pub fn recorded(&self) -> state::RecordedOutcome {
+        match self {
+            Outcome::InSync => state::RecordedOutcome::InSync,
+            Outcome::Applied => state::RecordedOutcome::Applied,
+            Outcome::WouldApply => state::RecordedOutcome::WouldApply,
+            Outcome::Refused(_) => state::RecordedOutcome::Refused,
+            Outcome::Skipped { .. } => state::RecordedOutcome::Skipped,
+            Outcome::Failed(_) => state::RecordedOutcome::Failed,
+        }
+    }
+
     /// The reason or error, if any, as one line.
     pub fn detail(&self) -> Option<String> {
         match self {
@@ -969,41 +981,7 @@ fn record(
         _ => None,
     };
     if let (Some(plan), Some(settled)) = (plan, settled) {
-        // tagfence owns what it owned and what it added (pending, or this write's), plus what
-        // it adopted, as far as the vault still holds it.
-        let on_vault: HashSet<&Ipv4Net> = settled.iter().collect();
-        let added: &[Ipv4Net] = if report.wrote { &plan.add } else { &[] };
-        // Pending rules count only as far as a write was sent for them: those of earlier runs
-        // (settled against this run's first read) and this run's writes. A plan replaced after
-        // a re-read recorded its adds as pending too, and may name a rule a person put there
-        // meanwhile.
-        let pending: Vec<Ipv4Net> = match &trace.pending_before {
-            Some((before, _)) => before.iter().chain(&trace.sent_adds).copied().collect(),
-            None => remembered.pending.clone(),
-        };
-        let mut owned: Vec<Ipv4Net> = remembered
-            .owned
-            .iter()
-            .chain(&pending)
-            .chain(added)
-            .chain(plan.adopted())
-            .filter(|r| on_vault.contains(r))
-            .copied()
-            .collect();
-        owned.sort_unstable();
-        owned.dedup();
-        remembered.owned = owned;
-        remembered.applied = Some(AppliedState {
-            desired: state::AppliedRules::from_desired(&plan.desired),
-            cloud: plan.source.cloud,
-            change_number: plan.source.change_number,
-            inputs: plan.inputs.clone().unwrap_or_default(),
-            kept: plan.total_after() - plan.desired.rules.len(),
-            applied_at: at,
-            run_id: run.run_id.to_owned(),
-        });
-        remembered.pending.clear();
-        remembered.pending_removal.clear();
+        claim_settled(remembered, plan, settled, run, trace, report);
     }
     if settled.is_none() && !trace.maybe_written {
         // No write of this reconcile reached the vault: its intent is void.
@@ -1025,17 +1003,56 @@ fn record(
         run_id: run.run_id.to_owned(),
         at,
         trigger: run.trigger.to_owned(),
-        outcome: match outcome {
-            Outcome::InSync => state::RecordedOutcome::InSync,
-            Outcome::Applied => state::RecordedOutcome::Applied,
-            Outcome::WouldApply => state::RecordedOutcome::WouldApply,
-            Outcome::Refused { .. } => state::RecordedOutcome::Refused,
-            Outcome::Skipped { .. } => state::RecordedOutcome::Skipped,
-            Outcome::Failed { .. } => state::RecordedOutcome::Failed,
-        },
+        outcome: outcome.recorded(),
         detail: outcome.detail(),
         change_number: run.tags.change_number,
         added: plan.filter(|_| report.wrote).map_or(0, |p| p.add.len()),
         removed: plan.filter(|_| report.wrote).map_or(0, |p| p.remove.len()),
     });
+}
+
+/// The vault is known to hold `settled`, the plan's intended rules: tagfence owns what it owned
+/// and what it added (pending, or this write's), plus what it adopted, as far as the vault
+/// still holds it; the plan's desired rules become the last applied.
+fn claim_settled(
+    remembered: &mut VaultState,
+    plan: &Plan,
+    settled: &[Ipv4Net],
+    run: RunContext<'_>,
+    trace: &Trace,
+    report: &VaultReport,
+) {
+    let on_vault: HashSet<&Ipv4Net> = settled.iter().collect();
+    let added: &[Ipv4Net] = if report.wrote { &plan.add } else { &[] };
+    // Pending rules count only as far as a write was sent for them: those of earlier runs
+    // (settled against this run's first read) and this run's writes. A plan replaced after
+    // a re-read recorded its adds as pending too, and may name a rule a person put there
+    // meanwhile.
+    let pending: Vec<Ipv4Net> = match &trace.pending_before {
+        Some((before, _)) => before.iter().chain(&trace.sent_adds).copied().collect(),
+        None => remembered.pending.clone(),
+    };
+    let mut owned: Vec<Ipv4Net> = remembered
+        .owned
+        .iter()
+        .chain(&pending)
+        .chain(added)
+        .chain(plan.adopted())
+        .filter(|r| on_vault.contains(r))
+        .copied()
+        .collect();
+    owned.sort_unstable();
+    owned.dedup();
+    remembered.owned = owned;
+    remembered.applied = Some(AppliedState {
+        desired: state::AppliedRules::from_desired(&plan.desired),
+        cloud: plan.source.cloud,
+        change_number: plan.source.change_number,
+        inputs: plan.inputs.clone().unwrap_or_default(),
+        kept: plan.total_after() - plan.desired.rules.len(),
+        applied_at: state::stored_time(run.now),
+        run_id: run.run_id.to_owned(),
+    });
+    remembered.pending.clear();
+    remembered.pending_removal.clear();
 }

@@ -1,202 +1,19 @@
-//! What the state says about a document before any vault is touched: freshness (an older
-//! document is refused), the snapshot archive, which selected tags changed since the last run,
-//! and the previous versions of those still inside the grace window.
+//! The tag history and the grace window, as pure functions of the state and the document: which
+//! selected tags changed since the last run, which previous versions are still inside the grace
+//! window, and which vault keeps which of them. The reads and writes around them are `prepare`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use tracing::info;
 
-use super::{RunError, RunRequest, Runner};
 use crate::config::VaultTarget;
 use crate::core::desired::GraceTag;
 use crate::core::service_tags::ServiceTags;
-use crate::source::Fetched;
-use crate::state::{self, PreviousVersion, SourceState, State, TagHistory};
-
-/// What a run learnt from the state before reconciling.
-pub(super) struct Prepared {
-    /// The targets, each with the grace ranges of its tags.
-    pub(super) targets: Vec<VaultTarget>,
-    /// The source state to write after the run, when it should be written.
-    pub(super) next_source: Option<SourceState>,
-    pub(super) warnings: Vec<String>,
-}
-
-impl Runner {
-    /// Freshness, archive, tag history and grace ranges: everything the state says about the
-    /// document before any vault is touched.
-    pub(super) async fn prepare(
-        &self,
-        state: &State,
-        fetched: &Fetched,
-        targets: Vec<VaultTarget>,
-        request: &RunRequest,
-        now: DateTime<Utc>,
-    ) -> Result<Prepared, RunError> {
-        let doc = &fetched.tags;
-        let last = state.read_source(doc.cloud).await?;
-        let mut warnings = Vec::new();
-        let older = last
-            .as_ref()
-            .is_some_and(|last| doc.change_number < last.change_number);
-        if let (true, Some(last)) = (older, &last) {
-            if !self.config.allow_older {
-                return Err(RunError::Older {
-                    origin: fetched.origin.clone(),
-                    cloud: doc.cloud,
-                    found: doc.change_number,
-                    applied: last.change_number,
-                });
-            }
-            warnings.push(format!(
-                "using change number {}, older than {} applied before (--allow-older); the grace window is off for this run",
-                doc.change_number, last.change_number
-            ));
-        }
-
-        // Archive before use, so that the grace window can find this version later.
-        if !request.dry_run {
-            let raw = if fetched.raw.is_empty() {
-                doc.to_download_json()
-            } else {
-                fetched.raw.clone()
-            };
-            if state
-                .archive_snapshot(doc.cloud, doc.change_number, &raw)
-                .await?
-            {
-                info!(
-                    change_number = doc.change_number,
-                    "archived the service tags"
-                );
-            }
-        }
-
-        let selected = selected_names(doc, &targets);
-        let history = next_history(last.as_ref(), doc, &selected, now);
-        for (name, tag) in &history {
-            let moved = last
-                .as_ref()
-                .and_then(|l| l.tags.get(name))
-                .is_some_and(|before| before.change_number != tag.change_number);
-            if moved {
-                info!(tag = %name, change_number = tag.change_number, "selected tag changed since the last run");
-            }
-        }
-        let grace = if self.config.grace_days == 0 || older {
-            Vec::new()
-        } else {
-            self.grace_tags(state, &history, &selected, now, &mut warnings)
-                .await
-        };
-        let targets = targets
-            .into_iter()
-            .map(|mut target| {
-                target.selection.grace = grace
-                    .iter()
-                    .filter(|g| {
-                        target.selection.tags.iter().any(|t| {
-                            doc.find(t.trim())
-                                .is_some_and(|tag| tag.name.eq_ignore_ascii_case(&g.tag))
-                        })
-                    })
-                    .cloned()
-                    .collect();
-                target
-            })
-            .collect();
-        let next_source = (!request.dry_run && !older).then(|| SourceState {
-            format_version: state::STATE_FORMAT_VERSION,
-            cloud: doc.cloud,
-            change_number: doc.change_number,
-            applied_at: state::stored_time(now),
-            tags: history,
-        });
-        Ok(Prepared {
-            targets,
-            next_source,
-            warnings,
-        })
-    }
-
-    /// The previous versions of the selected tags that changed less than the grace window
-    /// ago, read from the archived documents that hold them.
-    async fn grace_tags(
-        &self,
-        state: &State,
-        history: &BTreeMap<String, TagHistory>,
-        selected: &BTreeSet<String>,
-        now: DateTime<Utc>,
-        warnings: &mut Vec<String>,
-    ) -> Vec<GraceTag> {
-        let window = chrono::Duration::days(i64::from(self.config.grace_days));
-        let mut wanted: BTreeMap<u64, Vec<(&String, &PreviousVersion)>> = BTreeMap::new();
-        for (name, tag) in history.iter().filter(|(name, _)| selected.contains(*name)) {
-            let Some(previous) = &tag.previous else {
-                continue;
-            };
-            if now - tag.since < window {
-                wanted
-                    .entry(previous.document)
-                    .or_default()
-                    .push((name, previous));
-            }
-        }
-        let mut grace = Vec::new();
-        let cloud = self.config.cloud;
-        for (document, tags) in wanted {
-            let names: Vec<String> = tags.iter().map(|(name, _)| (*name).clone()).collect();
-            let missing = |why: String| {
-                format!(
-                    "grace window: the previous version of {} is not available ({why}); its retired ranges are not kept",
-                    names.join(", ")
-                )
-            };
-            let bytes = match state.read_snapshot(cloud, document).await {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => {
-                    warnings.push(missing(format!(
-                        "document {document} is not in the archive"
-                    )));
-                    continue;
-                }
-                Err(err) => {
-                    warnings.push(missing(err.to_string()));
-                    continue;
-                }
-            };
-            let old = match ServiceTags::parse_only(&bytes, &names) {
-                Ok(old) => old,
-                Err(err) => {
-                    warnings.push(missing(format!("archived document {document}: {err}")));
-                    continue;
-                }
-            };
-            for (name, previous) in tags {
-                match old.find(name) {
-                    Some(tag) if tag.change_number == previous.change_number => {
-                        info!(tag = %name, previous_change_number = previous.change_number, prefixes = tag.ipv4.len(), "keeping the previous ranges in the grace window");
-                        grace.push(GraceTag {
-                            tag: tag.name.to_owned(),
-                            change_number: tag.change_number,
-                            prefixes: tag.ipv4.to_vec(),
-                        });
-                    }
-                    _ => warnings.push(format!(
-                        "grace window: archived document {document} does not hold version {} of {name}; its retired ranges are not kept",
-                        previous.change_number
-                    )),
-                }
-            }
-        }
-        grace
-    }
-}
+use crate::state::{self, PreviousVersion, SourceState, TagHistory};
 
 /// The selected tag names of all targets, as the document spells them (unknown names are left
 /// to the per-vault plan to report).
-fn selected_names(doc: &ServiceTags, targets: &[VaultTarget]) -> BTreeSet<String> {
+pub(super) fn selected_names(doc: &ServiceTags, targets: &[VaultTarget]) -> BTreeSet<String> {
     targets
         .iter()
         .flat_map(|t| t.selection.tags.iter())
@@ -207,7 +24,7 @@ fn selected_names(doc: &ServiceTags, targets: &[VaultTarget]) -> BTreeSet<String
 /// The tag history after seeing `doc`: a selected tag whose change number moved starts a new
 /// entry that points at the version it replaced; entries of tags not selected now are kept
 /// (another run may select them).
-fn next_history(
+pub(super) fn next_history(
     last: Option<&SourceState>,
     doc: &ServiceTags,
     selected: &BTreeSet<String>,
@@ -240,4 +57,219 @@ fn next_history(
         history.insert(name.clone(), entry);
     }
     history
+}
+
+/// The previous versions of the selected tags that changed less than `window` before `now`,
+/// by the archived document that holds them (one read per document).
+pub(super) fn grace_wanted(
+    history: &BTreeMap<String, TagHistory>,
+    selected: &BTreeSet<String>,
+    now: DateTime<Utc>,
+    window: chrono::Duration,
+) -> BTreeMap<u64, Vec<(String, PreviousVersion)>> {
+    let mut wanted: BTreeMap<u64, Vec<(String, PreviousVersion)>> = BTreeMap::new();
+    for (name, tag) in history.iter().filter(|(name, _)| selected.contains(*name)) {
+        let Some(previous) = &tag.previous else {
+            continue;
+        };
+        if now - tag.since < window {
+            wanted
+                .entry(previous.document)
+                .or_default()
+                .push((name.clone(), previous.clone()));
+        }
+    }
+    wanted
+}
+
+/// Each target with the grace ranges of the tags it selects (and no others).
+pub(super) fn with_grace(
+    targets: Vec<VaultTarget>,
+    grace: &[GraceTag],
+    doc: &ServiceTags,
+) -> Vec<VaultTarget> {
+    targets
+        .into_iter()
+        .map(|mut target| {
+            target.selection.grace = grace
+                .iter()
+                .filter(|g| {
+                    target.selection.tags.iter().any(|t| {
+                        doc.find(t.trim())
+                            .is_some_and(|tag| tag.name.eq_ignore_ascii_case(&g.tag))
+                    })
+                })
+                .cloned()
+                .collect();
+            target
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::config::{Safety, TargetSource};
+    use crate::core::desired::{Limits, Selection};
+
+    /// A document of change `number` with tags `A` and `B` at the given change numbers.
+    fn doc(number: u64, a: u64, b: u64) -> ServiceTags {
+        let text = format!(
+            r#"{{"changeNumber": {number}, "cloud": "Public", "values": [
+              {{"name": "A", "properties": {{"changeNumber": {a}, "addressPrefixes": ["20.0.{a}.0/24"]}}}},
+              {{"name": "B", "properties": {{"changeNumber": {b}, "addressPrefixes": ["40.0.{b}.0/24"]}}}}]}}"#
+        );
+        ServiceTags::parse(text.as_bytes()).unwrap()
+    }
+
+    fn day(n: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, n, 6, 30, 0).unwrap()
+    }
+
+    fn selected(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    fn source(history: BTreeMap<String, TagHistory>) -> SourceState {
+        SourceState {
+            format_version: state::STATE_FORMAT_VERSION,
+            cloud: crate::core::service_tags::Cloud::Public,
+            change_number: 0,
+            applied_at: day(1),
+            tags: history,
+        }
+    }
+
+    fn target(tags: &[&str]) -> VaultTarget {
+        VaultTarget {
+            id: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a"
+                .parse()
+                .unwrap(),
+            selection: Selection {
+                tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+                ..Selection::default()
+            },
+            limits: Limits::default(),
+            prune: false,
+            safety: Safety::default(),
+            source: TargetSource::Listed,
+        }
+    }
+
+    #[test]
+    fn selected_names_are_spelled_as_the_document_spells_them_and_unknown_ones_left_out() {
+        let mut t = target(&[" a ", "Nope"]);
+        t.selection.tags.push("B".to_owned());
+        assert_eq!(selected_names(&doc(10, 1, 1), &[t]), selected(&["A", "B"]));
+    }
+
+    #[test]
+    fn a_first_sight_starts_the_history_without_a_previous_version() {
+        let history = next_history(None, &doc(10, 1, 2), &selected(&["A"]), day(2));
+        assert_eq!(history.len(), 1, "only selected tags");
+        let a = &history["A"];
+        assert_eq!((a.change_number, a.seen_in, a.since), (1, 10, day(2)));
+        assert_eq!(a.previous, None);
+    }
+
+    #[test]
+    fn an_unchanged_tag_keeps_its_date_and_is_seen_in_the_newer_document() {
+        let first = next_history(None, &doc(10, 1, 2), &selected(&["A"]), day(2));
+        let again = next_history(
+            Some(&source(first)),
+            &doc(11, 1, 3),
+            &selected(&["A"]),
+            day(9),
+        );
+        let a = &again["A"];
+        assert_eq!((a.change_number, a.seen_in, a.since), (1, 11, day(2)));
+        assert_eq!(a.previous, None);
+    }
+
+    #[test]
+    fn a_moved_tag_points_at_the_version_it_replaced_and_the_document_that_held_it() {
+        let first = next_history(None, &doc(10, 1, 2), &selected(&["A", "B"]), day(2));
+        let seen = next_history(
+            Some(&source(first)),
+            &doc(11, 1, 2),
+            &selected(&["A", "B"]),
+            day(3),
+        );
+        let moved = next_history(
+            Some(&source(seen)),
+            &doc(12, 5, 2),
+            &selected(&["A"]),
+            day(9),
+        );
+        let a = &moved["A"];
+        assert_eq!((a.change_number, a.seen_in, a.since), (5, 12, day(9)));
+        assert_eq!(
+            a.previous,
+            Some(PreviousVersion {
+                change_number: 1,
+                document: 11
+            })
+        );
+        // B is not selected by this run: its entry is kept for the runs that select it.
+        assert_eq!(moved["B"].seen_in, 11);
+    }
+
+    #[test]
+    fn the_grace_window_wants_only_recent_changes_of_selected_tags_by_document() {
+        let previous = |change_number, document| {
+            Some(PreviousVersion {
+                change_number,
+                document,
+            })
+        };
+        let entry = |since, previous| TagHistory {
+            change_number: 9,
+            since,
+            seen_in: 20,
+            previous,
+        };
+        let history: BTreeMap<String, TagHistory> = [
+            ("A".to_owned(), entry(day(5), previous(1, 11))),
+            ("B".to_owned(), entry(day(5), previous(2, 11))),
+            // Changed too long ago.
+            ("C".to_owned(), entry(day(1), previous(3, 12))),
+            // Never changed.
+            ("D".to_owned(), entry(day(5), None)),
+            // Not selected.
+            ("E".to_owned(), entry(day(5), previous(4, 13))),
+        ]
+        .into_iter()
+        .collect();
+        let wanted = grace_wanted(
+            &history,
+            &selected(&["A", "B", "C", "D"]),
+            day(7),
+            chrono::Duration::days(3),
+        );
+        assert_eq!(wanted.keys().copied().collect::<Vec<_>>(), [11]);
+        let names: Vec<&str> = wanted[&11].iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["A", "B"]);
+        // The window is exclusive at its end: a change exactly `window` ago is out.
+        let at_edge = grace_wanted(
+            &history,
+            &selected(&["A"]),
+            day(8),
+            chrono::Duration::days(3),
+        );
+        assert!(at_edge.is_empty());
+    }
+
+    #[test]
+    fn each_target_keeps_the_grace_ranges_of_its_own_tags_only() {
+        let grace = vec![GraceTag {
+            tag: "A".to_owned(),
+            change_number: 1,
+            prefixes: vec!["20.0.1.0/24".parse().unwrap()],
+        }];
+        let targets = with_grace(vec![target(&["a"]), target(&["B"])], &grace, &doc(12, 5, 2));
+        assert_eq!(targets[0].selection.grace, grace);
+        assert!(targets[1].selection.grace.is_empty());
+    }
 }

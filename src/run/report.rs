@@ -1,5 +1,4 @@
-//! The report of a run for people (text), machines (JSON), the run record and notifications,
-//! and what `tagfence status` shows.
+//! The report of a run for people (text), machines (JSON) and the run record.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,12 +7,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{policy, RunError, RunRequest, Runner};
-use crate::azure::VaultId;
+use super::policy;
 use crate::core::render::{self, PLAN_FORMAT_VERSION};
 use crate::core::service_tags::Cloud;
 use crate::reconcile::{ErrorKind, Outcome, VaultReport};
-use crate::state::{self, RunRecord, SourceState, VaultRecord, VaultState};
+use crate::state::{self, RunRecord, VaultRecord};
 
 /// Where the run's Service Tags came from.
 #[derive(Debug, Clone, Serialize)]
@@ -36,124 +34,6 @@ pub struct RunReport {
     /// Things about the whole run a person should know (no state, grace ranges not found, …).
     pub warnings: Vec<String>,
     pub elapsed_ms: u64,
-}
-
-/// What `tagfence status` shows.
-#[derive(Debug, Clone)]
-pub struct StatusReport {
-    /// Where the state lives.
-    pub state: String,
-    pub source: Option<SourceState>,
-    pub vaults: Vec<(VaultId, Option<VaultState>)>,
-}
-
-impl StatusReport {
-    /// For people: the document applied, then one block per vault.
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "State: {}", self.state);
-        match &self.source {
-            None => {
-                let _ = writeln!(out, "Service Tags: none applied yet");
-            }
-            Some(source) => {
-                let _ = writeln!(
-                    out,
-                    "Service Tags: {} change number {} applied {}",
-                    source.cloud,
-                    source.change_number,
-                    state::timestamp(source.applied_at)
-                );
-                for (name, tag) in &source.tags {
-                    let previous = tag
-                        .previous
-                        .as_ref()
-                        .map(|p| format!(", replaced change {}", p.change_number))
-                        .unwrap_or_default();
-                    let _ = writeln!(
-                        out,
-                        "  {name}: change {} since {}{previous}",
-                        tag.change_number,
-                        state::timestamp(tag.since)
-                    );
-                }
-            }
-        }
-        for (vault, remembered) in &self.vaults {
-            out.push('\n');
-            let _ = writeln!(out, "== {}", vault.name);
-            let Some(remembered) = remembered else {
-                let _ = writeln!(out, "   never reconciled with this state");
-                continue;
-            };
-            match &remembered.last_run {
-                None => {
-                    let _ = writeln!(out, "   last run: none recorded");
-                }
-                Some(run) => {
-                    let detail = run
-                        .detail
-                        .as_ref()
-                        .map(|d| format!(": {d}"))
-                        .unwrap_or_default();
-                    let _ = writeln!(
-                        out,
-                        "   last run: {} at {} ({}, change number {}, +{} -{}){detail}",
-                        run.outcome,
-                        state::timestamp(run.at),
-                        run.trigger,
-                        run.change_number,
-                        run.added,
-                        run.removed
-                    );
-                }
-            }
-            match &remembered.applied {
-                None => {
-                    let _ = writeln!(out, "   last-applied set: none recorded (no rule on the vault is removed until one is)");
-                }
-                Some(applied) => {
-                    let _ = writeln!(
-                        out,
-                        "   last-applied set: {} rules from change number {}, last confirmed on the vault at {}",
-                        applied.desired.len(),
-                        applied.change_number,
-                        state::timestamp(applied.applied_at)
-                    );
-                }
-            }
-            if !remembered.pending.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "   pending: {} rules from a write whose outcome was not recorded; the next run settles them",
-                    remembered.pending.len()
-                );
-            }
-        }
-        out
-    }
-
-    /// For machines.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "format_version": PLAN_FORMAT_VERSION,
-            "state": self.state,
-            "source": self.source,
-            "vaults": self.vaults.iter().map(|(vault, remembered)| json!({
-                "vault": vault.to_string(),
-                "name": vault.name,
-                "last_run": remembered.as_ref().and_then(|r| r.last_run.as_ref()),
-                "applied": remembered.as_ref().and_then(|r| r.applied.as_ref()).map(|a| json!({
-                    "rules": a.desired.len(),
-                    "change_number": a.change_number,
-                    "applied_at": state::timestamp(a.applied_at),
-                    "run_id": a.run_id,
-                    "extra_addresses": a.desired.extra_addresses(),
-                })),
-                "pending": remembered.as_ref().map_or(0, |r| r.pending.len()),
-            })).collect::<Vec<_>>(),
-        })
-    }
 }
 
 impl RunReport {
@@ -185,14 +65,7 @@ impl RunReport {
                     let plan = v.plan.as_ref();
                     VaultRecord {
                         vault: v.vault.to_string(),
-                        outcome: match &v.outcome {
-                            Outcome::InSync => state::RecordedOutcome::InSync,
-                            Outcome::Applied => state::RecordedOutcome::Applied,
-                            Outcome::WouldApply => state::RecordedOutcome::WouldApply,
-                            Outcome::Refused { .. } => state::RecordedOutcome::Refused,
-                            Outcome::Skipped { .. } => state::RecordedOutcome::Skipped,
-                            Outcome::Failed { .. } => state::RecordedOutcome::Failed,
-                        },
+                        outcome: v.outcome.recorded(),
                         detail: v.outcome.detail(),
                         wrote: v.wrote,
                         reused_plan: plan.is_some_and(|p| p.reused),
@@ -348,92 +221,4 @@ pub fn vault_json(report: &VaultReport) -> Value {
         "warnings": report.warnings,
         "plan": report.plan.as_ref().map(render::plan_json),
     })
-}
-
-impl Runner {
-    /// What is remembered of the configured vaults and the document last applied.
-    ///
-    /// # Errors
-    /// [`RunError::StateSetup`] when no state is configured; [`RunError::State`] when it
-    /// cannot be read; [`RunError::Discovery`] when discovered vaults cannot be listed.
-    pub async fn status(&self) -> Result<StatusReport, RunError> {
-        let Some(state) = &self.state else {
-            return Err(RunError::StateSetup {
-                spec: "this configuration".to_owned(),
-                detail: "no state configured: give --state-dir (TAGFENCE_STATE_DIR) or --state-url (TAGFENCE_STATE_URL)".to_owned(),
-            });
-        };
-        let source = state.read_source(self.config.cloud).await?;
-        let ids: Vec<VaultId> = if self.discovers() {
-            let found = self.resolve_targets(&RunRequest::default()).await?;
-            found
-                .targets
-                .into_iter()
-                .map(|t| t.id)
-                .chain(found.invalid.into_iter().map(|(id, _)| id))
-                .collect()
-        } else {
-            self.config.targets.iter().map(|t| t.id.clone()).collect()
-        };
-        let mut vaults = Vec::with_capacity(ids.len());
-        for id in ids {
-            let remembered = state.read_vault(&id).await?;
-            vaults.push((id, remembered));
-        }
-        Ok(StatusReport {
-            state: state.describe(),
-            source,
-            vaults,
-        })
-    }
-}
-
-/// Lines of vault detail in one message at most (a chat message is not a report).
-const MAX_VAULT_LINES: usize = 20;
-
-/// The message for a finished run, or `None` when it is not worth one (a dry run, or nothing
-/// changed and nothing failed).
-pub fn run_message(report: &RunReport) -> Option<String> {
-    if report.dry_run {
-        return None;
-    }
-    let notable: Vec<_> = report
-        .vaults
-        .iter()
-        .filter(|v| matches!(v.outcome, Outcome::Applied) || v.outcome.is_failure())
-        .collect();
-    if notable.is_empty() {
-        return None;
-    }
-    // A refusal is not a failure: the vault is known to be as it was, and a person must act.
-    let failed = notable
-        .iter()
-        .any(|v| matches!(v.outcome, Outcome::Failed(_)));
-    let refused = notable
-        .iter()
-        .any(|v| matches!(v.outcome, Outcome::Refused(_)));
-    let headline = match (failed, refused) {
-        (true, _) => "tagfence: a run failed",
-        (false, true) => "tagfence: a vault was refused, nothing written to it",
-        (false, false) => "tagfence: vault firewalls changed",
-    };
-    let mut text = format!("{headline} (run {}, {})\n", report.run_id, report.trigger);
-    for vault in notable.iter().take(MAX_VAULT_LINES) {
-        text.push_str("- ");
-        text.push_str(&vault_line(vault));
-        text.push('\n');
-    }
-    if notable.len() > MAX_VAULT_LINES {
-        text.push_str(&format!(
-            "- … and {} more\n",
-            notable.len() - MAX_VAULT_LINES
-        ));
-    }
-    text.push_str(&report.summary());
-    Some(text)
-}
-
-/// The message for a run that failed before reconciling any vault.
-pub fn error_message(trigger: &str, error: &str) -> String {
-    format!("tagfence: a run failed ({trigger}): {error}")
 }

@@ -4,10 +4,11 @@
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::{RunError, RunRequest, Runner};
-use crate::azure::arm::GraphScope;
+use super::error::RunError;
+use super::request::RunRequest;
+use crate::azure::arm::{ArmClient, GraphScope};
 use crate::azure::VaultId;
-use crate::config::{Discovery, VaultTarget};
+use crate::config::{Config, Discovery, VaultTarget};
 
 /// The vaults of a run.
 #[derive(Debug, Clone)]
@@ -17,7 +18,20 @@ pub struct Targets {
     pub invalid: Vec<(VaultId, String)>,
 }
 
-impl Runner {
+/// Resolves a run's targets from the configuration, asking Resource Graph and ARM where
+/// discovery needs them.
+pub struct Resolver<'a> {
+    pub config: &'a Config,
+    pub arm: &'a ArmClient,
+}
+
+/// A vault named by id that discovery had not found: a target, or tagged with an invalid value.
+enum Onboarded {
+    Target(Box<VaultTarget>),
+    Invalid(VaultId, String),
+}
+
+impl Resolver<'_> {
     /// The listed targets a request names, without discovery (to check a request before any
     /// call is made).
     ///
@@ -58,7 +72,7 @@ impl Runner {
     /// # Errors
     /// [`RunError::NoVaults`], [`RunError::UnknownVault`], [`RunError::NotManaged`], or
     /// [`RunError::Discovery`] when Resource Graph or ARM cannot be asked.
-    pub async fn resolve_targets(&self, request: &RunRequest) -> Result<Targets, RunError> {
+    pub async fn resolve(&self, request: &RunRequest) -> Result<Targets, RunError> {
         let Some(discovery) = &self.config.discovery else {
             return Ok(Targets {
                 targets: self.targets(request)?,
@@ -87,8 +101,8 @@ impl Runner {
                 chosen.targets.push(target.clone());
             } else if let Ok(id) = name.parse::<VaultId>() {
                 match self.onboard(discovery, id).await? {
-                    Ok(target) => chosen.targets.push(target),
-                    Err(invalid) => chosen.invalid.push(invalid),
+                    Onboarded::Target(target) => chosen.targets.push(*target),
+                    Onboarded::Invalid(id, reason) => chosen.invalid.push((id, reason)),
                 }
             } else {
                 if discovered.is_none() {
@@ -180,12 +194,7 @@ impl Runner {
 
     /// A vault named by id that discovery has not found (yet): taken when it carries the tag
     /// (read through ARM, never from the lagging index) and lies in a discovery scope.
-    /// `Ok(Err(..))` is a vault that is tagged but whose tag value is invalid.
-    async fn onboard(
-        &self,
-        discovery: &Discovery,
-        id: VaultId,
-    ) -> Result<Result<VaultTarget, (VaultId, String)>, RunError> {
+    async fn onboard(&self, discovery: &Discovery, id: VaultId) -> Result<Onboarded, RunError> {
         let not_managed = |reason: String| RunError::NotManaged {
             vault: id.to_string(),
             reason,
@@ -226,9 +235,9 @@ impl Runner {
             )));
         };
         info!(vault = %id.name, value, "onboarding a newly tagged vault");
-        Ok(self
-            .config
-            .discovered_target(id.clone(), value)
-            .map_err(|err| (id, err.to_string())))
+        Ok(match self.config.discovered_target(id.clone(), value) {
+            Ok(target) => Onboarded::Target(Box::new(target)),
+            Err(err) => Onboarded::Invalid(id, err.to_string()),
+        })
     }
 }

@@ -1,0 +1,85 @@
+//! Why a run could not start or fetch its input, and what that means for the caller. Per-vault
+//! failures are not run errors; they are outcomes in the report.
+
+use crate::core::service_tags::Cloud;
+use crate::reconcile::ErrorKind;
+use crate::source::SourceError;
+use crate::state::StateError;
+
+/// Why a run could not start or fetch its input. Per-vault failures are not errors; they are
+/// outcomes in the report.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Credential(String),
+    #[error("the ARM endpoint: {0}")]
+    Endpoint(crate::azure::EndpointError),
+    #[error("fetching service tags: {0}")]
+    Source(SourceError),
+    #[error("no vaults configured (give --vault / TAGFENCE_VAULTS, a configuration file, or --discover-subscription / --discover-management-group)")]
+    NoVaults,
+    #[error("unknown vault '{0}': not one of the managed vaults (listed or discovered)")]
+    UnknownVault(String),
+    #[error("vault {vault} is not managed: {reason}")]
+    NotManaged { vault: String, reason: String },
+    #[error("discovering vaults: {0}")]
+    Discovery(String),
+    #[error("setting up the state in {spec}: {detail}")]
+    StateSetup { spec: String, detail: String },
+    #[error("reading or writing the state: {0}")]
+    State(StateError),
+    #[error("the service tags from {origin} have change number {found}, older than {applied}, the last one applied to the {cloud} cloud; refusing to go back (a stale mirror or cache?). Rerun with --allow-older (TAGFENCE_ALLOW_OLDER) if this is intended")]
+    Older {
+        origin: String,
+        cloud: Cloud,
+        found: u64,
+        applied: u64,
+    },
+}
+
+// The causes are part of the messages above and not exposed as sources, so that an edge that
+// prints a chain prints each cause once.
+impl From<crate::azure::EndpointError> for RunError {
+    fn from(err: crate::azure::EndpointError) -> Self {
+        RunError::Endpoint(err)
+    }
+}
+
+impl From<SourceError> for RunError {
+    fn from(err: SourceError) -> Self {
+        RunError::Source(err)
+    }
+}
+
+impl From<StateError> for RunError {
+    fn from(err: StateError) -> Self {
+        RunError::State(err)
+    }
+}
+
+impl RunError {
+    /// What the failure means for the caller (see `run::policy`).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RunError::Credential(_)
+            | RunError::Endpoint(_)
+            | RunError::NoVaults
+            | RunError::StateSetup { .. } => ErrorKind::NotConfigured,
+            RunError::Source(err) => match err {
+                SourceError::Azure(err) => ErrorKind::of_azure(err),
+                // A path given that cannot be read: the setting is wrong.
+                SourceError::File { .. } => ErrorKind::NotConfigured,
+                // Microsoft's download page changed shape.
+                SourceError::NoLink { .. } => ErrorKind::Unavailable,
+                // A document that fails validation is refused; nothing is written from it.
+                SourceError::Invalid { .. }
+                | SourceError::WrongCloud { .. }
+                | SourceError::TooSmall { .. } => ErrorKind::Refused,
+            },
+            RunError::UnknownVault(_) | RunError::NotManaged { .. } => ErrorKind::BadRequest,
+            RunError::Discovery(_) => ErrorKind::Unavailable,
+            RunError::State(err) => ErrorKind::of_state(err),
+            RunError::Older { .. } => ErrorKind::Refused,
+        }
+    }
+}
