@@ -30,7 +30,7 @@ use crate::core::plan::{self, PlanInput, TagGuard};
 use crate::core::profiles;
 use crate::core::render;
 use crate::core::service_tags::{Cloud, ServiceTags};
-use crate::run::{RunRequest, Runner};
+use crate::run::{policy, RunRequest, Runner};
 use crate::server;
 
 /// Keeps Azure Key Vault firewalls in step with Azure Service Tags.
@@ -167,6 +167,32 @@ impl From<CloudArg> for Cloud {
             CloudArg::AzurePublic => Cloud::Public,
             CloudArg::AzureUsGovernment => Cloud::AzureGovernment,
             CloudArg::AzureChina => Cloud::AzureChina,
+        }
+    }
+}
+
+/// The credential, as the flag spells it (`auto`, `managed-identity`, `workload-identity`,
+/// `developer-tools`); each value's help repeats its [`CredentialKind`]'s doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum CredentialArg {
+    /// Managed identity in Functions/App Service, else workload identity, else developer tools.
+    #[default]
+    Auto,
+    /// The managed identity (App Service endpoint when present, else IMDS).
+    ManagedIdentity,
+    /// Workload identity federation (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`).
+    WorkloadIdentity,
+    /// `az login` or `azd auth login` on a developer machine.
+    DeveloperTools,
+}
+
+impl From<CredentialArg> for CredentialKind {
+    fn from(arg: CredentialArg) -> Self {
+        match arg {
+            CredentialArg::Auto => CredentialKind::Auto,
+            CredentialArg::ManagedIdentity => CredentialKind::ManagedIdentity,
+            CredentialArg::WorkloadIdentity => CredentialKind::WorkloadIdentity,
+            CredentialArg::DeveloperTools => CredentialKind::DeveloperTools,
         }
     }
 }
@@ -368,8 +394,8 @@ pub struct RunArgs {
     pub download_page_url: Option<String>,
 
     /// Which credential to use.
-    #[arg(long, value_enum, env = "TAGFENCE_CREDENTIAL", default_value_t = CredentialKind::Auto)]
-    pub credential: CredentialKind,
+    #[arg(long, value_enum, env = "TAGFENCE_CREDENTIAL", default_value_t = CredentialArg::Auto)]
+    pub credential: CredentialArg,
 
     /// Refuse a Service Tags document with fewer tags [default: 1000 Public, 100 Government,
     /// 20 China].
@@ -584,7 +610,7 @@ impl RunArgs {
             cloud: given(Key::Cloud).then(|| self.cloud.into()),
             arm_endpoint: self.arm_endpoint.clone(),
             download_page_url: self.download_page_url.clone(),
-            credential: given(Key::Credential).then_some(self.credential),
+            credential: given(Key::Credential).then_some(self.credential.into()),
             min_service_tags: self.min_service_tags,
             concurrency: given(Key::Concurrency).then_some(self.concurrency),
             http_timeout_secs: given(Key::HttpTimeoutSecs).then_some(self.http_timeout_secs),
@@ -791,10 +817,10 @@ fn run_apply(args: &ApplyArgs, origins: Origins) -> Result<ExitCode> {
         }
     };
     write_stdout(&text)?;
-    Ok(if report.failures() > 0 {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
+    // The exit code of a refused or failed vault is the error policy's, as the HTTP status is.
+    Ok(match report.error_kind() {
+        Some(kind) => ExitCode::from(policy::disposition(kind).exit_code),
+        None => ExitCode::SUCCESS,
     })
 }
 
@@ -1139,6 +1165,20 @@ mod tests {
         assert_eq!(origin(Key::Concurrency), None);
         assert_eq!(settings.limits.max_rules, Some(5));
         assert_eq!(settings.config_file, Some(PathBuf::from("t.toml")));
+    }
+
+    #[test]
+    fn every_credential_spelling_names_its_kind() {
+        for (flag, kind) in [
+            ("auto", CredentialKind::Auto),
+            ("managed-identity", CredentialKind::ManagedIdentity),
+            ("workload-identity", CredentialKind::WorkloadIdentity),
+            ("developer-tools", CredentialKind::DeveloperTools),
+        ] {
+            let settings = apply_settings(&["--tag", "X", "--credential", flag]);
+            assert_eq!(settings.credential, Some(kind), "{flag}");
+        }
+        assert_eq!(apply_settings(&["--tag", "X"]).credential, None);
     }
 
     #[test]
