@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use url::Url;
 
+use super::error::ConfigError;
 use super::settings::{Settings, DEFAULT_SOURCE};
-use super::ConfigError;
 use crate::azure::{self, CloudEndpoints};
 use crate::core::service_tags::Cloud;
 use crate::source::SourceSpec;

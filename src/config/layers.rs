@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+use super::error::ConfigError;
 use super::settings::{Key, Origin, Origins, Settings};
-use super::{ConfigError, Safety};
+use super::vault::Safety;
 use crate::core::desired::{FitMode, Limits};
 use crate::core::fit::Slash31;
 

@@ -30,12 +30,17 @@
 //!
 //! # Layout
 //!
+//! Lowest first: each module uses only the ones listed before it, never this one, which
+//! validates [`Settings`] into a [`Config`] with them and re-exports what callers use.
+//!
 //! - [`settings`]: [`Settings`], the input, and where each setting came from ([`Origins`]).
-//! - `layers`: the TOML file and the layering of per-vault settings.
-//! - `targets`: the listed vaults and discovery.
-//! - `endpoints`: the URLs (ARM, download page, Service Tags source, notifications).
-//! - `state`: where the state lives.
 //! - `error`: [`ConfigError`].
+//! - `vault`: what a validated vault target holds ([`VaultTarget`], [`Safety`],
+//!   [`TargetSource`]).
+//! - `endpoints`: the URLs (ARM, download page, Service Tags source, notifications).
+//! - `state`: where the state lives ([`StateSpec`]).
+//! - `layers`: the TOML file and the layering of per-vault settings.
+//! - `targets`: the listed vaults and discovery ([`Discovery`]).
 
 mod endpoints;
 mod error;
@@ -43,8 +48,8 @@ mod layers;
 pub mod settings;
 mod state;
 mod targets;
+mod vault;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use url::Url;
@@ -53,7 +58,6 @@ use crate::azure::auth::CredentialKind;
 use crate::azure::budget::BudgetLimits;
 use crate::azure::pipeline::HttpOptions;
 use crate::azure::{CloudEndpoints, VaultId};
-use crate::core::desired::{Limits, Selection};
 use crate::core::service_tags::Cloud;
 use crate::source::{self, SourceSpec};
 
@@ -65,90 +69,12 @@ pub use settings::{
     DEFAULT_HTTP_MAX_RETRIES, DEFAULT_HTTP_RETRY_DELAY_MS, DEFAULT_HTTP_TIMEOUT_SECS,
     DEFAULT_SOURCE, DEFAULT_STATE_CONTAINER,
 };
+pub use state::StateSpec;
+pub use targets::Discovery;
+pub use vault::{Safety, TargetSource, VaultTarget};
 
 /// A grace window longer than this is surely a typo (a tag changes every few weeks at most).
 pub const MAX_GRACE_DAYS: u32 = 90;
-
-/// Where and how vaults are discovered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Discovery {
-    pub subscriptions: Vec<String>,
-    pub management_groups: Vec<String>,
-    /// The tag that marks a vault.
-    pub tag: String,
-}
-
-/// How a target came to be managed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetSource {
-    /// Listed in the configuration.
-    Listed,
-    /// Found by its discovery tag, with this value.
-    Discovered { tag: String, value: String },
-}
-
-/// Where tagfence keeps its state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateSpec {
-    /// A directory (CLI).
-    Dir(PathBuf),
-    /// A blob container, reached with the run's credential.
-    Blob {
-        container_url: Url,
-        /// Extra trusted CA (PEM file).
-        ca_file: Option<PathBuf>,
-    },
-}
-
-impl std::fmt::Display for StateSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StateSpec::Dir(dir) => write!(f, "the directory {}", dir.display()),
-            StateSpec::Blob { container_url, .. } => {
-                write!(f, "the blob container {container_url}")
-            }
-        }
-    }
-}
-
-/// What a vault's writes may do beyond the safe defaults, and how far its tags may shrink.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Safety {
-    /// Claim the rules on the vault that equal desired rules (`--adopt-existing`).
-    pub adopt_existing: bool,
-    /// Initialise a firewall that was never configured (`--init-firewall`).
-    pub init_firewall: bool,
-    /// Trust a read that lacks most of tagfence's confirmed rules (`--accept-missing-rules`).
-    pub accept_missing_rules: bool,
-    /// The largest fraction of a selected tag's prefixes that may go between two applied
-    /// documents (`--max-tag-shrink`).
-    pub max_tag_shrink: f64,
-    /// Tags allowed to shrink or empty anyway (`--allow-tag-shrink`).
-    pub allow_tag_shrink: Vec<String>,
-}
-
-impl Default for Safety {
-    fn default() -> Self {
-        Safety {
-            adopt_existing: false,
-            init_firewall: false,
-            accept_missing_rules: false,
-            max_tag_shrink: crate::core::plan::DEFAULT_MAX_TAG_SHRINK,
-            allow_tag_shrink: Vec::new(),
-        }
-    }
-}
-
-/// One vault to reconcile and how.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VaultTarget {
-    pub id: VaultId,
-    pub selection: Selection,
-    pub limits: Limits,
-    pub prune: bool,
-    pub safety: Safety,
-    pub source: TargetSource,
-}
 
 /// A validated run configuration.
 #[derive(Debug, Clone)]
@@ -303,8 +229,10 @@ fn http_options(settings: &Settings) -> HttpOptions {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
-    use crate::core::desired::FitMode;
+    use crate::core::desired::{FitMode, Limits};
 
     const KV_A: &str =
         "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a";

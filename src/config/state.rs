@@ -1,12 +1,38 @@
 //! Where the state lives: a directory, a blob container named by URL, or the Function App's own
 //! storage; or nowhere.
 
+use std::path::PathBuf;
+
 use url::Url;
 
 use super::endpoints::given;
+use super::error::ConfigError;
 use super::settings::{Settings, DEFAULT_STATE_CONTAINER};
-use super::{ConfigError, StateSpec};
 use crate::core::service_tags::Cloud;
+
+/// Where tagfence keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateSpec {
+    /// A directory (CLI).
+    Dir(PathBuf),
+    /// A blob container, reached with the run's credential.
+    Blob {
+        container_url: Url,
+        /// Extra trusted CA (PEM file).
+        ca_file: Option<PathBuf>,
+    },
+}
+
+impl std::fmt::Display for StateSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateSpec::Dir(dir) => write!(f, "the directory {}", dir.display()),
+            StateSpec::Blob { container_url, .. } => {
+                write!(f, "the blob container {container_url}")
+            }
+        }
+    }
+}
 
 /// A blob endpoint the settings name, before it is checked.
 struct BlobEndpoint {

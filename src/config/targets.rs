@@ -1,12 +1,22 @@
 //! The vaults to reconcile: those listed (flags and environment, the file's `vaults`, its
 //! `[[vault]]` entries), and where tagged vaults are discovered.
 
+use super::error::ConfigError;
 use super::layers::{file_origin, ConfigFile, Resolved};
 use super::settings::{Key, Settings, DEFAULT_DISCOVERY_TAG};
-use super::{ConfigError, Discovery, TargetSource, VaultTarget};
+use super::vault::{TargetSource, VaultTarget};
 use crate::azure::{self, VaultId};
 use crate::core::desired::{self, Selection};
 use crate::core::profiles;
+
+/// Where and how vaults are discovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    pub subscriptions: Vec<String>,
+    pub management_groups: Vec<String>,
+    /// The tag that marks a vault.
+    pub tag: String,
+}
 
 /// The listed vaults, each with its settings: the defaults, or for a `[[vault]]` entry its own
 /// settings over them.

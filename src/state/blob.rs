@@ -25,7 +25,7 @@ use futures::StreamExt;
 use tokio::sync::OnceCell;
 use url::Url;
 
-use super::{Hold, Lock, RenewError, Renewal, StateError, Store, LOCK_TTL};
+use super::store::{Hold, Lock, RenewError, Renewal, StateError, Store, LOCK_TTL};
 
 /// The lease durations Blob storage accepts (besides infinite, which tagfence never takes).
 const MIN_LEASE: Duration = Duration::from_secs(15);

@@ -4,7 +4,7 @@
 //! per write, so concurrent writers never share one) and renamed, so a crash never leaves half a
 //! document; a failed write removes its temporary file. The lock is a file created exclusively
 //! holding a token unique to its holder; a lock file not renewed (touched) for the lock's TTL
-//! ([`super::LOCK_TTL`] by default) is taken to belong to a process that died, and is taken over.
+//! ([`LOCK_TTL`] by default) is taken to belong to a process that died, and is taken over.
 
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 
-use super::{Hold, Lock, RenewError, Renewal, StateError, Store, LOCK_TTL};
+use super::store::{Hold, Lock, RenewError, Renewal, StateError, Store, LOCK_TTL};
 
 /// State in a directory.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::VAULT_STATE_FORMAT;
+use super::format::{cloud_name, optional_cloud_name, rfc3339, VAULT_STATE_FORMAT};
 use crate::azure::VaultId;
 use crate::core::desired::{DesiredRules, Dropped, Origin, RuleInfo, SelectedTag};
 use crate::core::service_tags::Cloud;
@@ -529,81 +529,6 @@ pub struct RunRecord {
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
-}
-
-/// Timestamps as every state document writes them: RFC 3339 in UTC to the millisecond
-/// (`2026-12-07T12:25:08.907Z`, [`super::timestamp`]). Finer precision is cut on writing, so a
-/// value that will be compared with what is read back is made with [`super::stored_time`];
-/// any RFC 3339 timestamp is read.
-pub(super) mod rfc3339 {
-    use chrono::{DateTime, Utc};
-    use serde::de::Error as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, out: S) -> Result<S::Ok, S::Error> {
-        out.serialize_str(&super::super::timestamp(*at))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<DateTime<Utc>, D::Error> {
-        let text = String::deserialize(input)?;
-        super::super::parse_timestamp(&text)
-            .ok_or_else(|| D::Error::custom(format!("'{text}' is not an RFC 3339 timestamp")))
-    }
-}
-
-/// A cloud as the state writes it: `Public`, `AzureGovernment` or `AzureChina` (the names the
-/// state has always used, fixed here rather than taken from the core's `Cloud`).
-pub(super) mod cloud_name {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use crate::core::service_tags::Cloud;
-
-    pub(super) fn name(cloud: Cloud) -> &'static str {
-        match cloud {
-            Cloud::Public => "Public",
-            Cloud::AzureGovernment => "AzureGovernment",
-            Cloud::AzureChina => "AzureChina",
-        }
-    }
-
-    pub(super) fn parse<E: serde::de::Error>(name: &str) -> Result<Cloud, E> {
-        match name {
-            "Public" => Ok(Cloud::Public),
-            "AzureGovernment" => Ok(Cloud::AzureGovernment),
-            "AzureChina" => Ok(Cloud::AzureChina),
-            other => Err(E::custom(format!(
-                "unknown cloud '{other}' (expected Public, AzureGovernment or AzureChina)"
-            ))),
-        }
-    }
-
-    pub fn serialize<S: Serializer>(cloud: &Cloud, out: S) -> Result<S::Ok, S::Error> {
-        out.serialize_str(name(*cloud))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Cloud, D::Error> {
-        parse::<D::Error>(&String::deserialize(input)?)
-    }
-}
-
-/// [`cloud_name`] for a cloud that may be missing (`null`).
-pub(super) mod optional_cloud_name {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use crate::core::service_tags::Cloud;
-
-    pub fn serialize<S: Serializer>(cloud: &Option<Cloud>, out: S) -> Result<S::Ok, S::Error> {
-        match cloud {
-            Some(cloud) => out.serialize_some(super::cloud_name::name(*cloud)),
-            None => out.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Option<Cloud>, D::Error> {
-        Option::<String>::deserialize(input)?
-            .map(|name| super::cloud_name::parse::<D::Error>(&name))
-            .transpose()
-    }
 }
 
 #[cfg(test)]

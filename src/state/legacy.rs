@@ -16,10 +16,10 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 
 use super::documents::{
-    cloud_name, rfc3339, AppliedRule, AppliedRules, AppliedState, DroppedPrefixes, LastRun,
-    RecordedOutcome, RecordedTag, RuleOrigin, UncheckedRules, VaultState,
+    AppliedRule, AppliedRules, AppliedState, DroppedPrefixes, LastRun, RecordedOutcome,
+    RecordedTag, RuleOrigin, UncheckedRules, VaultState,
 };
-use super::VAULT_STATE_FORMAT;
+use super::format::{cloud_name, rfc3339, VAULT_STATE_FORMAT};
 use crate::core::service_tags::Cloud;
 
 /// A vault document of format 1 or 2 (format 1 lacks the fields format 2 added; each has a
