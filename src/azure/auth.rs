@@ -26,7 +26,7 @@ use azure_identity::{
 use super::pipeline::{error_chain, RefusedToken};
 
 /// Which credential to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CredentialKind {
     /// Managed identity in Functions/App Service, else workload identity, else developer tools.
