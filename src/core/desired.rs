@@ -242,6 +242,30 @@ pub fn close_names(doc: &ServiceTags, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every tag a selection and its limits name that `doc` does not hold (selected tags, then
+/// envelope tags), each once, with suggestions: a run checks its listed vaults with this before
+/// it reads any vault, so that a typo is reported once, not once per vault.
+pub fn unknown_tags(doc: &ServiceTags, selection: &Selection, limits: &Limits) -> Vec<DesireError> {
+    let mut unknown: Vec<DesireError> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    let names = selection
+        .tags
+        .iter()
+        .map(|n| (n, false))
+        .chain(limits.envelope.iter().map(|n| (n, true)));
+    for (name, envelope) in names {
+        let name = name.trim();
+        if doc.find(name).is_some() || seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        seen.push(name.to_owned());
+        if let Err(err) = resolve(doc, &[name.to_owned()], envelope) {
+            unknown.push(err);
+        }
+    }
+    unknown
+}
+
 fn resolve<'d>(
     doc: &'d ServiceTags,
     names: &[String],
@@ -556,6 +580,40 @@ mod tests {
 
     fn strings(nets: &[Ipv4Net]) -> Vec<String> {
         nets.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn unknown_tags_are_named_once_each_with_suggestions_selected_before_envelope() {
+        let selection = select(&["AzureDevOpz", "azuredevops", "azuredevopz", "Nope"], &[]);
+        let limits = Limits {
+            envelope: vec!["AzureCloud.westeurope".into(), "AzureCloud.Atlantis".into()],
+            ..Limits::default()
+        };
+        let unknown = unknown_tags(&doc(), &selection, &limits);
+        let names: Vec<(&str, bool)> = unknown
+            .iter()
+            .map(|e| match e {
+                DesireError::UnknownTag { name, .. } => (name.as_str(), false),
+                DesireError::UnknownEnvelopeTag { name, .. } => (name.as_str(), true),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("AzureDevOpz", false),
+                ("Nope", false),
+                ("AzureCloud.Atlantis", true)
+            ]
+        );
+        assert!(
+            unknown[0].to_string().contains("AzureDevOps"),
+            "{}",
+            unknown[0]
+        );
+        assert!(
+            unknown_tags(&doc(), &select(&["AzureDevOps"], &[]), &Limits::default()).is_empty()
+        );
     }
 
     #[test]

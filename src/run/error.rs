@@ -16,6 +16,13 @@ pub enum RunError {
     Endpoint(crate::azure::EndpointError),
     #[error("fetching service tags: {0}")]
     Source(SourceError),
+    /// Listed vaults select tags the document does not hold: reported once, before any vault
+    /// is read.
+    #[error("the configured selection names tags that change {change_number} of the Service Tags does not hold: {}; nothing read or written", .problems.join("; "))]
+    UnknownTags {
+        change_number: u64,
+        problems: Vec<String>,
+    },
     #[error("no vaults configured (give --vault / TAGFENCE_VAULTS, a configuration file, or --discover-subscription / --discover-management-group)")]
     NoVaults,
     #[error("unknown vault '{0}': not one of the managed vaults (listed or discovered)")]
@@ -62,6 +69,7 @@ impl RunError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             RunError::Credential(_)
+            | RunError::UnknownTags { .. }
             | RunError::Endpoint(_)
             | RunError::NoVaults
             | RunError::StateSetup { .. } => ErrorKind::NotConfigured,

@@ -20,7 +20,9 @@ use super::targets::{Resolver, Targets};
 use crate::azure::arm::ArmClient;
 use crate::azure::auth::{self, IdentityEnv};
 use crate::azure::VaultId;
-use crate::config::{Config, StateSpec, VaultTarget};
+use crate::config::{Config, StateSpec, TargetSource, VaultTarget};
+use crate::core::desired;
+use crate::core::service_tags::ServiceTags;
 use crate::notify::Notifier;
 use crate::reconcile::{Outcome, ReconcileError, Reconciler, RunContext, VaultReport};
 use crate::source::{Fetched, Fetcher};
@@ -171,6 +173,7 @@ impl Runner {
     ) -> Result<RunReport, RunError> {
         let Targets { targets, invalid } = self.resolve_targets(request).await?;
         let fetched = self.fetch().await?;
+        check_selections(&fetched.tags, &targets)?;
         let prepared = match &self.state {
             Some(state) => prepare(&self.config, state, &fetched, targets, request, now).await?,
             None => Prepared {
@@ -362,4 +365,33 @@ fn open_state(
             Ok(State::new(Arc::new(store)))
         }
     }
+}
+
+/// Refuses the run when a listed vault selects a tag the document does not hold, naming each
+/// unknown tag once with the vaults that select it. Discovered vaults are left to their own
+/// plans: one vault's tag value must not stop the others.
+fn check_selections(doc: &ServiceTags, targets: &[VaultTarget]) -> Result<(), RunError> {
+    let mut problems: Vec<(String, Vec<String>)> = Vec::new();
+    for target in targets {
+        if !matches!(target.source, TargetSource::Listed) {
+            continue;
+        }
+        for unknown in desired::unknown_tags(doc, &target.selection, &target.limits) {
+            let text = unknown.to_string();
+            match problems.iter_mut().find(|(known, _)| *known == text) {
+                Some((_, vaults)) => vaults.push(target.id.name.clone()),
+                None => problems.push((text, vec![target.id.name.clone()])),
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(RunError::UnknownTags {
+        change_number: doc.change_number,
+        problems: problems
+            .into_iter()
+            .map(|(text, vaults)| format!("{text} (selected by {})", vaults.join(", ")))
+            .collect(),
+    })
 }
