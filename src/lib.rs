@@ -8,16 +8,8 @@
 //!
 //! # Layout
 //!
-//! - [`core`]: the pure pipeline (parse → select → normalise → collapse → fit → plan → render).
-//! - [`azure`]: the Azure shell: credentials, the ARM client, endpoints.
-//! - [`source`]: where the Service Tags come from (Discovery API, download page, file, URL).
-//! - [`config`]: flags, environment and TOML file → a validated run configuration.
-//! - [`state`]: what is remembered between runs (last-applied rules, snapshots, run records), in
-//!   Blob storage or a directory.
-//! - [`reconcile`]: observe → plan → guard → act → verify → record, per vault.
-//! - [`run`]: one run over the configured vaults, and its report.
-//! - [`server`]: the Azure Functions custom handler (`tagfence serve`).
-//! - [`cli`]: the `tagfence` command line: arguments, file reading, output and exit codes.
+//! `ARCHITECTURE.md`, at the repository root, lists the layers (from the pure `core` up to
+//! `cli`), follows one run through them and says where each invariant lives.
 
 pub mod azure;
 pub mod cli;
