@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     // The pure core: no I/O.
     &["core"],
-    // The Azure shell: the pipeline every call goes through, credentials, the typed ARM client.
+    // The Azure shell: the HTTP pipeline, credentials, the typed ARM client.
     &["azure"],
     // What the shell serves: where the Service Tags come from, what is remembered, where
     // messages go.

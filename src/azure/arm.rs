@@ -95,6 +95,9 @@ pub struct ArmClient {
     options: HttpOptions,
     /// Shared by every clone: one budget per subscription for the whole process.
     budget: Arc<WriteBudget>,
+    /// The credential and scope of the pipelines, to check that a token can be had at all.
+    credential: Arc<dyn TokenCredential>,
+    scope: String,
 }
 
 impl ArmClient {
@@ -115,11 +118,35 @@ impl ArmClient {
         };
         Ok(ArmClient {
             write_pipeline: pipeline::pipeline(Some((credential.clone(), scope.clone())), &once),
-            pipeline: pipeline::pipeline(Some((credential, scope)), &options),
+            pipeline: pipeline::pipeline(Some((credential.clone(), scope.clone())), &options),
+            credential,
+            scope,
             endpoint,
             options,
             budget: Arc::new(WriteBudget::default()),
         })
+    }
+
+    /// Gets a token for ARM once, so that a credential that cannot give one (no `az login`, no
+    /// managed identity) is reported once for the run rather than once per vault.
+    ///
+    /// # Errors
+    /// [`AzureError::Token`], on one line.
+    pub async fn check_token(&self) -> Result<(), AzureError> {
+        let deadline = self.options.call_timeout;
+        let scopes = [self.scope.as_str()];
+        let got = tokio::time::timeout(deadline, self.credential.get_token(&scopes, None));
+        match got.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(AzureError::Token {
+                operation: "signing in to Azure Resource Manager".to_owned(),
+                detail: pipeline::error_chain(&err),
+            }),
+            Err(_) => Err(AzureError::Timeout {
+                operation: "signing in to Azure Resource Manager".to_owned(),
+                seconds: deadline.as_secs(),
+            }),
+        }
     }
 
     /// The same client with its own write budget of `limits` (ARM's by default).

@@ -1,6 +1,7 @@
-//! The Azure shell: credentials, endpoints, the pipeline every outbound call goes through and
-//! the small typed ARM client. Every ARM call goes through [`arm`]; every outbound HTTP call of
-//! tagfence (ARM, Blob storage, the Service Tags download, webhooks) through [`pipeline`].
+//! The Azure shell: credentials, endpoints, the `azure_core` pipeline and the small typed ARM
+//! client. Every ARM call goes through [`arm`], and with the Service Tags download through
+//! [`pipeline`]; Blob storage uses `azure_storage_blob`'s own pipeline (over the same TLS
+//! settings, `state::blob`), and webhooks are posted by `notify` with the same retry rules.
 //!
 //! - [`auth`]: choosing and building the `azure_identity` credential.
 //! - [`pipeline`]: the `azure_core` pipeline shared by every call (retries honouring

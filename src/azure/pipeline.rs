@@ -1,5 +1,6 @@
-//! The HTTP pipeline every outbound call goes through (ARM, Blob storage, the Service Tags
-//! download, webhooks), and its error type.
+//! The HTTP pipeline of every ARM call and of the Service Tags download, and its error type.
+//! Blob storage and webhooks share its options (`HttpOptions`), its reading of `Retry-After`
+//! and `error_chain`.
 //!
 //! Built on `azure_core`'s `Pipeline`, whose retry policy retries 408, 429 and 5xx responses and
 //! transport failures with exponential back-off and honours `Retry-After` (and
@@ -557,6 +558,11 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
             text.push_str(&cause_text);
         }
         source = cause.source();
+    }
+    // One line: some causes (the developer-tools credential's, listing every tool it tried)
+    // span several, and a message is printed once, on one line.
+    if text.contains('\n') {
+        text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     }
     text
 }

@@ -1,6 +1,7 @@
 //! Why a run could not start or fetch its input, and what that means for the caller. Per-vault
 //! failures are not run errors; they are outcomes in the report.
 
+use crate::azure::pipeline::{self, AzureError};
 use crate::core::service_tags::Cloud;
 use crate::reconcile::ErrorKind;
 use crate::source::SourceError;
@@ -12,6 +13,8 @@ use crate::state::StateError;
 pub enum RunError {
     #[error("{0}")]
     Credential(String),
+    #[error("{}", pipeline::error_chain(.0))]
+    SignIn(AzureError),
     #[error("the ARM endpoint: {0}")]
     Endpoint(crate::azure::EndpointError),
     #[error("fetching service tags: {0}")]
@@ -86,6 +89,7 @@ impl RunError {
             },
             RunError::UnknownVault(_) | RunError::NotManaged { .. } => ErrorKind::BadRequest,
             RunError::Discovery(_) => ErrorKind::Unavailable,
+            RunError::SignIn(err) => ErrorKind::of_azure(err),
             RunError::State(err) => ErrorKind::of_state(err),
             RunError::Older { .. } => ErrorKind::Refused,
         }

@@ -185,6 +185,10 @@ impl Runner {
         for warning in &prepared.warnings {
             warn!(%warning);
         }
+        if !prepared.targets.is_empty() {
+            // A credential that cannot sign in fails every vault alike: said once.
+            self.arm.check_token().await.map_err(RunError::SignIn)?;
+        }
         let mut vaults = self
             .reconciler
             .reconcile_all(
