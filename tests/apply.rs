@@ -10,8 +10,10 @@ use tagfence::azure::pipeline::AzureError;
 use tagfence::config::{Config, SelectionSettings, Settings};
 use tagfence::core::desired::DesireError;
 use tagfence::core::plan::PlanError;
+use tagfence::core::service_tags::Cloud;
 use tagfence::reconcile::{AzureStep, ErrorKind, Outcome, ReconcileError};
-use tagfence::run::{RunRequest, Runner};
+use tagfence::run::{RunError, RunRequest, Runner};
+use tagfence::source::SourceError;
 use tagfence_emulator::{Fault, FaultKind, Route};
 
 const MANUAL_RULE: &str = "52.174.10.20/32";
@@ -207,6 +209,7 @@ async fn repeated_server_errors_fail_that_vault_only_and_leave_it_unchanged() {
         "{error:?}"
     );
     assert_eq!(error.kind(), ErrorKind::Unavailable);
+    // What the operator reads: the step, the vault and ARM's own answer, on one line.
     assert_eq!(
         error.to_string(),
         "writing the firewall of vault kv-prod: ServiceUnavailable: The service is temporarily unavailable. (HTTP 503)"
@@ -252,6 +255,8 @@ async fn an_over_limit_exact_fit_is_refused_before_any_write() {
         ),
         "{reason:?}"
     );
+    assert_eq!(reason.kind(), ErrorKind::Refused);
+    // What the operator reads: the counts, and the two ways out.
     assert_eq!(
         reason.to_string(),
         "the selection needs 2691 rules but only 999 of the vault's 1000 are free (1 are held by rules tagfence keeps); select fewer tags or use --fit summarize"
@@ -274,20 +279,42 @@ async fn a_missing_or_forbidden_vault_fails_alone() {
         ),
     );
     let report = runner.run(&RunRequest::default()).await.unwrap();
-    let errors: Vec<String> = report
-        .vaults
-        .iter()
-        .map(|v| match &v.outcome {
-            Outcome::Failed(error) => error.to_string(),
-            other => format!("{other:?}"),
-        })
-        .collect();
-    assert!(errors[0].starts_with("reading vault kv-gone: ResourceNotFound: The Resource 'Microsoft.KeyVault/vaults/kv-gone' under resource group 'rg-secrets' was not found."), "{}", errors[0]);
+    // Each fails on its first read, with ARM's answer; neither is retried into success.
+    let failed_read = |index: usize| match &report.vaults[index].outcome {
+        Outcome::Failed(
+            error @ ReconcileError::Azure {
+                step: AzureStep::Observe,
+                error: AzureError::Api { .. },
+            },
+        ) => error.clone(),
+        other => panic!("vault {index} should fail on its first read: {other:?}"),
+    };
+    let gone = failed_read(0);
     assert!(
-        errors[1].starts_with("reading vault kv-locked: AuthorizationFailed: "),
-        "{}",
-        errors[1]
+        matches!(
+            &gone,
+            ReconcileError::Azure {
+                error: AzureError::Api { operation, status: 404, code, message },
+                ..
+            } if operation == "reading vault kv-gone"
+                && code == "ResourceNotFound"
+                && message == "The Resource 'Microsoft.KeyVault/vaults/kv-gone' under resource group 'rg-secrets' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+        ),
+        "{gone:?}"
     );
+    assert_eq!(gone.kind(), ErrorKind::Rejected);
+    let locked = failed_read(1);
+    assert!(
+        matches!(
+            &locked,
+            ReconcileError::Azure {
+                error: AzureError::Api { operation, status: 403, code, .. },
+                ..
+            } if operation == "reading vault kv-locked" && code == "AuthorizationFailed"
+        ),
+        "{locked:?}"
+    );
+    assert_eq!(locked.kind(), ErrorKind::Rejected);
     assert_eq!(report.vaults[2].outcome, Outcome::Applied);
     emulator.shutdown().await;
 }
@@ -329,12 +356,19 @@ async fn a_document_for_another_cloud_or_too_small_is_refused_before_any_vault_i
     let err = runner(&emulator, &args)
         .run(&RunRequest::default())
         .await
-        .unwrap_err()
-        .to_string();
+        .unwrap_err();
     assert!(
-        err.ends_with("are for the Public cloud, not AzureGovernment"),
-        "{err}"
+        matches!(
+            err,
+            RunError::Source(SourceError::WrongCloud {
+                found: Cloud::Public,
+                expected: Cloud::AzureGovernment,
+                ..
+            })
+        ),
+        "{err:?}"
     );
+    assert_eq!(err.kind(), ErrorKind::Refused);
 
     let small = std::env::temp_dir().join(format!("tagfence-small-{}.json", std::process::id()));
     std::fs::write(&small, r#"{"changeNumber": 1, "cloud": "Public", "values": [{"name": "AzureDevOps", "properties": {"changeNumber": 1, "addressPrefixes": ["20.37.158.0/23"]}}]}"#).unwrap();
@@ -343,9 +377,20 @@ async fn a_document_for_another_cloud_or_too_small_is_refused_before_any_vault_i
     let err = runner(&emulator, &args)
         .run(&RunRequest::default())
         .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.ends_with("list only 1 tags, fewer than the 1000 a complete Public document has; refusing a truncated or partial document"), "{err}");
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RunError::Source(SourceError::TooSmall {
+                tags: 1,
+                minimum: 1000,
+                cloud: Cloud::Public,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Refused);
     assert!(vault_routes(&emulator, "kv-prod").is_empty());
     std::fs::remove_file(small).unwrap();
     emulator.shutdown().await;

@@ -110,6 +110,9 @@ async fn tagged_vaults_are_found_and_their_tag_says_what_to_allow() {
     // An invalid value is refused, naming the tag, the value and the problem; nothing written.
     let bad = outcome_of(&report, "kv-bad");
     assert_eq!(bad["outcome"]["status"], "refused");
+    assert_eq!(bad["outcome"]["kind"], "refused");
+    // The reason is text in the type too (`ReconcileError::InvalidTarget`), and what the
+    // operator reads to fix the tag.
     assert_eq!(
         bad["outcome"]["reason"],
         "its tag tagfence='hosted-agents:mars': vault kv-bad: unknown geography 'mars' in profile 'hosted-agents:mars'; known: united-states, europe, united-kingdom, canada, brazil, australia, asia-pacific, india, france"
@@ -208,6 +211,8 @@ async fn a_vault_whose_tag_changed_since_discovery_is_skipped_not_written() {
         .discovered_target(vault_id("kv-a").parse().unwrap(), "AzureDevOps")
         .unwrap();
     let report = reconciler.reconcile_vault(&stale, run).await;
+    // A skip carries its reason as text only: the message is the one way to tell a changed tag
+    // from a removed one.
     assert_eq!(
         report.outcome,
         Outcome::Skipped {
@@ -222,10 +227,11 @@ async fn a_vault_whose_tag_changed_since_discovery_is_skipped_not_written() {
         .discovered_target(vault_id("kv-a").parse().unwrap(), "hosted-agents:uk")
         .unwrap();
     let report = reconciler.reconcile_vault(&current, run).await;
-    assert!(
-        matches!(&report.outcome, Outcome::Skipped { reason } if reason.starts_with("it no longer carries the tag 'tagfence'")),
-        "{:?}",
-        report.outcome
+    assert_eq!(
+        report.outcome,
+        Outcome::Skipped {
+            reason: "it no longer carries the tag 'tagfence' (the discovery index lags behind); tagfence leaves it alone from now on".into()
+        }
     );
     assert!(rules_of(&emulator, "kv-a").is_empty());
     emulator.shutdown().await;

@@ -153,6 +153,8 @@ async fn the_http_function_plans_syncs_and_reports_status() {
         let invocation = host.invoke_http("POST", "sync", &query).await;
         assert!(invocation.succeeded());
         let (status, body) = invocation.http_response();
+        assert_eq!(body["kind"], "bad_request", "{body}");
+        // What the caller reads: which parameter is wrong and why.
         assert_eq!((status, body["error"].as_str().unwrap()), (400, message));
     }
     let (status, _) = host.invoke_http("GET", "sync", &[]).await.http_response();
@@ -443,10 +445,12 @@ async fn a_batch_with_a_failing_vault_fails_the_invocation_but_handles_the_other
         "{error}"
     );
     let events = invocation.body["events"].as_array().unwrap();
-    assert!(events[0]["result"]["vault"]["outcome"]["error"]
-        .as_str()
-        .unwrap()
-        .contains("ResourceNotFound"));
+    // ARM refused the read of the missing vault: rejected, and no retry helps.
+    let failed = &events[0]["result"];
+    assert_eq!(failed["kind"], "rejected", "{}", invocation.body);
+    assert_eq!(failed["retry"], false, "{}", invocation.body);
+    assert_eq!(failed["vault"]["outcome"]["status"], "failed");
+    assert_eq!(failed["vault"]["outcome"]["kind"], "rejected");
     assert_eq!(events[1]["result"]["outcome"]["status"], "applied");
     assert_eq!(rules_of(&emulator, "kv-prod"), expected_rules(&[]));
     host.stop().await;
@@ -523,10 +527,13 @@ async fn a_run_that_fails_answers_500_with_a_json_body() {
         "{}",
         invocation.body
     );
-    assert!(invocation.body["report"]["vaults"][1]["outcome"]["error"]
-        .as_str()
-        .unwrap()
-        .contains("ResourceNotFound"));
+    // ARM refused the read of the missing vault: rejected, and no retry helps.
+    assert_eq!(invocation.body["kind"], "rejected", "{}", invocation.body);
+    assert_eq!(invocation.body["retry"], false, "{}", invocation.body);
+    let missing = &invocation.body["report"]["vaults"][1];
+    assert_eq!(missing["name"], "kv-missing");
+    assert_eq!(missing["outcome"]["status"], "failed");
+    assert_eq!(missing["outcome"]["kind"], "rejected");
     // The vault that could be reconciled was.
     assert_eq!(rules_of(&emulator, "kv-prod"), expected_rules(&[]));
     host.stop().await;
@@ -541,6 +548,12 @@ async fn a_bad_configuration_fails_invocations_clearly_but_the_worker_starts() {
     let mut host = HostDouble::start(&settings).await;
     let invocation = host.invoke_timer(false).await;
     assert_eq!(invocation.status, 500);
+    assert_eq!(
+        invocation.body["kind"], "not_configured",
+        "{}",
+        invocation.body
+    );
+    // What the operator reads: the setting, the value and why key vault refuses it.
     assert_eq!(
         invocation.body["error"],
         "reading the configuration: vault kv-prod: invalid static rule: '192.168.1.1' overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918); key vault refuses it"

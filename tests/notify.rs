@@ -50,6 +50,7 @@ async fn a_message_on_change_and_on_failure_and_none_otherwise() {
     let args = ["apply", "--vault", &id, "--tag", "AzureDevOps"];
     let env = [("TAGFENCE_NOTIFY_URL", url.as_str())];
 
+    // The messages are what people read, so their text is the behaviour under test.
     let first = tagfence(&emulator, &args, &env).await;
     assert!(first.status.success(), "{}", stderr(&first));
     let messages = texts(&received);

@@ -12,11 +12,19 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 use support::*;
+use tagfence::azure::pipeline::AzureError;
 use tagfence::config::{Config, SelectionSettings, Settings};
-use tagfence::reconcile::Outcome;
+use tagfence::core::desired::DesireError;
+use tagfence::core::fit::FitError;
+use tagfence::core::gate::{GateRefusal, Mismatch};
+use tagfence::core::live::AclField;
+use tagfence::core::plan::{PlanError, Refusal};
+use tagfence::reconcile::{AzureStep, ErrorKind, Outcome, ReconcileError, StateStep};
 use tagfence::run::{RunReport, RunRequest, Runner};
+use tagfence::state::{RecordedOutcome, StateError};
 use tagfence_emulator::{Emulator, Fault, FaultKind, Route};
 
 /// The selected tag of the synthetic documents, and the second one case 3 selects too.
@@ -103,16 +111,26 @@ fn patches(emulator: &Emulator) -> usize {
         .count()
 }
 
-fn refusal(report: &RunReport) -> String {
+/// The rules as the gate and the plan name them.
+fn nets(rules: &[String]) -> Vec<Ipv4Net> {
+    rules.iter().map(|r| r.parse().unwrap()).collect()
+}
+
+/// Why the first vault was refused; a refusal is always of kind `refused`.
+fn refusal(report: &RunReport) -> ReconcileError {
     match &report.vaults[0].outcome {
-        Outcome::Refused(reason) => reason.to_string(),
+        Outcome::Refused(reason) => {
+            assert_eq!(reason.kind(), ErrorKind::Refused, "{reason:?}");
+            reason.clone()
+        }
         other => panic!("expected a refusal, got {other:?}\n{}", report.to_text()),
     }
 }
 
-fn failure(report: &RunReport) -> String {
+/// Why the first vault failed.
+fn failure(report: &RunReport) -> ReconcileError {
     match &report.vaults[0].outcome {
-        Outcome::Failed(error) => error.to_string(),
+        Outcome::Failed(error) => error.clone(),
         other => panic!("expected a failure, got {other:?}\n{}", report.to_text()),
     }
 }
@@ -143,59 +161,70 @@ async fn taken_over(name: &str) -> (Emulator, Scratch, Settings) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_that_lacks_the_firewall_is_refused_and_the_vault_kept() {
-    let cases: Vec<(&str, FaultKind, &str)> = vec![
+    let vanished = GateRefusal::FirewallVanished {
+        seen: "Deny".to_owned(),
+    };
+    let lacks = |field: AclField| GateRefusal::IncompleteRead {
+        missing: vec![field],
+    };
+    let cases: Vec<(&str, FaultKind, GateRefusal)> = vec![
         (
             "no networkAcls",
             FaultKind::remove_fields(&["/properties/networkAcls"]),
-            "tagfence last saw its defaultAction as Deny",
+            vanished.clone(),
         ),
         (
             "networkAcls null",
             FaultKind::null_fields(&["/properties/networkAcls"]),
-            "tagfence last saw its defaultAction as Deny",
+            vanished,
         ),
         (
             "no properties",
             FaultKind::remove_fields(&["/properties"]),
-            "lacks properties (missing, null or not of its type)",
+            lacks(AclField::Properties),
         ),
         (
             "properties null",
             FaultKind::null_fields(&["/properties"]),
-            "lacks properties (missing, null or not of its type)",
+            lacks(AclField::Properties),
         ),
         (
             "no ipRules",
             FaultKind::remove_fields(&["/properties/networkAcls/ipRules"]),
-            "lacks properties.networkAcls.ipRules",
+            lacks(AclField::IpRules),
         ),
         (
             "ipRules null",
             FaultKind::null_fields(&["/properties/networkAcls/ipRules"]),
-            "lacks properties.networkAcls.ipRules",
+            lacks(AclField::IpRules),
         ),
         (
             "no defaultAction",
             FaultKind::remove_fields(&["/properties/networkAcls/defaultAction"]),
-            "lacks properties.networkAcls.defaultAction",
+            lacks(AclField::DefaultAction),
         ),
         (
             "no bypass",
             FaultKind::remove_fields(&["/properties/networkAcls/bypass"]),
-            "lacks properties.networkAcls.bypass",
+            lacks(AclField::Bypass),
         ),
         (
             "virtualNetworkRules null",
             FaultKind::null_fields(&["/properties/networkAcls/virtualNetworkRules"]),
-            "lacks properties.networkAcls.virtualNetworkRules",
+            lacks(AclField::VirtualNetworkRules),
         ),
         (
             "ipRules []",
             FaultKind::set_field("/properties/networkAcls/ipRules", json!([])),
-            "shows 0 of the 10 rules tagfence added and confirmed",
+            GateRefusal::Suspicious {
+                present: 0,
+                confirmed: 10,
+                missing: 10,
+                first_missing: nets(&ranges(0, 5)),
+            },
         ),
     ];
-    for (what, kind, says) in cases {
+    for (what, kind, refused) in cases {
         let (emulator, dir, mut args) = taken_over("kv-partial").await;
         // A newer document that retires two ranges and adds one: a write is due.
         args.source = Some(document(&dir, 101, &ranges(2, 9)).display().to_string());
@@ -204,22 +233,20 @@ async fn a_read_that_lacks_the_firewall_is_refused_and_the_vault_kept() {
         // Every read of this run lies the same way (the first read, and any re-read).
         emulator.add_fault(fault(Route::VaultGet, "kv-partial", kind, 3));
         let report = apply(&emulator, &args).await;
-        let reason = refusal(&report);
-        assert!(reason.contains(says), "{what}: {reason}");
-        assert!(
-            reason.contains("nothing written") || reason.contains("suspicious"),
-            "{what}: {reason}"
-        );
+        // Refused by the gate (kind `refused`: nothing written), naming why the read is not
+        // trusted.
+        assert_eq!(refusal(&report), ReconcileError::Gate(refused), "{what}");
         assert_eq!(patches(&emulator), 0, "{what}: a PATCH was sent");
         assert_eq!(emulator.vault("kv-partial").unwrap(), before, "{what}");
         assert!(!report.vaults[0].wrote);
         // The refusal is recorded as such, not as a failure.
-        let status = runner_of(&emulator, &args)
-            .status()
-            .await
-            .unwrap()
-            .to_text();
-        assert!(status.contains("refused"), "{what}: {status}");
+        let status = runner_of(&emulator, &args).status().await.unwrap();
+        let recorded = status.vaults[0]
+            .1
+            .as_ref()
+            .and_then(|v| v.last_run.as_ref())
+            .map(|run| run.outcome);
+        assert_eq!(recorded, Some(RecordedOutcome::Refused), "{what}");
         emulator.shutdown().await;
     }
 }
@@ -242,8 +269,12 @@ async fn a_vault_that_never_had_a_firewall_is_initialised_only_on_request() {
     );
     let before = emulator.vault("kv-open").unwrap();
     let reason = refusal(&apply(&emulator, &args).await);
-    assert!(reason.contains("has no firewall configured"), "{reason}");
-    assert!(reason.contains("--init-firewall"), "{reason}");
+    assert_eq!(reason, ReconcileError::Gate(GateRefusal::NoFirewall));
+    // What the operator reads: where to configure the firewall, and the flag that initialises it.
+    assert_eq!(
+        reason.to_string(),
+        "the vault has no firewall configured (the read has no properties.networkAcls, as a vault that never had one reads); configure its firewall first (Networking → Firewalls and virtual networks), or rerun with --init-firewall to initialise it keeping its current access (defaultAction Allow, AzureServices bypass)"
+    );
     assert_eq!(emulator.vault("kv-open").unwrap(), before);
     assert_eq!(patches(&emulator), 0);
 
@@ -276,10 +307,13 @@ async fn a_firewall_seen_deny_is_never_initialised_as_allow() {
         FaultKind::remove_fields(&["/properties/networkAcls"]),
         3,
     ));
+    // Even with --init-firewall: the state saw it Deny.
     let reason = refusal(&apply(&emulator, &args).await);
-    assert!(
-        reason.contains("never initialised as Allow over a vault seen Deny"),
-        "{reason}"
+    assert_eq!(
+        reason,
+        ReconcileError::Gate(GateRefusal::FirewallVanished {
+            seen: "Deny".to_owned()
+        })
     );
     assert_eq!(patches(&emulator), 0);
     assert_eq!(emulator.vault("kv-deny").unwrap(), before);
@@ -320,7 +354,20 @@ async fn a_person_really_removing_our_rules_is_accepted_on_request() {
     // A person clears every rule but their own.
     emulator.set_ip_rules("kv-cleared", vec![PERSON.to_owned()]);
     let reason = refusal(&apply(&emulator, &args).await);
-    assert!(reason.contains("--accept-missing-rules"), "{reason}");
+    assert_eq!(
+        reason,
+        ReconcileError::Gate(GateRefusal::Suspicious {
+            present: 0,
+            confirmed: 10,
+            missing: 10,
+            first_missing: nets(&ranges(0, 5)),
+        })
+    );
+    // What the operator reads: which rules went, and the flag that accepts it.
+    assert_eq!(
+        reason.to_string(),
+        "the vault read shows 0 of the 10 rules tagfence added and confirmed (10 gone: 20.0.0.0/24, 20.1.0.0/24, 20.2.0.0/24, 20.3.0.0/24, 20.4.0.0/24, …); a read that contradicts the state this much is refused as suspicious. If a person really removed them, rerun with --accept-missing-rules"
+    );
     assert_eq!(rules_of(&emulator, "kv-cleared"), [PERSON]);
     args.accept_missing_rules = true;
     let report = apply(&emulator, &args).await;
@@ -359,10 +406,16 @@ async fn verify_compares_every_field_of_the_firewall() {
     ));
     let report = apply(&emulator, &args).await;
     let error = failure(&report);
-    assert!(
-        error.contains("verifying the write: defaultAction differ from what was sent"),
-        "{error}"
+    // Only defaultAction differs: every rule written reads back.
+    assert_eq!(
+        error,
+        ReconcileError::VerifyMismatch(Mismatch {
+            fields: vec!["defaultAction".to_owned()],
+            total: 11,
+            ..Mismatch::default()
+        })
     );
+    assert_eq!(error.kind(), ErrorKind::Conflict);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -509,6 +562,15 @@ async fn an_emptied_tag_refuses_its_vaults_until_allowed() {
     let reason = refusal(&apply(&emulator, &args).await);
     assert_eq!(
         reason,
+        ReconcileError::Plan(PlanError::Refused(Refusal::TagEmptied {
+            tag: TAG.to_owned(),
+            change_number: 101,
+            before: Some((10, 100)),
+        }))
+    );
+    // What the operator reads: what the tag had before, and the flag that lets it through.
+    assert_eq!(
+        reason.to_string(),
         "service tag Pipelines has no IPv4 prefixes in change 101 of the Service Tags (it had 10 in change 100, applied last); refusing to apply an emptied tag (it would lock its users out). If that is really intended, rerun with --allow-tag-shrink Pipelines"
     );
     assert_eq!(emulator.vault("kv-empty").unwrap(), before);
@@ -531,8 +593,19 @@ async fn a_tag_that_lost_more_than_half_refuses_its_vaults() {
     args.source = Some(document(&dir, 101, &ranges(0, 4)).display().to_string());
     let reason = refusal(&apply(&emulator, &args).await);
     assert!(
-        reason.starts_with("service tag Pipelines shrank from 10 IPv4 prefixes in change 100 (applied last) to 4 in change 101 (60% gone, more than --max-tag-shrink 0.5 allows)"),
-        "{reason}"
+        matches!(
+            &reason,
+            ReconcileError::Plan(PlanError::Refused(Refusal::TagShrank {
+                tag,
+                before: 10,
+                after: 4,
+                from: 100,
+                to: 101,
+                percent,
+                max,
+            })) if tag == TAG && (percent - 60.0).abs() < 1e-9 && *max == 0.5
+        ),
+        "{reason:?}"
     );
     assert_eq!(rules_of(&emulator, "kv-shrink").len(), 11);
     // Half is within the default.
@@ -583,11 +656,20 @@ async fn a_lock_taken_over_meanwhile_stops_the_write() {
         std::fs::write(&lock, "pid 1 token another-instance\n").unwrap();
     })
     .await;
+    // Lost at the confirmation just before the write: nothing written.
     let error = failure(&report);
     assert!(
-        error.contains("lost") && error.contains("nothing written"),
-        "{error}"
+        matches!(
+            &error,
+            ReconcileError::State {
+                step: StateStep::ConfirmLock,
+                error: StateError::LockLost { lock: lost, .. },
+            } if *lost == lock.display().to_string()
+        ),
+        "{error:?}"
     );
+    assert_eq!(error.kind(), ErrorKind::Conflict);
+    assert!(!report.vaults[0].wrote);
     assert_eq!(patches(&emulator), 0);
     assert_eq!(emulator.vault("kv-lock").unwrap(), before);
 }
@@ -610,7 +692,8 @@ async fn a_record_written_by_another_run_meanwhile_stops_the_write_and_is_kept()
     })
     .await;
     let error = failure(&report);
-    assert!(error.contains("changed by another tagfence run"), "{error}");
+    assert_eq!(error, ReconcileError::RecordChanged);
+    assert_eq!(error.kind(), ErrorKind::Conflict);
     assert_eq!(patches(&emulator), 0);
     assert_eq!(emulator.vault("kv-newer").unwrap(), before);
     // The other run's record stays: never rolled back to this run's change 101.
@@ -626,11 +709,12 @@ async fn a_vault_is_never_moved_back_to_an_older_document() {
     std::fs::remove_file(dir.join("state/sources/public.json")).unwrap();
     args.source = Some(document(&dir, 99, &ranges(1, 10)).display().to_string());
     let reason = refusal(&apply(&emulator, &args).await);
-    assert!(
-        reason.contains(
-            "change 100 of the Service Tags was applied, newer than this run's change 99"
-        ),
-        "{reason}"
+    assert_eq!(
+        reason,
+        ReconcileError::OlderThanApplied {
+            applied: 100,
+            this: 99
+        }
     );
     assert_eq!(rules_of(&emulator, "kv-older").len(), 11);
 }
@@ -676,9 +760,14 @@ async fn unreadable_rules_are_kept_verbatim_and_reported() {
     args.limits.max_rules = Some(7);
     args.source = Some(document(&dir, 101, &ranges(1, 4)).display().to_string());
     let reason = refusal(&apply(&emulator, &args).await);
-    assert!(
-        reason.contains("only 3 of the vault's 7 are free (4 are held by rules tagfence keeps)"),
-        "{reason}"
+    assert_eq!(
+        reason,
+        ReconcileError::Plan(PlanError::Desire(DesireError::DoesNotFit {
+            count: 4,
+            available: 3,
+            limit: 7,
+            kept: 4,
+        }))
     );
 }
 
@@ -779,6 +868,14 @@ async fn a_fit_that_fails_says_why_in_apply_too() {
     let reason = refusal(&apply(&emulator, &args).await);
     assert_eq!(
         reason,
+        ReconcileError::Plan(PlanError::Desire(DesireError::Fit {
+            available: 0,
+            source: FitError::NoBudget,
+        }))
+    );
+    // What the operator reads: the fit's own cause, not only that it failed.
+    assert_eq!(
+        reason.to_string(),
         "fitting the selection into 0 rules: no room for any rule: the budget is 0 slots"
     );
 }
@@ -810,7 +907,17 @@ async fn a_refused_write_leaves_no_claim_on_rules_a_person_adds_afterwards() {
         1,
     ));
     let error = failure(&apply(&emulator, &args).await);
-    assert!(error.contains("403"), "{error}");
+    assert!(
+        matches!(
+            &error,
+            ReconcileError::Azure {
+                step: AzureStep::Write,
+                error: AzureError::Api { status: 403, code, .. },
+            } if code == "AuthorizationFailed"
+        ),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), ErrorKind::Rejected);
     // The workaround: a person types the ranges in by hand.
     let mut by_hand = ranges(0, 6);
     by_hand.push(PERSON.to_owned());
@@ -904,7 +1011,24 @@ async fn an_answer_about_another_vault_is_not_planned_from() {
         3,
     ));
     let error = failure(&apply(&emulator, &args).await);
-    assert!(error.contains("the answer is not vault"), "{error}");
+    // The first read is not planned from; why is only in the decode error's detail, which
+    // is text (the message an operator reads).
+    let expected_detail = format!(
+        "the answer is not vault {} (its id is '{}'); nothing is planned from it",
+        vault_id("kv-mixed"),
+        vault_id("kv-other")
+    );
+    assert!(
+        matches!(
+            &error,
+            ReconcileError::Azure {
+                step: AzureStep::Observe,
+                error: AzureError::Decode { operation, detail },
+            } if operation == "reading vault kv-mixed" && *detail == expected_detail
+        ),
+        "{error:?}"
+    );
+    assert_eq!(error.kind(), ErrorKind::Unavailable);
     assert_eq!(patches(&emulator), 0);
     assert_eq!(emulator.vault("kv-mixed").unwrap(), before);
 }
@@ -925,9 +1049,13 @@ async fn a_read_that_shows_the_firewall_opened_is_not_written_from_at_once() {
         3,
     ));
     let reason = refusal(&apply(&emulator, &args).await);
-    assert!(
-        reason.starts_with("the vault reads defaultAction Allow, but tagfence last saw Deny"),
-        "{reason}"
+    assert_eq!(
+        reason,
+        ReconcileError::Gate(GateRefusal::OpenedSinceSeen {
+            field: "defaultAction",
+            seen: "Deny".to_owned(),
+            read: "Allow".to_owned(),
+        })
     );
     assert_eq!(patches(&emulator), 0);
     assert_eq!(emulator.vault("kv-opened").unwrap(), before);

@@ -283,6 +283,7 @@ async fn an_older_document_is_refused_and_the_vault_left_untouched(blob: bool) {
 
     let (code, report, stderr) = s.tagfence("apply", &s.v1(), &[]).await;
     assert_eq!(code, 2, "{report}");
+    // The binary's message is all there is to read here: the change numbers and the way out.
     assert!(
         stderr.contains("change number 100, older than 101, the last one applied to the Public cloud; refusing to go back"),
         "{stderr}"
@@ -709,9 +710,12 @@ mod store {
         for _ in 0..3 {
             let err = store.put(key, b"{}".to_vec()).await.unwrap_err();
             assert!(
-                err.to_string()
-                    .starts_with(&format!("writing {key} in the state directory")),
-                "{err}"
+                matches!(
+                    &err,
+                    StateError::Io { operation: "writing", key: failed, store: named, .. }
+                        if failed == key && *named == store.describe()
+                ),
+                "{err:?}"
             );
         }
         assert_eq!(temp_files(&dir), Vec::<PathBuf>::new());
@@ -736,6 +740,7 @@ mod store {
             matches!(err, StateError::NewerFormat { found: 99, .. }),
             "{message}"
         );
+        // What the operator reads: which document, which formats, and the two ways out.
         assert_eq!(
             message,
             format!(
@@ -755,9 +760,11 @@ mod store {
         std::fs::write(&source_file, newer.to_string()).unwrap();
         let err = state.read_source(Cloud::Public).await.unwrap_err();
         assert!(
-            err.to_string()
-                .contains("(format 2; this one reads up to 1)"),
-            "{err}"
+            matches!(
+                &err,
+                StateError::NewerFormat { key, found: 2, known: 1, .. } if key == "sources/public.json"
+            ),
+            "{err:?}"
         );
         assert!(matches!(
             state.write_source(&source(401)).await,
@@ -862,10 +869,16 @@ mod store {
         };
         let failed = &by_name(&format!("/{VAULT}"))["outcome"];
         assert_eq!(failed["status"], "failed", "{report:#}");
-        let error = failed["error"].as_str().unwrap();
-        assert!(
-            error.contains(&lock.display().to_string()) && error.contains("is a directory"),
-            "{error}"
+        // A lock no wait clears: the state store is unusable for this vault, not another writer.
+        assert_eq!(failed["kind"], "unavailable", "{report:#}");
+        // What the operator reads: the path, what is wrong with it and what to do.
+        assert_eq!(
+            failed["error"],
+            format!(
+                "taking the vault's lock: the lock {} cannot be taken: it is a directory, not a lock file tagfence made, and cannot be taken over; remove it; nothing written",
+                lock.display()
+            ),
+            "{report:#}"
         );
         assert_eq!(
             by_name("/kv-other")["outcome"]["status"],
@@ -951,14 +964,17 @@ mod store {
             .unwrap();
         let second = store.lock(key, Duration::from_secs(5)).await.unwrap();
         let err = first.confirm().await.unwrap_err();
-        let message = err.to_string();
-        assert!(matches!(err, StateError::LockLost { .. }), "{message}");
-        assert!(
-            message.starts_with(&format!("the lock {key} in the state container "))
-                && message.contains("was lost (renewing the lease was refused")
-                && message.ends_with(')'),
-            "{message}"
-        );
+        match &err {
+            StateError::LockLost { lock, detail } => {
+                assert_eq!(*lock, format!("{key} in {}", store.describe()));
+                // How it was lost is text only (Blob storage's answer to the renewal).
+                assert!(
+                    detail.starts_with("renewing the lease was refused"),
+                    "{detail}"
+                );
+            }
+            other => panic!("expected the lock lost, got {other:?}"),
+        }
         // Once lost, always lost; and releasing it leaves the new holder's lease alone.
         assert!(first.confirm().await.is_err());
         first.release().await;

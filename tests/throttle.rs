@@ -69,6 +69,7 @@ async fn a_write_throttled_for_an_hour_fails_at_once_and_writes_nothing() {
     eprintln!("took {took:?}");
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The binary's report is all there is to read: the message names the status and the wait.
     let all = format!("{}{}", stdout(&output), stderr(&output));
     assert!(
         all.contains("writing the firewall of vault kv-01: Azure throttled the request (429 TooManyRequests) and asked to wait 3600 s, more than the 60 s tagfence waits at most; the request was not carried out, try again later"),
@@ -94,6 +95,7 @@ async fn a_wait_longer_than_the_call_has_left_fails_at_once_on_a_read_too() {
     .await;
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(took < Duration::from_secs(4), "took {took:?}");
+    // As above; the time left of the deadline varies, so the message is matched in two parts.
     let all = format!("{}{}", stdout(&output), stderr(&output));
     assert!(
         all.contains("reading vault kv-01: Azure throttled the request (503 ServiceUnavailable) and asked to wait 30 s, more than the "),
