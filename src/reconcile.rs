@@ -62,7 +62,7 @@ use crate::azure::VaultId;
 use crate::config::{TargetSource, VaultTarget};
 use crate::core::gate::{self, GateOptions, GatedWrite, Ownership, Proposal};
 use crate::core::live::LiveAcl;
-use crate::core::plan::{self, Plan, PlanInput, Recorded, TagGuard};
+use crate::core::plan::{self, Plan, PlanError, PlanInput, Recorded, TagGuard};
 use crate::core::service_tags::ServiceTags;
 use crate::state::{self, AppliedState, LastRun, Lock, State, VaultState};
 
@@ -672,8 +672,10 @@ impl Reconciler {
         }
         // A vault read again after a failed write warns once.
         warnings.retain(|w| !report.warnings.contains(w));
+        // Logged at info: the report carries them to the person (the CLI's output, the HTTP
+        // answer, the run record), so a warn-level log line would only say it twice.
         for warning in &warnings {
-            warn!(%warning);
+            info!(%warning, "vault warning");
         }
         report.warnings.extend(warnings);
         Ok(vault)
@@ -698,7 +700,7 @@ impl Reconciler {
             inputs: &a.inputs,
             kept: a.kept,
         });
-        let planned = plan::plan_vault(PlanInput {
+        let input = PlanInput {
             tags: run.tags,
             selection: &target.selection,
             limits: &target.limits,
@@ -715,14 +717,15 @@ impl Reconciler {
                 max_shrink: target.safety.max_tag_shrink,
                 allowed: &target.safety.allow_tag_shrink,
             },
-        });
-        // The whole chain: a fit that fails says why (`fitting the selection into 10 rules:
-        // …`), as `plan` does.
-        let mut plan = planned.map_err(ReconcileError::Plan)?;
+        };
+        let mut plan = plan::plan_unguarded(input).map_err(ReconcileError::Plan)?;
         plan.vault = Some(target.id.name.clone());
+        let guarded = plan::guard_plan(&plan, input);
         let changes = plan.has_changes();
         let intended = plan.rules_after(&vault.acl.ip_rules);
+        // Kept when a guard refuses it too: the report shows the change that was refused.
         report.plan = Some(plan);
+        guarded.map_err(|refusal| ReconcileError::Plan(PlanError::Refused(refusal)))?;
         // A partial read never counts as in sync: the gate names what it lacks.
         if !changes && vault.acl.is_whole() {
             return Ok(None);

@@ -525,9 +525,7 @@ async fn the_binary_exits_2_when_a_vault_fails() {
     );
     assert!(text.contains("== kv-prod: applied and verified."), "{text}");
     assert!(
-        text.contains(
-            "2 vaults: 1 applied, 0 would change (dry run), 0 in sync, 0 refused, 1 failed"
-        ),
+        text.contains("2 vaults: 1 applied, 0 in sync, 0 refused, 1 failed"),
         "{text}"
     );
     emulator.shutdown().await;

@@ -374,6 +374,17 @@ pub struct Recorded<'a> {
 /// [`PlanError::Desire`] when the desired rules cannot be computed, [`PlanError::Refused`] when a
 /// guard refuses the plan.
 pub fn plan_vault(input: PlanInput<'_>) -> Result<Plan, PlanError> {
+    let plan = plan_unguarded(input)?;
+    guard_plan(&plan, input)?;
+    Ok(plan)
+}
+
+/// The plan before its guards: what [`plan_vault`] would write, also when a guard then refuses
+/// it (so that a refusal can show the change it refused).
+///
+/// # Errors
+/// A [`PlanError`] when no plan can be made at all (no desired rules can be computed).
+pub fn plan_unguarded(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     let source = SourceInfo {
         cloud: input.tags.cloud,
         change_number: input.tags.change_number,
@@ -404,13 +415,21 @@ pub fn plan_vault(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     plan.reused = reused;
     plan.adopting = input.adopt;
     plan.unreadable = input.unreadable;
+    Ok(plan)
+}
+
+/// The plan's guards: a selected tag emptied or shrunk, an empty allow-list, too many
+/// removals, over the limit.
+///
+/// # Errors
+/// The first [`Refusal`] that applies.
+pub fn guard_plan(plan: &Plan, input: PlanInput<'_>) -> Result<(), Refusal> {
     guard_tags(
         &plan.desired.tags,
         input.tags.change_number,
         &input.tag_guard,
     )?;
-    guard(&plan, input.live, input.owned, input.limits)?;
-    Ok(plan)
+    guard(plan, input.live, input.owned, input.limits)
 }
 
 /// How many rules the vault keeps besides `desired`: the unreadable ones whatever happens,

@@ -378,7 +378,12 @@ pub fn tags_table(doc: &ServiceTags) -> String {
     );
     out.push('\n');
     let name_width = doc.tags().map(|t| t.name.len()).max().unwrap_or(4).max(4);
-    let region_width = doc.tags().map(|t| t.region.len()).max().unwrap_or(6).max(6);
+    let region_width = doc
+        .tags()
+        .map(|t| region_name(t.region).len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     let service_width = doc
         .tags()
         .map(|t| t.system_service.len())
@@ -395,7 +400,7 @@ pub fn tags_table(doc: &ServiceTags) -> String {
             out,
             "{:<name_width$}  {:<region_width$}  {:<service_width$}  {:>6}  {:>5}  {:>5}",
             tag.name,
-            or_dash(tag.region),
+            region_name(tag.region),
             or_dash(tag.system_service),
             tag.change_number,
             tag.ipv4.len(),
@@ -403,6 +408,16 @@ pub fn tags_table(doc: &ServiceTags) -> String {
         );
     }
     out
+}
+
+/// A tag's region for people: Microsoft publishes global tags with an empty region. (The JSON
+/// listing keeps the region as published, empty for global tags.)
+fn region_name(region: &str) -> &str {
+    if region.is_empty() {
+        "global"
+    } else {
+        region
+    }
 }
 
 fn or_dash(text: &str) -> &str {
@@ -420,11 +435,7 @@ pub fn tag_detail(tag: &ServiceTag<'_>) -> String {
         out,
         "{} (region: {}, system service: {}, change number {})",
         tag.name,
-        if tag.region.is_empty() {
-            "global"
-        } else {
-            tag.region
-        },
+        region_name(tag.region),
         or_dash(tag.system_service),
         tag.change_number
     );

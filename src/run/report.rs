@@ -115,12 +115,20 @@ impl RunReport {
     /// One line: how many vaults ended how.
     pub fn summary(&self) -> String {
         let skipped = self.count(|o| matches!(o, Outcome::Skipped { .. }));
+        // A dry run writes nothing, so it says what would change; a run that writes says what
+        // it applied.
+        let changed = if self.dry_run {
+            format!(
+                "{} would change (dry run)",
+                self.count(|o| matches!(o, Outcome::WouldApply))
+            )
+        } else {
+            format!("{} applied", self.count(|o| matches!(o, Outcome::Applied)))
+        };
         format!(
-            "{} {}: {} applied, {} would change (dry run), {} in sync, {} refused, {} failed{}; Service Tags {} change {} in {} ms",
+            "{} {}: {changed}, {} in sync, {} refused, {} failed{}; Service Tags {} change {} in {} ms",
             self.vaults.len(),
             if self.vaults.len() == 1 { "vault" } else { "vaults" },
-            self.count(|o| matches!(o, Outcome::Applied)),
-            self.count(|o| matches!(o, Outcome::WouldApply)),
             self.count(|o| matches!(o, Outcome::InSync)),
             self.count(|o| matches!(o, Outcome::Refused(_))),
             self.count(|o| matches!(o, Outcome::Failed(_))),
