@@ -271,7 +271,7 @@ fn service_tags_page(
     };
     let api_version = query.get("api-version").unwrap_or_default();
     let encoded_version: String = form_urlencoded::byte_serialize(api_version.as_bytes()).collect();
-    let base_url = &shared.base_url;
+    let base_url = shared.base_url_for(context.secure);
     let body = document.api_page(
         subscription,
         offset,

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::paths::VaultPath;
 use crate::policy::{OddRulePolicy, Slash31Policy, Throttle};
+use crate::tls::TlsIdentity;
 
 /// Everything the emulator needs to start.
 #[derive(Clone)]
@@ -44,6 +45,10 @@ pub struct Config {
     /// Discovery API page size (`None` = one page); when `Some(n)`, responses hold `n` tags and an
     /// absolute `nextLink`. `Some(0)` is treated as `None`.
     pub service_tags_page_size: Option<usize>,
+    /// Serve https too, with this certificate (default `None`: plain http only). Both schemes
+    /// share the one listening port: a connection that opens with a TLS handshake is served
+    /// over TLS, any other as plain http.
+    pub tls: Option<TlsIdentity>,
 }
 
 impl Default for Config {
@@ -58,6 +63,7 @@ impl Default for Config {
             slash31: Slash31Policy::Accept,
             odd_rules: OddRulePolicy::KeepExisting,
             service_tags_page_size: None,
+            tls: None,
         }
     }
 }
@@ -81,6 +87,7 @@ impl fmt::Debug for Config {
             .field("slash31", &self.slash31)
             .field("odd_rules", &self.odd_rules)
             .field("service_tags_page_size", &self.service_tags_page_size)
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -18,7 +18,9 @@
 //!   vault state, and token expiry — through [`Emulator`] or the `/_emulator/…` routes.
 //!
 //! Integration tests start one with [`Emulator::start`] on `127.0.0.1:0` and point tagfence at
-//! [`Emulator::base_url`]; the `tagfence-emulator` binary does the same for the README demo.
+//! [`Emulator::base_url`] (plain http) or, with [`Config::tls`], at [`Emulator::https_url`] on
+//! the same port (trusting [`Emulator::ca_pem`]); the `tagfence-emulator` binary does the same
+//! for the README demo.
 //!
 //! # Layout
 //!
@@ -39,6 +41,7 @@
 //! service_tags.rs    document loading, API conversion, download page
 //! resource_graph.rs  KQL subset                                   (pure)
 //! throttle.rs        token buckets
+//! tls.rs             the https certificate (made or given) and rustls' server config
 //! ```
 //!
 //! # Layers
@@ -48,7 +51,7 @@
 //!
 //! ```text
 //! 1 base      clock ids error query paths policy reshape: plain values, nothing from the crate
-//! 2 parts     config model acl throttle identity resource_graph service_tags holds: one concern
+//! 2 parts     config model acl throttle identity resource_graph service_tags holds tls: one concern
 //! 3 composed  vaults (the store; PATCH/PUT through acl) and routes (paths into model's Route)
 //! 4 state     state: the Shared value owning every store, for the handlers and Emulator
 //! 5 handlers  arm: the ARM routes, answering from state
@@ -74,6 +77,7 @@ mod server;
 mod service_tags;
 mod state;
 mod throttle;
+mod tls;
 mod vaults;
 
 use std::io;
@@ -94,6 +98,7 @@ pub use service_tags::{
     ServiceTagsError, DOWNLOAD_DIRECTORY, DOWNLOAD_FILE_NAMES, DOWNLOAD_PAGE_PATH,
     PUBLIC_DOWNLOAD_ID,
 };
+pub use tls::{TlsError, TlsIdentity};
 
 use identity::Principal;
 use service_tags::ServiceTagsDocument;
@@ -109,6 +114,7 @@ use vaults::VaultStore;
 /// real time; `tokio::time::pause()` in a test does not affect delays or token expiry.
 pub struct Emulator {
     shared: Arc<Shared>,
+    ca_pem: Option<String>,
     local_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     stopped: Option<oneshot::Receiver<()>>,
@@ -146,9 +152,20 @@ impl Emulator {
                 "loaded the service tags document"
             );
         }
+        let tls = config
+            .tls
+            .as_ref()
+            .map(TlsIdentity::server_config)
+            .transpose()
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?
+            .map(tokio_rustls::TlsAcceptor::from);
         let listener = std::net::TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
+        let ca_pem = config
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.ca_pem().map(str::to_owned));
         let shared = Arc::new(Shared::new(
             config,
             base_url_for(local_addr),
@@ -169,7 +186,7 @@ impl Emulator {
             .spawn(move || {
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(listener) => server::serve(listener, server_shared, router, shutdown_rx).await,
+                        Ok(listener) => server::serve(listener, server_shared, router, tls, shutdown_rx).await,
                         Err(error) => tracing::error!(%error, "could not register the listener with the runtime"),
                     }
                 });
@@ -180,6 +197,7 @@ impl Emulator {
             })?;
         Ok(Emulator {
             shared,
+            ca_pem,
             local_addr,
             shutdown: Some(shutdown),
             stopped: Some(stopped),
@@ -189,6 +207,18 @@ impl Emulator {
     /// `http://127.0.0.1:PORT` (no trailing slash). Point tagfence's ARM endpoint here.
     pub fn base_url(&self) -> String {
         self.shared.base_url.clone()
+    }
+
+    /// `https://127.0.0.1:PORT` (the same port as [`Emulator::base_url`]) when the emulator was
+    /// started with [`Config::tls`]; point a client that insists on https here.
+    pub fn https_url(&self) -> Option<String> {
+        self.shared.https_url.clone()
+    }
+
+    /// The PEM of the CA the emulator made for its https certificate
+    /// ([`TlsIdentity::generate`]); `None` without TLS or with a certificate the caller gave.
+    pub fn ca_pem(&self) -> Option<String> {
+        self.ca_pem.clone()
     }
 
     /// The address the listener is bound to.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use tagfence_emulator::{Config, Emulator, OddRulePolicy, Seed, Slash31Policy};
+use tagfence_emulator::{Config, Emulator, OddRulePolicy, Seed, Slash31Policy, TlsIdentity};
 use tracing_subscriber::EnvFilter;
 
 /// The sample seed used when `--seed` is not given.
@@ -76,9 +76,29 @@ struct Args {
     service_tags_page_size: Option<u64>,
 
     /// Write TAGFENCE_ARM_ENDPOINT, IDENTITY_ENDPOINT, IDENTITY_HEADER and
-    /// TAGFENCE_DOWNLOAD_PAGE_URL to this file (atomically, once listening).
+    /// TAGFENCE_DOWNLOAD_PAGE_URL (with --tls also TAGFENCE_EMULATOR_CA_FILE) to this file
+    /// (atomically, once listening).
     #[arg(long, value_name = "PATH")]
     env_file: Option<PathBuf>,
+
+    /// Serve https as well, on the same port, with a CA and a certificate for localhost,
+    /// 127.0.0.1 and ::1 made at start (needs --ca-file), or with --tls-cert and --tls-key.
+    /// ARM, Resource Graph and the download page are then announced as https; the identity
+    /// endpoint stays plain http, as App Service's is.
+    #[arg(long)]
+    tls: bool,
+
+    /// Write the PEM of the CA made for --tls here (for REQUESTS_CA_BUNDLE, SSL_CERT_FILE, …).
+    #[arg(long, value_name = "PATH", requires = "tls")]
+    ca_file: Option<PathBuf>,
+
+    /// Serve this certificate chain (PEM, leaf first) instead of making one; implies --tls.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -113,6 +133,7 @@ impl Args {
         };
         let defaults = Config::default();
         Ok(Config {
+            tls: self.tls_identity()?,
             seed,
             service_tags: Some(service_tags),
             identity_header: self
@@ -142,15 +163,49 @@ impl Args {
     }
 }
 
+impl Args {
+    /// The certificate to serve https with: given files, one made now, or none.
+    fn tls_identity(&self) -> anyhow::Result<Option<TlsIdentity>> {
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let read = |path: &PathBuf| {
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading '{}'", path.display()))
+                };
+                TlsIdentity::from_pem(&read(cert)?, &read(key)?)?
+            }
+            _ if self.tls => {
+                if self.ca_file.is_none() {
+                    anyhow::bail!(
+                        "--tls makes a CA that clients must trust: give --ca-file PATH to have it written (or --tls-cert and --tls-key)"
+                    );
+                }
+                TlsIdentity::generate()?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(identity))
+    }
+}
+
+/// What the env file and the ready line announce: https for ARM when TLS is on.
+fn announced_base(emulator: &Emulator) -> String {
+    emulator.https_url().unwrap_or_else(|| emulator.base_url())
+}
+
 /// The env file's contents: one `NAME=value` per line.
-fn env_file_contents(emulator: &Emulator) -> String {
-    format!(
-        "TAGFENCE_ARM_ENDPOINT={}\nIDENTITY_ENDPOINT={}\nIDENTITY_HEADER={}\nTAGFENCE_DOWNLOAD_PAGE_URL={}\n",
-        emulator.base_url(),
+fn env_file_contents(emulator: &Emulator, ca_file: Option<&Path>) -> String {
+    let base = announced_base(emulator);
+    let mut contents = format!(
+        "TAGFENCE_ARM_ENDPOINT={base}\nIDENTITY_ENDPOINT={}\nIDENTITY_HEADER={}\nTAGFENCE_DOWNLOAD_PAGE_URL={base}{}\n",
         emulator.identity_endpoint(),
         emulator.identity_header(),
-        emulator.download_page_url()
-    )
+        tagfence_emulator::DOWNLOAD_PAGE_PATH,
+    );
+    if let Some(path) = ca_file {
+        contents.push_str(&format!("TAGFENCE_EMULATOR_CA_FILE={}\n", path.display()));
+    }
+    contents
 }
 
 /// Writes `contents` to `path` atomically: a temporary file in the same directory, then a rename.
@@ -195,19 +250,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let emulator = Emulator::start(config, args.listen)
         .await
         .with_context(|| format!("starting the emulator on {}", args.listen))?;
+    let ca_file = match (&args.ca_file, emulator.ca_pem()) {
+        (Some(path), Some(pem)) => {
+            write_atomically(path, &pem)?;
+            Some(std::path::absolute(path).unwrap_or_else(|_| path.clone()))
+        }
+        _ => None,
+    };
     if let Some(path) = &args.env_file {
-        write_atomically(path, &env_file_contents(&emulator))?;
+        write_atomically(path, &env_file_contents(&emulator, ca_file.as_deref()))?;
     }
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
         "tagfence-emulator listening on {}",
-        emulator.base_url()
+        announced_base(&emulator)
     )
     .and_then(|()| stdout.flush())
     .context("writing the ready line to stdout")?;
     drop(stdout);
-    tracing::info!(base_url = %emulator.base_url(), "emulator ready");
+    tracing::info!(base_url = %emulator.base_url(), https_url = emulator.https_url(), ca_file = ca_file.as_ref().map(|path| path.display().to_string()), "emulator ready");
     let waited = shutdown_signal().await;
     tracing::info!("shutting down");
     emulator.shutdown().await;
@@ -297,6 +359,33 @@ mod tests {
         assert_eq!(config.odd_rules, OddRulePolicy::AcceptAll);
         assert_eq!(config.service_tags_page_size, Some(100));
         assert_eq!(args.env_file.as_deref(), Some(Path::new("/tmp/x.env")));
+    }
+
+    #[test]
+    fn tls_flags_make_or_read_a_certificate() {
+        assert!(parse(&[]).unwrap().config().unwrap().tls.is_none());
+        let made = parse(&["--tls", "--ca-file", "/tmp/ca.pem"])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert!(made.tls.unwrap().ca_pem().is_some());
+        let error = parse(&["--tls"]).unwrap().config().unwrap_err();
+        assert!(format!("{error:#}").contains("--ca-file"), "{error:#}");
+        assert!(parse(&["--ca-file", "/tmp/ca.pem"]).is_err());
+        assert!(parse(&["--tls-cert", "/tmp/cert.pem"]).is_err());
+        let error = parse(&[
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ])
+        .unwrap()
+        .config()
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("/nonexistent/c.pem"),
+            "{error:#}"
+        );
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct RequestRecord {
     pub path: String,
     /// Raw query string without the `?` (empty when there is none).
     pub query: String,
+    /// Whether the request came over TLS (https) rather than plain http.
+    pub tls: bool,
     /// Response status; `0` when the connection was dropped by a [`FaultKind::Drop`] fault. After
     /// a [`FaultKind::DropAfter`] fault, the status the handler produced (which the client never
     /// received).

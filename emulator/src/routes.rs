@@ -57,6 +57,8 @@ impl Classified {
 pub(crate) struct RequestContext {
     pub classified: Classified,
     pub arm_auth: Option<Result<Principal, ArmError>>,
+    /// Whether the request came over TLS (links in the answer then use https).
+    pub secure: bool,
 }
 
 /// Classifies a request by method and (undecoded) path.

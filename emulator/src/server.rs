@@ -23,10 +23,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use serde_json::Value;
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
@@ -39,6 +42,7 @@ use crate::query::Query;
 use crate::routes::{classify, Classified, RequestContext, Target};
 use crate::service_tags::{self, PUBLIC_DOWNLOAD_ID};
 use crate::state::{edit_ip_rules, set_ip_rules, update_vault, Shared};
+use crate::tls::TLS_HANDSHAKE;
 
 /// How long shutdown waits for in-flight requests before dropping their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -67,11 +71,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Runs the accept loop until `shutdown` fires (or its sender is dropped), then drains
-/// connections for up to [`SHUTDOWN_GRACE`].
+/// connections for up to [`SHUTDOWN_GRACE`]. With `tls`, a connection whose first byte opens a
+/// TLS handshake is served over TLS and any other as plain http, on the same port.
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     router: Router,
+    tls: Option<TlsAcceptor>,
     mut shutdown: oneshot::Receiver<()>,
 ) {
     let mut builder = http1::Builder::new();
@@ -92,17 +98,13 @@ pub(crate) async fn serve(
                 if let Err(error) = stream.set_nodelay(true) {
                     debug!(%error, "could not disable nagle on an accepted connection");
                 }
-                let shared = Arc::clone(&shared);
-                let router = router.clone();
-                let service = hyper::service::service_fn(move |request| {
-                    handle(Arc::clone(&shared), router.clone(), request)
-                });
-                let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        debug!(%peer, %error, "connection ended with an error");
-                    }
-                });
+                let connection = Connection {
+                    shared: Arc::clone(&shared),
+                    router: router.clone(),
+                    builder: builder.clone(),
+                    watcher: graceful.watcher(),
+                };
+                tokio::spawn(connection.serve(stream, peer, tls.clone()));
             }
             _ = &mut shutdown => break,
         }
@@ -115,6 +117,56 @@ pub(crate) async fn serve(
         .is_err()
     {
         warn!("connections still open after the shutdown grace period; dropping them");
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    shared: Arc<Shared>,
+    router: Router,
+    builder: http1::Builder,
+    watcher: Watcher,
+}
+
+impl Connection {
+    /// Serves the connection, over TLS when `tls` is set and the client opens with a handshake.
+    async fn serve(self, stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>) {
+        let secure = match &tls {
+            None => false,
+            Some(_) => {
+                let mut first = [0u8; 1];
+                match stream.peek(&mut first).await {
+                    Ok(1) => first[0] == TLS_HANDSHAKE,
+                    // Closed before sending anything.
+                    _ => return,
+                }
+            }
+        };
+        match tls.filter(|_| secure) {
+            Some(acceptor) => match acceptor.accept(stream).await {
+                Ok(stream) => self.serve_io(TokioIo::new(stream), peer, true).await,
+                Err(error) => debug!(%peer, %error, "TLS handshake failed"),
+            },
+            None => self.serve_io(TokioIo::new(stream), peer, false).await,
+        }
+    }
+
+    async fn serve_io<I>(self, io: I, peer: SocketAddr, secure: bool)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let Connection {
+            shared,
+            router,
+            builder,
+            watcher,
+        } = self;
+        let service = hyper::service::service_fn(move |request| {
+            handle(Arc::clone(&shared), router.clone(), request, secure)
+        });
+        if let Err(error) = watcher.watch(builder.serve_connection(io, service)).await {
+            debug!(%peer, %error, "connection ended with an error");
+        }
     }
 }
 
@@ -198,6 +250,7 @@ async fn handle(
     shared: Arc<Shared>,
     router: Router,
     request: hyper::Request<Incoming>,
+    secure: bool,
 ) -> Result<Response, DropConnection> {
     let request = request.map(Body::new);
     let classified = classify(request.method(), request.uri().path());
@@ -206,7 +259,7 @@ async fn handle(
     }
     let mut in_flight = InFlight {
         shared: &shared,
-        record: Some(arrival_record(&shared, &request, &classified)),
+        record: Some(arrival_record(&shared, &request, &classified, secure)),
     };
     let fault = shared.take_fault(classified.route, in_flight.record().vault.as_deref());
     in_flight.record().fault = fault.as_ref().map(FaultKind::describe);
@@ -215,8 +268,12 @@ async fn handle(
     let (authorized, arm_auth) = access(&shared, &classified, request.headers());
     in_flight.record().authorized = authorized;
 
-    let Some(mut response) = answer(router, request, fault.as_ref(), &classified, arm_auth).await
-    else {
+    let context = RequestContext {
+        classified: classified.clone(),
+        arm_auth,
+        secure,
+    };
+    let Some(mut response) = answer(router, request, fault.as_ref(), context).await else {
         let record = in_flight.finish();
         info!(method = %record.method, path = %record.path, route = ?record.route, "dropped connection (injected fault)");
         shared.record(record);
@@ -234,8 +291,14 @@ async fn handle(
 
 /// Step 1: what the log will say about the request, filled in as it is handled (its status stays
 /// 0 until there is an answer, so a request abandoned midway is recorded as such).
-fn arrival_record(shared: &Shared, request: &Request, classified: &Classified) -> RequestRecord {
+fn arrival_record(
+    shared: &Shared,
+    request: &Request,
+    classified: &Classified,
+    secure: bool,
+) -> RequestRecord {
     RequestRecord {
+        tls: secure,
         method: request.method().to_string(),
         path: request.uri().path().to_owned(),
         query: request.uri().query().unwrap_or_default().to_owned(),
@@ -276,8 +339,7 @@ async fn answer(
     router: Router,
     mut request: Request,
     fault: Option<&FaultKind>,
-    classified: &Classified,
-    arm_auth: Option<Result<Principal, ArmError>>,
+    context: RequestContext,
 ) -> Option<Response> {
     match fault {
         Some(FaultKind::Drop) => {
@@ -309,10 +371,7 @@ async fn answer(
             | FaultKind::Hold { .. },
         )
         | None => {
-            request.extensions_mut().insert(RequestContext {
-                classified: classified.clone(),
-                arm_auth,
-            });
+            request.extensions_mut().insert(context);
             Some(call(router, request).await)
         }
     }
@@ -455,7 +514,7 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
                 |resource, principal| shared.issue_token(resource, principal),
             )
         }
-        Route::DownloadPage => download_page(&shared, &query),
+        Route::DownloadPage => download_page(&shared, &query, context.secure),
         Route::DownloadFile => download_file(&shared, path),
         Route::Control | Route::Other => not_found(parts.method.as_str(), path),
     }
@@ -470,11 +529,11 @@ fn html(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn download_page(shared: &Shared, query: &Query) -> Response {
+fn download_page(shared: &Shared, query: &Query, secure: bool) -> Response {
     if shared.service_tags.is_some() && query.get("id") == Some(PUBLIC_DOWNLOAD_ID) {
         html(
             StatusCode::OK,
-            service_tags::download_page(&shared.base_url),
+            service_tags::download_page(shared.base_url_for(secure)),
         )
     } else {
         html(StatusCode::NOT_FOUND, service_tags::not_found_page())

@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub settings: Settings,
     /// `http://host:port`, no trailing slash.
     pub base_url: String,
+    /// `https://host:port` when TLS is configured (the same port).
+    pub https_url: Option<String>,
     pub service_tags: Option<ServiceTagsDocument>,
     /// The gates of [`FaultKind::Hold`] faults.
     pub holds: Holds,
@@ -68,6 +70,10 @@ impl Shared {
         vaults: VaultStore,
         service_tags: Option<ServiceTagsDocument>,
     ) -> Shared {
+        let https_url = config
+            .tls
+            .as_ref()
+            .map(|_| base_url.replacen("http://", "https://", 1));
         Shared {
             settings: Settings {
                 identity_header: config.identity_header,
@@ -81,6 +87,7 @@ impl Shared {
                 service_tags_page_size: config.service_tags_page_size.filter(|size| *size > 0),
             },
             base_url,
+            https_url,
             service_tags,
             holds: Holds::new(),
             started: Instant::now(),
@@ -90,6 +97,15 @@ impl Shared {
             faults: Mutex::new(VecDeque::new()),
             write_buckets: Mutex::new(HashMap::new()),
             read_buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The base URL a request came in on: links in an answer (`nextLink`, the download page's
+    /// file links) keep the caller's scheme.
+    pub fn base_url_for(&self, secure: bool) -> &str {
+        match (&self.https_url, secure) {
+            (Some(https), true) => https,
+            _ => &self.base_url,
         }
     }
 

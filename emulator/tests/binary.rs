@@ -124,3 +124,55 @@ fn the_binary_exits_2_with_a_message_when_the_seed_is_unreadable() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn with_tls_the_binary_announces_https_and_writes_its_ca() {
+    let directory =
+        std::env::temp_dir().join(format!("tagfence-emulator-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let env_file = directory.join("emulator.env");
+    let ca_file = directory.join("ca.pem");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tagfence-emulator"))
+        .args(["--tls", "--identity-header", "h", "--ca-file"])
+        .arg(&ca_file)
+        .arg("--env-file")
+        .arg(&env_file)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim_end()
+        .strip_prefix("tagfence-emulator listening on ")
+        .unwrap()
+        .to_owned();
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let http = base.replacen("https://", "http://", 1);
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert_eq!(
+        env,
+        format!(
+            "TAGFENCE_ARM_ENDPOINT={base}\nIDENTITY_ENDPOINT={http}/msi/token\nIDENTITY_HEADER=h\nTAGFENCE_DOWNLOAD_PAGE_URL={base}/download/details.aspx?id=56519\nTAGFENCE_EMULATOR_CA_FILE={}\n",
+            ca_file.display()
+        )
+    );
+    let ca = std::fs::read(&ca_file).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap();
+    let page = client
+        .get(format!("{base}/download/details.aspx?id=56519"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_dir_all(&directory).unwrap();
+}
