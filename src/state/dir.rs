@@ -258,95 +258,22 @@ impl DirStore {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| self.io("locking", key, e))?;
         }
-        let unusable = |detail: String| StateError::LockUnusable {
-            lock: path.display().to_string(),
-            detail,
-        };
         let deadline = Instant::now() + wait;
         let mut pause = FIRST_LOCK_PAUSE;
-        let mut immediate = 0;
-        let mut warned = false;
-        let mut waiting_said = false;
+        let mut taking = Taking::default();
         loop {
-            let started = Instant::now();
-            // Why the lock in the way cannot be taken over, when it is not a live holder's.
-            let mut trouble = None;
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    let token = lock_token();
-                    if let Err(err) = file.write_all(&token).and_then(|()| file.sync_all()) {
-                        // A lock without its token could never be confirmed; give it up.
-                        drop(file);
-                        let _ = fs::remove_file(&path);
-                        return Err(self.io("locking", key, err));
-                    }
-                    return Ok(FileLock::hold(path, token, self.lock_ttl, started));
-                }
-                Err(err) if err.kind() == ErrorKind::AlreadyExists => {
-                    match fs::symlink_metadata(&path) {
-                        Ok(meta) if meta.is_dir() => {
-                            return Err(unusable(
-                                "it is a directory, not a lock file tagfence made, and cannot be taken over; remove it".to_owned(),
-                            ))
-                        }
-                        Ok(meta) => {
-                            let age = meta
-                                .modified()
-                                .ok()
-                                .and_then(|m| SystemTime::now().duration_since(m).ok())
-                                .unwrap_or_default();
-                            if age <= self.lock_ttl && !waiting_said {
-                                // Say why the run pauses: after a crash the next run waits
-                                // out the dead holder's TTL before taking its lock over.
-                                tracing::info!(lock = %path.display(), age_s = age.as_secs(), ttl_s = self.lock_ttl.as_secs(), "waiting for a vault lock another tagfence run holds (a lock its holder stops renewing is taken over once it is older than the TTL)");
-                                waiting_said = true;
-                            }
-                            if age > self.lock_ttl {
-                                if !warned {
-                                    tracing::warn!(lock = %path.display(), age_s = age.as_secs(), "taking over a stale lock");
-                                    warned = true;
-                                }
-                                match fs::remove_file(&path) {
-                                    Ok(()) if immediate < IMMEDIATE_RETRIES => {
-                                        immediate += 1;
-                                        continue;
-                                    }
-                                    Ok(()) => {}
-                                    Err(err) if err.kind() == ErrorKind::NotFound => {}
-                                    Err(err) => {
-                                        trouble = Some(format!(
-                                            "it was not renewed for {} s (TTL {} s), but removing it failed: {err}; remove it",
-                                            age.as_secs(),
-                                            self.lock_ttl.as_secs()
-                                        ));
-                                    }
-                                }
-                            }
-                        }
-                        // Released in between: try again at once.
-                        Err(err)
-                            if err.kind() == ErrorKind::NotFound
-                                && immediate < IMMEDIATE_RETRIES =>
-                        {
-                            immediate += 1;
-                            continue;
-                        }
-                        Err(err) if err.kind() == ErrorKind::NotFound => {}
-                        Err(err) => {
-                            trouble = Some(format!("reading its age failed: {err}"));
-                        }
-                    }
-                }
-                Err(err) => return Err(self.io("locking", key, err)),
-            }
+            let trouble = match self.try_take(&path, key, &mut taking)? {
+                Attempt::Taken(lock) => return Ok(lock),
+                Attempt::Again => continue,
+                Attempt::Wait { trouble } => trouble,
+            };
             let now = Instant::now();
             if now >= deadline {
                 return Err(match trouble {
-                    Some(detail) => unusable(detail),
+                    Some(detail) => StateError::LockUnusable {
+                        lock: path.display().to_string(),
+                        detail,
+                    },
                     None => StateError::Locked {
                         vault: key.to_owned(),
                         seconds: wait.as_secs(),
@@ -355,6 +282,87 @@ impl DirStore {
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(MAX_LOCK_PAUSE);
+        }
+    }
+
+    /// One attempt at creating the lock file; when another one is in the way, what to do about
+    /// it ([`Self::lock_in_the_way`]).
+    fn try_take(&self, path: &Path, key: &str, taking: &mut Taking) -> Result<Attempt, StateError> {
+        let started = Instant::now();
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(mut file) => {
+                let token = lock_token();
+                if let Err(err) = file.write_all(&token).and_then(|()| file.sync_all()) {
+                    // A lock without its token could never be confirmed; give it up.
+                    drop(file);
+                    let _ = fs::remove_file(path);
+                    return Err(self.io("locking", key, err));
+                }
+                Ok(Attempt::Taken(FileLock::hold(
+                    path.to_path_buf(),
+                    token,
+                    self.lock_ttl,
+                    started,
+                )))
+            }
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => {
+                self.lock_in_the_way(path, taking)
+            }
+            Err(err) => Err(self.io("locking", key, err)),
+        }
+    }
+
+    /// A lock file is in the way: wait for a live holder, take over a stale one (not renewed
+    /// for longer than the TTL), refuse what is no lock tagfence made.
+    fn lock_in_the_way(&self, path: &Path, taking: &mut Taking) -> Result<Attempt, StateError> {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            // Released in between: try again at once.
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(taking.again()),
+            Err(err) => {
+                return Ok(Attempt::Wait {
+                    trouble: Some(format!("reading its age failed: {err}")),
+                })
+            }
+        };
+        if meta.is_dir() {
+            return Err(StateError::LockUnusable {
+                lock: path.display().to_string(),
+                detail: "it is a directory, not a lock file tagfence made, and cannot be taken over; remove it".to_owned(),
+            });
+        }
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .unwrap_or_default();
+        if age <= self.lock_ttl {
+            if !taking.waiting_said {
+                // Say why the run pauses: after a crash the next run waits out the dead
+                // holder's TTL before taking its lock over.
+                tracing::info!(lock = %path.display(), age_s = age.as_secs(), ttl_s = self.lock_ttl.as_secs(), "waiting for a vault lock another tagfence run holds (a lock its holder stops renewing is taken over once it is older than the TTL)");
+                taking.waiting_said = true;
+            }
+            return Ok(Attempt::Wait { trouble: None });
+        }
+        if !taking.warned {
+            tracing::warn!(lock = %path.display(), age_s = age.as_secs(), "taking over a stale lock");
+            taking.warned = true;
+        }
+        match fs::remove_file(path) {
+            Ok(()) => Ok(taking.again()),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(Attempt::Wait { trouble: None }),
+            Err(err) => Ok(Attempt::Wait {
+                trouble: Some(format!(
+                    "it was not renewed for {} s (TTL {} s), but removing it failed: {err}; remove it",
+                    age.as_secs(),
+                    self.lock_ttl.as_secs()
+                )),
+            }),
         }
     }
 }
@@ -384,6 +392,41 @@ impl Store for DirStore {
     async fn lock(&self, key: &str, wait: Duration) -> Result<Box<dyn Lock>, StateError> {
         Ok(Box::new(self.take(key, wait).await?))
     }
+}
+
+/// What taking a lock has done so far, across attempts.
+#[derive(Debug, Default)]
+struct Taking {
+    /// Attempts made at once, without a pause (the lock went away in between).
+    immediate: u32,
+    /// Whether taking over a stale lock was logged.
+    warned: bool,
+    /// Whether waiting for a live holder was logged.
+    waiting_said: bool,
+}
+
+impl Taking {
+    /// Try again at once, a few times; then wait like any other attempt.
+    fn again(&mut self) -> Attempt {
+        if self.immediate < IMMEDIATE_RETRIES {
+            self.immediate += 1;
+            Attempt::Again
+        } else {
+            Attempt::Wait { trouble: None }
+        }
+    }
+}
+
+/// What one attempt at taking a lock came to.
+enum Attempt {
+    Taken(FileLock),
+    /// Try again at once.
+    Again,
+    /// Wait before trying again; `trouble` says why the lock in the way cannot be taken over
+    /// (reported if the wait runs out).
+    Wait {
+        trouble: Option<String>,
+    },
 }
 
 #[cfg(test)]
