@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use tagfence::config::ConfigErrors;
+
 fn main() -> ExitCode {
     // An app setting left empty means "use the default" (Bicep and the portal often create
     // settings with empty values); clap would instead try to parse the empty string. This runs
@@ -15,8 +17,18 @@ fn main() -> ExitCode {
     match tagfence::cli::run(invocation) {
         Ok(code) => code,
         Err(err) => {
-            // The whole chain on one line: "planning the firewall change: unknown service tag …".
-            eprintln!("tagfence: error: {err:#}");
+            match err.downcast_ref::<ConfigErrors>() {
+                // Every configuration problem on its own line, after what was being done:
+                // "reading the configuration: TAGFENCE_MAX_RULES=lots: expected …".
+                Some(problems) => {
+                    for problem in problems.lines() {
+                        eprintln!("tagfence: error: {err}: {problem}");
+                    }
+                }
+                // The whole chain on one line: "planning the firewall change: unknown service
+                // tag …".
+                None => eprintln!("tagfence: error: {err:#}"),
+            }
             ExitCode::from(2)
         }
     }

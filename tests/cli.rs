@@ -271,11 +271,16 @@ fn errors_name_what_was_wrong_and_exit_2() {
         ),
         (
             &["--tag", "AzureDevOps", "--static-rule", "192.168.10.4"],
-            "tagfence: error: invalid --static-rule: '192.168.10.4' overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918); key vault refuses it\n",
+            "tagfence: error: reading the configuration: --static-rule 192.168.10.4: overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918), which Key Vault refuses; expected a public address\n",
         ),
         (
             &["--tag", "AzureDevOps", "--static-rule", "52.1.2.3/24"],
-            "tagfence: error: invalid --static-rule: '52.1.2.3/24' has host bits set (did you mean '52.1.2.0/24'?)\n",
+            "tagfence: error: reading the configuration: --static-rule 52.1.2.3/24: has host bits set; expected the prefix 52.1.2.0/24\n",
+        ),
+        (
+            &["--tag", "AzureDevOps", "--max-rules", "2000", "--envelope", "AzureCloud"],
+            "tagfence: error: reading the configuration: --max-rules 2000: expected a whole number from 1 to 1000 (Key Vault holds at most 1,000 IP rules per vault)\n\
+             tagfence: error: reading the configuration: --envelope AzureCloud: only used by a summarized fit, and the fit is exact by default; give --fit summarize too, or leave it out\n",
         ),
         (
             &["--tag", "AzureDevOps", "--live", "tests/fixtures/does-not-exist.json"],
@@ -320,10 +325,207 @@ fn a_broken_service_tags_file_is_refused_with_its_position() {
 }
 
 #[test]
-fn usage_errors_exit_2() {
+fn usage_errors_and_wrong_values_exit_2() {
+    let out = tagfence(&["plan", "--tag", "AzureDevOps"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--service-tags <FILE>"),
+        "{}",
+        stderr(&out)
+    );
+    // A wrong value is the configuration's problem, named as given, before any file is read.
     let out = tagfence(&["plan", "--service-tags", "x", "--fit", "lossy"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("invalid value 'lossy' for '--fit <FIT>'"));
+    assert_eq!(
+        stderr(&out),
+        "tagfence: error: reading the configuration: --fit lossy: expected exact or summarize\n"
+    );
+}
+
+/// A Service Tags document of `tags` tags (AzureDevOps and `AzureCloud.region<n>`), of `cloud`.
+fn small_document(dir: &Path, name: &str, cloud: &str, tags: usize) -> String {
+    let values: Vec<serde_json::Value> = (0..tags)
+        .map(|n| {
+            let name = if n == 0 { "AzureDevOps".to_owned() } else { format!("AzureCloud.region{n}") };
+            serde_json::json!({"name": name, "id": name, "properties": {"changeNumber": 1, "region": "", "systemService": "", "addressPrefixes": [format!("52.1.{n}.0/24")]}})
+        })
+        .collect();
+    let doc = serde_json::json!({"changeNumber": 9, "cloud": cloud, "values": values});
+    let path = dir.join(name);
+    std::fs::write(&path, doc.to_string()).unwrap();
+    path.display().to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tagfence-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn plan_and_tags_refuse_a_partial_document_or_one_of_another_cloud_as_apply_does() {
+    let dir = scratch("documents");
+    let one = small_document(&dir, "one.json", "Public", 1);
+    let government = small_document(&dir, "gov.json", "AzureGovernment", 3);
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec!["plan", "--service-tags", &one, "--tag", "AzureDevOps"], format!("tagfence: error: checking the service tags: the service tags from {one} list only 1 tags, fewer than the 1000 a complete Public document has; refusing a truncated or partial document; give --min-service-tags 1 to read it anyway\n")),
+        (vec!["tags", "--service-tags", &one], format!("tagfence: error: checking the service tags: the service tags from {one} list only 1 tags, fewer than the 1000 a complete Public document has; refusing a truncated or partial document; give --min-service-tags 1 to read it anyway\n")),
+        (vec!["plan", "--service-tags", &government, "--tag", "AzureDevOps", "--min-service-tags", "1"], format!("tagfence: error: checking the service tags: the service tags from {government} are for the AzureGovernment cloud, not Public; give --cloud AzureUSGovernment to read it\n")),
+        (vec!["tags", "--service-tags", &government, "--min-service-tags", "0"], "tagfence: error: reading the configuration: --min-service-tags 0: expected a whole number of tags, at least 1\n".to_owned()),
+    ];
+    for (args, expected) in cases {
+        let out = tagfence(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr(&out), expected, "{args:?}");
+    }
+    let out = tagfence(&[
+        "tags",
+        "--service-tags",
+        &government,
+        "--cloud",
+        "AzureUSGovernment",
+        "--min-service-tags",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = tagfence(&[
+        "plan",
+        "--service-tags",
+        &one,
+        "--tag",
+        "AzureDevOps",
+        "--min-service-tags",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tags_takes_a_profile_wherever_a_tag_name_goes() {
+    let st = service_tags(365);
+    let out = tagfence(&[
+        "tags",
+        "--service-tags",
+        &st,
+        "--tag",
+        "hosted-agents:uk",
+        "--output",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = listing.to_string();
+    for tag in ["AzureCloud.uksouth", "AzureCloud.ukwest", "AzureDevOps"] {
+        assert!(text.contains(tag), "{tag} missing from {text}");
+    }
+    let out = tagfence(&["tags", "--service-tags", &st, "--tag", "hosted-agents:mars"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("tagfence: error: reading --tag: unknown geography 'mars'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_bad_last_applied_entry_or_live_document_is_named_as_such() {
+    let st = service_tags(365);
+    let dir = scratch("inputs");
+    let last_applied = dir.join("last-applied.json");
+    std::fs::write(&last_applied, r#"["52.1.2.3/32", "abc"]"#).unwrap();
+    let live = dir.join("live.json");
+    std::fs::write(&live, "[1, 2]").unwrap();
+    let (last_applied, live) = (
+        last_applied.display().to_string(),
+        live.display().to_string(),
+    );
+    let out = tagfence(&plan_args(
+        &st,
+        &["--tag", "AzureDevOps", "--last-applied", &last_applied],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!("tagfence: error: reading the last-applied rules from {last_applied}: entry 2 of this file is not a rule tagfence applies: 'abc' is not an IPv4 address or CIDR prefix\n")
+    );
+    let out = tagfence(&plan_args(
+        &st,
+        &["--tag", "AzureDevOps", "--last-applied", FIXTURE_VAULT],
+    ));
+    assert_eq!(
+        stderr(&out),
+        format!("tagfence: error: reading the last-applied rules from {FIXTURE_VAULT}: the document is an object (a vault document goes to --live); expected a JSON array of CIDR strings, such as [\"52.1.2.3/32\", \"20.37.158.0/23\"]\n")
+    );
+    let out = tagfence(&plan_args(&st, &["--tag", "AzureDevOps", "--live", &live]));
+    assert_eq!(out.status.code(), Some(2));
+    let text = stderr(&out);
+    assert!(
+        text.contains("expected one vault object as ARM's GET returns it: {\"name\""),
+        "{text}"
+    );
+    assert!(!text.contains("VaultProperties"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn status_refuses_a_state_directory_that_does_not_exist() {
+    let out = tagfence(&["status", "--state-dir", "./typo"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "tagfence: error: reading the configuration: --state-dir ./typo: no such directory; status only reads state (`tagfence apply --state-dir ./typo` creates it on its first run)\n"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn each_command_shows_only_its_own_options() {
+    let help = |command: &str| stdout(&tagfence(&[command, "--help"]));
+    let status = help("status");
+    for absent in [
+        "--tag",
+        "--static-rule",
+        "--max-rules",
+        "--fit",
+        "--prune",
+        "--source",
+        "--grace-days",
+        "--allow-older",
+        "--concurrency",
+        "--notify-url",
+        "--min-service-tags",
+    ] {
+        assert!(
+            !status.contains(absent),
+            "status --help shows {absent}:\n{status}"
+        );
+    }
+    for present in [
+        "--vault",
+        "--state-dir",
+        "--state-url",
+        "--credential",
+        "--cloud",
+        "--output",
+    ] {
+        assert!(status.contains(present), "status --help lacks {present}");
+    }
+    for command in ["plan", "tags"] {
+        let text = help(command);
+        assert!(
+            !text.contains("--vault") && !text.contains("--state-dir"),
+            "{command} --help:\n{text}"
+        );
+        assert!(
+            text.contains("--cloud") && text.contains("--min-service-tags"),
+            "{command} --help:\n{text}"
+        );
+    }
+    let apply = help("apply");
+    assert!(
+        apply.contains("--tag") && apply.contains("--dry-run") && apply.contains("--state-dir")
+    );
 }
 
 #[test]

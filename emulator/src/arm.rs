@@ -8,8 +8,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use crate::api_versions;
 use crate::error::ArmError;
-use crate::identity::{is_date_version, Principal};
+use crate::identity::Principal;
+use crate::locations;
 use crate::model::Route;
 use crate::paths::VaultPath;
 use crate::query::Query;
@@ -18,33 +20,8 @@ use crate::routes::{RequestContext, Target};
 use crate::state::Shared;
 use crate::vaults::{apply_patch, apply_put, Lookup};
 
-/// Key Vault management api-versions the emulator accepts (the stable versions in
-/// Azure/azure-rest-api-specs: specification/keyvault/resource-manager/Microsoft.KeyVault/stable).
-pub const KEY_VAULT_API_VERSIONS: [&str; 8] = [
-    "2018-02-14",
-    "2019-09-01",
-    "2021-10-01",
-    "2022-07-01",
-    "2023-02-01",
-    "2023-07-01",
-    "2024-11-01",
-    "2025-05-01",
-];
-
-/// Oldest and newest Microsoft.Network api-versions accepted for the Discovery API.
-const NETWORK_API_VERSION_RANGE: (&str, &str) = ("2020-05-01", "2025-05-01");
-
-/// Resource Graph api-versions the emulator accepts (the stable versions in
-/// Azure/azure-rest-api-specs:
-/// specification/resourcegraph/resource-manager/Microsoft.ResourceGraph/stable).
-const RESOURCE_GRAPH_API_VERSIONS: [&str; 6] = [
-    "2019-04-01",
-    "2020-04-01-preview",
-    "2021-03-01",
-    "2021-06-01-preview",
-    "2022-10-01",
-    "2024-04-01",
-];
+/// Key Vault management api-versions the emulator accepts, oldest first ([`api_versions::KEY_VAULT`]).
+pub const KEY_VAULT_API_VERSIONS: &[&str] = api_versions::KEY_VAULT;
 
 /// The write-budget header ARM sets on write responses.
 pub(crate) const REMAINING_WRITES: &str = "x-ms-ratelimit-remaining-subscription-writes";
@@ -71,27 +48,70 @@ fn authenticated(context: &RequestContext) -> Result<Principal, ArmError> {
     }
 }
 
-/// Checks `api-version` against `accepts`; `supported` describes the accepted versions.
-fn check_api_version(
+/// How ARM refuses an api-version nobody registered.
+#[derive(Clone, Copy)]
+enum Registration<'a> {
+    /// ARM's own endpoints (`/resources`) and Resource Graph: 400 `InvalidApiVersionParameter`,
+    /// "The api-version '…' is invalid. The supported versions are '…'." with the versions
+    /// newest first, comma-separated (the shape of ARM's answer quoted in public issues).
+    Arm,
+    /// A resource provider's type: 400 `NoRegisteredProviderFound`, naming the location and
+    /// the type, the versions oldest first and the locations, as quoted from ARM in
+    /// Azure/azure-cli#18483 and #18006 and Azure/azure-rest-api-specs#11929.
+    Provider {
+        type_name: &'a str,
+        location: &'a str,
+    },
+}
+
+/// Checks `api-version` (without case) against `accepted` (oldest first).
+fn check_api_version<'a>(
     query: &Query,
-    accepts: impl Fn(&str) -> bool,
-    supported: &str,
+    accepted: impl Iterator<Item = &'a str> + Clone,
+    registration: Registration<'_>,
 ) -> Result<(), ArmError> {
-    match query.get("api-version") {
-        None | Some("") => Err(ArmError::new(
-            StatusCode::BAD_REQUEST,
-            "MissingApiVersionParameter",
-            "The api-version query parameter (?api-version=) is required for all requests.",
-        )),
-        Some(version) if accepts(version) => Ok(()),
-        Some(version) => Err(ArmError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidApiVersionParameter",
-            format!(
-                "The api-version '{version}' is invalid. The supported versions are '{supported}'."
-            ),
-        )),
+    let version = match query.get("api-version") {
+        None | Some("") => {
+            return Err(ArmError::new(
+                StatusCode::BAD_REQUEST,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            ))
+        }
+        Some(version) => version,
+    };
+    if accepted
+        .clone()
+        .any(|known| known.eq_ignore_ascii_case(version))
+    {
+        return Ok(());
     }
+    let known: Vec<&str> = accepted.collect();
+    Err(match registration {
+        Registration::Arm => {
+            let newest_first: Vec<&str> = known.iter().rev().copied().collect();
+            ArmError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidApiVersionParameter",
+                format!(
+                    "The api-version '{version}' is invalid. The supported versions are '{}'.",
+                    newest_first.join(",")
+                ),
+            )
+        }
+        Registration::Provider {
+            type_name,
+            location,
+        } => ArmError::new(
+            StatusCode::BAD_REQUEST,
+            "NoRegisteredProviderFound",
+            format!(
+                "No registered resource provider found for location '{location}' and API version '{version}' for type '{type_name}'. The supported api-versions are '{}'. The supported locations are '{}'.",
+                known.join(", "),
+                locations::listed(", ")
+            ),
+        ),
+    })
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
@@ -122,10 +142,14 @@ pub(crate) fn vault(
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
+    let location = shared.vaults().location_hint(path);
     if let Err(error) = check_api_version(
         query,
-        |version| KEY_VAULT_API_VERSIONS.contains(&version),
-        &KEY_VAULT_API_VERSIONS.join(","),
+        KEY_VAULT_API_VERSIONS.iter().copied(),
+        Registration::Provider {
+            type_name: "vaults",
+            location: &location,
+        },
     ) {
         return error.into_response();
     }
@@ -246,16 +270,23 @@ fn service_tags_page(
     path: &str,
     query: &Query,
 ) -> Result<Response, ArmError> {
-    let Target::ServiceTags { subscription } = &context.classified.target else {
+    let Target::ServiceTags {
+        subscription,
+        location,
+    } = &context.classified.target
+    else {
         return Err(routing_bug("it names no subscription"));
     };
     authenticated(context)?;
-    let (oldest, newest) = NETWORK_API_VERSION_RANGE;
     check_api_version(
         query,
-        |version| is_date_version(version) && (oldest..=newest).contains(&&version[..10]),
-        &format!("{oldest}' through '{newest}"),
+        api_versions::NETWORK_SERVICE_TAGS.iter().copied(),
+        Registration::Provider {
+            type_name: "locations/serviceTags",
+            location,
+        },
     )?;
+    known_location(location, "locations/serviceTags", query)?;
     let document = shared.service_tags.as_ref().ok_or_else(|| {
         ArmError::new(
             StatusCode::NOT_FOUND,
@@ -281,6 +312,25 @@ fn service_tags_page(
     Ok(json_response(StatusCode::OK, body))
 }
 
+/// A location in a provider route's path that is no public region: ARM finds no provider
+/// registered there, and answers as for an unknown api-version (which one ARM gives for an
+/// unknown location is UNVERIFIED; the registration refusal is the one public captures show).
+fn known_location(location: &str, type_name: &str, query: &Query) -> Result<(), ArmError> {
+    if locations::is_known(location) {
+        return Ok(());
+    }
+    let version = query.get("api-version").unwrap_or_default();
+    Err(ArmError::new(
+        StatusCode::BAD_REQUEST,
+        "NoRegisteredProviderFound",
+        format!(
+            "No registered resource provider found for location '{location}' and API version '{version}' for type '{type_name}'. The supported api-versions are '{}'. The supported locations are '{}'.",
+            api_versions::NETWORK_SERVICE_TAGS.join(", "),
+            locations::listed(", ")
+        ),
+    ))
+}
+
 /// `POST /providers/Microsoft.ResourceGraph/resources`.
 pub(crate) fn resource_graph(
     shared: &Shared,
@@ -292,8 +342,8 @@ pub(crate) fn resource_graph(
         authenticated(context)?;
         check_api_version(
             query,
-            |version| RESOURCE_GRAPH_API_VERSIONS.contains(&version),
-            &RESOURCE_GRAPH_API_VERSIONS.join(","),
+            api_versions::RESOURCE_GRAPH.iter().copied(),
+            Registration::Arm,
         )?;
         let mut request = resource_graph::parse_request(&parse_json(body)?).map_err(|detail| {
             ArmError::bad_request(format!(

@@ -41,6 +41,8 @@
 //! service_tags.rs    document loading, API conversion, download page
 //! resource_graph.rs  KQL subset                                   (pure)
 //! throttle.rs        token buckets
+//! api_versions.rs    the api-versions each ARM route accepts         (pure)
+//! locations.rs       public-cloud region names                     (pure)
 //! tls.rs             the https certificate (made or given) and rustls' server config
 //! ```
 //!
@@ -50,7 +52,8 @@
 //! imports have no circles and each layer reads knowing only the ones before it:
 //!
 //! ```text
-//! 1 base      clock ids error query paths policy reshape: plain values, nothing from the crate
+//! 1 base      clock ids error query paths policy reshape api_versions locations: plain values,
+//!             nothing from the crate
 //! 2 parts     config model acl throttle identity resource_graph service_tags holds tls: one concern
 //! 3 composed  vaults (the store; PATCH/PUT through acl) and routes (paths into model's Route)
 //! 4 state     state: the Shared value owning every store, for the handlers and Emulator
@@ -59,6 +62,7 @@
 //! ```
 
 mod acl;
+mod api_versions;
 mod arm;
 mod clock;
 mod config;
@@ -66,6 +70,7 @@ mod error;
 mod holds;
 mod identity;
 mod ids;
+mod locations;
 mod model;
 mod paths;
 mod policy;

@@ -29,6 +29,7 @@ pub(crate) enum Target {
     /// A subscription-scoped, non-vault ARM request (the Service Tags Discovery API).
     ServiceTags {
         subscription: String,
+        location: String,
     },
 }
 
@@ -45,7 +46,7 @@ impl Classified {
     pub fn subscription(&self) -> Option<String> {
         match &self.target {
             Target::Vault(path) => Some(path.subscription.to_ascii_lowercase()),
-            Target::ServiceTags { subscription } => Some(subscription.to_ascii_lowercase()),
+            Target::ServiceTags { subscription, .. } => Some(subscription.to_ascii_lowercase()),
             Target::None => None,
         }
     }
@@ -96,6 +97,7 @@ pub(crate) fn classify(method: &Method, path: &str) -> Classified {
                 route: Route::ServiceTagsApi,
                 target: Target::ServiceTags {
                     subscription: parts[1].to_owned(),
+                    location: parts[5].to_owned(),
                 },
             }
         }

@@ -68,6 +68,29 @@ impl VaultStore {
         }
     }
 
+    /// The location ARM would name in a refusal for `path`: the vault's, else that of another
+    /// vault in its resource group, else `westus`.
+    pub fn location_hint(&self, path: &VaultPath) -> String {
+        let location_of = |stored: &StoredVault| {
+            stored
+                .value
+                .get("location")
+                .and_then(Value::as_str)
+                .map(crate::locations::normalise)
+        };
+        self.vaults
+            .iter()
+            .find(|v| v.path.same_vault(path))
+            .and_then(location_of)
+            .or_else(|| {
+                self.vaults
+                    .iter()
+                    .filter(|v| v.path.same_group(path))
+                    .find_map(location_of)
+            })
+            .unwrap_or_else(|| "westus".to_owned())
+    }
+
     /// Finds a vault by resource id or by name (vault names are globally unique), ignoring case.
     pub fn find(&self, name_or_id: &str) -> Option<usize> {
         match VaultPath::parse_id(name_or_id) {

@@ -121,9 +121,29 @@ async fn discovery_api_checks_token_and_api_version_and_needs_a_document() {
     assert_eq!((status, code.as_str()), (401, "AuthenticationFailed"));
     let token = emulator.issue_token(ARM);
     let old = url.replace("2025-05-01", "2019-02-01");
-    let (status, code, _) =
+    let (status, code, message) =
         arm_error(client().get(&old).bearer_auth(&token).send().await.unwrap()).await;
-    assert_eq!((status, code.as_str()), (400, "InvalidApiVersionParameter"));
+    assert_eq!((status, code.as_str()), (400, "NoRegisteredProviderFound"));
+    assert!(
+        message.contains("for type 'locations/serviceTags'")
+            && message.contains("'2019-04-01, 2019-06-01, ")
+            && message.contains("2026-03-01'"),
+        "{message}"
+    );
+    let nowhere = url
+        .replace("/westeurope/", "/nowhere/")
+        .replace("2025-05-01", "2026-03-01");
+    let (status, code, message) = arm_error(
+        client()
+            .get(&nowhere)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "NoRegisteredProviderFound"));
+    assert!(message.contains("location 'nowhere'"), "{message}");
     let response = client()
         .get(url.replace("2025-05-01", "2023-09-01"))
         .bearer_auth(&token)

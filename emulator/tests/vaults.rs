@@ -443,11 +443,11 @@ async fn api_version_is_required_and_must_be_a_known_key_vault_version() {
             .unwrap(),
     )
     .await;
-    assert_eq!((status, code.as_str()), (400, "InvalidApiVersionParameter"));
+    assert_eq!((status, code.as_str()), (400, "NoRegisteredProviderFound"));
     assert!(
-        message.contains("2099-01-01")
-            && message.contains("2025-05-01")
-            && message.contains("2018-02-14"),
+        message.starts_with("No registered resource provider found for location 'westeurope' and API version '2099-01-01' for type 'vaults'. The supported api-versions are '2015-06-01, 2016-10-01, 2018-02-14-preview, 2018-02-14, ")
+            && message.contains("2026-05-15")
+            && message.contains("The supported locations are 'eastus, eastus2, "),
         "{message}"
     );
     for version in tagfence_emulator::KEY_VAULT_API_VERSIONS {

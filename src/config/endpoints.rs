@@ -6,90 +6,123 @@ use std::path::PathBuf;
 use url::Url;
 
 use super::error::ConfigError;
-use super::settings::{Settings, DEFAULT_SOURCE};
-use crate::azure::{self, CloudEndpoints};
+use super::given::{is_guid, spelled, Reader};
+use super::settings::Key;
+use crate::azure::{self, CloudEndpoints, EndpointError};
 use crate::core::service_tags::Cloud;
 use crate::source::SourceSpec;
 
-/// A setting's value when it is given and not blank, trimmed.
-pub(super) fn given(value: &Option<String>) -> Option<&str> {
-    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+/// Why an endpoint is refused, without repeating the URL (the setting shows it).
+fn endpoint_problem(err: &EndpointError) -> String {
+    match err {
+        EndpointError::Invalid(_) => "not a URL; expected an https URL".to_owned(),
+        EndpointError::Insecure(_) => {
+            "uses plain http; expected https (plain http only for a loopback host, a local emulator)"
+                .to_owned()
+        }
+        EndpointError::Scheme(_, scheme) => format!("uses '{scheme}'; expected an https URL"),
+    }
 }
 
 /// The cloud's endpoints, with the ARM endpoint and download page the settings override.
-pub(super) fn endpoints(settings: &Settings, cloud: Cloud) -> Result<CloudEndpoints, ConfigError> {
+pub(super) fn endpoints(reader: &mut Reader<'_>, cloud: Cloud) -> CloudEndpoints {
     let mut endpoints = CloudEndpoints::of(cloud);
-    let parse = |setting: &'static str, url: &str| {
-        azure::parse_endpoint(url).map_err(|e| ConfigError::Setting {
-            setting,
-            reason: e.to_string(),
-        })
-    };
-    // Not trimmed: the check names the URL as given.
-    let not_blank = |value: &Option<String>| value.clone().filter(|s| !s.trim().is_empty());
-    if let Some(url) = not_blank(&settings.arm_endpoint) {
-        endpoints.arm = parse("--arm-endpoint (TAGFENCE_ARM_ENDPOINT)", &url)?;
+    if let Some(url) = url(reader, Key::ArmEndpoint) {
+        endpoints.arm = url;
     }
-    if let Some(url) = not_blank(&settings.download_page_url) {
-        endpoints.download_page = parse("--download-page-url (TAGFENCE_DOWNLOAD_PAGE_URL)", &url)?;
+    if let Some(url) = url(reader, Key::DownloadPageUrl) {
+        endpoints.download_page = url;
     }
-    Ok(endpoints)
+    endpoints
 }
 
-/// Where the Service Tags come from: `api`, `download`, an https URL, or else a file path.
-pub(super) fn source_spec(
-    settings: &Settings,
-    endpoints: &CloudEndpoints,
-) -> Result<SourceSpec, ConfigError> {
-    let source = settings.source.as_deref().unwrap_or(DEFAULT_SOURCE).trim();
-    let bad = |reason: String| ConfigError::Setting {
-        setting: "--source (TAGFENCE_SOURCE)",
-        reason,
-    };
-    match source {
-        "api" => api_source(settings),
-        "download" => Ok(SourceSpec::Download {
-            page: endpoints.download_page.clone(),
-        }),
-        "" => Err(bad("is empty".to_owned())),
-        url if url.contains("://") => {
-            let url = Url::parse(url).map_err(|_| bad(format!("'{url}' is not a URL")))?;
-            azure::check_endpoint(&url).map_err(|e| bad(e.to_string()))?;
-            Ok(SourceSpec::Url(url))
+/// The endpoint `key` gives, when it gives a valid one.
+fn url(reader: &mut Reader<'_>, key: Key) -> Option<Url> {
+    let given = reader.givens.get(key)?;
+    match azure::parse_endpoint(given.text()) {
+        Ok(url) => Some(url),
+        Err(err) => {
+            reader.invalid(given, given.text(), endpoint_problem(&err));
+            None
         }
-        path => Ok(SourceSpec::File(PathBuf::from(path))),
+    }
+}
+
+/// Where the Service Tags come from: `api`, `download`, an https URL, or else a file path,
+/// which must exist.
+pub(super) fn source_spec(reader: &mut Reader<'_>, endpoints: &CloudEndpoints) -> SourceSpec {
+    let download = SourceSpec::Download {
+        page: endpoints.download_page.clone(),
+    };
+    check_subscription(reader);
+    let Some(given) = reader.givens.get(Key::Source) else {
+        return download;
+    };
+    let source = given.text().trim();
+    match source {
+        "api" => api_source(reader).unwrap_or(download),
+        "download" => download,
+        url if url.contains("://") => match azure::parse_endpoint(url) {
+            Ok(url) => SourceSpec::Url(url),
+            Err(err) => {
+                reader.invalid(given, source, endpoint_problem(&err));
+                download
+            }
+        },
+        path if !std::path::Path::new(path).is_file() => {
+            let reason = "no such file; expected api, download, an https URL or the path of a Service Tags file";
+            reader.invalid(given, source, reason);
+            download
+        }
+        path => SourceSpec::File(PathBuf::from(path)),
+    }
+}
+
+/// The subscription for the Discovery API, when given, must be a subscription id.
+fn check_subscription(reader: &mut Reader<'_>) {
+    if let Some(given) = reader.givens.get(Key::SubscriptionId) {
+        if !is_guid(given.text().trim()) {
+            let reason =
+                "not a subscription id; expected a GUID (00000000-0000-0000-0000-000000000000)";
+            reader.invalid(given, given.text(), reason);
+        }
     }
 }
 
 /// The Discovery API source, which needs a subscription and a location.
-fn api_source(settings: &Settings) -> Result<SourceSpec, ConfigError> {
-    match (given(&settings.subscription_id), given(&settings.location)) {
-        (Some(subscription), Some(location)) => Ok(SourceSpec::Api {
-            subscription: subscription.to_owned(),
-            location: location.to_owned(),
+fn api_source(reader: &mut Reader<'_>) -> Option<SourceSpec> {
+    let subscription = reader.text(Key::SubscriptionId).map(str::to_owned);
+    let location = reader.text(Key::Location).map(str::to_owned);
+    if let Some(given) = reader.givens.get(Key::Location) {
+        let location = given.text().trim();
+        if !location.chars().all(|c| c.is_ascii_alphanumeric()) {
+            let reason = "not an Azure region name; expected one such as westeurope";
+            reader.invalid(given, location, reason);
+        }
+    }
+    match (subscription, location) {
+        (Some(subscription), Some(location)) => Some(SourceSpec::Api {
+            subscription,
+            location,
         }),
-        _ => Err(ConfigError::Setting {
-            setting: "--source api",
-            reason: "needs --subscription-id (TAGFENCE_SUBSCRIPTION_ID) and --location (TAGFENCE_LOCATION)".to_owned(),
-        }),
+        _ => {
+            let given = reader.givens.get(Key::Source)?;
+            let like = given.origin.as_ref();
+            reader.problems.push(ConfigError::Conflict {
+                setting: given.shown_all(),
+                reason: format!(
+                    "the Discovery API needs a subscription and a location; give {} and {} too",
+                    spelled(like, Key::SubscriptionId, None),
+                    spelled(like, Key::Location, None)
+                ),
+            });
+            None
+        }
     }
 }
 
-/// The webhook to post run messages to, if one is given.
-pub(super) fn notify_url(settings: &Settings) -> Result<Option<Url>, ConfigError> {
-    let Some(url) = given(&settings.notify_url) else {
-        return Ok(None);
-    };
-    let url = azure::parse_endpoint(url).map_err(|e| ConfigError::Setting {
-        setting: "--notify-url (TAGFENCE_NOTIFY_URL)",
-        // The URL is a secret: name the problem, not the value.
-        reason: match e {
-            azure::EndpointError::Insecure(_) => {
-                "must use https (plain http only for a loopback host)".to_owned()
-            }
-            azure::EndpointError::Scheme(_, scheme) => format!("must use https, not '{scheme}'"),
-            azure::EndpointError::Invalid(_) => "is not a URL".to_owned(),
-        },
-    })?;
-    Ok(Some(url))
+/// The webhook to post run messages to, if one is given. The URL is a secret: the problem is
+/// named, not the value.
+pub(super) fn notify_url(reader: &mut Reader<'_>) -> Option<Url> {
+    url(reader, Key::NotifyUrl)
 }

@@ -34,16 +34,27 @@
 //! validates [`Settings`] into a [`Config`] with them and re-exports what callers use.
 //!
 //! - [`settings`]: [`Settings`], the input, and where each setting came from ([`Origins`]).
-//! - `error`: [`ConfigError`].
+//! - `error`: [`ConfigError`], one problem, and [`ConfigErrors`], all of them.
+//! - `given`: every setting as text with its origin, and the one parser of a setting's text
+//!   (`Reader`), so that flags, environment and the file are checked and named alike.
 //! - `vault`: what a validated vault target holds ([`VaultTarget`], [`Safety`],
 //!   [`TargetSource`]).
 //! - `endpoints`: the URLs (ARM, download page, Service Tags source, notifications).
 //! - `state`: where the state lives ([`StateSpec`]).
 //! - `layers`: the TOML file and the layering of per-vault settings.
-//! - `targets`: the listed vaults and discovery ([`Discovery`]).
+//! - `targets`: the listed vaults and discovery ([`Discovery`]), and the checks of a vault's
+//!   settings taken together.
+//!
+//! # One pass
+//!
+//! Every setting is parsed and checked before anything else happens, and every problem is
+//! collected: [`Config::from_settings`] returns all of them ([`ConfigErrors`]), each one line
+//! naming the setting as the user wrote it and what is allowed. A step that finds a problem
+//! carries on with a stand-in value, so that the next steps find theirs.
 
 mod endpoints;
 mod error;
+mod given;
 mod layers;
 pub mod settings;
 mod state;
@@ -58,19 +69,24 @@ use crate::azure::auth::CredentialKind;
 use crate::azure::budget::BudgetLimits;
 use crate::azure::pipeline::HttpOptions;
 use crate::azure::{CloudEndpoints, VaultId};
+use crate::core::desired::{self, Limits, Selection};
+use crate::core::profiles;
 use crate::core::service_tags::Cloud;
 use crate::source::{self, SourceSpec};
 
-pub use error::ConfigError;
+pub use error::{ConfigError, ConfigErrors};
+pub use given::{cloud_name, parse_switch};
+use given::{Givens, Reader};
 use layers::{ConfigFile, Resolved};
 pub use settings::{
-    Key, LimitSettings, Origin, Origins, SelectionSettings, Settings, DEFAULT_CONCURRENCY,
+    Key, LimitSettings, Origin, Origins, SelectionSettings, Settings, Texts, DEFAULT_CONCURRENCY,
     DEFAULT_DISCOVERY_TAG, DEFAULT_GRACE_DAYS, DEFAULT_HTTP_CALL_TIMEOUT_SECS,
     DEFAULT_HTTP_MAX_RETRIES, DEFAULT_HTTP_RETRY_DELAY_MS, DEFAULT_HTTP_TIMEOUT_SECS,
     DEFAULT_SOURCE, DEFAULT_STATE_CONTAINER,
 };
 pub use state::StateSpec;
-pub use targets::Discovery;
+use targets::Context;
+pub use targets::{Discovery, VAULT_ID_SHAPE};
 pub use vault::{Safety, TargetSource, VaultTarget};
 
 /// A grace window longer than this is surely a typo (a tag changes every few weeks at most).
@@ -103,43 +119,32 @@ pub struct Config {
     pub write_budget: BudgetLimits,
 }
 
+/// What a configuration is for, which decides what it must give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// `apply` and `serve`: vaults to reconcile, each selecting something.
+    Reconcile,
+    /// `status`: a state location that exists; no selection.
+    Status,
+}
+
 impl Config {
-    /// Validates `settings` (and the file they name) into a configuration.
+    /// Validates `settings` (and the file they name) into a configuration that reconciles
+    /// vaults (`apply`, `serve`): something to manage, each vault selecting something.
     ///
     /// # Errors
-    /// The first [`ConfigError`] found, naming the setting at fault.
-    pub fn from_settings(settings: &Settings) -> Result<Config, ConfigError> {
-        let file = match &settings.config_file {
-            Some(path) => layers::load_file(path)?,
-            None => ConfigFile::default(),
-        };
-        let cloud = settings.cloud.unwrap_or(Cloud::Public);
-        let endpoints = endpoints::endpoints(settings, cloud)?;
-        let source = endpoints::source_spec(settings, &endpoints)?;
-        let defaults = layers::vault_defaults(settings, &file);
-        let targets = targets::listed_targets(settings, &file, &defaults)?;
-        let concurrency = concurrency(settings)?;
-        let state = state::state_spec(settings, cloud)?;
-        let grace_days = grace_days(settings)?;
-        Ok(Config {
-            cloud,
-            endpoints,
-            credential: settings.credential.unwrap_or_default(),
-            source,
-            min_service_tags: settings
-                .min_service_tags
-                .unwrap_or_else(|| source::default_min_tags(cloud)),
-            targets,
-            concurrency,
-            http: http_options(settings),
-            state,
-            grace_days,
-            allow_older: settings.allow_older,
-            discovery: targets::discovery(settings)?,
-            defaults,
-            write_budget: BudgetLimits::default(),
-            notify_url: endpoints::notify_url(settings)?,
-        })
+    /// Every problem found ([`ConfigErrors`]), each naming the setting at fault.
+    pub fn from_settings(settings: &Settings) -> Result<Config, ConfigErrors> {
+        build(settings, Purpose::Reconcile)
+    }
+
+    /// Validates `settings` into a configuration for `status`, which reads the state only: it
+    /// needs a state location, one that exists, and no selection.
+    ///
+    /// # Errors
+    /// Every problem found ([`ConfigErrors`]), each naming the setting at fault.
+    pub fn for_status(settings: &Settings) -> Result<Config, ConfigErrors> {
+        build(settings, Purpose::Status)
     }
 
     /// The target for a discovered vault whose discovery tag has `value`: the defaults, with
@@ -147,7 +152,7 @@ impl Config {
     /// `default`) and the static rules it gives added to the defaults' ones.
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the vault and what in the value is wrong.
+    /// A [`ConfigError::Discovered`] naming the tag and what in its value is wrong.
     pub fn discovered_target(&self, id: VaultId, value: &str) -> Result<VaultTarget, ConfigError> {
         let tag = self
             .discovery
@@ -155,11 +160,12 @@ impl Config {
             .map_or(DEFAULT_DISCOVERY_TAG, |d| d.tag.as_str())
             .to_owned();
         let settings = targets::discovered_settings(&self.defaults, value);
-        let mut target = targets::target(id, &settings).map_err(|err| ConfigError::Discovered {
-            tag: tag.clone(),
-            value: value.to_owned(),
-            reason: err.to_string(),
-        })?;
+        let mut target =
+            targets::target(id, &settings).map_err(|reason| ConfigError::Discovered {
+                tag: tag.clone(),
+                value: value.to_owned(),
+                reason,
+            })?;
         target.source = TargetSource::Discovered {
             tag,
             value: value.to_owned(),
@@ -183,47 +189,265 @@ impl Config {
     }
 }
 
-/// Vaults reconciled at the same time: at least one.
-fn concurrency(settings: &Settings) -> Result<usize, ConfigError> {
-    match settings.concurrency.unwrap_or(DEFAULT_CONCURRENCY) {
-        0 => Err(ConfigError::Setting {
-            setting: "--concurrency (TAGFENCE_CONCURRENCY)",
-            reason: "must be at least 1".to_owned(),
-        }),
-        n => Ok(n),
+/// The one validation pass: every setting, every problem.
+fn build(settings: &Settings, purpose: Purpose) -> Result<Config, ConfigErrors> {
+    let givens = Givens::from_settings(settings);
+    let mut problems = ConfigErrors::default();
+    let file = match givens.get(Key::ConfigFile) {
+        Some(given) => layers::load_file(given, &mut problems),
+        None => ConfigFile::default(),
+    };
+    let mut reader = Reader {
+        givens: &givens,
+        problems: &mut problems,
+    };
+    let cloud = reader.cloud().unwrap_or(Cloud::Public);
+    let endpoints = endpoints::endpoints(&mut reader, cloud);
+    let source = endpoints::source_spec(&mut reader, &endpoints);
+    let state = state::state_spec(&mut reader, cloud, purpose == Purpose::Status);
+    let has_state = state.is_some() || state_given(&givens);
+    let run = run_values(&mut reader, cloud, has_state);
+    let defaults = layers::vault_defaults(&mut reader, &file);
+    let context = Context {
+        needs_selection: purpose == Purpose::Reconcile,
+        has_state,
+    };
+    targets::check_vault(&defaults, None, context, reader.problems);
+    check_one_run_switches(&defaults, has_state, reader.problems);
+    let targets = targets::listed_targets(&mut reader, &file, &defaults, context);
+    let discovery = targets::discovery(&mut reader);
+    let notify_url = endpoints::notify_url(&mut reader);
+    check_log(&mut reader);
+    match purpose {
+        Purpose::Reconcile if discovery.is_none() && !vaults_given(&givens, &file) => {
+            problems.push(targets::no_vaults(None));
+        }
+        Purpose::Status if !state_given(&givens) => problems.push(state::no_state()),
+        _ => {}
+    }
+    problems.into_result(Config {
+        cloud,
+        endpoints,
+        credential: run.credential,
+        source,
+        min_service_tags: run.min_service_tags,
+        targets,
+        concurrency: run.concurrency,
+        http: run.http,
+        state,
+        grace_days: run.grace_days,
+        allow_older: run.allow_older,
+        discovery,
+        defaults,
+        write_budget: BudgetLimits::default(),
+        notify_url,
+    })
+}
+
+/// Whether any state location was given (valid or not).
+fn state_given(givens: &Givens) -> bool {
+    [
+        Key::StateDir,
+        Key::StateUrl,
+        Key::WebjobsBlobServiceUri,
+        Key::WebjobsAccountName,
+    ]
+    .iter()
+    .any(|key| givens.get(*key).is_some())
+}
+
+/// Whether any vault was listed (valid or not).
+fn vaults_given(givens: &Givens, file: &ConfigFile) -> bool {
+    givens.get(Key::Vaults).is_some() || file.vaults.is_some() || !file.vault_entries.is_empty()
+}
+
+/// The run-wide settings that are plain values.
+struct RunValues {
+    credential: CredentialKind,
+    min_service_tags: usize,
+    concurrency: usize,
+    http: HttpOptions,
+    grace_days: u32,
+    allow_older: bool,
+}
+
+/// Reads the run-wide values, each checked, with the built-in default for one not given or
+/// refused. Keeping old ranges and going back to an older document need state.
+fn run_values(reader: &mut Reader<'_>, cloud: Cloud, has_state: bool) -> RunValues {
+    let grace_days = reader
+        .number(Key::GraceDays, 0..=MAX_GRACE_DAYS)
+        .unwrap_or(DEFAULT_GRACE_DAYS);
+    let allow_older = reader.switch(Key::AllowOlder).unwrap_or(false);
+    for (key, on) in [
+        (Key::GraceDays, grace_days > 0),
+        (Key::AllowOlder, allow_older),
+    ] {
+        if let (Some(given), true, false) = (reader.givens.get(key), on, has_state) {
+            reader.problems.push(targets::needs_state(given));
+        }
+    }
+    RunValues {
+        credential: reader.credential().unwrap_or_default(),
+        min_service_tags: reader
+            .number(Key::MinServiceTags, 1..=usize::MAX)
+            .unwrap_or_else(|| source::default_min_tags(cloud)),
+        concurrency: reader
+            .number(Key::Concurrency, 1..=usize::MAX)
+            .unwrap_or(DEFAULT_CONCURRENCY),
+        http: http_options(reader),
+        grace_days,
+        allow_older,
     }
 }
 
-/// Days to keep a changed tag's previous ranges: at most [`MAX_GRACE_DAYS`].
-fn grace_days(settings: &Settings) -> Result<u32, ConfigError> {
-    let days = settings.grace_days.unwrap_or(DEFAULT_GRACE_DAYS);
-    if days > MAX_GRACE_DAYS {
-        return Err(ConfigError::Setting {
-            setting: "--grace-days (TAGFENCE_GRACE_DAYS)",
-            reason: format!("{days} is more than {MAX_GRACE_DAYS} days"),
-        });
+/// The one-run overrides of the guards that compare with what the state remembers.
+fn check_one_run_switches(defaults: &Resolved, has_state: bool, problems: &mut ConfigErrors) {
+    if has_state {
+        return;
     }
-    Ok(days)
+    let on = [
+        (
+            Key::AcceptMissingRules,
+            defaults.safety.accept_missing_rules,
+        ),
+        (
+            Key::AllowTagShrink,
+            !defaults.safety.allow_tag_shrink.is_empty(),
+        ),
+    ];
+    for (key, on) in on {
+        if let (Some(given), true) = (defaults.given.get(&key), on) {
+            problems.push(targets::needs_state(given));
+        }
+    }
 }
 
-/// How hard to try over HTTP. A timeout of 0 would fail every call, so it counts as 1 s.
-fn http_options(settings: &Settings) -> HttpOptions {
-    let secs =
-        |value: Option<u64>, default: u64| Duration::from_secs(value.unwrap_or(default).max(1));
+/// How hard to try over HTTP: timeouts of at least a second, and a call's deadline no shorter
+/// than one attempt's.
+fn http_options(reader: &mut Reader<'_>) -> HttpOptions {
+    let mut secs =
+        |key, default| Duration::from_secs(reader.number(key, 1..=u64::MAX).unwrap_or(default));
+    let attempt_timeout = secs(Key::HttpTimeoutSecs, DEFAULT_HTTP_TIMEOUT_SECS);
+    let call_timeout = secs(Key::HttpCallTimeoutSecs, DEFAULT_HTTP_CALL_TIMEOUT_SECS);
+    if call_timeout < attempt_timeout {
+        if let Some(given) = reader.givens.get(Key::HttpCallTimeoutSecs) {
+            reader.problems.push(ConfigError::Conflict {
+                setting: given.shown_all(),
+                reason: format!(
+                    "shorter than one attempt ({} seconds); expected at least that",
+                    attempt_timeout.as_secs()
+                ),
+            });
+        }
+    }
     HttpOptions {
-        attempt_timeout: secs(settings.http_timeout_secs, DEFAULT_HTTP_TIMEOUT_SECS),
-        max_retries: settings
-            .http_max_retries
+        attempt_timeout,
+        max_retries: reader
+            .number(Key::HttpMaxRetries, 0..=u32::MAX)
             .unwrap_or(DEFAULT_HTTP_MAX_RETRIES),
         initial_retry_delay: Duration::from_millis(
-            settings
-                .http_retry_delay_ms
+            reader
+                .number(Key::HttpRetryDelayMs, 0..=u64::MAX)
                 .unwrap_or(DEFAULT_HTTP_RETRY_DELAY_MS),
         ),
-        call_timeout: secs(
-            settings.http_call_timeout_secs,
-            DEFAULT_HTTP_CALL_TIMEOUT_SECS,
-        ),
+        call_timeout,
+    }
+}
+
+/// The log filter must be one `tracing_subscriber` reads.
+fn check_log(reader: &mut Reader<'_>) {
+    let Some(given) = reader.givens.get(Key::Log) else {
+        return;
+    };
+    let text = given.text().trim();
+    if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(text) {
+        let reason = format!(
+            "not a log filter ({err}); expected directives such as info or tagfence=debug,warn"
+        );
+        reader.invalid(given, text, reason);
+    }
+}
+
+/// What a Service Tags document read from a file (`plan`, `tags`) must be, as a fetched one
+/// must: of this cloud, with at least this many tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocumentSettings {
+    pub cloud: Cloud,
+    pub min_service_tags: usize,
+}
+
+impl DocumentSettings {
+    /// Reads the cloud and the fewest tags from `settings`.
+    ///
+    /// # Errors
+    /// Every problem found.
+    pub fn from_settings(settings: &Settings) -> Result<DocumentSettings, ConfigErrors> {
+        let givens = Givens::from_settings(settings);
+        let mut problems = ConfigErrors::default();
+        let document = document(&mut Reader {
+            givens: &givens,
+            problems: &mut problems,
+        });
+        problems.into_result(document)
+    }
+}
+
+fn document(reader: &mut Reader<'_>) -> DocumentSettings {
+    let cloud = reader.cloud().unwrap_or(Cloud::Public);
+    DocumentSettings {
+        cloud,
+        min_service_tags: reader
+            .number(Key::MinServiceTags, 1..=usize::MAX)
+            .unwrap_or_else(|| source::default_min_tags(cloud)),
+    }
+}
+
+/// The settings of `plan`, checked as `apply`'s are: a selection, its limits, and what the
+/// document must be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanSettings {
+    /// Profiles expanded; may be empty (the plan then says nothing is selected).
+    pub selection: Selection,
+    pub limits: Limits,
+    pub prune: bool,
+    pub document: DocumentSettings,
+}
+
+impl PlanSettings {
+    /// Reads the selection, the limits, `prune` and the document's settings from `settings`.
+    ///
+    /// # Errors
+    /// Every problem found, each naming the setting at fault.
+    pub fn from_settings(settings: &Settings) -> Result<PlanSettings, ConfigErrors> {
+        let givens = Givens::from_settings(settings);
+        let mut problems = ConfigErrors::default();
+        let mut reader = Reader {
+            givens: &givens,
+            problems: &mut problems,
+        };
+        let document = document(&mut reader);
+        let resolved = layers::Layer::read(&mut reader).over(&Resolved::builtin());
+        let context = Context {
+            needs_selection: false,
+            has_state: true,
+        };
+        targets::check_vault(&resolved, None, context, reader.problems);
+        let static_rules = resolved
+            .static_rules
+            .iter()
+            .filter_map(|rule| desired::parse_static_rule(rule).ok())
+            .collect();
+        let tags = profiles::expand(&resolved.tags).unwrap_or_default();
+        problems.into_result(PlanSettings {
+            selection: Selection {
+                tags,
+                static_rules,
+                grace: Vec::new(),
+            },
+            limits: resolved.limits,
+            prune: resolved.prune,
+            document,
+        })
     }
 }
 
@@ -232,16 +456,17 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::core::desired::{FitMode, Limits};
+    use crate::core::desired::FitMode;
 
     const KV_A: &str =
-        "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a";
+        "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a";
     const KV_B: &str =
-        "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-b";
+        "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-b";
 
-    /// Settings selecting `tags`, as a flag would.
+    /// Settings listing kv-a and selecting `tags`, as flags would.
     fn tagged(tags: &[&str]) -> Settings {
         Settings {
+            vaults: vec![KV_A.to_owned()],
             selection: SelectionSettings {
                 tags: tags.iter().map(|t| (*t).to_owned()).collect(),
                 static_rules: Vec::new(),
@@ -250,12 +475,26 @@ mod tests {
         }
     }
 
+    /// `tagged(["X"])` with `key` given as `text` from the variable.
+    fn from_env(key: Key, text: &str) -> Settings {
+        let mut settings = tagged(&["X"]);
+        settings.texts.set(key, text);
+        settings
+            .origins
+            .record(key, Origin::Env(key.env().to_owned()));
+        settings
+    }
+
     fn temp_file(name: &str, text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tagfence-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    fn problems(settings: &Settings) -> Vec<String> {
+        Config::from_settings(settings).unwrap_err().lines()
     }
 
     #[test]
@@ -309,6 +548,38 @@ mod tests {
     }
 
     #[test]
+    fn typed_settings_given_as_text_are_parsed_any_case() {
+        let mut settings = tagged(&["X"]);
+        for (key, text) in [
+            (Key::MaxRules, " 900 "),
+            (Key::Fit, "Summarize"),
+            (Key::Cloud, "china"),
+            (Key::Credential, "Developer-Tools"),
+            (Key::Concurrency, "2"),
+            (Key::HttpTimeoutSecs, "7"),
+            (Key::MaxTagShrink, "0.25"),
+        ] {
+            settings.texts.set(key, text);
+        }
+        settings.state_dir = Some(std::env::temp_dir());
+        let config = Config::from_settings(&settings).unwrap();
+        let target = &config.targets[0];
+        assert_eq!(
+            (target.limits.max_rules, target.limits.fit),
+            (900, FitMode::Summarize)
+        );
+        assert_eq!(
+            (config.cloud, config.credential),
+            (Cloud::AzureChina, CredentialKind::DeveloperTools)
+        );
+        assert_eq!(
+            (config.concurrency, config.http.attempt_timeout),
+            (2, Duration::from_secs(7))
+        );
+        assert_eq!(target.safety.max_tag_shrink, 0.25);
+    }
+
+    #[test]
     fn the_file_layers_under_flags_and_over_defaults() {
         let path = temp_file(
             "layers.toml",
@@ -353,29 +624,64 @@ max_rules = 300
             "origins.toml",
             &format!("[defaults]\ntags = [\"AzureDevOps\"]\n\n[[vault]]\nid = \"{KV_B}\"\nmax_rules = 300\n"),
         );
-        let file = layers::load_file(&path).unwrap();
-        let defaults = layers::vault_defaults(&Settings::default(), &file);
+        let given = |key| {
+            let mut givens = Givens::default();
+            givens.insert(Key::ConfigFile, vec![path.display().to_string()], None);
+            givens.get(key).cloned().unwrap()
+        };
+        let mut problems = ConfigErrors::default();
+        let file = layers::load_file(&given(Key::ConfigFile), &mut problems);
+        assert!(problems.is_empty(), "{problems}");
+        let defaults = file.defaults.over(&Resolved::builtin());
         let origin = |table: &str, key| Origin::File {
             path: path.clone(),
             table: table.to_owned(),
             key,
         };
         assert_eq!(
-            defaults.origins.get(Key::Tags),
+            defaults.origin(Key::Tags),
             Some(&origin("[defaults]", Key::Tags))
         );
-        let entry = &file.vault_entries[0].settings;
-        let own = entry.over(
-            &defaults,
-            &layers::file_origin(&path, "[[vault]] #1".into()),
-        );
+        let own = file.vault_entries[0].settings.over(&defaults);
         assert_eq!(
-            own.origins.get(Key::MaxRules),
+            own.origin(Key::MaxRules),
             Some(&origin("[[vault]] #1", Key::MaxRules))
         );
         assert_eq!(
-            own.origins.get(Key::Tags),
+            own.origin(Key::Tags),
             Some(&origin("[defaults]", Key::Tags))
+        );
+        assert_eq!(
+            file.vault_entries[0].id.shown_all(),
+            format!("{}: [[vault]] #1 id = \"{KV_B}\"", path.display())
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_together_each_naming_its_setting() {
+        let mut settings = tagged(&["hosted-agents:mars"]);
+        settings.vaults.push("kv-b".to_owned());
+        for (key, text) in [
+            (Key::MaxRules, "lots"),
+            (Key::Prune, "yes"),
+            (Key::GraceDays, "3"),
+        ] {
+            settings.texts.set(key, text);
+            settings
+                .origins
+                .record(key, Origin::Env(key.env().to_owned()));
+        }
+        settings.concurrency = Some(0);
+        assert_eq!(
+            problems(&settings),
+            [
+                "TAGFENCE_GRACE_DAYS=3: needs state, and no state location is configured; give TAGFENCE_STATE_DIR or TAGFENCE_STATE_URL too",
+                "concurrency = 0: expected a whole number of vaults, at least 1",
+                "tags = hosted-agents:mars: unknown geography 'mars' in profile 'hosted-agents:mars'; known: united-states, europe, united-kingdom, canada, brazil, australia, asia-pacific, india, france",
+                "TAGFENCE_MAX_RULES=lots: expected a whole number from 1 to 1000 (Key Vault holds at most 1,000 IP rules per vault)",
+                "TAGFENCE_PRUNE=yes: expected true or false (or 1 or 0)",
+                "vaults entry 'kv-b': not a key vault resource id (it does not have eight segments); expected /subscriptions/<GUID>/resourceGroups/<group>/providers/Microsoft.KeyVault/vaults/<name>",
+            ]
         );
     }
 
@@ -387,39 +693,100 @@ max_rules = 300
             vaults: vaults.iter().map(|v| (*v).to_owned()).collect(),
             ..tagged(tags)
         };
-        let cases: Vec<(Settings, &str)> = vec![
-            (with(&["kv-a"], &["X"]), "invalid vault 'kv-a' (--vault / TAGFENCE_VAULTS): it does not have eight segments"),
-            (with(&[KV_A], &[]), "vault /subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a: no tags or static rules selected (give --tag/TAGFENCE_TAGS, or tags in the configuration file)"),
-            (with(&[KV_A, &KV_A[..KV_A.len() - 4]], &["X"]), "invalid vault '/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/' (--vault / TAGFENCE_VAULTS): it does not have eight segments"),
-            (with(&[KV_A, &upper], &["X"]), "vault /subscriptions/S1/resourceGroups/RG/providers/Microsoft.KeyVault/vaults/KV-A is listed twice"),
-            (Settings { selection: SelectionSettings { tags: Vec::new(), static_rules: vec!["10.0.0.1".into()] }, ..with(&[KV_A], &[]) }, "vault kv-a: invalid static rule: '10.0.0.1' overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918); key vault refuses it"),
-            (Settings { source: Some("api".into()), ..tagged(&["X"]) }, "--source api: needs --subscription-id (TAGFENCE_SUBSCRIPTION_ID) and --location (TAGFENCE_LOCATION)"),
-            (Settings { source: Some("http://example.com/tags.json".into()), ..tagged(&["X"]) }, "--source (TAGFENCE_SOURCE): 'http://example.com/tags.json' uses plain http; only https is allowed, except for a loopback host (a local emulator)"),
-            (Settings { source: Some(" ".into()), ..tagged(&["X"]) }, "--source (TAGFENCE_SOURCE): is empty"),
-            (Settings { arm_endpoint: Some("http://management.azure.com".into()), ..tagged(&["X"]) }, "--arm-endpoint (TAGFENCE_ARM_ENDPOINT): 'http://management.azure.com/' uses plain http; only https is allowed, except for a loopback host (a local emulator)"),
-            (Settings { config_file: Some(bad_file), ..Settings::default() }, "unknown field `tagz`"),
-            (Settings { state_dir: Some("/tmp/s".into()), state_url: Some("https://a.blob.core.windows.net".into()), ..tagged(&["X"]) }, "give either a state directory or a state URL (TAGFENCE_STATE_URL), not both"),
-            (Settings { state_url: Some("http://a.blob.core.windows.net".into()), ..tagged(&["X"]) }, "--state-url (TAGFENCE_STATE_URL): 'http://a.blob.core.windows.net' must use https"),
-            (Settings { state_url: Some("https://a.blob.core.windows.net/c?sig=x".into()), ..tagged(&["X"]) }, "must not carry a query (no SAS tokens"),
-            (Settings { state_url: Some("https://a.blob.core.windows.net/Bad_Name".into()), ..tagged(&["X"]) }, "'Bad_Name' is not a valid container name"),
-            (Settings { grace_days: Some(400), ..tagged(&["X"]) }, "--grace-days (TAGFENCE_GRACE_DAYS): 400 is more than 90 days"),
-            (Settings { concurrency: Some(0), ..tagged(&["X"]) }, "--concurrency (TAGFENCE_CONCURRENCY): must be at least 1"),
-            (Settings { max_tag_shrink: Some(1.5), ..with(&[KV_A], &["X"]) }, "--max-tag-shrink (TAGFENCE_MAX_TAG_SHRINK, max_tag_shrink): 1.5 is not between 0 and 1"),
-            (Settings { discover_subscriptions: vec!["s1".into()], ..tagged(&["X"]) }, "--discover-subscription (TAGFENCE_DISCOVER_SUBSCRIPTIONS): 's1' is not a subscription id (a GUID)"),
-            (Settings { discover_management_groups: vec!["mg".into()], discover_tag: Some("a'b".into()), ..tagged(&["X"]) }, "--discover-tag (TAGFENCE_DISCOVER_TAG): 'a'b' may not contain quotes or backslashes"),
-            (Settings { notify_url: Some("http://hooks.example.com/secret".into()), ..tagged(&["X"]) }, "--notify-url (TAGFENCE_NOTIFY_URL): must use https (plain http only for a loopback host)"),
+        let s1 = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a";
+        let cases: Vec<(Settings, String)> = vec![
+            (with(&[s1], &["X"]), format!("vaults = {s1}: not a key vault resource id (the subscription 's1' is not a GUID); expected {VAULT_ID_SHAPE}")),
+            (with(&[KV_A], &[]), format!("vault {KV_A}: no tags or static rules selected; give --tag (TAGFENCE_TAGS) or --static-rule (TAGFENCE_STATIC_RULES)")),
+            (with(&[KV_A, &upper], &["X"]), format!("vault {} is listed twice: vaults entry '{KV_A}' and vaults entry '{upper}'", upper.replace("RESOURCEGROUPS", "resourceGroups").replace("SUBSCRIPTIONS", "subscriptions").replace("PROVIDERS", "providers").replace("MICROSOFT.KEYVAULT", "Microsoft.KeyVault").replace("VAULTS", "vaults"))),
+            (Settings { selection: SelectionSettings { tags: Vec::new(), static_rules: vec!["10.0.0.1".into()] }, ..with(&[KV_A], &[]) }, "static_rules = 10.0.0.1: overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918), which Key Vault refuses; expected a public address".into()),
+            (Settings { source: Some("api".into()), ..tagged(&["X"]) }, "source = api: the Discovery API needs a subscription and a location; give --subscription-id (TAGFENCE_SUBSCRIPTION_ID) and --location (TAGFENCE_LOCATION) too".into()),
+            (Settings { source: Some("http://example.com/tags.json".into()), ..tagged(&["X"]) }, "source = http://example.com/tags.json: uses plain http; expected https (plain http only for a loopback host, a local emulator)".into()),
+            (Settings { arm_endpoint: Some("http://management.azure.com".into()), ..tagged(&["X"]) }, "arm_endpoint = http://management.azure.com: uses plain http; expected https (plain http only for a loopback host, a local emulator)".into()),
+            (Settings { config_file: Some(bad_file.clone()), ..tagged(&["X"]) }, format!("{}: [defaults] tagz: unknown key; [defaults] takes tags, static_rules, max_rules, fit, envelope, max_extra_addresses, max_remove_fraction, slash31, prune, adopt_existing, init_firewall, max_tag_shrink", bad_file.display())),
+            (Settings { state_dir: Some("/tmp/s".into()), state_url: Some("https://a.blob.core.windows.net".into()), ..tagged(&["X"]) }, "state_dir = /tmp/s: give either a state directory or a state URL, not both (state_url is given too)".into()),
+            (Settings { state_url: Some("http://a.blob.core.windows.net".into()), ..tagged(&["X"]) }, "state_url = http://a.blob.core.windows.net: expected an https URL: storage tokens are never sent in clear".into()),
+            (Settings { state_url: Some("https://a.blob.core.windows.net/c?sig=x".into()), ..tagged(&["X"]) }, "must not carry a query (no SAS tokens".into()),
+            (Settings { state_url: Some("https://a.blob.core.windows.net/Bad_Name".into()), ..tagged(&["X"]) }, "'Bad_Name' is not a valid container".into()),
+            (Settings { state_container: Some("Bad_Name".into()), webjobs_account_name: Some("acct".into()), ..tagged(&["X"]) }, "state_container = Bad_Name: expected a container name of 3-63 lowercase letters, digits and single hyphens".into()),
+            (Settings { grace_days: Some(400), ..tagged(&["X"]) }, "grace_days = 400: expected a whole number of days from 0 to 90".into()),
+            (Settings { max_tag_shrink: Some(1.5), state_dir: Some("/tmp/s".into()), ..tagged(&["X"]) }, "max_tag_shrink = 1.5: expected a fraction from 0 to 1 (0.2 is 20%)".into()),
+            (Settings { max_tag_shrink: Some(0.3), ..tagged(&["X"]) }, "max_tag_shrink = 0.3: needs state, and no state location is configured; give --state-dir (TAGFENCE_STATE_DIR) or --state-url (TAGFENCE_STATE_URL) too".into()),
+            (Settings { discover_subscriptions: vec!["s1".into()], ..tagged(&["X"]) }, "discover_subscriptions = s1: not a subscription id; expected a GUID (00000000-0000-0000-0000-000000000000)".into()),
+            (Settings { subscription_id: Some("s1".into()), ..tagged(&["X"]) }, "subscription_id = s1: not a subscription id; expected a GUID (00000000-0000-0000-0000-000000000000)".into()),
+            (Settings { discover_management_groups: vec!["mg".into()], discover_tag: Some("a'b".into()), ..tagged(&["X"]) }, "discover_tag = a'b: expected a tag name of at most 512 characters without quotes, backslashes or any of < > % & ? /".into()),
+            (Settings { notify_url: Some("http://hooks.example.com/secret".into()), ..tagged(&["X"]) }, "notify_url: uses plain http; expected https (plain http only for a loopback host, a local emulator)".into()),
+            (Settings { log: Some("tagfence=loud".into()), ..tagged(&["X"]) }, "log = tagfence=loud: not a log filter".into()),
+            (Settings { http_timeout_secs: Some(0), ..tagged(&["X"]) }, "http_timeout_secs = 0: expected a whole number of seconds, at least 1".into()),
+            (Settings { http_timeout_secs: Some(60), http_call_timeout_secs: Some(30), ..tagged(&["X"]) }, "http_call_timeout_secs = 30: shorter than one attempt (60 seconds); expected at least that".into()),
+            (Settings { min_service_tags: Some(0), ..tagged(&["X"]) }, "min_service_tags = 0: expected a whole number of tags, at least 1".into()),
+            (Settings { limits: LimitSettings { max_rules: Some(2000), ..LimitSettings::default() }, ..tagged(&["X"]) }, "max_rules = 2000: expected a whole number from 1 to 1000".into()),
+            (Settings { limits: LimitSettings { max_extra_addresses: Some(5), ..LimitSettings::default() }, ..tagged(&["X"]) }, "max_extra_addresses = 5: only used by a summarized fit, and the fit is exact by default; give --fit summarize (TAGFENCE_FIT=summarize) too, or leave it out".into()),
+            (Settings { allow_older: true, ..tagged(&["X"]) }, "allow_older = true: needs state".into()),
+            (Settings { accept_missing_rules: true, ..tagged(&["X"]) }, "accept_missing_rules = true: needs state".into()),
+            (Settings::default(), "no vaults to manage; give --vault (TAGFENCE_VAULTS), vaults in the configuration file, or a discovery scope".into()),
         ];
         for (settings, expected) in cases {
-            let err = Config::from_settings(&settings).unwrap_err().to_string();
-            assert!(err.contains(expected), "{settings:?}: {err}");
-            assert!(!err.contains('\n'), "{err}");
+            let lines = problems(&settings);
+            assert!(
+                lines.iter().any(|line| line.contains(&expected)),
+                "{settings:?}: {lines:?}"
+            );
+            assert!(lines.iter().all(|line| !line.contains('\n')), "{lines:?}");
+            assert!(
+                lines.iter().all(|line| !line.contains("secret")),
+                "{lines:?}"
+            );
         }
+    }
+
+    #[test]
+    fn a_switch_from_the_environment_turns_off_too() {
+        let path = temp_file("switch.toml", "[defaults]\nprune = true\n");
+        let mut settings = from_env(Key::Prune, "0");
+        settings.config_file = Some(path);
+        let config = Config::from_settings(&settings).unwrap();
+        assert!(!config.targets[0].prune);
+        let config = Config::from_settings(&from_env(Key::AdoptExisting, "TRUE")).unwrap();
+        assert!(config.targets[0].safety.adopt_existing);
+    }
+
+    #[test]
+    fn status_needs_a_state_that_exists_and_no_selection() {
+        let missing = std::env::temp_dir().join(format!("tagfence-no-such-{}", std::process::id()));
+        let mut settings = Settings {
+            vaults: vec![KV_A.to_owned()],
+            state_dir: Some(missing.clone()),
+            ..Settings::default()
+        };
+        settings
+            .origins
+            .record(Key::StateDir, Origin::Flag("--state-dir".into()));
+        let err = Config::for_status(&settings).unwrap_err();
+        assert_eq!(
+            err.lines(),
+            [format!(
+                "--state-dir {0}: no such directory; status only reads state (`tagfence apply --state-dir {0}` creates it on its first run)",
+                missing.display()
+            )]
+        );
+        settings.state_dir = Some(std::env::temp_dir());
+        assert!(Config::for_status(&settings).is_ok());
+        // `apply` creates the directory on its first run.
+        settings.state_dir = Some(missing);
+        settings.selection.tags = vec!["X".into()];
+        assert!(Config::from_settings(&settings).is_ok());
+        let err = Config::for_status(&Settings::default()).unwrap_err();
+        assert!(
+            err.lines()[0].starts_with("a state location is needed"),
+            "{err}"
+        );
     }
 
     #[test]
     fn state_lives_where_the_settings_say() {
         let state = |settings: Settings| {
             Config::from_settings(&Settings {
+                vaults: tagged(&["X"]).vaults,
                 selection: tagged(&["X"]).selection,
                 ..settings
             })
@@ -474,12 +841,13 @@ max_rules = 300
 
     #[test]
     fn the_source_setting_takes_every_form() {
+        let document = temp_file("tags.json", "{}");
         let spec = |s: &str| {
             Config::from_settings(&Settings {
                 source: Some(s.into()),
-                subscription_id: Some("s1".into()),
+                subscription_id: Some("00000000-0000-0000-0000-000000000001".into()),
                 location: Some("westeurope".into()),
-                ..Settings::default()
+                ..tagged(&["X"])
             })
             .unwrap()
             .source
@@ -487,14 +855,12 @@ max_rules = 300
         assert_eq!(
             spec("api"),
             SourceSpec::Api {
-                subscription: "s1".into(),
+                subscription: "00000000-0000-0000-0000-000000000001".into(),
                 location: "westeurope".into()
             }
         );
-        assert_eq!(
-            spec("tags.json.gz"),
-            SourceSpec::File("tags.json.gz".into())
-        );
+        let path = document.display().to_string();
+        assert_eq!(spec(&path), SourceSpec::File(document));
         assert_eq!(
             spec("https://example.com/t.json"),
             SourceSpec::Url(Url::parse("https://example.com/t.json").unwrap())
@@ -503,6 +869,27 @@ max_rules = 300
             spec("http://127.0.0.1:9/t.json"),
             SourceSpec::Url(Url::parse("http://127.0.0.1:9/t.json").unwrap())
         );
+    }
+
+    #[test]
+    fn discovery_alone_checks_the_defaults_up_front() {
+        let settings = Settings {
+            selection: SelectionSettings {
+                tags: vec!["hosted-agents:mars".into()],
+                static_rules: vec!["10.0.0.1".into()],
+            },
+            max_tag_shrink: Some(2.0),
+            discover_subscriptions: vec!["00000000-0000-0000-0000-000000000001".into()],
+            ..Settings::default()
+        };
+        let lines = problems(&settings);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].starts_with("static_rules = 10.0.0.1"), "{lines:?}");
+        assert!(
+            lines[1].starts_with("tags = hosted-agents:mars"),
+            "{lines:?}"
+        );
+        assert!(lines[2].starts_with("max_tag_shrink = 2"), "{lines:?}");
     }
 
     #[test]
@@ -525,10 +912,38 @@ max_rules = 300
         assert_eq!(target.selection.tags, ["AzureCloud.westeurope"]);
         assert_eq!(target.selection.static_rules.len(), 2);
         let err = config.discovered_target(id, "10.0.0.1").unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("its tag tagfence='10.0.0.1': vault kv-a: invalid static rule"),
-            "{err}"
+        assert_eq!(
+            err.to_string(),
+            "its tag tagfence='10.0.0.1': static rule '10.0.0.1' overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918), which Key Vault refuses; expected a public address"
         );
+    }
+
+    #[test]
+    fn plan_settings_are_checked_as_applys_are() {
+        let mut settings = Settings {
+            selection: SelectionSettings {
+                tags: vec!["hosted-agents:europe".into()],
+                static_rules: vec!["52.1.2.3".into()],
+            },
+            ..Settings::default()
+        };
+        settings.texts.set(Key::Fit, "summarize");
+        settings.texts.set(Key::Cloud, "AzureUSGovernment");
+        let plan = PlanSettings::from_settings(&settings).unwrap();
+        assert!(plan
+            .selection
+            .tags
+            .contains(&"AzureCloud.westeurope".to_owned()));
+        assert_eq!(plan.limits.fit, FitMode::Summarize);
+        assert_eq!(
+            plan.document,
+            DocumentSettings {
+                cloud: Cloud::AzureGovernment,
+                min_service_tags: 100
+            }
+        );
+        settings.texts.set(Key::MaxRules, "0");
+        let err = PlanSettings::from_settings(&settings).unwrap_err();
+        assert_eq!(err.len(), 1, "{err}");
     }
 }

@@ -36,10 +36,10 @@ pub const DEFAULT_DISCOVERY_TAG: &str = "tagfence";
 /// The state container when the state URL names none, by default.
 pub const DEFAULT_STATE_CONTAINER: &str = crate::state::blob::DEFAULT_CONTAINER;
 
-/// Declares [`Key`] from one list, so that its variants, their names and [`Key::ALL`] cannot
-/// drift apart.
+/// Declares [`Key`] from one list, so that its variants, their names, flags and variables and
+/// [`Key::ALL`] cannot drift apart.
 macro_rules! keys {
-    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal, $flag:literal, $env:literal;)*) => {
         /// One setting. Its [`name`](Key::name) is the setting's field in [`Settings`], the
         /// command line's argument id, and, for the settings a TOML file may give, its key there.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,60 +57,117 @@ macro_rules! keys {
                     $(Key::$variant => $name,)*
                 }
             }
+
+            /// The command line's flag for it (`--max-rules`); `cli`'s tests hold the command
+            /// line to this, so that a message may name a setting the user did not give.
+            pub fn flag(self) -> &'static str {
+                match self {
+                    $(Key::$variant => $flag,)*
+                }
+            }
+
+            /// The environment variable (app setting) for it (`TAGFENCE_MAX_RULES`).
+            pub fn env(self) -> &'static str {
+                match self {
+                    $(Key::$variant => $env,)*
+                }
+            }
         }
     };
 }
 
 keys! {
-    Vaults = "vaults",
-    ConfigFile = "config_file",
-    Tags = "tags",
-    StaticRules = "static_rules",
-    MaxRules = "max_rules",
-    Fit = "fit",
-    Envelope = "envelope",
-    MaxExtraAddresses = "max_extra_addresses",
-    MaxRemoveFraction = "max_remove_fraction",
-    Slash31 = "slash31",
-    Prune = "prune",
-    AdoptExisting = "adopt_existing",
-    InitFirewall = "init_firewall",
-    AcceptMissingRules = "accept_missing_rules",
-    AllowTagShrink = "allow_tag_shrink",
-    MaxTagShrink = "max_tag_shrink",
-    Source = "source",
-    SubscriptionId = "subscription_id",
-    Location = "location",
-    Cloud = "cloud",
-    ArmEndpoint = "arm_endpoint",
-    DownloadPageUrl = "download_page_url",
-    Credential = "credential",
-    MinServiceTags = "min_service_tags",
-    Concurrency = "concurrency",
-    HttpTimeoutSecs = "http_timeout_secs",
-    HttpMaxRetries = "http_max_retries",
-    HttpRetryDelayMs = "http_retry_delay_ms",
-    HttpCallTimeoutSecs = "http_call_timeout_secs",
-    StateDir = "state_dir",
-    StateUrl = "state_url",
-    StateContainer = "state_container",
-    StateCaFile = "state_ca_file",
+    Vaults = "vaults", "--vault", "TAGFENCE_VAULTS";
+    ConfigFile = "config_file", "--config", "TAGFENCE_CONFIG";
+    Tags = "tags", "--tag", "TAGFENCE_TAGS";
+    StaticRules = "static_rules", "--static-rule", "TAGFENCE_STATIC_RULES";
+    MaxRules = "max_rules", "--max-rules", "TAGFENCE_MAX_RULES";
+    Fit = "fit", "--fit", "TAGFENCE_FIT";
+    Envelope = "envelope", "--envelope", "TAGFENCE_ENVELOPE";
+    MaxExtraAddresses = "max_extra_addresses", "--max-extra-addresses", "TAGFENCE_MAX_EXTRA_ADDRESSES";
+    MaxRemoveFraction = "max_remove_fraction", "--max-remove-fraction", "TAGFENCE_MAX_REMOVE_FRACTION";
+    Slash31 = "slash31", "--slash31", "TAGFENCE_SLASH31";
+    Prune = "prune", "--prune", "TAGFENCE_PRUNE";
+    AdoptExisting = "adopt_existing", "--adopt-existing", "TAGFENCE_ADOPT_EXISTING";
+    InitFirewall = "init_firewall", "--init-firewall", "TAGFENCE_INIT_FIREWALL";
+    AcceptMissingRules = "accept_missing_rules", "--accept-missing-rules", "TAGFENCE_ACCEPT_MISSING_RULES";
+    AllowTagShrink = "allow_tag_shrink", "--allow-tag-shrink", "TAGFENCE_ALLOW_TAG_SHRINK";
+    MaxTagShrink = "max_tag_shrink", "--max-tag-shrink", "TAGFENCE_MAX_TAG_SHRINK";
+    Source = "source", "--source", "TAGFENCE_SOURCE";
+    SubscriptionId = "subscription_id", "--subscription-id", "TAGFENCE_SUBSCRIPTION_ID";
+    Location = "location", "--location", "TAGFENCE_LOCATION";
+    Cloud = "cloud", "--cloud", "TAGFENCE_CLOUD";
+    ArmEndpoint = "arm_endpoint", "--arm-endpoint", "TAGFENCE_ARM_ENDPOINT";
+    DownloadPageUrl = "download_page_url", "--download-page-url", "TAGFENCE_DOWNLOAD_PAGE_URL";
+    Credential = "credential", "--credential", "TAGFENCE_CREDENTIAL";
+    MinServiceTags = "min_service_tags", "--min-service-tags", "TAGFENCE_MIN_SERVICE_TAGS";
+    Concurrency = "concurrency", "--concurrency", "TAGFENCE_CONCURRENCY";
+    HttpTimeoutSecs = "http_timeout_secs", "--http-timeout-secs", "TAGFENCE_HTTP_TIMEOUT_SECS";
+    HttpMaxRetries = "http_max_retries", "--http-max-retries", "TAGFENCE_HTTP_MAX_RETRIES";
+    HttpRetryDelayMs = "http_retry_delay_ms", "--http-retry-delay-ms", "TAGFENCE_HTTP_RETRY_DELAY_MS";
+    HttpCallTimeoutSecs = "http_call_timeout_secs", "--http-call-timeout-secs", "TAGFENCE_HTTP_CALL_TIMEOUT_SECS";
+    StateDir = "state_dir", "--state-dir", "TAGFENCE_STATE_DIR";
+    StateUrl = "state_url", "--state-url", "TAGFENCE_STATE_URL";
+    StateContainer = "state_container", "--state-container", "TAGFENCE_STATE_CONTAINER";
+    StateCaFile = "state_ca_file", "--state-ca-file", "TAGFENCE_STATE_CA_FILE";
     /// The Functions host's `AzureWebJobsStorage__blobServiceUri`.
-    WebjobsBlobServiceUri = "webjobs_blob_service_uri",
+    WebjobsBlobServiceUri = "webjobs_blob_service_uri", "--webjobs-blob-service-uri", "AzureWebJobsStorage__blobServiceUri";
     /// The Functions host's `AzureWebJobsStorage__accountName`.
-    WebjobsAccountName = "webjobs_account_name",
-    GraceDays = "grace_days",
-    AllowOlder = "allow_older",
-    DiscoverSubscriptions = "discover_subscriptions",
-    DiscoverManagementGroups = "discover_management_groups",
-    DiscoverTag = "discover_tag",
-    NotifyUrl = "notify_url",
+    WebjobsAccountName = "webjobs_account_name", "--webjobs-account-name", "AzureWebJobsStorage__accountName";
+    GraceDays = "grace_days", "--grace-days", "TAGFENCE_GRACE_DAYS";
+    AllowOlder = "allow_older", "--allow-older", "TAGFENCE_ALLOW_OLDER";
+    DiscoverSubscriptions = "discover_subscriptions", "--discover-subscription", "TAGFENCE_DISCOVER_SUBSCRIPTIONS";
+    DiscoverManagementGroups = "discover_management_groups", "--discover-management-group", "TAGFENCE_DISCOVER_MANAGEMENT_GROUPS";
+    DiscoverTag = "discover_tag", "--discover-tag", "TAGFENCE_DISCOVER_TAG";
+    NotifyUrl = "notify_url", "--notify-url", "TAGFENCE_NOTIFY_URL";
+    /// The log filter (`tracing_subscriber`'s `EnvFilter` directives).
+    Log = "log", "--log", "TAGFENCE_LOG";
 }
 
 impl Key {
     /// The setting named `name`, if any.
     pub fn from_name(name: &str) -> Option<Key> {
         Key::ALL.iter().copied().find(|key| key.name() == name)
+    }
+
+    /// Whether the setting is a list (repeatable flag, comma-separated variable, TOML array).
+    pub fn is_list(self) -> bool {
+        matches!(
+            self,
+            Key::Vaults
+                | Key::Tags
+                | Key::StaticRules
+                | Key::Envelope
+                | Key::AllowTagShrink
+                | Key::DiscoverSubscriptions
+                | Key::DiscoverManagementGroups
+        )
+    }
+
+    /// Whether the TOML file may give it: its top-level `vaults`, and the per-vault settings
+    /// of `[defaults]` and `[[vault]]` entries.
+    pub fn in_file(self) -> bool {
+        matches!(
+            self,
+            Key::Vaults
+                | Key::Tags
+                | Key::StaticRules
+                | Key::MaxRules
+                | Key::Fit
+                | Key::Envelope
+                | Key::MaxExtraAddresses
+                | Key::MaxRemoveFraction
+                | Key::Slash31
+                | Key::Prune
+                | Key::AdoptExisting
+                | Key::InitFirewall
+                | Key::MaxTagShrink
+        )
+    }
+
+    /// Whether the value is a secret, never repeated in a message.
+    pub fn is_secret(self) -> bool {
+        self == Key::NotifyUrl
     }
 }
 
@@ -133,17 +190,42 @@ pub enum Origin {
 }
 
 impl fmt::Display for Origin {
+    /// The setting as the user named it: `--max-rules`, `TAGFENCE_MAX_RULES`,
+    /// `tagfence.toml: [defaults] max_rules`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Flag(flag) => f.write_str(flag),
             Origin::Env(name) => f.write_str(name),
             Origin::File { path, table, key } if table.is_empty() => {
-                write!(f, "{} in {}", key.name(), path.display())
+                write!(f, "{}: {}", path.display(), key.name())
+            }
+            // A `[[vault]]` entry names its vault with `id`, recorded as a `vaults` key.
+            Origin::File { path, table, key } if *key == Key::Vaults => {
+                write!(f, "{}: {table} id", path.display())
             }
             Origin::File { path, table, key } => {
-                write!(f, "{} in {table} of {}", key.name(), path.display())
+                write!(f, "{}: {table} {}", path.display(), key.name())
             }
         }
+    }
+}
+
+/// Settings given as text, still to be parsed: the command line puts here what the user typed
+/// for each typed setting (a number, a choice, a switch), so that `config` parses it where the
+/// origin is known and can name a malformed value as the user wrote it. A text given here
+/// replaces the setting's typed field of [`Settings`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Texts(BTreeMap<Key, String>);
+
+impl Texts {
+    /// Records `text` as what was given for `key`.
+    pub fn set(&mut self, key: Key, text: impl Into<String>) {
+        self.0.insert(key, text.into());
+    }
+
+    /// What was given for `key` as text, if anything.
+    pub fn get(&self, key: Key) -> Option<&str> {
+        self.0.get(&key).map(String::as_str)
     }
 }
 
@@ -228,8 +310,9 @@ impl LimitSettings {
 /// The settings of a run that reconciles vaults (`apply`, `status`, and `serve` for the
 /// Functions host), as the user gave them. `None`, an empty list or `false`: not given.
 ///
-/// Switches (`prune`, `adopt_existing`, …) can only be turned on here: over the file's
-/// `[defaults]` they add, never remove (docs/configuration.md).
+/// A switch's field (`prune`, `adopt_existing`, …) can only turn it on; given as text in
+/// [`texts`](Settings::texts) (`true`, `false`, `1`, `0`) it turns it on or off, also over the
+/// file's `[defaults]`. Typed settings given as text replace their fields.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
     /// Vaults to manage, by ARM resource id.
@@ -300,6 +383,10 @@ pub struct Settings {
     pub discover_tag: Option<String>,
     /// The webhook for run messages. A secret: never logged, and never repeated in an error.
     pub notify_url: Option<String>,
+    /// The log filter (`tracing_subscriber` directives, e.g. `tagfence=debug`).
+    pub log: Option<String>,
+    /// Typed settings given as text, to be parsed by `config` (the command line's way).
+    pub texts: Texts,
     /// Where each setting given above came from.
     pub origins: Origins,
 }
@@ -309,9 +396,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_key_has_its_own_name() {
+    fn every_key_has_its_own_name_flag_and_variable() {
         for key in Key::ALL {
             assert_eq!(Key::from_name(key.name()), Some(*key));
+            assert_eq!(
+                key.flag(),
+                format!("--{}", key.flag().trim_start_matches('-'))
+            );
+            let others = Key::ALL.iter().filter(|k| *k != key);
+            assert!(others
+                .clone()
+                .all(|k| k.flag() != key.flag() && k.env() != key.env()));
         }
         assert_eq!(Key::from_name("max-rules"), None);
     }
@@ -333,9 +428,9 @@ mod tests {
         );
         assert_eq!(
             file("[defaults]").to_string(),
-            "max_rules in [defaults] of tagfence.toml"
+            "tagfence.toml: [defaults] max_rules"
         );
-        assert_eq!(file("").to_string(), "max_rules in tagfence.toml");
+        assert_eq!(file("").to_string(), "tagfence.toml: max_rules");
     }
 
     #[test]

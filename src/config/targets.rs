@@ -1,13 +1,19 @@
 //! The vaults to reconcile: those listed (flags and environment, the file's `vaults`, its
-//! `[[vault]]` entries), and where tagged vaults are discovered.
+//! `[[vault]]` entries), and where tagged vaults are discovered; and the checks of a vault's
+//! layered settings taken together (options that only make sense with others).
 
-use super::error::ConfigError;
-use super::layers::{file_origin, ConfigFile, Resolved};
-use super::settings::{Key, Settings, DEFAULT_DISCOVERY_TAG};
+use super::error::{ConfigError, ConfigErrors};
+use super::given::{is_guid, spelled, Given, Reader};
+use super::layers::{static_rule_problem, ConfigFile, Resolved};
+use super::settings::{Key, Origin, DEFAULT_DISCOVERY_TAG};
 use super::vault::{TargetSource, VaultTarget};
-use crate::azure::{self, VaultId};
-use crate::core::desired::{self, Selection};
+use crate::azure::VaultId;
+use crate::core::desired::{self, FitMode, Selection};
 use crate::core::profiles;
+
+/// The shape of a Key Vault's ARM resource id, for the message that refuses another.
+pub const VAULT_ID_SHAPE: &str =
+    "/subscriptions/<GUID>/resourceGroups/<group>/providers/Microsoft.KeyVault/vaults/<name>";
 
 /// Where and how vaults are discovered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,85 +24,159 @@ pub struct Discovery {
     pub tag: String,
 }
 
+/// What the checks of a vault's settings need to know about the rest of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Context {
+    /// Whether each vault must select something (reconciling; not for `status`).
+    pub needs_selection: bool,
+    /// Whether state is configured (grace windows and the tag-shrink guard need it).
+    pub has_state: bool,
+}
+
 /// The listed vaults, each with its settings: the defaults, or for a `[[vault]]` entry its own
-/// settings over them.
+/// settings over them. Each problem is recorded; a vault with one is left out.
 pub(super) fn listed_targets(
-    settings: &Settings,
+    reader: &mut Reader<'_>,
     file: &ConfigFile,
     defaults: &Resolved,
-) -> Result<Vec<VaultTarget>, ConfigError> {
+    context: Context,
+) -> Vec<VaultTarget> {
+    let mut listed: Vec<(VaultId, String, Resolved)> = Vec::new();
+    let plain = [reader.givens.get(Key::Vaults), file.vaults.as_ref()];
+    for given in plain.into_iter().flatten() {
+        for value in &given.values {
+            if let Some(id) = vault_id(given, value, reader.problems) {
+                listed.push((id, given.shown(value), defaults.clone()));
+            }
+        }
+    }
+    for entry in &file.vault_entries {
+        if let Some(id) = vault_id(&entry.id, entry.id.text(), reader.problems) {
+            listed.push((id, entry.id.shown_all(), entry.settings.over(defaults)));
+        }
+    }
     let mut targets: Vec<VaultTarget> = Vec::new();
-    for given in settings.vaults.iter().filter(|v| !v.trim().is_empty()) {
-        add(&mut targets, given, "--vault / TAGFENCE_VAULTS", defaults)?;
+    let mut seen: Vec<(VaultId, String)> = Vec::new();
+    for (id, shown, settings) in listed {
+        if let Some((_, first)) = seen.iter().find(|(other, _)| other.same_as(&id)) {
+            reader.problems.push(ConfigError::DuplicateVault {
+                vault: id.to_string(),
+                first: first.clone(),
+                again: shown,
+            });
+            continue;
+        }
+        seen.push((id.clone(), shown));
+        check_vault(&settings, Some(&id), context, reader.problems);
+        if let Ok(target) = target(id, &settings) {
+            targets.push(target);
+        }
     }
-    for given in &file.vaults {
-        add(
-            &mut targets,
-            given,
-            "the configuration file's vaults",
-            defaults,
-        )?;
-    }
-    for (index, entry) in file.vault_entries.iter().enumerate() {
-        let origin = file_origin(&file.path, format!("[[vault]] #{}", index + 1));
-        let own = entry.settings.over(defaults, &origin);
-        add(&mut targets, &entry.id, "a [[vault]] entry", &own)?;
-    }
-    Ok(targets)
+    targets
 }
 
-/// Adds the vault `given` (listed at `origin`) with `settings`, unless it is listed already.
-fn add(
-    targets: &mut Vec<VaultTarget>,
-    given: &str,
-    origin: &'static str,
+/// The vault `value` of `given` names, or the problem recorded.
+fn vault_id(given: &Given, value: &str, problems: &mut ConfigErrors) -> Option<VaultId> {
+    let refuse = |problems: &mut ConfigErrors, what: String| {
+        problems.push(ConfigError::Invalid {
+            setting: given.shown(value),
+            reason: format!("not a key vault resource id ({what}); expected {VAULT_ID_SHAPE}"),
+        });
+    };
+    match value.parse::<VaultId>() {
+        Err(err) => {
+            refuse(problems, err.reason.to_owned());
+            None
+        }
+        Ok(id) if !is_guid(&id.subscription) => {
+            refuse(
+                problems,
+                format!("the subscription '{}' is not a GUID", id.subscription),
+            );
+            None
+        }
+        Ok(id) => Some(id),
+    }
+}
+
+/// Checks a vault's settings taken together (`vault`: `None` for the defaults themselves):
+/// options of a summarised fit with an exact one, the tag-shrink guard without state, and a
+/// vault that selects nothing.
+pub(super) fn check_vault(
     settings: &Resolved,
-) -> Result<(), ConfigError> {
-    let id: VaultId = given
-        .parse()
-        .map_err(|e: azure::VaultIdError| ConfigError::Vault {
-            given: given.trim().to_owned(),
-            origin,
-            reason: e.reason.to_owned(),
-        })?;
-    if targets.iter().any(|t| t.id.same_as(&id)) {
-        return Err(ConfigError::DuplicateVault {
+    vault: Option<&VaultId>,
+    context: Context,
+    problems: &mut ConfigErrors,
+) {
+    if settings.limits.fit != FitMode::Summarize {
+        for key in [Key::Envelope, Key::MaxExtraAddresses] {
+            if let Some(given) = settings.given.get(&key) {
+                let fit = match settings.given.get(&Key::Fit) {
+                    Some(fit) => format!("and {} asks for an exact one", fit.shown_all()),
+                    None => format!(
+                        "and the fit is exact by default; give {} too, or leave it out",
+                        spelled(given.origin.as_ref(), Key::Fit, Some("summarize"))
+                    ),
+                };
+                problems.push(ConfigError::Conflict {
+                    setting: given.named(),
+                    reason: format!("only used by a summarized fit, {fit}"),
+                });
+            }
+        }
+    }
+    if let (Some(given), false) = (settings.given.get(&Key::MaxTagShrink), context.has_state) {
+        problems.push(needs_state(given));
+    }
+    // A selection given but refused entry by entry is a problem already.
+    let given = |key| settings.given.contains_key(&key);
+    let selects = !settings.tags.is_empty()
+        || !settings.static_rules.is_empty()
+        || given(Key::Tags)
+        || given(Key::StaticRules);
+    if let (Some(id), true, false) = (vault, context.needs_selection, selects) {
+        let like = settings.origin(Key::Tags);
+        problems.push(ConfigError::NothingSelected {
             vault: id.to_string(),
+            hint: format!(
+                "{} or {}",
+                spelled(like, Key::Tags, None),
+                spelled(like, Key::StaticRules, None)
+            ),
         });
     }
-    targets.push(target(id, settings)?);
-    Ok(())
 }
 
-/// Checks a vault's layered settings into its target: static rules, profiles, a non-empty
-/// selection, and fractions between 0 and 1 (the file's are not checked when it is read).
-pub(super) fn target(id: VaultId, settings: &Resolved) -> Result<VaultTarget, ConfigError> {
+/// The problem of a setting that needs state when there is none.
+pub(super) fn needs_state(given: &Given) -> ConfigError {
+    let like = given.origin.as_ref();
+    ConfigError::Conflict {
+        setting: given.named(),
+        reason: format!(
+            "needs state, and no state location is configured; give {} or {} too",
+            spelled(like, Key::StateDir, None),
+            spelled(like, Key::StateUrl, None)
+        ),
+    }
+}
+
+/// Builds a vault's target from its layered settings.
+///
+/// # Errors
+/// Why the settings make no target: a static rule or profile refused, or nothing selected.
+pub(super) fn target(id: VaultId, settings: &Resolved) -> Result<VaultTarget, String> {
     let static_rules = settings
         .static_rules
         .iter()
-        .filter(|r| !r.trim().is_empty())
-        .map(|r| desired::parse_static_rule(r))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ConfigError::StaticRule {
-            vault: id.name.clone(),
-            reason: e.to_string(),
-        })?;
-    let named: Vec<String> = settings
-        .tags
-        .iter()
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty())
-        .collect();
-    let tags = profiles::expand(&named).map_err(|e| ConfigError::Profile {
-        vault: id.name.clone(),
-        reason: e.to_string(),
-    })?;
+        .map(|r| {
+            desired::parse_static_rule(r)
+                .map_err(|e| format!("static rule '{r}' {}", static_rule_problem(&e)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tags = profiles::expand(&settings.tags).map_err(|e| e.to_string())?;
     if tags.is_empty() && static_rules.is_empty() {
-        return Err(ConfigError::NothingSelected {
-            vault: id.to_string(),
-        });
+        return Err("no tags or static rules selected".to_owned());
     }
-    check_fractions(settings)?;
     Ok(VaultTarget {
         id,
         selection: Selection {
@@ -109,26 +189,6 @@ pub(super) fn target(id: VaultId, settings: &Resolved) -> Result<VaultTarget, Co
         safety: settings.safety.clone(),
         source: TargetSource::Listed,
     })
-}
-
-fn check_fractions(settings: &Resolved) -> Result<(), ConfigError> {
-    let shrink = settings.safety.max_tag_shrink;
-    if !(0.0..=1.0).contains(&shrink) {
-        return Err(ConfigError::Setting {
-            setting: "--max-tag-shrink (TAGFENCE_MAX_TAG_SHRINK, max_tag_shrink)",
-            reason: format!(
-                "{shrink} is not between 0 and 1 (the fraction of a tag's prefixes that may go between two documents)"
-            ),
-        });
-    }
-    let remove = settings.limits.max_remove_fraction;
-    if !(0.0..=1.0).contains(&remove) {
-        return Err(ConfigError::Setting {
-            setting: "max_remove_fraction",
-            reason: format!("{remove} is not between 0 and 1"),
-        });
-    }
-    Ok(())
 }
 
 /// The settings of a discovered vault whose discovery tag has `value`: the defaults, with the
@@ -155,7 +215,7 @@ pub(super) fn discovered_settings(defaults: &Resolved, value: &str) -> Resolved 
     if !names.is_empty() {
         settings.tags = names.iter().map(|n| (*n).to_owned()).collect();
         // The vault's own tag gave them, not a flag or the file.
-        settings.origins.forget(Key::Tags);
+        settings.given.remove(&Key::Tags);
     }
     settings
         .static_rules
@@ -164,44 +224,66 @@ pub(super) fn discovered_settings(defaults: &Resolved, value: &str) -> Resolved 
 }
 
 /// Discovery as the settings give it; `None` without a subscription or management group.
-pub(super) fn discovery(settings: &Settings) -> Result<Option<Discovery>, ConfigError> {
-    let clean = |values: &[String]| -> Vec<String> {
-        values
-            .iter()
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .collect()
-    };
-    let subscriptions = clean(&settings.discover_subscriptions);
-    let management_groups = clean(&settings.discover_management_groups);
+pub(super) fn discovery(reader: &mut Reader<'_>) -> Option<Discovery> {
+    let givens = reader.givens;
+    if let Some(given) = givens.get(Key::DiscoverSubscriptions) {
+        for bad in given.values.iter().filter(|s| !is_guid(s)) {
+            let reason =
+                "not a subscription id; expected a GUID (00000000-0000-0000-0000-000000000000)";
+            reader.invalid(given, bad, reason);
+        }
+    }
+    if let Some(given) = givens.get(Key::DiscoverManagementGroups) {
+        for bad in given.values.iter().filter(|g| !is_management_group(g)) {
+            let reason = "not a management group id; expected up to 90 letters, digits, hyphens, underscores, periods or parentheses";
+            reader.invalid(given, bad, reason);
+        }
+    }
+    let tag = discovery_tag(reader);
+    let subscriptions = reader.list(Key::DiscoverSubscriptions).to_vec();
+    let management_groups = reader.list(Key::DiscoverManagementGroups).to_vec();
     if subscriptions.is_empty() && management_groups.is_empty() {
-        return Ok(None);
+        return None;
     }
-    if let Some(bad) = subscriptions
-        .iter()
-        .find(|s| s.len() != 36 || !s.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
-    {
-        return Err(ConfigError::Setting {
-            setting: "--discover-subscription (TAGFENCE_DISCOVER_SUBSCRIPTIONS)",
-            reason: format!("'{bad}' is not a subscription id (a GUID)"),
-        });
-    }
-    Ok(Some(Discovery {
+    Some(Discovery {
         subscriptions,
         management_groups,
-        tag: discovery_tag(settings)?,
-    }))
+        tag,
+    })
+}
+
+/// A management group's id (its name): 1-90 letters, digits, `-`, `_`, `.`, `(`, `)`.
+fn is_management_group(name: &str) -> bool {
+    (1..=90).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c))
 }
 
 /// The tag that marks a vault. It goes inside a quoted string of the Resource Graph query, so
-/// it may not hold quotes or backslashes.
-fn discovery_tag(settings: &Settings) -> Result<String, ConfigError> {
-    match settings.discover_tag.as_deref().map(str::trim) {
-        None | Some("") => Ok(DEFAULT_DISCOVERY_TAG.to_owned()),
-        Some(tag) if tag.contains(['\'', '"', '\\']) => Err(ConfigError::Setting {
-            setting: "--discover-tag (TAGFENCE_DISCOVER_TAG)",
-            reason: format!("'{tag}' may not contain quotes or backslashes"),
-        }),
-        Some(tag) => Ok(tag.to_owned()),
+/// it may not hold quotes or backslashes, nor what Azure refuses in a tag name.
+fn discovery_tag(reader: &mut Reader<'_>) -> String {
+    let Some(given) = reader.givens.get(Key::DiscoverTag) else {
+        return DEFAULT_DISCOVERY_TAG.to_owned();
+    };
+    let tag = given.text().trim();
+    if tag.contains(['\'', '"', '\\', '<', '>', '%', '&', '?', '/']) || tag.len() > 512 {
+        let reason = "expected a tag name of at most 512 characters without quotes, backslashes or any of < > % & ? /";
+        reader.invalid(given, tag, reason);
+        return DEFAULT_DISCOVERY_TAG.to_owned();
+    }
+    tag.to_owned()
+}
+
+/// The vaults the settings name, with no flag or variable left to say which: for a message
+/// asking for some.
+pub(super) fn no_vaults(like: Option<&Origin>) -> ConfigError {
+    ConfigError::NoVaults {
+        hint: format!(
+            "{}, vaults in the configuration file, or a discovery scope ({} or {})",
+            spelled(like, Key::Vaults, None),
+            spelled(like, Key::DiscoverSubscriptions, None),
+            spelled(like, Key::DiscoverManagementGroups, None)
+        ),
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 use super::schedule::Schedule;
 use crate::azure::auth::IdentityEnv;
 use crate::azure::VaultId;
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors};
 use crate::run::{RunError, RunReport, RunRequest, Runner};
 
 /// What the server needs from a run: the one seam between the Functions protocol and the
@@ -63,6 +63,29 @@ impl Engine for Runner {
 #[error("{0}")]
 pub struct NotConfigured(pub String);
 
+/// Why there is no configuration: every problem `config` found, each one line naming the
+/// setting as the user wrote it. `GET /api/status` lists them; an invocation's error joins them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblems(pub Vec<String>);
+
+impl From<String> for ConfigProblems {
+    fn from(problem: String) -> Self {
+        ConfigProblems(vec![problem])
+    }
+}
+
+impl From<ConfigErrors> for ConfigProblems {
+    fn from(problems: ConfigErrors) -> Self {
+        ConfigProblems(problems.lines())
+    }
+}
+
+impl std::fmt::Display for ConfigProblems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("; "))
+    }
+}
+
 type BuildEngine = Box<dyn Fn() -> Result<Arc<dyn Engine>, String> + Send + Sync>;
 
 /// The handler's shared state. Cheap to clone.
@@ -72,7 +95,7 @@ pub struct AppState {
 }
 
 struct Inner {
-    config: Result<Config, String>,
+    config: Result<Config, ConfigProblems>,
     schedule: Result<Schedule, String>,
     build: BuildEngine,
     /// Built on first use (or by the warm-up task right after the port is bound), so that the
@@ -84,13 +107,16 @@ impl AppState {
     /// State for a configuration (or the reason there is none) and a schedule; the engine is a
     /// [`Runner`] with the credential `identity` selects.
     pub fn new(
-        config: Result<Config, String>,
+        config: Result<Config, impl Into<ConfigProblems>>,
         identity: IdentityEnv,
         schedule: Result<Schedule, String>,
     ) -> Self {
+        let config = config.map_err(Into::into);
         let for_runner = config.clone();
         let build: BuildEngine = Box::new(move || {
-            let config = for_runner.clone()?;
+            let config = for_runner
+                .clone()
+                .map_err(|problems| problems.to_string())?;
             Runner::new(config, &identity)
                 .map(|runner| Arc::new(runner) as Arc<dyn Engine>)
                 .map_err(|e| e.to_string())
@@ -100,15 +126,16 @@ impl AppState {
 
     /// State over a given engine (to embed the handler, or to test it without Azure).
     pub fn with_engine(
-        config: Result<Config, String>,
+        config: Result<Config, impl Into<ConfigProblems>>,
         schedule: Result<Schedule, String>,
         engine: Arc<dyn Engine>,
     ) -> Self {
+        let config = config.map_err(Into::into);
         Self::with_builder(config, schedule, Box::new(move || Ok(engine.clone())))
     }
 
     fn with_builder(
-        config: Result<Config, String>,
+        config: Result<Config, ConfigProblems>,
         schedule: Result<Schedule, String>,
         build: BuildEngine,
     ) -> Self {
@@ -132,7 +159,7 @@ impl AppState {
     }
 
     /// The configuration as read, or why there is none.
-    pub(crate) fn config(&self) -> &Result<Config, String> {
+    pub(crate) fn config(&self) -> &Result<Config, ConfigProblems> {
         &self.inner.config
     }
 

@@ -146,7 +146,7 @@ async fn status_document(state: &AppState) -> Value {
         Err(error) => json!({"error": error}),
     };
     let configuration = match &state.config() {
-        Err(error) => json!({"error": error}),
+        Err(problems) => json!({"error": problems.to_string(), "problems": problems.0}),
         Ok(config) => json!({
             "cloud": config.cloud,
             "arm_endpoint": config.endpoints.arm.as_str(),
