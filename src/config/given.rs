@@ -10,7 +10,7 @@ use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use super::error::{ConfigError, ConfigErrors};
-use super::settings::{Key, Origin, Settings};
+use super::settings::{Key, Origin, Settings, MAX_GRACE_DAYS};
 use crate::azure::auth::CredentialKind;
 use crate::core::desired::{FitMode, KEY_VAULT_MAX_RULES};
 use crate::core::fit::Slash31;
@@ -351,7 +351,7 @@ pub(super) fn allowed(key: Key) -> String {
         }
         Key::HttpMaxRetries => "a whole number of retries, 0 or more".to_owned(),
         Key::HttpRetryDelayMs => "a whole number of milliseconds, 0 or more".to_owned(),
-        Key::GraceDays => format!("a whole number of days from 0 to {}", super::MAX_GRACE_DAYS),
+        Key::GraceDays => format!("a whole number of days from 0 to {}", MAX_GRACE_DAYS),
         _ => "true or false (or 1 or 0)".to_owned(),
     }
 }

@@ -82,15 +82,12 @@ pub use settings::{
     Key, LimitSettings, Origin, Origins, SelectionSettings, Settings, Texts, DEFAULT_CONCURRENCY,
     DEFAULT_DISCOVERY_TAG, DEFAULT_GRACE_DAYS, DEFAULT_HTTP_CALL_TIMEOUT_SECS,
     DEFAULT_HTTP_MAX_RETRIES, DEFAULT_HTTP_RETRY_DELAY_MS, DEFAULT_HTTP_TIMEOUT_SECS,
-    DEFAULT_SOURCE, DEFAULT_STATE_CONTAINER,
+    DEFAULT_SOURCE, DEFAULT_STATE_CONTAINER, MAX_GRACE_DAYS,
 };
 pub use state::StateSpec;
 use targets::Context;
 pub use targets::{Discovery, VAULT_ID_SHAPE};
 pub use vault::{Safety, TargetSource, VaultTarget};
-
-/// A grace window longer than this is surely a typo (a tag changes every few weeks at most).
-pub const MAX_GRACE_DAYS: u32 = 90;
 
 /// A validated run configuration.
 #[derive(Debug, Clone)]

@@ -31,6 +31,8 @@ pub const DEFAULT_HTTP_RETRY_DELAY_MS: u64 = 800;
 pub const DEFAULT_HTTP_CALL_TIMEOUT_SECS: u64 = 120;
 /// Days to keep a changed tag's previous ranges, by default (none).
 pub const DEFAULT_GRACE_DAYS: u32 = 0;
+/// A grace window longer than this is surely a typo (a tag changes every few weeks at most).
+pub const MAX_GRACE_DAYS: u32 = 90;
 /// The tag that marks a vault for discovery, by default.
 pub const DEFAULT_DISCOVERY_TAG: &str = "tagfence";
 /// The state container when the state URL names none, by default.
