@@ -94,8 +94,7 @@ pub const NETWORK_SERVICE_TAGS: &[&str] = &[
 /// `Microsoft.Network/locations/serviceTagDetails` (`ServiceTagInformation_List`): the Service
 /// Tags versions from `2022-01-01`, the first whose examples hold
 /// `ServiceTagInformationListResult.json`.
-#[allow(dead_code)] // for the serviceTagDetails route, next
-pub fn network_service_tag_details() -> impl Iterator<Item = &'static str> {
+pub fn network_service_tag_details() -> impl Iterator<Item = &'static str> + Clone {
     NETWORK_SERVICE_TAGS
         .iter()
         .copied()
@@ -105,7 +104,6 @@ pub fn network_service_tag_details() -> impl Iterator<Item = &'static str> {
 /// ARM's own `resources` collection (`Resources_List`, `Resources_ListByResourceGroup`), which
 /// azure-mgmt-keyvault's `vaults.list` calls at `2015-11-01`: the stable folders of
 /// `specification/resources/resource-manager/Microsoft.Resources/stable`.
-#[allow(dead_code)] // for the resources route, next
 pub const RESOURCES: &[&str] = &[
     "2015-11-01",
     "2016-02-01",

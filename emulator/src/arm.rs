@@ -8,7 +8,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use crate::acl::RulePolicy;
 use crate::api_versions;
+use crate::clock;
 use crate::error::ArmError;
 use crate::identity::Principal;
 use crate::locations;
@@ -18,7 +20,7 @@ use crate::query::Query;
 use crate::resource_graph;
 use crate::routes::{RequestContext, Target};
 use crate::state::Shared;
-use crate::vaults::{apply_patch, apply_put, Lookup};
+use crate::vaults::{apply_create, apply_patch, apply_put, Lookup, Stamp, VaultStore};
 
 /// Key Vault management api-versions the emulator accepts, oldest first ([`api_versions::KEY_VAULT`]).
 pub const KEY_VAULT_API_VERSIONS: &[&str] = api_versions::KEY_VAULT;
@@ -183,10 +185,10 @@ fn vault_operation(
     principal: &Principal,
     body: &[u8],
 ) -> Result<Response, ArmError> {
-    let action = if route == Route::VaultGet {
-        "read"
-    } else {
-        "write"
+    let action = match route {
+        Route::VaultGet => "read",
+        Route::VaultDelete => "delete",
+        _ => "write",
     };
     let mut vaults = shared.vaults();
     if vaults.is_forbidden(path) {
@@ -196,9 +198,22 @@ fn vault_operation(
             &path.id(),
         ));
     }
-    let index = match vaults.lookup(path) {
-        Lookup::Found(index) => index,
-        Lookup::NoVault => {
+    let stamp = || Stamp {
+        by: principal.client_id.clone(),
+        by_type: "ManagedIdentity",
+        at: clock::rfc3339_utc(clock::now_epoch_ms()),
+    };
+    let policy = shared.settings.rules;
+    let index = match (vaults.lookup(path), route) {
+        (Lookup::Found(index), _) => index,
+        (Lookup::NoVault, Route::VaultPut) => {
+            let body = parse_json(body)?;
+            let created = create_vault(&mut vaults, path, &body, policy, &stamp())?;
+            return Ok(json_response(StatusCode::CREATED, created.to_string()));
+        }
+        // ARM answers a DELETE of a resource that is not there with 204.
+        (Lookup::NoVault, Route::VaultDelete) => return Ok(StatusCode::NO_CONTENT.into_response()),
+        (Lookup::NoVault, _) => {
             return Err(ArmError::new(
                 StatusCode::NOT_FOUND,
                 "ResourceNotFound",
@@ -208,7 +223,7 @@ fn vault_operation(
                 ),
             ))
         }
-        Lookup::NoGroup => {
+        (Lookup::NoGroup, _) => {
             return Err(ArmError::new(
                 StatusCode::NOT_FOUND,
                 "ResourceGroupNotFound",
@@ -217,14 +232,310 @@ fn vault_operation(
         }
     };
     let current = vaults.get(index).cloned().unwrap_or(Value::Null);
-    let policy = shared.settings.rules;
     let updated = match route {
-        Route::VaultPatch => apply_patch(&current, &parse_json(body)?, policy)?,
-        Route::VaultPut => apply_put(&current, path, &parse_json(body)?, policy)?,
+        Route::VaultPatch => apply_patch(&current, &parse_json(body)?, policy, &stamp())?,
+        Route::VaultPut => apply_put(&current, path, &parse_json(body)?, policy, &stamp())?,
+        Route::VaultDelete => {
+            vaults.delete(index);
+            return Ok(StatusCode::OK.into_response());
+        }
         _ => return Ok(json_response(StatusCode::OK, current.to_string())),
     };
     vaults.replace(index, updated.clone());
     Ok(json_response(StatusCode::OK, updated.to_string()))
+}
+
+/// A PUT where no vault is: the name must be free everywhere (vault names are DNS names), a
+/// soft-deleted vault of that name is only recovered (`properties.createMode: recover`), and
+/// the body must make a vault. Key Vault's wording for the two conflicts is UNVERIFIED (taken
+/// from answers quoted in public issues).
+fn create_vault(
+    vaults: &mut VaultStore,
+    path: &VaultPath,
+    body: &Value,
+    policy: RulePolicy,
+    stamp: &Stamp,
+) -> Result<Value, ArmError> {
+    if vaults.name_taken_elsewhere(path) {
+        return Err(ArmError::new(
+            StatusCode::CONFLICT,
+            "VaultAlreadyExists",
+            format!("The vault name '{}' is already in use. Vault names are globally unique so it is possible that the name is already taken. If you are sure that the vault name was not taken then it is possible that a vault with the same name was recently deleted but not purged after being placed in a recoverable state. If the vault is in a recoverable state then the vault will need to be purged before reusing the name.", path.name),
+        ));
+    }
+    let recover = body
+        .pointer("/properties/createMode")
+        .and_then(Value::as_str)
+        .is_some_and(|mode| mode.eq_ignore_ascii_case("recover"));
+    let vault = match (vaults.deleted_named(path), recover) {
+        (Some(_), false) => {
+            return Err(ArmError::new(
+                StatusCode::CONFLICT,
+                "ConflictError",
+                "Exist soft deleted vault with the same name.",
+            ))
+        }
+        (Some(deleted), true) => {
+            let mut vault = vaults.take_deleted(deleted).unwrap_or(Value::Null);
+            if let Some(root) = vault.as_object_mut() {
+                stamp.apply_to(root);
+            }
+            vault
+        }
+        (None, true) => {
+            return Err(ArmError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                format!(
+                    "The deleted vault '{}' to recover was not found.",
+                    path.name
+                ),
+            ))
+        }
+        (None, false) => apply_create(path, body, policy, stamp)?,
+    };
+    vaults.insert(path, vault.clone());
+    Ok(vault)
+}
+
+/// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/providers/Microsoft.KeyVault/vaults` and
+/// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/resources`: the vaults the caller may read,
+/// sorted by id, `$top` to a page with an absolute `nextLink` (`$skipToken`), as
+/// `VaultListResult` / `ResourceListResult` (keyvault.json, resources.json).
+pub(crate) fn list(
+    shared: &Shared,
+    context: &RequestContext,
+    path: &str,
+    query: &Query,
+) -> Response {
+    list_page(shared, context, path, query).unwrap_or_else(IntoResponse::into_response)
+}
+
+fn list_page(
+    shared: &Shared,
+    context: &RequestContext,
+    path: &str,
+    query: &Query,
+) -> Result<Response, ArmError> {
+    let Target::Collection {
+        subscription,
+        resource_group,
+    } = &context.classified.target
+    else {
+        return Err(routing_bug("it names no subscription"));
+    };
+    authenticated(context)?;
+    let generic = context.classified.route == Route::ResourceList;
+    if generic {
+        check_api_version(
+            query,
+            api_versions::RESOURCES.iter().copied(),
+            Registration::Arm,
+        )?;
+    } else {
+        let location = "westus";
+        check_api_version(
+            query,
+            KEY_VAULT_API_VERSIONS.iter().copied(),
+            Registration::Provider {
+                type_name: "vaults",
+                location,
+            },
+        )?;
+    }
+    let filter = match query.get("$filter") {
+        Some(text) if generic => ResourceFilter::parse(text)?,
+        _ => ResourceFilter::default(),
+    };
+    let top = page_size(query.get("$top"))?;
+    let offset = skip_token(query.get("$skipToken"))?;
+    let vaults = shared.vaults();
+    if let Some(group) = resource_group {
+        let probe = VaultPath {
+            subscription: subscription.clone(),
+            resource_group: group.clone(),
+            name: String::new(),
+        };
+        if !vaults.group_exists(&probe) {
+            return Err(ArmError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceGroupNotFound",
+                format!("Resource group '{group}' could not be found."),
+            ));
+        }
+    }
+    let mut rows: Vec<Value> = vaults
+        .in_scope(subscription, resource_group.as_deref())
+        .filter(|(path, _)| !vaults.is_forbidden(path))
+        .filter(|(_, vault)| filter.matches(vault))
+        .map(|(_, vault)| {
+            if generic {
+                generic_resource(vault)
+            } else {
+                vault.clone()
+            }
+        })
+        .collect();
+    rows.sort_by_key(|row| {
+        row.get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    });
+    let total = rows.len();
+    let page: Vec<Value> = rows.into_iter().skip(offset).take(top).collect();
+    let end = offset.saturating_add(page.len());
+    let mut body = serde_json::json!({ "value": page });
+    if end < total {
+        let base = shared.base_url_for(context.secure);
+        body["nextLink"] = Value::String(next_link(base, path, query, end));
+    }
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+/// A vault as ARM's generic `resources` list shows it (`GenericResourceExpanded` without the
+/// expanded fields).
+fn generic_resource(vault: &Value) -> Value {
+    let mut resource = serde_json::Map::new();
+    for key in ["id", "name", "type", "location", "tags"] {
+        if let Some(value) = vault.get(key) {
+            resource.insert(key.to_owned(), value.clone());
+        }
+    }
+    resource
+        .entry("type")
+        .or_insert_with(|| Value::String("Microsoft.KeyVault/vaults".to_owned()));
+    Value::Object(resource)
+}
+
+/// The `$filter`s of ARM's `resources` list the emulator understands: `resourceType eq '…'`,
+/// `name eq '…'`, `tagName eq '…'` (optionally `and tagValue eq '…'`), joined by `and`; values
+/// compared without case. Others are refused rather than ignored.
+#[derive(Default)]
+struct ResourceFilter {
+    clauses: Vec<(String, String)>,
+}
+
+impl ResourceFilter {
+    fn parse(text: &str) -> Result<ResourceFilter, ArmError> {
+        let mut clauses = Vec::new();
+        for clause in split_and(text) {
+            let mut words = clause.trim().splitn(3, ' ');
+            let (Some(field), Some(op), Some(value)) = (words.next(), words.next(), words.next())
+            else {
+                return Err(unsupported_filter(text));
+            };
+            let value = value.trim();
+            let field = field.to_ascii_lowercase();
+            let known = ["resourcetype", "name", "tagname", "tagvalue"].contains(&field.as_str());
+            let quoted = value.len() >= 2 && value.starts_with('\'') && value.ends_with('\'');
+            if !known || !op.eq_ignore_ascii_case("eq") || !quoted {
+                return Err(unsupported_filter(text));
+            }
+            clauses.push((field, value[1..value.len() - 1].replace("''", "'")));
+        }
+        Ok(ResourceFilter { clauses })
+    }
+
+    fn matches(&self, vault: &Value) -> bool {
+        let text = |key: &str| vault.get(key).and_then(Value::as_str).unwrap_or_default();
+        let tag_name = self.clauses.iter().find(|(field, _)| field == "tagname");
+        self.clauses
+            .iter()
+            .all(|(field, wanted)| match field.as_str() {
+                "resourcetype" => wanted.eq_ignore_ascii_case("Microsoft.KeyVault/vaults"),
+                "name" => text("name").eq_ignore_ascii_case(wanted),
+                "tagname" => tag_value(vault, wanted).is_some(),
+                "tagvalue" => tag_name.is_some_and(|(_, name)| {
+                    tag_value(vault, name).is_some_and(|value| value.eq_ignore_ascii_case(wanted))
+                }),
+                _ => false,
+            })
+    }
+}
+
+/// The value of the tag `name` (compared without case), if the vault has it.
+fn tag_value<'a>(vault: &'a Value, name: &str) -> Option<&'a str> {
+    vault
+        .get("tags")?
+        .as_object()?
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .and_then(|(_, value)| value.as_str())
+}
+
+/// `a and b and c`, split on ` and ` outside quotes.
+fn split_and(text: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut quoted = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if !quoted && rest.len() >= 5 && rest[..5].eq_ignore_ascii_case(" and ") {
+            parts.push(String::new());
+            rest = &rest[5..];
+            continue;
+        }
+        if let Some(last) = parts.last_mut() {
+            last.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    parts
+}
+
+fn unsupported_filter(text: &str) -> ArmError {
+    ArmError::new(
+        StatusCode::BAD_REQUEST,
+        "InvalidFilterInQueryString",
+        format!("The $filter '{text}' is not supported by the emulator (tagfence-emulator understands resourceType, name, tagName and tagValue eq 'value', joined by and)."),
+    )
+}
+
+/// `$top`: 1 to 1000 rows a page (the default and the ceiling of ARM's lists are UNVERIFIED;
+/// the emulator uses 1000 for both).
+fn page_size(top: Option<&str>) -> Result<usize, ArmError> {
+    match top {
+        None | Some("") => Ok(1000),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|top| (1..=1000).contains(top))
+            .ok_or_else(|| {
+                ArmError::bad_request(format!(
+                    "The $top '{text}' is invalid: it must be between 1 and 1000."
+                ))
+            }),
+    }
+}
+
+fn skip_token(token: Option<&str>) -> Result<usize, ArmError> {
+    match token {
+        None => Ok(0),
+        Some(token) => token
+            .parse::<usize>()
+            .map_err(|_| ArmError::bad_request(format!("The $skipToken '{token}' is invalid."))),
+    }
+}
+
+/// The absolute link to the page starting at `offset`: the request's path and query, with
+/// `$skipToken` replaced.
+fn next_link(base: &str, path: &str, query: &Query, offset: usize) -> String {
+    // `$` stays as it is in names (`$skipToken`, `$top`), as in ARM's own links.
+    let encode = |text: &str| -> String {
+        form_urlencoded::byte_serialize(text.as_bytes())
+            .collect::<String>()
+            .replace("%24", "$")
+    };
+    let mut pairs: Vec<String> = query
+        .pairs()
+        .filter(|(key, _)| !key.eq_ignore_ascii_case("$skipToken"))
+        .map(|(key, value)| format!("{}={}", encode(key), encode(value)))
+        .collect();
+    pairs.push(format!("$skipToken={offset}"));
+    format!("{base}{path}?{}", pairs.join("&"))
 }
 
 /// 403 `AuthorizationFailed` in the wording real ARM responses show (quoted in public error logs,
@@ -278,15 +589,30 @@ fn service_tags_page(
         return Err(routing_bug("it names no subscription"));
     };
     authenticated(context)?;
-    check_api_version(
-        query,
-        api_versions::NETWORK_SERVICE_TAGS.iter().copied(),
-        Registration::Provider {
-            type_name: "locations/serviceTags",
-            location,
-        },
-    )?;
-    known_location(location, "locations/serviceTags", query)?;
+    let details = context.classified.route == Route::ServiceTagDetails;
+    let type_name = if details {
+        "locations/serviceTagDetails"
+    } else {
+        "locations/serviceTags"
+    };
+    let registration = Registration::Provider {
+        type_name,
+        location,
+    };
+    if details {
+        check_api_version(
+            query,
+            api_versions::network_service_tag_details(),
+            registration,
+        )?;
+    } else {
+        check_api_version(
+            query,
+            api_versions::NETWORK_SERVICE_TAGS.iter().copied(),
+            registration,
+        )?;
+    }
+    known_location(location, type_name, query)?;
     let document = shared.service_tags.as_ref().ok_or_else(|| {
         ArmError::new(
             StatusCode::NOT_FOUND,
@@ -294,21 +620,18 @@ fn service_tags_page(
             "No Service Tags document is configured in the emulator.",
         )
     })?;
-    let offset = match query.get("$skipToken") {
-        None => 0,
-        Some(token) => token
-            .parse::<usize>()
-            .map_err(|_| ArmError::bad_request(format!("The $skipToken '{token}' is invalid.")))?,
-    };
-    let api_version = query.get("api-version").unwrap_or_default();
-    let encoded_version: String = form_urlencoded::byte_serialize(api_version.as_bytes()).collect();
+    let offset = skip_token(query.get("$skipToken"))?;
     let base_url = shared.base_url_for(context.secure);
-    let body = document.api_page(
-        subscription,
-        offset,
-        shared.settings.service_tags_page_size,
-        |next| format!("{base_url}{path}?api-version={encoded_version}&$skipToken={next}"),
-    );
+    let link = |next| next_link(base_url, path, query, next);
+    let page_size = shared.settings.service_tags_page_size;
+    let body = if details {
+        let no_prefixes = query
+            .get("noAddressPrefixes")
+            .is_some_and(|value| value.eq_ignore_ascii_case("true"));
+        document.details_page(offset, page_size, query.get("tagName"), no_prefixes, link)
+    } else {
+        document.api_page(subscription, offset, page_size, link)
+    };
     Ok(json_response(StatusCode::OK, body))
 }
 

@@ -36,6 +36,21 @@ pub(crate) fn dotnet_utc(epoch_ms: u64) -> String {
     format!("{month}/{day}/{year} {hour12}:{minute:02}:{second:02} {meridiem}")
 }
 
+/// Formats epoch milliseconds as ARM's `systemData` times are written,
+/// `2020-01-01T12:00:00.0000000Z` (RFC 3339, seven fraction digits: keyvault.json's examples).
+pub(crate) fn rfc3339_utc(epoch_ms: u64) -> String {
+    let secs = epoch_ms / 1000;
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let second_of_day = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:07}Z",
+        second_of_day / 3600,
+        (second_of_day % 3600) / 60,
+        second_of_day % 60,
+        (epoch_ms % 1000) * 10_000
+    )
+}
+
 /// Converts days since 1970-01-01 to a proleptic Gregorian (year, month, day).
 /// Howard Hinnant's `civil_from_days`, restricted to non-negative day counts.
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
@@ -59,6 +74,15 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_format_matches_known_instants() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.0000000Z");
+        assert_eq!(
+            rfc3339_utc(1_754_744_709_123),
+            "2025-08-09T13:05:09.1230000Z"
+        );
+    }
 
     #[test]
     fn dotnet_format_matches_known_instants() {

@@ -115,6 +115,11 @@ pub struct Seed {
     /// included), for Resource Graph queries scoped by `managementGroups`.
     #[serde(default)]
     pub management_groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Resource groups that exist besides those of `vaults`, as ids
+    /// (`/subscriptions/{sub}/resourceGroups/{rg}`): a vault can be created (PUT) in any
+    /// resource group that exists, and ARM answers `ResourceGroupNotFound` for any other.
+    #[serde(default)]
+    pub resource_groups: Vec<String>,
 }
 
 impl Seed {
@@ -131,8 +136,9 @@ impl Seed {
         Ok(seed)
     }
 
-    /// Checks the seed and returns each vault's parsed path, in order.
-    pub(crate) fn validate(&self) -> Result<Vec<VaultPath>, SeedError> {
+    /// Checks the seed and returns each vault's parsed path, in order, and the extra resource
+    /// groups (as paths with an empty vault name).
+    pub(crate) fn validate(&self) -> Result<(Vec<VaultPath>, Vec<VaultPath>), SeedError> {
         let mut paths: Vec<VaultPath> = Vec::with_capacity(self.vaults.len());
         for (index, vault) in self.vaults.iter().enumerate() {
             let invalid = |reason: String| SeedError::InvalidVault { index, reason };
@@ -157,7 +163,16 @@ impl Seed {
                 });
             }
         }
-        Ok(paths)
+        let groups = self
+            .resource_groups
+            .iter()
+            .map(|entry| {
+                VaultPath::parse_group_id(entry).ok_or_else(|| SeedError::InvalidResourceGroup {
+                    entry: entry.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((paths, groups))
     }
 }
 
@@ -180,6 +195,12 @@ pub enum SeedError {
     DuplicateVault {
         /// The repeated id.
         id: String,
+    },
+    /// A `resource_groups` entry is not a resource group id.
+    #[error("resource group entry '{entry}' is not a resource group id")]
+    InvalidResourceGroup {
+        /// The entry as written.
+        entry: String,
     },
     /// A `forbidden` entry contains `/` but is not a vault resource id.
     #[error("forbidden entry '{entry}' is not a Key Vault resource id")]
@@ -224,6 +245,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, SeedError::DuplicateVault { .. }), "{err}");
+    }
+
+    #[test]
+    fn resource_groups_must_be_group_ids() {
+        let seed =
+            Seed::from_json(br#"{"resource_groups":["/subscriptions/s/resourceGroups/rg-new"]}"#)
+                .unwrap();
+        assert_eq!(seed.validate().unwrap().1[0].resource_group, "rg-new");
+        let err = Seed::from_json(br#"{"resource_groups":["rg-new"]}"#).unwrap_err();
+        assert!(
+            matches!(err, SeedError::InvalidResourceGroup { .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,12 +17,21 @@ pub enum Route {
     VaultPatch,
     /// `PUT …/providers/Microsoft.KeyVault/vaults/{name}`.
     VaultPut,
+    /// `DELETE …/providers/Microsoft.KeyVault/vaults/{name}`.
+    VaultDelete,
+    /// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/providers/Microsoft.KeyVault/vaults`.
+    VaultList,
+    /// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/resources` (ARM's generic list, which
+    /// the SDKs' `vaults.list` calls with `$filter=resourceType eq 'Microsoft.KeyVault/vaults'`).
+    ResourceList,
     /// `GET /msi/token`, the App Service / Functions identity endpoint.
     TokenAppService,
     /// `GET /metadata/identity/oauth2/token`, the VM instance metadata (IMDS) identity endpoint.
     TokenImds,
     /// `GET /subscriptions/{sub}/providers/Microsoft.Network/locations/{loc}/serviceTags`.
     ServiceTagsApi,
+    /// `GET /subscriptions/{sub}/providers/Microsoft.Network/locations/{loc}/serviceTagDetails`.
+    ServiceTagDetails,
     /// `GET /download/details.aspx?id=…` (or `confirmation.aspx`), the page listing the file links.
     DownloadPage,
     /// `GET /download/…/ServiceTags_Public_YYYYMMDD.json`.
@@ -38,12 +47,34 @@ pub enum Route {
 impl Route {
     /// Whether this is an ARM write (it spends a token from the subscription's write bucket).
     pub fn is_arm_write(self) -> bool {
-        matches!(self, Route::VaultPatch | Route::VaultPut)
+        matches!(
+            self,
+            Route::VaultPatch | Route::VaultPut | Route::VaultDelete
+        )
+    }
+
+    /// Whether this route is an ARM route: it needs an ARM token and carries ARM's headers.
+    pub fn is_arm(self) -> bool {
+        matches!(
+            self,
+            Route::VaultGet
+                | Route::VaultPatch
+                | Route::VaultPut
+                | Route::VaultDelete
+                | Route::VaultList
+                | Route::ResourceList
+                | Route::ServiceTagsApi
+                | Route::ServiceTagDetails
+                | Route::ResourceGraph
+        )
     }
 
     /// Whether this route is a Key Vault route (its record carries the vault name).
     pub fn is_vault(self) -> bool {
-        matches!(self, Route::VaultGet | Route::VaultPatch | Route::VaultPut)
+        matches!(
+            self,
+            Route::VaultGet | Route::VaultPatch | Route::VaultPut | Route::VaultDelete
+        )
     }
 }
 

@@ -34,6 +34,25 @@ impl VaultPath {
         Self::from_segments(&refs)
     }
 
+    /// Parses a resource group id, `/subscriptions/{sub}/resourceGroups/{rg}`, into a path with
+    /// an empty vault name (for [`VaultPath::same_group`]).
+    pub fn parse_group_id(id: &str) -> Option<VaultPath> {
+        let segments: Vec<String> = segments(id.trim_end_matches('/'));
+        let [subscriptions, subscription, resource_groups, resource_group] = segments.as_slice()
+        else {
+            return None;
+        };
+        (subscriptions.eq_ignore_ascii_case("subscriptions")
+            && resource_groups.eq_ignore_ascii_case("resourceGroups")
+            && !subscription.is_empty()
+            && !resource_group.is_empty())
+        .then(|| VaultPath {
+            subscription: subscription.clone(),
+            resource_group: resource_group.clone(),
+            name: String::new(),
+        })
+    }
+
     /// Matches decoded path segments against the vault resource shape.
     pub fn from_segments(segments: &[&str]) -> Option<VaultPath> {
         let [subscriptions, subscription, resource_groups, resource_group, providers, namespace, vaults, name] =

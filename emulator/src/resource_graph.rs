@@ -7,8 +7,9 @@
 //! Real KQL is far larger; this module implements the subset such discovery queries use and
 //! answers anything else with 400, so an unsupported query fails loudly instead of returning wrong
 //! rows. Supported: the `resources` table; `where` with `and`-joined comparisons (`==`, `=~`, `!=`,
-//! `!~`, `in`, `in~`, `!in`, `!in~`, `contains`, `!contains`, `isempty()`, `isnotempty()`);
-//! `project` and `extend` with `alias = path`; `order by`/`sort by`; `limit`/`take`. Paths are a
+//! `!~`, `in`, `in~`, `!in`, `!in~`, `contains`, `!contains`, `has`, `!has`, `isempty()`,
+//! `isnotempty()`); `project` and `extend` with `alias = path`; `order by`/`sort by`;
+//! `limit`/`take`; `count`; `summarize [name =] count() [by column, …]`. Paths are a
 //! column followed by `.key`, `['key']` or `["key"]` accessors, optionally wrapped in
 //! `tostring()`. Rows are vaults the caller may read (forbidden vaults are left out, as Resource
 //! Graph only returns resources the principal can read), sorted by id; paging uses `$top`, `$skip`
@@ -322,6 +323,7 @@ enum Op {
     Equal { ignore_case: bool, negate: bool },
     In { ignore_case: bool, negate: bool },
     Contains { negate: bool },
+    Has { negate: bool },
     Empty { negate: bool },
 }
 
@@ -345,6 +347,14 @@ enum Stage {
     Extend(Vec<Column>),
     Order(Vec<(Path, bool)>),
     Limit(usize),
+    /// `count`: one row, `{"Count": n}`.
+    Count,
+    /// `summarize [name =] count() [by column, …]`: one row per group, the group's columns
+    /// and the count (named `count_` unless named).
+    Summarize {
+        name: String,
+        by: Vec<Column>,
+    },
 }
 
 impl Stage {
@@ -394,6 +404,39 @@ impl Stage {
                 rows
             }
             Stage::Limit(limit) => rows.into_iter().take(*limit).collect(),
+            Stage::Count => {
+                let mut row = Map::new();
+                row.insert("Count".to_owned(), json!(rows.len()));
+                vec![row]
+            }
+            Stage::Summarize { name, by } => {
+                let mut groups: Vec<(Vec<Value>, usize)> = Vec::new();
+                for row in &rows {
+                    let key: Vec<Value> = by
+                        .iter()
+                        .map(|column| column.path.lookup(row).cloned().unwrap_or(Value::Null))
+                        .collect();
+                    match groups.iter_mut().find(|(seen, _)| *seen == key) {
+                        Some((_, count)) => *count += 1,
+                        None => groups.push((key, 1)),
+                    }
+                }
+                if by.is_empty() && groups.is_empty() {
+                    groups.push((Vec::new(), 0));
+                }
+                groups
+                    .into_iter()
+                    .map(|(key, count)| {
+                        let mut row: Map<String, Value> = by
+                            .iter()
+                            .map(|column| column.name.clone())
+                            .zip(key)
+                            .collect();
+                        row.insert(name.clone(), json!(count));
+                        row
+                    })
+                    .collect()
+            }
         }
     }
 }
@@ -434,6 +477,7 @@ impl Condition {
                     .any(|needle| haystack.contains(&needle.to_lowercase()))
                     != negate
             }
+            Op::Has { negate } => self.values.iter().any(|term| has_term(&text, term)) != negate,
             Op::Empty { negate } => {
                 let empty = match value {
                     None | Some(Value::Null) => true,
@@ -444,6 +488,29 @@ impl Condition {
             }
         }
     }
+}
+
+/// KQL's `has`: `term` occurs in `text` as a whole term, without case. KQL indexes terms as
+/// maximal runs of letters and digits (Microsoft Learn, "String operators", "Understanding
+/// string terms"), so the characters either side of a match must not be alphanumeric. A term
+/// with punctuation inside (`microsoft.keyvault/vaults`) matches where its own ends are term
+/// boundaries, as a KQL phrase does.
+fn has_term(text: &str, term: &str) -> bool {
+    if term.is_empty() {
+        return false;
+    }
+    let haystack: Vec<char> = text.to_lowercase().chars().collect();
+    let needle: Vec<char> = term.to_lowercase().chars().collect();
+    haystack
+        .windows(needle.len())
+        .enumerate()
+        .any(|(start, window)| {
+            let before = start.checked_sub(1).and_then(|at| haystack.get(at));
+            let after = haystack.get(start + needle.len());
+            window == needle.as_slice()
+                && !before.is_some_and(|c| c.is_alphanumeric())
+                && !after.is_some_and(|c| c.is_alphanumeric())
+        })
 }
 
 struct Parser {
@@ -563,6 +630,8 @@ impl Parser {
                 }
                 self.end_of_stage(Stage::Order(keys))
             }
+            "count" => self.end_of_stage(Stage::Count),
+            "summarize" => self.summarize(),
             "limit" | "take" => match self.next() {
                 Some(Token::Number(limit)) => {
                     let limit =
@@ -578,6 +647,33 @@ impl Parser {
                 "the operator '{other}' is not supported by the emulator"
             )),
         }
+    }
+
+    /// `summarize [name =] count() [by column, …]`, the only aggregation the emulator knows.
+    fn summarize(&mut self) -> Result<Stage, String> {
+        let mut name = "count_".to_owned();
+        let first = self.ident()?;
+        let function = if self.at_punct("=") {
+            self.position += 1;
+            name = first;
+            self.ident()?
+        } else {
+            first
+        };
+        if !function.eq_ignore_ascii_case("count") {
+            return Err(format!(
+                "the aggregation '{function}' is not supported by the emulator (only count())"
+            ));
+        }
+        self.expect_punct("(")?;
+        self.expect_punct(")")?;
+        let by = if self.at_keyword("by") {
+            self.position += 1;
+            self.columns()?
+        } else {
+            Vec::new()
+        };
+        self.end_of_stage(Stage::Summarize { name, by })
     }
 
     fn end_of_stage(&self, stage: Stage) -> Result<Stage, String> {
@@ -708,6 +804,8 @@ impl Parser {
                     }),
                     ("contains", false) => Ok(Op::Contains { negate: false }),
                     ("!contains", false) => Ok(Op::Contains { negate: true }),
+                    ("has", false) => Ok(Op::Has { negate: false }),
+                    ("!has", false) => Ok(Op::Has { negate: true }),
                     _ => Err(format!(
                         "the operator '{word}' is not supported by the emulator"
                     )),
@@ -848,10 +946,45 @@ mod tests {
     }
 
     #[test]
+    fn has_count_and_summarize_work() {
+        let rows = |q: &str| query(json!({"query": q}))["data"].clone();
+        assert_eq!(
+            rows("resources | where type =~ 'microsoft.keyvault/vaults' | count"),
+            json!([{"Count": 3}])
+        );
+        assert_eq!(
+            rows("resources | where name has 'kv' and name !has 'a' | project name"),
+            json!([{"name": "kv-b"}, {"name": "kv-c"}])
+        );
+        assert_eq!(
+            rows("resources | where type has 'microsoft.keyvault' | count"),
+            json!([{"Count": 3}])
+        );
+        assert_eq!(
+            rows("resources | where name has 'k' | count"),
+            json!([{"Count": 0}]),
+            "a term matches whole terms only"
+        );
+        assert_eq!(
+            rows("resources | where tags has 'prod' | project name"),
+            json!([{"name": "kv-c"}])
+        );
+        assert_eq!(
+            rows("resources | summarize count() by subscriptionId | order by subscriptionId asc"),
+            json!([{"subscriptionId": "s1", "count_": 2}, {"subscriptionId": "s2", "count_": 1}])
+        );
+        assert_eq!(
+            rows("resources | where name == 'none' | summarize vaults = count()"),
+            json!([{"vaults": 0}])
+        );
+    }
+
+    #[test]
     fn unsupported_queries_are_refused() {
         for q in [
             "securityresources",
-            "resources | summarize count()",
+            "resources | summarize dcount(name)",
+            "resources | count by name",
             "resources | where a == 'x' or b == 'y'",
             "resources | where a startswith 'x'",
             "resources | where a == 'unterminated",

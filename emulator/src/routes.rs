@@ -31,6 +31,11 @@ pub(crate) enum Target {
         subscription: String,
         location: String,
     },
+    /// A list over a subscription or one of its resource groups (vaults, resources).
+    Collection {
+        subscription: String,
+        resource_group: Option<String>,
+    },
 }
 
 impl Classified {
@@ -46,7 +51,9 @@ impl Classified {
     pub fn subscription(&self) -> Option<String> {
         match &self.target {
             Target::Vault(path) => Some(path.subscription.to_ascii_lowercase()),
-            Target::ServiceTags { subscription, .. } => Some(subscription.to_ascii_lowercase()),
+            Target::ServiceTags { subscription, .. } | Target::Collection { subscription, .. } => {
+                Some(subscription.to_ascii_lowercase())
+            }
             Target::None => None,
         }
     }
@@ -81,6 +88,7 @@ pub(crate) fn classify(method: &Method, path: &str) -> Classified {
             Method::GET => Route::VaultGet,
             Method::PATCH => Route::VaultPatch,
             Method::PUT => Route::VaultPut,
+            Method::DELETE => Route::VaultDelete,
             _ => return none(Route::Other),
         };
         return Classified {
@@ -89,17 +97,43 @@ pub(crate) fn classify(method: &Method, path: &str) -> Classified {
         };
     }
     let get = *method == Method::GET;
+    let collection = |route, resource_group: Option<&str>| Classified {
+        route,
+        target: Target::Collection {
+            subscription: parts[1].to_owned(),
+            resource_group: resource_group.map(str::to_owned),
+        },
+    };
+    let named = |index: usize| parts.get(index).is_some_and(|part| !part.is_empty());
     match lower.as_slice() {
-        ["subscriptions", _, "providers", "microsoft.network", "locations", location, "servicetags"]
-            if get && !location.is_empty() && !parts[1].is_empty() =>
+        ["subscriptions", _, "providers", "microsoft.network", "locations", _, kind @ ("servicetags" | "servicetagdetails")]
+            if get && named(1) && named(5) =>
         {
             Classified {
-                route: Route::ServiceTagsApi,
+                route: if *kind == "servicetags" {
+                    Route::ServiceTagsApi
+                } else {
+                    Route::ServiceTagDetails
+                },
                 target: Target::ServiceTags {
                     subscription: parts[1].to_owned(),
                     location: parts[5].to_owned(),
                 },
             }
+        }
+        ["subscriptions", _, "providers", "microsoft.keyvault", "vaults"] if get && named(1) => {
+            collection(Route::VaultList, None)
+        }
+        ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.keyvault", "vaults"]
+            if get && named(1) && named(3) =>
+        {
+            collection(Route::VaultList, Some(parts[3]))
+        }
+        ["subscriptions", _, "resources"] if get && named(1) => {
+            collection(Route::ResourceList, None)
+        }
+        ["subscriptions", _, "resourcegroups", _, "resources"] if get && named(1) && named(3) => {
+            collection(Route::ResourceList, Some(parts[3]))
         }
         ["providers", "microsoft.resourcegraph", "resources"] if *method == Method::POST => {
             none(Route::ResourceGraph)
@@ -137,7 +171,8 @@ mod tests {
         assert_eq!(classified.subscription().as_deref(), Some("s1"));
         assert_eq!(route(Method::GET, path), Route::VaultGet);
         assert_eq!(route(Method::PUT, path), Route::VaultPut);
-        assert_eq!(route(Method::DELETE, path), Route::Other);
+        assert_eq!(route(Method::DELETE, path), Route::VaultDelete);
+        assert_eq!(route(Method::POST, path), Route::Other);
     }
 
     #[test]
@@ -164,6 +199,41 @@ mod tests {
         assert_eq!(
             route(Method::POST, "/providers/Microsoft.ResourceGraph/resources"),
             Route::ResourceGraph
+        );
+        assert_eq!(
+            route(
+                Method::GET,
+                "/subscriptions/s/providers/Microsoft.Network/locations/westeurope/serviceTagDetails"
+            ),
+            Route::ServiceTagDetails
+        );
+        assert_eq!(
+            route(
+                Method::GET,
+                "/subscriptions/s/providers/Microsoft.KeyVault/vaults"
+            ),
+            Route::VaultList
+        );
+        let by_group = classify(
+            &Method::GET,
+            "/subscriptions/s/resourceGroups/RG/providers/Microsoft.KeyVault/vaults",
+        );
+        assert_eq!(by_group.route, Route::VaultList);
+        assert!(matches!(
+            by_group.target,
+            Target::Collection { resource_group: Some(ref rg), .. } if rg == "RG"
+        ));
+        assert_eq!(
+            route(Method::GET, "/subscriptions/s/resources"),
+            Route::ResourceList
+        );
+        assert_eq!(
+            route(Method::GET, "/subscriptions/s/resourcegroups/rg/resources"),
+            Route::ResourceList
+        );
+        assert_eq!(
+            route(Method::GET, "/subscriptions//resources"),
+            Route::Other
         );
         assert_eq!(route(Method::GET, "/msi/token"), Route::TokenAppService);
         assert_eq!(

@@ -220,11 +220,7 @@ fn access(
     headers: &HeaderMap,
 ) -> (bool, Option<Result<Principal, ArmError>>) {
     match classified.route {
-        Route::VaultGet
-        | Route::VaultPatch
-        | Route::VaultPut
-        | Route::ServiceTagsApi
-        | Route::ResourceGraph => {
+        route if route.is_arm() => {
             let auth = shared.arm_auth(headers);
             let permitted = match &classified.target {
                 Target::Vault(path) => !shared.vaults().is_forbidden(path),
@@ -266,6 +262,11 @@ async fn handle(
     // A gate closed by shutdown returns here; `in_flight` then records the request as abandoned.
     wait_before_handling(&shared, fault.as_ref(), in_flight.record()).await?;
     let (authorized, arm_auth) = access(&shared, &classified, request.headers());
+    let correlation = request
+        .headers()
+        .get(CORRELATION_REQUEST_ID)
+        .cloned()
+        .filter(|_| classified.route.is_arm());
     in_flight.record().authorized = authorized;
 
     let context = RequestContext {
@@ -282,7 +283,7 @@ async fn handle(
     if let Some(FaultKind::Reshape { remove, null, set }) = &fault {
         response = reshape_response(response, remove, null, set).await;
     }
-    add_common_headers(&shared, &classified, response.headers_mut());
+    add_common_headers(&shared, &classified, correlation, response.headers_mut());
     let mut record = in_flight.finish();
     record.status = response.status().as_u16();
     finish_handled(&shared, fault, &classified, record)?;
@@ -445,10 +446,38 @@ async fn reshape_response(
     Response::from_parts(parts, Body::from(reshaped))
 }
 
-/// `x-ms-request-id` on everything; ARM's rate-limit headers on subscription-scoped ARM routes.
-fn add_common_headers(shared: &Shared, classified: &Classified, headers: &mut HeaderMap) {
-    if let Ok(id) = HeaderValue::try_from(crate::ids::random_guid()) {
+/// ARM's correlation header: the caller's value is echoed, else ARM makes one.
+const CORRELATION_REQUEST_ID: &str = "x-ms-correlation-request-id";
+
+/// `x-ms-request-id` on everything; on ARM routes ARM's correlation headers
+/// (`x-ms-correlation-request-id`, echoed when the caller sent one, and `x-ms-routing-request-id`,
+/// `REGION:yyyyMMddTHHmmssZ:guid`: Microsoft Learn, "Azure Resource Manager: request and
+/// response headers" / the REST API guidelines), and its rate-limit headers on
+/// subscription-scoped ones.
+fn add_common_headers(
+    shared: &Shared,
+    classified: &Classified,
+    correlation: Option<HeaderValue>,
+    headers: &mut HeaderMap,
+) {
+    let request_id = crate::ids::random_guid();
+    if let Ok(id) = HeaderValue::try_from(&request_id) {
         headers.insert("x-ms-request-id", id);
+    }
+    if classified.route.is_arm() {
+        let correlation =
+            correlation.or_else(|| HeaderValue::try_from(crate::ids::random_guid()).ok());
+        if let Some(correlation) = correlation {
+            headers.insert(CORRELATION_REQUEST_ID, correlation);
+        }
+        let now = crate::clock::rfc3339_utc(crate::clock::now_epoch_ms());
+        let compact: String = now[..19]
+            .chars()
+            .filter(|c| *c != '-' && *c != ':')
+            .collect();
+        if let Ok(routing) = HeaderValue::try_from(format!("WESTEUROPE:{compact}Z:{request_id}")) {
+            headers.insert("x-ms-routing-request-id", routing);
+        }
     }
     let Some(subscription) = classified.subscription() else {
         return;
@@ -488,7 +517,11 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
     let query = Query::parse(parts.uri.query().unwrap_or_default());
     let path = parts.uri.path();
     match context.classified.route {
-        Route::VaultGet | Route::VaultPatch | Route::VaultPut | Route::ResourceGraph => {
+        Route::VaultGet
+        | Route::VaultPatch
+        | Route::VaultPut
+        | Route::VaultDelete
+        | Route::ResourceGraph => {
             let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
                 Ok(body) => body,
                 Err(error) => return ArmError::invalid_content(error).into_response(),
@@ -499,7 +532,10 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
                 arm::vault(&shared, &context, &query, &body)
             }
         }
-        Route::ServiceTagsApi => arm::service_tags(&shared, &context, path, &query),
+        Route::VaultList | Route::ResourceList => arm::list(&shared, &context, path, &query),
+        Route::ServiceTagsApi | Route::ServiceTagDetails => {
+            arm::service_tags(&shared, &context, path, &query)
+        }
         Route::TokenAppService | Route::TokenImds => {
             let flavour = if context.classified.route == Route::TokenImds {
                 Flavour::Imds

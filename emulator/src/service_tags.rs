@@ -180,6 +180,65 @@ impl ServiceTagsDocument {
     }
 }
 
+impl ServiceTagsDocument {
+    /// One page of `serviceTagDetails` (`ServiceTagInformation_List`, Network 2022-01-01 and
+    /// later): `{"value": [{name, id, serviceTagChangeNumber, properties}], "nextLink"?}`;
+    /// `tag_name` keeps only that tag (compared without case), `no_prefixes` drops each tag's
+    /// `addressPrefixes`.
+    pub fn details_page(
+        &self,
+        offset: usize,
+        page_size: Option<usize>,
+        tag_name: Option<&str>,
+        no_prefixes: bool,
+        next_link: impl FnOnce(usize) -> String,
+    ) -> String {
+        let selected: Vec<&String> = self
+            .api_tags
+            .iter()
+            .filter(|tag| tag_name.is_none_or(|wanted| api_tag_named(tag, wanted)))
+            .collect();
+        let start = offset.min(selected.len());
+        let end = match page_size.filter(|size| *size > 0) {
+            Some(size) => start.saturating_add(size).min(selected.len()),
+            None => selected.len(),
+        };
+        let values: Vec<Value> = selected[start..end]
+            .iter()
+            .filter_map(|text| serde_json::from_str::<Value>(text).ok())
+            .map(|mut tag| {
+                if let Some(object) = tag.as_object_mut() {
+                    object.insert(
+                        "serviceTagChangeNumber".to_owned(),
+                        Value::String(self.change_number.clone()),
+                    );
+                }
+                if no_prefixes {
+                    if let Some(properties) =
+                        tag.get_mut("properties").and_then(Value::as_object_mut)
+                    {
+                        properties.remove("addressPrefixes");
+                    }
+                }
+                tag
+            })
+            .collect();
+        let mut body = serde_json::json!({ "value": values });
+        if end < selected.len() {
+            body["nextLink"] = Value::String(next_link(end));
+        }
+        body.to_string()
+    }
+}
+
+/// Whether a pre-rendered API tag has this name (without case).
+fn api_tag_named(tag: &str, wanted: &str) -> bool {
+    serde_json::from_str::<Value>(tag)
+        .ok()
+        .and_then(|tag| tag.get("name").and_then(Value::as_str).map(str::to_owned))
+        .is_some_and(|name| name.eq_ignore_ascii_case(wanted))
+}
+
 /// Change numbers are integers in the file and strings in the API.
 fn number_text(value: &Value) -> String {
     match value {

@@ -31,13 +31,24 @@ struct StoredVault {
 /// All vaults the emulator knows, plus the ones the caller may not touch.
 pub(crate) struct VaultStore {
     vaults: Vec<StoredVault>,
+    /// Vaults deleted through ARM, kept as Key Vault's soft delete keeps them: their names stay
+    /// taken until recovered (`createMode: recover`).
+    deleted: Vec<StoredVault>,
+    /// The resource groups that exist: those of the seed's vaults and its `resourceGroups`.
+    groups: Vec<VaultPath>,
     forbidden: Vec<String>,
     management_groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl VaultStore {
     pub fn from_seed(seed: &Seed) -> Result<VaultStore, SeedError> {
-        let paths = seed.validate()?;
+        let (paths, extra_groups) = seed.validate()?;
+        let mut groups: Vec<VaultPath> = Vec::new();
+        for group in paths.iter().chain(&extra_groups) {
+            if !groups.iter().any(|known| known.same_group(group)) {
+                groups.push(group.clone());
+            }
+        }
         let vaults = paths
             .into_iter()
             .zip(seed.vaults.iter().cloned())
@@ -45,6 +56,8 @@ impl VaultStore {
             .collect();
         Ok(VaultStore {
             vaults,
+            deleted: Vec::new(),
+            groups,
             forbidden: seed.forbidden.clone(),
             management_groups: seed.management_groups.clone(),
         })
@@ -61,11 +74,66 @@ impl VaultStore {
     pub fn lookup(&self, path: &VaultPath) -> Lookup {
         if let Some(index) = self.vaults.iter().position(|v| v.path.same_vault(path)) {
             Lookup::Found(index)
-        } else if self.vaults.iter().any(|v| v.path.same_group(path)) {
+        } else if self.group_exists(path) {
             Lookup::NoVault
         } else {
             Lookup::NoGroup
         }
+    }
+
+    /// Whether the resource group of `path` exists (`path.name` is not looked at).
+    pub fn group_exists(&self, path: &VaultPath) -> bool {
+        self.groups.iter().any(|group| group.same_group(path))
+    }
+
+    /// Whether a vault of this name lives in another resource group or subscription (vault names
+    /// are global: they are DNS names under `vault.azure.net`).
+    pub fn name_taken_elsewhere(&self, path: &VaultPath) -> bool {
+        self.vaults
+            .iter()
+            .any(|v| v.path.name.eq_ignore_ascii_case(&path.name) && !v.path.same_vault(path))
+    }
+
+    /// The position in the soft-deleted vaults of one named like `path`.
+    pub fn deleted_named(&self, path: &VaultPath) -> Option<usize> {
+        self.deleted
+            .iter()
+            .position(|v| v.path.name.eq_ignore_ascii_case(&path.name))
+    }
+
+    /// The soft-deleted vault at `index`, taken out of the deleted list (a recovery).
+    pub fn take_deleted(&mut self, index: usize) -> Option<Value> {
+        (index < self.deleted.len()).then(|| self.deleted.remove(index).value)
+    }
+
+    /// Stores a new vault at `path`; returns its index.
+    pub fn insert(&mut self, path: &VaultPath, value: Value) -> usize {
+        self.vaults.push(StoredVault {
+            path: path.clone(),
+            value,
+        });
+        self.vaults.len() - 1
+    }
+
+    /// Deletes the vault at `index` into the soft-deleted list.
+    pub fn delete(&mut self, index: usize) {
+        if index < self.vaults.len() {
+            let vault = self.vaults.remove(index);
+            self.deleted.push(vault);
+        }
+    }
+
+    /// The vaults in a subscription, or one of its resource groups, with their paths.
+    pub fn in_scope<'a>(
+        &'a self,
+        subscription: &'a str,
+        resource_group: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a VaultPath, &'a Value)> + 'a {
+        self.iter().filter(move |(path, _)| {
+            path.subscription.eq_ignore_ascii_case(subscription)
+                && resource_group
+                    .is_none_or(|group| path.resource_group.eq_ignore_ascii_case(group))
+        })
     }
 
     /// The location ARM would name in a refusal for `path`: the vault's, else that of another
@@ -179,11 +247,51 @@ fn object_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<S
     }
 }
 
+/// Who writes a vault and when: ARM's `systemData` (common-types `systemData`; keyvault.json's
+/// examples show it on every vault).
+#[derive(Clone, Debug)]
+pub(crate) struct Stamp {
+    /// `createdBy` / `lastModifiedBy`: the caller's client id.
+    pub by: String,
+    /// `createdByType` / `lastModifiedByType`: `User`, `Application`, `ManagedIdentity` or `Key`.
+    pub by_type: &'static str,
+    /// `createdAt` / `lastModifiedAt`, RFC 3339.
+    pub at: String,
+}
+
+impl Stamp {
+    /// Marks a recovered vault as modified now.
+    pub fn apply_to(&self, root: &mut Map<String, Value>) {
+        self.apply(root, false);
+    }
+
+    /// Sets `systemData`: the `lastModified…` fields always, the `created…` ones when the vault
+    /// is new or had none.
+    fn apply(&self, root: &mut Map<String, Value>, created: bool) {
+        let data = object_entry(root, "systemData");
+        if created || !data.contains_key("createdAt") {
+            data.insert("createdBy".to_owned(), Value::String(self.by.clone()));
+            data.insert(
+                "createdByType".to_owned(),
+                Value::String(self.by_type.to_owned()),
+            );
+            data.insert("createdAt".to_owned(), Value::String(self.at.clone()));
+        }
+        data.insert("lastModifiedBy".to_owned(), Value::String(self.by.clone()));
+        data.insert(
+            "lastModifiedByType".to_owned(),
+            Value::String(self.by_type.to_owned()),
+        );
+        data.insert("lastModifiedAt".to_owned(), Value::String(self.at.clone()));
+    }
+}
+
 /// Applies a `VaultPatchParameters` body to a stored vault and returns the new vault.
 pub(crate) fn apply_patch(
     current: &Value,
     body: &Value,
     policy: RulePolicy,
+    stamp: &Stamp,
 ) -> Result<Value, ArmError> {
     let Value::Object(body) = body else {
         return Err(ArmError::invalid_content("expected a JSON object"));
@@ -220,6 +328,7 @@ pub(crate) fn apply_patch(
     }
     apply_tags(root, body.get("tags"), false)?;
     mark_succeeded(root);
+    stamp.apply(root, false);
     Ok(vault)
 }
 
@@ -232,6 +341,7 @@ pub(crate) fn apply_put(
     path: &VaultPath,
     body: &Value,
     policy: RulePolicy,
+    stamp: &Stamp,
 ) -> Result<Value, ArmError> {
     let Value::Object(body) = body else {
         return Err(ArmError::invalid_content("expected a JSON object"));
@@ -257,7 +367,87 @@ pub(crate) fn apply_put(
     root.insert("properties".to_owned(), Value::Object(properties));
     apply_tags(root, body.get("tags"), true)?;
     mark_succeeded(root);
+    stamp.apply(root, false);
     Ok(vault)
+}
+
+/// Creates a vault from a `VaultCreateOrUpdateParameters` body (a PUT where none exists).
+///
+/// Checked in the order a refusal is most useful in: the name, the location (required, and a
+/// public region), the required properties, then the firewall rules and the tags. The new vault
+/// gets what ARM and Key Vault fill in: `id`, `name`, `type`, the location's name, `vaultUri`,
+/// `provisioningState` and `systemData`.
+pub(crate) fn apply_create(
+    path: &VaultPath,
+    body: &Value,
+    policy: RulePolicy,
+    stamp: &Stamp,
+) -> Result<Value, ArmError> {
+    let Value::Object(body) = body else {
+        return Err(ArmError::invalid_content("expected a JSON object"));
+    };
+    check_vault_name(&path.name)?;
+    let location = required_location(body)?;
+    if !crate::locations::is_known(location) {
+        return Err(ArmError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "LocationNotAvailableForResourceType",
+            format!(
+                "The provided location '{location}' is not available for resource type 'Microsoft.KeyVault/vaults'. List of available regions for the resource type is '{}'.",
+                crate::locations::listed(",")
+            ),
+        ));
+    }
+    let new_properties = required_put_properties(body)?;
+    let mut properties = new_properties.clone();
+    if let Some(acls) = new_properties
+        .get("networkAcls")
+        .filter(|acls| !acls.is_null())
+    {
+        let acls = normalise_network_acls(acls, policy, &[]).map_err(ArmError::bad_request)?;
+        properties.insert("networkAcls".to_owned(), acls);
+    }
+    keep_vault_uri(&mut properties, &Value::Null, path);
+    let mut root = Map::new();
+    root.insert("id".to_owned(), Value::String(path.id()));
+    root.insert("name".to_owned(), Value::String(path.name.clone()));
+    root.insert(
+        "type".to_owned(),
+        Value::String("Microsoft.KeyVault/vaults".to_owned()),
+    );
+    root.insert(
+        "location".to_owned(),
+        Value::String(crate::locations::normalise(location)),
+    );
+    root.insert("properties".to_owned(), Value::Object(properties));
+    apply_tags(&mut root, body.get("tags"), true)?;
+    mark_succeeded(&mut root);
+    stamp.apply(&mut root, true);
+    Ok(Value::Object(root))
+}
+
+/// A vault name as keyvault.json's `vaultName` parameter requires it, `^[a-zA-Z0-9-]{3,24}$`,
+/// and as Microsoft Learn's "Naming rules and restrictions for Azure resources" adds (starts
+/// with a letter, ends with a letter or digit, no consecutive hyphens). The code and wording of
+/// Key Vault's refusal are UNVERIFIED.
+fn check_vault_name(name: &str) -> Result<(), ArmError> {
+    let valid = (3..=24).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && !name.contains("--");
+    if valid {
+        Ok(())
+    } else {
+        Err(ArmError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "VaultNameNotValid",
+            format!("The vault name '{name}' is invalid. A vault's name must be between 3-24 alphanumeric characters. The name must begin with a letter, end with a letter or digit, and not contain consecutive hyphens."),
+        ))
+    }
 }
 
 /// PUT step 1: a `location` is required, and a vault cannot move: ARM refuses a PUT naming
@@ -268,22 +458,13 @@ fn check_put_location(
     path: &VaultPath,
     body: &Map<String, Value>,
 ) -> Result<(), ArmError> {
-    let location = body
-        .get("location")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            ArmError::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "LocationRequired",
-                "The location property is required for this definition.",
-            )
-        })?;
+    let location = required_location(body)?;
     let stored_location = current
         .get("location")
         .and_then(Value::as_str)
         .unwrap_or_default();
     if !stored_location.is_empty()
-        && normalise_location(stored_location) != normalise_location(location)
+        && crate::locations::normalise(stored_location) != crate::locations::normalise(location)
     {
         return Err(ArmError::new(
             axum::http::StatusCode::BAD_REQUEST,
@@ -295,6 +476,17 @@ fn check_put_location(
         ));
     }
     Ok(())
+}
+
+/// The body's `location`, which ARM requires on a PUT.
+fn required_location(body: &Map<String, Value>) -> Result<&str, ArmError> {
+    body.get("location").and_then(Value::as_str).ok_or_else(|| {
+        ArmError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "LocationRequired",
+            "The location property is required for this definition.",
+        )
+    })
 }
 
 /// PUT step 2: the new `properties`, which replace the stored ones wholesale and so must carry
@@ -365,14 +557,6 @@ fn mark_succeeded(root: &mut Map<String, Value>) {
     );
 }
 
-fn normalise_location(location: &str) -> String {
-    location
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -397,6 +581,14 @@ mod tests {
         })
     }
 
+    fn stamp() -> Stamp {
+        Stamp {
+            by: "client".into(),
+            by_type: "ManagedIdentity",
+            at: "2026-01-01T00:00:00.0000000Z".into(),
+        }
+    }
+
     fn path() -> VaultPath {
         VaultPath::parse_id(
             "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv",
@@ -407,7 +599,7 @@ mod tests {
     #[test]
     fn patch_replaces_network_acls_wholesale_and_merges_other_properties() {
         let body = json!({"properties": {"networkAcls": {"ipRules": [{"value": "2.2.2.2"}]}, "enableRbacAuthorization": true}});
-        let patched = apply_patch(&vault(), &body, Slash31Policy::Accept.into()).unwrap();
+        let patched = apply_patch(&vault(), &body, Slash31Policy::Accept.into(), &stamp()).unwrap();
         assert_eq!(
             patched["properties"]["networkAcls"],
             json!({"ipRules": [{"value": "2.2.2.2/32"}]})
@@ -430,27 +622,41 @@ mod tests {
     #[test]
     fn patch_with_tags_replaces_them_and_null_removes_a_property() {
         let body = json!({"tags": {"a": "b"}, "properties": {"publicNetworkAccess": null}});
-        let patched = apply_patch(&vault(), &body, Slash31Policy::Accept.into()).unwrap();
+        let patched = apply_patch(&vault(), &body, Slash31Policy::Accept.into(), &stamp()).unwrap();
         assert_eq!(patched["tags"], json!({"a": "b"}));
         assert!(patched["properties"].get("publicNetworkAccess").is_none());
     }
 
     #[test]
     fn patch_refuses_non_objects() {
-        assert!(apply_patch(&vault(), &json!([]), Slash31Policy::Accept.into()).is_err());
+        assert!(apply_patch(&vault(), &json!([]), Slash31Policy::Accept.into(), &stamp()).is_err());
         assert!(apply_patch(
             &vault(),
             &json!({"properties": 1}),
-            Slash31Policy::Accept.into()
+            Slash31Policy::Accept.into(),
+            &stamp()
         )
         .is_err());
-        assert!(apply_patch(&vault(), &json!({"tags": []}), Slash31Policy::Accept.into()).is_err());
+        assert!(apply_patch(
+            &vault(),
+            &json!({"tags": []}),
+            Slash31Policy::Accept.into(),
+            &stamp()
+        )
+        .is_err());
     }
 
     #[test]
     fn put_replaces_properties_and_keeps_the_vault_uri() {
         let body = json!({"location": "West Europe", "properties": {"tenantId": "t", "sku": {"family": "A", "name": "premium"}}});
-        let put = apply_put(&vault(), &path(), &body, Slash31Policy::Accept.into()).unwrap();
+        let put = apply_put(
+            &vault(),
+            &path(),
+            &body,
+            Slash31Policy::Accept.into(),
+            &stamp(),
+        )
+        .unwrap();
         assert_eq!(
             put["properties"],
             json!({"tenantId": "t", "sku": {"family": "A", "name": "premium"}, "vaultUri": "https://kv.vault.azure.net/", "provisioningState": "Succeeded"})
@@ -480,8 +686,14 @@ mod tests {
             ),
         ];
         for (body, code) in cases {
-            let err =
-                apply_put(&vault(), &path(), &body, Slash31Policy::Accept.into()).unwrap_err();
+            let err = apply_put(
+                &vault(),
+                &path(),
+                &body,
+                Slash31Policy::Accept.into(),
+                &stamp(),
+            )
+            .unwrap_err();
             assert_eq!(err.code, code, "{body}");
         }
     }

@@ -692,7 +692,7 @@ async fn resource_graph_finds_tagged_readable_vaults() {
         client()
             .post(&url)
             .bearer_auth(&token)
-            .json(&json!({"query": "resources | summarize count()"}))
+            .json(&json!({"query": "resources | summarize dcount(name)"}))
             .send()
             .await
             .unwrap(),
