@@ -1429,7 +1429,7 @@ mod tests {
             (&["--max-rules", "-1"], "--max-rules -1: expected a whole number from 1 to 1000 (Key Vault holds at most 1,000 IP rules per vault)"),
             (&["--max-rules", "2000"], "--max-rules 2000: expected a whole number from 1 to 1000 (Key Vault holds at most 1,000 IP rules per vault)"),
             (&["--max-remove-fraction", "1.5"], "--max-remove-fraction 1.5: expected a fraction from 0 to 1 (0.2 is 20%)"),
-            (&["--prune=yes"], "--prune yes: expected true or false (or 1 or 0)"),
+            (&["--prune=yes"], "--prune=yes: expected true or false (or 1 or 0)"),
             (&["--envelope", "AzureCloud"], "--envelope AzureCloud: only used by a summarized fit, and the fit is exact by default; give --fit summarize too, or leave it out"),
             (&["--min-service-tags", "0"], "--min-service-tags 0: expected a whole number of tags, at least 1"),
             (&["--static-rule", "192.168.1.10"], "--static-rule 192.168.1.10: overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918), which Key Vault refuses; expected a public address"),

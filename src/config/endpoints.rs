@@ -54,7 +54,7 @@ pub(super) fn source_spec(reader: &mut Reader<'_>, endpoints: &CloudEndpoints) -
     let download = SourceSpec::Download {
         page: endpoints.download_page.clone(),
     };
-    check_subscription(reader);
+    check_api_settings(reader);
     let Some(given) = reader.givens.get(Key::Source) else {
         return download;
     };
@@ -78,12 +78,25 @@ pub(super) fn source_spec(reader: &mut Reader<'_>, endpoints: &CloudEndpoints) -
     }
 }
 
-/// The subscription for the Discovery API, when given, must be a subscription id.
-fn check_subscription(reader: &mut Reader<'_>) {
-    if let Some(given) = reader.givens.get(Key::SubscriptionId) {
+/// The subscription and location for the Discovery API, when given: a subscription id and a
+/// region's name.
+fn check_api_settings(reader: &mut Reader<'_>) {
+    let givens = reader.givens;
+    if let Some(given) = givens.get(Key::SubscriptionId) {
         if !is_guid(given.text().trim()) {
             let reason =
                 "not a subscription id; expected a GUID (00000000-0000-0000-0000-000000000000)";
+            reader.invalid(given, given.text(), reason);
+        }
+    }
+    if let Some(given) = givens.get(Key::Location) {
+        if !given
+            .text()
+            .trim()
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric())
+        {
+            let reason = "not an Azure region's name; expected one such as westeurope";
             reader.invalid(given, given.text(), reason);
         }
     }
@@ -93,13 +106,6 @@ fn check_subscription(reader: &mut Reader<'_>) {
 fn api_source(reader: &mut Reader<'_>) -> Option<SourceSpec> {
     let subscription = reader.text(Key::SubscriptionId).map(str::to_owned);
     let location = reader.text(Key::Location).map(str::to_owned);
-    if let Some(given) = reader.givens.get(Key::Location) {
-        let location = given.text().trim();
-        if !location.chars().all(|c| c.is_ascii_alphanumeric()) {
-            let reason = "not an Azure region name; expected one such as westeurope";
-            reader.invalid(given, location, reason);
-        }
-    }
     match (subscription, location) {
         (Some(subscription), Some(location)) => Some(SourceSpec::Api {
             subscription,

@@ -42,6 +42,7 @@ impl Given {
         }
         let one = !key.is_list() || self.values.len() == 1;
         match &self.origin {
+            Some(Origin::Flag(flag)) if key.is_switch() => format!("{flag}={}", arg(value)),
             Some(Origin::Flag(flag)) => format!("{flag} {}", arg(value)),
             Some(Origin::Env(name)) if one => format!("{name}={value}"),
             Some(Origin::Env(name)) => format!("{name} entry '{value}'"),

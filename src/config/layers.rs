@@ -44,6 +44,18 @@ pub(super) struct ConfigFile {
     pub defaults: Layer,
     /// Its `[[vault]]` entries.
     pub vault_entries: Vec<VaultEntry>,
+    /// It could not be read, or is not TOML: what it lists is unknown.
+    pub unread: bool,
+}
+
+impl ConfigFile {
+    /// What is known of a file that could not be read.
+    fn unread() -> ConfigFile {
+        ConfigFile {
+            unread: true,
+            ..ConfigFile::default()
+        }
+    }
 }
 
 /// One `[[vault]]` entry.
@@ -271,15 +283,18 @@ pub(super) fn load_file(given: &Given, problems: &mut ConfigErrors) -> ConfigFil
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) => {
-            problems.push(err(format!("{e} (named by {})", given.name())));
-            return ConfigFile::default();
+            problems.push(ConfigError::Invalid {
+                setting: given.shown_all(),
+                reason: format!("cannot be read ({e}); expected a TOML file"),
+            });
+            return ConfigFile::unread();
         }
     };
     match toml::from_str::<toml::Table>(&text) {
         Ok(table) => walk_file(&path, &table, problems),
         Err(e) => {
             problems.push(err(toml_error(&text, &e)));
-            ConfigFile::default()
+            ConfigFile::unread()
         }
     }
 }

@@ -253,9 +253,12 @@ fn state_given(givens: &Givens) -> bool {
     .any(|key| givens.get(*key).is_some())
 }
 
-/// Whether any vault was listed (valid or not).
+/// Whether any vault was listed (valid or not), or may be in a file that could not be read.
 fn vaults_given(givens: &Givens, file: &ConfigFile) -> bool {
-    givens.get(Key::Vaults).is_some() || file.vaults.is_some() || !file.vault_entries.is_empty()
+    givens.get(Key::Vaults).is_some()
+        || file.vaults.is_some()
+        || !file.vault_entries.is_empty()
+        || file.unread
 }
 
 /// The run-wide settings that are plain values.
@@ -720,6 +723,8 @@ max_rules = 300
             (Settings { limits: LimitSettings { max_extra_addresses: Some(5), ..LimitSettings::default() }, ..tagged(&["X"]) }, "max_extra_addresses = 5: only used by a summarized fit, and the fit is exact by default; give --fit summarize (TAGFENCE_FIT=summarize) too, or leave it out".into()),
             (Settings { allow_older: true, ..tagged(&["X"]) }, "allow_older = true: needs state".into()),
             (Settings { accept_missing_rules: true, ..tagged(&["X"]) }, "accept_missing_rules = true: needs state".into()),
+            (Settings { location: Some("West Europe".into()), ..tagged(&["X"]) }, "location = West Europe: not an Azure region's name; expected one such as westeurope".into()),
+            (Settings { webjobs_account_name: Some("My_Account".into()), ..tagged(&["X"]) }, "webjobs_account_name = My_Account: not a storage account's name; expected 3-24 lowercase letters and digits".into()),
             (Settings::default(), "no vaults to manage; give --vault (TAGFENCE_VAULTS), vaults in the configuration file, or a discovery scope".into()),
         ];
         for (settings, expected) in cases {
@@ -734,6 +739,18 @@ max_rules = 300
                 "{lines:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_named_by_its_setting_and_hides_no_other_problem() {
+        let settings = Settings {
+            config_file: Some("no-such-file.toml".into()),
+            ..Settings::default()
+        };
+        assert_eq!(
+            problems(&settings),
+            ["config_file = no-such-file.toml: cannot be read (No such file or directory (os error 2)); expected a TOML file"]
+        );
     }
 
     #[test]

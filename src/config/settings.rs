@@ -167,6 +167,18 @@ impl Key {
         )
     }
 
+    /// Whether the setting is a switch: its flag alone turns it on, `--flag=false` off.
+    pub fn is_switch(self) -> bool {
+        matches!(
+            self,
+            Key::Prune
+                | Key::AdoptExisting
+                | Key::InitFirewall
+                | Key::AcceptMissingRules
+                | Key::AllowOlder
+        )
+    }
+
     /// Whether the value is a secret, never repeated in a message.
     pub fn is_secret(self) -> bool {
         self == Key::NotifyUrl

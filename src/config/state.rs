@@ -87,6 +87,12 @@ pub(super) fn state_spec(
         return state_dir(reader, dir, must_exist).map(StateSpec::Dir);
     }
     let blob = blob_endpoint(reader, cloud)?;
+    let account = blob.given.text().trim();
+    if blob.given.key == Key::WebjobsAccountName && !valid_account_name(account) {
+        let reason = "not a storage account's name; expected 3-24 lowercase letters and digits";
+        reader.invalid(blob.given, blob.given.text(), reason);
+        return None;
+    }
     let container_url = container_url(reader, &blob, container)?;
     let ca_file = ca_file.map(|g| PathBuf::from(g.text().trim()));
     Some(StateSpec::Blob {
@@ -159,6 +165,14 @@ fn blob_endpoint<'a>(reader: &Reader<'a>, cloud: Cloud) -> Option<BlobEndpoint<'
             endpoint: format!("https://{}.{}", given.text().trim(), blob_suffix(cloud)),
             service_only: true,
         })
+}
+
+/// A storage account's name: 3-24 lowercase letters and digits.
+fn valid_account_name(name: &str) -> bool {
+    (3..=24).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// The blob endpoint suffix of each cloud, for `AzureWebJobsStorage__accountName`.
