@@ -10,21 +10,28 @@
 //! Only code → infra/docs is asserted: infra and docs may already name settings the code does not
 //! read yet.
 //!
-//! Also: a setting read from the environment is recorded as that variable, not as its flag.
+//! Also: a setting read from the environment is recorded as that variable, not as its flag;
+//! and every setting given a bad value is refused as docs/configuration.md says ("When a setting
+//! is refused"), one line naming it as given, by the command line (as a variable, a flag and a
+//! key of the file) and by `serve`, which stays up and fails every invocation with it.
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use clap::CommandFactory;
+use futures::StreamExt;
+use serde_json::json;
+use support::host::HostDouble;
 use tagfence::config::{Key, Origin};
 
 /// Read with `std::env` or `EnvFilter::try_from_env`, not through clap.
 const READ_DIRECTLY: &[&str] = &[
     // the user-assigned identity azure_identity authenticates as
     "AZURE_CLIENT_ID",
-    // the log filter
-    "TAGFENCE_LOG",
     // the Functions host's blob endpoint; the state container's default is derived from it
     "AzureWebJobsStorage__blobServiceUri",
 ];
@@ -445,4 +452,231 @@ fn a_setting_records_whether_the_environment_or_a_flag_gave_it() {
         Some(&Origin::Flag("--tag".to_owned()))
     );
     assert_eq!(origins.get(Key::Concurrency), None);
+}
+
+/// A vault every refusal below is given with, with a tag: otherwise valid settings.
+const VAULT: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-prod";
+
+/// The prefix of each configuration problem the command line prints.
+const PREFIX: &str = "tagfence: error: reading the configuration: ";
+
+/// One row of docs/configuration.md's "When a setting is refused": what is given (a variable
+/// `NAME=value` or a flag `--flag value`) and the line tagfence says.
+#[derive(Debug, Clone)]
+struct Refusal {
+    /// The variable, or the flag.
+    name: String,
+    value: String,
+    is_flag: bool,
+    says: String,
+}
+
+impl Refusal {
+    /// The setting the row gives.
+    fn key(&self) -> Key {
+        *Key::ALL
+            .iter()
+            .find(|k| {
+                if self.is_flag {
+                    k.flag() == self.name
+                } else {
+                    k.env() == self.name
+                }
+            })
+            .unwrap_or_else(|| panic!("{} is no setting's", self.name))
+    }
+}
+
+fn refusals() -> Vec<Refusal> {
+    let docs = read(&root().join("docs/configuration.md"));
+    let section = docs
+        .split("## When a setting is refused")
+        .nth(1)
+        .expect("docs/configuration.md has a section \"When a setting is refused\"");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let rows: Vec<Refusal> = section
+        .lines()
+        .filter_map(|line| {
+            let cells = line.strip_prefix("| `")?.strip_suffix("` |")?;
+            let (given, says) = cells.split_once("` | `")?;
+            let (name, value, is_flag) = match given.split_once(' ') {
+                Some((flag, value)) if flag.starts_with("--") => (flag, value, true),
+                _ => {
+                    let (name, value) = given.split_once('=')?;
+                    (name, value, false)
+                }
+            };
+            Some(Refusal {
+                name: name.to_owned(),
+                value: value.to_owned(),
+                is_flag,
+                says: says.to_owned(),
+            })
+        })
+        .collect();
+    assert!(rows.len() > 20, "too few rows read: {rows:?}");
+    rows
+}
+
+/// The baseline environment with `refusal`'s variable (none for a flag) in place of its own.
+fn environment(refusal: &Refusal, as_variable: bool) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("TAGFENCE_VAULTS".to_owned(), VAULT.to_owned()),
+        ("TAGFENCE_TAGS".to_owned(), "AzureDevOps".to_owned()),
+    ];
+    env.retain(|(name, _)| *name != refusal.key().env());
+    if as_variable {
+        env.push((refusal.name.clone(), refusal.value.clone()));
+    }
+    env
+}
+
+/// Runs `tagfence apply` with `args` and only `env` (and PATH), from the repository root.
+fn apply(env: &[(String, String)], args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tagfence"));
+    command
+        .arg("apply")
+        .args(args)
+        .current_dir(root())
+        .env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    command.envs(env.iter().map(|(k, v)| (k, v)));
+    command.output().expect("tagfence runs")
+}
+
+fn stderr_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_setting_has_a_documented_refusal() {
+    let given: BTreeSet<&str> = Key::ALL.iter().map(|k| k.env()).collect();
+    let rows = refusals();
+    let documented: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| !r.is_flag)
+        .map(|r| r.name.clone())
+        .collect();
+    let missing: Vec<&&str> = given
+        .iter()
+        .filter(|name| !documented.contains(**name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md shows no refusal of {missing:?}"
+    );
+}
+
+#[test]
+fn each_refusal_is_one_line_naming_the_setting_as_given_by_variable_flag_or_file() {
+    let scratch = std::env::temp_dir().join(format!("tagfence-settings-{}", std::process::id()));
+    fs::create_dir_all(&scratch).unwrap();
+    for refusal in refusals() {
+        let key = refusal.key();
+        // As the documentation gives it.
+        let args: Vec<&str> = if refusal.is_flag {
+            vec![refusal.name.as_str(), refusal.value.as_str()]
+        } else {
+            Vec::new()
+        };
+        let output = apply(&environment(&refusal, !refusal.is_flag), &args);
+        assert_eq!(output.status.code(), Some(2), "{refusal:?}");
+        assert_eq!(
+            stderr_lines(&output),
+            [format!("{PREFIX}{}", refusal.says)],
+            "{refusal:?}"
+        );
+        assert!(output.stdout.is_empty(), "{refusal:?}");
+        // As a flag: named as the flag.
+        let switch = format!("{}={}", key.flag(), refusal.value);
+        let args = if key.is_switch() {
+            vec![switch.as_str()]
+        } else {
+            vec![key.flag(), refusal.value.as_str()]
+        };
+        let output = apply(&environment(&refusal, false), &args);
+        let lines = stderr_lines(&output);
+        assert_eq!(output.status.code(), Some(2), "{refusal:?}");
+        assert_eq!(lines.len(), 1, "{refusal:?}: {lines:?}");
+        let flag = format!("{PREFIX}{}", key.flag());
+        assert!(lines[0].starts_with(&flag), "{refusal:?}: {lines:?}");
+        // As a key of the file, where the file has it: named by the file, the table and the key.
+        if key.in_file() {
+            let path = scratch.join(format!("{}.toml", key.name()));
+            let value = json!([refusal.value]);
+            let setting = if key.is_list() {
+                format!("{} = {value}", key.name())
+            } else {
+                format!("{} = {}", key.name(), json!(refusal.value))
+            };
+            let text = match key {
+                Key::Vaults => format!("{setting}\n[defaults]\ntags = [\"AzureDevOps\"]\n"),
+                Key::Tags => format!("vaults = [\"{VAULT}\"]\n[defaults]\n{setting}\n"),
+                _ => format!(
+                    "vaults = [\"{VAULT}\"]\n[defaults]\ntags = [\"AzureDevOps\"]\n{setting}\n"
+                ),
+            };
+            fs::write(&path, text).unwrap();
+            let output = apply(&[], &["--config", path.to_str().unwrap()]);
+            let lines = stderr_lines(&output);
+            let table = if key == Key::Vaults {
+                ""
+            } else {
+                "[defaults] "
+            };
+            let named = format!("{PREFIX}{}: {table}{}", path.display(), key.name());
+            assert_eq!(output.status.code(), Some(2), "{refusal:?}");
+            assert!(
+                lines.len() == 1 && lines[0].starts_with(&named),
+                "{refusal:?}: {lines:?}"
+            );
+        }
+    }
+    fs::remove_dir_all(&scratch).unwrap();
+}
+
+/// `serve` with one bad setting: it starts, answers every invocation with the problem (kind
+/// `not_configured`), lists it in `GET /api/status`, logs it once, and is still up after.
+async fn serve_with(refusal: Refusal) {
+    let mut host = HostDouble::start(&environment(&refusal, true)).await;
+    let timer = host.invoke_timer(false).await;
+    assert_eq!(timer.status, 500, "{refusal:?}: {}", timer.body);
+    assert_eq!(timer.body["kind"], "not_configured", "{refusal:?}");
+    assert_eq!(timer.body["error"], refusal.says.as_str(), "{refusal:?}");
+    let (status, body) = host.invoke_http("POST", "sync", &[]).await.http_response();
+    assert_eq!(status, 500, "{refusal:?}: {body}");
+    assert_eq!(body["kind"], "not_configured", "{refusal:?}");
+    let (status, body) = host.invoke_http("GET", "status", &[]).await.http_response();
+    assert_eq!(status, 200, "{refusal:?}: {body}");
+    assert_eq!(
+        body["configuration"]["problems"],
+        json!([refusal.says]),
+        "{refusal:?}"
+    );
+    let logged: Vec<String> = host
+        .stdout_lines()
+        .into_iter()
+        .filter(|line| line.contains("invalid configuration"))
+        .collect();
+    assert_eq!(logged.len(), 1, "{refusal:?}: {logged:?}");
+    let line: serde_json::Value = serde_json::from_str(&logged[0]).unwrap();
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert_eq!(line["fields"]["count"], 1, "{line}");
+    assert!(host.alive(), "{refusal:?}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stays_up_with_each_bad_setting_and_every_invocation_says_why() {
+    let rows: Vec<Refusal> = refusals().into_iter().filter(|r| !r.is_flag).collect();
+    futures::stream::iter(rows)
+        .map(serve_with)
+        .buffer_unordered(4)
+        .collect::<Vec<()>>()
+        .await;
 }
