@@ -291,6 +291,9 @@ const CLOUDS: &[(&str, Cloud)] = &[
     ("usgovernment", Cloud::AzureGovernment),
     ("china", Cloud::AzureChina),
     ("AzureGovernment", Cloud::AzureGovernment),
+    // As the Azure CLI names them (`az cloud show`).
+    ("AzureCloud", Cloud::Public),
+    ("AzureChinaCloud", Cloud::AzureChina),
 ];
 const CREDENTIALS: &[(&str, CredentialKind)] = &[
     ("auto", CredentialKind::Auto),

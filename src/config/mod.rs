@@ -553,7 +553,7 @@ mod tests {
         for (key, text) in [
             (Key::MaxRules, " 900 "),
             (Key::Fit, "Summarize"),
-            (Key::Cloud, "china"),
+            (Key::Cloud, "azurechinacloud"),
             (Key::Credential, "Developer-Tools"),
             (Key::Concurrency, "2"),
             (Key::HttpTimeoutSecs, "7"),
