@@ -37,6 +37,7 @@
 //! arm.rs             vault, Discovery API and Resource Graph handlers
 //! vaults.rs          vault store; PATCH/PUT semantics             (pure)
 //! acl.rs             networkAcls validation and normalisation     (pure)
+//! properties.rs      the other vault properties Key Vault refuses (pure)
 //! identity.rs        token endpoints, token store, ARM authentication
 //! service_tags.rs    document loading, API conversion, download page
 //! resource_graph.rs  KQL subset                                   (pure)
@@ -54,7 +55,8 @@
 //! ```text
 //! 1 base      clock ids error query paths policy reshape api_versions locations: plain values,
 //!             nothing from the crate
-//! 2 parts     config model acl throttle identity resource_graph service_tags holds tls: one concern
+//! 2 parts     config model acl properties throttle identity resource_graph service_tags holds
+//!             tls: one concern each
 //! 3 composed  vaults (the store; PATCH/PUT through acl) and routes (paths into model's Route)
 //! 4 state     state: the Shared value owning every store, for the handlers and Emulator
 //! 5 handlers  arm: the ARM routes, answering from state
@@ -74,6 +76,7 @@ mod locations;
 mod model;
 mod paths;
 mod policy;
+mod properties;
 mod query;
 mod reshape;
 mod resource_graph;

@@ -306,6 +306,8 @@ pub(crate) fn apply_patch(
     match body.get("properties") {
         None | Some(Value::Null) => {}
         Some(Value::Object(patch)) => {
+            let old = current.get("properties").and_then(Value::as_object);
+            crate::properties::check(patch, Some(old.unwrap_or(&Map::new())))?;
             let properties = object_entry(root, "properties");
             for (key, value) in patch {
                 if value.is_null() {
@@ -348,7 +350,14 @@ pub(crate) fn apply_put(
     };
     check_put_location(current, path, body)?;
     let new_properties = required_put_properties(body)?;
+    let empty = Map::new();
+    let old = current
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    crate::properties::check(new_properties, Some(old))?;
     let mut properties = new_properties.clone();
+    crate::properties::carry_over(&mut properties, old);
     if let Some(acls) = new_properties
         .get("networkAcls")
         .filter(|acls| !acls.is_null())
@@ -399,7 +408,10 @@ pub(crate) fn apply_create(
         ));
     }
     let new_properties = required_put_properties(body)?;
+    crate::properties::check(new_properties, None)?;
     let mut properties = new_properties.clone();
+    crate::properties::defaults(&mut properties);
+    properties.remove("createMode");
     if let Some(acls) = new_properties
         .get("networkAcls")
         .filter(|acls| !acls.is_null())

@@ -366,3 +366,93 @@ async fn service_tag_details_pages_filter_and_drop_prefixes() {
     assert_eq!((status, code.as_str()), (400, "NoRegisteredProviderFound"));
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn documented_property_refusals_apply_to_patch_and_put_and_a_create_gets_defaults() {
+    let emulator = start(config()).await;
+    let token = emulator.issue_token(ARM);
+    for body in [
+        json!({"properties": {"enablePurgeProtection": false}}),
+        json!({"properties": {"enableSoftDelete": false}}),
+        json!({"properties": {"softDeleteRetentionInDays": 3}}),
+        json!({"properties": {"publicNetworkAccess": "Bogus"}}),
+        json!({"properties": {"networkAcls": {"virtualNetworkRules": [{"id": "/subscriptions/s/vnet"}]}}}),
+        json!({"properties": {"networkAcls": {"ipRules": [{"value": "172.16.0.1"}]}}}),
+    ] {
+        let before = emulator.vault("kv-prod").unwrap();
+        let (status, code, message) =
+            arm_error(support::patch_vault(&emulator, "kv-prod", &token, &body).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "BadRequest"),
+            "{body}: {message}"
+        );
+        assert_eq!(
+            emulator.vault("kv-prod").unwrap(),
+            before,
+            "a refused write changes nothing"
+        );
+    }
+    // Undocumented refusals are not made: duplicates, host bits, loopback (UNVERIFIED).
+    let body = json!({"properties": {"networkAcls": {"ipRules": [
+        {"value": "203.0.113.5/24"}, {"value": "203.0.113.5/24"}, {"value": "127.0.0.1"}]}}});
+    let response = support::patch_vault(&emulator, "kv-build", &token, &body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        emulator.ip_rules("kv-build"),
+        ["203.0.113.5/24", "203.0.113.5/24", "127.0.0.1/32"]
+    );
+
+    let url = format!(
+        "{}/providers/Microsoft.KeyVault/vaults/kv-fresh?api-version={KV}",
+        rg_url(&emulator.base_url(), "rg-secrets")
+    );
+    let mut no_soft_delete = new_vault("westeurope");
+    no_soft_delete["properties"]["enableSoftDelete"] = json!(false);
+    let (status, _, _) = arm_error(
+        client()
+            .put(&url)
+            .bearer_auth(&token)
+            .json(&no_soft_delete)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let created: Value = client()
+        .put(&url)
+        .bearer_auth(&token)
+        .json(&new_vault("westeurope"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created["properties"]["enableSoftDelete"], true);
+    assert_eq!(created["properties"]["softDeleteRetentionInDays"], 90);
+    assert_eq!(created["properties"]["publicNetworkAccess"], "Enabled");
+    // A PUT that leaves purge protection out does not turn it off.
+    let mut put = new_vault("westeurope");
+    put["properties"]["enablePurgeProtection"] = json!(true);
+    client()
+        .put(&url)
+        .bearer_auth(&token)
+        .json(&put)
+        .send()
+        .await
+        .unwrap();
+    let replaced: Value = client()
+        .put(&url)
+        .bearer_auth(&token)
+        .json(&new_vault("westeurope"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replaced["properties"]["enablePurgeProtection"], true);
+    emulator.shutdown().await;
+}
