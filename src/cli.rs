@@ -85,6 +85,51 @@ pub struct StatusArgs {
 
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+
+    /// `apply`'s other arguments, which `status` does not use: accepted, so that one command
+    /// line serves both, but hidden from `status --help`, and a warning names any given as a
+    /// flag ([`command`]).
+    #[command(flatten)]
+    pub unused: ReconcileArgs,
+}
+
+/// The settings `status` uses; `apply`'s others are hidden from `status --help`.
+const STATUS_KEYS: &[Key] = &[
+    Key::Vaults,
+    Key::ConfigFile,
+    Key::DiscoverSubscriptions,
+    Key::DiscoverManagementGroups,
+    Key::DiscoverTag,
+    Key::Cloud,
+    Key::ArmEndpoint,
+    Key::Credential,
+    Key::HttpTimeoutSecs,
+    Key::HttpMaxRetries,
+    Key::HttpRetryDelayMs,
+    Key::HttpCallTimeoutSecs,
+    Key::StateDir,
+    Key::StateUrl,
+    Key::StateContainer,
+    Key::StateCaFile,
+    Key::WebjobsBlobServiceUri,
+    Key::WebjobsAccountName,
+    Key::Log,
+];
+
+/// The command line: [`Cli`]'s, with the arguments `status` accepts but does not use hidden
+/// from its help.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("status", |mut status| {
+        let unused: Vec<String> = status
+            .get_arguments()
+            .map(|arg| arg.get_id().to_string())
+            .filter(|id| Key::from_name(id).is_some_and(|key| !STATUS_KEYS.contains(&key)))
+            .collect();
+        for id in unused {
+            status = status.mut_arg(id, |arg| arg.hide(true));
+        }
+        status
+    })
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -739,7 +784,7 @@ pub struct Invocation {
 impl Invocation {
     /// Parses the process's arguments as [`Cli::parse`] does: a usage error exits with 2.
     pub fn from_env() -> Invocation {
-        Invocation::from_matches(Cli::command().get_matches()).unwrap_or_else(|err| err.exit())
+        Invocation::from_matches(command().get_matches()).unwrap_or_else(|err| err.exit())
     }
 
     /// Parses `args`, the first being the program's name.
@@ -751,12 +796,12 @@ impl Invocation {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Invocation::from_matches(Cli::command().try_get_matches_from(args)?)
+        Invocation::from_matches(command().try_get_matches_from(args)?)
     }
 
     fn from_matches(matches: ArgMatches) -> Result<Invocation, clap::Error> {
         // Not `from_arg_matches_mut`: it takes the values out, and their sources with them.
-        let cli = Cli::from_arg_matches(&matches).map_err(|err| err.format(&mut Cli::command()))?;
+        let cli = Cli::from_arg_matches(&matches).map_err(|err| err.format(&mut command()))?;
         Ok(Invocation { cli, matches })
     }
 
@@ -775,7 +820,7 @@ impl Invocation {
     /// environment; `None` when it took its default, or the subcommand has no such argument.
     fn origin_of(&self, id: &str) -> Option<Origin> {
         let (name, matches) = self.matches.subcommand()?;
-        let command = Cli::command();
+        let command = command();
         let arg = command
             .find_subcommand(name)?
             .get_arguments()
@@ -954,6 +999,20 @@ fn run_apply(args: &ApplyArgs, origins: Origins, dry_origin: Option<Origin>) -> 
 
 fn run_status(args: &StatusArgs, origins: Origins) -> Result<ExitCode> {
     init_cli_logging(args.log.log.as_deref());
+    let unused: Vec<String> = Key::ALL
+        .iter()
+        .filter(|key| !STATUS_KEYS.contains(key))
+        .filter_map(|key| match origins.get(*key) {
+            Some(Origin::Flag(flag)) => Some(flag.clone()),
+            _ => None,
+        })
+        .collect();
+    if !unused.is_empty() {
+        eprintln!(
+            "tagfence: warning: status does not use {}; ignored",
+            unused.join(", ")
+        );
+    }
     let config = configuration(Config::for_status(&args.to_settings(origins)))?;
     let runtime = runtime()?;
     let status = runtime.block_on(async {
@@ -1268,7 +1327,7 @@ mod tests {
 
     #[test]
     fn the_command_line_is_well_formed() {
-        Cli::command().debug_assert();
+        command().debug_assert();
     }
 
     fn invocation(args: &[&str]) -> Result<Invocation, clap::Error> {
@@ -1332,38 +1391,23 @@ mod tests {
     }
 
     #[test]
-    fn status_takes_only_the_options_it_uses() {
-        let cli = Cli::command();
+    fn status_shows_only_the_options_it_uses_and_warns_of_others_given() {
+        let cli = command();
         let status = cli.find_subcommand("status").unwrap();
-        let mut ids: Vec<&str> = status
+        let mut shown: Vec<&str> = status
             .get_arguments()
-            .map(|a| a.get_id().as_str())
+            .filter(|arg| !arg.is_hide_set())
+            .map(|arg| arg.get_id().as_str())
             .collect();
-        ids.sort_unstable();
-        let mut expected = vec![
-            "vaults",
-            "config_file",
-            "discover_subscriptions",
-            "discover_management_groups",
-            "discover_tag",
-            "cloud",
-            "arm_endpoint",
-            "credential",
-            "http_timeout_secs",
-            "http_max_retries",
-            "http_retry_delay_ms",
-            "http_call_timeout_secs",
-            "state_dir",
-            "state_url",
-            "state_container",
-            "state_ca_file",
-            "webjobs_blob_service_uri",
-            "webjobs_account_name",
-            "log",
-            "output",
-        ];
+        shown.sort_unstable();
+        let mut expected: Vec<&str> = STATUS_KEYS
+            .iter()
+            .filter(|key| !key.name().starts_with("webjobs"))
+            .map(|key| key.name())
+            .chain(["output"])
+            .collect();
         expected.sort_unstable();
-        assert_eq!(ids, expected);
+        assert_eq!(shown, expected);
         let help = status.clone().render_long_help().to_string();
         for absent in [
             "--tag",
@@ -1375,6 +1419,15 @@ mod tests {
         ] {
             assert!(!help.contains(absent), "status --help shows {absent}");
         }
+        // One command line serves apply and status.
+        let invocation =
+            invocation(&["status", "--vault", VAULT, "--tag", "X", "--state-dir", "."]).unwrap();
+        let origins = invocation.origins();
+        let Command::Status(args) = invocation.cli.command else {
+            panic!("not status");
+        };
+        assert_eq!(origins.get(Key::Tags), Some(&Origin::Flag("--tag".into())));
+        assert!(args.to_settings(origins).selection.tags.is_empty());
     }
 
     #[test]

@@ -477,6 +477,14 @@ fn status_refuses_a_state_directory_that_does_not_exist() {
         "tagfence: error: reading the configuration: --state-dir ./typo: no such directory; status only reads state (`tagfence apply --state-dir ./typo` creates it on its first run)\n"
     );
     assert!(out.stdout.is_empty());
+    // apply's other flags are accepted, so that one command line serves both, and named.
+    let out = tagfence(&["status", "--state-dir", "./typo", "--tag", "AzureDevOps"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("tagfence: warning: status does not use --tag; ignored\n"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

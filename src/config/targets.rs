@@ -68,7 +68,7 @@ pub(super) fn listed_targets(
         }
         seen.push((id.clone(), shown));
         check_vault(&settings, Some(&id), context, reader.problems);
-        if let Ok(target) = target(id, &settings) {
+        if let Ok(target) = target(id, &settings, !context.needs_selection) {
             targets.push(target);
         }
     }
@@ -160,11 +160,16 @@ pub(super) fn needs_state(given: &Given) -> ConfigError {
     }
 }
 
-/// Builds a vault's target from its layered settings.
+/// Builds a vault's target from its layered settings; with `may_select_nothing` (`status`,
+/// which reconciles nothing), also one that selects nothing.
 ///
 /// # Errors
 /// Why the settings make no target: a static rule or profile refused, or nothing selected.
-pub(super) fn target(id: VaultId, settings: &Resolved) -> Result<VaultTarget, String> {
+pub(super) fn target(
+    id: VaultId,
+    settings: &Resolved,
+    may_select_nothing: bool,
+) -> Result<VaultTarget, String> {
     let static_rules = settings
         .static_rules
         .iter()
@@ -174,7 +179,7 @@ pub(super) fn target(id: VaultId, settings: &Resolved) -> Result<VaultTarget, St
         })
         .collect::<Result<Vec<_>, _>>()?;
     let tags = profiles::expand(&settings.tags).map_err(|e| e.to_string())?;
-    if tags.is_empty() && static_rules.is_empty() {
+    if tags.is_empty() && static_rules.is_empty() && !may_select_nothing {
         return Err("no tags or static rules selected".to_owned());
     }
     Ok(VaultTarget {
