@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use serde_json::{json, Value};
-use tagfence_emulator::{Config as EmulatorConfig, Emulator, Seed};
+use tagfence_emulator::{Config as EmulatorConfig, Emulator, Seed, TlsIdentity};
 
 /// splitmix64, the seeded generator of the chaos and safety-model tests: tiny, fast, and good
 /// enough to scatter faults; a seed reproduces its scenario exactly.
@@ -182,10 +182,37 @@ pub fn emulator_config(vaults: Vec<Value>) -> EmulatorConfig {
     }
 }
 
-pub async fn start(config: EmulatorConfig) -> Emulator {
+/// Starts an emulator that serves https as well as plain http (on the same port), with the
+/// certificate every emulator of this test process shares, so that the binary reaches ARM, Resource
+/// Graph and the download page over TLS as in production ([`emulator_env`]).
+/// `TAGFENCE_TEST_PLAIN_HTTP=1` keeps it plain http only (to compare, or to read a capture).
+pub async fn start(mut config: EmulatorConfig) -> Emulator {
+    if config.tls.is_none() && std::env::var_os("TAGFENCE_TEST_PLAIN_HTTP").is_none() {
+        config.tls = Some(test_tls().clone());
+    }
     Emulator::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .expect("emulator starts")
+}
+
+/// The CA and certificate of this test process's emulators, made once.
+pub fn test_tls() -> &'static TlsIdentity {
+    static TLS: std::sync::OnceLock<TlsIdentity> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| TlsIdentity::generate().expect("test certificate"))
+}
+
+/// A PEM file holding the CA of [`test_tls`], written once per test process.
+pub fn test_ca_file() -> &'static Path {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("emulator-ca-{}.pem", std::process::id()));
+        let pem = test_tls()
+            .ca_pem()
+            .expect("a generated certificate has a CA");
+        std::fs::write(&path, pem).expect("CA file written");
+        path
+    })
 }
 
 /// A credential that hands out a token the emulator issued, without asking an endpoint.
@@ -247,22 +274,30 @@ pub fn scoped_credential(emulator: &Emulator) -> Arc<dyn TokenCredential> {
     })
 }
 
-/// The environment a Functions app (or pipeline) would give tagfence, pointed at the emulator.
+/// The environment a Functions app (or pipeline) would give tagfence, pointed at the emulator:
+/// over https when it serves https ([`start`]), trusting its CA through `SSL_CERT_FILE` (which
+/// tagfence's TLS reads for the platform's roots on Linux); the identity endpoint is plain http
+/// on loopback, as App Service's is.
 pub fn emulator_env(emulator: &Emulator) -> Vec<(String, String)> {
-    vec![
+    let base = emulator.https_url().unwrap_or_else(|| emulator.base_url());
+    let mut env: Vec<(String, String)> = vec![
         ("IDENTITY_ENDPOINT".into(), emulator.identity_endpoint()),
         ("IDENTITY_HEADER".into(), emulator.identity_header()),
-        ("TAGFENCE_ARM_ENDPOINT".into(), emulator.base_url()),
+        ("TAGFENCE_ARM_ENDPOINT".into(), base.clone()),
         (
             "TAGFENCE_DOWNLOAD_PAGE_URL".into(),
-            format!("{}/download/details.aspx?id=56519", emulator.base_url()),
+            format!("{base}/download/details.aspx?id=56519"),
         ),
         // Fast retries keep the fault tests short; Retry-After still wins when longer.
         ("TAGFENCE_HTTP_RETRY_DELAY_MS".into(), "50".into()),
         ("TAGFENCE_HTTP_MAX_RETRIES".into(), "3".into()),
         ("TAGFENCE_HTTP_TIMEOUT_SECS".into(), "5".into()),
         ("TAGFENCE_LOG".into(), "tagfence=debug".into()),
-    ]
+    ];
+    if emulator.https_url().is_some() {
+        env.push(("SSL_CERT_FILE".into(), test_ca_file().display().to_string()));
+    }
+    env
 }
 
 /// Runs the real `tagfence` binary with `args`, the emulator environment and `extra_env`.
