@@ -310,12 +310,15 @@ impl Reconciler {
                         "dry run: would apply plan"
                     )
                 }
+                // At info, as the outcomes above: the report carries them to the person (the
+                // CLI's output, the HTTP answer, the invocation's error), where they are said
+                // once.
                 Outcome::Refused(reason) => {
-                    warn!(%reason, kind = %reason.kind(), "plan refused; nothing written")
+                    info!(%reason, kind = %reason.kind(), "plan refused; nothing written")
                 }
                 Outcome::Skipped { reason } => info!(%reason, "skipped; nothing written"),
                 Outcome::Failed(error) => {
-                    warn!(%error, kind = %error.kind(), wrote = report.wrote, "reconcile failed")
+                    info!(%error, kind = %error.kind(), wrote = report.wrote, "reconcile failed")
                 }
             }
             report

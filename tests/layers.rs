@@ -60,34 +60,168 @@ fn module_of(root: &Path, file: &Path) -> String {
     }
 }
 
-/// The code of a file without its tests (a `#[cfg(test)]` module is the last item of a file by
-/// this code base's convention) and without comments.
+/// The code of a file without comments, string and char literals, and without the items marked
+/// `#[cfg(test)]` (wherever they are), with `::` written without spaces: what the compiler
+/// resolves, and nothing a comment or a string could fake or hide.
 fn code_of(text: &str) -> String {
-    let text = match text.find("#[cfg(test)]") {
-        Some(at) => &text[..at],
-        None => text,
-    };
-    text.lines()
-        .map(|line| match line.find("//") {
-            Some(at) => &line[..at],
-            None => line,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let stripped = strip_comments_and_literals(text);
+    let without_tests = strip_test_items(&stripped);
+    normalise_paths(&without_tests)
+}
+
+/// Comments become spaces; a string or char literal becomes an empty one (`""`, `' '`).
+fn strip_comments_and_literals(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            out.push(' ');
+        } else if c == 'r' && (next == Some('#') || next == Some('"')) && !ident_before(&chars, i) {
+            // A raw string: r"…", r#"…"#, …
+            let mut j = i + 1;
+            let mut hashes = 0;
+            while chars.get(j) == Some(&'#') {
+                hashes += 1;
+                j += 1;
+            }
+            if chars.get(j) != Some(&'"') {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            j += 1;
+            loop {
+                match chars.get(j) {
+                    None => break,
+                    Some('"') if (1..=hashes).all(|k| chars.get(j + k) == Some(&'#')) => {
+                        j += 1 + hashes;
+                        break;
+                    }
+                    Some(_) => j += 1,
+                }
+            }
+            out.push_str("\"\"");
+            i = j;
+        } else if c == '"' {
+            let mut j = i + 1;
+            while j < chars.len() && chars[j] != '"' {
+                j += if chars[j] == '\\' { 2 } else { 1 };
+            }
+            out.push_str("\"\"");
+            i = j + 1;
+        } else if c == '\'' {
+            // A char literal ('x', '\n', '\u{…}'), or else a lifetime.
+            let end = if next == Some('\\') {
+                (i + 2..chars.len()).find(|&k| chars[k] == '\'')
+            } else if chars.get(i + 2) == Some(&'\'') {
+                Some(i + 2)
+            } else {
+                None
+            };
+            match end {
+                Some(end) => {
+                    out.push_str("' '");
+                    i = end + 1;
+                }
+                None => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn ident_before(chars: &[char], i: usize) -> bool {
+    i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_')
+}
+
+/// Removes each item marked `#[cfg(test)]`: the attribute, any attributes after it, and the item
+/// up to its `;` or its balanced `{…}`.
+fn strip_test_items(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let item = &rest[at + "#[cfg(test)]".len()..];
+        let mut depth = 0usize;
+        let mut end = item.len();
+        for (k, c) in item.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        end = k + 1;
+                        break;
+                    }
+                }
+                ';' if depth == 0 => {
+                    end = k + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        rest = &item[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `crate :: a ::b` → `crate::a::b`.
+fn normalise_paths(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(at) = rest.find("::") {
+        out.push_str(rest[..at].trim_end_matches(char::is_whitespace));
+        out.push_str("::");
+        rest = rest[at + 2..].trim_start_matches(char::is_whitespace);
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Every path written after `prefix` (`crate::` or `super::`), braces expanded one level:
 /// `crate::{a::b, c}` gives `a::b` and `c`.
 fn paths_after(code: &str, prefix: &str) -> Vec<String> {
     let mut found = Vec::new();
-    let mut rest = code;
-    while let Some(at) = rest.find(prefix) {
-        // Not the tail of a longer path (`foo::crate::`).
-        let before = rest[..at].chars().last();
-        rest = &rest[at + prefix.len()..];
+    let mut from = 0;
+    while let Some(offset) = code[from..].find(prefix) {
+        let at = from + offset;
+        from = at + prefix.len();
+        // Not the tail of a longer path (`foo::crate::`, the second `super::` of two).
+        let before = code[..at].chars().last();
         if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
             continue;
         }
+        let rest = &code[from..];
         if let Some(group) = rest.strip_prefix('{') {
             let end = matching_brace(group);
             for item in split_top_level(&group[..end]) {
@@ -192,17 +326,34 @@ fn graph(root: &Path) -> Graph {
             .map_or("crate", |(p, _)| p)
             .to_owned();
         let mut imports = BTreeSet::new();
+        // `$crate::` in a macro is a `crate::` path too.
         for path in paths_after(&code, "crate::") {
             if let Some(target) = module_in(&path, &modules) {
                 imports.insert(target);
             }
         }
         for path in paths_after(&code, "super::") {
-            let absolute = if parent == "crate" {
-                path
-            } else {
-                format!("{parent}::{path}")
+            // `super::super::x`: one module further up per `super`.
+            let mut base = parent.clone();
+            let mut path = path.as_str();
+            while let Some(rest) = path
+                .strip_prefix("super::")
+                .or((path == "super").then_some(""))
+            {
+                base = base
+                    .rsplit_once("::")
+                    .map_or("crate", |(p, _)| p)
+                    .to_owned();
+                path = rest;
+            }
+            let absolute = match (base.as_str(), path) {
+                ("crate", path) => path.to_owned(),
+                (base, "") => base.to_owned(),
+                (base, path) => format!("{base}::{path}"),
             };
+            if absolute.is_empty() {
+                continue;
+            }
             // `super::Item` is an import of the parent module itself.
             imports.insert(module_in(&absolute, &modules).unwrap_or_else(|| parent.clone()));
         }
@@ -326,6 +477,33 @@ fn no_module_of_src_imports_a_layer_above_it() {
 }
 
 #[test]
+fn no_import_is_hidden_from_this_reader() {
+    // What would let an import past the reader above: the crate under another name, a module
+    // file chosen by path, a macro exported to the whole crate.
+    for root in [root("src"), root("emulator/src")] {
+        let mut files = Vec::new();
+        rust_files(&root, &mut files);
+        for file in files {
+            let code = strip_comments_and_literals(&fs::read_to_string(&file).unwrap());
+            let code = normalise_paths(&code);
+            for forbidden in [
+                "crate as ",
+                "self as ",
+                "#[path",
+                "#[macro_export]",
+                "crate::self",
+            ] {
+                assert!(
+                    !code.contains(forbidden),
+                    "{} uses `{forbidden}`, which tests/layers.rs cannot follow",
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn the_emulator_has_no_import_circle() {
     let graph = graph(&root("emulator/src"));
     assert!(graph.len() > 10, "the sources were read: {graph:?}");
@@ -344,6 +522,12 @@ fn the_reader_sees_braced_and_relative_imports() {
     assert_eq!(paths_after("use a::B;", "a::"), ["B"]);
     let with_comment = code_of("use crate::a; // crate::b\n#[cfg(test)]\nuse crate::c;");
     assert_eq!(paths_after(&with_comment, "crate::"), ["a"]);
+    // A test module in the middle hides nothing after it; strings and comments fake nothing.
+    let tricky = code_of(
+        "#[cfg(test)]\nmod tests { use crate::t; }\nfn f() { let s = \"crate::s // \"; crate :: after::g(); }\n/* crate::c */ let r = r#\"crate::r\"#; let c = '\\''; use super::super::up;",
+    );
+    assert_eq!(paths_after(&tricky, "crate::"), ["after::g"]);
+    assert_eq!(paths_after(&tricky, "super::"), ["super::up"]);
     let mut graph = Graph::new();
     graph.insert("a".into(), ["b".into()].into());
     graph.insert("b".into(), ["a".into()].into());

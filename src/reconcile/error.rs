@@ -45,6 +45,8 @@ impl ErrorKind {
         match err {
             AzureError::Throttled { .. } => ErrorKind::Throttled,
             AzureError::Api { status: 429, .. } => ErrorKind::Throttled,
+            // ARM's 409: another operation on the resource is in progress.
+            AzureError::Api { status: 409, .. } => ErrorKind::Conflict,
             AzureError::Decode { .. } => ErrorKind::Unavailable,
             _ if err.is_transient() => ErrorKind::Unavailable,
             _ => ErrorKind::Rejected,
@@ -57,7 +59,19 @@ impl ErrorKind {
         match err {
             StateError::Locked { .. } | StateError::LockLost { .. } => ErrorKind::Conflict,
             StateError::NewerFormat { .. } | StateError::Corrupt { .. } => ErrorKind::Refused,
-            StateError::Io { .. } | StateError::LockUnusable { .. } => ErrorKind::Unavailable,
+            // Something at the lock's place no wait clears: a person must remove it.
+            StateError::LockUnusable { .. } => ErrorKind::NotConfigured,
+            StateError::Io { .. } => ErrorKind::Unavailable,
+        }
+    }
+
+    /// The kind of a failed sign-in: a credential that answers with a refusal (no `az login`,
+    /// no identity assigned, a wrong client id) is a setting to fix; one that does not answer
+    /// in time may come back.
+    pub fn of_sign_in(err: &AzureError) -> ErrorKind {
+        match err {
+            AzureError::Token { .. } => ErrorKind::NotConfigured,
+            other => ErrorKind::of_azure(other),
         }
     }
 
@@ -233,6 +247,7 @@ mod tests {
         assert_eq!(ErrorKind::of_azure(&api(429)), ErrorKind::Throttled);
         assert_eq!(ErrorKind::of_azure(&api(500)), ErrorKind::Unavailable);
         assert_eq!(ErrorKind::of_azure(&api(408)), ErrorKind::Unavailable);
+        assert_eq!(ErrorKind::of_azure(&api(409)), ErrorKind::Conflict);
         let transport = AzureError::Transport {
             operation: "reading vault kv".to_owned(),
             detail: "connection refused".to_owned(),

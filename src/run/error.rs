@@ -89,7 +89,7 @@ impl RunError {
             },
             RunError::UnknownVault(_) | RunError::NotManaged { .. } => ErrorKind::BadRequest,
             RunError::Discovery(_) => ErrorKind::Unavailable,
-            RunError::SignIn(err) => ErrorKind::of_azure(err),
+            RunError::SignIn(err) => ErrorKind::of_sign_in(err),
             RunError::State(err) => ErrorKind::of_state(err),
             RunError::Older { .. } => ErrorKind::Refused,
         }

@@ -158,7 +158,15 @@ impl RunReport {
                 Outcome::InSync => "in sync. No changes.".to_owned(),
                 Outcome::Applied => "applied and verified.".to_owned(),
                 Outcome::WouldApply => "would change (dry run; nothing written).".to_owned(),
-                Outcome::Refused(reason) => format!("refused, nothing written: {reason}"),
+                // Most reasons end by saying nothing was written; the others get it said here.
+                Outcome::Refused(reason) => {
+                    let reason = reason.to_string();
+                    if reason.contains("nothing written") {
+                        format!("refused: {reason}")
+                    } else {
+                        format!("refused, nothing written: {reason}")
+                    }
+                }
                 Outcome::Skipped { reason } => format!("skipped, nothing written: {reason}"),
                 Outcome::Failed(error) => format!("failed: {error}"),
             };

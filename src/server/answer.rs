@@ -75,7 +75,7 @@ pub(crate) fn bad_invocation(err: &InvocationError) -> Response {
     warn!(error = %err, "refusing a malformed invocation");
     (
         StatusCode::BAD_REQUEST,
-        Json(json!({"error": err.to_string()})),
+        Json(error_body(ErrorKind::BadRequest, &err.to_string())),
     )
         .into_response()
 }
@@ -91,7 +91,14 @@ fn read_invocation(
         // The rest of the body was not read, so this connection cannot carry another request:
         // say so, or a client reusing it would see it closed under its next request.
         let close = [(axum::http::header::CONNECTION, "close")];
-        Box::new((rejection.status(), close, Json(json!({ "error": message }))).into_response())
+        Box::new(
+            (
+                rejection.status(),
+                close,
+                Json(error_body(ErrorKind::BadRequest, &message)),
+            )
+                .into_response(),
+        )
     })?;
     InvocationRequest::parse(&body).map_err(|err| Box::new(bad_invocation(&err)))
 }

@@ -23,7 +23,7 @@ use super::engine::{AppState, NotConfigured};
 use super::invocation::{Events, InvocationError, InvocationRequest, InvocationResponse};
 use crate::azure::VaultId;
 use crate::reconcile::ErrorKind;
-use crate::run::{self, RunError, RunReport, RunRequest};
+use crate::run::{self, policy, RunError, RunReport, RunRequest};
 
 /// What a Key Vault write event is about, if it is one: the vault written, `None` for other
 /// events, an error naming what is missing for something that is not an event at all.
@@ -274,6 +274,7 @@ fn batch_answer(events: &[Value], handled: &[Result<Handled, usize>]) -> Respons
     let mut logs = Vec::new();
     let mut results = Vec::with_capacity(count);
     let mut failures = Vec::new();
+    let mut worst: Option<ErrorKind> = None;
     for (i, (event, result)) in events.iter().zip(handled).enumerate() {
         let n = i + 1;
         let mut value = json!({
@@ -286,8 +287,9 @@ fn batch_answer(events: &[Value], handled: &[Result<Handled, usize>]) -> Respons
                 for line in result.logs() {
                     logs.push(format!("event {n}/{count}: {line}"));
                 }
-                if let Handled::Failed { message, .. } = result {
+                if let Handled::Failed { message, kind, .. } = result {
                     failures.push(format!("event {n}: {message}"));
+                    worst = Some(worst.map_or(*kind, |w| policy::worst(w, *kind)));
                 }
                 value["result"] = result.value();
             }
@@ -311,12 +313,11 @@ fn batch_answer(events: &[Value], handled: &[Result<Handled, usize>]) -> Respons
         });
     }
     let message = format!("{summary}: {}", failures.join("; "));
-    error!(error = %message, "invocation failed");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(json!({"error": message, "events": results})),
-    )
-        .into_response()
+    let kind = worst.unwrap_or(ErrorKind::Bug);
+    error!(error = %message, kind = %kind, "invocation failed");
+    let mut body = error_body(kind, &message);
+    body["events"] = json!(results);
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ pub fn app(state: AppState) -> Router {
         .route("/function-http", post(on_demand::http_trigger))
         .route("/function-eventgrid", post(events::event_grid))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_INVOCATION_BYTES))
         .with_state(state)
 }
@@ -101,8 +102,16 @@ async fn ready() -> &'static str {
     "tagfence ready"
 }
 
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"error": "the host invokes functions with POST; GET / is the readiness probe", "kind": "bad_request", "retry": false})),
+    )
+        .into_response()
+}
+
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({"error": "no such function; expected POST /function-timer, /function-http or /function-eventgrid"}))).into_response()
+    (StatusCode::NOT_FOUND, Json(json!({"error": "no such function; expected POST /function-timer, /function-http or /function-eventgrid", "kind": "bad_request", "retry": false}))).into_response()
 }
 
 #[cfg(test)]

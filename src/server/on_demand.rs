@@ -43,12 +43,23 @@ pub(super) async fn http_trigger(
                 ("sync", "POST") => sync(&state, &req).await.unwrap_or_else(|a| *a),
                 ("status" | "sync", _) => http_answer(
                     405,
-                    json!({"error": format!("use {} /api/{action}", if action == "sync" { "POST" } else { "GET" })}),
+                    error_body(
+                        ErrorKind::BadRequest,
+                        &format!(
+                            "use {} /api/{action}",
+                            if action == "sync" { "POST" } else { "GET" }
+                        ),
+                    ),
                     vec![],
                 ),
                 _ => http_answer(
                     404,
-                    json!({"error": format!("unknown action '{action}'; expected POST /api/sync or GET /api/status")}),
+                    error_body(
+                        ErrorKind::BadRequest,
+                        &format!(
+                            "unknown action '{action}'; expected POST /api/sync or GET /api/status"
+                        ),
+                    ),
                     vec![],
                 ),
             })
@@ -82,10 +93,12 @@ fn error_answer(kind: ErrorKind, message: &str) -> Box<Response> {
 /// separated).
 fn sync_request(req: &HttpRequestData) -> Result<RunRequest, Box<Response>> {
     let params = req.query_params();
+    // A bare `?dryRun` (an empty value, as the host passes it, or a value that is no text) is a
+    // dry run, as a bare `--dry-run` is: when in doubt, nothing is written.
     let dry_run = match params.get("dryrun").map(|v| v.trim().to_ascii_lowercase()) {
         None => false,
-        Some(v) if v == "true" || v == "1" => true,
-        Some(v) if v == "false" || v == "0" || v.is_empty() => false,
+        Some(v) if v == "true" || v == "1" || v.is_empty() => true,
+        Some(v) if v == "false" || v == "0" => false,
         Some(v) => {
             return Err(error_answer(
                 ErrorKind::BadRequest,
@@ -99,7 +112,13 @@ fn sync_request(req: &HttpRequestData) -> Result<RunRequest, Box<Response>> {
             v.split(',')
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
+                .fold(Vec::<String>::new(), |mut names, name| {
+                    // Each vault once, however often it is named.
+                    if !names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+                        names.push(name);
+                    }
+                    names
+                })
         })
         .filter(|v: &Vec<String>| !v.is_empty());
     Ok(RunRequest {
@@ -128,6 +147,8 @@ async fn sync(state: &AppState, req: &HttpRequestData) -> Answer {
         .map_or(200, |kind| policy::disposition(kind).http_status);
     let mut body = report.to_json();
     if let Some(kind) = report.error_kind() {
+        // The one shape of an error, beside the report that details it per vault.
+        body["error"] = json!(report.summary());
         body["kind"] = json!(kind.as_str());
         body["retry"] = json!(policy::disposition(kind).retry_helps);
     }

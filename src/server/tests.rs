@@ -266,17 +266,38 @@ async fn sync_parameters_are_checked_before_any_run() {
     assert!(fake.requests.lock().unwrap().is_empty(), "nothing ran");
     let (status, _) = sync(
         app_over(fake.clone()),
-        json!({"dryRun": "true", "vault": "kv-prod, kv-b"}),
+        json!({"dryRun": "true", "vault": "kv-prod, kv-b,KV-PROD,kv-prod"}),
     )
     .await;
     assert_eq!(status, 200);
-    let requests = fake.requests.lock().unwrap();
-    assert!(requests[0].dry_run);
-    assert_eq!(
-        requests[0].only.as_deref(),
-        Some(&["kv-prod".to_owned(), "kv-b".to_owned()][..])
-    );
-    assert_eq!(requests[0].trigger, "http");
+    {
+        let requests = fake.requests.lock().unwrap();
+        assert!(requests[0].dry_run);
+        // Each vault once, however often it is named.
+        assert_eq!(
+            requests[0].only.as_deref(),
+            Some(&["kv-prod".to_owned(), "kv-b".to_owned()][..])
+        );
+        assert_eq!(requests[0].trigger, "http");
+    }
+    // A bare `?dryRun` (empty, as the host passes it) or a value that is no text is a dry run,
+    // never a write; only false or 0 write.
+    let (status, _) = sync(app_over(fake.clone()), json!({"dryRun": null})).await;
+    assert_eq!(status, 400, "null is neither true nor false");
+    for query in [json!({"dryRun": ""}), json!({"dryRun": [1]})] {
+        sync(app_over(fake.clone()), query.clone()).await;
+        let last = fake.requests.lock().unwrap().last().cloned().unwrap();
+        assert!(last.dry_run, "{query}");
+    }
+    for query in [
+        json!({"dryRun": "false"}),
+        json!({"dryRun": "0"}),
+        json!({}),
+    ] {
+        sync(app_over(fake.clone()), query.clone()).await;
+        let last = fake.requests.lock().unwrap().last().cloned().unwrap();
+        assert!(!last.dry_run, "{query}");
+    }
 }
 
 #[tokio::test]
