@@ -53,11 +53,12 @@
 //! imports have no circles and each layer reads knowing only the ones before it:
 //!
 //! ```text
-//! 1 base      clock ids error query paths policy reshape api_versions locations: plain values,
-//!             nothing from the crate
-//! 2 parts     config model acl properties throttle identity resource_graph service_tags holds
-//!             tls: one concern each
-//! 3 composed  vaults (the store; PATCH/PUT through acl) and routes (paths into model's Route)
+//! 1 base      clock ids error query paths policy reshape api_versions locations tls: plain
+//!             values (tls: the https certificate), nothing from the crate
+//! 2 parts     config model acl properties throttle identity resource_graph service_tags holds:
+//!             one concern each
+//! 3 composed  vaults (the store; PATCH/PUT through acl and properties) and routes (paths into
+//!             model's Route)
 //! 4 state     state: the Shared value owning every store, for the handlers and Emulator
 //! 5 handlers  arm: the ARM routes, answering from state
 //! 6 top       server (accept loop, fault wrapper, control routes), then lib.rs and main.rs
