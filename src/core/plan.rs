@@ -365,10 +365,10 @@ pub struct Recorded<'a> {
 /// the fit is redone with the room that is actually left (at most a few rounds: each round only
 /// shrinks the room).
 ///
-/// When the tags' change numbers, the selection and the limits are those of the last apply
-/// (`recorded`), its desired rules are reused rather than recomputed: an exact selection would
-/// give the same rules anyway, and a summarized fit gives the same rules when the room is the
-/// same (the same number of unmanaged rules kept).
+/// The desired rules are always computed from the document and the selection. When the tags'
+/// change numbers, the selection, the limits and the room are those of the last apply
+/// (`recorded`) and the computed rules are the recorded ones, the plan says so (`reused`); a
+/// recorded set that differs (edited by hand, or written by another fit) is never used.
 ///
 /// # Errors
 /// [`PlanError::Desire`] when the desired rules cannot be computed, [`PlanError::Refused`] when a
@@ -397,20 +397,12 @@ pub fn plan_unguarded(input: PlanInput<'_>) -> Result<Plan, PlanError> {
                 || kept_besides(&input, &owned, &recorded.desired.rules) == recorded.kept)
     });
 
-    let (mut plan, reused) = match reusable {
-        Some(recorded) => (
-            plan(
-                source,
-                recorded.desired.clone(),
-                input.live,
-                input.owned,
-                input.prune,
-                input.limits,
-            ),
-            true,
-        ),
-        None => (plan_afresh(&input, &owned, source)?, false),
-    };
+    // The record is never a source of rules by itself: it is a document anyone who can write
+    // the state could edit, and rules taken from it unchecked could open the firewall. The
+    // plan is always computed (a few milliseconds even for a summarized fit); the record only
+    // tells that nothing changed.
+    let mut plan = plan_afresh(&input, &owned, source)?;
+    let reused = reusable.is_some_and(|recorded| recorded.desired.rules == plan.desired.rules);
     plan.inputs = inputs;
     plan.reused = reused;
     plan.adopting = input.adopt;
@@ -770,16 +762,26 @@ mod tests {
         let fresh = plan_vault(input(&[], None)).unwrap();
         assert!(!fresh.reused);
         let inputs = fresh.inputs.clone().expect("known tags give a key");
-        // A marker set that recomputation would never give: reuse is visible.
-        let marker = desired_of(&["20.0.0.0/22", "20.0.4.0/22"]);
+        // The same rules as last time: said so.
+        let same = Recorded {
+            desired: &fresh.desired,
+            inputs: &inputs,
+            kept: 0,
+        };
+        let reused = plan_vault(input(&[], Some(same))).unwrap();
+        assert!(reused.reused);
+        assert_eq!(reused.desired.rules, fresh.desired.rules);
+        // A set that recomputation would never give (a record edited by hand, here one that
+        // would open the firewall to a /8): never used, whatever its inputs key says.
+        let marker = desired_of(&["20.0.0.0/8", "1.0.0.0/8"]);
         let recorded = Recorded {
             desired: &marker,
             inputs: &inputs,
             kept: 0,
         };
-        let reused = plan_vault(input(&[], Some(recorded))).unwrap();
-        assert!(reused.reused);
-        assert_eq!(reused.desired.rules, marker.rules);
+        let tampered = plan_vault(input(&[], Some(recorded))).unwrap();
+        assert!(!tampered.reused);
+        assert_eq!(tampered.desired.rules, fresh.desired.rules);
 
         // Other room (an unmanaged rule now takes a slot): the fit is redone.
         let crowded: &'static [Ipv4Net] = Box::leak(nets(&["52.9.9.9/32"]).into_boxed_slice());
