@@ -743,6 +743,23 @@ max_rules = 300
     }
 
     #[test]
+    fn a_vault_that_selects_nothing_is_told_how_in_the_way_it_was_listed() {
+        let mut settings = Settings {
+            vaults: vec![KV_A.into()],
+            ..Settings::default()
+        };
+        settings
+            .origins
+            .record(Key::Vaults, Origin::Env("TAGFENCE_VAULTS".into()));
+        assert_eq!(
+            problems(&settings),
+            [format!(
+                "vault {KV_A}: no tags or static rules selected; give TAGFENCE_TAGS or TAGFENCE_STATIC_RULES"
+            )]
+        );
+    }
+
+    #[test]
     fn a_switch_from_the_environment_turns_off_too() {
         let path = temp_file("switch.toml", "[defaults]\nprune = true\n");
         let mut settings = from_env(Key::Prune, "0");

@@ -41,23 +41,25 @@ pub(super) fn listed_targets(
     defaults: &Resolved,
     context: Context,
 ) -> Vec<VaultTarget> {
-    let mut listed: Vec<(VaultId, String, Resolved)> = Vec::new();
+    // Each vault: its id, how it was given (shown, and where), and its settings.
+    let mut listed: Vec<(VaultId, &Given, String, Resolved)> = Vec::new();
     let plain = [reader.givens.get(Key::Vaults), file.vaults.as_ref()];
     for given in plain.into_iter().flatten() {
         for value in &given.values {
             if let Some(id) = vault_id(given, value, reader.problems) {
-                listed.push((id, given.shown(value), defaults.clone()));
+                listed.push((id, given, given.shown(value), defaults.clone()));
             }
         }
     }
     for entry in &file.vault_entries {
         if let Some(id) = vault_id(&entry.id, entry.id.text(), reader.problems) {
-            listed.push((id, entry.id.shown_all(), entry.settings.over(defaults)));
+            let settings = entry.settings.over(defaults);
+            listed.push((id, &entry.id, entry.id.shown_all(), settings));
         }
     }
     let mut targets: Vec<VaultTarget> = Vec::new();
     let mut seen: Vec<(VaultId, String)> = Vec::new();
-    for (id, shown, settings) in listed {
+    for (id, given, shown, settings) in listed {
         if let Some((_, first)) = seen.iter().find(|(other, _)| other.same_as(&id)) {
             reader.problems.push(ConfigError::DuplicateVault {
                 vault: id.to_string(),
@@ -67,7 +69,8 @@ pub(super) fn listed_targets(
             continue;
         }
         seen.push((id.clone(), shown));
-        check_vault(&settings, Some(&id), context, reader.problems);
+        let vault = Some((&id, given.origin.as_ref()));
+        check_vault(&settings, vault, context, reader.problems);
         if let Ok(target) = target(id, &settings, !context.needs_selection) {
             targets.push(target);
         }
@@ -99,12 +102,13 @@ fn vault_id(given: &Given, value: &str, problems: &mut ConfigErrors) -> Option<V
     }
 }
 
-/// Checks a vault's settings taken together (`vault`: `None` for the defaults themselves):
+/// Checks a vault's settings taken together (`vault`: the vault and where it was listed; `None`
+/// for the defaults themselves):
 /// options of a summarised fit with an exact one, the tag-shrink guard without state, and a
 /// vault that selects nothing.
 pub(super) fn check_vault(
     settings: &Resolved,
-    vault: Option<&VaultId>,
+    vault: Option<(&VaultId, Option<&Origin>)>,
     context: Context,
     problems: &mut ConfigErrors,
 ) {
@@ -134,8 +138,9 @@ pub(super) fn check_vault(
         || !settings.static_rules.is_empty()
         || given(Key::Tags)
         || given(Key::StaticRules);
-    if let (Some(id), true, false) = (vault, context.needs_selection, selects) {
-        let like = settings.origin(Key::Tags);
+    if let (Some((id, listed)), true, false) = (vault, context.needs_selection, selects) {
+        // Say how to select the way the vault was listed: a flag, a variable, the file.
+        let like = settings.origin(Key::Tags).or(listed);
         problems.push(ConfigError::NothingSelected {
             vault: id.to_string(),
             hint: format!(
