@@ -68,10 +68,12 @@ impl ConfigErrors {
         self.0.iter()
     }
 
+    /// How many problems were found.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether none was.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -135,6 +135,7 @@ impl Givens {
         }
     }
 
+    /// What was given for `key`, if anything.
     pub fn get(&self, key: Key) -> Option<&Given> {
         self.0.get(&key)
     }
@@ -425,18 +426,22 @@ impl Reader<'_> {
         value
     }
 
+    /// `--fit`: exact or summarize.
     pub fn fit(&mut self) -> Option<FitMode> {
         self.choice(Key::Fit, FITS)
     }
 
+    /// `--slash31`: split or keep.
     pub fn slash31(&mut self) -> Option<Slash31> {
         self.choice(Key::Slash31, SLASH31S)
     }
 
+    /// `--cloud`, by the settings' names or the Azure CLI's.
     pub fn cloud(&mut self) -> Option<Cloud> {
         self.choice(Key::Cloud, CLOUDS)
     }
 
+    /// `--credential`, by its spelling.
     pub fn credential(&mut self) -> Option<CredentialKind> {
         self.choice(Key::Credential, CREDENTIALS)
     }

@@ -362,7 +362,9 @@ fn check_log(reader: &mut Reader<'_>) {
 /// must: of this cloud, with at least this many tags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DocumentSettings {
+    /// The cloud the document must be for.
     pub cloud: Cloud,
+    /// The fewest tags a complete document has.
     pub min_service_tags: usize,
 }
 
