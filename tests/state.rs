@@ -869,8 +869,9 @@ mod store {
         };
         let failed = &by_name(&format!("/{VAULT}"))["outcome"];
         assert_eq!(failed["status"], "failed", "{report:#}");
-        // A lock no wait clears: the state store is unusable for this vault, not another writer.
-        assert_eq!(failed["kind"], "unavailable", "{report:#}");
+        // A lock no wait clears: a person must remove what is in its place (not another
+        // writer, and not an outage a retry outlasts).
+        assert_eq!(failed["kind"], "not_configured", "{report:#}");
         // What the operator reads: the path, what is wrong with it and what to do.
         assert_eq!(
             failed["error"],

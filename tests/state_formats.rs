@@ -618,14 +618,53 @@ async fn a_record_of_a_newer_format_or_a_broken_one_is_refused_not_misread() {
         "{err}"
     );
 
-    // No format at all, or one never written.
-    for version in [Value::Null, json!(0)] {
+    // No format at all, one never written, or one that is no whole number: refused as
+    // corrupt, and said so (not "it has no format_version" for a "4").
+    for version in [
+        Value::Null,
+        json!(0),
+        json!("4"),
+        json!(4.5),
+        json!(1e30),
+        json!(-1),
+    ] {
         let mut odd = raw.clone();
-        odd["format_version"] = version;
+        odd["format_version"] = version.clone();
         put(&odd);
-        assert!(matches!(
-            state.read_vault(&id).await.unwrap_err(),
-            StateError::Corrupt { .. }
-        ));
+        let err = state.read_vault(&id).await.unwrap_err();
+        assert!(
+            matches!(err, StateError::Corrupt { .. }),
+            "{version}: {err}"
+        );
+        if !version.is_null() {
+            assert!(
+                err.to_string()
+                    .contains(&format!("format_version {version}")),
+                "{err}"
+            );
+        }
     }
+    let mut absent = raw.clone();
+    absent.as_object_mut().unwrap().remove("format_version");
+    put(&absent);
+    let err = state.read_vault(&id).await.unwrap_err();
+    assert!(
+        err.to_string().contains("it has no format_version"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_sources_document_that_is_no_object_or_of_no_format_is_refused_not_overwritten() {
+    let scratch = Scratch::new();
+    let (state, root) = FORMAT_2.copy(&scratch);
+    let path = root.join("sources/public.json");
+    let raw = std::fs::read(&path).expect("the fixture holds a sources document");
+    for odd in [json!([]), json!({"format_version": 0}), json!("text")] {
+        std::fs::write(&path, serde_json::to_vec(&odd).unwrap()).unwrap();
+        let err = state.read_source(Cloud::Public).await.unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{odd}: {err}");
+    }
+    std::fs::write(&path, raw).unwrap();
+    assert!(state.read_source(Cloud::Public).await.unwrap().is_some());
 }

@@ -66,7 +66,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use documents::{
     AppliedRule, AppliedRules, AppliedState, DroppedPrefixes, LastRun, PreviousVersion,
@@ -123,19 +123,32 @@ impl State {
     /// Reads a state document and the format it says it has, refusing one of a newer format
     /// than [`State::known_format`] (checked before the document is parsed, so a newer shape is
     /// reported as newer, not as corrupt).
-    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, Option<u64>)>, StateError> {
-        #[derive(Deserialize)]
-        struct Versioned {
-            format_version: Option<u64>,
-        }
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, StateError> {
         let Some(bytes) = self.store.get(key).await? else {
             return Ok(None);
         };
         let known = Self::known_format(key);
-        let found = serde_json::from_slice::<Versioned>(&bytes)
-            .ok()
-            .and_then(|v| v.format_version);
-        if let Some(found) = found.filter(|found| *found > u64::from(known)) {
+        // Every state document is a JSON object with a whole, positive format_version: anything
+        // else is refused as corrupt, never read as an empty or current document (and then
+        // overwritten).
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| self.corrupt(key, format!("it is not JSON: {e}")))?;
+        let Some(object) = value.as_object() else {
+            return Err(self.corrupt(key, "it is not a JSON object".to_owned()));
+        };
+        let found = match object.get("format_version") {
+            None => return Err(self.corrupt(key, "it has no format_version".to_owned())),
+            Some(version) => match version.as_u64() {
+                Some(0) | None => {
+                    return Err(self.corrupt(
+                        key,
+                        format!("its format_version {version} is not a whole number from 1"),
+                    ))
+                }
+                Some(found) => found,
+            },
+        };
+        if found > u64::from(known) {
             return Err(StateError::NewerFormat {
                 key: key.to_owned(),
                 store: self.store.describe(),
@@ -183,14 +196,13 @@ impl State {
             return Ok(None);
         };
         let read = match found {
-            Some(found) if found == u64::from(VAULT_STATE_FORMAT) => {
+            found if found == u64::from(VAULT_STATE_FORMAT) => {
                 serde_json::from_slice(&bytes).map_err(|e| e.to_string())
             }
-            Some(found @ (1 | 2)) => legacy::upgrade_vault(&bytes, found as u32),
-            Some(other) => Err(format!(
+            found @ (1 | 2) => legacy::upgrade_vault(&bytes, found as u32),
+            other => Err(format!(
                 "format_version {other} was never written by tagfence"
             )),
-            None => Err("it has no format_version".to_owned()),
         };
         read.map(Some).map_err(|detail| self.corrupt(&key, detail))
     }
