@@ -116,9 +116,11 @@ impl ArmClient {
             max_retries: 0,
             ..options.clone()
         };
+        // One bearer policy for both: a token renewed after a 401 on one is the other's too.
+        let bearer = pipeline::bearer_policy(credential.clone(), scope.clone());
         Ok(ArmClient {
-            write_pipeline: pipeline::pipeline(Some((credential.clone(), scope.clone())), &once),
-            pipeline: pipeline::pipeline(Some((credential.clone(), scope.clone())), &options),
+            write_pipeline: pipeline::pipeline_with(bearer.clone(), &once),
+            pipeline: pipeline::pipeline_with(bearer, &options),
             credential,
             scope,
             endpoint,

@@ -395,7 +395,24 @@ pub fn pipeline(
     auth: Option<(Arc<dyn TokenCredential>, String)>,
     options: &HttpOptions,
 ) -> Pipeline {
-    build_pipeline(auth, options, true)
+    let bearer = auth.map(|(credential, scope)| bearer_policy(credential, scope));
+    build_pipeline(bearer, options, true)
+}
+
+/// The bearer policy for `credential` and `scope`, to share between pipelines: it caches the
+/// token (over https), so pipelines that share it also share a token renewed after a 401,
+/// instead of each meeting the refused token once more.
+pub fn bearer_policy(credential: Arc<dyn TokenCredential>, scope: String) -> Arc<dyn Policy> {
+    Arc::new(BearerPolicy {
+        stock: BearerTokenAuthorizationPolicy::new(credential.clone(), [scope.clone()]),
+        credential,
+        scope,
+    })
+}
+
+/// A pipeline with a given (shared) bearer policy.
+pub fn pipeline_with(bearer: Arc<dyn Policy>, options: &HttpOptions) -> Pipeline {
+    build_pipeline(Some(bearer), options, true)
 }
 
 /// A pipeline for downloading documents (the Service Tags file): no token, and no transparent
@@ -407,7 +424,7 @@ pub fn download_pipeline(options: &HttpOptions) -> Pipeline {
 }
 
 fn build_pipeline(
-    auth: Option<(Arc<dyn TokenCredential>, String)>,
+    bearer: Option<Arc<dyn Policy>>,
     options: &HttpOptions,
     decompress: bool,
 ) -> Pipeline {
@@ -437,13 +454,7 @@ fn build_pipeline(
     // Outermost of the per-try policies: it sees every answer, the bearer policy's second try
     // after a 401 included.
     let mut per_try: Vec<Arc<dyn Policy>> = vec![Arc::new(FailFastThrottling)];
-    if let Some((credential, scope)) = auth {
-        per_try.push(Arc::new(BearerPolicy {
-            stock: BearerTokenAuthorizationPolicy::new(credential.clone(), [scope.clone()]),
-            credential,
-            scope,
-        }));
-    }
+    per_try.extend(bearer);
     Pipeline::new(
         option_env!("CARGO_PKG_NAME"),
         option_env!("CARGO_PKG_VERSION"),
