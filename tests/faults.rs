@@ -1506,18 +1506,18 @@ async fn invalid_configurations_are_refused_before_any_request() {
         ),
         (
             vec![("TAGFENCE_CONFIG", &wrong_type)],
-            format!("reading the configuration file {wrong_type}: "),
+            format!("{wrong_type}: [defaults] max_rules = \"many\": expected a whole number from 1 to 1000"),
         ),
         (
             vec![("TAGFENCE_CONFIG", &bad_vault)],
-            "invalid vault 'kv-prod'".into(),
+            "[[vault]] #1 id = \"kv-prod\": not a key vault resource id".into(),
         ),
         (
             vec![
                 ("TAGFENCE_VAULTS", "kv-prod"),
                 ("TAGFENCE_TAGS", "AzureDevOps"),
             ],
-            "invalid vault 'kv-prod' (--vault / TAGFENCE_VAULTS): it does not have eight segments"
+            "TAGFENCE_VAULTS=kv-prod: not a key vault resource id (it does not have eight segments); expected /subscriptions/<GUID>/resourceGroups/<group>/providers/Microsoft.KeyVault/vaults/<name>"
                 .into(),
         ),
         (
@@ -1526,7 +1526,7 @@ async fn invalid_configurations_are_refused_before_any_request() {
                 ("TAGFENCE_TAGS", "AzureDevOps"),
                 ("TAGFENCE_CONCURRENCY", "lots"),
             ],
-            "invalid value 'lots' for '--concurrency <N>'".into(),
+            "TAGFENCE_CONCURRENCY=lots: expected a whole number of vaults, at least 1".into(),
         ),
         (
             vec![
@@ -1534,7 +1534,7 @@ async fn invalid_configurations_are_refused_before_any_request() {
                 ("TAGFENCE_TAGS", "AzureDevOps"),
                 ("TAGFENCE_MAX_REMOVE_FRACTION", "1.5"),
             ],
-            "'1.5' is not between 0 and 1".into(),
+            "TAGFENCE_MAX_REMOVE_FRACTION=1.5: expected a fraction from 0 to 1".into(),
         ),
         (
             vec![
@@ -1542,7 +1542,7 @@ async fn invalid_configurations_are_refused_before_any_request() {
                 ("TAGFENCE_TAGS", "AzureDevOps"),
                 ("TAGFENCE_GRACE_DAYS", "400"),
             ],
-            "--grace-days (TAGFENCE_GRACE_DAYS): 400 is more than 90 days".into(),
+            "TAGFENCE_GRACE_DAYS=400: expected a whole number of days from 0 to 90".into(),
         ),
         (
             vec![
@@ -1550,7 +1550,7 @@ async fn invalid_configurations_are_refused_before_any_request() {
                 ("TAGFENCE_TAGS", "AzureDevOps"),
                 ("TAGFENCE_ARM_ENDPOINT", "http://management.azure.com"),
             ],
-            "uses plain http; only https is allowed, except for a loopback host".into(),
+            "TAGFENCE_ARM_ENDPOINT=http://management.azure.com: uses plain http; expected https".into(),
         ),
         (
             vec![
@@ -1558,7 +1558,7 @@ async fn invalid_configurations_are_refused_before_any_request() {
                 ("TAGFENCE_TAGS", "AzureDevOps"),
                 ("TAGFENCE_CLOUD", "Mars"),
             ],
-            "invalid value 'Mars' for '--cloud <CLOUD>'".into(),
+            "TAGFENCE_CLOUD=Mars: expected AzurePublic, AzureUSGovernment or AzureChina".into(),
         ),
         (
             vec![("TAGFENCE_VAULTS", &id)],

@@ -556,7 +556,7 @@ async fn a_bad_configuration_fails_invocations_clearly_but_the_worker_starts() {
     // What the operator reads: the setting, the value and why key vault refuses it.
     assert_eq!(
         invocation.body["error"],
-        "reading the configuration: vault kv-prod: invalid static rule: '192.168.1.1' overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918); key vault refuses it"
+        "TAGFENCE_STATIC_RULES=192.168.1.1: overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918), which Key Vault refuses; expected a public address"
     );
     assert!(emulator.requests().is_empty());
     host.stop().await;

@@ -167,7 +167,7 @@ async fn a_plain_http_webhook_elsewhere_is_refused_without_echoing_the_secret() 
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
     assert!(
-        err.contains("--notify-url (TAGFENCE_NOTIFY_URL): must use https (plain http only for a loopback host)"),
+        err.contains("TAGFENCE_NOTIFY_URL: uses plain http; expected https (plain http only for a loopback host, a local emulator)"),
         "{err}"
     );
     assert!(!err.contains("secret-token"), "{err}");

@@ -790,6 +790,9 @@ async fn plan_live_keeps_unreadable_rules_and_refuses_what_is_not_a_vault() {
                     TAG,
                     "--live",
                     &live,
+                    // A test document of a few tags, not a complete one.
+                    "--min-service-tags",
+                    "1",
                 ],
                 &[],
             )
