@@ -284,6 +284,13 @@ async fn a_vault_name_taken_in_another_group_is_a_conflict() {
 async fn patch_stamps_system_data_and_correlation_ids_are_echoed() {
     let emulator = start(config()).await;
     let token = emulator.issue_token(ARM);
+    // A seed without systemData stays without (seeds are verbatim).
+    let response = support::patch_vault(&emulator, "kv-legacy", &token, &json!({"tags": {}})).await;
+    let vault: Value = response.json().await.unwrap();
+    assert!(vault.get("systemData").is_none());
+    emulator.update_vault("kv-build", |vault| {
+        vault["systemData"] = json!({"createdBy": "someone", "createdByType": "User", "createdAt": "2020-01-01T12:00:00.0000000Z"});
+    });
     let response = client()
         .patch(support::vault_url(&emulator, "kv-build"))
         .bearer_auth(&token)
@@ -300,6 +307,7 @@ async fn patch_stamps_system_data_and_correlation_ids_are_echoed() {
     let routing = header(&response, "x-ms-routing-request-id").unwrap();
     assert!(routing.starts_with("WESTEUROPE:"), "{routing}");
     let vault: Value = response.json().await.unwrap();
+    assert_eq!(vault["systemData"]["createdBy"], "someone");
     assert_eq!(vault["systemData"]["lastModifiedByType"], "ManagedIdentity");
     emulator.shutdown().await;
 }
