@@ -64,7 +64,7 @@ pub enum SourceError {
         found: Cloud,
         expected: Cloud,
     },
-    #[error("the service tags from {origin} list only {tags} tags, fewer than the {minimum} a complete {cloud} document has; refusing a truncated or partial document")]
+    #[error("the service tags from {origin} list only {} {}, fewer than the {} a complete {cloud} document has; refusing a truncated or partial document", crate::core::text::count(*.tags), if *.tags == 1 { "tag" } else { "tags" }, crate::core::text::count(*.minimum))]
     TooSmall {
         origin: String,
         tags: usize,

@@ -211,7 +211,7 @@ fn the_nine_us_regions_do_not_fit_exactly_and_do_summarized() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out),
-        "tagfence: error: planning the firewall change: the selection needs 2691 rules but only 1000 of the vault's 1000 are free; select fewer tags or use --fit summarize\n"
+        "tagfence: error: planning the firewall change: the selection needs 2,691 rules but only 1,000 of the vault's 1,000 are free; select fewer tags or use --fit summarize\n"
     );
     assert!(out.stdout.is_empty());
 
@@ -238,8 +238,10 @@ fn the_nine_us_regions_do_not_fit_exactly_and_do_summarized() {
     args.extend(["--max-extra-addresses", &cap]);
     let out = tagfence(&args);
     assert_eq!(out.status.code(), Some(2));
+    // The count as people read it (separators), the setting as it was given.
     assert!(stderr(&out).contains(&format!(
-        "the fit admits {extra} extra addresses, more than --max-extra-addresses {cap}"
+        "the fit admits {} extra addresses, more than --max-extra-addresses {cap}",
+        tagfence::core::text::thousands(extra)
     )));
 }
 
@@ -368,8 +370,8 @@ fn plan_and_tags_refuse_a_partial_document_or_one_of_another_cloud_as_apply_does
     let one = small_document(&dir, "one.json", "Public", 1);
     let government = small_document(&dir, "gov.json", "AzureGovernment", 3);
     let cases: Vec<(Vec<&str>, String)> = vec![
-        (vec!["plan", "--service-tags", &one, "--tag", "AzureDevOps"], format!("tagfence: error: checking the service tags: the service tags from {one} list only 1 tags, fewer than the 1000 a complete Public document has; refusing a truncated or partial document; give --min-service-tags 1 to read it anyway\n")),
-        (vec!["tags", "--service-tags", &one], format!("tagfence: error: checking the service tags: the service tags from {one} list only 1 tags, fewer than the 1000 a complete Public document has; refusing a truncated or partial document; give --min-service-tags 1 to read it anyway\n")),
+        (vec!["plan", "--service-tags", &one, "--tag", "AzureDevOps"], format!("tagfence: error: checking the service tags: the service tags from {one} list only 1 tag, fewer than the 1,000 a complete Public document has; refusing a truncated or partial document; give --min-service-tags 1 to read it anyway\n")),
+        (vec!["tags", "--service-tags", &one], format!("tagfence: error: checking the service tags: the service tags from {one} list only 1 tag, fewer than the 1,000 a complete Public document has; refusing a truncated or partial document; give --min-service-tags 1 to read it anyway\n")),
         (vec!["plan", "--service-tags", &government, "--tag", "AzureDevOps", "--min-service-tags", "1"], format!("tagfence: error: checking the service tags: the service tags from {government} are for the AzureGovernment cloud, not Public; give --cloud AzureUSGovernment to read it\n")),
         (vec!["tags", "--service-tags", &government, "--min-service-tags", "0"], "tagfence: error: reading the configuration: --min-service-tags 0: expected a whole number of tags, at least 1\n".to_owned()),
     ];

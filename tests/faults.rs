@@ -1297,7 +1297,7 @@ async fn bad_service_tags_documents_are_refused_before_any_vault_is_read() {
         ("truncated.json.gz", gz[..gz.len() / 2].to_vec(), "the service tags from {} are invalid: decompressing the gzip service tags document".into()),
         ("error-page.json", b"<html><body>Service unavailable</body></html>".to_vec(), "the service tags from {} are invalid: invalid JSON in the service tags document at line 1, column 1".into()),
         ("government.json", full.replacen("\"cloud\": \"Public\"", "\"cloud\": \"AzureGovernment\"", 1).into_bytes(), "the service tags from {} are for the AzureGovernment cloud, not Public".into()),
-        ("partial.json", one_tag.as_bytes().to_vec(), "the service tags from {} list only 1 tags, fewer than the 1000 a complete Public document has; refusing a truncated or partial document".into()),
+        ("partial.json", one_tag.as_bytes().to_vec(), "the service tags from {} list only 1 tag, fewer than the 1,000 a complete Public document has; refusing a truncated or partial document".into()),
         ("bad-prefix.json", full.replacen("20.37.158.0/23", "20.37.158.0/33", 1).into_bytes(), "the service tags from {} are invalid: invalid prefix '20.37.158.0/33' in tag 'AzureDevOps': not an IP prefix".into()),
         ("oversized.json", oversized, format!("the service tags from {{}} are invalid: the service tags document exceeds {limit} bytes uncompressed")),
         ("bomb.json.gz", gzip(&vec![b' '; limit + 1]), format!("the service tags from {{}} are invalid: the service tags document exceeds {limit} bytes uncompressed")),

@@ -163,8 +163,8 @@ pub enum DesireError {
     #[error("nothing selected: give at least one --tag or --static-rule")]
     NothingSelected,
     #[error(
-        "the selection needs {count} rules but only {available} of the vault's {limit} are free{}; select fewer tags or use --fit summarize",
-        kept_note(*.kept)
+        "the selection needs {} rules but only {} of the vault's {} are free{}; select fewer tags or use --fit summarize",
+        crate::core::text::count(*.count), crate::core::text::count(*.available), crate::core::text::count(*.limit), kept_note(*.kept)
     )]
     DoesNotFit {
         count: usize,
@@ -172,19 +172,19 @@ pub enum DesireError {
         limit: usize,
         kept: usize,
     },
-    #[error("the static rules alone need {count} rules but only {available} of the vault's {limit} are free")]
+    #[error("the static rules alone need {} rules but only {} of the vault's {} are free", crate::core::text::count(*.count), crate::core::text::count(*.available), crate::core::text::count(*.limit))]
     StaticRulesDoNotFit {
         count: usize,
         available: usize,
         limit: usize,
     },
-    #[error("fitting the selection into {available} rules")]
+    #[error("fitting the selection into {} rules", crate::core::text::count(*.available))]
     Fit {
         available: usize,
         #[source]
         source: FitError,
     },
-    #[error("the fit admits {extra} extra addresses, more than --max-extra-addresses {max}")]
+    #[error("the fit admits {} extra addresses, more than --max-extra-addresses {max}", crate::core::text::count(*.extra))]
     TooManyExtraAddresses { extra: u64, max: u64 },
 }
 

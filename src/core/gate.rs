@@ -155,7 +155,7 @@ pub enum GateRefusal {
     DropsUnreadableRules { count: usize, first: String },
     #[error("the write holds IP rule entry {entry}, which is neither a rule tagfence can read nor one the vault holds")]
     InventedEntry { entry: String },
-    #[error("the write holds {count} IP rules, over the limit of {limit}")]
+    #[error("the write holds {} IP rules, over the limit of {}", crate::core::text::count(*.count), crate::core::text::count(*.limit))]
     OverLimit { count: usize, limit: usize },
 }
 

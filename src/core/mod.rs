@@ -11,10 +11,11 @@
 //! - [`plan`]: desired × live × last-applied → the plan, and its guards.
 //! - [`render`]: plans and tag listings as text and JSON.
 //! - [`profiles`]: built-in selections (names for sets of tags); it imports no other module.
+//! - [`text`]: how numbers are written for people; it imports no other module.
 //!
 //! The modules are layered, and each imports only modules below it, so that a lower one can be
 //! read and tested without the ones above and no change up the stack can reach down:
-//! `json`, `cidr` → `service_tags` → `fit` → `desired` → `plan`, `live` → `gate`, `render`.
+//! `text`, `json`, `cidr` → `service_tags` → `fit` → `desired` → `plan`, `live` → `gate`, `render`.
 //! A module that needs to say what one above does with it says so in prose, without a doc link,
 //! which would tie it to that module all the same.
 
@@ -28,3 +29,4 @@ pub mod plan;
 pub mod profiles;
 pub mod render;
 pub mod service_tags;
+pub mod text;

@@ -180,7 +180,7 @@ pub enum Refusal {
         percent: f64,
         max: f64,
     },
-    #[error("the vault would hold {total} rules ({desired} desired + {kept} unmanaged kept), over its limit of {limit}; use --fit summarize, select fewer tags or --prune")]
+    #[error("the vault would hold {} rules ({} desired + {} unmanaged kept), over its limit of {}; use --fit summarize, select fewer tags or --prune", crate::core::text::count(*.total), crate::core::text::count(*.desired), crate::core::text::count(*.kept), crate::core::text::count(*.limit))]
     OverLimit {
         total: usize,
         desired: usize,

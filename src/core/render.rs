@@ -14,18 +14,7 @@ use super::service_tags::{Cloud, Format, ServiceTag, ServiceTags};
 /// Version of the JSON plan format; bumped on any incompatible change.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
 
-/// `12345` → `12,345`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use super::text::thousands;
 
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!(
