@@ -70,7 +70,14 @@ pub(super) fn source_spec(reader: &mut Reader<'_>, endpoints: &CloudEndpoints) -
             }
         },
         path if !std::path::Path::new(path).is_file() => {
-            let reason = "no such file; expected api, download, an https URL or the path of a Service Tags file";
+            let what = if std::path::Path::new(path).is_dir() {
+                "a directory"
+            } else {
+                "no such file"
+            };
+            let reason = format!(
+                "{what}; expected api, download, an https URL or the path of a Service Tags file"
+            );
             reader.invalid(given, source, reason);
             download
         }
