@@ -256,6 +256,12 @@ async fn an_over_limit_exact_fit_is_refused_before_any_write() {
         "{reason:?}"
     );
     assert_eq!(reason.kind(), ErrorKind::Refused);
+    // A refusal by the plan's guards still shows the change it refused.
+    let refused = report.vaults[0]
+        .plan
+        .as_ref()
+        .expect("the refused plan is kept");
+    assert!(refused.has_changes());
     // What the operator reads: the counts, and the two ways out.
     assert_eq!(
         reason.to_string(),

@@ -591,7 +591,19 @@ async fn a_tag_that_lost_more_than_half_refuses_its_vaults() {
     let (emulator, dir, mut args) = taken_over("kv-shrink").await;
     args.limits.max_remove_fraction = Some(1.0);
     args.source = Some(document(&dir, 101, &ranges(0, 4)).display().to_string());
-    let reason = refusal(&apply(&emulator, &args).await);
+    let refused = apply(&emulator, &args).await;
+    // The refusal shows the change it refused: six of the tag's ranges to remove.
+    let plan = refused.vaults[0]
+        .plan
+        .as_ref()
+        .expect("a refused plan is kept");
+    assert_eq!(plan.remove.len(), 6, "{}", refused.to_text());
+    assert!(
+        refused.to_text().contains("to remove"),
+        "{}",
+        refused.to_text()
+    );
+    let reason = refusal(&refused);
     assert!(
         matches!(
             &reason,

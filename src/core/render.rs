@@ -506,4 +506,27 @@ mod tests {
             assert_eq!(thousands(n), s);
         }
     }
+
+    #[test]
+    fn a_global_tag_reads_global_in_every_text_view_and_as_published_in_json() {
+        let doc = ServiceTags::parse(
+            br#"{"changeNumber": 7, "cloud": "Public", "values": [
+              {"name": "AzureDevOps", "properties": {"changeNumber": 3, "region": "", "systemService": "AzureDevOps", "addressPrefixes": ["20.37.158.0/23"]}},
+              {"name": "AzureCloud.westeurope", "properties": {"changeNumber": 9, "region": "westeurope", "systemService": "", "addressPrefixes": ["20.38.0.0/24"]}}]}"#,
+        )
+        .unwrap();
+        let table = tags_table(&doc);
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("AzureDevOps "))
+            .unwrap();
+        assert!(row.contains(" global "), "{row}");
+        let detail = tag_detail(&doc.find("AzureDevOps").unwrap());
+        assert!(
+            detail.starts_with("AzureDevOps (region: global,"),
+            "{detail}"
+        );
+        let json = serde_json::to_value(tags_json(&doc, &[])).unwrap();
+        assert_eq!(json["tags"][0]["region"], "");
+    }
 }
