@@ -210,7 +210,14 @@ pub(super) fn static_rule_problem(err: &RuleError) -> String {
             format!("has host bits set; expected the prefix {network}")
         }
         RuleError::Reserved { reserved, .. } => {
-            format!("overlaps the reserved range {reserved}, which Key Vault refuses; expected a public address")
+            format!(
+                "overlaps the reserved range {reserved}, {}; expected a public address",
+                if reserved.key_vault_refuses() {
+                    "which Key Vault refuses"
+                } else {
+                    "which is no public address (tagfence refuses it; Key Vault documents refusing only RFC 1918 ranges)"
+                }
+            )
         }
     }
 }

@@ -46,8 +46,8 @@ pub enum RuleError {
     /// The address has bits set beyond the prefix length, so its meaning is ambiguous.
     #[error("'{given}' has host bits set (did you mean '{network}'?)")]
     HostBits { given: String, network: Ipv4Net },
-    /// The prefix lies in, or contains, a range Key Vault refuses.
-    #[error("'{given}' overlaps the reserved range {} ({}); key vault refuses it", .reserved.net, .reserved.name)]
+    /// The prefix lies in, or contains, a range that is no public address.
+    #[error("'{given}' overlaps the reserved range {} ({}); {}", .reserved.net, .reserved.name, .reserved.why())]
     Reserved {
         given: String,
         reserved: &'static ReservedRange,
@@ -291,6 +291,25 @@ fn parse_v6_addr(text: &[u8]) -> Option<u128> {
 pub struct ReservedRange {
     pub net: Ipv4Net,
     pub name: &'static str,
+}
+
+impl ReservedRange {
+    /// Whether Key Vault itself documents refusing the range (the RFC 1918 private ranges).
+    pub fn key_vault_refuses(&self) -> bool {
+        self.name.contains("RFC 1918")
+    }
+
+    /// Why a rule in this range is refused: Key Vault documents refusing RFC 1918 ranges
+    /// ("Virtual network service endpoints and private IP ranges ... are not supported",
+    /// Microsoft Learn, "Configure Azure Key Vault networking settings"); the others tagfence
+    /// refuses itself, as no pipeline reaches a public endpoint from them.
+    pub fn why(&self) -> &'static str {
+        if self.key_vault_refuses() {
+            "key vault refuses it"
+        } else {
+            "it is no public address (tagfence refuses it; Key Vault documents refusing only RFC 1918 ranges)"
+        }
+    }
 }
 
 impl fmt::Display for ReservedRange {
