@@ -503,6 +503,74 @@ fn no_import_is_hidden_from_this_reader() {
     }
 }
 
+/// The emulator's layers as its `lib.rs` lists them (`//! 1 base  clock ids …: why`), lowest
+/// first: module name → layer number.
+fn emulator_layers(modules: &BTreeSet<String>) -> BTreeMap<String, usize> {
+    let lib = fs::read_to_string(root("emulator/src/lib.rs")).unwrap();
+    let mut layers: Vec<String> = Vec::new();
+    for line in lib.lines().filter_map(|l| l.strip_prefix("//!")) {
+        let line = line.trim();
+        match line.split_once(' ') {
+            Some((n, rest)) if n.parse::<usize>().is_ok() => layers.push(rest.to_owned()),
+            _ if !layers.is_empty() && !line.is_empty() && !line.starts_with("```") => {
+                let last = layers.last_mut().expect("checked");
+                last.push(' ');
+                last.push_str(line);
+            }
+            _ if line.starts_with("```") && !layers.is_empty() => break,
+            _ => {}
+        }
+    }
+    let mut of = BTreeMap::new();
+    for (number, text) in layers.iter().enumerate() {
+        // Drop the explanations in parentheses and after the colon; keep the module names.
+        let mut names = String::new();
+        let mut depth = 0;
+        for c in text.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ if depth == 0 => names.push(c),
+                _ => {}
+            }
+        }
+        let names = names.split(':').next().unwrap_or_default();
+        for name in names.split(|c: char| c.is_whitespace() || c == ',') {
+            if modules.contains(name) {
+                of.insert(name.to_owned(), number);
+            }
+        }
+    }
+    of
+}
+
+#[test]
+fn no_module_of_the_emulator_imports_its_own_layer_or_one_above() {
+    let graph = graph(&root("emulator/src"));
+    let modules: BTreeSet<String> = graph.keys().cloned().collect();
+    let layers = emulator_layers(&modules);
+    let missing: Vec<&String> = modules
+        .iter()
+        .filter(|m| *m != "crate" && !layers.contains_key(*m))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in the layer list of emulator/src/lib.rs: {missing:?}"
+    );
+    let mut wrong = Vec::new();
+    for (module, imports) in &graph {
+        let Some(own) = layers.get(module) else {
+            continue;
+        };
+        for import in imports {
+            if layers.get(import).is_some_and(|theirs| theirs >= own) {
+                wrong.push(format!("{module} -> {import}"));
+            }
+        }
+    }
+    assert_eq!(wrong, Vec::<String>::new());
+}
+
 #[test]
 fn the_emulator_has_no_import_circle() {
     let graph = graph(&root("emulator/src"));
