@@ -5,7 +5,7 @@
 //! refactor of the core cannot silently change what every deployment has stored. The core's
 //! values cross at the boundary ([`AppliedRules::from_desired`], [`AppliedRules::to_desired`]);
 //! the reconciler maps its outcomes to [`RecordedOutcome`]. Older formats are read by
-//! [`super::legacy`].
+//! the sibling module `legacy`, which upgrades them to these documents.
 
 use std::collections::BTreeMap;
 use std::fmt;
