@@ -17,7 +17,9 @@ use tagfence::core::desired;
 use tagfence::core::service_tags::{
     Format, ParseError, ServiceTag, ServiceTags, MAX_DOCUMENT_BYTES,
 };
-use tagfence::server::invocation::{self as envelope, InvocationError, Events, HttpRequestData, InvocationRequest};
+use tagfence::server::invocation::{
+    self as envelope, Events, HttpRequestData, InvocationError, InvocationRequest,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Service Tags
