@@ -31,7 +31,12 @@ targetScope = 'subscription'
 param environmentName string
 
 @minLength(1)
-@description('Azure region of the resource group and of every regional resource (must offer Flex Consumption).')
+@description('Azure region of the resource group and of every regional resource (must offer Flex Consumption: az functionapp list-flexconsumption-locations).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
 param location string
 
 @description('Resource group to create or reuse; empty: rg-<environmentName>.')
@@ -41,8 +46,14 @@ param resourceGroupName string = ''
 // Which vaults tagfence manages, and where it may write
 // ---------------------------------------------------------------------------------------------
 
-@description('TAGFENCE_VAULTS: comma-separated Key Vault resource ids. tagfence manages these, and the vault role is assigned on each.')
-param vaults string = ''
+// Required, with no default: azd asks for a parameter that has neither a default nor a value in
+// main.parameters.json, and `az deployment` refuses to run without it. One of two selections is
+// needed, vault ids or a discovery scope, which a parameter cannot say: `none` is the explicit "no
+// vault listed" for a deployment that discovers its vaults. infra/hooks/preprovision.py (azd's
+// preprovision hook) asks for it and checks its shape before anything is deployed.
+@minLength(1)
+@description('TAGFENCE_VAULTS: the Key Vaults tagfence manages, comma-separated resource ids /subscriptions/<GUID>/resourceGroups/<name>/providers/Microsoft.KeyVault/vaults/<name> (az keyvault list --query "[].id" -o tsv); the vault role is assigned on each. none: no vault listed, TAGFENCE_DISCOVER_SUBSCRIPTIONS or TAGFENCE_DISCOVER_MANAGEMENT_GROUPS selects them.')
+param vaults string
 
 @description('Comma-separated resource group ids: the vault role is assigned on each (every vault in it, present and future). Does not add vaults to TAGFENCE_VAULTS.')
 param vaultRoleResourceGroups string = ''
@@ -221,7 +232,8 @@ var tags = {
 
 // (pycep 0.5.1, checkov's parser, has no map function; for-expressions do the same.)
 var vaultIdsGiven = [for v in split(vaults, ','): trim(v)]
-var vaultIds = filter(vaultIdsGiven, v => !empty(v))
+// `none` (any case) lists no vault; the preprovision hook refuses it beside vault ids.
+var vaultIds = filter(vaultIdsGiven, v => !empty(v) && toLower(v) != 'none')
 var roleResourceGroupIdsGiven = [for v in split(vaultRoleResourceGroups, ','): trim(v)]
 var roleResourceGroupIds = filter(roleResourceGroupIdsGiven, v => !empty(v))
 var roleSubscriptionIdsGiven = [for v in split('${vaultRoleSubscriptions},${discoverSubscriptions}', ','): last(split(trim(v), '/'))]

@@ -15,12 +15,26 @@ No Bicep compiler runs offline (it is a .NET download), so this gate does what c
    `checkov:skip` comment may hide in a .bicep file;
 4. functions: no HTTP trigger in `function-*/function.json` is anonymous (an explicit `authLevel`
    other than `anonymous` is required);
-5. hooks: the scripts `azure.yaml` runs exist, and the shell hooks in `infra/hooks/` are
-   executable and pass `bash -n`.
+5. parameters: those a deployment must be given (`REQUIRED_PARAMETERS`: the environment, the
+   location, the vaults) have no default at all (azd asks for a parameter only when it has neither
+   a default nor a value in main.parameters.json; a default of '' would silently deploy an app with
+   nothing to do), a `@minLength` of at least 1 (azd's prompt then refuses an empty answer), a
+   `@description` (the prompt's help), and in main.parameters.json exactly `${VARIABLE}`, with no
+   `=fallback`; any other parameter with a `@minLength` has neither an empty default nor an empty
+   value in main.parameters.json when its variable is unset;
+6. hooks: the scripts `azure.yaml` runs exist; the shell hooks in `infra/hooks/` are executable
+   and pass `bash -n`, the Python ones compile; `azure.yaml` runs infra/hooks/preprovision.py as
+   its `preprovision` hook on POSIX and on Windows, interactively (the hook asks for the vaults
+   when none are set) and, under pwsh, passing the script's exit code on;
+7. preprovision: that hook, run with no terminal and a stand-in `azd` on PATH, refuses an empty
+   selection, each malformed vault id or discovery scope (naming the setting and the expected
+   shape), and accepts well-formed ones (`PREPROVISION_CASES`); on a pseudo-terminal it asks
+   again after a bad answer and stores a good one with `azd env set` (`PROMPT_ANSWERS`).
 
 `--self-test` copies the infra (and the function folders and azure.yaml) to a temporary directory,
 checks that the gate passes there, then breaks the copy one way at a time — a syntax error, a role
-assignment without principalType, shared key access, an anonymous HTTP trigger, and more — and
+assignment without principalType, shared key access, an anonymous HTTP trigger, an empty default
+for the vaults, the preprovision hook unwired or accepting any subscription, and more — and
 checks that the gate fails each time for the expected reason.
 
 Runs with the Python of `.venv-infra/` (scripts/infra_gate.sh creates it): it needs checkov 3.3.30
@@ -49,6 +63,16 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_CHECK_PREFIX = "CKV_TAGFENCE_"
+
+# Parameters of infra/main.bicep that a deployment must be given, with the azd environment variable
+# main.parameters.json takes each from. `vaults` has no sensible default: an app deployed without
+# vaults starts, logs `vaults=0` and fails only at its first timer run (issue 13, item 8).
+REQUIRED_PARAMETERS = {
+    "environmentName": "AZURE_ENV_NAME",
+    "location": "AZURE_LOCATION",
+    "vaults": "TAGFENCE_VAULTS",
+}
+PREPROVISION_HOOK = "infra/hooks/preprovision.py"
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,8 +419,102 @@ def check_functions(root: Path, report: Report) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# 5. azd hooks
+# 5. Parameters that must be given
 # --------------------------------------------------------------------------------------------
+
+
+def decorator(parameter: dict[str, Any], kind: str) -> Any:
+    """The argument of a pycep parameter's decorator of `kind` (`min_length`, `description`, …)."""
+    for item in parameter.get("decorators") or []:
+        if item.get("type") == kind:
+            return item.get("argument")
+    return None
+
+
+def check_parameters(root: Path, report: Report) -> None:
+    main, parameters_file = root / "infra" / "main.bicep", root / "infra" / "main.parameters.json"
+    try:
+        declared = pycep_parse(main.read_text(encoding="utf-8")).get("parameters") or {}
+        given = json.loads(parameters_file.read_text(encoding="utf-8")).get("parameters", {})
+    except Exception:  # the wiring stage reports an unreadable template or parameters file
+        return
+    for name in sorted(set(REQUIRED_PARAMETERS) - set(declared)):
+        report.fail("parameters", f"infra/main.bicep does not declare {name!r}, a parameter a deployment must be given")
+    for name, parameter in declared.items():
+        minimum = decorator(parameter, "min_length")
+        not_empty = isinstance(minimum, int) and minimum >= 1
+        default = parameter.get("default")
+        value = (given.get(name) or {}).get("value")
+        substituted = isinstance(value, str) and "${" in value
+        fallback = re.search(r"\$\{[^}=]*=([^}]*)\}", value) if substituted else None
+        if name in REQUIRED_PARAMETERS:
+            where = f"infra/main.bicep: parameter {name!r}, which a deployment must be given,"
+            if default is not None:
+                empty = "an empty" if default in ("", [], {}) else "a"
+                report.fail("parameters", f"{where} has {empty} default ({default!r}): azd would not ask for it "
+                            "and the deployment would go ahead without it; remove the default")
+            if parameter.get("type") == "string" and not not_empty:
+                report.fail("parameters", f"{where} has no @minLength(1): azd's prompt would take an empty answer")
+            if not decorator(parameter, "description"):
+                report.fail("parameters", f"{where} has no @description: azd's prompt would not say what it wants")
+            expected = f"${{{REQUIRED_PARAMETERS[name]}}}"
+            if name in given and value != expected:
+                why = "a `=fallback` is a default again" if fallback else "azd must ask when the variable is unset"
+                report.fail("parameters", f"infra/main.parameters.json gives {name!r} as {value!r}, not {expected}: {why}")
+        elif not_empty:
+            # A parameter that may not be empty: its default, and what main.parameters.json gives
+            # when the variable is unset (azd then passes '' over a default), must not be empty.
+            where = f"infra/main.bicep: parameter {name!r} (@minLength({minimum}))"
+            if default in ("", [], {}):
+                report.fail("parameters", f"{where} has an empty default")
+            if substituted and default is not None and (fallback is None or not fallback.group(1)):
+                report.fail("parameters", f"infra/main.parameters.json gives {name!r} as {value!r}: with the variable unset "
+                            "azd would pass an empty value over the default; give a non-empty `=fallback`")
+    report.note("parameters", f"no default for the parameters a deployment must be given ({', '.join(REQUIRED_PARAMETERS)}), "
+                "no empty value for those with a @minLength")
+
+
+# --------------------------------------------------------------------------------------------
+# 6. azd hooks
+# --------------------------------------------------------------------------------------------
+
+
+def hook_entries(hook: Any) -> dict[str, dict[str, Any]]:
+    """A hook of azure.yaml by platform: {"posix": …, "windows": …}; a hook without `posix` and
+    `windows` serves both."""
+    if not isinstance(hook, dict):
+        return {}
+    if "posix" in hook or "windows" in hook:
+        return {os_name: hook[os_name] for os_name in ("posix", "windows") if isinstance(hook.get(os_name), dict)}
+    return {"posix": hook, "windows": hook}
+
+
+def check_preprovision_wiring(root: Path, config: dict[str, Any], report: Report) -> None:
+    hook = (config.get("hooks") or {}).get("preprovision")
+    if hook is None:
+        report.fail("hooks", f"azure.yaml has no preprovision hook: nothing would ask for the vaults or check them ({PREPROVISION_HOOK})")
+        return
+    entries = hook_entries(hook)
+    for os_name in ("posix", "windows"):
+        entry = entries.get(os_name)
+        where = f"azure.yaml: the preprovision hook on {os_name}"
+        if entry is None:
+            report.fail("hooks", f"{where} is missing")
+            continue
+        run = str(entry.get("run", ""))
+        if PREPROVISION_HOOK not in run:
+            report.fail("hooks", f"{where} does not run {PREPROVISION_HOOK} (it runs {run!r})")
+        if entry.get("interactive") is not True:
+            report.fail("hooks", f"{where} is not interactive: the hook could not ask for the vaults")
+        shell = entry.get("shell", "sh")
+        if shell == "pwsh" and not re.search(r"exit\s+\$LASTEXITCODE\s*$", run):
+            report.fail("hooks", f"{where} runs under pwsh without `exit $LASTEXITCODE`: a refusal would not stop azd")
+        if entry.get("continueOnError"):
+            report.fail("hooks", f"{where} has continueOnError: a refusal would not stop azd")
+    hook_text = (root / PREPROVISION_HOOK).read_text(encoding="utf-8") if (root / PREPROVISION_HOOK).exists() else ""
+    for name, variable in REQUIRED_PARAMETERS.items():
+        if variable.startswith("TAGFENCE_") and variable not in hook_text:
+            report.fail("hooks", f"{PREPROVISION_HOOK} does not read {variable} (parameter {name!r})")
 
 
 def check_hooks(root: Path, report: Report) -> None:
@@ -406,17 +524,186 @@ def check_hooks(root: Path, report: Report) -> None:
     else:
         text = azure_yaml.read_text(encoding="utf-8")
         for match in re.finditer(r"^\s*run:\s*(\S.*)$", text, re.MULTILINE):
-            for word in match.group(1).strip().strip("'\"").split():
+            for word in match.group(1).strip().strip("'\"").replace(";", " ").split():
                 if re.search(r"\.(sh|py|ps1)$", word) and not (root / word).exists():
                     report.fail("hooks", f"azure.yaml runs {word}, which does not exist")
-    hooks = sorted((root / "infra" / "hooks").glob("*.sh"))
-    for hook in hooks:
+        try:
+            import yaml
+        except ImportError as error:
+            raise SystemExit(f"infra_gate: {error}; run scripts/infra_gate.sh, which installs checkov (and PyYAML)") from error
+        try:
+            config = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            report.fail("hooks", f"azure.yaml is not YAML: {' '.join(str(error).split())}")
+            config = {}
+        check_preprovision_wiring(root, config if isinstance(config, dict) else {}, report)
+    shell_hooks = sorted((root / "infra" / "hooks").glob("*.sh"))
+    for hook in shell_hooks:
         if not os.access(hook, os.X_OK):
             report.fail("hooks", f"{rel(hook, root)} is not executable")
         result = subprocess.run(["bash", "-n", str(hook)], capture_output=True, text=True)
         if result.returncode != 0:
             report.fail("hooks", f"{rel(hook, root)}: bash -n: {result.stderr.strip()}")
-    report.note("hooks", f"{len(hooks)} hook script(s)")
+    python_hooks = sorted((root / "infra" / "hooks").glob("*.py"))
+    for hook in python_hooks:
+        try:
+            compile(hook.read_text(encoding="utf-8"), str(hook), "exec")
+        except SyntaxError as error:
+            report.fail("hooks", f"{rel(hook, root)}:{error.lineno}: {error.msg}")
+    report.note("hooks", f"{len(shell_hooks) + len(python_hooks)} hook script(s); preprovision wired on POSIX and Windows")
+
+
+# --------------------------------------------------------------------------------------------
+# 7. The preprovision hook's verdicts
+# --------------------------------------------------------------------------------------------
+
+GUID_A = "00000000-0000-0000-0000-0000000000aa"
+VAULT_A = f"/subscriptions/{GUID_A}/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv-a"
+VAULT_B = f"/subscriptions/{GUID_A}/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv-b"
+
+
+@dataclass
+class HookCase:
+    """The preprovision hook run with `env` (and no terminal) must exit `status` and print every
+    string of `says` (stdout and stderr together); `stores` the `azd env set` arguments it must
+    make, one string each."""
+
+    name: str
+    env: dict[str, str]
+    status: int
+    says: list[str] = field(default_factory=list)
+    stores: list[str] = field(default_factory=list)
+
+
+VAULT_SHAPE_TEXT = "/subscriptions/<GUID>/resourceGroups/<name>/providers/Microsoft.KeyVault/vaults/<name>"
+PREPROVISION_CASES = [
+    HookCase("nothing selected", {}, 1, ["no vaults selected", "azd env set TAGFENCE_VAULTS", VAULT_SHAPE_TEXT]),
+    HookCase("only blanks and commas", {"TAGFENCE_VAULTS": " , ,"}, 1, ["no vaults selected"]),
+    HookCase("one vault id", {"TAGFENCE_VAULTS": VAULT_A}, 0, ["1 vault(s) listed"]),
+    HookCase("two vault ids, spaced, fixed segments in another case",
+             {"TAGFENCE_VAULTS": f" {VAULT_A} , {VAULT_B.replace('resourceGroups', 'resourcegroups')}"}, 0, ["2 vault(s) listed"]),
+    HookCase("a vault name alone", {"TAGFENCE_VAULTS": "kv-a"}, 1,
+             ["TAGFENCE_VAULTS entry 'kv-a'", f"expected {VAULT_SHAPE_TEXT}"]),
+    HookCase("a subscription that is not a GUID",
+             {"TAGFENCE_VAULTS": VAULT_A.replace(GUID_A, "my-sub")}, 1, ["the subscription 'my-sub' is not a GUID"]),
+    HookCase("another resource type", {"TAGFENCE_VAULTS": VAULT_A.replace("Microsoft.KeyVault/vaults", "Microsoft.Storage/storageAccounts")},
+             1, ["fixed segments"]),
+    HookCase("a trailing slash", {"TAGFENCE_VAULTS": VAULT_A + "/"}, 1, ["ends with /"]),
+    HookCase("a vault name too short", {"TAGFENCE_VAULTS": VAULT_A.replace("kv-a", "kv")}, 1, ["the vault name 'kv'"]),
+    HookCase("nine segments", {"TAGFENCE_VAULTS": VAULT_A + "/secrets"}, 1, ["9 segments"]),
+    HookCase("a vault listed twice", {"TAGFENCE_VAULTS": f"{VAULT_A},{VAULT_A.upper().replace(GUID_A.upper(), GUID_A)}"}, 1, ["listed twice"]),
+    HookCase("every bad entry reported, one line each",
+             {"TAGFENCE_VAULTS": f"kv-a,{VAULT_B},kv-c"}, 1, ["entry 'kv-a'", "entry 'kv-c'"]),
+    HookCase("none without a discovery scope", {"TAGFENCE_VAULTS": "none"}, 1, ["TAGFENCE_VAULTS=none lists no vault"]),
+    HookCase("none beside a vault id", {"TAGFENCE_VAULTS": f"{VAULT_A},none"}, 1, ["cannot stand beside vault ids"]),
+    HookCase("none with a discovery subscription",
+             {"TAGFENCE_VAULTS": "None", "TAGFENCE_DISCOVER_SUBSCRIPTIONS": GUID_A}, 0, ["1 discovery scope(s)"]),
+    HookCase("a discovery subscription alone: TAGFENCE_VAULTS becomes none",
+             {"TAGFENCE_DISCOVER_SUBSCRIPTIONS": GUID_A}, 0, ["discovery selects them"], ["env set TAGFENCE_VAULTS none"]),
+    HookCase("a management group alone", {"TAGFENCE_DISCOVER_MANAGEMENT_GROUPS": "mg-platform"}, 0, [],
+             ["env set TAGFENCE_VAULTS none"]),
+    HookCase("a discovery subscription as a resource id",
+             {"TAGFENCE_VAULTS": "none", "TAGFENCE_DISCOVER_SUBSCRIPTIONS": f"/subscriptions/{GUID_A}"}, 1,
+             ["TAGFENCE_DISCOVER_SUBSCRIPTIONS entry", "expected a GUID"]),
+    HookCase("a management group with a space",
+             {"TAGFENCE_VAULTS": "none", "TAGFENCE_DISCOVER_MANAGEMENT_GROUPS": "mg platform"}, 1,
+             ["TAGFENCE_DISCOVER_MANAGEMENT_GROUPS entry 'mg platform'"]),
+    HookCase("none with a configuration file", {"TAGFENCE_VAULTS": "none", "TAGFENCE_CONFIG": "tagfence.toml"}, 0,
+             ["must list the vaults"]),
+    HookCase("a role resource group of the wrong shape",
+             {"TAGFENCE_VAULTS": VAULT_A, "VAULT_ROLE_RESOURCE_GROUPS": "rg-kv"}, 1, ["VAULT_ROLE_RESOURCE_GROUPS entry 'rg-kv'"]),
+    HookCase("role scopes of the right shape",
+             {"TAGFENCE_VAULTS": VAULT_A, "VAULT_ROLE_RESOURCE_GROUPS": f"/subscriptions/{GUID_A}/resourceGroups/rg-kv",
+              "VAULT_ROLE_SUBSCRIPTIONS": f"{GUID_A},/subscriptions/{GUID_A}"}, 0, []),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def preprovision_verdicts(hook_source: str) -> tuple[str, ...]:
+    """What is wrong with the hook whose text is `hook_source`, case by case (cached: the
+    self-test's copies mostly share the hook)."""
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="tagfence-preprovision-") as tmp:
+        hook, bin_dir, calls = Path(tmp) / "preprovision.py", Path(tmp) / "bin", Path(tmp) / "azd-calls"
+        hook.write_text(hook_source, encoding="utf-8")
+        bin_dir.mkdir()
+        fake_azd = bin_dir / "azd"
+        fake_azd.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{calls}"\n', encoding="utf-8")
+        fake_azd.chmod(0o755)
+        for case in PREPROVISION_CASES:
+            calls.unlink(missing_ok=True)
+            env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONDONTWRITEBYTECODE": "1", **case.env}
+            result = subprocess.run([sys.executable, str(hook)], env=env, cwd=tmp, stdin=subprocess.DEVNULL,
+                                    capture_output=True, text=True, timeout=30)
+            output = result.stdout + result.stderr
+            stored = calls.read_text(encoding="utf-8").splitlines() if calls.exists() else []
+            problems = []
+            if result.returncode != case.status:
+                problems.append(f"exit {result.returncode}, not {case.status}")
+            problems += [f"does not say {text!r}" for text in case.says if text not in output]
+            if stored != case.stores:
+                problems.append(f"stored {stored}, not {case.stores}")
+            if case.status == 0 and result.stderr.strip():
+                problems.append("printed to stderr on success")
+            if problems:
+                last = (output.strip().splitlines() or [""])[-1][:160]
+                failures.append(f"{case.name}: {'; '.join(problems)} (last line: {last!r})")
+        failures.extend(prompt_verdicts(hook, bin_dir, calls))
+    return tuple(failures)
+
+
+# On a terminal with nothing selected: a vault name alone is refused and asked again, an empty
+# answer asks for subscriptions, an empty one again says one of the two is required, and a GUID is
+# stored with TAGFENCE_VAULTS=none.
+PROMPT_ANSWERS = ["kv-a", "", "", "", GUID_A]
+PROMPT_SAYS = ["Key Vault resource ids:", "TAGFENCE_VAULTS entry 'kv-a'", "one of the two is required", "1 discovery scope(s)"]
+PROMPT_STORES = ["env set TAGFENCE_VAULTS none", f"env set TAGFENCE_DISCOVER_SUBSCRIPTIONS {GUID_A}"]
+
+
+def prompt_verdicts(hook: Path, bin_dir: Path, calls: Path) -> list[str]:
+    """The hook's question, answered through a pseudo-terminal (the way azd's `interactive: true`
+    gives it the console)."""
+    import pty
+
+    calls.unlink(missing_ok=True)
+    controller, terminal = pty.openpty()
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONDONTWRITEBYTECODE": "1"}
+    process = subprocess.Popen([sys.executable, str(hook)], env=env, cwd=hook.parent,
+                               stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True)
+    os.close(terminal)
+    os.write(controller, "".join(f"{answer}\n" for answer in PROMPT_ANSWERS).encode())
+    output, deadline = b"", time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the hook has exited and closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    try:
+        status = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return ["on a terminal: still waiting for input after every answer was given"]
+    text = output.decode("utf-8", "replace")
+    stored = calls.read_text(encoding="utf-8").splitlines() if calls.exists() else []
+    problems = [f"exit {status}, not 0"] if status != 0 else []
+    problems += [f"does not say {said!r}" for said in PROMPT_SAYS if said not in text]
+    if stored != PROMPT_STORES:
+        problems.append(f"stored {stored}, not {PROMPT_STORES}")
+    return [f"on a terminal, answered {PROMPT_ANSWERS}: {'; '.join(problems)}"] if problems else []
+
+
+def check_preprovision(root: Path, report: Report) -> None:
+    hook = root / PREPROVISION_HOOK
+    if not hook.exists():
+        report.fail("preprovision", f"{PREPROVISION_HOOK} is missing")
+        return
+    for failure in preprovision_verdicts(hook.read_text(encoding="utf-8")):
+        report.fail("preprovision", f"{PREPROVISION_HOOK}, {failure}")
+    report.note("preprovision", f"{len(PREPROVISION_CASES)} selections and one terminal session checked against {PREPROVISION_HOOK}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,7 +720,9 @@ def run_gate(root: Path, checkov: str, shared: CheckovRun | None = None) -> Repo
     check_wiring(root, report)
     check_policy(root, checkov, report, shared)
     check_functions(root, report)
+    check_parameters(root, report)
     check_hooks(root, report)
+    check_preprovision(root, report)
     return report
 
 
@@ -557,6 +846,69 @@ BREAKAGES = [
         "[[skip]]\n",
         '[[skip]]\nid = "CKV_AZURE_999"\nreason = "stale"\n\n[[skip]]\n',
         "matches no failure any more",
+    ),
+    Breakage(
+        "the vaults with an empty default (azd would not ask for them; issue 13, item 8)",
+        "infra/main.bicep",
+        "param vaults string\n",
+        "param vaults string = ''\n",
+        "has an empty default",
+    ),
+    Breakage(
+        "the vaults without @minLength(1) (azd's prompt would take an empty answer)",
+        "infra/main.bicep",
+        "@minLength(1)\n@description('TAGFENCE_VAULTS:",
+        "@description('TAGFENCE_VAULTS:",
+        "has no @minLength(1)",
+    ),
+    Breakage(
+        "a fallback for the vaults in main.parameters.json",
+        "infra/main.parameters.json",
+        '"value": "${TAGFENCE_VAULTS}"',
+        '"value": "${TAGFENCE_VAULTS=}"',
+        "a `=fallback` is a default again",
+    ),
+    Breakage(
+        "a @minLength parameter that azd would pass empty when its variable is unset",
+        "infra/main.parameters.json",
+        '"value": "${TAGFENCE_STATE_CONTAINER=tagfence}"',
+        '"value": "${TAGFENCE_STATE_CONTAINER}"',
+        "give a non-empty `=fallback`",
+    ),
+    Breakage(
+        "no preprovision hook in azure.yaml",
+        "azure.yaml",
+        "  preprovision:\n",
+        "  preprovision-off:\n",
+        "has no preprovision hook",
+    ),
+    Breakage(
+        "a preprovision hook that cannot ask (not interactive)",
+        "azure.yaml",
+        "      interactive: true\n",
+        "      interactive: false\n",
+        "is not interactive",
+    ),
+    Breakage(
+        "a preprovision hook under pwsh whose refusal would not stop azd",
+        "azure.yaml",
+        "; exit $LASTEXITCODE",
+        "",
+        "without `exit $LASTEXITCODE`",
+    ),
+    Breakage(
+        "a preprovision hook that takes any subscription for a GUID",
+        "infra/hooks/preprovision.py",
+        'GUID_RE = re.compile(f"^{GUID}$")',
+        'GUID_RE = re.compile(".+")',
+        "a subscription that is not a GUID: exit 0, not 1",
+    ),
+    Breakage(
+        "a preprovision hook that gives up on an empty answer instead of asking again",
+        "infra/hooks/preprovision.py",
+        'print(f"{PREFIX} one of the two is required: vault ids, or subscriptions to discover vaults in")\n                continue',
+        "return None",
+        "on a terminal",
     ),
     Breakage(
         "the project checks' __init__.py removed (checkov would load none of them)",
