@@ -385,6 +385,35 @@ async fn run_records_are_written_and_read_back(blob: bool) {
     assert_eq!(status["source"]["tags"][TAG]["change_number"], 1);
 }
 
+async fn status_refuses_a_state_location_that_does_not_exist_and_never_creates_it(blob: bool) {
+    let mut s = Scenario::new(blob).await;
+    s.apply(&s.v1(), &[]).await;
+    // A mistyped location (a new directory or container that nothing wrote).
+    s.lose_state();
+    let state = s.state();
+    assert!(!state.exists().await.unwrap());
+    let (code, _, stderr) = s.tagfence("status", &s.v1(), &[]).await;
+    assert_eq!(code, 2, "{stderr}");
+    // The directory is refused with the settings, the container when status opens it.
+    assert!(
+        stderr.contains("does not exist") || stderr.contains("no such directory"),
+        "{stderr}"
+    );
+    // Reading (status, or a run's first reads) never creates it.
+    assert_eq!(
+        state
+            .read_source(tagfence::core::service_tags::Cloud::Public)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!state.exists().await.unwrap(), "reading created the store");
+    // The next apply does.
+    s.apply(&s.v1(), &[]).await;
+    assert!(state.exists().await.unwrap());
+    assert_eq!(s.status().await["source"]["change_number"], 100);
+}
+
 async fn two_concurrent_reconciles_of_one_vault_make_one_write(blob: bool) {
     let s = Scenario::new(blob).await;
     // A slow write keeps the first reconcile inside its lock while the second starts.
@@ -455,6 +484,7 @@ on_both_backends!(
     an_older_document_is_refused_and_the_vault_left_untouched,
     the_grace_window_keeps_a_retired_range_for_its_days_then_drops_it,
     run_records_are_written_and_read_back,
+    status_refuses_a_state_location_that_does_not_exist_and_never_creates_it,
     two_concurrent_reconciles_of_one_vault_make_one_write,
     losing_the_state_falls_back_to_removing_nothing,
 );

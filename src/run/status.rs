@@ -79,6 +79,13 @@ pub async fn status(
                 detail: "no state configured: give --state-dir (TAGFENCE_STATE_DIR) or --state-url (TAGFENCE_STATE_URL)".to_owned(),
             });
     };
+    // A mistyped location is said, not shown as a state with nothing in it.
+    if !state.exists().await? {
+        return Err(RunError::StateSetup {
+            spec: state.describe(),
+            detail: "it does not exist; status only reads the state (tagfence apply creates it on its first run)".to_owned(),
+        });
+    }
     let source = state.read_source(cloud).await?;
     let mut vaults = Vec::with_capacity(ids.len());
     for id in ids {

@@ -256,7 +256,8 @@ impl Store for BlobStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
-        self.ensure_container().await?;
+        // A read never creates the container: a missing blob and a missing container both
+        // read as nothing (the writes create the container).
         let result = match self.container.blob_client(key).download(None).await {
             Ok(result) => result,
             Err(err) if status_of(&err) == Some(404) => return Ok(None),
@@ -269,6 +270,13 @@ impl Store for BlobStore {
             bytes.extend_from_slice(&chunk);
         }
         Ok(Some(bytes))
+    }
+
+    async fn exists(&self) -> Result<bool, StateError> {
+        self.container
+            .exists()
+            .await
+            .map_err(|err| self.io("checking", "the container", &err))
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StateError> {

@@ -373,6 +373,10 @@ impl Store for DirStore {
         format!("the state directory {}", self.root.display())
     }
 
+    async fn exists(&self) -> Result<bool, StateError> {
+        Ok(self.root.is_dir())
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         match fs::read(self.path(key)) {
             Ok(bytes) => Ok(Some(bytes)),

@@ -110,6 +110,14 @@ impl State {
         self.store.describe()
     }
 
+    /// Whether the store (the directory, the container) exists; reads never create it.
+    ///
+    /// # Errors
+    /// When the store cannot be asked.
+    pub async fn exists(&self) -> Result<bool, StateError> {
+        self.store.exists().await
+    }
+
     /// The newest format of the document at `key` that this program reads: the vault documents
     /// have their own version, the others share [`STATE_FORMAT_VERSION`].
     fn known_format(key: &str) -> u32 {

@@ -220,6 +220,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn describe(&self) -> String;
     /// The document at `key`, or `None`.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// Whether the store itself (the directory, the container) exists. Reading never creates
+    /// it, so that `tagfence status` pointed at a mistyped location says so instead of showing
+    /// an empty state; writing creates it.
+    async fn exists(&self) -> Result<bool, StateError> {
+        Ok(true)
+    }
     /// Writes (replaces) the document at `key`.
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StateError>;
     /// Writes the document at `key` unless one exists; returns whether it wrote.
