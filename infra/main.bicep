@@ -166,6 +166,9 @@ param stateContainer string = 'tagfence'
 @description('TAGFENCE_STATE_CA_FILE: a PEM certificate (a path in the package) to trust for the state endpoint besides the system roots.')
 param stateCaFile string = ''
 
+@description('TAGFENCE_CA_FILE: PEM certificates (a path in the package) to trust for ARM and the Service Tags download besides the system roots (a TLS-inspecting proxy).')
+param caFile string = ''
+
 @description('TAGFENCE_GRACE_DAYS: for this many days after a selected tag changes, also keep the ranges of its previous version (default 0, at most 90).')
 param graceDays string = ''
 
@@ -316,6 +319,7 @@ module app 'app/resources.bicep' = {
     stateUrl: stateUrl
     stateContainer: stateContainer
     stateCaFile: stateCaFile
+    caFile: caFile
     graceDays: graceDays
     allowOlder: allowOlder
     discoverSubscriptions: discoverSubscriptions

@@ -111,6 +111,7 @@ const STATUS_KEYS: &[Key] = &[
     Key::StateUrl,
     Key::StateContainer,
     Key::StateCaFile,
+    Key::CaFile,
     Key::WebjobsBlobServiceUri,
     Key::WebjobsAccountName,
     Key::Log,
@@ -426,6 +427,11 @@ pub struct AzureArgs {
         allow_negative_numbers = true
     )]
     pub http_call_timeout_secs: Option<String>,
+
+    /// PEM certificates to trust for ARM and the Service Tags download besides the system roots
+    /// (a local emulator's CA, a TLS-inspecting proxy).
+    #[arg(long, value_name = "FILE", env = "TAGFENCE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where the state lives.
@@ -659,6 +665,7 @@ impl TargetArgs {
 impl AzureArgs {
     fn put(&self, settings: &mut Settings) {
         settings.arm_endpoint = self.arm_endpoint.clone();
+        settings.ca_file = self.ca_file.clone();
         put_texts(
             settings,
             &[

@@ -64,6 +64,7 @@ param logFilter string
 param stateUrl string
 param stateContainer string
 param stateCaFile string
+param caFile string
 param graceDays string
 param allowOlder string
 param discoverSubscriptions string
@@ -350,6 +351,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TAGFENCE_STATE_URL: stateUrl
     TAGFENCE_STATE_CONTAINER: stateContainerName
     TAGFENCE_STATE_CA_FILE: stateCaFile
+    TAGFENCE_CA_FILE: caFile
     TAGFENCE_GRACE_DAYS: graceDays
     TAGFENCE_ALLOW_OLDER: allowOlder
     TAGFENCE_DISCOVER_SUBSCRIPTIONS: discoverSubscriptions

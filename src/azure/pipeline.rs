@@ -69,6 +69,8 @@ pub struct HttpOptions {
     pub initial_retry_delay: Duration,
     /// Deadline for a whole call, retries included.
     pub call_timeout: Duration,
+    /// PEM certificates trusted besides the system roots (`--ca-file`).
+    pub extra_ca: Option<Vec<u8>>,
 }
 
 impl Default for HttpOptions {
@@ -78,6 +80,7 @@ impl Default for HttpOptions {
             max_retries: 4,
             initial_retry_delay: Duration::from_millis(800),
             call_timeout: Duration::from_secs(120),
+            extra_ca: None,
         }
     }
 }
@@ -435,6 +438,12 @@ fn build_pipeline(
         .redirect(reqwest::redirect::Policy::none());
     if !decompress {
         builder = builder.no_gzip();
+    }
+    // Checked when the configuration was read (config::http_options), so nothing is dropped here.
+    if let Some(pem) = &options.extra_ca {
+        for certificate in reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default() {
+            builder = builder.add_root_certificate(certificate);
+        }
     }
     let client = builder.build().unwrap_or_else(|_| reqwest::Client::new());
     let client_options = ClientOptions {

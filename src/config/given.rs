@@ -230,6 +230,7 @@ fn scalars(settings: &Settings) -> Vec<(Key, Option<String>)> {
         (Key::StateUrl, text(&settings.state_url)),
         (Key::StateContainer, text(&settings.state_container)),
         (Key::StateCaFile, path(&settings.state_ca_file)),
+        (Key::CaFile, path(&settings.ca_file)),
         (
             Key::WebjobsBlobServiceUri,
             text(&settings.webjobs_blob_service_uri),

@@ -341,7 +341,27 @@ fn http_options(reader: &mut Reader<'_>) -> HttpOptions {
                 .unwrap_or(DEFAULT_HTTP_RETRY_DELAY_MS),
         ),
         call_timeout,
+        extra_ca: extra_ca(reader),
     }
+}
+
+/// The certificates of `--ca-file`, read and checked now: a file that is missing or holds no
+/// PEM certificate is a problem of the settings, not a TLS failure at the first call.
+fn extra_ca(reader: &mut Reader<'_>) -> Option<Vec<u8>> {
+    let given = reader.givens.get(Key::CaFile)?;
+    let path = given.text().trim().to_owned();
+    let problem = match std::fs::read(&path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            "no such file; expected a PEM certificate file".to_owned()
+        }
+        Err(err) => format!("cannot be read ({err}); expected a PEM certificate file"),
+        Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(certificates) if !certificates.is_empty() => return Some(pem),
+            _ => "holds no PEM certificate; expected a PEM certificate file".to_owned(),
+        },
+    };
+    reader.invalid(given, &path, problem);
+    None
 }
 
 /// The log filter must be one `tracing_subscriber` reads.
@@ -532,6 +552,7 @@ mod tests {
                 max_retries: 4,
                 initial_retry_delay: Duration::from_millis(800),
                 call_timeout: Duration::from_secs(120),
+                extra_ca: None,
             }
         );
         assert_eq!((config.grace_days, config.allow_older), (0, false));

@@ -112,6 +112,7 @@ keys! {
     StateUrl = "state_url", "--state-url", "TAGFENCE_STATE_URL";
     StateContainer = "state_container", "--state-container", "TAGFENCE_STATE_CONTAINER";
     StateCaFile = "state_ca_file", "--state-ca-file", "TAGFENCE_STATE_CA_FILE";
+    CaFile = "ca_file", "--ca-file", "TAGFENCE_CA_FILE";
     /// The Functions host's `AzureWebJobsStorage__blobServiceUri`.
     WebjobsBlobServiceUri = "webjobs_blob_service_uri", "--webjobs-blob-service-uri", "AzureWebJobsStorage__blobServiceUri";
     /// The Functions host's `AzureWebJobsStorage__accountName`.
@@ -381,6 +382,8 @@ pub struct Settings {
     pub state_container: Option<String>,
     /// A PEM certificate to trust for the state endpoint.
     pub state_ca_file: Option<PathBuf>,
+    /// PEM certificates to trust for ARM and the Service Tags download besides the system roots.
+    pub ca_file: Option<PathBuf>,
     /// The Functions host's `AzureWebJobsStorage__blobServiceUri`.
     pub webjobs_blob_service_uri: Option<String>,
     /// The Functions host's `AzureWebJobsStorage__accountName`.
