@@ -390,6 +390,7 @@ mod tests {
             max_retries: 2,
             initial_retry_delay: Duration::from_millis(10),
             call_timeout: Duration::from_secs(10),
+            extra_ca: None,
         }
     }
 

@@ -739,6 +739,7 @@ mod tests {
             max_retries: 3,
             initial_retry_delay: Duration::from_millis(10),
             call_timeout,
+            extra_ca: None,
         }
     }
 
