@@ -428,8 +428,8 @@ pub struct AzureArgs {
     )]
     pub http_call_timeout_secs: Option<String>,
 
-    /// PEM certificates to trust for ARM and the Service Tags download besides the system roots
-    /// (a local emulator's CA, a TLS-inspecting proxy).
+    /// PEM certificates to trust for ARM, the Service Tags download and the webhook besides the
+    /// system roots (a local emulator's CA, a TLS-inspecting proxy).
     #[arg(long, value_name = "FILE", env = "TAGFENCE_CA_FILE")]
     pub ca_file: Option<PathBuf>,
 }

@@ -69,7 +69,8 @@ pub struct HttpOptions {
     pub initial_retry_delay: Duration,
     /// Deadline for a whole call, retries included.
     pub call_timeout: Duration,
-    /// PEM certificates trusted besides the system roots (`--ca-file`).
+    /// PEM certificates trusted besides the system roots (`--ca-file`), by the pipelines and
+    /// the webhook's client.
     pub extra_ca: Option<Vec<u8>>,
 }
 
