@@ -127,6 +127,19 @@ pub(crate) fn ok(response: InvocationResponse) -> Response {
     (StatusCode::OK, Json(response)).into_response()
 }
 
+/// The error of a run with refused or failed vaults: its summary and each such vault's line
+/// (with its reason), so that the invocation's one error log names what went wrong where —
+/// the host discards a failed invocation's `Logs`.
+pub(crate) fn failure_message(report: &RunReport) -> String {
+    let vaults: Vec<String> = report
+        .vaults
+        .iter()
+        .filter(|v| v.outcome.is_failure())
+        .map(run::vault_line)
+        .collect();
+    format!("{}: {}", report.summary(), vaults.join("; "))
+}
+
 pub(crate) fn report_logs(report: &RunReport) -> Vec<String> {
     let mut logs: Vec<String> = report.vaults.iter().map(run::vault_line).collect();
     logs.push(report.summary());

@@ -18,7 +18,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use tracing::{error, info};
 
-use super::answer::{bad_invocation, error_body, failed, handle, ok, report_logs};
+use super::answer::{bad_invocation, error_body, failed, failure_message, handle, ok, report_logs};
 use super::engine::{AppState, NotConfigured};
 use super::invocation::{Events, InvocationError, InvocationRequest, InvocationResponse};
 use crate::azure::VaultId;
@@ -150,7 +150,7 @@ async fn handle_event(
         Ok(report) => match report.error_kind() {
             Some(kind) => Handled::Failed {
                 kind,
-                message: report.summary(),
+                message: failure_message(&report),
                 report: Some(report),
             },
             None => {

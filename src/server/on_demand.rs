@@ -14,7 +14,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::answer::{binding, error_body, handle, ok, report_logs, Answer};
+use super::answer::{binding, error_body, failure_message, handle, ok, report_logs, Answer};
 use super::engine::AppState;
 use super::invocation::{http_output, HttpRequestData, InvocationResponse};
 use crate::reconcile::ErrorKind;
@@ -148,7 +148,7 @@ async fn sync(state: &AppState, req: &HttpRequestData) -> Answer {
     let mut body = report.to_json();
     if let Some(kind) = report.error_kind() {
         // The one shape of an error, beside the report that details it per vault.
-        body["error"] = json!(report.summary());
+        body["error"] = json!(failure_message(&report));
         body["kind"] = json!(kind.as_str());
         body["retry"] = json!(policy::disposition(kind).retry_helps);
     }

@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use tracing::info;
 
-use super::answer::{binding, failed, handle, ok, report_logs};
+use super::answer::{binding, failed, failure_message, handle, ok, report_logs};
 use super::engine::AppState;
 use super::invocation::{InvocationResponse, TimerInfo};
 use crate::reconcile::ErrorKind;
@@ -40,7 +40,11 @@ pub(crate) async fn timer(
                 .await
                 .map_err(|err| Box::new(failed(err.kind(), err.to_string(), None)))?;
             if let Some(kind) = report.error_kind() {
-                return Ok(failed(kind, report.summary(), Some(report.to_json())));
+                return Ok(failed(
+                    kind,
+                    failure_message(&report),
+                    Some(report.to_json()),
+                ));
             }
             info!(summary = %report.summary(), "timer run done");
             Ok(ok(InvocationResponse {
