@@ -3,6 +3,9 @@
 //! `crate::…` and `super::…` path outside test code), so that a new arrow back up the layers
 //! fails here rather than in a review.
 
+#[path = "support/rust_source.rs"]
+mod rust_source;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -64,102 +67,9 @@ fn module_of(root: &Path, file: &Path) -> String {
 /// `#[cfg(test)]` (wherever they are), with `::` written without spaces: what the compiler
 /// resolves, and nothing a comment or a string could fake or hide.
 fn code_of(text: &str) -> String {
-    let stripped = strip_comments_and_literals(text);
+    let stripped = rust_source::without_comments_and_literals(text);
     let without_tests = strip_test_items(&stripped);
     normalise_paths(&without_tests)
-}
-
-/// Comments become spaces; a string or char literal becomes an empty one (`""`, `' '`).
-fn strip_comments_and_literals(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        if c == '/' && next == Some('/') {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-        } else if c == '/' && next == Some('*') {
-            let mut depth = 0;
-            while i < chars.len() {
-                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    i += 2;
-                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-            out.push(' ');
-        } else if c == 'r' && (next == Some('#') || next == Some('"')) && !ident_before(&chars, i) {
-            // A raw string: r"…", r#"…"#, …
-            let mut j = i + 1;
-            let mut hashes = 0;
-            while chars.get(j) == Some(&'#') {
-                hashes += 1;
-                j += 1;
-            }
-            if chars.get(j) != Some(&'"') {
-                out.push(c);
-                i += 1;
-                continue;
-            }
-            j += 1;
-            loop {
-                match chars.get(j) {
-                    None => break,
-                    Some('"') if (1..=hashes).all(|k| chars.get(j + k) == Some(&'#')) => {
-                        j += 1 + hashes;
-                        break;
-                    }
-                    Some(_) => j += 1,
-                }
-            }
-            out.push_str("\"\"");
-            i = j;
-        } else if c == '"' {
-            let mut j = i + 1;
-            while j < chars.len() && chars[j] != '"' {
-                j += if chars[j] == '\\' { 2 } else { 1 };
-            }
-            out.push_str("\"\"");
-            i = j + 1;
-        } else if c == '\'' {
-            // A char literal ('x', '\n', '\u{…}'), or else a lifetime.
-            let end = if next == Some('\\') {
-                (i + 2..chars.len()).find(|&k| chars[k] == '\'')
-            } else if chars.get(i + 2) == Some(&'\'') {
-                Some(i + 2)
-            } else {
-                None
-            };
-            match end {
-                Some(end) => {
-                    out.push_str("' '");
-                    i = end + 1;
-                }
-                None => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
-        } else {
-            out.push(c);
-            i += 1;
-        }
-    }
-    out
-}
-
-fn ident_before(chars: &[char], i: usize) -> bool {
-    i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_')
 }
 
 /// Removes each item marked `#[cfg(test)]`: the attribute, any attributes after it, and the item
@@ -484,7 +394,8 @@ fn no_import_is_hidden_from_this_reader() {
         let mut files = Vec::new();
         rust_files(&root, &mut files);
         for file in files {
-            let code = strip_comments_and_literals(&fs::read_to_string(&file).unwrap());
+            let code =
+                rust_source::without_comments_and_literals(&fs::read_to_string(&file).unwrap());
             let code = normalise_paths(&code);
             for forbidden in [
                 "crate as ",

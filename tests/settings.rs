@@ -15,6 +15,8 @@
 //! is refused"), one line naming it as given, by the command line (as a variable, a flag and a
 //! key of the file) and by `serve`, which stays up and fails every invocation with it.
 
+#[path = "support/rust_source.rs"]
+mod rust_source;
 mod support;
 
 use std::collections::BTreeSet;
@@ -100,105 +102,6 @@ fn clap_env_names(command: &clap::Command, out: &mut BTreeSet<String>) {
     }
 }
 
-/// The contents of the string literals of Rust source (plain, byte and raw strings), skipping
-/// comments and char literals. Escapes are left as written; setting names have none.
-fn string_literals(source: &str) -> Vec<String> {
-    let chars: Vec<char> = source.chars().collect();
-    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
-    let mut literals = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        if c == '/' && next == Some('/') {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-        } else if c == '/' && next == Some('*') {
-            let mut depth = 0;
-            while i < chars.len() {
-                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    i += 2;
-                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-        } else if c == '"' {
-            let mut text = String::new();
-            i += 1;
-            while i < chars.len() && chars[i] != '"' {
-                if chars[i] == '\\' {
-                    text.push(chars[i]);
-                    i += 1;
-                }
-                if let Some(&ch) = chars.get(i) {
-                    text.push(ch);
-                }
-                i += 1;
-            }
-            literals.push(text);
-            i += 1;
-        } else if (c == 'r' || (c == 'b' && next == Some('r')))
-            && (i == 0 || !is_ident(chars[i - 1]))
-            && raw_string_start(&chars, if c == 'b' { i + 2 } else { i + 1 }).is_some()
-        {
-            let start = if c == 'b' { i + 2 } else { i + 1 };
-            let hashes = raw_string_start(&chars, start).expect("checked above");
-            let body = start + hashes + 1;
-            let mut j = body;
-            loop {
-                if j >= chars.len() {
-                    break;
-                }
-                if chars[j] == '"' && (1..=hashes).all(|k| chars.get(j + k) == Some(&'#')) {
-                    break;
-                }
-                j += 1;
-            }
-            literals.push(chars[body..j.min(chars.len())].iter().collect());
-            i = j + 1 + hashes;
-        } else if c == '\'' {
-            if next == Some('\\') {
-                // An escaped char literal: '\n', '\'', '\u{1F600}'.
-                i += 3;
-                while i < chars.len() && chars[i] != '\'' {
-                    i += 1;
-                }
-                i += 1;
-            } else if chars.get(i + 2) == Some(&'\'') {
-                i += 3;
-            } else {
-                // A lifetime or a label.
-                i += 1;
-            }
-        } else if is_ident(c) {
-            // Skip the whole identifier, so that the `r` or `b` inside one is not a prefix.
-            while i < chars.len() && is_ident(chars[i]) {
-                i += 1;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    literals
-}
-
-/// With `chars[at..]` = `#…#"`, the number of `#`s.
-fn raw_string_start(chars: &[char], at: usize) -> Option<usize> {
-    let hashes = chars[at.min(chars.len())..]
-        .iter()
-        .take_while(|&&c| c == '#')
-        .count();
-    (chars.get(at + hashes) == Some(&'"')).then_some(hashes)
-}
-
 /// Every `TAGFENCE_[A-Z0-9_]+` in `text`.
 fn tagfence_names(text: &str) -> Vec<String> {
     let bytes = text.as_bytes();
@@ -268,7 +171,7 @@ fn code_settings() -> Vec<(String, String)> {
             .unwrap_or(&path)
             .display()
             .to_string();
-        for literal in string_literals(&read(&path)) {
+        for literal in rust_source::string_literals(&read(&path)) {
             for name in tagfence_names(&literal) {
                 add(name, format!("a string literal in {relative}"));
             }
@@ -417,7 +320,7 @@ fn string_literals_skip_comments_and_char_literals() {
         let escapes = "a \" TAGFENCE_E \\"; let prefix = "TAGFENCE_"; let other = "XTAGFENCE_F";
         let wide = 'é'; let s = "TAGFENCE_G";
     "###;
-    let names: Vec<String> = string_literals(source)
+    let names: Vec<String> = rust_source::string_literals(source)
         .iter()
         .flat_map(|l| tagfence_names(l))
         .collect();
