@@ -23,7 +23,8 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::azure::pipeline::{
-    error_chain, requested_wait, seconds, HttpOptions, WaitLimit, MAX_RETRY_AFTER,
+    error_chain, requested_wait, seconds, trusting_extra_ca, HttpOptions, WaitLimit,
+    MAX_RETRY_AFTER,
 };
 
 /// How much of a failed answer's body an error shows.
@@ -101,19 +102,16 @@ impl Notifier {
             EndpointError::Insecure(_) => EndpointError::Insecure(redacted(&url)),
             EndpointError::Scheme(_, scheme) => EndpointError::Scheme(redacted(&url), scheme),
         })?;
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(options.attempt_timeout.min(Duration::from_secs(10)))
             .timeout(options.attempt_timeout)
             // A redirect could carry the message (and the secret URL's host's trust) elsewhere.
             .redirect(reqwest::redirect::Policy::none());
         // The certificates of `--ca-file`, as for ARM (a TLS-inspecting proxy sits in front of
         // every outbound call alike).
-        if let Some(pem) = &options.extra_ca {
-            for certificate in reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default() {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let client = builder.build().unwrap_or_else(|_| reqwest::Client::new());
+        let client = trusting_extra_ca(builder, options)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
         Ok(Notifier {
             url,
             client,

@@ -427,6 +427,20 @@ pub fn download_pipeline(options: &HttpOptions) -> Pipeline {
     build_pipeline(None, options, false)
 }
 
+/// `builder` trusting the certificates of `--ca-file` besides the system roots. They were
+/// checked when the configuration was read (config's `extra_ca`), so nothing is dropped here.
+pub fn trusting_extra_ca(
+    mut builder: reqwest::ClientBuilder,
+    options: &HttpOptions,
+) -> reqwest::ClientBuilder {
+    if let Some(pem) = &options.extra_ca {
+        for certificate in reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default() {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+}
+
 fn build_pipeline(
     bearer: Option<Arc<dyn Policy>>,
     options: &HttpOptions,
@@ -440,12 +454,7 @@ fn build_pipeline(
     if !decompress {
         builder = builder.no_gzip();
     }
-    // Checked when the configuration was read (config::http_options), so nothing is dropped here.
-    if let Some(pem) = &options.extra_ca {
-        for certificate in reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default() {
-            builder = builder.add_root_certificate(certificate);
-        }
-    }
+    builder = trusting_extra_ca(builder, options);
     let client = builder.build().unwrap_or_else(|_| reqwest::Client::new());
     let client_options = ClientOptions {
         retry: RetryOptions::exponential(ExponentialRetryOptions {

@@ -33,9 +33,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::{error, info};
+
+use crate::reconcile::ErrorKind;
 
 pub use engine::{AppState, Engine, NotConfigured};
 
@@ -105,13 +106,23 @@ async fn ready() -> &'static str {
 async fn method_not_allowed() -> Response {
     (
         StatusCode::METHOD_NOT_ALLOWED,
-        Json(json!({"error": "the host invokes functions with POST; GET / is the readiness probe", "kind": "bad_request", "retry": false})),
+        Json(answer::error_body(
+            ErrorKind::BadRequest,
+            "the host invokes functions with POST; GET / is the readiness probe",
+        )),
     )
         .into_response()
 }
 
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({"error": "no such function; expected POST /function-timer, /function-http or /function-eventgrid", "kind": "bad_request", "retry": false}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(answer::error_body(
+            ErrorKind::BadRequest,
+            "no such function; expected POST /function-timer, /function-http or /function-eventgrid",
+        )),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
