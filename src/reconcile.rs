@@ -125,16 +125,9 @@ impl Outcome {
         self.error().map(ReconcileError::kind)
     }
 
-    /// The outcome's name, as records and logs spell it.
+    /// The outcome's name, as records, reports and logs spell it (the state's spelling, once).
     pub fn status(&self) -> &'static str {
-        match self {
-            Outcome::InSync => "in_sync",
-            Outcome::Applied => "applied",
-            Outcome::WouldApply => "would_apply",
-            Outcome::Refused(_) => "refused",
-            Outcome::Skipped { .. } => "skipped",
-            Outcome::Failed(_) => "failed",
-        }
+        self.recorded().as_str()
     }
 
     /// The outcome as the state records it.
