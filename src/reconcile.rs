@@ -694,7 +694,6 @@ impl Reconciler {
         let recorded = last_desired.as_ref().map(|(a, desired)| Recorded {
             desired,
             inputs: &a.inputs,
-            kept: a.kept,
         });
         let input = PlanInput {
             tags: run.tags,
