@@ -1,8 +1,11 @@
 //! Handlers for the ARM routes: Key Vault vaults, the Service Tags Discovery API and Resource Graph.
 //!
 //! Each handler checks what ARM checks, in the order ARM's front door does: the bearer token
-//! (401), the `api-version` (400), the subscription's write budget for PATCH/PUT (429), RBAC (403),
-//! and only then the resource (404) and the body (400). A refused request changes nothing.
+//! (401), the `api-version` (400), the subscription's bucket for the kind of request — read,
+//! write or delete — (429; reads only with `Config::read_throttle`), RBAC (403), and only then
+//! the resource (404) and the body (400). Resource Graph spends its own quota (429) in that
+//! place instead. A refused request changes nothing. (Whether ARM checks the api-version before
+//! the bucket is UNVERIFIED.)
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,16 +22,12 @@ use crate::paths::VaultPath;
 use crate::query::Query;
 use crate::resource_graph;
 use crate::routes::{RequestContext, Target};
-use crate::state::Shared;
+use crate::state::{arm_operation, Shared};
+use crate::throttle::{Operation, QuotaLeft};
 use crate::vaults::{apply_create, apply_patch, apply_put, Lookup, Stamp, VaultStore};
 
 /// Key Vault management api-versions the emulator accepts, oldest first ([`api_versions::KEY_VAULT`]).
 pub const KEY_VAULT_API_VERSIONS: &[&str] = api_versions::KEY_VAULT;
-
-/// The write-budget header ARM sets on write responses.
-pub(crate) const REMAINING_WRITES: &str = "x-ms-ratelimit-remaining-subscription-writes";
-/// The read-budget header ARM sets on read responses.
-pub(crate) const REMAINING_READS: &str = "x-ms-ratelimit-remaining-subscription-reads";
 
 /// Body size limit for ARM requests.
 pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -155,25 +154,40 @@ pub(crate) fn vault(
     ) {
         return error.into_response();
     }
-    let mut remaining_writes = None;
-    if route.is_arm_write() {
-        match shared.take_write(&path.subscription) {
-            Ok(remaining) => remaining_writes = Some(remaining),
-            Err(retry_after) => {
-                let mut response = throttled(path, &principal, retry_after).into_response();
-                response
-                    .headers_mut()
-                    .insert(REMAINING_WRITES, HeaderValue::from(0));
-                return response;
-            }
-        }
-    }
-    let mut response = vault_operation(shared, route, path, &principal, body)
+    let spent = match spend(shared, route, &path.subscription, &principal) {
+        Ok(spent) => spent,
+        Err(error) => return error.into_response(),
+    };
+    let response = vault_operation(shared, route, path, &principal, body)
         .unwrap_or_else(IntoResponse::into_response);
-    if let Some(remaining) = remaining_writes {
+    with_remaining(response, spent)
+}
+
+/// Spends the ARM token a request on `route` costs (read, write or delete) from
+/// `subscription`'s bucket: what is left then, or 429 `SubscriptionRequestsThrottled` when the
+/// bucket is empty (reads only when they are throttled).
+fn spend(
+    shared: &Shared,
+    route: Route,
+    subscription: &str,
+    principal: &Principal,
+) -> Result<Option<(Operation, u32)>, ArmError> {
+    let Some(operation) = arm_operation(route) else {
+        return Ok(None);
+    };
+    match shared.take_arm(operation, subscription) {
+        Ok(remaining) => Ok(Some((operation, remaining))),
+        Err(retry_after) => Err(throttled(operation, subscription, principal, retry_after)),
+    }
+}
+
+/// The response with the header saying what is left of the bucket it spent; the answers that
+/// spent nothing get theirs (what is left now) with ARM's common headers.
+fn with_remaining(mut response: Response, spent: Option<(Operation, u32)>) -> Response {
+    if let Some((operation, remaining)) = spent {
         response
             .headers_mut()
-            .insert(REMAINING_WRITES, HeaderValue::from(remaining));
+            .insert(operation.remaining_header(), HeaderValue::from(remaining));
     }
     response
 }
@@ -324,25 +338,10 @@ fn list_page(
     else {
         return Err(routing_bug("it names no subscription"));
     };
-    authenticated(context)?;
+    let principal = authenticated(context)?;
     let generic = context.classified.route == Route::ResourceList;
-    if generic {
-        check_api_version(
-            query,
-            api_versions::RESOURCES.iter().copied(),
-            Registration::Arm,
-        )?;
-    } else {
-        let location = "westus";
-        check_api_version(
-            query,
-            KEY_VAULT_API_VERSIONS.iter().copied(),
-            Registration::Provider {
-                type_name: "vaults",
-                location,
-            },
-        )?;
-    }
+    check_list_api_version(query, generic)?;
+    let spent = spend(shared, context.classified.route, subscription, &principal)?;
     let filter = match query.get("$filter") {
         Some(text) if generic => ResourceFilter::parse(text)?,
         _ => ResourceFilter::default(),
@@ -390,7 +389,31 @@ fn list_page(
         let base = shared.base_url_for(context.secure);
         body["nextLink"] = Value::String(next_link(base, path, query, end));
     }
-    Ok(json_response(StatusCode::OK, body.to_string()))
+    Ok(with_remaining(
+        json_response(StatusCode::OK, body.to_string()),
+        spent,
+    ))
+}
+
+/// The api-version of a list: ARM's own for the generic `resources` list, Key Vault's for the
+/// vault list.
+fn check_list_api_version(query: &Query, generic: bool) -> Result<(), ArmError> {
+    if generic {
+        check_api_version(
+            query,
+            api_versions::RESOURCES.iter().copied(),
+            Registration::Arm,
+        )
+    } else {
+        check_api_version(
+            query,
+            KEY_VAULT_API_VERSIONS.iter().copied(),
+            Registration::Provider {
+                type_name: "vaults",
+                location: "westus",
+            },
+        )
+    }
 }
 
 /// A vault as ARM's generic `resources` list shows it (`GenericResourceExpanded` without the
@@ -552,15 +575,30 @@ fn forbidden(principal: &Principal, action: &str, scope: &str) -> ArmError {
 }
 
 /// 429 `SubscriptionRequestsThrottled` with `Retry-After` (Microsoft Learn, "Understand how Azure
-/// Resource Manager throttles requests").
-fn throttled(path: &VaultPath, principal: &Principal, retry_after: u64) -> ArmError {
+/// Resource Manager throttles requests"). The read refusal has the shape of a captured ARM
+/// answer (public logs also quote it with a longer ending: which one ARM sends today is
+/// UNVERIFIED); the write one's is the emulator's long-standing reading of ARM's, and the delete
+/// one reuses it (UNVERIFIED).
+fn throttled(
+    operation: Operation,
+    subscription: &str,
+    principal: &Principal,
+    retry_after: u64,
+) -> ArmError {
+    let word = operation.word();
+    let actor = &principal.object_id;
+    let message = match operation {
+        Operation::Read => format!(
+            "Number of '{word}' requests for subscription '{subscription}' actor '{actor}' exceeded. Please try again after '{retry_after}' seconds."
+        ),
+        Operation::Write | Operation::Delete => format!(
+            "Number of '{word}' requests for subscription '{subscription}' actor '{actor}' exceeded. Please try again after '{retry_after}' seconds after the additional tokens are available. Refer to https://aka.ms/arm-throttling"
+        ),
+    };
     ArmError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "SubscriptionRequestsThrottled",
-        format!(
-            "Number of 'write' requests for subscription '{}' actor '{}' exceeded. Please try again after '{retry_after}' seconds after the additional tokens are available. Refer to https://aka.ms/arm-throttling",
-            path.subscription, principal.object_id
-        ),
+        message,
     )
     .with_retry_after(Some(retry_after))
 }
@@ -588,7 +626,7 @@ fn service_tags_page(
     else {
         return Err(routing_bug("it names no subscription"));
     };
-    authenticated(context)?;
+    let principal = authenticated(context)?;
     let details = context.classified.route == Route::ServiceTagDetails;
     let type_name = if details {
         "locations/serviceTagDetails"
@@ -613,6 +651,7 @@ fn service_tags_page(
         )?;
     }
     known_location(location, type_name, query)?;
+    let spent = spend(shared, context.classified.route, subscription, &principal)?;
     let document = shared.service_tags.as_ref().ok_or_else(|| {
         ArmError::new(
             StatusCode::NOT_FOUND,
@@ -632,7 +671,7 @@ fn service_tags_page(
     } else {
         document.api_page(subscription, offset, page_size, link)
     };
-    Ok(json_response(StatusCode::OK, body))
+    Ok(with_remaining(json_response(StatusCode::OK, body), spent))
 }
 
 /// A location in a provider route's path that is no public region: ARM finds no provider
@@ -654,39 +693,94 @@ fn known_location(location: &str, type_name: &str, query: &Query) -> Result<(), 
     ))
 }
 
-/// `POST /providers/Microsoft.ResourceGraph/resources`.
+/// `POST /providers/Microsoft.ResourceGraph/resources`. Every answer carries what is left of the
+/// caller's quota (`x-ms-user-quota-remaining`, `x-ms-user-quota-resets-after`: Microsoft Learn,
+/// "Guidance for throttled requests in Azure Resource Graph": "In every query response").
 pub(crate) fn resource_graph(
     shared: &Shared,
     context: &RequestContext,
     query: &Query,
     body: &[u8],
 ) -> Response {
-    let result = (|| {
-        authenticated(context)?;
-        check_api_version(
-            query,
-            api_versions::RESOURCE_GRAPH.iter().copied(),
-            Registration::Arm,
-        )?;
-        let mut request = resource_graph::parse_request(&parse_json(body)?).map_err(|detail| {
-            ArmError::bad_request(format!(
-                "Query is invalid. Please refer to the documentation for the Azure Resource Graph service and fix the error before retrying. (tagfence-emulator: {detail})"
-            ))
-        })?;
-        let vaults = shared.vaults();
-        request
-            .resolve_management_groups(|group| vaults.subscriptions_under(group))
-            .map_err(ArmError::bad_request)?;
-        let readable = vaults.iter().filter(|(path, _)| !vaults.is_forbidden(path));
-        let result = resource_graph::run(&request, readable);
-        Ok::<_, ArmError>(json_response(StatusCode::OK, result.to_string()))
-    })();
+    let mut quota = shared.peek_graph(None);
+    let result = graph_query(shared, context, query, body, &mut quota);
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     let headers = response.headers_mut();
-    headers.insert("x-ms-user-quota-remaining", HeaderValue::from(14));
     headers.insert(
-        "x-ms-user-quota-resets-after",
-        HeaderValue::from_static("00:00:05"),
+        "x-ms-user-quota-remaining",
+        HeaderValue::from(quota.remaining),
     );
+    if let Ok(value) = HeaderValue::try_from(quota.resets_after_text()) {
+        headers.insert("x-ms-user-quota-resets-after", value);
+    }
     response
+}
+
+/// A Resource Graph query: authentication, api-version, the caller's quota (`quota` is set to
+/// what is left, spent or not), then the query over the vaults the index shows.
+fn graph_query(
+    shared: &Shared,
+    context: &RequestContext,
+    query: &Query,
+    body: &[u8],
+    quota: &mut QuotaLeft,
+) -> Result<Response, ArmError> {
+    let principal = authenticated(context)?;
+    *quota = shared.peek_graph(Some(&principal.object_id));
+    check_api_version(
+        query,
+        api_versions::RESOURCE_GRAPH.iter().copied(),
+        Registration::Arm,
+    )?;
+    match shared.take_graph(&principal.object_id) {
+        Ok(left) => *quota = left,
+        Err(left) => {
+            *quota = left;
+            return Err(graph_throttled(left));
+        }
+    }
+    let mut request = resource_graph::parse_request(&parse_json(body)?).map_err(|detail| {
+        ArmError::bad_request(format!(
+            "Query is invalid. Please refer to the documentation for the Azure Resource Graph service and fix the error before retrying. (tagfence-emulator: {detail})"
+        ))
+    })?;
+    let vaults = shared.vaults();
+    request
+        .resolve_management_groups(|group| vaults.subscriptions_under(group))
+        .map_err(ArmError::bad_request)?;
+    let result = match vaults.indexed() {
+        None => resource_graph::run(
+            &request,
+            vaults.iter().filter(|(path, _)| !vaults.is_forbidden(path)),
+        ),
+        Some(indexed) => resource_graph::run(
+            &request,
+            indexed
+                .iter()
+                .map(|(path, vault)| (path, vault))
+                .filter(|(path, _)| !vaults.is_forbidden(path)),
+        ),
+    };
+    Ok(json_response(StatusCode::OK, result.to_string()))
+}
+
+/// Resource Graph's 429: code `RateLimiting`, the support line as the message and the
+/// explanation in `details`, as captured in Azure/azure-cli-extensions#3325; `Retry-After` is
+/// the time until the window resets (whether Resource Graph sends one is UNVERIFIED; its
+/// quota headers say the same).
+fn graph_throttled(left: QuotaLeft) -> ArmError {
+    ArmError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RateLimiting",
+        format!(
+            "Please provide below info when asking for support: timestamp = {}, correlationId = {}.",
+            clock::rfc3339_utc(clock::now_epoch_ms()),
+            crate::ids::random_guid()
+        ),
+    )
+    .with_detail(
+        "RateLimiting",
+        "Client application has been throttled and should not attempt to repeat the request until an amount of time has elapsed. Please see https://aka.ms/resourcegraph-throttling for help.",
+    )
+    .with_retry_after(Some(left.retry_after_secs()))
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::paths::VaultPath;
-use crate::policy::{OddRulePolicy, Slash31Policy, Throttle};
+use crate::policy::{GraphIndex, GraphQuota, OddRulePolicy, Slash31Policy, Throttle};
 use crate::tls::TlsIdentity;
 
 /// Everything the emulator needs to start.
@@ -31,10 +31,33 @@ pub struct Config {
     /// The token audience ARM routes require (default `https://management.azure.com/`; accepted
     /// with or without trailing slash and with `/.default` stripped).
     pub arm_audience: String,
-    /// ARM write throttling per subscription: a token bucket; default
-    /// `Some(Throttle { capacity: 200, refill_per_sec: 10.0 })`; `None` disables it (write
-    /// responses then report a constant `x-ms-ratelimit-remaining-subscription-writes: 199`).
+    /// ARM write throttling per subscription: a token bucket for PATCH and PUT, and another with
+    /// the same limits for DELETE (ARM documents the same for both: [`Throttle::DELETES`] equals
+    /// [`Throttle::WRITES`]); default [`Throttle::WRITES`]
+    /// (200, refilled at 10/s: Microsoft Learn, "Understand how Azure Resource Manager throttles
+    /// requests"); `None` disables both (answers then report a constant
+    /// `x-ms-ratelimit-remaining-subscription-writes` or `-deletes` of 199).
     pub throttle: Option<Throttle>,
+    /// ARM read throttling per subscription (GETs of vaults, vault and resource lists, Service
+    /// Tags): `Some` refuses a read that finds the bucket empty with 429
+    /// `SubscriptionRequestsThrottled` and `Retry-After`; [`Throttle::READS`] is ARM's
+    /// documented bucket (250, refilled at 25/s, the same page). Default `None`: reads are
+    /// counted in a bucket of that size only for the `x-ms-ratelimit-remaining-subscription-reads`
+    /// header, and never refused. Resource Graph queries do not spend it.
+    pub read_throttle: Option<Throttle>,
+    /// Which state of the vaults Resource Graph queries see: [`GraphIndex::Live`] (default, the
+    /// vaults as they are), [`GraphIndex::Lag`] or [`GraphIndex::Manual`]; switch at run time
+    /// with [`crate::Emulator::set_graph_index`].
+    pub graph_index: GraphIndex,
+    /// Resource Graph's quota per principal: default `Some(GraphQuota::default())`, 15 queries
+    /// every 5 seconds (Microsoft Learn, "Guidance for throttled requests in Azure Resource
+    /// Graph"); `None` never refuses a query (answers then report 14 left, resetting after
+    /// `00:00:05`).
+    pub graph_quota: Option<GraphQuota>,
+    /// Added before answering every ARM and Resource Graph request (not the identity endpoints
+    /// nor the Service Tags download page and file), as an async sleep; default zero. For
+    /// benchmarks that want a network's round trip.
+    pub latency: Duration,
     /// How PATCH/PUT treat a `/31` ipRule (UNVERIFIED for Key Vault): accept (default) or reject
     /// with 400.
     pub slash31: Slash31Policy,
@@ -59,7 +82,11 @@ impl Default for Config {
             identity_header: crate::ids::random_guid(),
             token_lifetime: Duration::from_secs(3600),
             arm_audience: DEFAULT_ARM_AUDIENCE.to_owned(),
-            throttle: Some(Throttle::default()),
+            throttle: Some(Throttle::WRITES),
+            read_throttle: None,
+            graph_index: GraphIndex::Live,
+            graph_quota: Some(GraphQuota::default()),
+            latency: Duration::ZERO,
             slash31: Slash31Policy::Accept,
             odd_rules: OddRulePolicy::KeepExisting,
             service_tags_page_size: None,
@@ -84,6 +111,10 @@ impl fmt::Debug for Config {
             .field("token_lifetime", &self.token_lifetime)
             .field("arm_audience", &self.arm_audience)
             .field("throttle", &self.throttle)
+            .field("read_throttle", &self.read_throttle)
+            .field("graph_index", &self.graph_index)
+            .field("graph_quota", &self.graph_quota)
+            .field("latency", &self.latency)
             .field("slash31", &self.slash31)
             .field("odd_rules", &self.odd_rules)
             .field("service_tags_page_size", &self.service_tags_page_size)

@@ -7,7 +7,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// An ARM error: status, code and message, plus the optional headers some errors carry.
 #[derive(Clone, Debug)]
@@ -19,6 +19,9 @@ pub(crate) struct ArmError {
     pub retry_after: Option<u64>,
     /// `WWW-Authenticate` challenge (401).
     pub www_authenticate: Option<String>,
+    /// `error.details`: further `{code, message}` pairs (Resource Graph's 429); left out of the
+    /// body when empty.
+    pub details: Vec<(String, String)>,
 }
 
 impl ArmError {
@@ -29,6 +32,7 @@ impl ArmError {
             message: message.into(),
             retry_after: None,
             www_authenticate: None,
+            details: Vec::new(),
         }
     }
 
@@ -62,11 +66,25 @@ impl ArmError {
         self.retry_after = seconds;
         self
     }
+
+    /// Adds an entry to `error.details`.
+    pub fn with_detail(mut self, code: impl Into<String>, message: impl Into<String>) -> Self {
+        self.details.push((code.into(), message.into()));
+        self
+    }
 }
 
 impl IntoResponse for ArmError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if !self.details.is_empty() {
+            let details: Vec<Value> = self
+                .details
+                .iter()
+                .map(|(code, message)| json!({"code": code, "message": message}))
+                .collect();
+            body["error"]["details"] = Value::Array(details);
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         if let Some(seconds) = self.retry_after {

@@ -7,11 +7,12 @@
 //!
 //! - **Key Vault** `GET|PATCH|PUT …/providers/Microsoft.KeyVault/vaults/{name}`: stored vaults,
 //!   ARM's validation and normalisation of `networkAcls`, 401/403/404/429 in ARM's wording, and
-//!   per-subscription write throttling.
+//!   per-subscription token buckets for writes, deletes and (opt-in) reads.
 //! - **Managed identity**: the App Service endpoint (`/msi/token`) and IMDS
 //!   (`/metadata/identity/oauth2/token`), issuing opaque tokens the ARM routes then check.
 //! - **Service Tags**: the Discovery API (optionally paged), the public download page and file.
-//! - **Resource Graph**: the KQL subset used to discover tagged vaults.
+//! - **Resource Graph**: the KQL subset used to discover tagged vaults, over an index that can
+//!   lag behind the vaults, with the per-principal query quota.
 //! - **Test hooks**: a request log, injectable faults (status, delay, a connection dropped before
 //!   or after handling, an out-of-band edit of a vault's ipRules right after a request, an answer
 //!   whose JSON body is reshaped, a request held until the test releases it), direct access to
@@ -26,7 +27,7 @@
 //!
 //! ```text
 //! config.rs          Config, Seed                                 (public)
-//! policy.rs          Throttle, Slash31Policy, OddRulePolicy       (public)
+//! policy.rs          Throttle, GraphQuota, GraphIndex, Slash31Policy, OddRulePolicy (public)
 //! model.rs           Route, RequestRecord, Fault, FaultKind       (public)
 //! server.rs          accept loop, fault/log wrapper, control routes
 //! state.rs           Shared: settings, stores behind locks, out-of-band edits
@@ -41,7 +42,8 @@
 //! identity.rs        token endpoints, token store, ARM authentication
 //! service_tags.rs    document loading, API conversion, download page
 //! resource_graph.rs  KQL subset                                   (pure)
-//! throttle.rs        token buckets
+//! graph_index.rs     Resource Graph's index: live, lagging or a snapshot
+//! throttle.rs        ARM's token buckets, Resource Graph's quota windows
 //! api_versions.rs    the api-versions each ARM route accepts         (pure)
 //! locations.rs       public-cloud region names                     (pure)
 //! tls.rs             the https certificate (made or given) and rustls' server config
@@ -55,8 +57,8 @@
 //! ```text
 //! 1 base      clock ids error query paths policy reshape api_versions locations tls: plain
 //!             values (tls: the https certificate), nothing from the crate
-//! 2 parts     config model acl properties throttle identity resource_graph service_tags holds:
-//!             one concern each
+//! 2 parts     config model acl properties throttle identity resource_graph graph_index
+//!             service_tags holds: one concern each
 //! 3 composed  vaults (the store; PATCH/PUT through acl and properties) and routes (paths into
 //!             model's Route)
 //! 4 state     state: the Shared value owning every store, for the handlers and Emulator
@@ -70,6 +72,7 @@ mod arm;
 mod clock;
 mod config;
 mod error;
+mod graph_index;
 mod holds;
 mod identity;
 mod ids;
@@ -102,7 +105,7 @@ pub use arm::KEY_VAULT_API_VERSIONS;
 pub use config::{Config, Seed, SeedError, DEFAULT_ARM_AUDIENCE};
 pub use identity::{SYSTEM_ASSIGNED_CLIENT_ID, SYSTEM_ASSIGNED_OBJECT_ID};
 pub use model::{Fault, FaultKind, RequestRecord, Route};
-pub use policy::{OddRulePolicy, Slash31Policy, Throttle};
+pub use policy::{GraphIndex, GraphQuota, OddRulePolicy, Slash31Policy, Throttle};
 pub use service_tags::{
     ServiceTagsError, DOWNLOAD_DIRECTORY, DOWNLOAD_FILE_NAMES, DOWNLOAD_PAGE_PATH,
     PUBLIC_DOWNLOAD_ID,
@@ -339,6 +342,20 @@ impl Emulator {
     /// Returns `false` (and does not call `edit`) when the vault does not exist.
     pub fn update_vault(&self, name_or_id: &str, edit: impl FnOnce(&mut Value)) -> bool {
         state::update_vault(&self.shared, name_or_id, edit)
+    }
+
+    /// Makes Resource Graph's index catch up with the vaults as they are now: under
+    /// [`GraphIndex::Manual`] a new snapshot; under [`GraphIndex::Lag`] every change so far
+    /// becomes visible at once (later ones lag again); under [`GraphIndex::Live`] nothing to do.
+    pub fn refresh_index(&self) {
+        self.shared.refresh_index();
+    }
+
+    /// Switches how Resource Graph's index follows the vaults ([`Config::graph_index`]). The
+    /// index starts from the vaults as they are now: changes made before the switch are all
+    /// visible, and only later ones lag (or wait for [`Emulator::refresh_index`]).
+    pub fn set_graph_index(&self, mode: GraphIndex) {
+        self.shared.set_graph_index(mode);
     }
 
     /// Issues a token for `resource` to the system-assigned identity, as the identity endpoints

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use tagfence_emulator::{Config, Emulator, OddRulePolicy, Seed, Slash31Policy, TlsIdentity};
+use tagfence_emulator::{
+    Config, Emulator, GraphIndex, GraphQuota, OddRulePolicy, Seed, Slash31Policy, Throttle,
+    TlsIdentity,
+};
 use tracing_subscriber::EnvFilter;
 
 /// The sample seed used when `--seed` is not given.
@@ -52,9 +55,35 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 3600)]
     token_lifetime_secs: u64,
 
-    /// Disable ARM write throttling (default: 200 writes burst, 10/s refill per subscription).
+    /// Disable ARM write and delete throttling (default: per subscription, writes and deletes
+    /// each 200 burst, 10/s refill).
     #[arg(long)]
     no_throttle: bool,
+
+    /// Refuse ARM reads (GETs of vaults, lists, Service Tags) that find the subscription's read
+    /// bucket empty: 250 burst, 25/s refill, with 429 and Retry-After. Without it reads are only
+    /// counted for x-ms-ratelimit-remaining-subscription-reads.
+    #[arg(long)]
+    throttle_reads: bool,
+
+    /// Resource Graph's quota per principal, QUERIES/SECONDS (default 15/5, the documented
+    /// example).
+    #[arg(long, value_name = "QUERIES/SECONDS", value_parser = parse_graph_quota, conflicts_with = "no_graph_quota")]
+    graph_quota: Option<GraphQuota>,
+
+    /// Never refuse a Resource Graph query for quota.
+    #[arg(long)]
+    no_graph_quota: bool,
+
+    /// Resource Graph answers from the vaults as they were this many milliseconds ago (a vault
+    /// created more recently is absent, one deleted more recently still there). Default: live.
+    #[arg(long, value_name = "MS")]
+    graph_index_lag: Option<u64>,
+
+    /// Wait this many milliseconds before answering each ARM and Resource Graph request (not
+    /// the identity endpoint nor the download page and file).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    latency_ms: u64,
 
     /// How PATCH/PUT treat a /31 ipRule (Key Vault's behaviour is unverified).
     #[arg(long, value_enum, value_name = "POLICY", default_value = "accept")]
@@ -146,6 +175,16 @@ impl Args {
             } else {
                 defaults.throttle
             },
+            read_throttle: self.throttle_reads.then_some(Throttle::READS),
+            graph_quota: match (self.no_graph_quota, self.graph_quota) {
+                (true, _) => None,
+                (false, Some(quota)) => Some(quota),
+                (false, None) => defaults.graph_quota,
+            },
+            graph_index: self.graph_index_lag.map_or(GraphIndex::Live, |ms| {
+                GraphIndex::Lag(Duration::from_millis(ms))
+            }),
+            latency: Duration::from_millis(self.latency_ms),
             slash31: match self.slash31 {
                 Slash31Arg::Accept => Slash31Policy::Accept,
                 Slash31Arg::Reject => Slash31Policy::Reject,
@@ -186,6 +225,28 @@ impl Args {
         };
         Ok(Some(identity))
     }
+}
+
+/// `QUERIES/SECONDS`, e.g. `15/5`: at least one query in a window of at least one second.
+fn parse_graph_quota(text: &str) -> Result<GraphQuota, String> {
+    let (queries, seconds) = text
+        .split_once('/')
+        .ok_or_else(|| format!("'{text}' is not QUERIES/SECONDS (e.g. 15/5)"))?;
+    let queries: u32 = queries
+        .trim()
+        .parse()
+        .map_err(|error| format!("queries '{queries}': {error}"))?;
+    let seconds: u64 = seconds
+        .trim()
+        .parse()
+        .map_err(|error| format!("seconds '{seconds}': {error}"))?;
+    if queries == 0 || seconds == 0 {
+        return Err(format!("'{text}': both numbers must be at least 1"));
+    }
+    Ok(GraphQuota {
+        queries,
+        window: Duration::from_secs(seconds),
+    })
 }
 
 /// What the env file and the ready line announce: https for ARM when TLS is on.
@@ -328,6 +389,45 @@ mod tests {
         assert_eq!(config.odd_rules, OddRulePolicy::KeepExisting);
         assert_eq!(config.service_tags_page_size, None);
         assert_eq!(config.identity_header.len(), 36);
+        assert_eq!(config.read_throttle, None);
+        assert_eq!(config.graph_quota, Some(GraphQuota::default()));
+        assert_eq!(config.graph_index, GraphIndex::Live);
+        assert_eq!(config.latency, Duration::ZERO);
+    }
+
+    #[test]
+    fn throttling_index_and_latency_flags_parse() {
+        let config = parse(&[
+            "--throttle-reads",
+            "--graph-quota",
+            "3/2",
+            "--graph-index-lag",
+            "1500",
+            "--latency-ms",
+            "40",
+        ])
+        .unwrap()
+        .config()
+        .unwrap();
+        assert_eq!(config.read_throttle, Some(Throttle::READS));
+        assert_eq!(
+            config.graph_quota,
+            Some(GraphQuota {
+                queries: 3,
+                window: Duration::from_secs(2)
+            })
+        );
+        assert_eq!(
+            config.graph_index,
+            GraphIndex::Lag(Duration::from_millis(1500))
+        );
+        assert_eq!(config.latency, Duration::from_millis(40));
+        let unlimited = parse(&["--no-graph-quota"]).unwrap().config().unwrap();
+        assert_eq!(unlimited.graph_quota, None);
+        assert!(parse(&["--no-graph-quota", "--graph-quota", "1/1"]).is_err());
+        for bad in ["15", "0/5", "15/0", "x/5", "15/5s"] {
+            assert!(parse(&["--graph-quota", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -45,12 +45,31 @@ pub enum Route {
 }
 
 impl Route {
-    /// Whether this is an ARM write (it spends a token from the subscription's write bucket).
-    pub fn is_arm_write(self) -> bool {
+    /// Whether this is an ARM read: a GET on a subscription-scoped ARM route (a vault, a vault
+    /// or resource list, the Service Tags API). It spends a token from the subscription's read
+    /// bucket (refused when empty only with [`crate::Config::read_throttle`]). Resource Graph
+    /// queries are not ARM reads: they spend Resource Graph's own quota.
+    pub fn is_arm_read(self) -> bool {
         matches!(
             self,
-            Route::VaultPatch | Route::VaultPut | Route::VaultDelete
+            Route::VaultGet
+                | Route::VaultList
+                | Route::ResourceList
+                | Route::ServiceTagsApi
+                | Route::ServiceTagDetails
         )
+    }
+
+    /// Whether this is an ARM write, PATCH or PUT (it spends a token from the subscription's
+    /// write bucket).
+    pub fn is_arm_write(self) -> bool {
+        matches!(self, Route::VaultPatch | Route::VaultPut)
+    }
+
+    /// Whether this is an ARM delete (it spends a token from the subscription's delete bucket,
+    /// apart from writes').
+    pub fn is_arm_delete(self) -> bool {
+        self == Route::VaultDelete
     }
 
     /// Whether this route is an ARM route: it needs an ARM token and carries ARM's headers.

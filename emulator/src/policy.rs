@@ -1,30 +1,104 @@
-//! The policy values of [`crate::Config`]: ARM's write throttle and the two UNVERIFIED behaviours
-//! of Key Vault's firewall validation.
+//! The policy values of [`crate::Config`]: ARM's token buckets, Resource Graph's quota and how
+//! its index follows the vaults, and the two UNVERIFIED behaviours of Key Vault's firewall
+//! validation.
 //!
 //! They are plain values with no emulator imports, kept apart from `Config` (which also holds the
 //! seed and therefore depends on resource paths) so that the modules that act on them — rule
-//! validation in `acl`, the token buckets in `throttle` — depend on these values only, not on the
-//! whole configuration.
+//! validation in `acl`, the token buckets in `throttle`, the index in `graph_index` — depend on
+//! these values only, not on the whole configuration.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// A per-subscription token bucket for ARM writes (Microsoft Learn, "Understand how Azure Resource
-/// Manager throttles requests": 200 writes per subscription, refilled at 10/s).
+/// A per-subscription token bucket for one kind of ARM request.
+///
+/// Microsoft Learn, "Understand how Azure Resource Manager throttles requests"
+/// (<https://learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling>),
+/// documents a token bucket per subscription (and per security principal) and operation type:
+/// reads 250 refilled at 25 per second, writes 200 at 10, deletes 200 at 10
+/// ([`Throttle::READS`], [`Throttle::WRITES`], [`Throttle::DELETES`]). The default is the write
+/// bucket.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Throttle {
-    /// Bucket size: how many writes may burst before throttling starts.
+    /// Bucket size: how many requests may burst before throttling starts.
     pub capacity: u32,
     /// Tokens added per second.
     pub refill_per_sec: f64,
 }
 
+impl Throttle {
+    /// ARM's read bucket: 250, refilled at 25 per second (Microsoft Learn, "Understand how
+    /// Azure Resource Manager throttles requests").
+    pub const READS: Throttle = Throttle {
+        capacity: 250,
+        refill_per_sec: 25.0,
+    };
+    /// ARM's write bucket: 200, refilled at 10 per second (the same page).
+    pub const WRITES: Throttle = Throttle {
+        capacity: 200,
+        refill_per_sec: 10.0,
+    };
+    /// ARM's delete bucket: 200, refilled at 10 per second (the same page).
+    pub const DELETES: Throttle = Throttle {
+        capacity: 200,
+        refill_per_sec: 10.0,
+    };
+}
+
 impl Default for Throttle {
+    /// [`Throttle::WRITES`].
     fn default() -> Self {
-        Throttle {
-            capacity: 200,
-            refill_per_sec: 10.0,
+        Throttle::WRITES
+    }
+}
+
+/// Resource Graph's quota: at most `queries` queries per principal in every `window`.
+///
+/// Microsoft Learn, "Guidance for throttled requests in Azure Resource Graph"
+/// (<https://learn.microsoft.com/azure/governance/resource-graph/concepts/guidance-for-throttled-requests>):
+/// "a user can send at most 15 queries within every 5-second window without being throttled. The
+/// quota value is determined by many factors and is subject to change." The default is that
+/// example.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GraphQuota {
+    /// Queries allowed in one window.
+    pub queries: u32,
+    /// The window's length; it starts with the first query after the previous one ended.
+    pub window: Duration,
+}
+
+impl Default for GraphQuota {
+    /// 15 queries every 5 seconds.
+    fn default() -> Self {
+        GraphQuota {
+            queries: 15,
+            window: Duration::from_secs(5),
         }
     }
+}
+
+/// Which state of the vaults Resource Graph queries see.
+///
+/// Resource Graph is an index kept apart from the resource providers: Resource Manager notifies
+/// it of changes and it "then updates its database", with a regular full scan for missed
+/// notifications (Microsoft Learn, "What is Azure Resource Graph?", "How Resource Graph is kept
+/// current"); it "lags behind the source of truth, typically by seconds, occasionally longer", and
+/// a query right after a create "can return 404 Not Found even though the resource exists"
+/// (Microsoft Learn, "Choose the right query strategy for Azure Resource Graph"). No fixed lag is
+/// documented, so the default is no lag at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GraphIndex {
+    /// Rows reflect the vaults as they are now.
+    #[default]
+    Live,
+    /// Rows reflect each vault as it was this long ago: a vault created more recently is
+    /// absent, one deleted more recently still present, and a change (tags, properties) shows
+    /// only once it is this old.
+    Lag(Duration),
+    /// Rows reflect the snapshot taken at start and at each
+    /// [`crate::Emulator::refresh_index`], whatever happened since.
+    Manual,
 }
 
 /// How PATCH/PUT treat an ipRule with a `/31` prefix, which Key Vault may or may not accept

@@ -33,7 +33,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use crate::arm::{self, MAX_BODY_BYTES, REMAINING_READS, REMAINING_WRITES};
+use crate::arm::{self, MAX_BODY_BYTES};
 use crate::error::ArmError;
 use crate::holds::Released;
 use crate::identity::{self, Flavour, Principal};
@@ -41,7 +41,7 @@ use crate::model::{Fault, FaultKind, RequestRecord, Route};
 use crate::query::Query;
 use crate::routes::{classify, Classified, RequestContext, Target};
 use crate::service_tags::{self, PUBLIC_DOWNLOAD_ID};
-use crate::state::{edit_ip_rules, set_ip_rules, update_vault, Shared};
+use crate::state::{arm_operation, edit_ip_rules, set_ip_rules, update_vault, Shared};
 use crate::tls::TLS_HANDSHAKE;
 
 /// How long shutdown waits for in-flight requests before dropping their connections.
@@ -314,13 +314,18 @@ fn arrival_record(
 }
 
 /// Step 2: a `Delay` sleeps and a `Hold` waits at its gate, both before authentication, so a
-/// token that expires meanwhile is refused as it would be after a slow network. `Err` when
-/// shutdown closed the gate: the request is then never handled.
+/// token that expires meanwhile is refused as it would be after a slow network; then an ARM or
+/// Resource Graph request waits out the emulated latency ([`crate::Config::latency`]). `Err`
+/// when shutdown closed the gate: the request is then never handled.
 async fn wait_before_handling(
     shared: &Shared,
     fault: Option<&FaultKind>,
     record: &RequestRecord,
 ) -> Result<(), DropConnection> {
+    let latency = shared.settings.latency;
+    if record.route.is_arm() && !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     match fault {
         Some(FaultKind::Delay { ms }) => tokio::time::sleep(Duration::from_millis(*ms)).await,
         Some(FaultKind::Hold { name }) => {
@@ -479,21 +484,17 @@ fn add_common_headers(
             headers.insert("x-ms-routing-request-id", routing);
         }
     }
-    let Some(subscription) = classified.subscription() else {
+    let (Some(subscription), Some(operation)) =
+        (classified.subscription(), arm_operation(classified.route))
+    else {
         return;
     };
-    if classified.route.is_arm_write() {
-        if !headers.contains_key(REMAINING_WRITES) {
-            headers.insert(
-                REMAINING_WRITES,
-                HeaderValue::from(shared.peek_writes(&subscription)),
-            );
-        }
-    } else {
-        headers.insert(
-            REMAINING_READS,
-            HeaderValue::from(shared.count_read(&subscription)),
-        );
+    // The handler sets what is left after spending; an answer that spent nothing (refused
+    // before, or injected) says what is left now.
+    let name = operation.remaining_header();
+    if !headers.contains_key(name) {
+        let remaining = shared.peek_arm(operation, &subscription);
+        headers.insert(name, HeaderValue::from(remaining));
     }
 }
 

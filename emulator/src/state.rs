@@ -1,12 +1,17 @@
 //! The emulator's state: the settings every request reads and the stores behind their locks
-//! (vaults, tokens, the request log, the fault queue, the throttle buckets, the hold gates), plus
-//! the out-of-band edits a test makes to a stored vault.
+//! (vaults, Resource Graph's index of them, tokens, the request log, the fault queue, the
+//! throttle buckets and quota windows, the hold gates), plus the out-of-band edits a test makes to
+//! a stored vault.
 //!
 //! One [`Shared`] value is owned by the [`crate::Emulator`] handle and by every connection. It
 //! lives apart from the server so that the ARM handlers, which answer from it, do not import the
 //! server that calls them.
+//!
+//! Every change to a vault goes through [`Shared::vaults`], whose guard hands the store's journal
+//! of changes to the index when it is released. Locks are always taken vaults first, then index.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,25 +22,73 @@ use tracing::info;
 use crate::acl::{stored_form, RulePolicy};
 use crate::config::Config;
 use crate::error::ArmError;
+use crate::graph_index::Index;
 use crate::holds::Holds;
 use crate::identity::{Issued, Principal, TokenStore};
 use crate::model::{Fault, FaultKind, RequestRecord, Route};
-use crate::policy::Throttle;
+use crate::paths::VaultPath;
+use crate::policy::{GraphIndex, Throttle};
 use crate::service_tags::ServiceTagsDocument;
-use crate::throttle::{TokenBucket, READ_BUCKET};
+use crate::throttle::{Buckets, Budgeting, Operation, QuotaLeft, QuotaWindows};
 use crate::vaults::{self, VaultStore};
 
-/// `x-ms-ratelimit-remaining-subscription-writes` when throttling is disabled.
+/// `x-ms-ratelimit-remaining-subscription-writes` (and `-deletes`) when throttling is disabled.
 const UNTHROTTLED_REMAINING_WRITES: u32 = 199;
+
+/// What Resource Graph answers report when its quota is disabled: as if one query of the
+/// documented 15-per-5-seconds window had been spent.
+const UNLIMITED_GRAPH_QUOTA: QuotaLeft = QuotaLeft {
+    remaining: 14,
+    resets_after: Duration::from_secs(5),
+};
 
 /// The settings handlers read on every request (the parts of [`Config`] that are not state).
 pub(crate) struct Settings {
     pub identity_header: String,
     pub token_lifetime: Duration,
     pub arm_audience: String,
-    pub throttle: Option<Throttle>,
     pub rules: RulePolicy,
     pub service_tags_page_size: Option<usize>,
+    /// Added before answering every ARM and Resource Graph request.
+    pub latency: Duration,
+}
+
+/// ARM's buckets per kind of request, and Resource Graph's windows (`None`: no quota).
+struct Budgets {
+    reads: Buckets,
+    writes: Buckets,
+    deletes: Buckets,
+    graph: Option<QuotaWindows>,
+}
+
+impl Budgets {
+    fn new(config: &Config) -> Budgets {
+        let writes = |throttle: Option<Throttle>| match throttle {
+            Some(limits) => Budgeting::Enforced(limits),
+            None => Budgeting::Unlimited {
+                reported: UNTHROTTLED_REMAINING_WRITES,
+            },
+        };
+        Budgets {
+            reads: Buckets::new(match config.read_throttle {
+                Some(limits) => Budgeting::Enforced(limits),
+                None => Budgeting::Counted(Throttle::READS),
+            }),
+            writes: Buckets::new(writes(config.throttle)),
+            // Deletes have a bucket of their own with the same limits: ARM documents the same
+            // size and rate for both (Throttle::WRITES == Throttle::DELETES).
+            deletes: Buckets::new(writes(config.throttle)),
+            graph: config.graph_quota.map(QuotaWindows::new),
+        }
+    }
+
+    fn of(&mut self, operation: Operation) -> &mut Buckets {
+        match operation {
+            Operation::Read => &mut self.reads,
+            Operation::Write => &mut self.writes,
+            Operation::Delete => &mut self.deletes,
+        }
+    }
 }
 
 /// State shared by every connection and by the [`crate::Emulator`] handle.
@@ -50,17 +103,74 @@ pub(crate) struct Shared {
     pub holds: Holds,
     started: Instant,
     vaults: Mutex<VaultStore>,
+    index: Mutex<Index>,
     tokens: Mutex<TokenStore>,
     log: Mutex<Vec<RequestRecord>>,
     faults: Mutex<VecDeque<Fault>>,
-    write_buckets: Mutex<HashMap<String, TokenBucket>>,
-    read_buckets: Mutex<HashMap<String, TokenBucket>>,
+    budgets: Mutex<Budgets>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical section
 /// here leaves the data consistent, so a poisoned lock is still safe to use.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The vault store, locked; when released, the changes made through it reach Resource Graph's
+/// index, stamped with the time of release.
+pub(crate) struct VaultsGuard<'a> {
+    store: MutexGuard<'a, VaultStore>,
+    index: &'a Mutex<Index>,
+}
+
+impl Deref for VaultsGuard<'_> {
+    type Target = VaultStore;
+
+    fn deref(&self) -> &VaultStore {
+        &self.store
+    }
+}
+
+impl DerefMut for VaultsGuard<'_> {
+    fn deref_mut(&mut self) -> &mut VaultStore {
+        &mut self.store
+    }
+}
+
+impl VaultsGuard<'_> {
+    /// The vaults a Resource Graph query sees now, with their paths; `None` when the index is
+    /// live (the caller then reads the store itself).
+    pub fn indexed(&self) -> Option<Vec<(VaultPath, Value)>> {
+        lock(self.index).visible(Instant::now())
+    }
+}
+
+impl Drop for VaultsGuard<'_> {
+    fn drop(&mut self) {
+        let changes = self.store.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut index = lock(self.index);
+        for (path, vault) in changes {
+            index.record(&path, vault, now);
+        }
+    }
+}
+
+/// The ARM bucket a request on `route` spends, if any: GETs on subscription-scoped routes read,
+/// PATCH and PUT write, DELETE deletes. Resource Graph has its own quota, not ARM's reads.
+pub(crate) fn arm_operation(route: Route) -> Option<Operation> {
+    if route.is_arm_read() {
+        Some(Operation::Read)
+    } else if route.is_arm_write() {
+        Some(Operation::Write)
+    } else if route.is_arm_delete() {
+        Some(Operation::Delete)
+    } else {
+        None
+    }
 }
 
 impl Shared {
@@ -74,17 +184,19 @@ impl Shared {
             .tls
             .as_ref()
             .map(|_| base_url.replacen("http://", "https://", 1));
+        let index = Index::new(config.graph_index, vaults.iter());
         Shared {
+            budgets: Mutex::new(Budgets::new(&config)),
             settings: Settings {
                 identity_header: config.identity_header,
                 token_lifetime: config.token_lifetime,
                 arm_audience: config.arm_audience,
-                throttle: config.throttle,
                 rules: RulePolicy {
                     slash31: config.slash31,
                     odd_rules: config.odd_rules,
                 },
                 service_tags_page_size: config.service_tags_page_size.filter(|size| *size > 0),
+                latency: config.latency,
             },
             base_url,
             https_url,
@@ -92,11 +204,10 @@ impl Shared {
             holds: Holds::new(),
             started: Instant::now(),
             vaults: Mutex::new(vaults),
+            index: Mutex::new(index),
             tokens: Mutex::new(TokenStore::default()),
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(VecDeque::new()),
-            write_buckets: Mutex::new(HashMap::new()),
-            read_buckets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -109,8 +220,26 @@ impl Shared {
         }
     }
 
-    pub fn vaults(&self) -> MutexGuard<'_, VaultStore> {
-        lock(&self.vaults)
+    pub fn vaults(&self) -> VaultsGuard<'_> {
+        VaultsGuard {
+            store: lock(&self.vaults),
+            index: &self.index,
+        }
+    }
+
+    /// Switches how Resource Graph's index follows the vaults; it starts from the vaults as
+    /// they are now.
+    pub fn set_graph_index(&self, mode: GraphIndex) {
+        let vaults = self.vaults();
+        lock(&self.index).restart(mode, vaults.iter());
+    }
+
+    /// Makes Resource Graph's index catch up with the vaults as they are now.
+    pub fn refresh_index(&self) {
+        let vaults = self.vaults();
+        let mut index = lock(&self.index);
+        let mode = index.mode();
+        index.restart(mode, vaults.iter());
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {
@@ -166,37 +295,38 @@ impl Shared {
         lock(&self.tokens).authenticate(headers, &self.settings.arm_audience)
     }
 
-    /// Takes a write token for `subscription`: `Ok(remaining)` or `Err(retry_after_secs)`.
-    pub fn take_write(&self, subscription: &str) -> Result<u32, u64> {
-        let Some(limits) = self.settings.throttle else {
-            return Ok(UNTHROTTLED_REMAINING_WRITES);
-        };
-        let now = Instant::now();
-        lock(&self.write_buckets)
-            .entry(subscription.to_ascii_lowercase())
-            .or_insert_with(|| TokenBucket::new(limits, now))
-            .take(now)
+    /// Spends a token of `operation`'s bucket for `subscription`: `Ok(remaining)` or
+    /// `Err(retry_after_secs)` (never for reads unless they are throttled).
+    pub fn take_arm(&self, operation: Operation, subscription: &str) -> Result<u32, u64> {
+        lock(&self.budgets)
+            .of(operation)
+            .take(subscription, Instant::now())
     }
 
-    pub fn peek_writes(&self, subscription: &str) -> u32 {
-        let Some(limits) = self.settings.throttle else {
-            return UNTHROTTLED_REMAINING_WRITES;
-        };
-        let now = Instant::now();
-        lock(&self.write_buckets)
-            .entry(subscription.to_ascii_lowercase())
-            .or_insert_with(|| TokenBucket::new(limits, now))
-            .peek(now)
+    /// What is left in `operation`'s bucket for `subscription`, without spending.
+    pub fn peek_arm(&self, operation: Operation, subscription: &str) -> u32 {
+        lock(&self.budgets)
+            .of(operation)
+            .peek(subscription, Instant::now())
     }
 
-    /// Counts a read for the header; reads are never refused.
-    pub fn count_read(&self, subscription: &str) -> u32 {
-        let now = Instant::now();
-        lock(&self.read_buckets)
-            .entry(subscription.to_ascii_lowercase())
-            .or_insert_with(|| TokenBucket::new(READ_BUCKET, now))
-            .take(now)
-            .unwrap_or(0)
+    /// Spends one Resource Graph query of `principal`'s (object id) window: `Ok(left)`, or
+    /// `Err(left)` when the window is used up.
+    pub fn take_graph(&self, principal: &str) -> Result<QuotaLeft, QuotaLeft> {
+        match &mut lock(&self.budgets).graph {
+            Some(windows) => windows.take(principal, Instant::now()),
+            None => Ok(UNLIMITED_GRAPH_QUOTA),
+        }
+    }
+
+    /// What is left of `principal`'s Resource Graph window (a fresh window's quota when the
+    /// caller is unknown), without spending.
+    pub fn peek_graph(&self, principal: Option<&str>) -> QuotaLeft {
+        match (&mut lock(&self.budgets).graph, principal) {
+            (None, _) => UNLIMITED_GRAPH_QUOTA,
+            (Some(windows), Some(principal)) => windows.peek(principal, Instant::now()),
+            (Some(windows), None) => windows.full(),
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //! JSON merge-patch and what Terraform's azurerm provider relies on: PATCH merges at the top level
 //! of `properties` and replaces a present `networkAcls` wholesale (the client must send all four
 //! fields, since how ARM treats an omitted one is UNVERIFIED); PUT replaces `properties` entirely.
-//! Both validate first and only then store, so a refused write leaves the vault unchanged.
+//! Both validate first and only then store, so a refused write leaves the vault unchanged. The
+//! store journals every change ([`VaultStore::take_changes`]) for Resource Graph's index, which
+//! the state stamps with the time.
 
 use serde_json::{Map, Value};
 
@@ -38,6 +40,9 @@ pub(crate) struct VaultStore {
     groups: Vec<VaultPath>,
     forbidden: Vec<String>,
     management_groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Every change since [`VaultStore::take_changes`] last ran, oldest first: the vault's path
+    /// and its new value (`None`: deleted). Resource Graph's index is built from these.
+    changes: Vec<(VaultPath, Option<Value>)>,
 }
 
 impl VaultStore {
@@ -60,6 +65,7 @@ impl VaultStore {
             groups,
             forbidden: seed.forbidden.clone(),
             management_groups: seed.management_groups.clone(),
+            changes: Vec::new(),
         })
     }
 
@@ -108,6 +114,7 @@ impl VaultStore {
 
     /// Stores a new vault at `path`; returns its index.
     pub fn insert(&mut self, path: &VaultPath, value: Value) -> usize {
+        self.changes.push((path.clone(), Some(value.clone())));
         self.vaults.push(StoredVault {
             path: path.clone(),
             value,
@@ -119,6 +126,7 @@ impl VaultStore {
     pub fn delete(&mut self, index: usize) {
         if index < self.vaults.len() {
             let vault = self.vaults.remove(index);
+            self.changes.push((vault.path.clone(), None));
             self.deleted.push(vault);
         }
     }
@@ -185,8 +193,15 @@ impl VaultStore {
 
     pub fn replace(&mut self, index: usize, value: Value) {
         if let Some(stored) = self.vaults.get_mut(index) {
+            self.changes
+                .push((stored.path.clone(), Some(value.clone())));
             stored.value = value;
         }
+    }
+
+    /// The changes made since the last call, oldest first (`None`: the vault was deleted).
+    pub fn take_changes(&mut self) -> Vec<(VaultPath, Option<Value>)> {
+        std::mem::take(&mut self.changes)
     }
 
     /// Every vault with its path, in seed order.
@@ -723,5 +738,37 @@ mod tests {
             bare["properties"]["networkAcls"]["defaultAction"],
             json!("Deny")
         );
+    }
+
+    #[test]
+    fn every_change_to_the_store_is_journaled_once() {
+        let seed = Seed {
+            vaults: vec![vault()],
+            ..Seed::default()
+        };
+        let mut store = VaultStore::from_seed(&seed).unwrap();
+        assert!(store.take_changes().is_empty());
+        let edited = json!({"id": "x", "v": 1});
+        store.replace(0, edited.clone());
+        let path = VaultPath::parse_id(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv2",
+        )
+        .unwrap();
+        store.insert(&path, json!({"v": 2}));
+        store.delete(0);
+        let changes: Vec<(String, Option<Value>)> = store
+            .take_changes()
+            .into_iter()
+            .map(|(path, vault)| (path.name, vault))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("kv".to_owned(), Some(edited)),
+                ("kv2".to_owned(), Some(json!({"v": 2}))),
+                ("kv".to_owned(), None),
+            ]
+        );
+        assert!(store.take_changes().is_empty());
     }
 }

@@ -558,3 +558,40 @@ async fn throttling_can_be_disabled() {
     }
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_patch_answers_200_with_the_stored_vault_byte_for_byte_as_a_get_then_would() {
+    let emulator = start(config()).await;
+    let token = emulator.issue_token(ARM);
+    // A vault with systemData, so the write stamps it too.
+    emulator.update_vault("kv-build", |vault| {
+        vault["systemData"] = json!({"createdBy": "someone", "createdByType": "User", "createdAt": "2024-01-01T00:00:00.0000000Z"});
+    });
+    let body = json!({
+        "tags": {"tagfence": "AzureDevOps"},
+        "properties": {"networkAcls": {
+            "bypass": "AzureServices",
+            "defaultAction": "Deny",
+            "ipRules": [{"value": "198.51.100.7"}, {"value": "20.37.158.0/23"}],
+            "virtualNetworkRules": []
+        }}
+    });
+    let patched = patch_vault(&emulator, "kv-build", &token, &body).await;
+    assert_eq!(patched.status(), 200);
+    let answer = patched.bytes().await.unwrap();
+    let read = get_vault(&emulator, "kv-build", &token).await;
+    assert_eq!(read.status(), 200);
+    assert_eq!(answer, read.bytes().await.unwrap());
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer, emulator.vault("kv-build").unwrap());
+    assert_eq!(
+        answer["properties"]["networkAcls"]["ipRules"],
+        json!([{"value": "198.51.100.7/32"}, {"value": "20.37.158.0/23"}])
+    );
+    assert_eq!(answer["systemData"]["createdBy"], "someone");
+    assert_eq!(
+        answer["systemData"]["lastModifiedByType"],
+        "ManagedIdentity"
+    );
+    emulator.shutdown().await;
+}

@@ -108,3 +108,32 @@ pub fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
         .finish();
     format!("{url}?{query}")
 }
+
+/// The Resource Graph query URL.
+pub fn graph_url(emulator: &Emulator) -> String {
+    format!(
+        "{}/providers/Microsoft.ResourceGraph/resources?api-version=2024-04-01",
+        emulator.base_url()
+    )
+}
+
+/// Posts a Resource Graph query with `token`.
+pub async fn graph_query(emulator: &Emulator, token: &str, query: &str) -> reqwest::Response {
+    client()
+        .post(graph_url(emulator))
+        .bearer_auth(token)
+        .json(&json!({"subscriptions": [SUB], "query": query}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `GET` the vault `name` with `token`.
+pub async fn get_vault(emulator: &Emulator, name: &str, token: &str) -> reqwest::Response {
+    client()
+        .get(vault_url(emulator, name))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
