@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use support::*;
 use tagfence::azure::pipeline::AzureError;
-use tagfence::config::{Config, SelectionSettings, Settings};
+use tagfence::config::{Config, Observe, SelectionSettings, Settings};
 use tagfence::core::desired::DesireError;
 use tagfence::core::plan::PlanError;
 use tagfence::core::service_tags::Cloud;
-use tagfence::reconcile::{AzureStep, ErrorKind, Outcome, ReconcileError};
+use tagfence::reconcile::{AzureStep, ErrorKind, Observed, Outcome, ReconcileError};
 use tagfence::run::{RunError, RunRequest, Runner};
 use tagfence::source::SourceError;
 use tagfence_emulator::{Fault, FaultKind, Route};
@@ -47,6 +47,14 @@ fn runner(emulator: &tagfence_emulator::Emulator, args: &Settings) -> Runner {
         .expect("runner builds")
 }
 
+fn graph_queries(emulator: &tagfence_emulator::Emulator) -> usize {
+    emulator
+        .requests()
+        .iter()
+        .filter(|r| r.route == Route::ResourceGraph)
+        .count()
+}
+
 fn vault_routes(emulator: &tagfence_emulator::Emulator, name: &str) -> Vec<Route> {
     emulator
         .requests()
@@ -56,6 +64,10 @@ fn vault_routes(emulator: &tagfence_emulator::Emulator, name: &str) -> Vec<Route
         .collect()
 }
 
+/// Protocol note: a run first reads every firewall in one Resource Graph query (the default
+/// `observe = graph`); a changed vault then costs GET, GET, PATCH (the PATCH's answer verifies
+/// the write), and without state a vault the index shows in sync is not read through ARM at all.
+/// The second run is repeated with `--observe arm`: one GET per vault in sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_writes_the_plan_once_keeps_the_rest_and_a_second_run_writes_nothing() {
     let emulator = start(emulator_config(vec![
@@ -84,17 +96,15 @@ async fn apply_writes_the_plan_once_keeps_the_rest_and_a_second_run_writes_nothi
             "{field}"
         );
     }
-    // Per changed vault: read, read again just before writing, one PATCH, read to verify.
-    let changed = [
-        Route::VaultGet,
-        Route::VaultGet,
-        Route::VaultPatch,
-        Route::VaultGet,
-    ];
+    // One Resource Graph query for the run; per changed vault: read, read again just before
+    // writing, one PATCH, whose answer shows the firewall sent (no read to verify).
+    assert_eq!(graph_queries(&emulator), 1);
+    let changed = [Route::VaultGet, Route::VaultGet, Route::VaultPatch];
     assert_eq!(vault_routes(&emulator, "kv-prod"), changed);
     assert_eq!(vault_routes(&emulator, "kv-build"), changed);
+    assert!(report.vaults.iter().all(|v| v.observed == Observed::Arm));
 
-    // Second run: one GET per vault, no write.
+    // Second run: the one query shows every vault in sync; no vault read, no write.
     emulator.clear_requests();
     let report = runner.run(&RunRequest::default()).await.unwrap();
     assert!(
@@ -102,6 +112,34 @@ async fn apply_writes_the_plan_once_keeps_the_rest_and_a_second_run_writes_nothi
         "{}",
         report.to_text()
     );
+    assert!(report
+        .vaults
+        .iter()
+        .all(|v| v.observed == Observed::ResourceGraph && !v.wrote));
+    assert_eq!(graph_queries(&emulator), 1);
+    assert!(vault_routes(&emulator, "kv-prod").is_empty());
+    assert!(vault_routes(&emulator, "kv-build").is_empty());
+    assert!(report
+        .to_text()
+        .contains("== kv-prod: in sync. No changes."));
+
+    // The same through ARM (`--observe arm`): one GET per vault, no query, no write.
+    emulator.clear_requests();
+    let arm = Settings {
+        observe: Some(Observe::Arm),
+        ..args.clone()
+    };
+    let report = self::runner(&emulator, &arm)
+        .run(&RunRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        report.vaults.iter().all(|v| v.outcome == Outcome::InSync),
+        "{}",
+        report.to_text()
+    );
+    assert!(report.vaults.iter().all(|v| v.observed == Observed::Arm));
+    assert_eq!(graph_queries(&emulator), 0);
     assert_eq!(vault_routes(&emulator, "kv-prod"), [Route::VaultGet]);
     assert_eq!(vault_routes(&emulator, "kv-build"), [Route::VaultGet]);
     assert!(report
@@ -468,6 +506,8 @@ async fn the_binary_uses_the_managed_identity_once_per_run() {
     for vault in report["vaults"].as_array().unwrap() {
         assert_eq!(vault["outcome"]["status"], "in_sync", "{vault}");
         assert_eq!(vault["wrote"], false);
+        // Without state, Resource Graph's index vouches for a vault in sync: no ARM read.
+        assert_eq!(vault["observed"], "resource_graph", "{vault}");
     }
     assert!(emulator
         .requests()
@@ -534,6 +574,9 @@ async fn the_binary_exits_2_when_a_vault_fails() {
     emulator.shutdown().await;
 }
 
+/// Protocol note: observed through ARM (`--observe arm`), so that each run's reconcile starts
+/// with a GET whatever moment its Resource Graph query would have seen; the write is verified by
+/// the PATCH's answer (no GET after it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_runs_on_one_vault_are_serialised_and_write_once() {
     let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
@@ -544,10 +587,11 @@ async fn overlapping_runs_on_one_vault_are_serialised_and_write_once() {
         kind: FaultKind::Delay { ms: 300 },
         count: 1,
     });
-    let runner = std::sync::Arc::new(runner(
-        &emulator,
-        &run_args(&emulator, &["kv-prod"], &["AzureDevOps"]),
-    ));
+    let args = Settings {
+        observe: Some(Observe::Arm),
+        ..run_args(&emulator, &["kv-prod"], &["AzureDevOps"])
+    };
+    let runner = std::sync::Arc::new(runner(&emulator, &args));
     let request = RunRequest::default();
     let (first, second) = tokio::join!(runner.run(&request), runner.run(&request));
     let outcomes = [
@@ -558,14 +602,14 @@ async fn overlapping_runs_on_one_vault_are_serialised_and_write_once() {
         outcomes.contains(&Outcome::Applied) && outcomes.contains(&Outcome::InSync),
         "{outcomes:?}"
     );
-    // The second reconcile started only after the first had written and verified.
+    // The second reconcile started only after the first had written and verified: its one
+    // read comes after the PATCH.
     assert_eq!(
         vault_routes(&emulator, "kv-prod"),
         [
             Route::VaultGet,
             Route::VaultGet,
             Route::VaultPatch,
-            Route::VaultGet,
             Route::VaultGet
         ]
     );

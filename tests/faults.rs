@@ -11,6 +11,14 @@
 //! Faults are aimed at one step of a vault's reconcile (read, re-read, write, verify) by letting
 //! the requests before it through first ([`pass`]: a zero delay); faults queue FIFO and each
 //! matching request uses up one count, so every test but the chaos one is deterministic.
+//!
+//! A vault needing a write costs GET (observe), GET (re-read), PATCH: Key Vault answers the PATCH
+//! with the vault as stored, and an answer showing exactly the firewall sent verifies the write.
+//! The verify GET is made only when the answer does not show it, so a fault aimed at the verify
+//! step also makes the PATCH's answer leave the rules out ([`answer_not_showing_the_write`]).
+//! Runs observe through Resource Graph (the default) unless a test says otherwise: the vaults
+//! here need a write, so the index only sends them on to ARM, and faults aimed at a vault never
+//! match the Resource Graph query (it names no vault).
 
 mod support;
 
@@ -27,7 +35,7 @@ use tagfence::azure::budget::BudgetLimits;
 use tagfence::azure::pipeline::AzureError;
 use tagfence::config::{Config, SelectionSettings, Settings};
 use tagfence::core::gate::Mismatch;
-use tagfence::reconcile::{AzureStep, ErrorKind, Outcome, ReconcileError};
+use tagfence::reconcile::{AzureStep, ErrorKind, Observed, Outcome, ReconcileError};
 use tagfence::run::{RunReport, RunRequest, Runner};
 use tagfence_emulator::{Emulator, Fault, FaultKind, Route, Throttle};
 
@@ -139,6 +147,12 @@ fn timeout() -> FaultKind {
     }
 }
 
+/// Reshapes a PATCH's answer so that it does not show the firewall sent (its `ipRules` left
+/// out): the write is then verified by a GET.
+fn answer_not_showing_the_write() -> FaultKind {
+    FaultKind::remove_fields(&["/properties/networkAcls/ipRules"])
+}
+
 fn edit(add: &[&str], remove: &[&str]) -> FaultKind {
     FaultKind::EditAfter {
         add: add.iter().map(|r| r.to_string()).collect(),
@@ -155,12 +169,22 @@ enum Step {
     Reread,
     /// The PATCH.
     Write,
-    /// The GET after the PATCH.
+    /// The GET after the PATCH, made only when the PATCH's answer does not show the firewall
+    /// sent: [`at`] makes the (first) PATCH's answer leave the rules out.
     Verify,
 }
 
 /// Queues `kind` × `count` for `step` of `vault`'s reconcile (on a vault that needs a write).
+/// For [`Step::Verify`] the first PATCH's answer is reshaped too, so that a verify GET is made.
 fn at(emulator: &Emulator, step: Step, vault: &str, kind: FaultKind, count: u32) {
+    if matches!(step, Step::Verify) {
+        emulator.add_fault(fault(
+            Route::VaultPatch,
+            vault,
+            answer_not_showing_the_write(),
+            1,
+        ));
+    }
     let earlier_reads = match step {
         Step::Read | Step::Write => 0,
         Step::Reread => 1,
@@ -199,8 +223,11 @@ fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// What a vault needing a write sends when nothing goes wrong.
-const CLEAN: [&str; 4] = ["GET 200", "GET 200", "PATCH 200", "GET 200"];
+/// What a vault needing a write sends when nothing goes wrong: read, re-read, write (its answer
+/// verifies it).
+const CLEAN: [&str; 3] = ["GET 200", "GET 200", "PATCH 200"];
+/// The same when the PATCH's answer does not show the write: a GET verifies it.
+const VERIFIED: [&str; 4] = ["GET 200", "GET 200", "PATCH 200", "GET 200"];
 
 fn outcome_error(report: &RunReport, index: usize) -> ReconcileError {
     match &report.vaults[index].outcome {
@@ -229,6 +256,9 @@ fn assert_all_applied(report: &RunReport) {
 // ---------------------------------------------------------------------------------------------
 // Throttling, server errors, timeouts and dropped connections within the retry budget.
 
+/// Protocol note: a write whose answer shows the firewall sent is not read a fourth time, so
+/// each sequence ends at the PATCH, except where the verify step is faulted (its PATCH's answer
+/// is reshaped not to show the write, which makes the verify GET).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_and_server_error_bursts_at_every_step_of_many_vaults_are_retried() {
     let vaults = names(12);
@@ -245,7 +275,6 @@ async fn throttling_and_server_error_bursts_at_every_step_of_many_vaults_are_ret
                 "GET 200",
                 "GET 200",
                 "PATCH 200",
-                "GET 200",
             ],
         ),
         (
@@ -257,7 +286,6 @@ async fn throttling_and_server_error_bursts_at_every_step_of_many_vaults_are_ret
                 "GET 429",
                 "GET 200",
                 "PATCH 200",
-                "GET 200",
             ],
         ),
         (
@@ -269,7 +297,6 @@ async fn throttling_and_server_error_bursts_at_every_step_of_many_vaults_are_ret
                 "GET 200",
                 "GET 200",
                 "PATCH 200",
-                "GET 200",
             ],
         ),
         (
@@ -293,19 +320,11 @@ async fn throttling_and_server_error_bursts_at_every_step_of_many_vaults_are_ret
                 "GET 200",
                 "GET 200",
                 "PATCH 200",
-                "GET 200",
             ],
         ),
         (
             vec![(Step::Reread, 502, None, 2)],
-            vec![
-                "GET 200",
-                "GET 502",
-                "GET 502",
-                "GET 200",
-                "PATCH 200",
-                "GET 200",
-            ],
+            vec!["GET 200", "GET 502", "GET 502", "GET 200", "PATCH 200"],
         ),
         (
             vec![(Step::Write, 503, None, 3)],
@@ -322,7 +341,6 @@ async fn throttling_and_server_error_bursts_at_every_step_of_many_vaults_are_ret
                 "GET 200",
                 "GET 200",
                 "PATCH 200",
-                "GET 200",
             ],
         ),
         (
@@ -356,12 +374,11 @@ async fn throttling_and_server_error_bursts_at_every_step_of_many_vaults_are_ret
                 "GET 200",
                 "GET 200",
                 "PATCH 200",
-                "GET 200",
             ],
         ),
         (
             vec![(Step::Read, 503, Some(1), 1)],
-            vec!["GET 503", "GET 200", "GET 200", "PATCH 200", "GET 200"],
+            vec!["GET 503", "GET 200", "GET 200", "PATCH 200"],
         ),
         (
             vec![(Step::Read, 500, None, 1), (Step::Write, 429, None, 1)],
@@ -373,7 +390,6 @@ async fn throttling_and_server_error_bursts_at_every_step_of_many_vaults_are_ret
                 "GET 200",
                 "GET 200",
                 "PATCH 200",
-                "GET 200",
             ],
         ),
         (vec![], CLEAN.to_vec()),
@@ -392,6 +408,9 @@ async fn throttling_and_server_error_bursts_at_every_step_of_many_vaults_are_ret
     emulator.shutdown().await;
 }
 
+/// Protocol note: as above, no verify GET after a PATCH whose answer shows the write, except
+/// where the verify step is faulted. A lost PATCH answer still costs a read: the read that would have
+/// preceded a second write shows the first one landed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_at_every_step_are_retried_and_a_lost_answer_is_harmless() {
     let vaults = names(7);
@@ -407,7 +426,6 @@ async fn dropped_connections_at_every_step_are_retried_and_a_lost_answer_is_harm
                 "GET 200",
                 "GET 200",
                 "PATCH 200",
-                "GET 200",
             ],
         ),
         (
@@ -421,7 +439,6 @@ async fn dropped_connections_at_every_step_are_retried_and_a_lost_answer_is_harm
                 "GET 0 dropped",
                 "GET 200",
                 "PATCH 200",
-                "GET 200",
             ],
         ),
         (
@@ -441,7 +458,6 @@ async fn dropped_connections_at_every_step_are_retried_and_a_lost_answer_is_harm
                 "GET 200",
                 "GET 200",
                 "PATCH 200",
-                "GET 200",
             ],
         ),
         (
@@ -468,13 +484,7 @@ async fn dropped_connections_at_every_step_are_retried_and_a_lost_answer_is_harm
             Step::Read,
             FaultKind::DropAfter,
             1,
-            vec![
-                "GET 200 answer lost",
-                "GET 200",
-                "GET 200",
-                "PATCH 200",
-                "GET 200",
-            ],
+            vec!["GET 200 answer lost", "GET 200", "GET 200", "PATCH 200"],
         ),
         (
             Step::Verify,
@@ -502,6 +512,8 @@ async fn dropped_connections_at_every_step_are_retried_and_a_lost_answer_is_harm
     emulator.shutdown().await;
 }
 
+/// Protocol note: a clean write is read, re-read and written (its answer verifies it); only the
+/// vault whose verify step is faulted is read a fourth time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_that_time_out_at_every_step_are_abandoned_and_retried() {
     let vaults = names(5);
@@ -515,13 +527,16 @@ async fn attempts_that_time_out_at_every_step_are_abandoned_and_retried() {
             Step::Write,
             LONGER_THAN_AN_ATTEMPT,
             2,
-            ["GET 200"; 6]
-                .into_iter()
-                .chain(["PATCH 200", "GET 200"])
-                .collect(),
+            ["GET 200"; 6].into_iter().chain(["PATCH 200"]).collect(),
             2,
         ),
-        (Step::Verify, LONGER_THAN_AN_ATTEMPT, 1, CLEAN.to_vec(), 1),
+        (
+            Step::Verify,
+            LONGER_THAN_AN_ATTEMPT,
+            1,
+            VERIFIED.to_vec(),
+            1,
+        ),
         // Slow but within the attempt's timeout: answered, no retry.
         (Step::Write, 200, 1, CLEAN.to_vec(), 0),
     ];
@@ -609,6 +624,9 @@ async fn a_write_throttling_storm_across_many_vaults_settles_by_honouring_retry_
 // Faults beyond the retry budget: that vault fails alone, unchanged (or, when only the verify
 // failed, at its new state), and the next run heals it.
 
+/// Protocol note: kv-verify's PATCH answer is reshaped not to show the write, so that its write
+/// is verified by a GET (which times out). On the next run no vault is believed in sync from
+/// Resource Graph's index: each was written moments ago or has a write of unknown outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_beyond_the_retry_budget_fail_only_their_vault_and_the_next_run_heals_it() {
     let vaults: Vec<String> = [
@@ -748,6 +766,20 @@ async fn faults_beyond_the_retry_budget_fail_only_their_vault_and_the_next_run_h
         assert_eq!(rules_of(&emulator, name), intended(&[MANUAL]), "{name}");
     }
     assert_eq!(trace(&emulator, "kv-verify"), ["GET 200"]);
+    // The index was queried once, and believed about none of them: every vault was written
+    // moments ago (or its write's outcome is unknown, or it was never read), so each was read
+    // through ARM.
+    assert_eq!(
+        emulator
+            .requests()
+            .iter()
+            .filter(|r| r.route == Route::ResourceGraph)
+            .count(),
+        1
+    );
+    for vault in &report.vaults {
+        assert_eq!(vault.observed, Observed::Arm, "{}", vault.vault.name);
+    }
     let status = runner.status().await.unwrap();
     for (vault, remembered) in &status.vaults {
         let remembered = remembered.as_ref().unwrap();
@@ -765,6 +797,7 @@ async fn faults_beyond_the_retry_budget_fail_only_their_vault_and_the_next_run_h
 // ---------------------------------------------------------------------------------------------
 // A person editing the vault while tagfence works on it (Key Vault has no ETags).
 
+/// Protocol note: no verify GET after the PATCH, whose answer shows the write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_editing_between_the_read_and_the_write_is_seen_by_the_reread_and_planned_around()
 {
@@ -786,10 +819,10 @@ async fn a_person_editing_between_the_read_and_the_write_is_seen_by_the_reread_a
 
     let report = run(&runner).await;
     assert_all_applied(&report);
-    // Read, re-read (moved: plan again), re-read (steady), write, verify.
+    // Read, re-read (moved: plan again), re-read (steady), write (its answer verifies it).
     assert_eq!(
         trace(&emulator, "kv-prod"),
-        ["GET 200", "GET 200", "GET 200", "PATCH 200", "GET 200"]
+        ["GET 200", "GET 200", "GET 200", "PATCH 200"]
     );
     // The person's edit stands: their rule kept, the rule they deleted not brought back.
     assert_eq!(rules_of(&emulator, "kv-prod"), intended(&[PERSON]));
@@ -799,19 +832,57 @@ async fn a_person_editing_between_the_read_and_the_write_is_seen_by_the_reread_a
     emulator.shutdown().await;
 }
 
+/// Runs `runner` with `vault`'s write verified by a GET (its PATCH's answer reshaped not to show
+/// the write) that is held until `person` has edited the vault: a person's edit landing after the
+/// write and before the verify read. The runner must wait longer than that takes per attempt.
+async fn run_with_an_edit_before_the_verify(
+    emulator: &Emulator,
+    runner: &Runner,
+    vault: &str,
+    person: impl FnOnce(&Emulator),
+) -> RunReport {
+    at(emulator, Step::Verify, vault, FaultKind::hold("verify"), 1);
+    let edit = async {
+        assert!(
+            emulator.wait_held("verify", Duration::from_secs(30)).await,
+            "{vault}'s write was never verified by a read"
+        );
+        person(emulator);
+        assert_eq!(emulator.release("verify"), 1);
+    };
+    let (report, ()) = tokio::join!(run(runner), edit);
+    report
+}
+
+/// A configuration with state whose attempts wait long enough for a held request to be released.
+fn patient_config(emulator: &Emulator, vaults: &[String], state: &Path) -> Config {
+    let mut config = config(emulator, vaults, Some(state));
+    config.http.attempt_timeout = Duration::from_secs(10);
+    config
+}
+
+/// Protocol note: a write whose answer shows the firewall sent is not read again, so the edit
+/// is made where the verify read still happens: the PATCH's answer is reshaped not to show the
+/// write, and the verify GET is held until the person has added their rule. (An edit right after
+/// a PATCH whose answer verifies it is seen by the next run:
+/// [`a_person_editing_right_after_a_verified_write_is_seen_by_the_next_run`].)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_adding_a_rule_right_after_the_write_is_reported_by_the_verify_and_kept_next_run()
 {
     let emulator = start(emulator_config(vec![vault("kv-prod", &[MANUAL])])).await;
-    at(&emulator, Step::Write, "kv-prod", edit(&[PERSON], &[]), 1);
     let scratch = Scratch::new();
     let vaults = vec!["kv-prod".to_owned()];
     let runner = runner(
         &emulator,
-        config(&emulator, &vaults, Some(&scratch.join("state"))),
+        patient_config(&emulator, &vaults, &scratch.join("state")),
     );
 
-    let report = run(&runner).await;
+    let report = run_with_an_edit_before_the_verify(&emulator, &runner, "kv-prod", |emulator| {
+        let mut rules = rules_of(emulator, "kv-prod");
+        rules.push(PERSON.to_owned());
+        emulator.set_ip_rules("kv-prod", rules);
+    })
+    .await;
     // Every rule written reads back, and one more: the person's.
     assert_eq!(
         outcome_error(&report, 0),
@@ -828,9 +899,11 @@ async fn a_person_adding_a_rule_right_after_the_write_is_reported_by_the_verify_
         "verifying the write: the vault now holds 26 rules, 0 written rules missing and 1 not written by this run [52.174.99.1/32] (changed by someone else meanwhile?); the next run reconciles it"
     );
     assert!(report.vaults[0].wrote);
+    assert_eq!(trace(&emulator, "kv-prod"), VERIFIED);
     assert_eq!(rules_of(&emulator, "kv-prod"), intended(&[MANUAL, PERSON]));
 
-    // The next run keeps the person's rule as unmanaged and has nothing to write.
+    // The next run keeps the person's rule as unmanaged and has nothing to write. It reads the
+    // vault through ARM: tagfence wrote it moments ago, so Resource Graph is not believed yet.
     emulator.clear_requests();
     let report = run(&runner).await;
     assert_eq!(
@@ -845,30 +918,33 @@ async fn a_person_adding_a_rule_right_after_the_write_is_reported_by_the_verify_
         [MANUAL.parse().unwrap(), PERSON.parse().unwrap()]
     );
     assert!(report.vaults[0].ownership_known);
+    assert_eq!(report.vaults[0].observed, Observed::Arm);
     assert_eq!(trace(&emulator, "kv-prod"), ["GET 200"]);
     assert_eq!(rules_of(&emulator, "kv-prod"), intended(&[MANUAL, PERSON]));
     emulator.shutdown().await;
 }
 
+/// Protocol note: as above, the PATCH's answer is reshaped not to show the write and the verify
+/// GET held until the person has deleted one of the rules just written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_deleting_a_written_rule_right_after_the_write_is_reported_and_restored_next_run()
 {
     let emulator = start(emulator_config(vec![vault("kv-prod", &[MANUAL])])).await;
-    at(
-        &emulator,
-        Step::Write,
-        "kv-prod",
-        edit(&[], &[AZURE_DEVOPS[0]]),
-        1,
-    );
     let scratch = Scratch::new();
     let vaults = vec!["kv-prod".to_owned()];
     let runner = runner(
         &emulator,
-        config(&emulator, &vaults, Some(&scratch.join("state"))),
+        patient_config(&emulator, &vaults, &scratch.join("state")),
     );
 
-    let report = run(&runner).await;
+    let report = run_with_an_edit_before_the_verify(&emulator, &runner, "kv-prod", |emulator| {
+        let rules = rules_of(emulator, "kv-prod")
+            .into_iter()
+            .filter(|rule| rule != AZURE_DEVOPS[0])
+            .collect();
+        emulator.set_ip_rules("kv-prod", rules);
+    })
+    .await;
     // One rule written is gone: the one the person deleted.
     assert_eq!(
         outcome_error(&report, 0),
@@ -884,6 +960,7 @@ async fn a_person_deleting_a_written_rule_right_after_the_write_is_reported_and_
         outcome_error(&report, 0).to_string(),
         "verifying the write: the vault now holds 24 rules, 1 written rules missing [20.37.158.0/23] and 0 not written by this run (changed by someone else meanwhile?); the next run reconciles it"
     );
+    assert_eq!(trace(&emulator, "kv-prod"), VERIFIED);
     assert!(!rules_of(&emulator, "kv-prod").contains(&AZURE_DEVOPS[0].to_owned()));
 
     let report = run(&runner).await;
@@ -896,9 +973,76 @@ async fn a_person_deleting_a_written_rule_right_after_the_write_is_reported_and_
     emulator.shutdown().await;
 }
 
+/// Key Vault answers a PATCH with the vault as stored, and an answer showing exactly the
+/// firewall sent verifies the write: no read follows it. A person's edit landing right after
+/// the PATCH (after its answer was made) is therefore not seen by this run, which reports the
+/// vault applied; the next run sees it, reading the vault through ARM (tagfence wrote it moments
+/// ago, so Resource Graph's index is not believed about it), and treats it as any edit: a rule
+/// the person added is kept as theirs, a rule of tagfence's they deleted is brought back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_editing_right_after_a_verified_write_is_seen_by_the_next_run() {
+    let vaults: Vec<String> = ["kv-add", "kv-delete"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let emulator = start_with_manual_rule(&vaults).await;
+    at(&emulator, Step::Write, "kv-add", edit(&[PERSON], &[]), 1);
+    at(
+        &emulator,
+        Step::Write,
+        "kv-delete",
+        edit(&[], &[AZURE_DEVOPS[0]]),
+        1,
+    );
+    let scratch = Scratch::new();
+    let runner = runner(
+        &emulator,
+        config(&emulator, &vaults, Some(&scratch.join("state"))),
+    );
+
+    let report = run(&runner).await;
+    // The answers showed the firewalls sent: applied, and not read again.
+    assert_all_applied(&report);
+    for name in &vaults {
+        assert_eq!(trace(&emulator, name), CLEAN, "{name}");
+    }
+    assert_eq!(rules_of(&emulator, "kv-add"), intended(&[MANUAL, PERSON]));
+    let deleted: Vec<String> = intended(&[MANUAL])
+        .into_iter()
+        .filter(|rule| rule != AZURE_DEVOPS[0])
+        .collect();
+    assert_eq!(rules_of(&emulator, "kv-delete"), deleted);
+
+    // The next run: the person's rule is theirs and stays, nothing written; the rule of
+    // tagfence's that the person deleted is written back, and nothing else.
+    emulator.clear_requests();
+    let report = run(&runner).await;
+    assert_eq!(report.failures(), 0, "{}", report.to_text());
+    let outcomes: Vec<&str> = report.vaults.iter().map(|v| v.outcome.status()).collect();
+    assert_eq!(outcomes, ["in_sync", "applied"], "{}", report.to_text());
+    for vault in &report.vaults {
+        assert_eq!(vault.observed, Observed::Arm, "{}", vault.vault.name);
+    }
+    let kept = report.vaults[0].plan.as_ref().unwrap();
+    assert_eq!(
+        kept.unmanaged,
+        [MANUAL.parse().unwrap(), PERSON.parse().unwrap()]
+    );
+    assert!(kept.add.is_empty() && kept.remove.is_empty());
+    assert_eq!(trace(&emulator, "kv-add"), ["GET 200"]);
+    let restored = report.vaults[1].plan.as_ref().unwrap();
+    assert_eq!(restored.add, [AZURE_DEVOPS[0].parse().unwrap()]);
+    assert!(restored.remove.is_empty());
+    assert_eq!(trace(&emulator, "kv-delete"), CLEAN);
+    assert_eq!(rules_of(&emulator, "kv-add"), intended(&[MANUAL, PERSON]));
+    assert_eq!(rules_of(&emulator, "kv-delete"), intended(&[MANUAL]));
+    emulator.shutdown().await;
+}
+
 /// The limit of the re-read: an edit landing between it and the PATCH (one round trip) is
-/// overwritten, and the verify cannot tell (the vault holds exactly what was written). Without
-/// ETags this window cannot be closed; the test pins it so that the documentation stays true.
+/// overwritten, and the verify cannot tell (the vault holds exactly what was written, which the
+/// PATCH's answer shows, so no verify GET is made). Without ETags this window cannot be closed;
+/// the test pins it so that the documentation stays true.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_inside_the_one_round_trip_window_before_the_write_is_overwritten() {
     let emulator = start(emulator_config(vec![vault("kv-prod", &[MANUAL])])).await;
@@ -951,7 +1095,8 @@ async fn a_firewall_that_keeps_changing_is_left_alone_after_three_plans_then_rec
 /// With a budget of one write a second, one of two vaults waits about a second: its re-read must
 /// come after that wait, i.e. at least a second after the first of the two first reads. Only
 /// that lower bound on time is asserted (a wait never ends early); when the budget was taken
-/// inside the PATCH, both re-reads followed their first reads at once.
+/// inside the PATCH, both re-reads followed their first reads at once. (Each vault costs read,
+/// re-read and write: the PATCH's answer verifies the write.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vault_waiting_for_the_write_budget_reads_again_after_the_wait() {
     let vaults = names(2);
@@ -1009,6 +1154,15 @@ fn vault_requests(emulator: &Emulator) -> usize {
         .requests()
         .iter()
         .filter(|r| r.route.is_vault())
+        .count()
+}
+
+/// Requests to ARM of any kind, the Resource Graph query included.
+fn arm_requests(emulator: &Emulator) -> usize {
+    emulator
+        .requests()
+        .iter()
+        .filter(|r| r.route.is_arm())
         .count()
 }
 
@@ -1102,6 +1256,8 @@ async fn a_failing_identity_endpoint_fails_the_run_once_clearly_and_nothing_is_r
     assert!(token_requests(&emulator).iter().all(|t| t.0 == 500));
     assert!(token_requests(&emulator).len() >= 2);
     assert_eq!(vault_requests(&emulator), 0, "no token, no request");
+    // Nor a Resource Graph query: the sign-in is checked before the firewalls are observed.
+    assert_eq!(arm_requests(&emulator), 0);
     assert_eq!(rules_of(&emulator, "kv-a"), [MANUAL]);
     assert!(rules_of(&emulator, "kv-b").is_empty());
 
@@ -1126,6 +1282,7 @@ async fn a_failing_identity_endpoint_fails_the_run_once_clearly_and_nothing_is_r
     );
     assert_eq!(token_requests(&emulator).len(), 1);
     assert_eq!(vault_requests(&emulator), 0);
+    assert_eq!(arm_requests(&emulator), 0);
     assert_eq!(rules_of(&emulator, "kv-a"), [MANUAL]);
     emulator.shutdown().await;
 }
@@ -1145,7 +1302,9 @@ async fn serving_kv_prod() -> (Emulator, HostDouble) {
 /// A token the service refuses before the client thinks it expires (revoked, a skewed clock,
 /// or here the emulator expiring every token) used to stay in azure_identity's cache, so every
 /// later call of a long-lived `serve` failed with 401 for up to the token's lifetime. The
-/// pipeline now starts the credential over after a 401 and tries once more.
+/// pipeline now starts the credential over after a 401 and tries once more. (Protocol note: a
+/// run's first call is now its Resource Graph query, so that is the call refused and sent again;
+/// and the write is verified by its answer, with no GET after it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_refused_between_two_invocations_of_serve_is_renewed() {
     let (emulator, mut host) = serving_kv_prod().await;
@@ -1167,18 +1326,21 @@ async fn a_token_refused_between_two_invocations_of_serve_is_renewed() {
     let log: Vec<(Route, u16)> = emulator
         .requests()
         .into_iter()
-        .filter(|r| r.route.is_vault() || r.route == Route::TokenAppService)
+        .filter(|r| r.route.is_arm() || r.route == Route::TokenAppService)
         .map(|r| (r.route, r.status))
         .collect();
+    // The run's first call, the Resource Graph query, is refused; the credential starts over
+    // and the query is sent again; the vault, which the index shows out of sync, is then read,
+    // read again and written (the PATCH's answer verifies the write).
     assert_eq!(
         log,
         [
-            (Route::VaultGet, 401),
+            (Route::ResourceGraph, 401),
             (Route::TokenAppService, 200),
+            (Route::ResourceGraph, 200),
             (Route::VaultGet, 200),
             (Route::VaultGet, 200),
             (Route::VaultPatch, 200),
-            (Route::VaultGet, 200),
         ]
     );
     // The new token serves the invocations after it.
@@ -1190,6 +1352,8 @@ async fn a_token_refused_between_two_invocations_of_serve_is_renewed() {
     emulator.shutdown().await;
 }
 
+/// Protocol note: the write sent again is verified by its answer (no verify GET), and the second
+/// run, without state, finds both vaults in sync in Resource Graph's index (no vault read).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_refused_in_the_middle_of_a_run_is_renewed_and_the_write_sent_again() {
     let emulator = start(emulator_config(vec![
@@ -1238,20 +1402,30 @@ async fn a_token_refused_in_the_middle_of_a_run_is_renewed_and_the_write_sent_ag
         stderr(&output)
     );
     assert_eq!(trace(&emulator, "kv-a"), CLEAN);
+    // The write sent again with the new token is answered with the firewall sent: verified.
     assert_eq!(
         trace(&emulator, "kv-b"),
-        ["GET 200", "GET 200", "PATCH 401", "PATCH 200", "GET 200"]
+        ["GET 200", "GET 200", "PATCH 401", "PATCH 200"]
     );
     assert_eq!(token_requests(&emulator).len(), 2);
     assert_eq!(rules_of(&emulator, "kv-b"), intended(&[MANUAL]));
 
-    // A CLI run is its own process: the next one starts with a fresh token anyway.
+    // A CLI run is its own process: the next one starts with a fresh token anyway. Its one
+    // request to Azure is the Resource Graph query, which shows both vaults in sync (no state:
+    // the index may vouch for them), so no vault is read.
     emulator.expire_tokens();
     emulator.clear_requests();
     let output = apply_binary(&emulator, &["kv-a", "kv-b"], &[]).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(token_requests(&emulator).len(), 1);
-    assert_eq!(trace(&emulator, "kv-b"), ["GET 200"]);
+    let graph: Vec<(u16, bool)> = emulator
+        .requests()
+        .iter()
+        .filter(|r| r.route == Route::ResourceGraph)
+        .map(|r| (r.status, r.authorized))
+        .collect();
+    assert_eq!(graph, [(200, true)]);
+    assert_eq!(vault_requests(&emulator), 0);
     emulator.shutdown().await;
 }
 

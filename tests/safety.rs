@@ -386,24 +386,72 @@ async fn a_person_really_removing_our_rules_is_accepted_on_request() {
 // ---------------------------------------------------------------------------------------------
 // Verify compares the whole firewall.
 
+/// A write is verified against every field of the firewall, whichever read shows it: the PATCH's
+/// answer first, then (when the answer does not show exactly what was sent) a GET.
+///
+/// Protocol note: the write used to be verified by a GET after it, always; now the PATCH's
+/// answer verifies it when it shows exactly the firewall sent. So an answer that differs from
+/// the write in any one field must not be taken as its verification (a GET follows, and here
+/// the GET shows the write: applied), and a GET that still shows the firewall opened is a
+/// mismatch naming that field alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_compares_every_field_of_the_firewall() {
+    let verify_reads = [
+        Route::VaultGet,
+        Route::VaultGet,
+        Route::VaultPatch,
+        Route::VaultGet,
+    ];
+    let routes = |emulator: &Emulator| -> Vec<Route> {
+        emulator
+            .requests()
+            .iter()
+            .filter(|r| r.vault.as_deref() == Some("kv-verify"))
+            .map(|r| r.route)
+            .collect()
+    };
+    // Each field of the answer is compared: an answer differing in one field alone (every rule
+    // in it) is not the write's verification.
+    let answers = [
+        ("defaultAction", json!("Allow")),
+        ("bypass", json!("AzureServices")),
+        ("virtualNetworkRules", json!([])),
+    ];
+    for (field, shown) in answers {
+        let (emulator, dir, mut args) = taken_over("kv-verify").await;
+        args.source = Some(document(&dir, 101, &ranges(1, 10)).display().to_string());
+        emulator.clear_requests();
+        emulator.add_fault(fault(
+            Route::VaultPatch,
+            "kv-verify",
+            FaultKind::set_field(&format!("/properties/networkAcls/{field}"), shown),
+            1,
+        ));
+        let report = apply(&emulator, &args).await;
+        assert_eq!(
+            report.vaults[0].outcome,
+            Outcome::Applied,
+            "{field}: {}",
+            report.to_text()
+        );
+        assert_eq!(routes(&emulator), verify_reads, "{field}");
+        emulator.shutdown().await;
+    }
+
     let (emulator, dir, mut args) = taken_over("kv-verify").await;
     args.source = Some(document(&dir, 101, &ranges(1, 10)).display().to_string());
     emulator.clear_requests();
-    // Read and re-read pass; the verify read shows the firewall opened.
+    // The PATCH's answer shows the firewall opened, so the write is read to verify; read and
+    // re-read pass, and the verify read shows the firewall opened too.
+    let opened = || FaultKind::set_field("/properties/networkAcls/defaultAction", json!("Allow"));
+    emulator.add_fault(fault(Route::VaultPatch, "kv-verify", opened(), 1));
     emulator.add_fault(fault(
         Route::VaultGet,
         "kv-verify",
         FaultKind::Delay { ms: 0 },
         2,
     ));
-    emulator.add_fault(fault(
-        Route::VaultGet,
-        "kv-verify",
-        FaultKind::set_field("/properties/networkAcls/defaultAction", json!("Allow")),
-        1,
-    ));
+    emulator.add_fault(fault(Route::VaultGet, "kv-verify", opened(), 1));
     let report = apply(&emulator, &args).await;
     let error = failure(&report);
     // Only defaultAction differs: every rule written reads back.
@@ -416,6 +464,8 @@ async fn verify_compares_every_field_of_the_firewall() {
         })
     );
     assert_eq!(error.kind(), ErrorKind::Conflict);
+    assert_eq!(routes(&emulator), verify_reads);
+    emulator.shutdown().await;
 }
 
 // ---------------------------------------------------------------------------------------------
