@@ -3,11 +3,14 @@
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{Method, Pipeline, Request};
+use azure_core::http::{Method, Pipeline, RawResponse, Request};
 use serde_json::{json, Value};
 use url::Url;
 
-use super::budget::{BudgetLimits, WriteBudget, REMAINING_WRITES_HEADER};
+use super::budget::{
+    Budget, BudgetLimits, GraphQuota, GRAPH_QUOTA_REMAINING_HEADER,
+    GRAPH_QUOTA_RESETS_AFTER_HEADER, REMAINING_READS_HEADER, REMAINING_WRITES_HEADER,
+};
 use super::pipeline::{self, AzureError, HttpOptions};
 use super::VaultId;
 use crate::core::gate::GatedWrite;
@@ -35,6 +38,13 @@ const RESOURCE_GRAPH_PAGE: u32 = 1000;
 
 /// Resource Graph pages followed at most: a million rows.
 const MAX_RESOURCE_GRAPH_PAGES: usize = 1000;
+
+/// ARM requests in flight at most, over all subscriptions. Each subscription has its own lane of
+/// vaults, so a fleet over many subscriptions would otherwise open a connection per vault at
+/// once; an App Service or Functions instance is pre-allocated 128 SNAT ports for outbound
+/// connections (Microsoft Learn, "Troubleshooting intermittent outbound connection errors in
+/// Azure App Service"), and this stays well inside them. Measured in BENCHMARKS.md.
+pub const MAX_IN_FLIGHT: usize = 64;
 
 /// Where a Resource Graph query looks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,8 +103,15 @@ pub struct ArmClient {
     write_pipeline: Pipeline,
     endpoint: Url,
     options: HttpOptions,
-    /// Shared by every clone: one budget per subscription for the whole process.
-    budget: Arc<WriteBudget>,
+    /// Shared by every clone: one write budget and one read budget per subscription for the
+    /// whole process, and the caller's Resource Graph quota.
+    writes: Arc<Budget>,
+    reads: Arc<Budget>,
+    graph_quota: Arc<GraphQuota>,
+    /// ARM requests in flight, shared by every clone ([`MAX_IN_FLIGHT`]). Taken after any
+    /// budget wait, so a request waiting for its subscription's budget never holds up another
+    /// subscription's.
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// The credential and scope of the pipelines, to check that a token can be had at all.
     credential: Arc<dyn TokenCredential>,
     scope: String,
@@ -125,7 +142,10 @@ impl ArmClient {
             scope,
             endpoint,
             options,
-            budget: Arc::new(WriteBudget::default()),
+            writes: Arc::new(Budget::with_limits(BudgetLimits::ARM_WRITES)),
+            reads: Arc::new(Budget::with_limits(BudgetLimits::ARM_READS)),
+            graph_quota: Arc::new(GraphQuota::default()),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         })
     }
 
@@ -154,7 +174,37 @@ impl ArmClient {
     /// The same client with its own write budget of `limits` (ARM's by default).
     #[must_use]
     pub fn with_write_budget(mut self, limits: BudgetLimits) -> Self {
-        self.budget = Arc::new(WriteBudget::with_limits(limits));
+        self.writes = Arc::new(Budget::with_limits(limits));
+        self
+    }
+
+    /// The same client with at most `requests` ARM requests in flight ([`MAX_IN_FLIGHT`] by
+    /// default; benchmarks vary it).
+    #[must_use]
+    pub fn with_max_in_flight(mut self, requests: usize) -> Self {
+        self.in_flight = Arc::new(tokio::sync::Semaphore::new(requests.max(1)));
+        self
+    }
+
+    /// Sends `request` through `pipeline` once a place among the requests in flight is free.
+    async fn send(
+        &self,
+        pipeline: &Pipeline,
+        request: &mut Request,
+        operation: &str,
+    ) -> Result<RawResponse, AzureError> {
+        let _place = self
+            .in_flight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        pipeline::send(pipeline, request, operation, &self.options).await
+    }
+
+    /// The same client with its own read budget of `limits` (ARM's by default).
+    #[must_use]
+    pub fn with_read_budget(mut self, limits: BudgetLimits) -> Self {
+        self.reads = Arc::new(Budget::with_limits(limits));
         self
     }
 
@@ -197,13 +247,32 @@ impl ArmClient {
     /// [`AzureError`] from the call, or [`AzureError::Decode`] when the vault's firewall cannot be read.
     pub async fn get_vault(&self, id: &VaultId) -> Result<Vault, AzureError> {
         let operation = format!("reading vault {}", id.name);
-        let mut request = Request::new(
-            self.url(&id.to_string(), KEY_VAULT_API_VERSION),
-            Method::Get,
-        );
-        let response =
-            pipeline::send(&self.pipeline, &mut request, &operation, &self.options).await?;
+        let url = self.url(&id.to_string(), KEY_VAULT_API_VERSION);
+        let response = self.read(&id.subscription, url, &operation).await?;
         vault_from(id, response.body(), &operation)
+    }
+
+    /// One ARM `GET` in `subscription`, paced by its read budget (a token taken before it is
+    /// sent, the budget lowered to what ARM says is left).
+    async fn read(
+        &self,
+        subscription: &str,
+        url: Url,
+        operation: &str,
+    ) -> Result<RawResponse, AzureError> {
+        let waited = self.reads.acquire(subscription).await;
+        if waited >= std::time::Duration::from_millis(100) {
+            tracing::debug!(
+                waited_ms = waited.as_millis() as u64,
+                "waited for ARM's read budget"
+            );
+        }
+        let mut request = Request::new(url, Method::Get);
+        let response = self.send(&self.pipeline, &mut request, operation).await?;
+        if let Some(remaining) = header_number(&response, REMAINING_READS_HEADER) {
+            self.reads.observe_remaining(subscription, remaining);
+        }
+        Ok(response)
     }
 
     /// Takes one write from ARM's write budget for the vault's subscription, waiting while the
@@ -211,7 +280,7 @@ impl ArmClient {
     /// its last read of the vault, so that any wait for the budget (up to minutes across a
     /// thousand vaults) falls before that read, not between it and the write.
     pub async fn reserve_write(&self, id: &VaultId) -> WriteSlot {
-        let waited = self.budget.acquire(&id.subscription).await;
+        let waited = self.writes.acquire(&id.subscription).await;
         if waited >= std::time::Duration::from_millis(100) {
             tracing::debug!(
                 waited_ms = waited.as_millis() as u64,
@@ -245,21 +314,11 @@ impl ArmClient {
         );
         request.insert_header("content-type", "application/json");
         request.set_body(serde_json::to_vec(&write.body()).expect("a JSON value serialises"));
-        let response = pipeline::send(
-            &self.write_pipeline,
-            &mut request,
-            &operation,
-            &self.options,
-        )
-        .await?;
-        if let Some(remaining) = response
-            .headers()
-            .get_optional_str(&azure_core::http::headers::HeaderName::from_static(
-                REMAINING_WRITES_HEADER,
-            ))
-            .and_then(|v| v.trim().parse::<u32>().ok())
-        {
-            self.budget.observe_remaining(&id.subscription, remaining);
+        let response = self
+            .send(&self.write_pipeline, &mut request, &operation)
+            .await?;
+        if let Some(remaining) = header_number(&response, REMAINING_WRITES_HEADER) {
+            self.writes.observe_remaining(&id.subscription, remaining);
         }
         vault_from(id, response.body(), &operation)
     }
@@ -281,9 +340,7 @@ impl ArmClient {
         let mut document: Option<ServiceTags> = None;
         let mut bytes = 0;
         for _ in 0..MAX_SERVICE_TAG_PAGES {
-            let mut request = Request::new(url.clone(), Method::Get);
-            let response =
-                pipeline::send(&self.pipeline, &mut request, &operation, &self.options).await?;
+            let response = self.read(subscription, url.clone(), &operation).await?;
             bytes += response.body().len();
             let page = ServiceTags::parse(response.body()).map_err(|err| AzureError::Decode {
                 operation: operation.clone(),
@@ -334,6 +391,7 @@ impl ArmClient {
         );
         let mut rows = Vec::new();
         let mut skip_token: Option<String> = None;
+        let mut tokens_seen = std::collections::HashSet::new();
         for _ in 0..MAX_RESOURCE_GRAPH_PAGES {
             let mut body = json!({
                 "query": query,
@@ -349,8 +407,18 @@ impl ArmClient {
             let mut request = Request::new(url.clone(), Method::Post);
             request.insert_header("content-type", "application/json");
             request.set_body(serde_json::to_vec(&body).expect("a JSON value serialises"));
-            let response =
-                pipeline::send(&self.pipeline, &mut request, &operation, &self.options).await?;
+            let waited = self.graph_quota.wait().await;
+            if !waited.is_zero() {
+                tracing::info!(
+                    waited_ms = waited.as_millis() as u64,
+                    "waited for the Resource Graph quota to reset"
+                );
+            }
+            let response = self.send(&self.pipeline, &mut request, &operation).await?;
+            self.graph_quota.observe(
+                header_text(&response, GRAPH_QUOTA_REMAINING_HEADER),
+                header_text(&response, GRAPH_QUOTA_RESETS_AFTER_HEADER),
+            );
             let page: Value =
                 serde_json::from_slice(response.body()).map_err(|err| AzureError::Decode {
                     operation: operation.clone(),
@@ -368,8 +436,16 @@ impl ArmClient {
                 .and_then(Value::as_str)
                 .filter(|token| !token.is_empty())
                 .map(str::to_owned);
-            if skip_token.is_none() {
-                return Ok(rows);
+            match &skip_token {
+                None => return Ok(rows),
+                // A service repeating a token would be followed for a thousand pages.
+                Some(token) if !tokens_seen.insert(token.clone()) => {
+                    return Err(AzureError::Decode {
+                        operation,
+                        detail: "the answer repeats an earlier page's $skipToken".to_owned(),
+                    })
+                }
+                Some(_) => {}
             }
         }
         Err(AzureError::Decode {
@@ -402,6 +478,16 @@ impl ArmClient {
         }
         Ok(url)
     }
+}
+
+fn header_text<'a>(response: &'a RawResponse, name: &'static str) -> Option<&'a str> {
+    response
+        .headers()
+        .get_optional_str(&azure_core::http::headers::HeaderName::from_static(name))
+}
+
+fn header_number(response: &RawResponse, name: &'static str) -> Option<u32> {
+    header_text(response, name).and_then(|v| v.trim().parse::<u32>().ok())
 }
 
 fn vault_from(id: &VaultId, body: &[u8], operation: &str) -> Result<Vault, AzureError> {

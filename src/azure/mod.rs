@@ -8,11 +8,13 @@
 //!   `Retry-After`, a timeout per attempt and per call, a bearer token that is never sent over
 //!   plain HTTP except to a loopback emulator), and the error type.
 //! - [`arm`]: Key Vault GET/PATCH, the Service Tag Discovery API and Resource Graph.
-//! - [`budget`]: ARM's write budget, kept on the client side.
+//! - [`budget`]: ARM's read and write budgets and Resource Graph's quota, kept on the client side.
+//! - [`index`]: the firewalls of many vaults from one Resource Graph query.
 
 pub mod arm;
 pub mod auth;
 pub mod budget;
+pub mod index;
 pub mod pipeline;
 
 use std::fmt;
