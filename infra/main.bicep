@@ -137,8 +137,11 @@ param credential string = 'managed-identity'
 @description('TAGFENCE_MIN_SERVICE_TAGS: refuse a Service Tags document with fewer tags.')
 param minServiceTags string = ''
 
-@description('TAGFENCE_CONCURRENCY: vaults reconciled at once (default 8).')
+@description('TAGFENCE_CONCURRENCY: vaults reconciled at once in each subscription (default 8).')
 param concurrency string = ''
+
+@description('TAGFENCE_OBSERVE: graph (read every firewall in one Resource Graph query, then through ARM only the vaults that need work) or arm (read every vault through ARM); default graph.')
+param observe string = ''
 
 @description('TAGFENCE_HTTP_TIMEOUT_SECS (default 30).')
 param httpTimeoutSecs string = ''
@@ -311,6 +314,7 @@ module app 'app/resources.bicep' = {
     credential: credential
     minServiceTags: minServiceTags
     concurrency: concurrency
+    observe: observe
     httpTimeoutSecs: httpTimeoutSecs
     httpMaxRetries: httpMaxRetries
     httpRetryDelayMs: httpRetryDelayMs

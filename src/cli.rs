@@ -548,7 +548,7 @@ pub struct ReconcileArgs {
     #[command(flatten)]
     pub document: DocumentArgs,
 
-    /// Vaults reconciled at the same time (at least 1) [default: 8].
+    /// Vaults reconciled at the same time in each subscription (at least 1) [default: 8].
     #[arg(
         long,
         value_name = "N",
@@ -556,6 +556,12 @@ pub struct ReconcileArgs {
         allow_negative_numbers = true
     )]
     pub concurrency: Option<String>,
+
+    /// How a run observes the firewalls: `graph` reads them all in one Resource Graph query
+    /// and reads through ARM only the vaults that need work; `arm` reads every vault through
+    /// ARM [default: graph].
+    #[arg(long, value_name = "HOW", env = "TAGFENCE_OBSERVE")]
+    pub observe: Option<String>,
 
     /// For this many days (0 to 90) after a selected tag changes, also keep the ranges of its
     /// previous version (Microsoft publishes new ranges ahead of use; old ones may still be in
@@ -710,6 +716,7 @@ impl ReconcileArgs {
                 (Key::AcceptMissingRules, &self.accept_missing_rules),
                 (Key::MaxTagShrink, &self.max_tag_shrink),
                 (Key::Concurrency, &self.concurrency),
+                (Key::Observe, &self.observe),
                 (Key::GraceDays, &self.grace_days),
                 (Key::AllowOlder, &self.allow_older),
             ],
@@ -981,9 +988,8 @@ fn run_apply(args: &ApplyArgs, origins: Origins, dry_origin: Option<Origin>) -> 
         let runner = Runner::new(config, &IdentityEnv::from_process())?;
         runner
             .run(&RunRequest {
-                only: None,
                 dry_run,
-                trigger: "cli",
+                ..RunRequest::default()
             })
             .await
     })?;

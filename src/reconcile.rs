@@ -3,7 +3,10 @@
 //! # Expected flow, per vault
 //! 0. **lock**: take the vault's lock in the state store (a blob lease), so that no other
 //!    instance or trigger works on it meanwhile; read what tagfence remembers of it.
-//! 1. **observe**: `GET` the vault; its firewall is read whole or its gaps are named.
+//! 1. **observe**: when the run observed the firewalls through Resource Graph and the index
+//!    may vouch for this vault, a vault the index shows in sync ends here (nothing read
+//!    through ARM, nothing written); otherwise `GET` the vault; its firewall is read whole or
+//!    its gaps are named. Every write is planned from an ARM read, never from the index.
 //! 2. **plan**: desired rules × live rules × the rules tagfence owns (the core's `plan_vault`,
 //!    which also runs the plan's guards: empty allow-list, too many removals, over the limit,
 //!    a selected tag emptied or shrunk).
@@ -14,12 +17,14 @@
 //!    moved meanwhile, plan and gate again from it, at most three times), pass the gate against
 //!    that last read, confirm the lock is still held and the vault's record unchanged, then one
 //!    `PATCH` carrying the whole `networkAcls`.
-//! 5. **verify**: `GET` again; the whole firewall must be what was written.
+//! 5. **verify**: the whole firewall must be what was written: the `PATCH`'s answer (Key Vault
+//!    answers with the vault as stored) or, when it does not show exactly that, a `GET`.
 //! 6. **record**: the rules tagfence added become its own, with the outcome; a record never
 //!    overwrites one another process wrote meanwhile.
 //!
 //! # Guarantees
-//! - A vault in sync costs one `GET` and no write; a changed one `GET` + `GET` + `PATCH` + `GET`.
+//! - A vault in sync costs one `GET` and no write (none when Resource Graph vouches for it); a
+//!   changed one `GET` + `GET` + `PATCH` (+ `GET` when the answer does not verify the write).
 //! - Every `PATCH` passes the gate against the last read before it: the ARM client's only
 //!   firewall write takes a `GatedWrite`, which only the gate makes.
 //! - Nothing is written when the plan or the gate refuses or any step before the write fails,
@@ -43,8 +48,7 @@
 //! Safe to cancel at any `.await`: the only effect on the vault is the PATCH, which is atomic,
 //! and the state is only ever written whole.
 
-use std::collections::HashMap;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -57,6 +61,8 @@ use serde::Serialize;
 use tracing::{info, warn, Instrument};
 
 use crate::azure::arm::{ArmClient, Vault, WriteSlot};
+use crate::azure::index::FirewallIndex;
+pub use crate::azure::index::INDEX_TRUSTED_AFTER_WRITE;
 use crate::azure::pipeline::AzureError;
 use crate::azure::VaultId;
 use crate::config::{TargetSource, VaultTarget};
@@ -191,6 +197,31 @@ pub struct RunContext<'a> {
     /// Whether a document older than the one a vault's record says was applied may be used
     /// (`--allow-older`).
     pub allow_older: bool,
+    /// The firewalls as Resource Graph indexed them, when the run observes through it: a vault
+    /// whose indexed firewall is in sync is not read through ARM.
+    pub index: Option<&'a FirewallIndex>,
+    /// How long after a write of tagfence's the index is not believed about a vault
+    /// ([`INDEX_TRUSTED_AFTER_WRITE`] but in benchmarks).
+    pub index_trusted_after_write: Duration,
+}
+
+/// Where a vault's firewall was observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Observed {
+    /// By an ARM read (every vault written, and every one the index could not vouch for).
+    #[default]
+    Arm,
+    /// In Resource Graph's index, which showed it in sync: no ARM read, nothing written.
+    ResourceGraph,
+}
+
+impl Observed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Observed::Arm => "arm",
+            Observed::ResourceGraph => "resource_graph",
+        }
+    }
 }
 
 /// The report of one vault's reconcile.
@@ -206,6 +237,8 @@ pub struct VaultReport {
     pub wrote: bool,
     /// Whether the rules tagfence added before were known (from the state).
     pub ownership_known: bool,
+    /// Where its firewall was observed.
+    pub observed: Observed,
     pub elapsed_ms: u64,
 }
 
@@ -219,6 +252,7 @@ impl VaultReport {
             warnings: Vec::new(),
             wrote: false,
             ownership_known: false,
+            observed: Observed::Arm,
             elapsed_ms: 0,
         }
     }
@@ -248,27 +282,35 @@ impl Reconciler {
         locks.entry(vault.key()).or_default().clone()
     }
 
-    /// Reconciles every target, at most `concurrency` at a time; reports in target order.
+    /// Reconciles every target, at most `concurrency` at a time in each subscription; reports
+    /// in target order. ARM's budgets are per subscription, so each subscription has its own
+    /// lane: vaults waiting for one subscription's budget never hold up another's.
     pub async fn reconcile_all(
         &self,
         targets: &[VaultTarget],
         run: RunContext<'_>,
         concurrency: usize,
     ) -> Vec<VaultReport> {
+        let mut lanes: BTreeMap<String, Vec<(usize, &VaultTarget)>> = BTreeMap::new();
+        for (index, target) in targets.iter().enumerate() {
+            lanes
+                .entry(target.id.subscription.to_ascii_lowercase())
+                .or_default()
+                .push((index, target));
+        }
         // Boxed so that the future of this function is `Send` without higher-ranked closure
         // types leaking into it (axum handlers need `Send` futures).
-        let reconciles: Vec<BoxedReconcile<'_>> = targets
-            .iter()
-            .enumerate()
-            .map(|(index, target)| {
-                Box::pin(async move { (index, self.reconcile_vault(target, run).await) })
-                    as BoxedReconcile<'_>
-            })
-            .collect();
-        let mut reports: Vec<(usize, VaultReport)> = stream::iter(reconciles)
-            .buffer_unordered(concurrency.max(1))
-            .collect()
-            .await;
+        let lanes = lanes.into_values().map(|lane| {
+            let reconciles: Vec<BoxedReconcile<'_>> = lane
+                .into_iter()
+                .map(|(index, target)| {
+                    Box::pin(async move { (index, self.reconcile_vault(target, run).await) })
+                        as BoxedReconcile<'_>
+                })
+                .collect();
+            stream::iter(reconciles).buffer_unordered(concurrency.max(1))
+        });
+        let mut reports: Vec<(usize, VaultReport)> = stream::select_all(lanes).collect().await;
         reports.sort_by_key(|(index, _)| *index);
         reports.into_iter().map(|(_, report)| report).collect()
     }
@@ -452,6 +494,9 @@ impl Reconciler {
         report: &mut VaultReport,
     ) -> Result<Outcome, Halt> {
         never_move_back(remembered.as_deref(), run)?;
+        if self.in_sync_in_index(target, run, remembered.as_deref(), report) {
+            return Ok(Outcome::InSync);
+        }
         let mut write_attempt = 1;
         loop {
             let vault = self.observe(target, report).await?;
@@ -467,7 +512,7 @@ impl Reconciler {
             };
             still_ours(target, run, held, trace).await?;
             match self.write(target, &gated, slot, trace, report).await {
-                Ok(()) => return Ok(self.verify(target, &gated, trace).await?),
+                Ok(answer) => return Ok(self.verify(target, &gated, answer, trace).await?),
                 Err(err) => self.before_writing_again(err, &mut write_attempt).await?,
             }
         }
@@ -482,7 +527,7 @@ impl Reconciler {
         slot: WriteSlot,
         trace: &mut Trace,
         report: &mut VaultReport,
-    ) -> Result<(), AzureError> {
+    ) -> Result<Vault, AzureError> {
         report.wrote = true;
         if let Some(plan) = &report.plan {
             trace.sent_adds.extend(&plan.add);
@@ -491,6 +536,9 @@ impl Reconciler {
         let landed_before = trace.maybe_written;
         trace.maybe_written = true;
         let result = self.arm.patch_network_acls(&target.id, gated, slot).await;
+        // When the write may have landed: its answer's time, not the run's start (budget and
+        // lock waits come before it), so the index is not believed about it too early.
+        trace.written_at = Some(Utc::now());
         if let Err(err) = &result {
             // A 4xx answer (but a timeout's 408) says ARM did not carry the write out;
             // anything else (5xx, a lost answer) may have landed.
@@ -501,7 +549,7 @@ impl Reconciler {
                 trace.maybe_written = landed_before;
             }
         }
-        result.map(|_| ())
+        result
     }
 
     /// After a failed write: waits before the next attempt when one may help, else stops with
@@ -592,24 +640,33 @@ impl Reconciler {
         .into())
     }
 
-    /// Reads the vault after the write: the whole firewall must be what was sent.
+    /// Checks the write landed: the whole firewall must be what was sent. Key Vault answers a
+    /// `PATCH` with the vault as stored ("Vaults - Update": 200 with the updated vault), so an
+    /// answer showing exactly the firewall sent verifies the write without another read; an
+    /// answer that does not (or differs) is checked by reading the vault again.
     async fn verify(
         &self,
         target: &VaultTarget,
         gated: &GatedWrite,
+        answer: Vault,
         trace: &mut Trace,
     ) -> Result<Outcome, ReconcileError> {
-        let after =
-            self.arm
-                .get_vault(&target.id)
-                .await
-                .map_err(|error| ReconcileError::Azure {
-                    step: AzureStep::Verify,
-                    error,
-                })?;
-        gated
-            .verify(&after.acl)
-            .map_err(ReconcileError::VerifyMismatch)?;
+        if gated.verify(&answer.acl).is_err() {
+            info!(
+                "the write's answer does not show the firewall sent; reading the vault to verify"
+            );
+            let after =
+                self.arm
+                    .get_vault(&target.id)
+                    .await
+                    .map_err(|error| ReconcileError::Azure {
+                        step: AzureStep::Verify,
+                        error,
+                    })?;
+            gated
+                .verify(&after.acl)
+                .map_err(ReconcileError::VerifyMismatch)?;
+        }
         trace.settled = Some(gated.rules().to_vec());
         Ok(Outcome::Applied)
     }
@@ -637,46 +694,115 @@ impl Reconciler {
                 Some(_) => {}
             }
         }
-        let live = &vault.acl;
-        let mut warnings = Vec::new();
-        if live.public_access_disabled() {
-            warnings.push(
-                "publicNetworkAccess is Disabled: the vault's IP rules have no effect".to_owned(),
-            );
-        }
-        if live
-            .default_action
-            .as_deref()
-            .is_some_and(|a| a.eq_ignore_ascii_case("allow"))
-        {
-            warnings.push("defaultAction is Allow: the vault accepts every network, so its IP rules have no effect until it is Deny".to_owned());
-        }
-        // Named one by one up to a few: a vault of 900 such rules says so in one more line, not
-        // 900 (every run, in the log, the report and the run record).
-        const NAMED: usize = 5;
-        for rule in live.unreadable.iter().take(NAMED) {
-            warnings.push(format!(
-                "the vault holds IP rule '{}', which tagfence cannot read ({}); it is kept as it is and counts against the limit",
-                rule.value, rule.reason
-            ));
-        }
-        if live.unreadable.len() > NAMED {
-            warnings.push(format!(
-                "the vault holds {} more IP rules tagfence cannot read; they are kept as they are and count against the limit",
-                live.unreadable.len() - NAMED
-            ));
-        }
-        // A vault read again after a failed write warns once.
-        warnings.retain(|w| !report.warnings.contains(w));
-        // Logged at info: the report carries them to the person (the CLI's output, the HTTP
-        // answer, the run record), so a warn-level log line would only say it twice.
-        for warning in &warnings {
-            info!(%warning, "vault warning");
-        }
-        report.warnings.extend(warnings);
+        notice(&vault.acl, report);
         Ok(vault)
     }
 
+    /// Whether Resource Graph's index shows the vault in sync and may be believed for it (see
+    /// [`index_may_vouch`]): then the reconcile ends there, with no ARM read and nothing
+    /// written. A vault the index shows needing work (or lacks) is observed through ARM, from
+    /// which alone a write is ever planned.
+    fn in_sync_in_index(
+        &self,
+        target: &VaultTarget,
+        run: RunContext<'_>,
+        remembered: Option<&VaultState>,
+        report: &mut VaultReport,
+    ) -> bool {
+        let Some(indexed) = run.index.and_then(|index| index.get(&target.id)) else {
+            return false;
+        };
+        if !index_may_vouch(target, run, remembered) || !indexed.acl.is_whole() {
+            return false;
+        }
+        if let TargetSource::Discovered { tag, value } = &target.source {
+            if indexed.tag(tag) != Some(value.as_str()) {
+                return false;
+            }
+        }
+        match plan_vault(target, run, remembered, &indexed.acl) {
+            Ok((plan, Ok(()))) if !plan.has_changes() => {
+                report.plan = Some(plan);
+                report.observed = Observed::ResourceGraph;
+                notice(&indexed.acl, report);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Says what a person should know about the firewall read (once per vault).
+fn notice(live: &LiveAcl, report: &mut VaultReport) {
+    let mut warnings = Vec::new();
+    if live.public_access_disabled() {
+        warnings.push(
+            "publicNetworkAccess is Disabled: the vault's IP rules have no effect".to_owned(),
+        );
+    }
+    if live
+        .default_action
+        .as_deref()
+        .is_some_and(|a| a.eq_ignore_ascii_case("allow"))
+    {
+        warnings.push("defaultAction is Allow: the vault accepts every network, so its IP rules have no effect until it is Deny".to_owned());
+    }
+    // Named one by one up to a few: a vault of 900 such rules says so in one more line, not
+    // 900 (every run, in the log, the report and the run record).
+    const NAMED: usize = 5;
+    for rule in live.unreadable.iter().take(NAMED) {
+        warnings.push(format!(
+                "the vault holds IP rule '{}', which tagfence cannot read ({}); it is kept as it is and counts against the limit",
+                rule.value, rule.reason
+            ));
+    }
+    if live.unreadable.len() > NAMED {
+        warnings.push(format!(
+                "the vault holds {} more IP rules tagfence cannot read; they are kept as they are and count against the limit",
+                live.unreadable.len() - NAMED
+            ));
+    }
+    // A vault read again after a failed write warns once.
+    warnings.retain(|w| !report.warnings.contains(w));
+    // Logged at info: the report carries them to the person (the CLI's output, the HTTP
+    // answer, the run record), so a warn-level log line would only say it twice.
+    for warning in &warnings {
+        info!(%warning, "vault warning");
+    }
+    report.warnings.extend(warnings);
+}
+
+/// Whether Resource Graph may vouch for the vault being in sync. Only where nothing but the
+/// firewall's rules is at stake: never for a vault tagfence has no record of yet (its first
+/// observation records what it owns, from an ARM read), one with a write whose outcome is
+/// unknown (pending rules are settled against an ARM read), one whose record predates format 2,
+/// one adopting rules, or one tagfence wrote less than [`INDEX_TRUSTED_AFTER_WRITE`] ago.
+fn index_may_vouch(
+    target: &VaultTarget,
+    run: RunContext<'_>,
+    remembered: Option<&VaultState>,
+) -> bool {
+    if target.safety.adopt_existing {
+        return false;
+    }
+    let Some(remembered) = remembered else {
+        // Without state nothing is owned, recorded or removed: in sync is all there is to know.
+        return run.state.is_none();
+    };
+    let written_long_ago = remembered.written_at.is_none_or(|at| {
+        run.now
+            .signed_duration_since(at)
+            .to_std()
+            .is_ok_and(|since| since >= run.index_trusted_after_write)
+    });
+    remembered.applied.is_some()
+        && remembered.pending.is_empty()
+        && remembered.pending_removal.is_empty()
+        && remembered.migrated_from.is_none()
+        && written_long_ago
+}
+
+impl Reconciler {
     /// Plans the vault from `vault` and passes the plan's body through the gate. `Ok(None)`
     /// when the vault is in sync.
     fn plan_and_gate(
@@ -688,34 +814,8 @@ impl Reconciler {
         trace: &Trace,
         report: &mut VaultReport,
     ) -> Result<Option<GatedWrite>, ReconcileError> {
-        let owned = remembered.map(VaultState::owned_rules);
-        let applied = remembered.and_then(|r| r.applied.as_ref());
-        let last_desired = applied.map(|a| (a, a.desired.to_desired()));
-        let recorded = last_desired.as_ref().map(|(a, desired)| Recorded {
-            desired,
-            inputs: &a.inputs,
-        });
-        let input = PlanInput {
-            tags: run.tags,
-            selection: &target.selection,
-            limits: &target.limits,
-            live: &vault.acl.ip_rules,
-            unreadable: vault.acl.unreadable.len(),
-            owned: owned.as_deref(),
-            prune: target.prune,
-            adopt: target.safety.adopt_existing,
-            recorded,
-            tag_guard: TagGuard {
-                previous: last_desired
-                    .as_ref()
-                    .map(|(a, desired)| (desired.tags.as_slice(), a.change_number)),
-                max_shrink: target.safety.max_tag_shrink,
-                allowed: &target.safety.allow_tag_shrink,
-            },
-        };
-        let mut plan = plan::plan_unguarded(input).map_err(ReconcileError::Plan)?;
-        plan.vault = Some(target.id.name.clone());
-        let guarded = plan::guard_plan(&plan, input);
+        let (plan, guarded) =
+            plan_vault(target, run, remembered, &vault.acl).map_err(ReconcileError::Plan)?;
         let changes = plan.has_changes();
         let intended = plan.rules_after(&vault.acl.ip_rules);
         // Kept when a guard refuses it too: the report shows the change that was refused.
@@ -766,6 +866,45 @@ impl Reconciler {
         };
         gate::check(&vault.acl, proposal, ownership, options).map_err(ReconcileError::Gate)
     }
+}
+
+/// Plans the vault from the firewall `acl` (the core's plan, its guards' verdict apart: a plan
+/// a guard refuses is still shown).
+fn plan_vault(
+    target: &VaultTarget,
+    run: RunContext<'_>,
+    remembered: Option<&VaultState>,
+    acl: &LiveAcl,
+) -> Result<(Plan, Result<(), plan::Refusal>), PlanError> {
+    let owned = remembered.map(VaultState::owned_rules);
+    let applied = remembered.and_then(|r| r.applied.as_ref());
+    let last_desired = applied.map(|a| (a, a.desired.to_desired()));
+    let recorded = last_desired.as_ref().map(|(a, desired)| Recorded {
+        desired,
+        inputs: &a.inputs,
+    });
+    let input = PlanInput {
+        tags: run.tags,
+        selection: &target.selection,
+        limits: &target.limits,
+        live: &acl.ip_rules,
+        unreadable: acl.unreadable.len(),
+        owned: owned.as_deref(),
+        prune: target.prune,
+        adopt: target.safety.adopt_existing,
+        recorded,
+        tag_guard: TagGuard {
+            previous: last_desired
+                .as_ref()
+                .map(|(a, desired)| (desired.tags.as_slice(), a.change_number)),
+            max_shrink: target.safety.max_tag_shrink,
+            allowed: &target.safety.allow_tag_shrink,
+        },
+    };
+    let mut plan = plan::plan_unguarded(input)?;
+    plan.vault = Some(target.id.name.clone());
+    let guarded = plan::guard_plan(&plan, input);
+    Ok((plan, guarded))
 }
 
 /// Where the phases of a reconcile stop before its end.
@@ -827,6 +966,8 @@ struct Trace {
     /// Whether a write of this reconcile may have reached the vault (sent, and not refused
     /// outright by ARM).
     maybe_written: bool,
+    /// When its last write was answered (or failed).
+    written_at: Option<DateTime<Utc>>,
     /// The pending rules as they stood before this reconcile recorded its intent (settled
     /// against the first read): restored when no write of this reconcile can have landed.
     pending_before: Option<(Vec<Ipv4Net>, Vec<Ipv4Net>)>,
@@ -988,6 +1129,9 @@ fn record(
             remembered.pending_removal = pending_removal.clone();
         }
     }
+    if trace.maybe_written {
+        remembered.written_at = trace.written_at.map(state::stored_time).or(Some(at));
+    }
     if let Some(seen) = &trace.seen_default_action {
         remembered.seen_default_action = Some(seen.clone());
     }
@@ -1002,7 +1146,10 @@ fn record(
         at,
         trigger: run.trigger.to_owned(),
         outcome: outcome.recorded(),
-        detail: outcome.detail(),
+        detail: outcome.detail().or_else(|| {
+            (report.observed == Observed::ResourceGraph)
+                .then(|| "in sync as Resource Graph indexed it; not read through ARM".to_owned())
+        }),
         change_number: run.tags.change_number,
         added: plan.filter(|_| report.wrote).map_or(0, |p| p.add.len()),
         removed: plan.filter(|_| report.wrote).map_or(0, |p| p.remove.len()),

@@ -56,6 +56,7 @@ param downloadPageUrl string
 param credential string
 param minServiceTags string
 param concurrency string
+param observe string
 param httpTimeoutSecs string
 param httpMaxRetries string
 param httpRetryDelayMs string
@@ -343,6 +344,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TAGFENCE_CREDENTIAL: credential
     TAGFENCE_MIN_SERVICE_TAGS: minServiceTags
     TAGFENCE_CONCURRENCY: concurrency
+    TAGFENCE_OBSERVE: observe
     TAGFENCE_HTTP_TIMEOUT_SECS: httpTimeoutSecs
     TAGFENCE_HTTP_MAX_RETRIES: httpMaxRetries
     TAGFENCE_HTTP_RETRY_DELAY_MS: httpRetryDelayMs

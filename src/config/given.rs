@@ -10,7 +10,7 @@ use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use super::error::{ConfigError, ConfigErrors};
-use super::settings::{Key, Origin, Settings, MAX_GRACE_DAYS};
+use super::settings::{Key, Observe, Origin, Settings, MAX_GRACE_DAYS};
 use crate::azure::auth::CredentialKind;
 use crate::core::desired::{FitMode, KEY_VAULT_MAX_RULES};
 use crate::core::fit::Slash31;
@@ -269,6 +269,10 @@ fn azure_scalars(settings: &Settings) -> Vec<(Key, Option<String>)> {
             Key::Concurrency,
             settings.concurrency.map(|n| n.to_string()),
         ),
+        (
+            Key::Observe,
+            settings.observe.map(|o| observe_name(o).to_owned()),
+        ),
         (Key::HttpTimeoutSecs, number(settings.http_timeout_secs)),
         (
             Key::HttpMaxRetries,
@@ -304,6 +308,8 @@ const CREDENTIALS: &[(&str, CredentialKind)] = &[
     ("developer-tools", CredentialKind::DeveloperTools),
 ];
 
+const OBSERVES: &[(&str, Observe)] = &[("graph", Observe::Graph), ("arm", Observe::Arm)];
+
 fn name_of<T: PartialEq>(choices: &[(&'static str, T)], value: T) -> &'static str {
     choices
         .iter()
@@ -326,6 +332,11 @@ pub fn cloud_name(cloud: Cloud) -> &'static str {
 
 fn credential_name(kind: CredentialKind) -> &'static str {
     name_of(CREDENTIALS, kind)
+}
+
+/// How a run observes, as the settings spell it (`graph`, `arm`).
+pub fn observe_name(observe: Observe) -> &'static str {
+    name_of(OBSERVES, observe)
 }
 
 /// Whether a switch's text turns it on (`true`, `1`) or off (`false`, `0`), any case.
@@ -352,6 +363,7 @@ pub(super) fn allowed(key: Key) -> String {
         }
         Key::MinServiceTags => "a whole number of tags, at least 1".to_owned(),
         Key::Concurrency => "a whole number of vaults, at least 1".to_owned(),
+        Key::Observe => "graph or arm".to_owned(),
         Key::HttpTimeoutSecs | Key::HttpCallTimeoutSecs => {
             "a whole number of seconds, at least 1".to_owned()
         }
@@ -440,6 +452,11 @@ impl Reader<'_> {
     /// `--cloud`, by the settings' names or the Azure CLI's.
     pub fn cloud(&mut self) -> Option<Cloud> {
         self.choice(Key::Cloud, CLOUDS)
+    }
+
+    /// `--observe`: graph or arm.
+    pub fn observe(&mut self) -> Option<Observe> {
+        self.choice(Key::Observe, OBSERVES)
     }
 
     /// `--credential`, by its spelling.

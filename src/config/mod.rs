@@ -75,12 +75,12 @@ use crate::core::service_tags::Cloud;
 use crate::source::{self, SourceSpec};
 
 pub use error::{ConfigError, ConfigErrors};
-pub use given::{cloud_name, parse_switch};
+pub use given::{cloud_name, observe_name, parse_switch};
 use given::{Givens, Reader};
 use layers::{ConfigFile, Resolved};
 pub use settings::{
-    Key, LimitSettings, Origin, Origins, SelectionSettings, Settings, Texts, DEFAULT_CONCURRENCY,
-    DEFAULT_DISCOVERY_TAG, DEFAULT_GRACE_DAYS, DEFAULT_HTTP_CALL_TIMEOUT_SECS,
+    Key, LimitSettings, Observe, Origin, Origins, SelectionSettings, Settings, Texts,
+    DEFAULT_CONCURRENCY, DEFAULT_DISCOVERY_TAG, DEFAULT_GRACE_DAYS, DEFAULT_HTTP_CALL_TIMEOUT_SECS,
     DEFAULT_HTTP_MAX_RETRIES, DEFAULT_HTTP_RETRY_DELAY_MS, DEFAULT_HTTP_TIMEOUT_SECS,
     DEFAULT_SOURCE, DEFAULT_STATE_CONTAINER, MAX_GRACE_DAYS,
 };
@@ -98,7 +98,10 @@ pub struct Config {
     pub source: SourceSpec,
     pub min_service_tags: usize,
     pub targets: Vec<VaultTarget>,
+    /// Vaults reconciled at once per subscription (subscriptions do not wait on each other).
     pub concurrency: usize,
+    /// How a run observes the firewalls before deciding which vaults need work.
+    pub observe: Observe,
     pub http: HttpOptions,
     /// Where state lives; `None` runs without memory (nothing is ever removed).
     pub state: Option<StateSpec>,
@@ -114,6 +117,15 @@ pub struct Config {
     /// The ARM write budget tagfence paces itself by, per subscription: ARM's (200, +10/s).
     /// Not a setting (ARM's budget is not the caller's to choose); tests lower it.
     pub write_budget: BudgetLimits,
+    /// The read budget likewise: ARM's (250, +25/s).
+    pub read_budget: BudgetLimits,
+    /// How long after a write of tagfence's a vault is read through ARM rather than believed
+    /// in sync from Resource Graph. Not a setting; benchmarks set it to zero to measure the run a
+    /// week after the last writes without waiting a week.
+    pub index_trusted_after_write: std::time::Duration,
+    /// ARM requests in flight at most over all subscriptions ([`crate::azure::arm::MAX_IN_FLIGHT`]).
+    /// Not a setting; benchmarks vary it.
+    pub max_in_flight: usize,
 }
 
 /// What a configuration is for, which decides what it must give.
@@ -231,13 +243,17 @@ fn build(settings: &Settings, purpose: Purpose) -> Result<Config, ConfigErrors> 
         min_service_tags: run.min_service_tags,
         targets,
         concurrency: run.concurrency,
+        observe: run.observe,
         http: run.http,
         state,
         grace_days: run.grace_days,
         allow_older: run.allow_older,
         discovery,
         defaults,
-        write_budget: BudgetLimits::default(),
+        write_budget: BudgetLimits::ARM_WRITES,
+        read_budget: BudgetLimits::ARM_READS,
+        index_trusted_after_write: crate::azure::index::INDEX_TRUSTED_AFTER_WRITE,
+        max_in_flight: crate::azure::arm::MAX_IN_FLIGHT,
         notify_url,
     })
 }
@@ -267,6 +283,7 @@ struct RunValues {
     credential: CredentialKind,
     min_service_tags: usize,
     concurrency: usize,
+    observe: Observe,
     http: HttpOptions,
     grace_days: u32,
     allow_older: bool,
@@ -295,6 +312,7 @@ fn run_values(reader: &mut Reader<'_>, cloud: Cloud, has_state: bool) -> RunValu
         concurrency: reader
             .number(Key::Concurrency, 1..=usize::MAX)
             .unwrap_or(DEFAULT_CONCURRENCY),
+        observe: reader.observe().unwrap_or_default(),
         http: http_options(reader),
         grace_days,
         allow_older,

@@ -104,6 +104,7 @@ keys! {
     Credential = "credential", "--credential", "TAGFENCE_CREDENTIAL";
     MinServiceTags = "min_service_tags", "--min-service-tags", "TAGFENCE_MIN_SERVICE_TAGS";
     Concurrency = "concurrency", "--concurrency", "TAGFENCE_CONCURRENCY";
+    Observe = "observe", "--observe", "TAGFENCE_OBSERVE";
     HttpTimeoutSecs = "http_timeout_secs", "--http-timeout-secs", "TAGFENCE_HTTP_TIMEOUT_SECS";
     HttpMaxRetries = "http_max_retries", "--http-max-retries", "TAGFENCE_HTTP_MAX_RETRIES";
     HttpRetryDelayMs = "http_retry_delay_ms", "--http-retry-delay-ms", "TAGFENCE_HTTP_RETRY_DELAY_MS";
@@ -366,6 +367,8 @@ pub struct Settings {
     pub min_service_tags: Option<usize>,
     /// [default: [`DEFAULT_CONCURRENCY`]].
     pub concurrency: Option<usize>,
+    /// How a run observes the vaults' firewalls [default: [`Observe::Graph`]].
+    pub observe: Option<Observe>,
     /// One HTTP attempt [default: [`DEFAULT_HTTP_TIMEOUT_SECS`]].
     pub http_timeout_secs: Option<u64>,
     /// [default: [`DEFAULT_HTTP_MAX_RETRIES`]].
@@ -406,6 +409,17 @@ pub struct Settings {
     pub texts: Texts,
     /// Where each setting given above came from.
     pub origins: Origins,
+}
+
+/// How a run observes the vaults' firewalls before deciding which need work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Observe {
+    /// All of them in one Resource Graph query; a vault whose indexed firewall is already what
+    /// tagfence would write is in sync without an ARM read, every other one goes through ARM.
+    #[default]
+    Graph,
+    /// Each vault by an ARM read (the Event Grid hook always does).
+    Arm,
 }
 
 #[cfg(test)]

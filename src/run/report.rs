@@ -233,6 +233,7 @@ pub fn vault_json(report: &VaultReport) -> Value {
         "outcome": report.outcome,
         "wrote": report.wrote,
         "ownership_known": report.ownership_known,
+        "observed": report.observed.as_str(),
         "elapsed_ms": report.elapsed_ms,
         "warnings": report.warnings,
         "plan": report.plan.as_ref().map(render::plan_json),

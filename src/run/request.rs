@@ -8,6 +8,9 @@ pub struct RunRequest {
     pub dry_run: bool,
     /// What started the run (`timer`, `http`, `eventgrid`, `cli`), for the records.
     pub trigger: &'static str,
+    /// Read every vault through ARM whatever the configuration says: the Event Grid hook's
+    /// runs, whose event is about a write Resource Graph's index may not show yet.
+    pub read_through_arm: bool,
 }
 
 impl Default for RunRequest {
@@ -16,6 +19,7 @@ impl Default for RunRequest {
             only: None,
             dry_run: false,
             trigger: "cli",
+            read_through_arm: false,
         }
     }
 }

@@ -19,8 +19,9 @@ use super::status::{self, StatusReport};
 use super::targets::{Resolver, Targets};
 use crate::azure::arm::ArmClient;
 use crate::azure::auth::{self, IdentityEnv};
+use crate::azure::index::{self, FirewallIndex};
 use crate::azure::VaultId;
-use crate::config::{Config, StateSpec, TargetSource, VaultTarget};
+use crate::config::{Config, Observe, StateSpec, TargetSource, VaultTarget};
 use crate::core::desired;
 use crate::core::service_tags::ServiceTags;
 use crate::notify::Notifier;
@@ -67,7 +68,9 @@ impl Runner {
             config.endpoints.arm_scope.clone(),
             config.http.clone(),
         )?
-        .with_write_budget(config.write_budget);
+        .with_write_budget(config.write_budget)
+        .with_read_budget(config.read_budget)
+        .with_max_in_flight(config.max_in_flight);
         let state = match &config.state {
             None => None,
             Some(spec) => Some(open_state(spec, credential, &config)?),
@@ -189,6 +192,7 @@ impl Runner {
             // A credential that cannot sign in fails every vault alike: said once.
             self.arm.check_token().await.map_err(RunError::SignIn)?;
         }
+        let index = self.observe_in_index(request, &prepared.targets).await;
         let mut vaults = self
             .reconciler
             .reconcile_all(
@@ -202,6 +206,8 @@ impl Runner {
                     now,
                     lock_wait: self.lock_wait(),
                     allow_older: self.config.allow_older,
+                    index: index.as_ref(),
+                    index_trusted_after_write: self.config.index_trusted_after_write,
                 },
                 self.config.concurrency,
             )
@@ -239,6 +245,42 @@ impl Runner {
             warnings,
             elapsed_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// The targets' firewalls as Resource Graph indexes them, in one query per group of
+    /// subscriptions, when the run observes through it (`--observe graph`, not the Event Grid
+    /// hook). A query that fails costs the run nothing but its speed: every vault is then read
+    /// through ARM.
+    async fn observe_in_index(
+        &self,
+        request: &RunRequest,
+        targets: &[VaultTarget],
+    ) -> Option<FirewallIndex> {
+        if self.config.observe != Observe::Graph || request.read_through_arm || targets.is_empty() {
+            return None;
+        }
+        let mut subscriptions: Vec<String> = targets
+            .iter()
+            .map(|t| t.id.subscription.to_ascii_lowercase())
+            .collect();
+        subscriptions.sort_unstable();
+        subscriptions.dedup();
+        // Bounded like one call: an index that pages on and on must not hold the run.
+        let deadline = self.config.http.call_timeout;
+        match tokio::time::timeout(deadline, index::firewalls(&self.arm, &subscriptions)).await {
+            Ok(Ok(found)) => Some(found),
+            Ok(Err(error)) => {
+                warn!(%error, "reading the firewalls from Resource Graph failed; reading every vault through ARM");
+                None
+            }
+            Err(_) => {
+                warn!(
+                    seconds = deadline.as_secs(),
+                    "reading the firewalls from Resource Graph took too long; reading every vault through ARM"
+                );
+                None
+            }
+        }
     }
 
     /// Fetches and validates the Service Tags document.

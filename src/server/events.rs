@@ -138,6 +138,7 @@ async fn handle_event(
             only: Some(vec![vault.to_string()]),
             dry_run: false,
             trigger: "eventgrid",
+            read_through_arm: true,
         })
         .await;
     Ok(match result {

@@ -125,6 +125,7 @@ fn sync_request(req: &HttpRequestData) -> Result<RunRequest, Box<Response>> {
         only,
         dry_run,
         trigger: "http",
+        ..RunRequest::default()
     })
 }
 

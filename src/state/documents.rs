@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use super::format::{cloud_name, optional_cloud_name, rfc3339, VAULT_STATE_FORMAT};
+use super::format::{
+    cloud_name, optional_cloud_name, optional_rfc3339, rfc3339, VAULT_STATE_FORMAT,
+};
 use crate::azure::VaultId;
 use crate::core::desired::{DesiredRules, Dropped, Origin, RuleInfo, SelectedTag};
 use crate::core::service_tags::Cloud;
@@ -390,6 +392,15 @@ pub struct VaultState {
     /// written from on first sight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seen_bypass: Option<String>,
+    /// When a write of tagfence's last may have reached the vault: until Resource Graph's index
+    /// has surely caught up with it, the vault is observed through ARM. Added within format 3
+    /// (absent in records written before; readers of format 3 ignore fields they do not know).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_rfc3339"
+    )]
+    pub written_at: Option<DateTime<Utc>>,
     /// Set when this record was read from an older format whose ownership could not be
     /// carried over (format 1; never written).
     #[serde(skip)]
@@ -408,6 +419,7 @@ impl VaultState {
             pending_removal: Vec::new(),
             seen_default_action: None,
             seen_bypass: None,
+            written_at: None,
             migrated_from: None,
         }
     }

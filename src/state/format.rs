@@ -52,6 +52,33 @@ pub(super) mod rfc3339 {
     }
 }
 
+/// [`rfc3339`] for an optional timestamp (`null` or absent: none).
+pub(super) mod optional_rfc3339 {
+    use chrono::{DateTime, Utc};
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::state::format::{parse_timestamp, timestamp};
+
+    pub fn serialize<S: Serializer>(at: &Option<DateTime<Utc>>, out: S) -> Result<S::Ok, S::Error> {
+        match at {
+            Some(at) => out.serialize_str(&timestamp(*at)),
+            None => out.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        input: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(input)? {
+            None => Ok(None),
+            Some(text) => parse_timestamp(&text)
+                .map(Some)
+                .ok_or_else(|| D::Error::custom(format!("'{text}' is not an RFC 3339 timestamp"))),
+        }
+    }
+}
+
 /// A cloud as the state writes it: `Public`, `AzureGovernment` or `AzureChina` (the names the
 /// state has always used, fixed here rather than taken from the core's `Cloud`).
 pub(super) mod cloud_name {

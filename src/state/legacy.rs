@@ -188,6 +188,8 @@ pub(super) fn upgrade_vault(bytes: &[u8], found: u32) -> Result<VaultState, Stri
         pending_removal: old.pending_removal,
         seen_default_action: old.seen_default_action,
         seen_bypass: old.seen_bypass,
+        // Unknown for records of older formats: they are from runs before this version.
+        written_at: None,
         migrated_from,
     })
 }
