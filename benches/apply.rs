@@ -1,20 +1,25 @@
-//! Wall time of `apply` over many vaults against the emulator, with its ARM write throttling on
-//! (a bucket of 200 writes refilled at 10/s per subscription, as ARM's). Not a criterion bench:
-//! one reconcile of N vaults is the unit, and both runs are reported.
+//! Wall time of `apply` over many vaults against the emulator, with ARM's throttling on: per
+//! subscription a bucket of 200 writes refilled at 10/s and one of 250 reads refilled at 25/s, as
+//! ARM's; Resource Graph's quota of 15 queries per 5 s. Not a criterion bench: one reconcile of N
+//! vaults is the unit, and both runs are reported (first: every vault written; second: every
+//! vault in sync, as a week later — the bench tells the runner its writes are old).
 //!
-//! Run: `cargo bench --bench apply -- [VAULTS] [CONCURRENCY] [STATE]` (defaults 100, 8, none).
-//! STATE is `none`, `dir` (a fresh temporary directory) or an https container URL (Blob storage,
-//! e.g. Azurite; its CA from `TAGFENCE_STATE_CA_FILE`); `scripts/bench_state.sh` runs the Blob
-//! case against Azurite. Figures: BENCHMARKS.md.
+//! Run: `cargo bench --bench apply -- [VAULTS] [CONCURRENCY] [STATE] [SUBSCRIPTIONS]
+//! [LATENCY_MS] [OBSERVE] [IN_FLIGHT]` (defaults 100, 8, none, 1, 0, graph, 64). STATE is `none`, `dir` (a fresh
+//! temporary directory) or an https container URL (Blob storage, e.g. Azurite; its CA from
+//! `TAGFENCE_STATE_CA_FILE`); `scripts/bench_state.sh` runs the Blob case against Azurite.
+//! LATENCY_MS is added by the emulator to every ARM and Resource Graph answer. OBSERVE is `graph`
+//! or `arm`. Figures: BENCHMARKS.md.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use serde_json::json;
-use tagfence::config::{Config, SelectionSettings, Settings};
+use tagfence::config::{Config, Observe, SelectionSettings, Settings};
+use tagfence::reconcile::Observed;
 use tagfence::run::{RunRequest, Runner};
-use tagfence_emulator::{Config as EmulatorConfig, Emulator, Route, Seed};
+use tagfence_emulator::{Config as EmulatorConfig, Emulator, Route, Seed, Throttle};
 
 /// Emulator tokens: Storage ones for Storage scopes, ARM ones otherwise.
 #[derive(Debug)]
@@ -40,18 +45,59 @@ impl TokenCredential for Tokens {
     }
 }
 
-fn vault_id(i: usize) -> String {
-    format!("/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-bench/providers/Microsoft.KeyVault/vaults/kv-bench-{i:04}")
+fn subscription(i: usize) -> String {
+    format!("00000000-0000-0000-0000-{:012}", i + 1)
+}
+
+fn vault_id(i: usize, subscriptions: usize) -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/rg-bench/providers/Microsoft.KeyVault/vaults/kv-bench-{i:05}",
+        subscription(i % subscriptions)
+    )
+}
+
+/// The bench's arguments.
+struct Args {
+    vaults: usize,
+    concurrency: usize,
+    state: String,
+    subscriptions: usize,
+    latency_ms: u64,
+    observe: String,
+    in_flight: usize,
+}
+
+fn args() -> Args {
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    let mut next = || args.next();
+    Args {
+        vaults: next().and_then(|a| a.parse().ok()).unwrap_or(100),
+        concurrency: next().and_then(|a| a.parse().ok()).unwrap_or(8),
+        state: next().unwrap_or_else(|| "none".to_owned()),
+        subscriptions: next().and_then(|a| a.parse().ok()).unwrap_or(1).max(1),
+        latency_ms: next().and_then(|a| a.parse().ok()).unwrap_or(0),
+        observe: next().unwrap_or_else(|| "graph".to_owned()),
+        in_flight: next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(tagfence::azure::arm::MAX_IN_FLIGHT),
+    }
+}
+
+fn seed(args: &Args) -> Vec<serde_json::Value> {
+    (0..args.vaults)
+        .map(|i| {
+            json!({"id": vault_id(i, args.subscriptions), "name": format!("kv-bench-{i:05}"), "type": "Microsoft.KeyVault/vaults", "location": "westeurope",
+                "properties": {"tenantId": "00000000-0000-0000-0000-0000000000aa", "sku": {"family": "A", "name": "standard"},
+                    "networkAcls": {"defaultAction": "Deny", "bypass": "AzureServices", "ipRules": [{"value": format!("52.174.{}.{}/32", i / 250, i % 250)}], "virtualNetworkRules": []}}})
+        })
+        .collect()
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
-    let vaults: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
-    let concurrency: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(8);
-    let state = args.next().unwrap_or_else(|| "none".to_owned());
+    let args = args();
     let state_dir =
         std::env::temp_dir().join(format!("tagfence-bench-state-{}", std::process::id()));
-    let (state_dir_arg, state_url) = match state.as_str() {
+    let (state_dir_arg, state_url) = match args.state.as_str() {
         "none" => (None, None),
         "dir" => (Some(state_dir.clone()), None),
         url => (None, Some(url.to_owned())),
@@ -61,31 +107,27 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let seed: Vec<_> = (0..vaults)
-            .map(|i| {
-                json!({"id": vault_id(i), "name": format!("kv-bench-{i:04}"), "type": "Microsoft.KeyVault/vaults", "location": "westeurope",
-                    "properties": {"tenantId": "00000000-0000-0000-0000-0000000000aa", "sku": {"family": "A", "name": "standard"},
-                        "networkAcls": {"defaultAction": "Deny", "bypass": "AzureServices", "ipRules": [{"value": format!("52.174.{}.{}/32", i / 250, i % 250)}], "virtualNetworkRules": []}}})
-            })
-            .collect();
         let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ServiceTags_Public.changeNumber-365.json.gz");
         let emulator = Emulator::start(
             EmulatorConfig {
-                seed: Seed { vaults: seed, ..Seed::default() },
+                seed: Seed { vaults: seed(&args), ..Seed::default() },
                 service_tags: Some(std::fs::read(fixture).unwrap()),
+                read_throttle: Some(Throttle { capacity: 250, refill_per_sec: 25.0 }),
+                latency: Duration::from_millis(args.latency_ms),
                 ..EmulatorConfig::default()
             },
             "127.0.0.1:0".parse().unwrap(),
         )
         .await
         .unwrap();
-        let args = Settings {
-            vaults: (0..vaults).map(vault_id).collect(),
+        let settings = Settings {
+            vaults: (0..args.vaults).map(|i| vault_id(i, args.subscriptions)).collect(),
             selection: SelectionSettings { tags: vec!["AzureDevOps".into()], static_rules: vec!["52.1.2.3".into()] },
             source: Some("download".into()),
             arm_endpoint: Some(emulator.base_url()),
             download_page_url: Some(emulator.download_page_url()),
-            concurrency: Some(concurrency),
+            concurrency: Some(args.concurrency),
+            observe: Some(if args.observe == "arm" { Observe::Arm } else { Observe::Graph }),
             http_timeout_secs: Some(30),
             http_max_retries: Some(8),
             http_retry_delay_ms: Some(800),
@@ -99,7 +141,11 @@ fn main() {
             arm: emulator.issue_token("https://management.azure.com/"),
             storage: emulator.issue_token("https://storage.azure.com/"),
         };
-        let runner = Runner::with_credential(Config::from_settings(&args).unwrap(), Arc::new(tokens), "bench".into()).unwrap();
+        let mut config = Config::from_settings(&settings).unwrap();
+        // The second run stands for next week's: tagfence's writes of the first are old by then.
+        config.index_trusted_after_write = Duration::ZERO;
+        config.max_in_flight = args.in_flight;
+        let runner = Runner::with_credential(config, Arc::new(tokens), "bench".into()).unwrap();
 
         for label in ["first run (every vault written)", "second run (every vault in sync)"] {
             emulator.clear_requests();
@@ -108,13 +154,19 @@ fn main() {
             let elapsed = started.elapsed();
             let requests = emulator.requests();
             let count = |route: Route| requests.iter().filter(|r| r.route == route).count();
-            let throttled = requests.iter().filter(|r| r.status == 429).count();
+            let throttled = |route: Route| requests.iter().filter(|r| r.route == route && r.status == 429).count();
+            let by_index = report.vaults.iter().filter(|v| v.observed == Observed::ResourceGraph).count();
             println!(
-                "{vaults} vaults, concurrency {concurrency}, state {state}, {label}: {:.2} s wall; {} GET, {} PATCH, {} throttled (429); {} failed vaults",
+                "{} vaults in {} subscription(s), concurrency {} (in flight {}), latency {} ms, observe {}, state {}, {label}: {:.2} s wall; {} GET, {} PATCH, {} Resource Graph queries; 429: {} GET, {} PATCH, {} Resource Graph; {} vaults in sync by the index; {} failed vaults",
+                args.vaults, args.subscriptions, args.concurrency, args.in_flight, args.latency_ms, args.observe, args.state,
                 elapsed.as_secs_f64(),
                 count(Route::VaultGet),
                 count(Route::VaultPatch),
-                throttled,
+                count(Route::ResourceGraph),
+                throttled(Route::VaultGet),
+                throttled(Route::VaultPatch),
+                throttled(Route::ResourceGraph),
+                by_index,
                 report.failures()
             );
             assert_eq!(report.failures(), 0, "{}", report.summary());

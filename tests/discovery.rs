@@ -203,6 +203,8 @@ async fn a_vault_whose_tag_changed_since_discovery_is_skipped_not_written() {
         now: chrono::Utc::now(),
         lock_wait: std::time::Duration::from_secs(5),
         allow_older: false,
+        index: None,
+        index_trusted_after_write: tagfence::reconcile::INDEX_TRUSTED_AFTER_WRITE,
     };
     let reconciler = Reconciler::new(arm);
 
