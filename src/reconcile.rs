@@ -840,20 +840,9 @@ impl Reconciler {
         trace: &Trace,
     ) -> Result<GatedWrite, ReconcileError> {
         let removable = remembered.map(VaultState::owned_rules).unwrap_or_default();
-        // A rule whose removal is pending is excused when the read lacks it (that removal may
-        // have landed), but one the read still shows is as confirmed as ever: leaving it out
-        // would make the rules a person removed the whole of what is confirmed, and a plan that
-        // removes the rest (recorded as pending just before the re-read) refused as suspicious.
-        let confirmed: Vec<Ipv4Net> =
-            remembered
-                .map(|r| {
-                    let mut confirmed = r.confirmed_rules();
-                    confirmed.extend(r.pending_removal.iter().filter(|rule| {
-                        r.owned.contains(rule) && vault.acl.ip_rules.contains(rule)
-                    }));
-                    confirmed
-                })
-                .unwrap_or_default();
+        let confirmed = remembered
+            .map(|r| r.confirmed_rules(&vault.acl.ip_rules))
+            .unwrap_or_default();
         let ownership = Ownership {
             removable: &removable,
             confirmed: &confirmed,

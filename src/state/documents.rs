@@ -437,12 +437,16 @@ impl VaultState {
         owned
     }
 
-    /// The rules tagfence added and confirmed that no write of its own may have removed since:
-    /// a read missing many of these contradicts the state.
-    pub fn confirmed_rules(&self) -> Vec<Ipv4Net> {
+    /// The rules tagfence added and confirmed, as far as a read showing `on_vault` can be held
+    /// to them: a read missing many of these contradicts the state. A rule whose removal is
+    /// pending is excused when the read lacks it (that removal may have landed), but one the
+    /// read still shows counts as ever: left out, the rules a person removed would be the whole
+    /// of what is confirmed once a plan removing the rest is recorded, and the read before that
+    /// write refused as suspicious.
+    pub fn confirmed_rules(&self, on_vault: &[Ipv4Net]) -> Vec<Ipv4Net> {
         self.owned
             .iter()
-            .filter(|r| !self.pending_removal.contains(r))
+            .filter(|r| !self.pending_removal.contains(r) || on_vault.contains(r))
             .copied()
             .collect()
     }
@@ -558,6 +562,24 @@ mod tests {
 
     fn nets(texts: &[&str]) -> Vec<Ipv4Net> {
         texts.iter().map(|t| t.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_rule_pending_removal_is_excused_only_when_the_read_lacks_it() {
+        let mut record = VaultState::new(
+            &"/subscriptions/s/resourceGroups/g/providers/Microsoft.KeyVault/vaults/kv-one"
+                .parse()
+                .unwrap(),
+        );
+        record.owned = nets(&["20.1.0.0/24", "20.2.0.0/24", "20.3.0.0/24"]);
+        record.pending_removal = nets(&["20.2.0.0/24", "20.3.0.0/24"]);
+        // 20.3 still on the vault: confirmed; 20.2 gone (its removal may have landed): excused.
+        let on_vault = nets(&["20.1.0.0/24", "20.3.0.0/24"]);
+        assert_eq!(
+            record.confirmed_rules(&on_vault),
+            nets(&["20.1.0.0/24", "20.3.0.0/24"])
+        );
+        assert_eq!(record.confirmed_rules(&[]), nets(&["20.1.0.0/24"]));
     }
 
     /// Desired rules as the core computes them: two tags (the second's origin is position 1),
