@@ -9,70 +9,15 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::observe::*;
 use support::*;
 use tagfence::azure::budget::BudgetLimits;
-use tagfence::config::{Config, Observe, SelectionSettings, Settings};
+use tagfence::config::{Config, Observe, Settings};
 use tagfence::reconcile::{Observed, Outcome};
-use tagfence::run::{RunReport, RunRequest, Runner};
-use tagfence_emulator::{Emulator, Fault, FaultKind, GraphIndex, GraphQuota, Route, Throttle};
+use tagfence::run::{RunRequest, Runner};
+use tagfence_emulator::{Fault, FaultKind, GraphIndex, GraphQuota, Route, Throttle};
 
-const MANUAL: &str = "52.174.10.20/32";
 const OTHER_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000002";
-
-fn settings(emulator: &Emulator, vaults: &[String], state: Option<&Scratch>) -> Settings {
-    Settings {
-        vaults: vaults.to_vec(),
-        selection: SelectionSettings {
-            tags: vec!["AzureDevOps".to_owned()],
-            static_rules: Vec::new(),
-        },
-        source: Some("download".into()),
-        arm_endpoint: Some(emulator.base_url()),
-        download_page_url: Some(emulator.download_page_url()),
-        concurrency: Some(4),
-        http_timeout_secs: Some(5),
-        http_max_retries: Some(3),
-        http_retry_delay_ms: Some(50),
-        http_call_timeout_secs: Some(30),
-        state_dir: state.map(|s| s.join("state")),
-        ..Settings::default()
-    }
-}
-
-/// A runner; `old_writes` makes tagfence's earlier writes count as long past (a week later).
-fn runner(emulator: &Emulator, settings: &Settings, old_writes: bool) -> Runner {
-    let mut config = Config::from_settings(settings).expect("valid configuration");
-    if old_writes {
-        config.index_trusted_after_write = Duration::ZERO;
-    }
-    Runner::with_credential(config, credential(emulator), "test token".into()).unwrap()
-}
-
-fn ids(names: &[&str]) -> Vec<String> {
-    names.iter().map(|n| vault_id(n)).collect()
-}
-
-fn count(emulator: &Emulator, route: Route) -> usize {
-    emulator
-        .requests()
-        .iter()
-        .filter(|r| r.route == route)
-        .count()
-}
-
-fn observed(report: &RunReport) -> Vec<Observed> {
-    report.vaults.iter().map(|v| v.observed).collect()
-}
-
-fn outcomes(report: &RunReport) -> Vec<Outcome> {
-    report.vaults.iter().map(|v| v.outcome.clone()).collect()
-}
-
-async fn run(runner: &Runner) -> RunReport {
-    let report = runner.run(&RunRequest::default()).await.unwrap();
-    assert_eq!(report.failures(), 0, "{}", report.to_text());
-    report
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_in_sync_is_observed_in_one_query_without_arm_reads() {

@@ -9,85 +9,16 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::observe::*;
 use support::*;
 use tagfence::azure::budget::{parse_hh_mm_ss, BudgetLimits, GraphQuota};
-use tagfence::config::{Config, Observe, SelectionSettings, Settings};
+use tagfence::config::{Config, Observe, Settings};
 use tagfence::reconcile::{Observed, Outcome};
-use tagfence::run::{RunReport, RunRequest, Runner};
+use tagfence::run::{RunRequest, Runner};
 use tagfence_emulator::{Emulator, Fault, FaultKind, GraphIndex, Route};
 
-const MANUAL: &str = "52.174.10.20/32";
 const MANUAL_B: &str = "52.174.10.21/32";
 const PERSON_NEW: &str = "52.174.99.1/32";
-
-fn settings(emulator: &Emulator, vaults: &[String], state: Option<&Scratch>) -> Settings {
-    Settings {
-        vaults: vaults.to_vec(),
-        selection: SelectionSettings {
-            tags: vec!["AzureDevOps".to_owned()],
-            static_rules: Vec::new(),
-        },
-        source: Some("download".into()),
-        arm_endpoint: Some(emulator.base_url()),
-        download_page_url: Some(emulator.download_page_url()),
-        concurrency: Some(4),
-        http_timeout_secs: Some(5),
-        http_max_retries: Some(3),
-        http_retry_delay_ms: Some(50),
-        http_call_timeout_secs: Some(30),
-        state_dir: state.map(|s| s.join("state")),
-        ..Settings::default()
-    }
-}
-
-fn runner_with(emulator: &Emulator, settings: &Settings, trusted_after: Duration) -> Runner {
-    let mut config = Config::from_settings(settings).expect("valid configuration");
-    config.index_trusted_after_write = trusted_after;
-    Runner::with_credential(config, credential(emulator), "test token".into()).unwrap()
-}
-
-fn runner(emulator: &Emulator, settings: &Settings, old_writes: bool) -> Runner {
-    let after = if old_writes {
-        Duration::ZERO
-    } else {
-        tagfence::reconcile::INDEX_TRUSTED_AFTER_WRITE
-    };
-    runner_with(emulator, settings, after)
-}
-
-fn ids(names: &[&str]) -> Vec<String> {
-    names.iter().map(|n| vault_id(n)).collect()
-}
-
-fn count(emulator: &Emulator, route: Route) -> usize {
-    emulator
-        .requests()
-        .iter()
-        .filter(|r| r.route == route)
-        .count()
-}
-
-fn count_for(emulator: &Emulator, route: Route, name: &str) -> usize {
-    emulator
-        .requests()
-        .iter()
-        .filter(|r| r.route == route && r.vault.as_deref() == Some(name))
-        .count()
-}
-
-fn observed(report: &RunReport) -> Vec<Observed> {
-    report.vaults.iter().map(|v| v.observed).collect()
-}
-
-fn outcomes(report: &RunReport) -> Vec<Outcome> {
-    report.vaults.iter().map(|v| v.outcome.clone()).collect()
-}
-
-async fn run(runner: &Runner) -> RunReport {
-    let report = runner.run(&RunRequest::default()).await.unwrap();
-    assert_eq!(report.failures(), 0, "{}", report.to_text());
-    report
-}
 
 /// What tagfence would write on a vault holding `extra` besides.
 fn desired_with(extra: &[&str]) -> Vec<String> {

@@ -5,6 +5,7 @@
 
 pub mod azurite;
 pub mod host;
+pub mod observe;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
