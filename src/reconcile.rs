@@ -683,16 +683,8 @@ impl Reconciler {
                 })?;
         // A discovered vault is managed only while its tag says so: Resource Graph lags
         // behind a tag change, ARM does not.
-        if let TargetSource::Discovered { tag, value } = &target.source {
-            match vault.tag(tag) {
-                None => {
-                    return Err(Halt::Skipped(format!("it no longer carries the tag '{tag}' (the discovery index lags behind); tagfence leaves it alone from now on")))
-                }
-                Some(now) if now != value => {
-                    return Err(Halt::Skipped(format!("its tag {tag} changed from '{value}' to '{now}' since the discovery index was built; the next run applies the new value")))
-                }
-                Some(_) => {}
-            }
+        if let Some(reason) = no_longer_tagged(target, &vault) {
+            return Err(Halt::Skipped(reason));
         }
         notice(&vault.acl, report);
         Ok(vault)
@@ -715,10 +707,8 @@ impl Reconciler {
         if !index_may_vouch(target, run, remembered) || !indexed.acl.is_whole() {
             return false;
         }
-        if let TargetSource::Discovered { tag, value } = &target.source {
-            if indexed.tag(tag) != Some(value.as_str()) {
-                return false;
-            }
+        if no_longer_tagged(target, indexed).is_some() {
+            return false;
         }
         match plan_vault(target, run, remembered, &indexed.acl) {
             Ok((plan, Ok(()))) if !plan.has_changes() => {
@@ -730,79 +720,7 @@ impl Reconciler {
             _ => false,
         }
     }
-}
 
-/// Says what a person should know about the firewall read (once per vault).
-fn notice(live: &LiveAcl, report: &mut VaultReport) {
-    let mut warnings = Vec::new();
-    if live.public_access_disabled() {
-        warnings.push(
-            "publicNetworkAccess is Disabled: the vault's IP rules have no effect".to_owned(),
-        );
-    }
-    if live
-        .default_action
-        .as_deref()
-        .is_some_and(|a| a.eq_ignore_ascii_case("allow"))
-    {
-        warnings.push("defaultAction is Allow: the vault accepts every network, so its IP rules have no effect until it is Deny".to_owned());
-    }
-    // Named one by one up to a few: a vault of 900 such rules says so in one more line, not
-    // 900 (every run, in the log, the report and the run record).
-    const NAMED: usize = 5;
-    for rule in live.unreadable.iter().take(NAMED) {
-        warnings.push(format!(
-                "the vault holds IP rule '{}', which tagfence cannot read ({}); it is kept as it is and counts against the limit",
-                rule.value, rule.reason
-            ));
-    }
-    if live.unreadable.len() > NAMED {
-        warnings.push(format!(
-                "the vault holds {} more IP rules tagfence cannot read; they are kept as they are and count against the limit",
-                live.unreadable.len() - NAMED
-            ));
-    }
-    // A vault read again after a failed write warns once.
-    warnings.retain(|w| !report.warnings.contains(w));
-    // Logged at info: the report carries them to the person (the CLI's output, the HTTP
-    // answer, the run record), so a warn-level log line would only say it twice.
-    for warning in &warnings {
-        info!(%warning, "vault warning");
-    }
-    report.warnings.extend(warnings);
-}
-
-/// Whether Resource Graph may vouch for the vault being in sync. Only where nothing but the
-/// firewall's rules is at stake: never for a vault tagfence has no record of yet (its first
-/// observation records what it owns, from an ARM read), one with a write whose outcome is
-/// unknown (pending rules are settled against an ARM read), one whose record predates format 2,
-/// one adopting rules, or one tagfence wrote less than [`INDEX_TRUSTED_AFTER_WRITE`] ago.
-fn index_may_vouch(
-    target: &VaultTarget,
-    run: RunContext<'_>,
-    remembered: Option<&VaultState>,
-) -> bool {
-    if target.safety.adopt_existing {
-        return false;
-    }
-    let Some(remembered) = remembered else {
-        // Without state nothing is owned, recorded or removed: in sync is all there is to know.
-        return run.state.is_none();
-    };
-    let written_long_ago = remembered.written_at.is_none_or(|at| {
-        run.now
-            .signed_duration_since(at)
-            .to_std()
-            .is_ok_and(|since| since >= run.index_trusted_after_write)
-    });
-    remembered.applied.is_some()
-        && remembered.pending.is_empty()
-        && remembered.pending_removal.is_empty()
-        && remembered.migrated_from.is_none()
-        && written_long_ago
-}
-
-impl Reconciler {
     /// Plans the vault from `vault` and passes the plan's body through the gate. `Ok(None)`
     /// when the vault is in sync.
     fn plan_and_gate(
@@ -865,6 +783,89 @@ impl Reconciler {
             max_rules: target.limits.max_rules,
         };
         gate::check(&vault.acl, proposal, ownership, options).map_err(ReconcileError::Gate)
+    }
+}
+
+/// Says what a person should know about the firewall read (once per vault).
+fn notice(live: &LiveAcl, report: &mut VaultReport) {
+    let mut warnings = Vec::new();
+    if live.public_access_disabled() {
+        warnings.push(
+            "publicNetworkAccess is Disabled: the vault's IP rules have no effect".to_owned(),
+        );
+    }
+    if live
+        .default_action
+        .as_deref()
+        .is_some_and(|a| a.eq_ignore_ascii_case("allow"))
+    {
+        warnings.push("defaultAction is Allow: the vault accepts every network, so its IP rules have no effect until it is Deny".to_owned());
+    }
+    // Named one by one up to a few: a vault of 900 such rules says so in one more line, not
+    // 900 (every run, in the log, the report and the run record).
+    const NAMED: usize = 5;
+    for rule in live.unreadable.iter().take(NAMED) {
+        warnings.push(format!(
+            "the vault holds IP rule '{}', which tagfence cannot read ({}); it is kept as it is and counts against the limit",
+            rule.value, rule.reason
+        ));
+    }
+    if live.unreadable.len() > NAMED {
+        warnings.push(format!(
+            "the vault holds {} more IP rules tagfence cannot read; they are kept as they are and count against the limit",
+            live.unreadable.len() - NAMED
+        ));
+    }
+    // A vault read again after a failed write warns once.
+    warnings.retain(|w| !report.warnings.contains(w));
+    // Logged at info: the report carries them to the person (the CLI's output, the HTTP
+    // answer, the run record), so a warn-level log line would only say it twice.
+    for warning in &warnings {
+        info!(%warning, "vault warning");
+    }
+    report.warnings.extend(warnings);
+}
+
+/// Whether Resource Graph may vouch for the vault being in sync. Only where nothing but the
+/// firewall's rules is at stake: never for a vault tagfence has no record of yet (its first
+/// observation records what it owns, from an ARM read), one with a write whose outcome is
+/// unknown (pending rules are settled against an ARM read), one whose record predates format 2,
+/// one adopting rules, or one tagfence wrote less than [`INDEX_TRUSTED_AFTER_WRITE`] ago.
+fn index_may_vouch(
+    target: &VaultTarget,
+    run: RunContext<'_>,
+    remembered: Option<&VaultState>,
+) -> bool {
+    if target.safety.adopt_existing {
+        return false;
+    }
+    let Some(remembered) = remembered else {
+        // Without state nothing is owned, recorded or removed: in sync is all there is to know.
+        return run.state.is_none();
+    };
+    let written_long_ago = remembered.written_at.is_none_or(|at| {
+        run.now
+            .signed_duration_since(at)
+            .to_std()
+            .is_ok_and(|since| since >= run.index_trusted_after_write)
+    });
+    remembered.applied.is_some()
+        && remembered.pending.is_empty()
+        && remembered.pending_removal.is_empty()
+        && remembered.migrated_from.is_none()
+        && written_long_ago
+}
+
+/// Why a discovered vault is no longer the discovery's to manage, as `vault` shows it: its tag
+/// went, or says something else now.
+fn no_longer_tagged(target: &VaultTarget, vault: &Vault) -> Option<String> {
+    let TargetSource::Discovered { tag, value } = &target.source else {
+        return None;
+    };
+    match vault.tag(tag) {
+        None => Some(format!("it no longer carries the tag '{tag}' (the discovery index lags behind); tagfence leaves it alone from now on")),
+        Some(now) if now != value => Some(format!("its tag {tag} changed from '{value}' to '{now}' since the discovery index was built; the next run applies the new value")),
+        Some(_) => None,
     }
 }
 
@@ -1130,7 +1131,8 @@ fn record(
         }
     }
     if trace.maybe_written {
-        remembered.written_at = trace.written_at.map(state::stored_time).or(Some(at));
+        // Set by the write that made `maybe_written` true.
+        remembered.written_at = trace.written_at.map(state::stored_time);
     }
     if let Some(seen) = &trace.seen_default_action {
         remembered.seen_default_action = Some(seen.clone());
