@@ -186,21 +186,6 @@ impl ArmClient {
         self
     }
 
-    /// Sends `request` through `pipeline` once a place among the requests in flight is free.
-    async fn send(
-        &self,
-        pipeline: &Pipeline,
-        request: &mut Request,
-        operation: &str,
-    ) -> Result<RawResponse, AzureError> {
-        let _place = self
-            .in_flight
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        pipeline::send(pipeline, request, operation, &self.options).await
-    }
-
     /// The same client with its own read budget of `limits` (ARM's by default).
     #[must_use]
     pub fn with_read_budget(mut self, limits: BudgetLimits) -> Self {
@@ -252,6 +237,21 @@ impl ArmClient {
         vault_from(id, response.body(), &operation)
     }
 
+    /// Sends `request` through `pipeline` once a place among the requests in flight is free.
+    async fn send(
+        &self,
+        pipeline: &Pipeline,
+        request: &mut Request,
+        operation: &str,
+    ) -> Result<RawResponse, AzureError> {
+        let _place = self
+            .in_flight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        pipeline::send(pipeline, request, operation, &self.options).await
+    }
+
     /// One ARM `GET` in `subscription`, paced by its read budget (a token taken before it is
     /// sent, the budget lowered to what ARM says is left).
     async fn read(
@@ -260,13 +260,7 @@ impl ArmClient {
         url: Url,
         operation: &str,
     ) -> Result<RawResponse, AzureError> {
-        let waited = self.reads.acquire(subscription).await;
-        if waited >= std::time::Duration::from_millis(100) {
-            tracing::debug!(
-                waited_ms = waited.as_millis() as u64,
-                "waited for ARM's read budget"
-            );
-        }
+        note_wait(self.reads.acquire(subscription).await, "read");
         let mut request = Request::new(url, Method::Get);
         let response = self.send(&self.pipeline, &mut request, operation).await?;
         if let Some(remaining) = header_number(&response, REMAINING_READS_HEADER) {
@@ -281,12 +275,7 @@ impl ArmClient {
     /// thousand vaults) falls before that read, not between it and the write.
     pub async fn reserve_write(&self, id: &VaultId) -> WriteSlot {
         let waited = self.writes.acquire(&id.subscription).await;
-        if waited >= std::time::Duration::from_millis(100) {
-            tracing::debug!(
-                waited_ms = waited.as_millis() as u64,
-                "waited for ARM's write budget"
-            );
-        }
+        note_wait(waited, "write");
         WriteSlot {
             subscription: id.subscription.to_ascii_lowercase(),
             waited,
@@ -477,6 +466,17 @@ impl ArmClient {
             });
         }
         Ok(url)
+    }
+}
+
+/// Logs a wait for one of ARM's budgets long enough to explain a slow run.
+fn note_wait(waited: std::time::Duration, budget: &'static str) {
+    if waited >= std::time::Duration::from_millis(100) {
+        tracing::debug!(
+            waited_ms = waited.as_millis() as u64,
+            budget,
+            "waited for ARM's budget"
+        );
     }
 }
 

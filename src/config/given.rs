@@ -335,7 +335,7 @@ fn credential_name(kind: CredentialKind) -> &'static str {
 }
 
 /// How a run observes, as the settings spell it (`graph`, `arm`).
-pub fn observe_name(observe: Observe) -> &'static str {
+fn observe_name(observe: Observe) -> &'static str {
     name_of(OBSERVES, observe)
 }
 
