@@ -320,3 +320,26 @@ async fn a_spent_resource_graph_quota_holds_the_next_query_instead_of_drawing_a_
     assert!(started.elapsed() < Duration::from_secs(5));
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_vaults_are_observed_from_discoverys_own_query() {
+    let tagged = |name: &str| {
+        let mut v = vault(name, &[MANUAL]);
+        v["tags"] = serde_json::json!({"tagfence": "default"});
+        v
+    };
+    let emulator = start(emulator_config(vec![tagged("kv-a"), tagged("kv-b")])).await;
+    let scratch = Scratch::new();
+    let settings = Settings {
+        discover_subscriptions: vec![SUBSCRIPTION.to_owned()],
+        ..settings(&emulator, &[], Some(&scratch))
+    };
+    run(&runner(&emulator, &settings, true)).await;
+    emulator.clear_requests();
+    let report = run(&runner(&emulator, &settings, true)).await;
+    assert_eq!(observed(&report), vec![Observed::ResourceGraph; 2]);
+    // Discovery's query carried the firewalls: no second query, no ARM read.
+    assert_eq!(count(&emulator, Route::ResourceGraph), 1);
+    assert_eq!(count(&emulator, Route::VaultGet), 0);
+    emulator.shutdown().await;
+}

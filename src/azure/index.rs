@@ -32,9 +32,15 @@ pub const INDEX_TRUSTED_AFTER_WRITE: std::time::Duration = std::time::Duration::
 /// Graph", "Grouping queries").
 const SUBSCRIPTIONS_PER_QUERY: usize = 250;
 
-/// The query: every vault's firewall and the fields an observation reads (its tags, for a
-/// discovered vault's check, and `publicNetworkAccess`, for its warnings).
-const QUERY: &str = "resources | where type =~ 'microsoft.keyvault/vaults' | project id, name, tags, networkAcls = properties.networkAcls, publicNetworkAccess = properties.publicNetworkAccess";
+/// The columns a row needs besides `id` and `name` to stand for its vault's firewall: its tags
+/// (a discovered vault's check) and `publicNetworkAccess` (its warnings). Discovery's own query
+/// projects them too, so that the vaults it finds need no second query.
+pub const FIREWALL_COLUMNS: &str = "tags, networkAcls = properties.networkAcls, publicNetworkAccess = properties.publicNetworkAccess";
+
+/// The query: every vault's firewall.
+fn query() -> String {
+    format!("resources | where type =~ 'microsoft.keyvault/vaults' | project id, name, {FIREWALL_COLUMNS}")
+}
 
 /// The indexed firewalls of the vaults of some subscriptions, as Resource Graph answered.
 #[derive(Debug, Default, Clone)]
@@ -64,26 +70,17 @@ impl FirewallIndex {
             vaults: vaults.into_iter().map(|v| (v.id.key(), v)).collect(),
         }
     }
-}
 
-/// Queries Resource Graph for the firewalls of every vault in `subscriptions` (all pages, in
-/// groups of subscriptions). A row that cannot be read is left out, with a warning, and so is a
-/// vault with two rows that disagree: such a vault is then observed through ARM.
-///
-/// # Errors
-/// [`AzureError`] from a query.
-pub async fn firewalls(
-    arm: &ArmClient,
-    subscriptions: &[String],
-) -> Result<FirewallIndex, AzureError> {
-    let mut index = FirewallIndex::default();
-    let mut unreadable = 0usize;
-    // Vaults with two rows that disagree: the index cannot say which is current.
-    let mut conflicting = std::collections::HashSet::new();
-    for group in subscriptions.chunks(SUBSCRIPTIONS_PER_QUERY) {
-        let scope = GraphScope::Subscriptions(group.to_vec());
-        for row in arm.resource_graph(&scope, QUERY).await? {
-            match vault_of_row(&row) {
+    /// An index of Resource Graph rows projecting `id`, `name` and [`FIREWALL_COLUMNS`]. A row
+    /// that cannot be read is left out, with a warning, and so is a vault with two rows that
+    /// disagree: such a vault is then observed through ARM.
+    pub fn from_rows(rows: &[Value]) -> Self {
+        let mut index = FirewallIndex::default();
+        let mut unreadable = 0usize;
+        // Vaults with two rows that disagree: the index cannot say which is current.
+        let mut conflicting = std::collections::HashSet::new();
+        for row in rows {
+            match vault_of_row(row) {
                 Ok(vault) => {
                     let key = vault.id.key();
                     match index.vaults.get(&key) {
@@ -103,21 +100,51 @@ pub async fn firewalls(
                 }
             }
         }
+        for key in &conflicting {
+            index.vaults.remove(key);
+        }
+        if unreadable + conflicting.len() > 0 {
+            info!(
+                unreadable,
+                conflicting = conflicting.len(),
+                "Resource Graph rows left out of the index"
+            );
+        }
+        index
     }
-    for key in &conflicting {
-        index.vaults.remove(key);
+
+    /// Adds the vaults of `other` this index lacks.
+    pub fn extend(&mut self, other: FirewallIndex) {
+        for (key, vault) in other.vaults {
+            self.vaults.entry(key).or_insert(vault);
+        }
     }
+}
+
+/// Queries Resource Graph for the firewalls of every vault in `subscriptions` (all pages, in
+/// groups of subscriptions); see [`FirewallIndex::from_rows`] for the rows left out.
+///
+/// # Errors
+/// [`AzureError`] from a query.
+pub async fn firewalls(
+    arm: &ArmClient,
+    subscriptions: &[String],
+) -> Result<FirewallIndex, AzureError> {
+    let mut rows = Vec::new();
+    for group in subscriptions.chunks(SUBSCRIPTIONS_PER_QUERY) {
+        let scope = GraphScope::Subscriptions(group.to_vec());
+        rows.extend(arm.resource_graph(&scope, &query()).await?);
+    }
+    let index = FirewallIndex::from_rows(&rows);
     info!(
         vaults = index.len(),
-        unreadable,
-        conflicting = conflicting.len(),
         subscriptions = subscriptions.len(),
         "read the firewalls of the vaults from Resource Graph"
     );
     Ok(index)
 }
 
-/// A row of [`QUERY`] as a vault, its document shaped as ARM would answer it (only the fields
+/// A row of [`query`] (or discovery's) as a vault, its document shaped as ARM would answer it (only the fields
 /// projected).
 fn vault_of_row(row: &Value) -> Result<Vault, String> {
     let id_text = row

@@ -174,7 +174,11 @@ impl Runner {
         run_id: &str,
         started: Instant,
     ) -> Result<RunReport, RunError> {
-        let Targets { targets, invalid } = self.resolve_targets(request).await?;
+        let Targets {
+            targets,
+            invalid,
+            indexed,
+        } = self.resolve_targets(request).await?;
         let fetched = self.fetch().await?;
         check_selections(&fetched.tags, &targets)?;
         let prepared = match &self.state {
@@ -192,7 +196,9 @@ impl Runner {
             // A credential that cannot sign in fails every vault alike: said once.
             self.arm.check_token().await.map_err(RunError::SignIn)?;
         }
-        let index = self.observe_in_index(request, &prepared.targets).await;
+        let index = self
+            .observe_in_index(request, &prepared.targets, indexed)
+            .await;
         let mut vaults = self
             .reconciler
             .reconcile_all(
@@ -247,38 +253,46 @@ impl Runner {
         })
     }
 
-    /// The targets' firewalls as Resource Graph indexes them, in one query per group of
-    /// subscriptions, when the run observes through it (`--observe graph`, not the Event Grid
-    /// hook). A query that fails costs the run nothing but its speed: every vault is then read
-    /// through ARM.
+    /// The targets' firewalls as Resource Graph indexes them, when the run observes through it
+    /// (`--observe graph`, not the Event Grid hook): what discovery's query already returned
+    /// (`known`), and one query per group of subscriptions of the targets it lacks. A query that
+    /// fails costs the run nothing but its speed: those vaults are then read through ARM.
     async fn observe_in_index(
         &self,
         request: &RunRequest,
         targets: &[VaultTarget],
+        mut known: FirewallIndex,
     ) -> Option<FirewallIndex> {
         if self.config.observe != Observe::Graph || request.read_through_arm || targets.is_empty() {
             return None;
         }
         let mut subscriptions: Vec<String> = targets
             .iter()
+            .filter(|t| known.get(&t.id).is_none())
             .map(|t| t.id.subscription.to_ascii_lowercase())
             .collect();
+        if subscriptions.is_empty() {
+            return Some(known);
+        }
         subscriptions.sort_unstable();
         subscriptions.dedup();
         // Bounded like one call: an index that pages on and on must not hold the run.
         let deadline = self.config.http.call_timeout;
         match tokio::time::timeout(deadline, index::firewalls(&self.arm, &subscriptions)).await {
-            Ok(Ok(found)) => Some(found),
+            Ok(Ok(found)) => {
+                known.extend(found);
+                Some(known)
+            }
             Ok(Err(error)) => {
-                warn!(%error, "reading the firewalls from Resource Graph failed; reading every vault through ARM");
-                None
+                warn!(%error, "reading the firewalls from Resource Graph failed; reading the vaults discovery did not index through ARM");
+                Some(known)
             }
             Err(_) => {
                 warn!(
                     seconds = deadline.as_secs(),
-                    "reading the firewalls from Resource Graph took too long; reading every vault through ARM"
+                    "reading the firewalls from Resource Graph took too long; reading the vaults discovery did not index through ARM"
                 );
-                None
+                Some(known)
             }
         }
     }

@@ -7,6 +7,7 @@ use tracing::{info, warn};
 use super::error::RunError;
 use super::request::RunRequest;
 use crate::azure::arm::{ArmClient, GraphScope};
+use crate::azure::index::{FirewallIndex, FIREWALL_COLUMNS};
 use crate::azure::VaultId;
 use crate::config::{Config, Discovery, VaultTarget};
 
@@ -16,6 +17,9 @@ pub struct Targets {
     pub targets: Vec<VaultTarget>,
     /// Discovered vaults whose tag value is invalid, with the reason: reported as refused.
     pub invalid: Vec<(VaultId, String)>,
+    /// The firewalls of the discovered vaults, from discovery's own query: a run observing
+    /// through Resource Graph asks again only for the vaults this lacks.
+    pub indexed: FirewallIndex,
 }
 
 /// Resolves a run's targets from the configuration, asking Resource Graph and ARM where
@@ -77,6 +81,7 @@ impl Resolver<'_> {
             return Ok(Targets {
                 targets: self.targets(request)?,
                 invalid: Vec::new(),
+                indexed: FirewallIndex::default(),
             });
         };
         let listed = &self.config.targets;
@@ -84,6 +89,7 @@ impl Resolver<'_> {
             let mut all = Targets {
                 targets: listed.clone(),
                 invalid: Vec::new(),
+                indexed: FirewallIndex::default(),
             };
             self.add_discovered(discovery, &mut all).await?;
             return Ok(all);
@@ -95,6 +101,7 @@ impl Resolver<'_> {
         let mut chosen = Targets {
             targets: Vec::new(),
             invalid: Vec::new(),
+            indexed: FirewallIndex::default(),
         };
         for name in names {
             if let Some(target) = self.config.find_target(name) {
@@ -109,6 +116,7 @@ impl Resolver<'_> {
                     let mut found = Targets {
                         targets: Vec::new(),
                         invalid: Vec::new(),
+                        indexed: FirewallIndex::default(),
                     };
                     self.add_discovered(discovery, &mut found).await?;
                     discovered = Some(found);
@@ -134,7 +142,9 @@ impl Resolver<'_> {
         discovery: &Discovery,
         targets: &mut Targets,
     ) -> Result<(), RunError> {
-        for (id, value) in self.discover(discovery).await? {
+        let (found, indexed) = self.discover(discovery).await?;
+        targets.indexed.extend(indexed);
+        for (id, value) in found {
             if self.config.targets.iter().any(|t| t.id.same_as(&id)) {
                 continue;
             }
@@ -146,11 +156,15 @@ impl Resolver<'_> {
         Ok(())
     }
 
-    /// Every vault carrying the discovery tag in the discovery scopes, with the tag's value.
-    async fn discover(&self, discovery: &Discovery) -> Result<Vec<(VaultId, String)>, RunError> {
+    /// Every vault carrying the discovery tag in the discovery scopes, with the tag's value,
+    /// and their firewalls as indexed.
+    async fn discover(
+        &self,
+        discovery: &Discovery,
+    ) -> Result<(Vec<(VaultId, String)>, FirewallIndex), RunError> {
         let tag = &discovery.tag;
         let query = format!(
-            "resources | where type =~ 'microsoft.keyvault/vaults' | where isnotempty(tags['{tag}']) | project id, name, subscriptionId, value = tostring(tags['{tag}'])"
+            "resources | where type =~ 'microsoft.keyvault/vaults' | where isnotempty(tags['{tag}']) | project id, name, subscriptionId, value = tostring(tags['{tag}']), {FIREWALL_COLUMNS}"
         );
         let mut scopes = Vec::new();
         if !discovery.subscriptions.is_empty() {
@@ -162,12 +176,14 @@ impl Resolver<'_> {
             ));
         }
         let mut found: Vec<(VaultId, String)> = Vec::new();
+        let mut indexed = FirewallIndex::default();
         for scope in &scopes {
             let rows = self
                 .arm
                 .resource_graph(scope, &query)
                 .await
                 .map_err(|err| RunError::Discovery(err.to_string()))?;
+            indexed.extend(FirewallIndex::from_rows(&rows));
             for row in rows {
                 let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
                 let Ok(vault) = id.parse::<VaultId>() else {
@@ -189,7 +205,7 @@ impl Resolver<'_> {
             }
         }
         info!(vaults = found.len(), tag = %tag, "discovered tagged vaults");
-        Ok(found)
+        Ok((found, indexed))
     }
 
     /// A vault named by id that discovery has not found (yet): taken when it carries the tag
