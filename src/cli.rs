@@ -39,7 +39,9 @@ use crate::core::plan::{self, PlanInput, TagGuard};
 use crate::core::profiles;
 use crate::core::render;
 use crate::core::service_tags::ServiceTags;
-use crate::run::{policy, RunRequest, Runner};
+use crate::run::{
+    policy, GrantReport, GrantRequest, Requester, RevokeRequest, RevokeTarget, RunRequest, Runner,
+};
 use crate::server;
 use crate::source::{Fetcher, SourceError};
 
@@ -64,6 +66,74 @@ pub enum Command {
     Status(StatusArgs),
     /// Run as the Azure Functions custom handler (the host starts this).
     Serve(ServeArgs),
+    /// Allow one address on one vault for a while (a just-in-time grant): the rule is written
+    /// now and removed at expiry even if nobody revokes it.
+    Grant(GrantArgs),
+    /// End a grant: its rule is removed unless a person, a tag or another grant wants it.
+    Revoke(RevokeArgs),
+    /// Remove the rules of every grant that ended (the sweep timer's work).
+    Sweep(SweepArgs),
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct GrantArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// The address to allow: the pipeline agent's public IPv4 address (written as a /32 rule).
+    #[arg(long, value_name = "ADDRESS")]
+    pub ip: String,
+
+    /// How long: 30m, 2h, 1h30m, … [default: 30m, or the vault's --grant-max-ttl if shorter].
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+
+    /// Why, recorded with the grant (one line, at most 200 characters).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+
+    /// Who asks, as recorded [default: GITHUB_ACTOR, BUILD_REQUESTEDFOR or USER from the
+    /// environment]. A label only: the command's authority is the ARM role it signs in with.
+    #[arg(long, value_name = "LABEL")]
+    pub by: Option<String>,
+
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// The granted address to revoke (with --vault).
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        conflicts_with = "grant",
+        required_unless_present = "grant"
+    )]
+    pub ip: Option<String>,
+
+    /// The grant's id, as `grant` printed it (the vault may be left out).
+    #[arg(long, value_name = "ID")]
+    pub grant: Option<String>,
+
+    /// Who asks, as recorded (see `grant --by`).
+    #[arg(long, value_name = "LABEL")]
+    pub by: Option<String>,
+
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -527,6 +597,30 @@ pub struct ReconcileArgs {
     )]
     pub max_tag_shrink: Option<String>,
 
+    /// A Microsoft Entra object id or application (client) id, a GUID, allowed to grant its own
+    /// IP on the vaults for a while (`POST /api/grant`) (repeatable) [default: none: nobody may
+    /// grant over HTTP].
+    #[arg(
+        long = "grant-principal",
+        value_name = "ID",
+        env = "TAGFENCE_GRANT_PRINCIPALS",
+        value_delimiter = ','
+    )]
+    pub grant_principals: Vec<String>,
+
+    /// The longest grant, from 1m to 24h, written like 30m, 2h or 1h30m [default: 2h].
+    #[arg(long, value_name = "DURATION", env = "TAGFENCE_GRANT_MAX_TTL")]
+    pub grant_max_ttl: Option<String>,
+
+    /// Live grants a vault may hold at once, 1 to 1000 [default: 50].
+    #[arg(
+        long,
+        value_name = "N",
+        env = "TAGFENCE_GRANT_MAX_PER_VAULT",
+        allow_negative_numbers = true
+    )]
+    pub grant_max_per_vault: Option<String>,
+
     /// Where the Service Tags come from: `api` (the Discovery API; needs --subscription-id and
     /// --location), `download` (Microsoft's weekly file), a file path, or an https URL
     /// [default: download].
@@ -702,6 +796,7 @@ impl ReconcileArgs {
         self.limits.put(settings);
         self.document.put(settings);
         settings.allow_tag_shrink = self.allow_tag_shrink.clone();
+        settings.grant_principals = self.grant_principals.clone();
         settings.source = self.source.clone();
         settings.subscription_id = self.subscription_id.clone();
         settings.location = self.location.clone();
@@ -715,6 +810,8 @@ impl ReconcileArgs {
                 (Key::InitFirewall, &self.init_firewall),
                 (Key::AcceptMissingRules, &self.accept_missing_rules),
                 (Key::MaxTagShrink, &self.max_tag_shrink),
+                (Key::GrantMaxTtl, &self.grant_max_ttl),
+                (Key::GrantMaxPerVault, &self.grant_max_per_vault),
                 (Key::Concurrency, &self.concurrency),
                 (Key::Observe, &self.observe),
                 (Key::GraceDays, &self.grace_days),
@@ -865,6 +962,9 @@ pub fn run(invocation: Invocation) -> Result<ExitCode> {
         Command::Tags(args) => run_tags(&args, origins),
         Command::Status(args) => run_status(&args, origins),
         Command::Serve(args) => run_serve(args, origins),
+        Command::Grant(args) => run_grant(&args, origins),
+        Command::Revoke(args) => run_revoke(&args, origins),
+        Command::Sweep(args) => run_sweep(&args, origins),
     }
 }
 
@@ -1043,6 +1143,139 @@ fn run_status(args: &StatusArgs, origins: Origins) -> Result<ExitCode> {
     };
     write_stdout(&text)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one vault a grant names: the `--vault` given (or the only one TAGFENCE_VAULTS lists).
+fn one_vault(run: &RunArgs, command: &str) -> Result<Option<String>> {
+    match run.targets.vaults.as_slice() {
+        [] => Ok(None),
+        [vault] => Ok(Some(vault.clone())),
+        many => bail!(
+            "{command} names one vault; got {} (give exactly one --vault <RESOURCE_ID>)",
+            many.len()
+        ),
+    }
+}
+
+/// Who asks, as a grant records it: `--by`, else the pipeline's or the user's name.
+fn requester(by: Option<&String>) -> Requester {
+    let label = by.cloned().or_else(|| {
+        ["GITHUB_ACTOR", "BUILD_REQUESTEDFOR", "USER", "USERNAME"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    });
+    Requester::Cli {
+        label: label.unwrap_or_else(|| "unknown".to_owned()),
+    }
+}
+
+/// The address a grant or revoke names, or an error saying what is accepted.
+fn address(text: &str) -> Result<std::net::IpAddr> {
+    text.trim().parse().map_err(|_| {
+        anyhow::anyhow!("--ip '{text}' is not an IP address; give the agent's public IPv4 address, e.g. 20.37.158.9")
+    })
+}
+
+/// A grant or revoke's report on stdout; its exit code is the error policy's when the vault's
+/// reconcile did not end as asked.
+fn grant_outcome(report: &GrantReport, output: OutputFormat) -> Result<ExitCode> {
+    let text = match output {
+        OutputFormat::Text => report.to_text(),
+        OutputFormat::Json => {
+            let mut json =
+                serde_json::to_string_pretty(&report.to_json()).context("encoding the report")?;
+            json.push('\n');
+            json
+        }
+    };
+    write_stdout(&text)?;
+    Ok(
+        match report.vault.as_ref().and_then(|v| v.outcome.error_kind()) {
+            Some(kind) => ExitCode::from(policy::disposition(kind).exit_code),
+            None => ExitCode::SUCCESS,
+        },
+    )
+}
+
+fn run_grant(args: &GrantArgs, origins: Origins) -> Result<ExitCode> {
+    init_cli_logging(args.run.log.log.as_deref());
+    let vault = one_vault(&args.run, "grant")?
+        .context("grant needs the vault: give --vault <RESOURCE_ID>")?;
+    let address = address(&args.ip)?;
+    let ttl = args
+        .ttl
+        .as_deref()
+        .map(crate::core::grant::parse_duration)
+        .transpose()
+        .map_err(|err| anyhow::anyhow!("--ttl: {err}"))?;
+    let config = configuration(Config::for_grants(&args.run.to_settings(origins)))?;
+    let report = runtime()?.block_on(async {
+        let runner = Runner::new(config, &IdentityEnv::from_process())?;
+        runner
+            .grant(&GrantRequest {
+                vault,
+                address,
+                ttl,
+                reason: args.reason.clone(),
+                requester: requester(args.by.as_ref()),
+                trigger: "cli",
+            })
+            .await
+    })?;
+    grant_outcome(&report, args.output)
+}
+
+fn run_revoke(args: &RevokeArgs, origins: Origins) -> Result<ExitCode> {
+    init_cli_logging(args.run.log.log.as_deref());
+    let vault = one_vault(&args.run, "revoke")?;
+    let target = match (&args.grant, &args.ip) {
+        (Some(id), _) => RevokeTarget::Id(id.clone()),
+        (None, Some(ip)) => {
+            if vault.is_none() {
+                bail!("revoke --ip needs the vault: give --vault <RESOURCE_ID> (or revoke --grant <ID>)");
+            }
+            RevokeTarget::Address(address(ip)?)
+        }
+        (None, None) => bail!("revoke needs --ip <ADDRESS> (with --vault) or --grant <ID>"),
+    };
+    let config = configuration(Config::for_grants(&args.run.to_settings(origins)))?;
+    let report = runtime()?.block_on(async {
+        let runner = Runner::new(config, &IdentityEnv::from_process())?;
+        runner
+            .revoke(&RevokeRequest {
+                vault,
+                target,
+                requester: requester(args.by.as_ref()),
+                trigger: "cli",
+            })
+            .await
+    })?;
+    grant_outcome(&report, args.output)
+}
+
+fn run_sweep(args: &SweepArgs, origins: Origins) -> Result<ExitCode> {
+    init_cli_logging(args.run.log.log.as_deref());
+    let config = configuration(Config::for_grants(&args.run.to_settings(origins)))?;
+    let report = runtime()?.block_on(async {
+        let runner = Runner::new(config, &IdentityEnv::from_process())?;
+        runner.sweep("cli").await
+    })?;
+    let text = match args.output {
+        OutputFormat::Text => report.to_text(),
+        OutputFormat::Json => {
+            let mut json =
+                serde_json::to_string_pretty(&report.to_json()).context("encoding the report")?;
+            json.push('\n');
+            json
+        }
+    };
+    write_stdout(&text)?;
+    // Grants still on their vault are the sweep's failure: the next one tries again.
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(policy::disposition(crate::reconcile::ErrorKind::Unavailable).exit_code)
+    })
 }
 
 /// The bytes of a file (memory-mapped when large), or of stdin for `-`.
@@ -1234,6 +1467,7 @@ fn run_plan(args: &PlanArgs, origins: Origins) -> Result<ExitCode> {
         adopt: false,
         recorded: None,
         tag_guard: TagGuard::default(),
+        grants: Default::default(),
     })
     .context("planning the firewall change")?;
     plan.vault = live.vault_name.clone();

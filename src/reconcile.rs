@@ -68,13 +68,15 @@ use crate::azure::VaultId;
 use crate::config::{TargetSource, VaultTarget};
 use crate::core::gate::{self, GateOptions, GatedWrite, Ownership, Proposal};
 use crate::core::live::LiveAcl;
-use crate::core::plan::{self, Plan, PlanError, PlanInput, Recorded, TagGuard};
+use crate::core::plan::{self, GrantsInput, Plan, PlanError, PlanInput, Recorded, TagGuard};
 use crate::core::service_tags::ServiceTags;
-use crate::state::{self, AppliedState, LastRun, Lock, State, VaultState};
+use crate::state::{self, AppliedState, GrantRecord, LastRun, Lock, State, VaultState};
 
 mod error;
+mod grants;
 
 pub use error::{AzureStep, ErrorKind, ReconcileError, StateStep};
+pub use grants::{GrantChange, GrantWhich, NewGrant};
 
 /// One vault's reconcile, boxed, with its index in the targets.
 type BoxedReconcile<'a> = Pin<Box<dyn Future<Output = (usize, VaultReport)> + Send + 'a>>;
@@ -184,7 +186,11 @@ impl Serialize for Outcome {
 /// What one run's reconciles share.
 #[derive(Debug, Clone, Copy)]
 pub struct RunContext<'a> {
-    pub tags: &'a ServiceTags,
+    /// The Service Tags document of the run; `None` for a grant, revoke or sweep, which change
+    /// only grants' rules ([`plan::plan_grants`]).
+    pub tags: Option<&'a ServiceTags>,
+    /// The change to the vault's grants this run makes (a grant, revoke or sweep).
+    pub grant: Option<&'a GrantChange>,
     /// Where the last-applied sets live; `None` runs without memory (nothing is ever removed).
     pub state: Option<&'a State>,
     pub dry_run: bool,
@@ -239,6 +245,13 @@ pub struct VaultReport {
     pub ownership_known: bool,
     /// Where its firewall was observed.
     pub observed: Observed,
+    /// The grant a grant or revoke run is about, as recorded after it (or as it stood when
+    /// nothing was recorded).
+    pub grant: Option<GrantRecord>,
+    /// Why a revoke changed nothing (no such grant, already ended).
+    pub grant_note: Option<String>,
+    /// The vault's grants as recorded after the reconcile (with state).
+    pub grants: Vec<GrantRecord>,
     pub elapsed_ms: u64,
 }
 
@@ -253,6 +266,9 @@ impl VaultReport {
             wrote: false,
             ownership_known: false,
             observed: Observed::Arm,
+            grant: None,
+            grant_note: None,
+            grants: Vec::new(),
             elapsed_ms: 0,
         }
     }
@@ -401,21 +417,38 @@ impl Reconciler {
                     ..Trace::default()
                 };
                 let mut remembered = remembered.unwrap_or_else(|| VaultState::new(&target.id));
-                let outcome = self
-                    .steps(
-                        target,
-                        run,
-                        Some(&mut remembered),
-                        held.as_deref(),
-                        &mut trace,
-                        report,
-                    )
-                    .await;
-                if !run.dry_run {
-                    self.record_outcome(state, target, run, &outcome, &trace, remembered, report)
-                        .await;
+                match note_grant(state, target, run, &mut remembered, &mut trace, report).await {
+                    Err(error) => Outcome::from_error(error),
+                    Ok(false) => {
+                        // A revoke or sweep with no grant ended: nothing to read or write.
+                        report.grants = remembered.grants.clone();
+                        index_grants(state, target, run, &remembered, report).await;
+                        Outcome::InSync
+                    }
+                    Ok(true) => {
+                        let outcome = self
+                            .steps(
+                                target,
+                                run,
+                                Some(&mut remembered),
+                                held.as_deref(),
+                                &mut trace,
+                                report,
+                            )
+                            .await;
+                        if !run.dry_run {
+                            let recorded = self
+                                .record_outcome(
+                                    state, target, run, &outcome, &trace, remembered, report,
+                                )
+                                .await;
+                            if let Some(recorded) = recorded {
+                                index_grants(state, target, run, &recorded, report).await;
+                            }
+                        }
+                        outcome
+                    }
                 }
-                outcome
             }
         };
         if let Some(held) = held {
@@ -426,7 +459,7 @@ impl Reconciler {
 
     /// Writes what is remembered of the vault after its reconcile, unless another process
     /// wrote the vault's record since this one read it (it took the lock over: its record is
-    /// newer, and this run's must not roll it back).
+    /// newer, and this run's must not roll it back). Returns the record written.
     #[allow(clippy::too_many_arguments)]
     async fn record_outcome(
         &self,
@@ -437,21 +470,23 @@ impl Reconciler {
         trace: &Trace,
         mut remembered: VaultState,
         report: &mut VaultReport,
-    ) {
-        let warning = match state.read_vault(&target.id).await {
-            Ok(now) if now != trace.last_record => Some("the vault's state record was changed by another tagfence run meanwhile (this run lost its lock); leaving that record as it is".to_owned()),
+    ) -> Option<VaultState> {
+        let (warning, recorded) = match state.read_vault(&target.id).await {
+            Ok(now) if now != trace.last_record => (Some("the vault's state record was changed by another tagfence run meanwhile (this run lost its lock); leaving that record as it is".to_owned()), None),
             Ok(_) => {
                 record(&mut remembered, target, run, outcome, trace, report);
-                state.write_vault(&target.id, &remembered).await.err().map(|err| {
-                    format!("recording the outcome in the state failed ({err}); the next run verifies the vault and records it")
-                })
+                match state.write_vault(&target.id, &remembered).await {
+                    Ok(()) => (None, Some(remembered)),
+                    Err(err) => (Some(format!("recording the outcome in the state failed ({err}); the next run verifies the vault and records it")), None),
+                }
             }
-            Err(err) => Some(format!("reading the vault's state again before recording failed ({err}); the next run verifies the vault and records it")),
+            Err(err) => (Some(format!("reading the vault's state again before recording failed ({err}); the next run verifies the vault and records it")), None),
         };
         if let Some(warning) = warning {
             warn!(%warning);
             report.warnings.push(warning);
         }
+        recorded
     }
 
     /// Runs the phases, and turns where they stopped into the vault's outcome.
@@ -732,8 +767,7 @@ impl Reconciler {
         trace: &Trace,
         report: &mut VaultReport,
     ) -> Result<Option<GatedWrite>, ReconcileError> {
-        let (plan, guarded) =
-            plan_vault(target, run, remembered, &vault.acl).map_err(ReconcileError::Plan)?;
+        let (plan, guarded) = plan_vault(target, run, remembered, &vault.acl)?;
         let changes = plan.has_changes();
         let intended = plan.rules_after(&vault.acl.ip_rules);
         // Kept when a guard refuses it too: the report shows the change that was refused.
@@ -876,16 +910,40 @@ fn plan_vault(
     run: RunContext<'_>,
     remembered: Option<&VaultState>,
     acl: &LiveAcl,
-) -> Result<(Plan, Result<(), plan::Refusal>), PlanError> {
+) -> Result<(Plan, Result<(), plan::Refusal>), ReconcileError> {
     let owned = remembered.map(VaultState::owned_rules);
     let applied = remembered.and_then(|r| r.applied.as_ref());
     let last_desired = applied.map(|a| (a, a.desired.to_desired()));
+    let (granted, ended) =
+        remembered.map_or_else(Default::default, |r| grant_rules(r, target, run.now));
+    let grants = plan::Grants {
+        live: &granted,
+        ended: &ended,
+    };
+    let Some(tags) = run.tags else {
+        let source = plan::SourceInfo {
+            cloud: applied.map_or(crate::core::service_tags::Cloud::Public, |a| a.cloud),
+            change_number: applied.map_or(0, |a| a.change_number),
+        };
+        let mut plan = plan::plan_grants(GrantsInput {
+            source,
+            recorded: last_desired.as_ref().map(|(_, desired)| desired),
+            live: &acl.ip_rules,
+            unreadable: acl.unreadable.len(),
+            owned: owned.as_deref().unwrap_or_default(),
+            grants,
+            limits: &target.limits,
+        })
+        .map_err(ReconcileError::Grant)?;
+        plan.vault = Some(target.id.name.clone());
+        return Ok((plan, Ok(())));
+    };
     let recorded = last_desired.as_ref().map(|(a, desired)| Recorded {
         desired,
         inputs: &a.inputs,
     });
     let input = PlanInput {
-        tags: run.tags,
+        tags,
         selection: &target.selection,
         limits: &target.limits,
         live: &acl.ip_rules,
@@ -901,11 +959,51 @@ fn plan_vault(
             max_shrink: target.safety.max_tag_shrink,
             allowed: &target.safety.allow_tag_shrink,
         },
+        grants,
     };
-    let mut plan = plan::plan_unguarded(input)?;
+    let mut plan = plan::plan_unguarded(input).map_err(ReconcileError::Plan)?;
     plan.vault = Some(target.id.name.clone());
     let guarded = plan::guard_plan(&plan, input);
     Ok((plan, guarded))
+}
+
+/// The rules of the vault's live grants, and of its ended ones that no live grant wants. A
+/// grant the vault's policy could never have made (expiring later than its longest TTL from
+/// now, or for an address that is not public) counts as ended: the record is a document anyone
+/// who can write the state could edit, and a rule from it must not outlive what a grant may.
+fn grant_rules(
+    remembered: &VaultState,
+    target: &VaultTarget,
+    now: DateTime<Utc>,
+) -> (Vec<Ipv4Net>, Vec<Ipv4Net>) {
+    let latest = chrono::Duration::from_std(target.grants.max_ttl).map_or(now, |max| now + max);
+    let plausible = |g: &GrantRecord| {
+        g.expires_at <= latest && crate::core::grant::grant_rule(g.address.into()).is_ok()
+    };
+    let mut live: Vec<Ipv4Net> = remembered
+        .grants
+        .iter()
+        .filter(|g| g.is_live(now) && plausible(g))
+        .map(GrantRecord::rule)
+        .collect();
+    live.sort_unstable();
+    live.dedup();
+    let mut ended: Vec<Ipv4Net> = remembered
+        .grants
+        .iter()
+        .map(GrantRecord::rule)
+        .filter(|r| live.binary_search(r).is_err())
+        .collect();
+    ended.sort_unstable();
+    ended.dedup();
+    for grant in remembered
+        .grants
+        .iter()
+        .filter(|g| g.is_live(now) && !plausible(g))
+    {
+        warn!(grant = %grant.id, address = %grant.address, expires_at = %state::timestamp(grant.expires_at), "a recorded grant outlives the vault's longest grant or is for no public address; its rule is treated as ended");
+    }
+    (live, ended)
 }
 
 /// Where the phases of a reconcile stop before its end.
@@ -930,11 +1028,15 @@ fn never_move_back(
     remembered: Option<&VaultState>,
     run: RunContext<'_>,
 ) -> Result<(), ReconcileError> {
+    // A grants-only run applies no document.
+    let Some(tags) = run.tags else {
+        return Ok(());
+    };
     match remembered.and_then(|r| r.applied.as_ref()) {
-        Some(applied) if applied.change_number > run.tags.change_number && !run.allow_older => {
+        Some(applied) if applied.change_number > tags.change_number && !run.allow_older => {
             Err(ReconcileError::OlderThanApplied {
                 applied: applied.change_number,
-                this: run.tags.change_number,
+                this: tags.change_number,
             })
         }
         _ => Ok(()),
@@ -982,6 +1084,9 @@ struct Trace {
     /// written from, as if the state had seen it closed.
     closed_default_action: bool,
     closed_bypass: bool,
+    /// The vault's grants before a grant run recorded a new one: restored when its rule cannot
+    /// have reached the vault.
+    grants_before: Option<Vec<GrantRecord>>,
 }
 
 impl Trace {
@@ -1098,6 +1203,97 @@ async fn write_ahead(
     Ok(())
 }
 
+/// Makes the run's grant change to the vault's record in memory, under the vault's lock, and
+/// enters a new grant in the grants index before anything else can record it (so that the
+/// sweep finds every grant whose rule may reach the vault). `Ok(false)` when the vault needs
+/// no read or write (a revoke or sweep with no grant ended).
+async fn note_grant(
+    state: &State,
+    target: &VaultTarget,
+    run: RunContext<'_>,
+    remembered: &mut VaultState,
+    trace: &mut Trace,
+    report: &mut VaultReport,
+) -> Result<bool, ReconcileError> {
+    let Some(change) = run.grant else {
+        return Ok(true);
+    };
+    let before = remembered.grants.clone();
+    remembered.vault = target.id.to_string();
+    let noted = grants::note_change(remembered, change, run.now, run.run_id)
+        .map_err(ReconcileError::Grant)?;
+    report.grant.clone_from(&noted.grant);
+    report.grant_note.clone_from(&noted.note);
+    if let (GrantChange::Grant(_), Some(grant)) = (change, &noted.grant) {
+        trace.grants_before = Some(before);
+        let (vault, id) = (target.id.to_string(), grant.id.clone());
+        state
+            .update_grants_index(run.lock_wait, move |index| {
+                let ids = index.vaults.entry(vault).or_default();
+                if ids.contains(&id) {
+                    return false;
+                }
+                ids.push(id);
+                true
+            })
+            .await
+            .map_err(|error| ReconcileError::State {
+                step: StateStep::IndexGrant,
+                error,
+            })?;
+        info!(grant = %grant.id, address = %grant.address, expires_at = %state::timestamp(grant.expires_at), requested_by = %grant.requested_by, "grant recorded; placing its rule");
+    }
+    if let (GrantChange::Revoke { by, .. }, Some(grant), None) = (change, &noted.grant, &noted.note)
+    {
+        info!(grant = %grant.id, address = %grant.address, revoked_by = %by, "grant revoked; removing its rule");
+    }
+    Ok(noted.needs_work)
+}
+
+/// After a grant run, holding the vault's lock: the grants index lists exactly the grants of
+/// `recorded` for the vault, and not the vault once it holds none. A failure only leaves the
+/// index longer than needed (the next sweep reads the record and tries again).
+async fn index_grants(
+    state: &State,
+    target: &VaultTarget,
+    run: RunContext<'_>,
+    recorded: &VaultState,
+    report: &mut VaultReport,
+) {
+    if run.grant.is_none() {
+        return;
+    }
+    let vault = target.id.to_string();
+    let ids: Vec<String> = recorded.grants.iter().map(|g| g.id.clone()).collect();
+    let result = state
+        .update_grants_index(run.lock_wait, move |index| {
+            let key = index
+                .vaults
+                .keys()
+                .find(|k| k.eq_ignore_ascii_case(&vault))
+                .cloned();
+            match (key, ids.is_empty()) {
+                (None, true) => false,
+                (Some(key), true) => index.vaults.remove(&key).is_some(),
+                (key, false) => {
+                    let entry = index.vaults.entry(key.unwrap_or(vault)).or_default();
+                    if *entry == ids {
+                        return false;
+                    }
+                    *entry = ids;
+                    true
+                }
+            }
+        })
+        .await;
+    if let Err(err) = result {
+        let warning =
+            format!("updating the grants index failed ({err}); the next sweep tries again");
+        warn!(%warning);
+        report.warnings.push(warning);
+    }
+}
+
 /// How often a vault is planned again when its firewall keeps changing under tagfence.
 const MAX_PLAN_ATTEMPTS: u32 = 3;
 
@@ -1109,7 +1305,7 @@ fn record(
     run: RunContext<'_>,
     outcome: &Outcome,
     trace: &Trace,
-    report: &VaultReport,
+    report: &mut VaultReport,
 ) {
     let at = state::stored_time(run.now);
     let plan = report.plan.as_ref();
@@ -1122,6 +1318,30 @@ fn record(
     };
     if let (Some(plan), Some(settled)) = (plan, settled) {
         claim_settled(remembered, plan, settled, run, trace, report);
+    }
+    if let (Some(before), false) = (
+        &trace.grants_before,
+        settled.is_some() || trace.maybe_written,
+    ) {
+        // A grant whose rule cannot have reached the vault is not recorded.
+        remembered.grants.clone_from(before);
+    }
+    grants::settle(
+        remembered,
+        settled.map(Vec::as_slice),
+        outcome.is_failure().then(|| outcome.detail()).flatten(),
+        run.now,
+    );
+    report.grants = remembered.grants.clone();
+    if let Some(grant) = &report.grant {
+        report.grant = Some(
+            remembered
+                .grants
+                .iter()
+                .find(|g| g.id == grant.id)
+                .cloned()
+                .unwrap_or_else(|| grant.clone()),
+        );
     }
     if settled.is_none() && !trace.maybe_written {
         // No write of this reconcile reached the vault: its intent is void.
@@ -1152,7 +1372,10 @@ fn record(
             (report.observed == Observed::ResourceGraph)
                 .then(|| "in sync as Resource Graph indexed it; not read through ARM".to_owned())
         }),
-        change_number: run.tags.change_number,
+        change_number: run.tags.map_or_else(
+            || remembered.applied.as_ref().map_or(0, |a| a.change_number),
+            |tags| tags.change_number,
+        ),
         added: plan.filter(|_| report.wrote).map_or(0, |p| p.add.len()),
         removed: plan.filter(|_| report.wrote).map_or(0, |p| p.remove.len()),
     });
@@ -1191,6 +1414,13 @@ fn claim_settled(
     owned.sort_unstable();
     owned.dedup();
     remembered.owned = owned;
+    remembered.pending.clear();
+    remembered.pending_removal.clear();
+    if plan.grants_only {
+        // Only grants' rules changed: the last applied set stays what the last regular run
+        // applied.
+        return;
+    }
     remembered.applied = Some(AppliedState {
         desired: state::AppliedRules::from_desired(&plan.desired),
         cloud: plan.source.cloud,
@@ -1200,6 +1430,4 @@ fn claim_settled(
         applied_at: state::stored_time(run.now),
         run_id: run.run_id.to_owned(),
     });
-    remembered.pending.clear();
-    remembered.pending_removal.clear();
 }

@@ -195,7 +195,8 @@ async fn a_vault_whose_tag_changed_since_discovery_is_skipped_not_written() {
         tagfence::core::service_tags::ServiceTags::parse(&std::fs::read(fixture(365)).unwrap())
             .unwrap();
     let run = RunContext {
-        tags: &tags,
+        tags: Some(&tags),
+        grant: None,
         state: None,
         dry_run: false,
         run_id: "test",

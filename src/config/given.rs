@@ -8,12 +8,14 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
+use std::time::Duration;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::settings::{Key, Observe, Origin, Settings, MAX_GRACE_DAYS};
 use crate::azure::auth::CredentialKind;
 use crate::core::desired::{FitMode, KEY_VAULT_MAX_RULES};
 use crate::core::fit::Slash31;
+use crate::core::grant::{self, MAX_MAX_TTL, MIN_TTL};
 use crate::core::service_tags::Cloud;
 
 /// One setting as given.
@@ -175,6 +177,7 @@ fn lists(settings: &Settings) -> Vec<(Key, Vec<String>)> {
         (Key::StaticRules, clean(&settings.selection.static_rules)),
         (Key::Envelope, clean(&settings.limits.envelope)),
         (Key::AllowTagShrink, clean(&settings.allow_tag_shrink)),
+        (Key::GrantPrincipals, clean(&settings.grant_principals)),
         (
             Key::DiscoverSubscriptions,
             clean(&settings.discover_subscriptions),
@@ -220,6 +223,14 @@ fn scalars(settings: &Settings) -> Vec<(Key, Option<String>)> {
         (
             Key::MaxTagShrink,
             settings.max_tag_shrink.map(|f| f.to_string()),
+        ),
+        (
+            Key::GrantMaxTtl,
+            settings.grant_max_ttl.map(grant::duration_text),
+        ),
+        (
+            Key::GrantMaxPerVault,
+            settings.grant_max_per_vault.map(|n| n.to_string()),
         ),
         (Key::AllowOlder, on(settings.allow_older)),
         (Key::Log, text(&settings.log)),
@@ -370,6 +381,17 @@ pub(super) fn allowed(key: Key) -> String {
         Key::HttpMaxRetries => "a whole number of retries, 0 or more".to_owned(),
         Key::HttpRetryDelayMs => "a whole number of milliseconds, 0 or more".to_owned(),
         Key::GraceDays => format!("a whole number of days from 0 to {}", MAX_GRACE_DAYS),
+        Key::GrantMaxTtl => format!(
+            "a duration from {} to {}, written with its units (90s, 30m, 2h, 1h30m)",
+            grant::duration_text(MIN_TTL),
+            grant::duration_text(MAX_MAX_TTL)
+        ),
+        Key::GrantMaxPerVault => format!(
+            "a whole number of live grants from 1 to {KEY_VAULT_MAX_RULES} (each grant is one of the vault's IP rules)"
+        ),
+        Key::GrantPrincipals => {
+            "a GUID: a Microsoft Entra object id or application (client) id (00000000-0000-0000-0000-000000000000)".to_owned()
+        }
         _ => "true or false (or 1 or 0)".to_owned(),
     }
 }
@@ -413,6 +435,18 @@ impl Reader<'_> {
     /// A fraction from 0 to 1.
     pub fn fraction(&mut self, key: Key) -> Option<f64> {
         self.number(key, 0.0..=1.0)
+    }
+
+    /// A duration in `range`, written as [`grant::parse_duration`] reads it (`2h`, `1h30m`).
+    pub fn duration(&mut self, key: Key, range: RangeInclusive<Duration>) -> Option<Duration> {
+        let given = self.givens.get(key)?;
+        match grant::parse_duration(given.text()) {
+            Ok(value) if range.contains(&value) => Some(value),
+            _ => {
+                self.refuse(given);
+                None
+            }
+        }
     }
 
     /// A switch: true/false/1/0.

@@ -9,14 +9,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::error::{ConfigError, ConfigErrors};
-use super::given::{Given, Givens, Reader};
+use super::given::{allowed, is_guid, Given, Givens, Reader};
 use super::settings::{Key, Origin};
-use super::vault::Safety;
+use super::vault::{GrantPolicy, Safety};
 use crate::core::cidr::RuleError;
 use crate::core::desired::{self, FitMode, Limits, KEY_VAULT_MAX_RULES};
 use crate::core::fit::Slash31;
+use crate::core::grant::{MAX_MAX_TTL, MIN_TTL};
 use crate::core::profiles;
 
 /// The keys a `[defaults]` table or a `[[vault]]` entry may hold.
@@ -33,6 +35,9 @@ pub(super) const LAYER_KEYS: &[Key] = &[
     Key::AdoptExisting,
     Key::InitFirewall,
     Key::MaxTagShrink,
+    Key::GrantPrincipals,
+    Key::GrantMaxTtl,
+    Key::GrantMaxPerVault,
 ];
 
 /// The TOML file, read and checked.
@@ -81,6 +86,9 @@ pub(super) struct Layer {
     adopt_existing: Option<bool>,
     init_firewall: Option<bool>,
     max_tag_shrink: Option<f64>,
+    grant_principals: Option<Vec<String>>,
+    grant_max_ttl: Option<Duration>,
+    grant_max_per_vault: Option<usize>,
     /// What was given, for the origins.
     given: BTreeMap<Key, Given>,
 }
@@ -107,6 +115,10 @@ impl Layer {
             adopt_existing: reader.switch(Key::AdoptExisting),
             init_firewall: reader.switch(Key::InitFirewall),
             max_tag_shrink: reader.fraction(Key::MaxTagShrink),
+            grant_principals: checked_principals(reader),
+            grant_max_ttl: reader.duration(Key::GrantMaxTtl, MIN_TTL..=MAX_MAX_TTL),
+            // A grant is one of the vault's IP rules: a vault cannot hold more.
+            grant_max_per_vault: reader.number(Key::GrantMaxPerVault, 1..=KEY_VAULT_MAX_RULES),
             given: BTreeMap::new(),
         };
         // Only the values taken are this layer's: a refused one leaves the layer below in
@@ -135,6 +147,9 @@ impl Layer {
             Key::AdoptExisting => self.adopt_existing.is_some(),
             Key::InitFirewall => self.init_firewall.is_some(),
             Key::MaxTagShrink => self.max_tag_shrink.is_some(),
+            Key::GrantPrincipals => self.grant_principals.is_some(),
+            Key::GrantMaxTtl => self.grant_max_ttl.is_some(),
+            Key::GrantMaxPerVault => self.grant_max_per_vault.is_some(),
             _ => false,
         }
     }
@@ -165,6 +180,10 @@ impl Layer {
         set(&mut safety.adopt_existing, &self.adopt_existing);
         set(&mut safety.init_firewall, &self.init_firewall);
         set(&mut safety.max_tag_shrink, &self.max_tag_shrink);
+        let grants = &mut out.grants;
+        set(&mut grants.principals, &self.grant_principals);
+        set(&mut grants.max_ttl, &self.grant_max_ttl);
+        set(&mut grants.max_live, &self.grant_max_per_vault);
         for (key, given) in &self.given {
             out.given.insert(*key, given.clone());
         }
@@ -199,6 +218,29 @@ fn checked_selection(reader: &mut Reader<'_>) -> (Option<Vec<String>>, Option<Ve
     (tags, rules)
 }
 
+/// The principals allowed to grant, each checked where it was given and kept lower-case, once;
+/// the refused ones are left out.
+fn checked_principals(reader: &mut Reader<'_>) -> Option<Vec<String>> {
+    let givens = reader.givens;
+    let given = givens.get(Key::GrantPrincipals)?;
+    let mut principals: Vec<String> = Vec::new();
+    for principal in &given.values {
+        if !is_guid(principal) {
+            let reason = format!(
+                "not an object id or application id; expected {}",
+                allowed(Key::GrantPrincipals)
+            );
+            reader.invalid(given, principal, reason);
+            continue;
+        }
+        let principal = principal.to_ascii_lowercase();
+        if !principals.contains(&principal) {
+            principals.push(principal);
+        }
+    }
+    Some(principals)
+}
+
 /// Why a static rule is refused, and what is allowed (the rule itself is named already).
 pub(super) fn static_rule_problem(err: &RuleError) -> String {
     match err {
@@ -230,6 +272,7 @@ pub(super) struct Resolved {
     pub limits: Limits,
     pub prune: bool,
     pub safety: Safety,
+    pub grants: GrantPolicy,
     /// What gave each value above, by key; a key missing here holds its built-in default.
     pub given: BTreeMap<Key, Given>,
 }
@@ -243,6 +286,7 @@ impl Resolved {
             limits: Limits::default(),
             prune: false,
             safety: Safety::default(),
+            grants: GrantPolicy::default(),
             given: BTreeMap::new(),
         }
     }
@@ -547,7 +591,7 @@ mod tests {
             problems.lines(),
             [
                 "t.toml: [defaults] static_rules = [\"10.0.0.1\", [5]]: expected a list of strings",
-                "t.toml: [defaults] tagz: unknown key; [defaults] takes tags, static_rules, max_rules, fit, envelope, max_extra_addresses, max_remove_fraction, slash31, prune, adopt_existing, init_firewall, max_tag_shrink",
+                "t.toml: [defaults] tagz: unknown key; [defaults] takes tags, static_rules, max_rules, fit, envelope, max_extra_addresses, max_remove_fraction, slash31, prune, adopt_existing, init_firewall, max_tag_shrink, grant_principals, grant_max_ttl, grant_max_per_vault",
                 "t.toml: [defaults] max_rules = 2000: expected a whole number from 1 to 1000 (Key Vault holds at most 1,000 IP rules per vault)",
                 "t.toml: [defaults] fit = \"lossy\": expected exact or summarize",
                 "t.toml: tagz: unknown key; the file has vaults, [defaults] and [[vault]] entries",

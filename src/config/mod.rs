@@ -21,6 +21,9 @@
 //! adopt_existing = false
 //! init_firewall = false
 //! max_tag_shrink = 0.5
+//! grant_principals = []    # who may POST /api/grant: Entra object or application ids
+//! grant_max_ttl = "2h"
+//! grant_max_per_vault = 50
 //!
 //! [[vault]]
 //! id = "/subscriptions/…/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-b"
@@ -38,7 +41,7 @@
 //! - `given`: every setting as text with its origin, and the one parser of a setting's text
 //!   (`Reader`), so that flags, environment and the file are checked and named alike.
 //! - `vault`: what a validated vault target holds ([`VaultTarget`], [`Safety`],
-//!   [`TargetSource`]).
+//!   [`GrantPolicy`], [`TargetSource`]).
 //! - `endpoints`: the URLs (ARM, download page, Service Tags source, notifications).
 //! - `state`: where the state lives ([`StateSpec`]).
 //! - `layers`: the TOML file and the layering of per-vault settings.
@@ -87,7 +90,7 @@ pub use settings::{
 pub use state::StateSpec;
 use targets::Context;
 pub use targets::{Discovery, VAULT_ID_SHAPE};
-pub use vault::{Safety, TargetSource, VaultTarget};
+pub use vault::{GrantPolicy, Safety, TargetSource, VaultTarget};
 
 /// A validated run configuration.
 #[derive(Debug, Clone)]
@@ -135,6 +138,9 @@ enum Purpose {
     Reconcile,
     /// `status`: a state location that exists; no selection.
     Status,
+    /// `grant`, `revoke`, `sweep`: a state location (created when missing); no selection, as
+    /// only grants' rules change.
+    Grants,
 }
 
 impl Config {
@@ -154,6 +160,15 @@ impl Config {
     /// Every problem found ([`ConfigErrors`]), each naming the setting at fault.
     pub fn for_status(settings: &Settings) -> Result<Config, ConfigErrors> {
         build(settings, Purpose::Status)
+    }
+
+    /// Validates `settings` into a configuration for `grant`, `revoke` and `sweep`: they need
+    /// a state location, and no selection (they change only grants' rules).
+    ///
+    /// # Errors
+    /// Every problem found ([`ConfigErrors`]), each naming the setting at fault.
+    pub fn for_grants(settings: &Settings) -> Result<Config, ConfigErrors> {
+        build(settings, Purpose::Grants)
     }
 
     /// The target for a discovered vault whose discovery tag has `value`: the defaults, with
@@ -232,7 +247,9 @@ fn build(settings: &Settings, purpose: Purpose) -> Result<Config, ConfigErrors> 
         Purpose::Reconcile if discovery.is_none() && !vaults_given(&givens, &file) => {
             problems.push(targets::no_vaults(None));
         }
-        Purpose::Status if !state_given(&givens) => problems.push(state::no_state()),
+        Purpose::Status | Purpose::Grants if !state_given(&givens) => {
+            problems.push(state::no_state());
+        }
         _ => {}
     }
     problems.into_result(Config {
@@ -733,7 +750,7 @@ max_rules = 300
             (Settings { source: Some("api".into()), ..tagged(&["X"]) }, "source = api: the Discovery API needs a subscription and a location; give --subscription-id (TAGFENCE_SUBSCRIPTION_ID) and --location (TAGFENCE_LOCATION) too".into()),
             (Settings { source: Some("http://example.com/tags.json".into()), ..tagged(&["X"]) }, "source = http://example.com/tags.json: uses plain http; expected https (plain http only for a loopback host, a local emulator)".into()),
             (Settings { arm_endpoint: Some("http://management.azure.com".into()), ..tagged(&["X"]) }, "arm_endpoint = http://management.azure.com: uses plain http; expected https (plain http only for a loopback host, a local emulator)".into()),
-            (Settings { config_file: Some(bad_file.clone()), ..tagged(&["X"]) }, format!("{}: [defaults] tagz: unknown key; [defaults] takes tags, static_rules, max_rules, fit, envelope, max_extra_addresses, max_remove_fraction, slash31, prune, adopt_existing, init_firewall, max_tag_shrink", bad_file.display())),
+            (Settings { config_file: Some(bad_file.clone()), ..tagged(&["X"]) }, format!("{}: [defaults] tagz: unknown key; [defaults] takes tags, static_rules, max_rules, fit, envelope, max_extra_addresses, max_remove_fraction, slash31, prune, adopt_existing, init_firewall, max_tag_shrink, grant_principals, grant_max_ttl, grant_max_per_vault", bad_file.display())),
             (Settings { state_dir: Some("/tmp/s".into()), state_url: Some("https://a.blob.core.windows.net".into()), ..tagged(&["X"]) }, "state_dir = /tmp/s: give either a state directory or a state URL, not both (state_url is given too)".into()),
             (Settings { state_url: Some("http://a.blob.core.windows.net".into()), ..tagged(&["X"]) }, "state_url = http://a.blob.core.windows.net: expected an https URL: storage tokens are never sent in clear".into()),
             (Settings { state_url: Some("https://a.blob.core.windows.net/c?sig=x".into()), ..tagged(&["X"]) }, "must not carry a query (no SAS tokens".into()),
@@ -1007,5 +1024,199 @@ max_rules = 300
         settings.texts.set(Key::MaxRules, "0");
         let err = PlanSettings::from_settings(&settings).unwrap_err();
         assert_eq!(err.len(), 1, "{err}");
+    }
+
+    const OBJECT_ID: &str = "6f1c2a3b-4d5e-4f60-8a9b-0c1d2e3f4a5b";
+    const APP_ID: &str = "0A1B2C3D-4E5F-4061-8273-94A5B6C7D8E9";
+
+    #[test]
+    fn grants_default_to_nobody_with_the_built_in_limits() {
+        let config = Config::from_settings(&Settings {
+            discover_subscriptions: vec!["00000000-0000-0000-0000-000000000001".into()],
+            ..tagged(&["X"])
+        })
+        .unwrap();
+        let expected = GrantPolicy {
+            principals: Vec::new(),
+            max_ttl: crate::core::grant::DEFAULT_MAX_TTL,
+            max_live: crate::core::grant::DEFAULT_MAX_LIVE,
+        };
+        assert_eq!(GrantPolicy::default(), expected);
+        assert_eq!(expected.max_ttl, Duration::from_secs(2 * 3600));
+        assert_eq!(expected.max_live, 50);
+        assert_eq!(config.targets[0].grants, expected);
+        let discovered = config
+            .discovered_target(KV_B.parse().unwrap(), "default")
+            .unwrap();
+        assert_eq!(discovered.grants, expected);
+    }
+
+    #[test]
+    fn grant_settings_layer_like_the_others_and_a_vault_entry_overrides_each() {
+        let path = temp_file(
+            "grants.toml",
+            &format!(
+                "vaults = [\"{KV_A}\"]\n\n[defaults]\ntags = [\"AzureDevOps\"]\ngrant_principals = [\"{OBJECT_ID}\"]\ngrant_max_ttl = \"1h\"\ngrant_max_per_vault = 10\n\n[[vault]]\nid = \"{KV_B}\"\ngrant_principals = \"{APP_ID}, {OBJECT_ID}\"\ngrant_max_ttl = \"1h30m\"\ngrant_max_per_vault = 3\n"
+            ),
+        );
+        // The variable is over [defaults], under the [[vault]] entry.
+        let mut settings = from_env(Key::GrantMaxTtl, "45m");
+        settings.vaults.clear();
+        settings.selection.tags.clear();
+        settings.config_file = Some(path);
+        settings.discover_subscriptions = vec!["00000000-0000-0000-0000-000000000001".into()];
+        let config = Config::from_settings(&settings).unwrap();
+        let a = config.find_target("kv-a").unwrap();
+        assert_eq!(
+            a.grants,
+            GrantPolicy {
+                principals: vec![OBJECT_ID.to_owned()],
+                max_ttl: Duration::from_secs(45 * 60),
+                max_live: 10,
+            }
+        );
+        let b = config.find_target("kv-b").unwrap();
+        assert_eq!(
+            b.grants,
+            GrantPolicy {
+                principals: vec![APP_ID.to_ascii_lowercase(), OBJECT_ID.to_owned()],
+                max_ttl: Duration::from_secs(90 * 60),
+                max_live: 3,
+            }
+        );
+        // A discovered vault gets the defaults' grants, as it gets their other settings.
+        let id = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-c";
+        let c = config
+            .discovered_target(id.parse().unwrap(), "default")
+            .unwrap();
+        assert_eq!(c.grants, a.grants);
+    }
+
+    #[test]
+    fn grant_settings_given_as_typed_values_are_checked_as_text_is() {
+        let config = Config::from_settings(&Settings {
+            grant_principals: vec![format!(" {APP_ID} "), APP_ID.to_ascii_lowercase()],
+            grant_max_ttl: Some(Duration::from_secs(24 * 3600)),
+            grant_max_per_vault: Some(1000),
+            ..tagged(&["X"])
+        })
+        .unwrap();
+        assert_eq!(
+            config.targets[0].grants,
+            GrantPolicy {
+                principals: vec![APP_ID.to_ascii_lowercase()],
+                max_ttl: Duration::from_secs(24 * 3600),
+                max_live: 1000,
+            }
+        );
+        let lines = problems(&Settings {
+            grant_max_ttl: Some(Duration::from_secs(59)),
+            grant_max_per_vault: Some(1001),
+            ..tagged(&["X"])
+        });
+        assert_eq!(
+            lines,
+            [
+                "grant_max_ttl = 59s: expected a duration from 1m to 24h, written with its units (90s, 30m, 2h, 1h30m)",
+                "grant_max_per_vault = 1001: expected a whole number of live grants from 1 to 1000 (each grant is one of the vault's IP rules)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_grant_setting_is_named_with_what_is_allowed() {
+        let ttl =
+            "expected a duration from 1m to 24h, written with its units (90s, 30m, 2h, 1h30m)";
+        let live = "expected a whole number of live grants from 1 to 1000 (each grant is one of the vault's IP rules)";
+        let guid = "not an object id or application id; expected a GUID: a Microsoft Entra object id or application (client) id (00000000-0000-0000-0000-000000000000)";
+        let cases = [
+            (
+                Key::GrantMaxTtl,
+                "2x",
+                format!("TAGFENCE_GRANT_MAX_TTL=2x: {ttl}"),
+            ),
+            (
+                Key::GrantMaxTtl,
+                "30",
+                format!("TAGFENCE_GRANT_MAX_TTL=30: {ttl}"),
+            ),
+            (
+                Key::GrantMaxTtl,
+                "25h",
+                format!("TAGFENCE_GRANT_MAX_TTL=25h: {ttl}"),
+            ),
+            (
+                Key::GrantMaxTtl,
+                "24h1s",
+                format!("TAGFENCE_GRANT_MAX_TTL=24h1s: {ttl}"),
+            ),
+            (
+                Key::GrantMaxTtl,
+                "30s",
+                format!("TAGFENCE_GRANT_MAX_TTL=30s: {ttl}"),
+            ),
+            (
+                Key::GrantMaxPerVault,
+                "0",
+                format!("TAGFENCE_GRANT_MAX_PER_VAULT=0: {live}"),
+            ),
+            (
+                Key::GrantMaxPerVault,
+                "many",
+                format!("TAGFENCE_GRANT_MAX_PER_VAULT=many: {live}"),
+            ),
+        ];
+        for (key, text, expected) in cases {
+            assert_eq!(problems(&from_env(key, text)), [expected], "{text}");
+        }
+        // A list's entries are checked one by one, each named.
+        let mut settings = Settings {
+            grant_principals: vec![
+                OBJECT_ID.into(),
+                "pipeline-sp".into(),
+                "{6f1c2a3b-4d5e-4f60-8a9b-0c1d2e3f4a5b}".into(),
+            ],
+            ..tagged(&["X"])
+        };
+        settings.origins.record(
+            Key::GrantPrincipals,
+            Origin::Env("TAGFENCE_GRANT_PRINCIPALS".into()),
+        );
+        assert_eq!(
+            problems(&settings),
+            [
+                format!("TAGFENCE_GRANT_PRINCIPALS entry 'pipeline-sp': {guid}"),
+                format!("TAGFENCE_GRANT_PRINCIPALS entry '{{6f1c2a3b-4d5e-4f60-8a9b-0c1d2e3f4a5b}}': {guid}"),
+            ]
+        );
+        settings.grant_principals = vec!["pipeline-sp".into()];
+        assert_eq!(
+            problems(&settings),
+            [format!("TAGFENCE_GRANT_PRINCIPALS=pipeline-sp: {guid}")]
+        );
+    }
+
+    #[test]
+    fn a_bad_grant_setting_in_the_file_is_named_by_its_table_and_key() {
+        let path = temp_file(
+            "bad-grants.toml",
+            &format!(
+                "[defaults]\ntags = [\"AzureDevOps\"]\ngrant_max_ttl = \"2x\"\n\n[[vault]]\nid = \"{KV_B}\"\ngrant_principals = [\"alice\"]\ngrant_max_ttl = \"25h\"\ngrant_max_per_vault = 0\n"
+            ),
+        );
+        let lines = problems(&Settings {
+            config_file: Some(path.clone()),
+            ..Settings::default()
+        });
+        let file = path.display();
+        assert_eq!(
+            lines,
+            [
+                format!("{file}: [defaults] grant_max_ttl = \"2x\": expected a duration from 1m to 24h, written with its units (90s, 30m, 2h, 1h30m)"),
+                format!("{file}: [[vault]] #1 grant_principals = \"alice\": not an object id or application id; expected a GUID: a Microsoft Entra object id or application (client) id (00000000-0000-0000-0000-000000000000)"),
+                format!("{file}: [[vault]] #1 grant_max_ttl = \"25h\": expected a duration from 1m to 24h, written with its units (90s, 30m, 2h, 1h30m)"),
+                format!("{file}: [[vault]] #1 grant_max_per_vault = 0: expected a whole number of live grants from 1 to 1000 (each grant is one of the vault's IP rules)"),
+            ]
+        );
     }
 }

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::azure::auth::CredentialKind;
 use crate::core::desired::{FitMode, Limits};
@@ -95,6 +96,12 @@ keys! {
     AcceptMissingRules = "accept_missing_rules", "--accept-missing-rules", "TAGFENCE_ACCEPT_MISSING_RULES";
     AllowTagShrink = "allow_tag_shrink", "--allow-tag-shrink", "TAGFENCE_ALLOW_TAG_SHRINK";
     MaxTagShrink = "max_tag_shrink", "--max-tag-shrink", "TAGFENCE_MAX_TAG_SHRINK";
+    /// Who may grant on a vault over HTTP: Microsoft Entra object ids or application ids.
+    GrantPrincipals = "grant_principals", "--grant-principal", "TAGFENCE_GRANT_PRINCIPALS";
+    /// The longest grant on a vault (`2h`, `30m`, `1h30m`).
+    GrantMaxTtl = "grant_max_ttl", "--grant-max-ttl", "TAGFENCE_GRANT_MAX_TTL";
+    /// The live grants a vault may hold at once.
+    GrantMaxPerVault = "grant_max_per_vault", "--grant-max-per-vault", "TAGFENCE_GRANT_MAX_PER_VAULT";
     Source = "source", "--source", "TAGFENCE_SOURCE";
     SubscriptionId = "subscription_id", "--subscription-id", "TAGFENCE_SUBSCRIPTION_ID";
     Location = "location", "--location", "TAGFENCE_LOCATION";
@@ -143,6 +150,7 @@ impl Key {
                 | Key::StaticRules
                 | Key::Envelope
                 | Key::AllowTagShrink
+                | Key::GrantPrincipals
                 | Key::DiscoverSubscriptions
                 | Key::DiscoverManagementGroups
         )
@@ -166,6 +174,9 @@ impl Key {
                 | Key::AdoptExisting
                 | Key::InitFirewall
                 | Key::MaxTagShrink
+                | Key::GrantPrincipals
+                | Key::GrantMaxTtl
+                | Key::GrantMaxPerVault
         )
     }
 
@@ -349,6 +360,15 @@ pub struct Settings {
     pub allow_tag_shrink: Vec<String>,
     /// The largest fraction of a selected tag's prefixes that may go between two documents.
     pub max_tag_shrink: Option<f64>,
+    /// Microsoft Entra object ids or application (client) ids allowed to grant on the vaults
+    /// over HTTP (`POST /api/grant`); empty: none given (nobody may).
+    pub grant_principals: Vec<String>,
+    /// The longest grant [default: [`DEFAULT_MAX_TTL`](crate::core::grant::DEFAULT_MAX_TTL)];
+    /// whole seconds (a fraction of a second is dropped).
+    pub grant_max_ttl: Option<Duration>,
+    /// Live grants a vault may hold at once
+    /// [default: [`DEFAULT_MAX_LIVE`](crate::core::grant::DEFAULT_MAX_LIVE)].
+    pub grant_max_per_vault: Option<usize>,
     /// `api`, `download`, a file path or a URL [default: [`DEFAULT_SOURCE`]].
     pub source: Option<String>,
     /// The subscription for the Discovery API.

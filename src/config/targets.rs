@@ -197,6 +197,7 @@ pub(super) fn target(
         limits: settings.limits.clone(),
         prune: settings.prune,
         safety: settings.safety.clone(),
+        grants: settings.grants.clone(),
         source: TargetSource::Listed,
     })
 }

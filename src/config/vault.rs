@@ -1,8 +1,12 @@
 //! One validated vault target ([`VaultTarget`]): its selection, limits, what its writes may do
-//! ([`Safety`]) and how it came to be managed ([`TargetSource`]).
+//! ([`Safety`]), who may grant on it and how far ([`GrantPolicy`]), and how it came to be
+//! managed ([`TargetSource`]).
+
+use std::time::Duration;
 
 use crate::azure::VaultId;
 use crate::core::desired::{Limits, Selection};
+use crate::core::grant::{DEFAULT_MAX_LIVE, DEFAULT_MAX_TTL};
 
 /// One vault to reconcile and how.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,6 +16,7 @@ pub struct VaultTarget {
     pub limits: Limits,
     pub prune: bool,
     pub safety: Safety,
+    pub grants: GrantPolicy,
     pub source: TargetSource,
 }
 
@@ -39,6 +44,28 @@ impl Default for Safety {
             accept_missing_rules: false,
             max_tag_shrink: crate::core::plan::DEFAULT_MAX_TAG_SHRINK,
             allow_tag_shrink: Vec::new(),
+        }
+    }
+}
+
+/// Who may grant on the vault over HTTP, and the limits of its grants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantPolicy {
+    /// Lower-case object ids / application ids allowed to call POST /api/grant for this vault.
+    pub principals: Vec<String>,
+    /// The longest grant (`--grant-max-ttl`).
+    pub max_ttl: Duration,
+    /// The live grants the vault may hold at once (`--grant-max-per-vault`).
+    pub max_live: usize,
+}
+
+impl Default for GrantPolicy {
+    /// Nobody may grant over HTTP; the built-in limits.
+    fn default() -> Self {
+        GrantPolicy {
+            principals: Vec::new(),
+            max_ttl: DEFAULT_MAX_TTL,
+            max_live: DEFAULT_MAX_LIVE,
         }
     }
 }

@@ -8,14 +8,15 @@
 //! - [`desired`]: selection → the rules a vault should hold.
 //! - [`live`]: a vault's firewall as ARM returns it.
 //! - [`gate`]: the safety check every firewall write passes, and the verify after it.
-//! - [`plan`]: desired × live × last-applied → the plan, and its guards.
+//! - [`grant`]: just-in-time grants: the address a grant may open, its TTL, the room it needs.
+//! - [`plan`]: desired × live × last-applied (and live grants) → the plan, and its guards.
 //! - [`render`]: plans and tag listings as text and JSON.
 //! - [`profiles`]: built-in selections (names for sets of tags); it imports no other module.
 //! - [`text`]: how numbers are written for people; it imports no other module.
 //!
 //! The modules are layered, and each imports only modules below it, so that a lower one can be
 //! read and tested without the ones above and no change up the stack can reach down:
-//! `text`, `json`, `cidr` → `service_tags` → `fit` → `desired` → `plan`, `live` → `gate`, `render`.
+//! `text`, `json`, `cidr` → `grant`, `service_tags` → `fit` → `desired` → `plan`, `live` → `gate`, `render`.
 //! A module that needs to say what one above does with it says so in prose, without a doc link,
 //! which would tie it to that module all the same.
 
@@ -23,6 +24,7 @@ pub mod cidr;
 pub mod desired;
 pub mod fit;
 pub mod gate;
+pub mod grant;
 mod json;
 pub mod live;
 pub mod plan;

@@ -19,6 +19,7 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use super::desired::{self, DesireError, DesiredRules, FitMode, Limits, SelectedTag, Selection};
+use super::grant::GrantRefusal;
 use super::service_tags::{Cloud, ServiceTags};
 
 /// Which document the plan was computed from.
@@ -60,6 +61,16 @@ pub struct Plan {
     /// Whether the desired rules were taken from the last apply instead of recomputed, because
     /// nothing they depend on changed.
     pub reused: bool,
+    /// The rules live just-in-time grants want that the desired rules do not hold, sorted:
+    /// kept (or added), and counted against the vault's room.
+    pub granted: Vec<Ipv4Net>,
+    /// The removals that are rules of ended grants, sorted (not counted by the removal guard:
+    /// removing them is what a grant promises).
+    pub grant_removals: Vec<Ipv4Net>,
+    /// Whether only grants' rules change ([`plan_grants`]): a grant, revoke or sweep, which
+    /// fetch no Service Tags; the desired rules are then the recorded ones the vault holds,
+    /// and the vault's record keeps its last applied set.
+    pub grants_only: bool,
 }
 
 impl Plan {
@@ -86,6 +97,7 @@ impl Plan {
     /// How many rules the vault holds after the plan.
     pub fn total_after(&self) -> usize {
         self.desired.rules.len()
+            + self.granted.len()
             + if self.prune { 0 } else { self.unmanaged.len() }
             + self.unreadable
     }
@@ -110,7 +122,47 @@ pub fn plan(
     prune: bool,
     limits: &Limits,
 ) -> Plan {
-    let wanted: HashSet<&Ipv4Net> = desired.rules.iter().collect();
+    plan_granting(
+        source,
+        desired,
+        live,
+        owned,
+        prune,
+        limits,
+        &Grants::default(),
+    )
+}
+
+/// The rules of a vault's just-in-time grants at the time of a plan.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Grants<'a> {
+    /// The live grants' rules: wanted like desired rules.
+    pub live: &'a [Ipv4Net],
+    /// The ended grants' rules that no live grant wants: removed when tagfence owns them and
+    /// no desired rule wants them.
+    pub ended: &'a [Ipv4Net],
+}
+
+/// [`plan`], with the rules of live grants wanted besides `desired`.
+fn plan_granting(
+    source: SourceInfo,
+    desired: DesiredRules,
+    live: &[Ipv4Net],
+    owned: Option<&[Ipv4Net]>,
+    prune: bool,
+    limits: &Limits,
+    grants: &Grants<'_>,
+) -> Plan {
+    let mut wanted: HashSet<&Ipv4Net> = desired.rules.iter().collect();
+    let mut granted: Vec<Ipv4Net> = grants
+        .live
+        .iter()
+        .filter(|r| !wanted.contains(r))
+        .copied()
+        .collect();
+    granted.sort_unstable();
+    granted.dedup();
+    wanted.extend(granted.iter());
     let known = owned.is_some();
     let owned: HashSet<&Ipv4Net> = owned.unwrap_or_default().iter().collect();
     let present: HashSet<&Ipv4Net> = live.iter().collect();
@@ -130,6 +182,7 @@ pub fn plan(
         .copied()
         .collect();
     let unchanged = desired.rules.len() - add.len();
+    add.extend(granted.iter().filter(|r| !present.contains(r)));
     let mut remove = Vec::new();
     let mut unmanaged = Vec::new();
     for rule in live.iter().filter(|r| !wanted.contains(r)) {
@@ -147,6 +200,12 @@ pub fn plan(
     remove.dedup();
     unmanaged.sort_unstable();
     unmanaged.dedup();
+    let ended: HashSet<&Ipv4Net> = grants.ended.iter().collect();
+    let grant_removals = remove
+        .iter()
+        .filter(|r| ended.contains(r))
+        .copied()
+        .collect();
     Plan {
         vault: None,
         source,
@@ -163,6 +222,9 @@ pub fn plan(
         fit: limits.fit,
         inputs: None,
         reused: false,
+        granted,
+        grant_removals,
+        grants_only: false,
     }
 }
 
@@ -290,17 +352,22 @@ pub fn guard(
     if plan.desired.rules.is_empty() {
         return Err(Refusal::EmptyDesired);
     }
-    if !plan.remove.is_empty() {
+    // Removing an ended grant's rule is what the grant promised: not a removal to guard.
+    let removing = plan.remove.len() - plan.grant_removals.len();
+    if removing > 0 {
+        let grant_rules: HashSet<&Ipv4Net> = plan.grant_removals.iter().collect();
         let managed = if plan.prune {
-            live.len()
+            live.len() - plan.grant_removals.len()
         } else {
             let owned: HashSet<&Ipv4Net> = owned.unwrap_or_default().iter().collect();
-            live.iter().filter(|r| owned.contains(r)).count()
+            live.iter()
+                .filter(|r| owned.contains(r) && !grant_rules.contains(r))
+                .count()
         };
-        let fraction = plan.remove.len() as f64 / managed.max(1) as f64;
+        let fraction = removing as f64 / managed.max(1) as f64;
         if fraction > limits.max_remove_fraction {
             return Err(Refusal::TooManyRemovals {
-                remove: plan.remove.len(),
+                remove: removing,
                 managed,
                 percent: fraction * 100.0,
                 max: limits.max_remove_fraction,
@@ -345,6 +412,8 @@ pub struct PlanInput<'a> {
     pub recorded: Option<Recorded<'a>>,
     /// How far selected tags may shrink.
     pub tag_guard: TagGuard<'a>,
+    /// The vault's just-in-time grants.
+    pub grants: Grants<'a>,
 }
 
 /// The desired rules applied last time, with what they were computed from.
@@ -405,6 +474,87 @@ pub fn plan_unguarded(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     Ok(plan)
 }
 
+/// Everything a grants-only plan depends on ([`plan_grants`]).
+#[derive(Debug, Clone)]
+pub struct GrantsInput<'a> {
+    pub source: SourceInfo,
+    /// The desired rules applied last, from the vault's record: those the vault holds stay as
+    /// they are (never added from the record, which only ever keeps a rule).
+    pub recorded: Option<&'a DesiredRules>,
+    pub live: &'a [Ipv4Net],
+    /// How many IP rules the vault holds that tagfence cannot read (kept verbatim).
+    pub unreadable: usize,
+    /// The rules tagfence owns on the vault.
+    pub owned: &'a [Ipv4Net],
+    pub grants: Grants<'a>,
+    pub limits: &'a Limits,
+}
+
+/// A plan that changes only grants' rules, for a grant, a revoke or a sweep (no Service Tags
+/// document at hand): it adds the live grants' rules the vault lacks and removes the ended
+/// grants' rules tagfence owns that no live grant and no recorded desired rule wants. Every
+/// other rule stays as the vault holds it, so a grant never waits for, nor carries, a change of
+/// the tags' rules, and the removal of an ended grant is never held up by a guard of theirs.
+///
+/// # Errors
+/// [`GrantRefusal::NoRoom`] when the plan adds a rule and the vault would then hold more rules
+/// than its limit (a plan that only removes is never refused).
+pub fn plan_grants(input: GrantsInput<'_>) -> Result<Plan, GrantRefusal> {
+    let present: HashSet<&Ipv4Net> = input.live.iter().collect();
+    let desired = match input.recorded {
+        Some(recorded) => {
+            let (rules, info) = recorded
+                .rules
+                .iter()
+                .zip(&recorded.info)
+                .filter(|(rule, _)| present.contains(rule))
+                .map(|(rule, info)| (*rule, *info))
+                .unzip();
+            DesiredRules {
+                rules,
+                info,
+                ..recorded.clone()
+            }
+        }
+        None => DesiredRules {
+            rules: Vec::new(),
+            info: Vec::new(),
+            extra_addresses: 0,
+            dropped: desired::Dropped::default(),
+            tags: Vec::new(),
+            static_rules: Vec::new(),
+            grace: Vec::new(),
+        },
+    };
+    // Only an ended grant's rule is tagfence's to remove here.
+    let ended: HashSet<&Ipv4Net> = input.grants.ended.iter().collect();
+    let removable: Vec<Ipv4Net> = input
+        .owned
+        .iter()
+        .filter(|r| ended.contains(r))
+        .copied()
+        .collect();
+    let mut plan = plan_granting(
+        input.source,
+        desired,
+        input.live,
+        Some(&removable),
+        false,
+        input.limits,
+        &input.grants,
+    );
+    plan.coincident.clear();
+    plan.grants_only = true;
+    plan.unreadable = input.unreadable;
+    if !plan.add.is_empty() && plan.total_after() > input.limits.max_rules {
+        return Err(GrantRefusal::NoRoom {
+            after: plan.total_after(),
+            limit: input.limits.max_rules,
+        });
+    }
+    Ok(plan)
+}
+
 /// The plan's guards: a selected tag emptied or shrunk, an empty allow-list, too many
 /// removals, over the limit.
 ///
@@ -419,19 +569,25 @@ pub fn guard_plan(plan: &Plan, input: PlanInput<'_>) -> Result<(), Refusal> {
     guard(plan, input.live, input.owned, input.limits)
 }
 
-/// How many rules the vault keeps besides `desired`: the unreadable ones whatever happens,
-/// pruning or not, and without `--prune` every live rule neither desired nor tagfence's.
+/// How many rules the vault keeps besides `desired`: the unreadable ones and the live grants'
+/// whatever happens, pruning or not, and without `--prune` every live rule neither desired nor
+/// tagfence's.
 fn kept_besides(input: &PlanInput<'_>, owned: &HashSet<&Ipv4Net>, desired: &[Ipv4Net]) -> usize {
-    if input.prune {
-        return input.unreadable;
-    }
     let wanted: HashSet<&Ipv4Net> = desired.iter().collect();
-    input.unreadable
-        + input
-            .live
-            .iter()
-            .filter(|r| !wanted.contains(r) && !owned.contains(r))
-            .count()
+    // The live grants' rules keep their slots: a grant is placed only where there was room, so
+    // the fit works around it until it ends.
+    let granted: HashSet<&Ipv4Net> = input
+        .grants
+        .live
+        .iter()
+        .filter(|r| !wanted.contains(r))
+        .collect();
+    let kept_live = input
+        .live
+        .iter()
+        .filter(|r| !wanted.contains(r) && !owned.contains(r) && !granted.contains(r))
+        .count();
+    input.unreadable + granted.len() + if input.prune { 0 } else { kept_live }
 }
 
 /// Computes the desired rules and plans with them, finding the room in rounds (see
@@ -460,13 +616,14 @@ fn plan_afresh(
         let desired = desired::desired_rules(tags, selection, limits, kept)?;
         let actually_kept = kept_besides(input, owned, &desired.rules);
         let done = actually_kept <= kept || limits.fit == FitMode::Exact;
-        result = Some(plan(
+        result = Some(plan_granting(
             source.clone(),
             desired,
             input.live,
             input.owned,
             input.prune,
             limits,
+            &input.grants,
         ));
         if done {
             break;
@@ -690,6 +847,7 @@ mod tests {
             adopt: false,
             recorded: None,
             tag_guard: TagGuard::default(),
+            grants: Grants::default(),
         })
         .unwrap();
         assert_eq!(p.total_after(), 5);
@@ -724,6 +882,7 @@ mod tests {
             adopt: false,
             recorded: None,
             tag_guard: TagGuard::default(),
+            grants: Grants::default(),
         })
         .unwrap();
         assert!(!p.has_changes());
@@ -753,6 +912,7 @@ mod tests {
             adopt: false,
             recorded,
             tag_guard: TagGuard::default(),
+            grants: Grants::default(),
         };
         let fresh = plan_vault(input(&[], None)).unwrap();
         assert!(!fresh.reused);
@@ -825,5 +985,137 @@ mod tests {
                 prop_assert_eq!(again.unmanaged, if prune { after.iter().filter(|r| !d.contains(r)).copied().collect::<Vec<_>>() } else { p.unmanaged.clone() });
             }
         }
+    }
+
+    fn grants_input<'a>(
+        recorded: Option<&'a DesiredRules>,
+        live: &'a [Ipv4Net],
+        owned: &'a [Ipv4Net],
+        grants: Grants<'a>,
+        limits: &'a Limits,
+    ) -> GrantsInput<'a> {
+        GrantsInput {
+            source: source(),
+            recorded,
+            live,
+            unreadable: 0,
+            owned,
+            grants,
+            limits,
+        }
+    }
+
+    #[test]
+    fn a_grants_only_plan_adds_live_grants_and_removes_only_ended_grants_it_owns() {
+        let recorded = desired_of(&["20.0.0.0/24", "20.0.1.0/24"]);
+        // A recorded rule the vault lost is not put back; a stale owned rule is kept.
+        let live = nets(&[
+            "20.0.0.0/24",
+            "52.1.1.1/32",
+            "40.0.0.9/32",
+            "40.0.0.7/32",
+            "30.0.0.0/24",
+        ]);
+        let owned = nets(&["20.0.0.0/24", "40.0.0.9/32", "40.0.0.7/32", "30.0.0.0/24"]);
+        let granted = nets(&["40.0.0.8/32"]);
+        // 40.0.0.7 ended and is tagfence's: removed; 52.1.1.1 ended but is a person's: kept.
+        let ended = nets(&["40.0.0.7/32", "52.1.1.1/32"]);
+        let limits = Limits::default();
+        let plan = plan_grants(grants_input(
+            Some(&recorded),
+            &live,
+            &owned,
+            Grants {
+                live: &granted,
+                ended: &ended,
+            },
+            &limits,
+        ))
+        .unwrap();
+        assert_eq!(strings(&plan.add), ["40.0.0.8/32"]);
+        assert_eq!(strings(&plan.remove), ["40.0.0.7/32"]);
+        assert_eq!(plan.grant_removals, plan.remove);
+        assert!(plan.grants_only && plan.coincident.is_empty());
+        assert_eq!(strings(&plan.desired.rules), ["20.0.0.0/24"]);
+        assert_eq!(plan.total_after(), live.len());
+        assert_eq!(
+            plan.rules_after(&live).len(),
+            plan.total_after(),
+            "the count is what the vault holds after"
+        );
+    }
+
+    #[test]
+    fn a_grant_without_room_is_refused_but_a_removal_never_is() {
+        let live = nets(&["20.0.0.0/24", "20.0.1.0/24", "40.0.0.7/32"]);
+        let owned = live.clone();
+        let limits = Limits {
+            max_rules: 3,
+            ..Limits::default()
+        };
+        let granted = nets(&["40.0.0.8/32"]);
+        let err = plan_grants(grants_input(
+            None,
+            &live,
+            &owned,
+            Grants {
+                live: &granted,
+                ended: &[],
+            },
+            &limits,
+        ))
+        .unwrap_err();
+        assert_eq!(err, GrantRefusal::NoRoom { after: 4, limit: 3 });
+        // Over its limit already (the limit lowered since): a removal still goes through.
+        let ended = nets(&["40.0.0.7/32"]);
+        let tight = Limits {
+            max_rules: 1,
+            ..Limits::default()
+        };
+        let plan = plan_grants(grants_input(
+            None,
+            &live,
+            &owned,
+            Grants {
+                live: &[],
+                ended: &ended,
+            },
+            &tight,
+        ))
+        .unwrap();
+        assert_eq!(strings(&plan.remove), ["40.0.0.7/32"]);
+    }
+
+    #[test]
+    fn a_regular_plan_keeps_live_grants_counts_them_against_the_room_and_does_not_guard_ended_ones()
+    {
+        let desired = desired_of(&["20.0.0.0/24"]);
+        let live = nets(&["20.0.0.0/24", "40.0.0.7/32", "40.0.0.8/32", "40.0.0.9/32"]);
+        let owned = live.clone();
+        let granted = nets(&["40.0.0.9/32"]);
+        let ended = nets(&["40.0.0.7/32", "40.0.0.8/32"]);
+        let limits = Limits {
+            max_remove_fraction: 0.2,
+            ..Limits::default()
+        };
+        let p = plan_granting(
+            source(),
+            desired,
+            &live,
+            Some(&owned),
+            false,
+            &limits,
+            &Grants {
+                live: &granted,
+                ended: &ended,
+            },
+        );
+        assert_eq!(strings(&p.remove), ["40.0.0.7/32", "40.0.0.8/32"]);
+        assert_eq!(p.grant_removals, p.remove);
+        assert_eq!(strings(&p.granted), ["40.0.0.9/32"]);
+        assert!(p.add.is_empty());
+        assert_eq!(p.total_after(), 2);
+        // Two of three managed rules go, far over 20 %: all are ended grants, so no refusal.
+        guard(&p, &live, Some(&owned), &limits).unwrap();
     }
 }

@@ -124,6 +124,18 @@ fn desired_facts(plan: &Plan) -> Vec<String> {
             thousands(desired.dropped.private as u64)
         ));
     }
+    if !plan.granted.is_empty() {
+        facts.push(format!(
+            "{} of live just-in-time grants besides",
+            plural(plan.granted.len(), "rule", "rules")
+        ));
+    }
+    if !plan.grant_removals.is_empty() {
+        facts.push(format!(
+            "{} of ended grants to remove",
+            plural(plan.grant_removals.len(), "rule", "rules")
+        ));
+    }
     facts
 }
 
@@ -290,6 +302,15 @@ pub struct PlanDocument<'p> {
     /// Whether the desired rules were reused from the last apply (nothing they depend on moved).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub reused: bool,
+    /// The rules live just-in-time grants keep or add besides the desired ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub granted: Vec<String>,
+    /// The removals that are rules of ended grants.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grant_removals: Vec<String>,
+    /// Whether only grants' rules change (a grant, revoke or sweep).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub grants_only: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -352,6 +373,9 @@ pub fn plan_json(plan: &Plan) -> PlanDocument<'_> {
             .map(|t| (t.name.as_str(), t.change_number))
             .collect(),
         reused: plan.reused,
+        granted: strings(&plan.granted),
+        grant_removals: strings(&plan.grant_removals),
+        grants_only: plan.grants_only,
     }
 }
 

@@ -8,6 +8,7 @@ use std::fmt;
 
 use crate::azure::pipeline::{error_chain, AzureError};
 use crate::core::gate::{GateRefusal, Mismatch};
+use crate::core::grant::GrantRefusal;
 use crate::core::plan::PlanError;
 use crate::state::StateError;
 
@@ -32,6 +33,9 @@ pub enum ErrorKind {
     /// The request named something unknown or malformed (a vault that is not managed, a bad
     /// parameter).
     BadRequest,
+    /// The caller is authenticated but not allowed to ask this (a grant by a principal the
+    /// vault's grant policy does not list).
+    Forbidden,
     /// tagfence is not configured to run (settings, credential, state location).
     NotConfigured,
     /// tagfence broke one of its own invariants.
@@ -84,6 +88,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Rejected => "rejected",
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotConfigured => "not_configured",
             ErrorKind::Bug => "bug",
         }
@@ -122,6 +127,8 @@ pub enum StateStep {
     ReadRecordAgain,
     /// Confirming the lock just before the write.
     ConfirmLock,
+    /// Entering the vault in the grants index before its first grant is recorded.
+    IndexGrant,
 }
 
 /// Why one vault's reconcile did not end in sync or applied.
@@ -145,6 +152,8 @@ pub enum ReconcileError {
     KeptMoving { attempts: u32 },
     /// The read after the write shows something else than what was written.
     VerifyMismatch(Mismatch),
+    /// A grant refused under the vault's lock (too many live grants, no room).
+    Grant(GrantRefusal),
 }
 
 impl ReconcileError {
@@ -160,6 +169,10 @@ impl ReconcileError {
             ReconcileError::RecordChanged
             | ReconcileError::KeptMoving { .. }
             | ReconcileError::VerifyMismatch(_) => ErrorKind::Conflict,
+            ReconcileError::Grant(refusal) => match refusal {
+                GrantRefusal::TooMany { .. } | GrantRefusal::NoRoom { .. } => ErrorKind::Refused,
+                _ => ErrorKind::BadRequest,
+            },
         }
     }
 
@@ -211,6 +224,10 @@ impl fmt::Display for ReconcileError {
                     "reading the vault's state again before writing: {error}; nothing written"
                 ),
                 StateStep::ConfirmLock => write!(f, "{error}; nothing written"),
+                StateStep::IndexGrant => write!(
+                    f,
+                    "entering the vault in the grants index: {error}; nothing written"
+                ),
             },
             ReconcileError::RecordChanged => f.write_str("the vault's state record was changed by another tagfence run while this one planned (it took the lock over); nothing written, the next run starts from that record"),
             ReconcileError::KeptMoving { attempts } => write!(
@@ -221,6 +238,7 @@ impl fmt::Display for ReconcileError {
                 f,
                 "verifying the write: {mismatch} (changed by someone else meanwhile?); the next run reconciles it"
             ),
+            ReconcileError::Grant(refusal) => write!(f, "{refusal}; nothing written"),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! failures are not run errors; they are outcomes in the report.
 
 use crate::azure::pipeline::{self, AzureError};
+use crate::core::grant::GrantRefusal;
 use crate::core::service_tags::Cloud;
 use crate::reconcile::ErrorKind;
 use crate::source::SourceError;
@@ -38,6 +39,24 @@ pub enum RunError {
     StateSetup { spec: String, detail: String },
     #[error("reading or writing the state: {0}")]
     State(StateError),
+    /// A grant refused before anything was written (its address, TTL, reason, or the vault's
+    /// room and grant count).
+    #[error("granting {address} on {vault}: {refusal}; nothing written")]
+    GrantRefused {
+        vault: String,
+        address: String,
+        refusal: crate::core::grant::GrantRefusal,
+    },
+    /// The caller may not grant on the vault.
+    #[error("{requester} may not grant on {vault}: {reason}")]
+    GrantDenied {
+        vault: String,
+        requester: String,
+        reason: String,
+    },
+    /// Grants need the state (the grant is recorded before its rule is written).
+    #[error("grants need the state (--state-dir, or TAGFENCE_STATE_URL / AzureWebJobsStorage__blobServiceUri): a grant is recorded before its rule is written, so that its removal is guaranteed")]
+    GrantsNeedState,
     #[error("the service tags from {origin} have change number {found}, older than {applied}, the last one applied to the {cloud} cloud; refusing to go back (a stale mirror or cache?). Rerun with --allow-older (TAGFENCE_ALLOW_OLDER) if this is intended")]
     Older {
         origin: String,
@@ -92,6 +111,12 @@ impl RunError {
             RunError::SignIn(err) => ErrorKind::of_sign_in(err),
             RunError::State(err) => ErrorKind::of_state(err),
             RunError::Older { .. } => ErrorKind::Refused,
+            RunError::GrantRefused { refusal, .. } => match refusal {
+                GrantRefusal::TooMany { .. } | GrantRefusal::NoRoom { .. } => ErrorKind::Refused,
+                _ => ErrorKind::BadRequest,
+            },
+            RunError::GrantDenied { .. } => ErrorKind::Forbidden,
+            RunError::GrantsNeedState => ErrorKind::NotConfigured,
         }
     }
 }

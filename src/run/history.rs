@@ -154,6 +154,7 @@ mod tests {
             limits: Limits::default(),
             prune: false,
             safety: Safety::default(),
+            grants: crate::config::GrantPolicy::default(),
             source: TargetSource::Listed,
         }
     }

@@ -20,9 +20,13 @@
 //!   tag history and grace window);
 //! - [`RunReport`] (`report`), [`StatusReport`] (`status`) and the notification texts
 //!   (`message`);
-//! - [`policy`]: what an error means for the caller (HTTP status, exit code, retry).
+//! - [`policy`]: what an error means for the caller (HTTP status, exit code, retry);
+//! - `grants`: just-in-time grants as the edges ask for them ([`GrantRequest`],
+//!   [`RevokeRequest`]) and as they are reported ([`GrantReport`], [`SweepReport`]).
 
 mod error;
+mod granting;
+mod grants;
 mod history;
 mod message;
 pub mod policy;
@@ -34,9 +38,10 @@ mod status;
 mod targets;
 
 pub use error::RunError;
+pub use grants::{GrantReport, GrantRequest, Requester, RevokeRequest, RevokeTarget, SweepReport};
 pub use message::{error_message, run_message};
-pub use report::{vault_json, vault_line, RunReport, SourceSummary};
+pub use report::{grant_json, grant_line, vault_json, vault_line, RunReport, SourceSummary};
 pub use request::RunRequest;
-pub use runner::Runner;
+pub use runner::{Clock, Runner};
 pub use status::StatusReport;
 pub use targets::Targets;

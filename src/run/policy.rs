@@ -31,6 +31,7 @@ pub fn disposition(kind: ErrorKind) -> Disposition {
         // exist): a dependency failed in a way only a fix changes.
         ErrorKind::Rejected => (424, false),
         ErrorKind::BadRequest => (400, false),
+        ErrorKind::Forbidden => (403, false),
         ErrorKind::NotConfigured | ErrorKind::Bug => (500, false),
     };
     Disposition {
@@ -61,8 +62,9 @@ fn rank(kind: ErrorKind) -> u8 {
         ErrorKind::Unavailable => 3,
         ErrorKind::Rejected => 4,
         ErrorKind::BadRequest => 5,
-        ErrorKind::NotConfigured => 6,
-        ErrorKind::Bug => 7,
+        ErrorKind::Forbidden => 6,
+        ErrorKind::NotConfigured => 7,
+        ErrorKind::Bug => 8,
     }
 }
 
@@ -70,13 +72,14 @@ fn rank(kind: ErrorKind) -> u8 {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorKind; 8] = [
+    const ALL: [ErrorKind; 9] = [
         ErrorKind::Refused,
         ErrorKind::Conflict,
         ErrorKind::Throttled,
         ErrorKind::Unavailable,
         ErrorKind::Rejected,
         ErrorKind::BadRequest,
+        ErrorKind::Forbidden,
         ErrorKind::NotConfigured,
         ErrorKind::Bug,
     ];

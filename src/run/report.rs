@@ -11,7 +11,7 @@ use super::policy;
 use crate::core::render::{self, PLAN_FORMAT_VERSION};
 use crate::core::service_tags::Cloud;
 use crate::reconcile::{ErrorKind, Outcome, VaultReport};
-use crate::state::{self, RunRecord, VaultRecord};
+use crate::state::{self, GrantRecord, RunRecord, VaultRecord};
 
 /// Where the run's Service Tags came from.
 #[derive(Debug, Clone, Serialize)]
@@ -88,6 +88,7 @@ impl RunReport {
                 .collect(),
             warnings: self.warnings.clone(),
             error: None,
+            grants: Vec::new(),
         }
     }
 
@@ -237,5 +238,44 @@ pub fn vault_json(report: &VaultReport) -> Value {
         "elapsed_ms": report.elapsed_ms,
         "warnings": report.warnings,
         "plan": report.plan.as_ref().map(render::plan_json),
+        "grants": report.grants.iter().map(grant_json).collect::<Vec<_>>(),
     })
+}
+
+/// A grant as JSON (status, API answers, run records).
+pub fn grant_json(grant: &GrantRecord) -> Value {
+    json!({
+        "id": grant.id,
+        "vault": grant.vault,
+        "address": grant.address.to_string(),
+        "rule": format!("{}/32", grant.address),
+        "granted_at": state::timestamp(grant.granted_at),
+        "expires_at": state::timestamp(grant.expires_at),
+        "requested_by": grant.requested_by,
+        "reason": grant.reason,
+        "run_id": grant.run_id,
+        "revoked_at": grant.revoked_at.map(state::timestamp),
+        "revoked_by": grant.revoked_by,
+        "placed": grant.placed,
+        "removal_error": grant.removal_error,
+    })
+}
+
+/// A grant as one line: id, address, vault, expiry, who.
+pub fn grant_line(grant: &GrantRecord) -> String {
+    let mut line = format!(
+        "grant {} {} on {}: expires {}, asked by {}",
+        grant.id,
+        grant.address,
+        grant.vault,
+        state::timestamp(grant.expires_at),
+        grant.requested_by
+    );
+    if let Some(at) = grant.revoked_at {
+        let _ = write!(line, "; revoked {}", state::timestamp(at));
+    }
+    if let Some(error) = &grant.removal_error {
+        let _ = write!(line, "; removal failed: {error}");
+    }
+    line
 }

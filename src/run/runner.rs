@@ -40,7 +40,12 @@ pub struct Runner {
     notifier: Option<Notifier>,
     /// The credential in use, for logs.
     pub credential: String,
+    /// What time it is (the system clock, but in tests).
+    clock: Clock,
 }
+
+/// Where a runner reads the time: grants expire by it, and runs record it.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 impl Runner {
     /// Builds the credential and the ARM client.
@@ -88,7 +93,40 @@ impl Runner {
             notifier,
             credential: description,
             config,
+            clock: Arc::new(Utc::now),
         })
+    }
+
+    /// Reads the time from `clock` instead of the system clock (tests of grant expiry move it
+    /// instead of waiting).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The time now, by the runner's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    pub(super) fn reconciler(&self) -> &Reconciler {
+        &self.reconciler
+    }
+
+    /// Signs in once before a run's vaults: a credential that cannot fails every vault alike.
+    pub(super) async fn sign_in(&self) -> Result<(), RunError> {
+        self.arm.check_token().await.map_err(RunError::SignIn)
+    }
+
+    /// Sends `message` to the notification webhook, when one is configured.
+    pub(super) async fn notify(&self, message: String) {
+        if let Some(notifier) = &self.notifier {
+            match notifier.send(&message).await {
+                Ok(()) => info!(host = notifier.host(), "notified"),
+                Err(error) => warn!(%error, "the notification failed; the run is as reported"),
+            }
+        }
     }
 
     /// Uses `state` instead of the configured one (to embed tagfence, or to test it over a
@@ -116,7 +154,7 @@ impl Runner {
     /// Tags, an older document, unusable state). Vault failures are in the report.
     pub async fn run(&self, request: &RunRequest) -> Result<RunReport, RunError> {
         let started = Instant::now();
-        let now = Utc::now();
+        let now = self.now();
         let run_id = state::new_run_id(now);
         let span = tracing::info_span!("run", run_id = %run_id, trigger = request.trigger);
         let result = tracing::Instrument::instrument(
@@ -144,6 +182,7 @@ impl Runner {
                     vaults: Vec::new(),
                     warnings: Vec::new(),
                     error: Some(err.to_string()),
+                    grants: Vec::new(),
                 },
             };
             match state.write_run(&record).await {
@@ -204,7 +243,8 @@ impl Runner {
             .reconcile_all(
                 &prepared.targets,
                 RunContext {
-                    tags: &fetched.tags,
+                    tags: Some(&fetched.tags),
+                    grant: None,
                     state: self.state.as_ref(),
                     dry_run: request.dry_run,
                     run_id,
@@ -387,7 +427,7 @@ impl Runner {
 
     /// How long to wait for another instance's lock on a vault: long enough for its
     /// reconcile (four calls: read, read again, write, verify) to finish.
-    fn lock_wait(&self) -> Duration {
+    pub(super) fn lock_wait(&self) -> Duration {
         self.config.http.call_timeout * 4 + Duration::from_secs(30)
     }
 }

@@ -9,7 +9,7 @@ use super::error::RunError;
 use crate::azure::VaultId;
 use crate::core::render::PLAN_FORMAT_VERSION;
 use crate::core::service_tags::Cloud;
-use crate::state::{self, SourceState, State, VaultState};
+use crate::state::{self, GrantRecord, SourceState, State, VaultState};
 
 /// What `tagfence status` shows.
 #[derive(Debug, Clone)]
@@ -18,6 +18,8 @@ pub struct StatusReport {
     pub state: String,
     pub source: Option<SourceState>,
     pub vaults: Vec<(VaultId, Option<VaultState>)>,
+    /// Every grant recorded: live ones, and ended ones whose rule is not removed yet.
+    pub grants: Vec<GrantRecord>,
 }
 
 impl StatusReport {
@@ -34,6 +36,12 @@ impl StatusReport {
                     let _ = writeln!(out, "   never reconciled with this state");
                 }
                 Some(remembered) => vault_text(&mut out, remembered),
+            }
+        }
+        if !self.grants.is_empty() {
+            let _ = writeln!(out, "\nGrants:");
+            for grant in &self.grants {
+                let _ = writeln!(out, "   {}", super::report::grant_line(grant));
             }
         }
         out
@@ -58,6 +66,7 @@ impl StatusReport {
                 })),
                 "pending": remembered.as_ref().map_or(0, |r| r.pending.len()),
             })).collect::<Vec<_>>(),
+            "grants": self.grants.iter().map(super::report::grant_json).collect::<Vec<_>>(),
         })
     }
 }
@@ -92,10 +101,12 @@ pub async fn status(
         let remembered = state.read_vault(&id).await?;
         vaults.push((id, remembered));
     }
+    let grants = state.list_grants().await?;
     Ok(StatusReport {
         state: state.describe(),
         source,
         vaults,
+        grants,
     })
 }
 

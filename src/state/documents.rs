@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::Ipv4Addr;
 
 use chrono::{DateTime, Utc};
 use ipnet::Ipv4Net;
@@ -401,6 +402,10 @@ pub struct VaultState {
         with = "optional_rfc3339"
     )]
     pub written_at: Option<DateTime<Utc>>,
+    /// The vault's just-in-time grants (format 4): live ones, and ended ones whose rule is not
+    /// known to be gone yet. At most one per address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<GrantRecord>,
     /// Set when this record was read from an older format whose ownership could not be
     /// carried over (format 1; never written).
     #[serde(skip)]
@@ -420,6 +425,7 @@ impl VaultState {
             seen_default_action: None,
             seen_bypass: None,
             written_at: None,
+            grants: Vec::new(),
             migrated_from: None,
         }
     }
@@ -457,6 +463,70 @@ impl VaultState {
         self.migrated_from.is_none()
             && (self.applied.is_some() || !self.owned.is_empty() || !self.pending.is_empty())
     }
+}
+
+/// One just-in-time grant: `address/32` on a vault until `expires_at` (or until revoked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// Unique among all grants; `DELETE /api/grant/<id>` names it.
+    pub id: String,
+    /// The vault's ARM id.
+    pub vault: String,
+    pub address: Ipv4Addr,
+    #[serde(with = "rfc3339")]
+    pub granted_at: DateTime<Utc>,
+    /// Extended by a second grant for the same address.
+    #[serde(with = "rfc3339")]
+    pub expires_at: DateTime<Utc>,
+    /// Who asked (`cli:<label>`, or `entra:<object id> app <app id> (<name>)`).
+    pub requested_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The run that recorded it (or last extended it).
+    pub run_id: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "optional_rfc3339"
+    )]
+    pub revoked_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+    /// Whether a verified write or read showed its rule on the vault.
+    #[serde(default)]
+    pub placed: bool,
+    /// Why the last attempt to remove its rule after it ended failed; the sweep retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal_error: Option<String>,
+}
+
+impl GrantRecord {
+    /// The rule it writes.
+    pub fn rule(&self) -> Ipv4Net {
+        Ipv4Net::new(self.address, 32).expect("32 is a valid IPv4 prefix length")
+    }
+
+    /// Whether it is live at `now`: not revoked, and not expired.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+
+    /// When it ends: its expiry, or its revocation if earlier.
+    pub fn ends_at(&self) -> DateTime<Utc> {
+        self.revoked_at
+            .map_or(self.expires_at, |r| r.min(self.expires_at))
+    }
+}
+
+/// The vaults that hold grants (`grants/index.json`), so that the sweep finds them without
+/// reading every vault's record: a vault is added, under its lock, before its first grant is
+/// recorded, and removed, under its lock, once its record holds none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantsIndex {
+    pub format_version: u32,
+    /// Vault ARM id → the grant ids recorded for it (to find a vault by grant id).
+    #[serde(default)]
+    pub vaults: BTreeMap<String, Vec<String>>,
 }
 
 /// Where the previous version of a tag can be found.
@@ -545,6 +615,10 @@ pub struct RunRecord {
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// The grants and revokes of the run, one line each (added within format 1: absent when
+    /// none, so every earlier record reads and writes back as it was).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<String>,
 }
 
 #[cfg(test)]
@@ -771,6 +845,7 @@ mod tests {
             vaults: Vec::new(),
             warnings: Vec::new(),
             error: Some("no document".to_owned()),
+            grants: Vec::new(),
         };
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["cloud"], serde_json::Value::Null);

@@ -7,10 +7,12 @@ use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 /// Version of the source and run documents; bumped on an incompatible change.
 pub const STATE_FORMAT_VERSION: u32 = 1;
 
-/// Version of the vault documents ([`VaultState`](super::VaultState)): 3 since the applied
-/// rules are recorded in the state's own shape, with origins by tag name. Formats 1 and 2 are
-/// read and upgraded (see the `state` module's docs).
-pub const VAULT_STATE_FORMAT: u32 = 3;
+/// Version of the vault documents ([`VaultState`](super::VaultState)): 4 since they hold the
+/// vault's just-in-time grants (a build that knows only format 3 must refuse such a record
+/// rather than rewrite it without its grants, which would leave their rules on the vault for
+/// good). Format 3 is the same shape without grants; formats 1 and 2 are read and upgraded
+/// (see the `state` module's docs).
+pub const VAULT_STATE_FORMAT: u32 = 4;
 
 /// An RFC 3339 timestamp, as every state document writes them: UTC, to the millisecond.
 pub fn timestamp(at: DateTime<Utc>) -> String {

@@ -190,6 +190,7 @@ pub(super) fn upgrade_vault(bytes: &[u8], found: u32) -> Result<VaultState, Stri
         seen_bypass: old.seen_bypass,
         // Unknown for records of older formats: they are from runs before this version.
         written_at: None,
+        grants: Vec::new(),
         migrated_from,
     })
 }

@@ -11,7 +11,9 @@
 //! | `sources/{cloud}.json` | [`SourceState`]: the newest document applied, and when each selected tag last changed |
 //! | `snapshots/{cloud}/{change number}.json.gz` | every Service Tags document used, as received (gzip) |
 //! | `runs/{date}/{run id}.json` | [`RunRecord`]: one per run (run ids sort by time) |
+//! | `grants/index.json` | [`GrantsIndex`]: which vaults hold just-in-time grants, for the sweep |
 //! | `locks/{subscription}/{group}/{vault}` | the per-vault lock (a blob lease, or a lock file) |
+//! | `locks/grants/index` | the lock on the grants index, taken only while holding a vault's lock |
 //!
 //! Two backends implement the tiny [`Store`] interface: Azure Blob storage ([`blob`], the
 //! Function App's own storage account, reached with its managed identity) and a directory
@@ -31,6 +33,8 @@
 //! | vault | 1 | the first (up to 7310dc5): every desired rule counted as tagfence's own |
 //! | vault | 2 | `owned`, `pending_removal`, `seen_default_action`, `seen_bypass`: only the rules tagfence added itself are its own |
 //! | vault | 3 | `applied.desired` in the state's own shape ([`AppliedRules`]): one object per rule with its origin by tag name (`{"tag": "AzureDevOps"}` or `"static"`), not a list of origins by position beside the rules |
+//! | vault | 4 | `grants`: the vault's just-in-time grants ([`GrantRecord`]); a format-3 record is read as one without grants |
+//! | grants index | 1 | the first: `grants/index.json`, the vaults holding grants ([`GrantsIndex`]) |
 //! | source, run | 1 | the first, unchanged since |
 //!
 //! Reading never guesses: a document of a newer format than this build knows is refused
@@ -69,9 +73,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use documents::{
-    AppliedRule, AppliedRules, AppliedState, DroppedPrefixes, LastRun, PreviousVersion,
-    RecordedOutcome, RecordedTag, RuleOrigin, RunRecord, SourceState, TagHistory, VaultRecord,
-    VaultState,
+    AppliedRule, AppliedRules, AppliedState, DroppedPrefixes, GrantRecord, GrantsIndex, LastRun,
+    PreviousVersion, RecordedOutcome, RecordedTag, RuleOrigin, RunRecord, SourceState, TagHistory,
+    VaultRecord, VaultState,
 };
 pub use format::{
     parse_timestamp, stored_time, timestamp, STATE_FORMAT_VERSION, VAULT_STATE_FORMAT,
@@ -90,6 +94,9 @@ fn vault_key(prefix: &str, vault: &VaultId) -> String {
         vault.name.to_ascii_lowercase()
     )
 }
+
+const GRANTS_INDEX_KEY: &str = "grants/index.json";
+const GRANTS_INDEX_LOCK: &str = "locks/grants/index";
 
 fn cloud_key(cloud: Cloud) -> String {
     cloud.as_str().to_ascii_lowercase()
@@ -204,7 +211,8 @@ impl State {
             return Ok(None);
         };
         let read = match found {
-            found if found == u64::from(VAULT_STATE_FORMAT) => {
+            // Format 3 is format 4 without grants.
+            found if found == u64::from(VAULT_STATE_FORMAT) || found == 3 => {
                 serde_json::from_slice(&bytes).map_err(|e| e.to_string())
             }
             found @ (1 | 2) => legacy::upgrade_vault(&bytes, found as u32),
@@ -312,6 +320,67 @@ impl State {
     }
 
     /// Takes the vault's lock, waiting up to `wait`.
+    /// The vaults that hold grants (empty when none ever did).
+    ///
+    /// # Errors
+    /// The store's errors; a corrupt or newer index.
+    pub async fn read_grants_index(&self) -> Result<GrantsIndex, StateError> {
+        Ok(self
+            .get_json::<GrantsIndex>(GRANTS_INDEX_KEY)
+            .await?
+            .unwrap_or(GrantsIndex {
+                format_version: STATE_FORMAT_VERSION,
+                vaults: Default::default(),
+            }))
+    }
+
+    /// Changes the grants index under its own lock: `change` edits it and says whether it
+    /// changed (then it is written). Called only while holding the lock of every vault whose
+    /// entry `change` edits, so that an entry and the vault's record never disagree for long:
+    /// the entry is added before the vault's first grant is recorded, and removed only after
+    /// its record was read holding none.
+    ///
+    /// # Errors
+    /// The store's errors; the index lock held elsewhere for longer than `wait`.
+    pub async fn update_grants_index(
+        &self,
+        wait: Duration,
+        change: impl FnOnce(&mut GrantsIndex) -> bool + Send,
+    ) -> Result<(), StateError> {
+        let lock = self.store.lock(GRANTS_INDEX_LOCK, wait).await?;
+        let result = async {
+            let mut index = self.read_grants_index().await?;
+            if change(&mut index) {
+                index.format_version = STATE_FORMAT_VERSION;
+                lock.confirm().await?;
+                self.put_json(GRANTS_INDEX_KEY, &index).await?;
+            }
+            Ok(())
+        }
+        .await;
+        lock.release().await;
+        result
+    }
+
+    /// Every grant recorded (live, and ended but not yet removed), vault by vault in the
+    /// index's order.
+    ///
+    /// # Errors
+    /// The store's errors; a corrupt or newer index or record.
+    pub async fn list_grants(&self) -> Result<Vec<GrantRecord>, StateError> {
+        let index = self.read_grants_index().await?;
+        let mut grants = Vec::new();
+        for vault in index.vaults.keys() {
+            let Ok(id) = vault.parse::<VaultId>() else {
+                continue;
+            };
+            if let Some(record) = self.read_vault(&id).await? {
+                grants.extend(record.grants);
+            }
+        }
+        Ok(grants)
+    }
+
     pub async fn lock_vault(
         &self,
         vault: &VaultId,
