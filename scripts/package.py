@@ -18,7 +18,7 @@ import sys
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FUNCTIONS = ["function-timer", "function-http", "function-eventgrid"]
+FUNCTIONS = ["function-timer", "function-http", "function-eventgrid", "function-grant", "function-sweep"]
 MUSL = "x86_64-unknown-linux-musl"
 
 

@@ -675,3 +675,158 @@ async fn concurrent_invocations_all_succeed_and_leave_no_temporary_files() {
     host.stop().await;
     let _ = std::fs::remove_dir_all(&state);
 }
+
+fn function_json(folder: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(folder)
+        .join("function.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The grant function is anonymous to the Functions host (App Service authentication in front
+/// of it authenticates; a function key alone must never open a firewall), takes POST and
+/// DELETE on `grant/{id?}`, and answers through `res`; the sweep runs every five minutes, as
+/// `core::grant::SWEEP_EVERY` says; the package carries every function folder.
+#[test]
+fn the_grant_and_sweep_functions_are_declared_as_the_handler_serves_them() {
+    let grant = function_json("function-grant");
+    let bindings = grant["bindings"].as_array().unwrap();
+    let trigger = bindings.iter().find(|b| b["direction"] == "in").unwrap();
+    assert_eq!(trigger["type"], "httpTrigger");
+    assert_eq!(trigger["name"], "req", "the handler reads Data.req");
+    assert_eq!(trigger["authLevel"], "anonymous");
+    assert_eq!(trigger["methods"], json!(["post", "delete"]));
+    assert_eq!(trigger["route"], "grant/{id?}");
+    let out = bindings.iter().find(|b| b["direction"] == "out").unwrap();
+    assert_eq!(
+        (&out["type"], &out["name"]),
+        (&json!("http"), &json!("res"))
+    );
+
+    let sweep = function_json("function-sweep");
+    let timer = &sweep["bindings"][0];
+    assert_eq!(timer["type"], "timerTrigger");
+    assert_eq!(timer["name"], "timer", "the handler reads Data.timer");
+    assert_eq!(timer["schedule"], "0 */5 * * * *");
+    assert_eq!(timer["runOnStartup"], false);
+    assert_eq!(timer["useMonitor"], true);
+    assert_eq!(tagfence::core::grant::SWEEP_EVERY.as_secs(), 5 * 60);
+
+    // Every function folder is packaged.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let package = std::fs::read_to_string(root.join("scripts/package.py")).unwrap();
+    let listed = package
+        .lines()
+        .find(|l| l.starts_with("FUNCTIONS = "))
+        .expect("scripts/package.py lists FUNCTIONS");
+    let mut folders: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            name.starts_with("function-") && root.join(name).join("function.json").is_file()
+        })
+        .collect();
+    folders.sort();
+    assert_eq!(folders.len(), 5, "{folders:?}");
+    for folder in &folders {
+        assert!(
+            listed.contains(&format!("\"{folder}\"")),
+            "{folder} is not packaged: {listed}"
+        );
+    }
+}
+
+/// The worker refuses every grant until App Service authentication is on (the platform's
+/// `WEBSITE_AUTH_ENABLED`): without it anyone can send the principal headers. With it, a request
+/// without a principal is refused too. Neither reaches the engine or Azure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grant_function_refuses_callers_app_service_did_not_authenticate() {
+    let emulator = start(emulator_config(vec![vault("kv-prod", &[])])).await;
+    // A principal as App Service would forward it, but sent by the client itself.
+    let forged = json!({"auth_typ": "aad", "claims": [{"typ": "oid", "val": "11111111-2222-3333-4444-555555555555"}]});
+    let forged = forged.to_string();
+    let envelope = |headers: Value| {
+        serde_json::to_vec(&json!({
+            "Data": {"req": {
+                "Url": "http://localhost:7071/api/grant", "Method": "POST", "Query": {},
+                "Headers": headers, "Params": {},
+                "Body": json!({"vault": "kv-prod", "ip": "20.1.2.3"}).to_string(),
+            }},
+            "Metadata": {"sys": {"MethodName": "function-grant"}},
+        }))
+        .unwrap()
+    };
+    let forged_headers = json!({
+        "X-MS-CLIENT-PRINCIPAL": [base64_of(forged.as_bytes())],
+        "X-MS-CLIENT-PRINCIPAL-IDP": ["aad"],
+        "X-Forwarded-For": ["20.1.2.3:50000"],
+    });
+
+    let mut host = HostDouble::start(&app_settings(&emulator, &["kv-prod"])).await;
+    let invocation = host
+        .invoke_raw("function-grant", envelope(forged_headers.clone()))
+        .await;
+    assert!(invocation.succeeded(), "{}", invocation.body);
+    let (status, body) = invocation.http_response();
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["kind"], "unauthenticated");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("WEBSITE_AUTH_ENABLED"),
+        "{body}"
+    );
+    host.stop().await;
+
+    let mut settings = app_settings(&emulator, &["kv-prod"]);
+    settings.push(("WEBSITE_AUTH_ENABLED".into(), "True".into()));
+    let mut host = HostDouble::start(&settings).await;
+    let invocation = host
+        .invoke_raw(
+            "function-grant",
+            envelope(json!({"X-Forwarded-For": ["20.1.2.3:50000"]})),
+        )
+        .await;
+    let (status, body) = invocation.http_response();
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no X-MS-CLIENT-PRINCIPAL header"),
+        "{body}"
+    );
+    // One log line for the request, naming the outcome.
+    assert!(
+        host.stdout_lines()
+            .iter()
+            .any(|l| l.contains("grant request refused or failed") && l.contains("\"status\":401")),
+        "{:?}",
+        host.stdout_lines()
+    );
+    host.stop().await;
+    assert!(emulator.requests().is_empty(), "nothing read or written");
+    emulator.shutdown().await;
+}
+
+/// Base64 (standard alphabet, padded), as App Service encodes `X-MS-CLIENT-PRINCIPAL`.
+fn base64_of(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+        for _ in chunk.len()..3 {
+            out.push('=');
+        }
+    }
+    out
+}

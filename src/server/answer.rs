@@ -12,7 +12,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use tracing::{error, warn, Instrument};
 
-use super::invocation::{InvocationError, InvocationRequest, InvocationResponse};
+use super::invocation::{http_output, InvocationError, InvocationRequest, InvocationResponse};
 use crate::reconcile::ErrorKind;
 use crate::run::{self, policy, RunReport};
 
@@ -125,6 +125,29 @@ pub(crate) fn error_body(kind: ErrorKind, message: &str) -> Value {
 
 pub(crate) fn ok(response: InvocationResponse) -> Response {
     (StatusCode::OK, Json(response)).into_response()
+}
+
+/// An HTTP function's answer: the HTTP output `res` with `status` and `body`, in a successful
+/// invocation (a 4xx to the caller is not a failure of the function).
+pub(crate) fn http_answer(status: u16, body: Value, logs: Vec<String>) -> Response {
+    let mut outputs = serde_json::Map::new();
+    outputs.insert("res".to_owned(), http_output(status, &body));
+    ok(InvocationResponse {
+        outputs,
+        logs,
+        return_value: Value::Null,
+    })
+}
+
+/// An HTTP function's answer to an error of `kind`: the status the policy gives it, the one
+/// shape of an error.
+pub(crate) fn error_answer(kind: ErrorKind, message: &str) -> Box<Response> {
+    let status = policy::disposition(kind).http_status;
+    Box::new(http_answer(
+        status,
+        error_body(kind, message),
+        vec![format!("{kind}: {message}")],
+    ))
 }
 
 /// The error of a run with refused or failed vaults: its summary and each such vault's line

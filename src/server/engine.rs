@@ -1,5 +1,6 @@
 //! What the handler needs from a run ([`Engine`]), and the state every handler shares
-//! ([`AppState`]): the configuration as read, the schedule, and the engine built once.
+//! ([`AppState`]): the configuration as read, the schedule, whether App Service authentication
+//! is in front of the handler, and the engine built once.
 
 use std::sync::Arc;
 
@@ -11,7 +12,10 @@ use super::schedule::Schedule;
 use crate::azure::auth::IdentityEnv;
 use crate::azure::VaultId;
 use crate::config::{Config, ConfigErrors};
-use crate::run::{RunError, RunReport, RunRequest, Runner};
+use crate::run::{
+    grant_json, GrantReport, GrantRequest, RevokeRequest, RunError, RunReport, RunRequest, Runner,
+    SweepReport,
+};
 
 /// What the server needs from a run: the one seam between the Functions protocol and the
 /// engine, so that every route can be exercised without Azure.
@@ -26,8 +30,18 @@ pub trait Engine: Send + Sync {
     /// Whether a write to `vault` may concern tagfence: a managed vault, or any vault when
     /// discovery is on (it may have been tagged a moment ago).
     fn may_manage(&self, vault: &VaultId) -> bool;
-    /// Each vault's last run, as `GET /api/status` shows it.
+    /// Each vault's last run and the grants recorded (`"grants": [grant_json…]`), as
+    /// `GET /api/status` shows them.
     async fn last_runs(&self) -> Value;
+    /// Records a just-in-time grant and writes its rule. Whether the requester may grant on the
+    /// vault is the engine's decision ([`RunError::GrantDenied`]); the server only
+    /// authenticates.
+    async fn grant(&self, request: &GrantRequest) -> Result<GrantReport, RunError>;
+    /// Ends a grant and removes its rule (a grant unknown or already ended is a report with a
+    /// note, not an error).
+    async fn revoke(&self, request: &RevokeRequest) -> Result<GrantReport, RunError>;
+    /// Removes the rules of every grant that ended.
+    async fn sweep(&self, trigger: &'static str) -> Result<SweepReport, RunError>;
 }
 
 #[async_trait]
@@ -51,10 +65,27 @@ impl Engine for Runner {
         if self.state().is_none() {
             return json!({"error": "no state configured: set AzureWebJobsStorage__blobServiceUri or TAGFENCE_STATE_URL"});
         }
-        match self.status().await {
+        let mut last_runs = match self.status().await {
             Ok(status) => status.to_json(),
             Err(err) => json!({"error": err.to_string(), "kind": err.kind().as_str()}),
-        }
+        };
+        last_runs["grants"] = match self.grants().await {
+            Ok(grants) => Value::Array(grants.iter().map(grant_json).collect()),
+            Err(err) => json!({"error": err.to_string(), "kind": err.kind().as_str()}),
+        };
+        last_runs
+    }
+
+    async fn grant(&self, request: &GrantRequest) -> Result<GrantReport, RunError> {
+        Runner::grant(self, request).await
+    }
+
+    async fn revoke(&self, request: &RevokeRequest) -> Result<GrantReport, RunError> {
+        Runner::revoke(self, request).await
+    }
+
+    async fn sweep(&self, trigger: &'static str) -> Result<SweepReport, RunError> {
+        Runner::sweep(self, trigger).await
     }
 }
 
@@ -86,12 +117,39 @@ impl std::fmt::Display for ConfigProblems {
     }
 }
 
+/// The variable App Service sets when its authentication (Easy Auth) runs in front of the app.
+///
+/// Microsoft Learn, "Environment variables and app settings in Azure App Service"
+/// (<https://learn.microsoft.com/en-us/azure/app-service/reference-app-settings>, section
+/// "Authentication & Authorization"): "`WEBSITE_AUTH_ENABLED`: Read-only. Injected into a
+/// Windows or Linux app to indicate whether App Service authentication is enabled." A Microsoft
+/// answer
+/// (<https://learn.microsoft.com/en-us/answers/questions/812066/how-to-rotate-web-app-environment-variables>)
+/// adds that it is `True` when the authentication module is loaded.
+///
+/// Why it matters: "Work with user identities in Azure App Service authentication"
+/// (<https://learn.microsoft.com/en-us/azure/app-service/configure-authentication-user-identities>)
+/// says external requests are not allowed to set the `X-MS-CLIENT-PRINCIPAL*` headers, so they
+/// are present only if App Service set them. That holds only while App Service authentication
+/// runs; without it the headers reach the handler as the client sent them, so `function-grant`
+/// believes no principal unless this variable says `True`.
+pub const APP_SERVICE_AUTH_VARIABLE: &str = "WEBSITE_AUTH_ENABLED";
+
+/// Whether [`APP_SERVICE_AUTH_VARIABLE`] says App Service authentication is on: `True` (any
+/// case, spaces around ignored). Anything else, or no variable, is off.
+pub fn app_service_auth_enabled(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 type BuildEngine = Box<dyn Fn() -> Result<Arc<dyn Engine>, String> + Send + Sync>;
 
 /// The handler's shared state. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    /// Whether App Service authentication is in front of the handler
+    /// ([`APP_SERVICE_AUTH_VARIABLE`]), read once when the state is made.
+    app_service_auth: bool,
 }
 
 struct Inner {
@@ -105,7 +163,8 @@ struct Inner {
 
 impl AppState {
     /// State for a configuration (or the reason there is none) and a schedule; the engine is a
-    /// [`Runner`] with the credential `identity` selects.
+    /// [`Runner`] with the credential `identity` selects. Whether App Service authentication is
+    /// on is read here, once, from the process's [`APP_SERVICE_AUTH_VARIABLE`].
     pub fn new(
         config: Result<Config, impl Into<ConfigProblems>>,
         identity: IdentityEnv,
@@ -121,10 +180,14 @@ impl AppState {
                 .map(|runner| Arc::new(runner) as Arc<dyn Engine>)
                 .map_err(|e| e.to_string())
         });
-        Self::with_builder(config, schedule, build)
+        let app_service_auth =
+            app_service_auth_enabled(std::env::var(APP_SERVICE_AUTH_VARIABLE).ok().as_deref());
+        Self::with_builder(config, schedule, build).with_app_service_auth(app_service_auth)
     }
 
-    /// State over a given engine (to embed the handler, or to test it without Azure).
+    /// State over a given engine (to embed the handler, or to test it without Azure). App
+    /// Service authentication is taken to be off (every grant request is refused) until
+    /// [`AppState::with_app_service_auth`] says otherwise.
     pub fn with_engine(
         config: Result<Config, impl Into<ConfigProblems>>,
         schedule: Result<Schedule, String>,
@@ -146,7 +209,22 @@ impl AppState {
                 build,
                 engine: OnceCell::new(),
             }),
+            app_service_auth: false,
         }
+    }
+
+    /// The same state, with App Service authentication on or off (as
+    /// [`APP_SERVICE_AUTH_VARIABLE`] would say).
+    #[must_use]
+    pub fn with_app_service_auth(mut self, on: bool) -> Self {
+        self.app_service_auth = on;
+        self
+    }
+
+    /// Whether App Service authentication is in front of the handler, so that the principal
+    /// headers it forwards can be believed.
+    pub(crate) fn app_service_auth(&self) -> bool {
+        self.app_service_auth
     }
 
     /// The engine, built on first use.

@@ -235,6 +235,11 @@ pub struct HttpRequestData {
     pub query: Value,
     #[serde(rename = "Params", alias = "params", default)]
     pub params: Option<Map<String, Value>>,
+    /// An object of `name: ["v1", "v2"]` (the host serialises ASP.NET Core's header dictionary:
+    /// one array item per header line) or `name: "v"`; also accepted as a JSON string of
+    /// that. Read with [`HttpRequestData::header_values`].
+    #[serde(rename = "Headers", alias = "headers", default)]
+    pub headers: Value,
     #[serde(rename = "Body", alias = "body", default)]
     pub body: Option<String>,
 }
@@ -274,6 +279,42 @@ impl HttpRequestData {
             }
         }
         params
+    }
+
+    /// The values of header `name` (names in any case, as the host and the frameworks before it
+    /// may change it), in the order sent: one per header line, whether the host sent a string
+    /// or an array of strings. Items that are not strings are left out.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        let parsed;
+        let object = match &self.headers {
+            Value::Object(map) => map,
+            Value::String(text) => {
+                parsed = serde_json::from_str::<Map<String, Value>>(text).unwrap_or_default();
+                &parsed
+            }
+            _ => return Vec::new(),
+        };
+        object
+            .iter()
+            .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+            .flat_map(|(_, value)| match value {
+                Value::String(text) => vec![text.clone()],
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The route parameter `name` (`grant/{id?}`: `id`) when it is a string that is not empty.
+    pub fn route_param(&self, name: &str) -> Option<String> {
+        match self.params.as_ref()?.get(name)? {
+            Value::String(value) if !value.trim().is_empty() => Some(value.trim().to_owned()),
+            _ => None,
+        }
     }
 
     /// The action: the route parameter `action`, else the last path segment of the URL.
@@ -440,6 +481,32 @@ mod tests {
         .unwrap();
         assert_eq!(as_string.action(), "status");
         assert!(as_string.query_params().is_empty());
+    }
+
+    #[test]
+    fn headers_are_read_in_any_case_as_strings_or_arrays() {
+        let data: HttpRequestData = serde_json::from_value(serde_json::json!({
+            "Url": "https://app/api/grant/g-1", "Method": "DELETE", "Params": {"id": "g-1"},
+            "Headers": {"x-forwarded-for": ["203.0.113.9", "20.1.2.3:51234"], "X-MS-CLIENT-PRINCIPAL-IDP": "aad", "Odd": [1]}
+        }))
+        .unwrap();
+        assert_eq!(
+            data.header_values("X-Forwarded-For"),
+            ["203.0.113.9", "20.1.2.3:51234"]
+        );
+        assert_eq!(data.header_values("x-ms-client-principal-idp"), ["aad"]);
+        assert!(data.header_values("odd").is_empty());
+        assert!(data.header_values("absent").is_empty());
+        assert_eq!(data.route_param("id").as_deref(), Some("g-1"));
+        assert_eq!(data.route_param("other"), None);
+        let as_text: HttpRequestData = serde_json::from_value(
+            serde_json::json!({"Headers": "{\"Client-IP\": [\"20.1.2.3:1\"]}"}),
+        )
+        .unwrap();
+        assert_eq!(as_text.header_values("client-ip"), ["20.1.2.3:1"]);
+        // No headers at all, or a shape the host never sends: none.
+        let none: HttpRequestData = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(none.header_values("x-forwarded-for").is_empty());
     }
 
     #[test]

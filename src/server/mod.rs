@@ -2,15 +2,20 @@
 //!
 //! The Functions host starts this process with `FUNCTIONS_CUSTOMHANDLER_PORT`, polls `GET /`
 //! until it answers, then forwards each trigger as `POST /{function name}` with a JSON body
-//! (Microsoft Learn, "Azure Functions custom handlers"). Three functions:
+//! (Microsoft Learn, "Azure Functions custom handlers"). Five functions:
 //! - `function-timer`: every Wednesday (the schedule is the host's; see [`schedule`]), reconcile
 //!   every configured vault;
 //! - `function-http` ([`on_demand`]): `POST /api/sync[?vault=…][&dryRun=true]` on demand,
-//!   `GET /api/status`;
+//!   `GET /api/status` (with the grants recorded);
 //! - `function-eventgrid` ([`events`]): a `Microsoft.Resources.ResourceWriteSuccess` for a
 //!   managed vault reconciles that vault, which heals a firewall someone edited by hand. One
 //!   event or a batch of up to [`invocation::MAX_EVENTS_PER_INVOCATION`], as objects or JSON
-//!   text.
+//!   text;
+//! - `function-grant` ([`grants`]): just-in-time grants, `POST /api/grant` and
+//!   `DELETE /api/grant/<id>` (or `?vault=…&ip=…`). `authLevel` `anonymous`: the caller is the
+//!   principal App Service authentication (Microsoft Entra ID) forwards, believed only when
+//!   `WEBSITE_AUTH_ENABLED` says that authentication is on; otherwise 401;
+//! - `function-sweep` ([`sweep`]): every five minutes, remove the rules of grants that ended.
 //!
 //! Handlers are thin: the common prologue ([`handle`]: a span with the invocation id, the
 //! trigger's binding read from the body), a call to the [`Engine`], and the answer. What an
@@ -21,9 +26,11 @@
 mod answer;
 mod engine;
 pub mod events;
+pub mod grants;
 pub mod invocation;
 pub mod on_demand;
 pub mod schedule;
+pub mod sweep;
 mod timer;
 
 use std::future::Future;
@@ -38,7 +45,9 @@ use tracing::{error, info};
 
 use crate::reconcile::ErrorKind;
 
-pub use engine::{AppState, Engine, NotConfigured};
+pub use engine::{
+    app_service_auth_enabled, AppState, Engine, NotConfigured, APP_SERVICE_AUTH_VARIABLE,
+};
 
 /// Invocation bodies larger than this are refused (413): the host's bodies are a few KB.
 pub const MAX_INVOCATION_BYTES: usize = 1 << 20;
@@ -50,6 +59,8 @@ pub fn app(state: AppState) -> Router {
         .route("/function-timer", post(timer::timer))
         .route("/function-http", post(on_demand::http_trigger))
         .route("/function-eventgrid", post(events::event_grid))
+        .route("/function-grant", post(grants::grant_trigger))
+        .route("/function-sweep", post(sweep::sweep))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_INVOCATION_BYTES))
@@ -119,7 +130,7 @@ async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         Json(answer::error_body(
             ErrorKind::BadRequest,
-            "no such function; expected POST /function-timer, /function-http or /function-eventgrid",
+            "no such function; expected POST /function-timer, /function-http, /function-eventgrid, /function-grant or /function-sweep",
         )),
     )
         .into_response()

@@ -14,9 +14,11 @@ use axum::response::Response;
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::answer::{binding, error_body, failure_message, handle, ok, report_logs, Answer};
+use super::answer::{
+    binding, error_answer, error_body, failure_message, handle, http_answer, report_logs, Answer,
+};
 use super::engine::AppState;
-use super::invocation::{http_output, HttpRequestData, InvocationResponse};
+use super::invocation::HttpRequestData;
 use crate::reconcile::ErrorKind;
 use crate::run::{policy, RunRequest};
 
@@ -66,27 +68,6 @@ pub(super) async fn http_trigger(
         },
     )
     .await
-}
-
-/// The HTTP output `res` with `status` and `body`, in a successful invocation.
-fn http_answer(status: u16, body: Value, logs: Vec<String>) -> Response {
-    let mut outputs = serde_json::Map::new();
-    outputs.insert("res".to_owned(), http_output(status, &body));
-    ok(InvocationResponse {
-        outputs,
-        logs,
-        return_value: Value::Null,
-    })
-}
-
-/// The answer to an error of `kind`: the status the policy gives it.
-fn error_answer(kind: ErrorKind, message: &str) -> Box<Response> {
-    let status = policy::disposition(kind).http_status;
-    Box::new(http_answer(
-        status,
-        error_body(kind, message),
-        vec![format!("{kind}: {message}")],
-    ))
 }
 
 /// The sync's parameters: `dryRun` (true/false/1/0) and `vault` (names or ids, comma
