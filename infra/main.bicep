@@ -113,6 +113,15 @@ param allowTagShrink string = ''
 @description('TAGFENCE_MAX_TAG_SHRINK: refuse the vaults of a selected tag that lost more than this fraction of its IPv4 prefixes (default 0.5).')
 param maxTagShrink string = ''
 
+@description('TAGFENCE_GRANT_PRINCIPALS: comma-separated Microsoft Entra object ids or application (client) ids (GUIDs) allowed to grant their own IP on the vaults for a while (POST /api/grant); empty: nobody may.')
+param grantPrincipals string = ''
+
+@description('TAGFENCE_GRANT_MAX_TTL: the longest grant, a duration from 1m to 24h such as 30m, 2h or 1h30m (default 2h).')
+param grantMaxTtl string = ''
+
+@description('TAGFENCE_GRANT_MAX_PER_VAULT: live grants a vault may hold at once, 1 to 1000 (default 50).')
+param grantMaxPerVault string = ''
+
 @description('TAGFENCE_SOURCE: download (default), api, or an https URL. api also assigns the Service Tags reader role.')
 param source string = ''
 
@@ -305,6 +314,9 @@ module app 'app/resources.bicep' = {
     acceptMissingRules: acceptMissingRules
     allowTagShrink: allowTagShrink
     maxTagShrink: maxTagShrink
+    grantPrincipals: grantPrincipals
+    grantMaxTtl: grantMaxTtl
+    grantMaxPerVault: grantMaxPerVault
     source: source
     serviceTagsSubscriptionId: usesApi ? apiSubscriptionId : serviceTagsSubscriptionId
     serviceTagsLocation: usesApi && empty(serviceTagsLocation) ? location : serviceTagsLocation
@@ -433,6 +445,26 @@ module serviceTagsRole 'rbac/subscription.bicep' = if (usesApi) {
   dependsOn: [
     serviceTagsReaderRole
   ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Just-in-time grants over HTTP (docs/grants.md): App Service authentication with the Microsoft
+// Entra ID provider in front of the Function App (app/auth.bicep), only when an app registration
+// is given. Without it the grant route refuses every request (401); the CLI grants still work.
+// ---------------------------------------------------------------------------------------------
+
+@maxLength(36)
+@description('Application (client) id of the Microsoft Entra app registration whose tokens (audience api://<client id>) callers of POST /api/grant present (docs/deploy.md, "Grants over HTTP"). Empty: grants over HTTP are not configured and App Service authentication is not deployed.')
+param grantAuthClientId string = ''
+
+module grantAuth 'app/auth.bicep' = if (!empty(trim(grantAuthClientId))) {
+  name: 'tagfence-grant-auth-${resourceToken}'
+  scope: rg
+  params: {
+    siteName: app.outputs.functionAppName
+    clientId: trim(grantAuthClientId)
+    tenantId: tenant().tenantId
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ No Bicep compiler runs offline (it is a .NET download), so this gate does what c
    every skip entry must still match a failure, every project check must have run, and no
    `checkov:skip` comment may hide in a .bicep file;
 4. functions: no HTTP trigger in `function-*/function.json` is anonymous (an explicit `authLevel`
-   other than `anonymous` is required);
+   other than `anonymous` is required), except the just-in-time grant route (`function-grant`,
+   `ANONYMOUS_HTTP_FUNCTIONS`), whose callers App Service authentication authenticates: it may be
+   anonymous only on a `grant` route and only while the grant authentication of stage 8 is wired;
 5. parameters: those a deployment must be given (`REQUIRED_PARAMETERS`: the environment, the
    location, the vaults) have no default at all (azd asks for a parameter only when it has neither
    a default nor a value in main.parameters.json; a default of '' would silently deploy an app with
@@ -29,11 +31,18 @@ No Bicep compiler runs offline (it is a .NET download), so this gate does what c
 7. preprovision: that hook, run with no terminal and a stand-in `azd` on PATH, refuses an empty
    selection, each malformed vault id or discovery scope (naming the setting and the expected
    shape), and accepts well-formed ones (`PREPROVISION_CASES`); on a pseudo-terminal it asks
-   again after a bad answer and stores a good one with `azd env set` (`PROMPT_ANSWERS`).
+   again after a bad answer and stores a good one with `azd env set` (`PROMPT_ANSWERS`);
+8. grants: `infra/app/auth.bicep` configures App Service authentication (`authsettingsV2`) with
+   the Microsoft Entra ID provider, a client id, an issuer and an `api://` audience, without
+   requiring authentication of every request (`requireAuthentication: false`,
+   `unauthenticatedClientAction: AllowAnonymous`: the function-key sync and the Event Grid webhook
+   carry no Entra token), and `infra/main.bicep` deploys it only when `grantAuthClientId` is set.
 
 `--self-test` copies the infra (and the function folders and azure.yaml) to a temporary directory,
 checks that the gate passes there, then breaks the copy one way at a time — a syntax error, a role
-assignment without principalType, shared key access, an anonymous HTTP trigger, an empty default
+assignment without principalType, shared key access, an anonymous HTTP trigger (also one in
+`function-grant` on another route), App Service authentication that requires every request or is
+deployed without a client id, an empty default
 for the vaults, the preprovision hook unwired or accepting any subscription, and more — and
 checks that the gate fails each time for the expected reason.
 
@@ -73,6 +82,14 @@ REQUIRED_PARAMETERS = {
     "vaults": "TAGFENCE_VAULTS",
 }
 PREPROVISION_HOOK = "infra/hooks/preprovision.py"
+
+# Just-in-time grants over HTTP (docs/grants.md). The grant route's callers are authenticated by App
+# Service authentication (Microsoft Entra ID) in front of the handler, not by a function key: its
+# trigger may be anonymous, on routes starting with `grant` only, and only while the module below
+# is wired. Every other HTTP trigger must still carry a key.
+ANONYMOUS_HTTP_FUNCTIONS = {"function-grant": "grant"}
+GRANT_AUTH_MODULE = "infra/app/auth.bicep"
+GRANT_AUTH_PARAMETER = "grantAuthClientId"
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,6 +413,7 @@ def check_policy(root: Path, checkov: str, report: Report, shared: CheckovRun | 
 
 def check_functions(root: Path, report: Report) -> None:
     http_triggers = 0
+    anonymous_allowed = 0
     for path in sorted(root.glob("*/function.json")):
         try:
             bindings = json.loads(path.read_text(encoding="utf-8")).get("bindings", [])
@@ -410,12 +428,24 @@ def check_functions(root: Path, report: Report) -> None:
             if level is None:
                 report.fail("functions", f"{rel(path, root)}: HTTP trigger {binding.get('name')!r} has no explicit authLevel")
             elif str(level).lower() == "anonymous":
-                report.fail("functions", f"{rel(path, root)}: HTTP trigger {binding.get('name')!r} is anonymous; use authLevel function (or admin)")
+                route_prefix = ANONYMOUS_HTTP_FUNCTIONS.get(path.parent.name)
+                route = str(binding.get("route") or "")
+                where = f"{rel(path, root)}: HTTP trigger {binding.get('name')!r} is anonymous"
+                if route_prefix is None:
+                    report.fail("functions", f"{where}; use authLevel function (or admin)")
+                elif route.split("/")[0] != route_prefix:
+                    report.fail("functions", f"{where} on route {route!r}; only the {route_prefix!r} route (App Service "
+                                "authentication in front) may be anonymous, use authLevel function (or admin)")
+                elif problems := grant_auth_problems(root):
+                    report.fail("functions", f"{where}, but App Service authentication is not wired for it: {problems[0]}")
+                else:
+                    anonymous_allowed += 1
     if not (root / "function-http" / "function.json").exists():
         report.fail("functions", "function-http/function.json is missing")
     elif http_triggers == 0:
         report.fail("functions", "no HTTP trigger found in any function.json")
-    report.note("functions", f"{http_triggers} HTTP trigger(s) checked for authLevel")
+    report.note("functions", f"{http_triggers} HTTP trigger(s) checked for authLevel ({anonymous_allowed} anonymous behind "
+                "App Service authentication)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -707,6 +737,90 @@ def check_preprovision(root: Path, report: Report) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# 8. App Service authentication for the grant route
+# --------------------------------------------------------------------------------------------
+
+
+def dig(node: Any, *keys: str) -> Any:
+    """`node[k1][k2]…`, or None where a level is missing."""
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+# What the authsettingsV2 resource must say, and why.
+GRANT_AUTH_SETTINGS = [
+    (("platform", "enabled"), True, "App Service authentication must be on, or the platform forwards no principal"),
+    (("globalValidation", "requireAuthentication"), False,
+     "authentication must not be required of every request: the function-key sync and the Event Grid webhook carry no Entra token"),
+    (("globalValidation", "unauthenticatedClientAction"), "AllowAnonymous",
+     "unauthenticated requests must reach the app: the function-key sync and the Event Grid webhook carry no Entra token "
+     "(the grant handler refuses them itself)"),
+    (("identityProviders", "azureActiveDirectory", "enabled"), True, "the Microsoft Entra ID provider must be on"),
+]
+
+
+def grant_auth_problems(root: Path) -> list[str]:
+    """What is wrong with the App Service authentication of the grant route (empty: nothing)."""
+    module = root / GRANT_AUTH_MODULE
+    if not module.exists():
+        return [f"{GRANT_AUTH_MODULE} is missing (App Service authentication in front of POST /api/grant)"]
+    try:
+        template = pycep_parse(module.read_text(encoding="utf-8"))
+    except Exception:  # the wiring stage reports a template pycep cannot read
+        return [f"{GRANT_AUTH_MODULE} cannot be read by checkov's Bicep parser"]
+    problems: list[str] = []
+    configs = [unwrap(resource.get("config")) for resource in (template.get("resources") or {}).values()
+               if resource.get("type") == "Microsoft.Web/sites/config" and not resource.get("existing")]
+    auth = [config for config in configs if str(config.get("name", "")).lower() == "authsettingsv2"]
+    if len(auth) != 1:
+        return [f"{GRANT_AUTH_MODULE}: expected one Microsoft.Web/sites/config resource named 'authsettingsV2', found {len(auth)}"]
+    properties = auth[0].get("properties") or {}
+    for keys, expected, why in GRANT_AUTH_SETTINGS:
+        found = dig(properties, *keys)
+        if found != expected:
+            problems.append(f"{GRANT_AUTH_MODULE}: {'.'.join(keys)} is {found!r}, not {expected!r}: {why}")
+    aad = dig(properties, "identityProviders", "azureActiveDirectory") or {}
+    for keys in (("registration", "clientId"), ("registration", "openIdIssuer")):
+        if not dig(aad, *keys):
+            problems.append(f"{GRANT_AUTH_MODULE}: azureActiveDirectory.{'.'.join(keys)} is not set")
+    audiences = dig(aad, "validation", "allowedAudiences")
+    if not isinstance(audiences, list) or not any(isinstance(a, str) and a.startswith("api://") for a in audiences):
+        problems.append(f"{GRANT_AUTH_MODULE}: azureActiveDirectory.validation.allowedAudiences has no api://<client id> audience "
+                        "(the Application ID URI pipelines request tokens for)")
+    main = root / "infra" / "main.bicep"
+    try:
+        main_template = pycep_parse(main.read_text(encoding="utf-8"))
+    except Exception:
+        return problems + ["infra/main.bicep cannot be read by checkov's Bicep parser"]
+    calls = [module_config for module_config in (main_template.get("modules") or {}).values()
+             if (main.parent / (module_config.get("detail") or {}).get("path", "")).resolve() == module.resolve()]
+    if len(calls) != 1:
+        problems.append(f"infra/main.bicep: expected one module call of {GRANT_AUTH_MODULE}, found {len(calls)}")
+    else:
+        condition = (calls[0].get("config") or {}).get("condition")
+        if condition is None or GRANT_AUTH_PARAMETER not in json.dumps(condition, default=str):
+            problems.append(f"infra/main.bicep: the module call of {GRANT_AUTH_MODULE} must be deployed only when "
+                            f"{GRANT_AUTH_PARAMETER} is set (`if (!empty(...{GRANT_AUTH_PARAMETER}...))`)")
+    parameter = (main_template.get("parameters") or {}).get(GRANT_AUTH_PARAMETER)
+    if parameter is None or parameter.get("default") != "":
+        problems.append(f"infra/main.bicep: parameter {GRANT_AUTH_PARAMETER!r} must be declared with the default '' "
+                        "(grants over HTTP off unless an app registration is given)")
+    return problems
+
+
+def check_grant_auth(root: Path, report: Report) -> None:
+    problems = grant_auth_problems(root)
+    for problem in problems:
+        report.fail("grants", problem)
+    if not problems:
+        report.note("grants", f"{GRANT_AUTH_MODULE}: App Service authentication (Microsoft Entra ID) without requiring every "
+                    f"request, deployed only with {GRANT_AUTH_PARAMETER}")
+
+
+# --------------------------------------------------------------------------------------------
 # The gate
 # --------------------------------------------------------------------------------------------
 
@@ -723,6 +837,7 @@ def run_gate(root: Path, checkov: str, shared: CheckovRun | None = None) -> Repo
     check_parameters(root, report)
     check_hooks(root, report)
     check_preprovision(root, report)
+    check_grant_auth(root, report)
     return report
 
 
@@ -741,8 +856,8 @@ def print_report(report: Report, verbose: bool, out=sys.stdout) -> None:
 
 @dataclass
 class Breakage:
-    """One deliberate defect: replace `old` by `new` in `file` (or delete the file); the gate must
-    then fail with a message containing `expect`."""
+    """One deliberate defect: replace `old` by `new` in `file` (or delete the file, or create it
+    with the text `new`); the gate must then fail with a message containing `expect`."""
 
     name: str
     file: str
@@ -750,6 +865,7 @@ class Breakage:
     new: str
     expect: str
     delete: bool = False
+    create: bool = False
 
 
 BREAKAGES = [
@@ -918,6 +1034,44 @@ BREAKAGES = [
         "__init__.py is missing",
         delete=True,
     ),
+    Breakage(
+        "App Service authentication that requires every request (the function-key sync and the Event Grid webhook would stop)",
+        "infra/app/auth.bicep",
+        "requireAuthentication: false",
+        "requireAuthentication: true",
+        "globalValidation.requireAuthentication",
+    ),
+    Breakage(
+        "App Service authentication answering unauthenticated requests itself (401)",
+        "infra/app/auth.bicep",
+        "unauthenticatedClientAction: 'AllowAnonymous'",
+        "unauthenticatedClientAction: 'Return401'",
+        "globalValidation.unauthenticatedClientAction",
+    ),
+    Breakage(
+        "App Service authentication deployed even without an app registration",
+        "infra/main.bicep",
+        "module grantAuth 'app/auth.bicep' = if (!empty(trim(grantAuthClientId))) {",
+        "module grantAuth 'app/auth.bicep' = {",
+        "must be deployed only when grantAuthClientId is set",
+    ),
+    Breakage(
+        "an anonymous trigger in function-grant on a route other than grant",
+        "function-grant/function.json",
+        "",
+        '{"bindings": [{"name": "req", "type": "httpTrigger", "direction": "in", "authLevel": "anonymous", '
+        '"methods": ["post"], "route": "{action:alpha}"}, {"name": "res", "type": "http", "direction": "out"}]}\n',
+        "only the 'grant' route",
+        create=True,
+    ),
+    Breakage(
+        "the App Service authentication module removed (the grant route would be anonymous with nothing in front)",
+        "infra/app/auth.bicep",
+        "",
+        "",
+        "infra/app/auth.bicep is missing",
+        delete=True,
+    ),
 ]
 
 
@@ -945,6 +1099,9 @@ def self_test(source: Path, checkov: str, verbose: bool) -> bool:
             copy_project(source, root)
             if breakage and breakage.delete:
                 (root / breakage.file).unlink()
+            elif breakage and breakage.create:
+                (root / breakage.file).parent.mkdir(parents=True, exist_ok=True)
+                (root / breakage.file).write_text(breakage.new, encoding="utf-8")
             elif breakage:
                 target = root / breakage.file
                 text = target.read_text(encoding="utf-8")

@@ -47,6 +47,9 @@ param initFirewall string
 param acceptMissingRules string
 param allowTagShrink string
 param maxTagShrink string
+param grantPrincipals string
+param grantMaxTtl string
+param grantMaxPerVault string
 param source string
 param serviceTagsSubscriptionId string
 param serviceTagsLocation string
@@ -335,6 +338,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TAGFENCE_ACCEPT_MISSING_RULES: acceptMissingRules
     TAGFENCE_ALLOW_TAG_SHRINK: allowTagShrink
     TAGFENCE_MAX_TAG_SHRINK: maxTagShrink
+    TAGFENCE_GRANT_PRINCIPALS: grantPrincipals
+    TAGFENCE_GRANT_MAX_TTL: grantMaxTtl
+    TAGFENCE_GRANT_MAX_PER_VAULT: grantMaxPerVault
     TAGFENCE_SOURCE: source
     TAGFENCE_SUBSCRIPTION_ID: serviceTagsSubscriptionId
     TAGFENCE_LOCATION: serviceTagsLocation
