@@ -281,3 +281,95 @@ async fn the_secret_of_a_failing_webhook_appears_in_no_output_and_no_run_record(
     let _ = std::fs::remove_dir_all(&state);
     emulator.shutdown().await;
 }
+
+/// A grant whose rule cannot be removed is reported by the webhook, by the revoke and by every
+/// sweep until it is gone; a grant placed and removed without trouble says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_that_could_not_be_removed_is_notified_until_it_is_gone() {
+    let emulator = start(emulator_config(vec![vault(
+        "kv-prod",
+        &["52.174.10.20/32"],
+    )]))
+    .await;
+    let (url, received) = webhook().await;
+    let scratch = Scratch::new();
+    let state = scratch.join("state");
+    let state = state.to_str().unwrap();
+    let id = vault_id("kv-prod");
+    let env = [("TAGFENCE_NOTIFY_URL", url.as_str())];
+    let grant = [
+        "grant",
+        "--vault",
+        &id,
+        "--ip",
+        "20.37.158.9",
+        "--ttl",
+        "30m",
+        "--state-dir",
+        state,
+    ];
+    let revoke = [
+        "revoke",
+        "--vault",
+        &id,
+        "--ip",
+        "20.37.158.9",
+        "--state-dir",
+        state,
+    ];
+    let sweep = ["sweep", "--state-dir", state];
+
+    let placed = tagfence(&emulator, &grant, &env).await;
+    assert!(placed.status.success(), "{}", stderr(&placed));
+    assert!(texts(&received).is_empty(), "{:?}", texts(&received));
+
+    emulator.add_fault(Fault {
+        route: Some(Route::VaultPatch),
+        vault: None,
+        kind: FaultKind::Status {
+            status: 500,
+            code: "InternalServerError".into(),
+            message: "boom".into(),
+            retry_after: None,
+        },
+        count: 100,
+    });
+    let failed = tagfence(&emulator, &revoke, &env).await;
+    assert_eq!(failed.status.code(), Some(2), "{}", stdout(&failed));
+    let messages = texts(&received);
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].starts_with("tagfence: removing a revoked grant on /subscriptions/"),
+        "{}",
+        messages[0]
+    );
+    assert!(
+        messages[0].contains("InternalServerError: boom"),
+        "{}",
+        messages[0]
+    );
+
+    let still = tagfence(&emulator, &sweep, &env).await;
+    assert_eq!(still.status.code(), Some(2), "{}", stdout(&still));
+    let messages = texts(&received);
+    assert!(
+        messages.iter().any(
+            |m| m.starts_with("tagfence: 1 ended grant(s) still on their vault")
+                && m.contains("20.37.158.9")
+        ),
+        "{messages:?}"
+    );
+    assert!(rules_of(&emulator, "kv-prod").contains(&"20.37.158.9/32".to_owned()));
+
+    emulator.clear_faults();
+    let count = texts(&received).len();
+    let swept = tagfence(&emulator, &sweep, &env).await;
+    assert!(swept.status.success(), "{}", stdout(&swept));
+    assert_eq!(
+        texts(&received).len(),
+        count,
+        "a sweep that removes everything says nothing"
+    );
+    assert_eq!(rules_of(&emulator, "kv-prod"), ["52.174.10.20/32"]);
+    emulator.shutdown().await;
+}

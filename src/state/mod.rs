@@ -457,6 +457,91 @@ mod tests {
         assert!(new_run_id(now).starts_with(&now.format("%Y%m%dT").to_string()));
     }
 
+    fn grants_store() -> (State, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "tagfence-state-grants-{}-{}",
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        (State::new(Arc::new(dir::DirStore::new(&dir))), dir)
+    }
+
+    fn kv() -> VaultId {
+        "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-one"
+            .parse()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_record_with_grants_round_trips_and_a_format_3_record_reads_without_any() {
+        let (state, dir) = grants_store();
+        let id = kv();
+        let at = stored_time(Utc::now());
+        let mut record = VaultState::new(&id);
+        record.grants.push(GrantRecord {
+            id: "g-0123456789abcdef".to_owned(),
+            vault: id.to_string(),
+            address: "20.37.158.9".parse().unwrap(),
+            granted_at: at,
+            expires_at: at + chrono::Duration::minutes(30),
+            requested_by: "cli:test".to_owned(),
+            reason: Some("release".to_owned()),
+            run_id: "run".to_owned(),
+            revoked_at: None,
+            revoked_by: None,
+            placed: true,
+            removal_error: None,
+        });
+        state.write_vault(&id, &record).await.unwrap();
+        assert_eq!(state.read_vault(&id).await.unwrap(), Some(record.clone()));
+        let key = format!("{}.json", vault_key("vaults", &id));
+        let mut raw: serde_json::Value =
+            serde_json::from_slice(&state.store.get(&key).await.unwrap().unwrap()).unwrap();
+        assert_eq!(raw["format_version"], 4);
+        assert_eq!(raw["grants"][0]["address"], "20.37.158.9");
+        // Format 3 is the same shape without grants.
+        raw["format_version"] = 3.into();
+        raw.as_object_mut().unwrap().remove("grants");
+        state
+            .store
+            .put(&key, serde_json::to_vec(&raw).unwrap())
+            .await
+            .unwrap();
+        let read = state.read_vault(&id).await.unwrap().unwrap();
+        assert!(read.grants.is_empty());
+        // A newer format is refused, never read without what it may hold.
+        raw["format_version"] = 5.into();
+        state
+            .store
+            .put(&key, serde_json::to_vec(&raw).unwrap())
+            .await
+            .unwrap();
+        assert!(matches!(
+            state.read_vault(&id).await,
+            Err(StateError::NewerFormat { found: 5, .. })
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn the_grants_index_is_changed_only_when_the_change_says_so() {
+        let (state, dir) = grants_store();
+        assert!(state.read_grants_index().await.unwrap().vaults.is_empty());
+        let wait = Duration::from_secs(5);
+        state
+            .update_grants_index(wait, |index| {
+                index.vaults.insert("v".to_owned(), vec!["g-1".to_owned()]);
+                true
+            })
+            .await
+            .unwrap();
+        state.update_grants_index(wait, |_| false).await.unwrap();
+        let index = state.read_grants_index().await.unwrap();
+        assert_eq!(index.vaults["v"], ["g-1"]);
+        assert_eq!(index.format_version, STATE_FORMAT_VERSION);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn snapshots_are_stored_compressed() {
         let gz = gzip(b"{\"x\":1}");
