@@ -767,11 +767,15 @@ impl Reconciler {
         trace: &Trace,
         report: &mut VaultReport,
     ) -> Result<Option<GatedWrite>, ReconcileError> {
-        let (plan, guarded) = plan_vault(target, run, remembered, &vault.acl)?;
+        let (plan, guarded) = plan_vault(target, run, remembered, &vault.acl)
+            .inspect_err(|_| grants_hold_room(target, run, remembered, report))?;
         let changes = plan.has_changes();
         let intended = plan.rules_after(&vault.acl.ip_rules);
         // Kept when a guard refuses it too: the report shows the change that was refused.
         report.plan = Some(plan);
+        if matches!(guarded, Err(plan::Refusal::OverLimit { .. })) {
+            grants_hold_room(target, run, remembered, report);
+        }
         guarded.map_err(|refusal| ReconcileError::Plan(PlanError::Refused(refusal)))?;
         // A partial read never counts as in sync: the gate names what it lacks.
         if !changes && vault.acl.is_whole() {
@@ -968,22 +972,18 @@ fn plan_vault(
 }
 
 /// The rules of the vault's live grants, and of its ended ones that no live grant wants. A
-/// grant the vault's policy could never have made (expiring later than its longest TTL from
-/// now, or for an address that is not public) counts as ended: the record is a document anyone
-/// who can write the state could edit, and a rule from it must not outlive what a grant may.
+/// grant the vault's policy could never have made counts as ended
+/// ([`GrantRecord::is_live_within`]).
 fn grant_rules(
     remembered: &VaultState,
     target: &VaultTarget,
     now: DateTime<Utc>,
 ) -> (Vec<Ipv4Net>, Vec<Ipv4Net>) {
-    let latest = chrono::Duration::from_std(target.grants.max_ttl).map_or(now, |max| now + max);
-    let plausible = |g: &GrantRecord| {
-        g.expires_at <= latest && crate::core::grant::grant_rule(g.address.into()).is_ok()
-    };
+    let max_ttl = target.grants.max_ttl;
     let mut live: Vec<Ipv4Net> = remembered
         .grants
         .iter()
-        .filter(|g| g.is_live(now) && plausible(g))
+        .filter(|g| g.is_live_within(now, max_ttl))
         .map(GrantRecord::rule)
         .collect();
     live.sort_unstable();
@@ -999,11 +999,41 @@ fn grant_rules(
     for grant in remembered
         .grants
         .iter()
-        .filter(|g| g.is_live(now) && !plausible(g))
+        .filter(|g| g.is_live(now) && !g.is_live_within(now, max_ttl))
     {
         warn!(grant = %grant.id, address = %grant.address, expires_at = %state::timestamp(grant.expires_at), "a recorded grant outlives the vault's longest grant or is for no public address; its rule is treated as ended");
     }
     (live, ended)
+}
+
+/// When a regular run's rules do not fit and live grants hold some of the vault's room: says
+/// so, and until when. A grant is placed only where there was room and never displaces the
+/// tags' rules, so a tag update that needs its room waits for it to end (at most the vault's
+/// longest grant).
+fn grants_hold_room(
+    target: &VaultTarget,
+    run: RunContext<'_>,
+    remembered: Option<&VaultState>,
+    report: &mut VaultReport,
+) {
+    let Some(remembered) = remembered.filter(|_| run.tags.is_some()) else {
+        return;
+    };
+    let max_ttl = target.grants.max_ttl;
+    let live: Vec<&GrantRecord> = remembered
+        .grants
+        .iter()
+        .filter(|g| g.is_live_within(run.now, max_ttl))
+        .collect();
+    let Some(last) = live.iter().map(|g| g.expires_at).max() else {
+        return;
+    };
+    report.warnings.push(format!(
+        "{} live just-in-time grant(s) hold {} of the vault's rules until {} at the latest; the rules that need their room are applied by the first run after they end (or revoke them)",
+        live.len(),
+        live.len(),
+        state::timestamp(last)
+    ));
 }
 
 /// Where the phases of a reconcile stop before its end.
@@ -1220,8 +1250,14 @@ async fn note_grant(
     };
     let before = remembered.grants.clone();
     remembered.vault = target.id.to_string();
-    let noted = grants::note_change(remembered, change, run.now, run.run_id)
-        .map_err(ReconcileError::Grant)?;
+    let noted = grants::note_change(
+        remembered,
+        change,
+        run.now,
+        run.run_id,
+        target.grants.max_ttl,
+    )
+    .map_err(ReconcileError::Grant)?;
     report.grant.clone_from(&noted.grant);
     report.grant_note.clone_from(&noted.note);
     if let (GrantChange::Grant(_), Some(grant)) = (change, &noted.grant) {
@@ -1319,18 +1355,30 @@ fn record(
     if let (Some(plan), Some(settled)) = (plan, settled) {
         claim_settled(remembered, plan, settled, run, trace, report);
     }
-    if let (Some(before), false) = (
-        &trace.grants_before,
-        settled.is_some() || trace.maybe_written,
-    ) {
-        // A grant whose rule cannot have reached the vault is not recorded.
+    if let (Some(before), None) = (&trace.grants_before, settled) {
+        // A grant whose write failed is not recorded as asked. Its rule cannot have reached the
+        // vault, or may have: then the grant is kept, ended, so that the sweep removes the rule
+        // if it landed and no later write places it.
+        let noted = report.grant.clone();
         remembered.grants.clone_from(before);
+        if let (true, Some(mut grant)) = (trace.maybe_written, noted) {
+            let extended = before
+                .iter()
+                .any(|g| g.address == grant.address && g.is_live(run.now));
+            if !extended {
+                grant.revoked_at = Some(state::stored_time(run.now));
+                grant.revoked_by = Some("tagfence: the grant's write failed".to_owned());
+                remembered.grants.push(grant);
+                remembered.grants.sort_by_key(|g| g.address);
+            }
+        }
     }
     grants::settle(
         remembered,
         settled.map(Vec::as_slice),
         outcome.is_failure().then(|| outcome.detail()).flatten(),
         run.now,
+        target.grants.max_ttl,
     );
     report.grants = remembered.grants.clone();
     if let Some(grant) = &report.grant {

@@ -29,6 +29,10 @@ pub const DEFAULT_MAX_LIVE: usize = 50;
 /// How often the sweep looks for ended grants (the `function-sweep` timer, `0 */5 * * * *`):
 /// a grant is gone at most this long (plus the sweep's own run) after it ends.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
+/// Azure's virtual public address of the platform (168.63.129.16, Microsoft Learn, "What is IP
+/// address 168.63.129.16?"): inside Azure it answers DNS, DHCP and health probes, and no
+/// caller's traffic comes from it, so a grant for it can only be a mistake.
+pub const AZURE_PLATFORM_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(168, 63, 129, 16);
 /// The longest reason recorded with a grant, in characters.
 pub const MAX_REASON_CHARS: usize = 200;
 
@@ -67,6 +71,14 @@ pub fn grant_rule(address: IpAddr) -> Result<Ipv4Net, GrantRefusal> {
             None => return Err(GrantRefusal::Ipv6(address)),
         },
     };
+    if v4 == AZURE_PLATFORM_ADDRESS {
+        return Err(GrantRefusal::NotPublic {
+            address: IpAddr::V4(v4),
+            range:
+                "Azure's platform address (DHCP, DNS, health probes inside Azure), never a caller's"
+                    .to_owned(),
+        });
+    }
     let rule = Ipv4Net::new(v4, 32).expect("32 is a valid IPv4 prefix length");
     match cidr::check_public(rule, &v4.to_string()) {
         Ok(rule) => Ok(rule),
@@ -101,7 +113,11 @@ pub fn check_reason(reason: &str) -> Result<(), GrantRefusal> {
     if chars > MAX_REASON_CHARS {
         return Err(GrantRefusal::ReasonTooLong { chars });
     }
-    if reason.chars().any(char::is_control) {
+    // One line: no control character, and none of Unicode's line and paragraph separators.
+    if reason
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
         return Err(GrantRefusal::ReasonControl);
     }
     Ok(())
@@ -200,6 +216,11 @@ mod tests {
             );
             assert!(err.to_string().contains("not a public address"), "{err}");
         }
+        let err = grant_rule("168.63.129.16".parse().unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("Azure's platform address"),
+            "{err}"
+        );
         let err = grant_rule("2001:db8::1".parse().unwrap()).unwrap_err();
         assert!(err.to_string().contains("IPv4 addresses only"), "{err}");
     }
@@ -241,6 +262,8 @@ mod tests {
         assert!(check_ttl(Duration::from_secs(10), DEFAULT_MAX_TTL).is_err());
         assert!(check_reason("release 1.2 pipeline").is_ok());
         assert!(check_reason("line\nbreak").is_err());
+        assert!(check_reason("line\u{2028}separator").is_err());
+        assert!(check_reason("Überprüfung des Release-Laufs ✓").is_ok());
         assert!(check_reason(&"x".repeat(MAX_REASON_CHARS + 1)).is_err());
     }
 }

@@ -224,11 +224,17 @@ fn write_changes(out: &mut String, plan: &Plan) {
     groups.push(("# no longer selected".to_owned(), Vec::new()));
     let unmanaged_group = groups.len();
     groups.push(("# unmanaged (--prune)".to_owned(), Vec::new()));
+    let granted_group = groups.len();
+    groups.push(("# just-in-time grants".to_owned(), Vec::new()));
+    let ended_group = groups.len();
+    groups.push(("# ended grants".to_owned(), Vec::new()));
 
     for rule in &plan.add {
-        let info = desired
-            .info_of(rule)
-            .expect("added rules are desired rules");
+        // An added rule is desired, or a live grant's.
+        let Some(info) = desired.info_of(rule) else {
+            groups[granted_group].1.push(format!("      +  {rule}"));
+            continue;
+        };
         let group = match info.origin {
             Origin::Tag(i) => i,
             Origin::Static => static_group,
@@ -245,7 +251,9 @@ fn write_changes(out: &mut String, plan: &Plan) {
         groups[group].1.push(row);
     }
     for rule in &plan.remove {
-        let group = if plan.unmanaged.binary_search(rule).is_ok() {
+        let group = if plan.grant_removals.binary_search(rule).is_ok() {
+            ended_group
+        } else if plan.unmanaged.binary_search(rule).is_ok() {
             unmanaged_group
         } else {
             retired_group

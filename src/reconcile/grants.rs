@@ -3,6 +3,7 @@
 //! its grants once the reconcile knows what the vault holds ([`settle`]).
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ipnet::Ipv4Net;
@@ -54,7 +55,9 @@ pub struct Noted {
     pub first_grant: bool,
 }
 
-/// Applies `change` to the vault's record in memory, at `now`, by run `run_id`.
+/// Applies `change` to the vault's record in memory, at `now`, by run `run_id`; `max_ttl` is
+/// the vault's longest grant (a recorded grant outliving it counts as ended,
+/// [`GrantRecord::is_live_within`]).
 ///
 /// # Errors
 /// [`GrantRefusal::TooMany`] when a new grant would exceed the vault's live grants.
@@ -63,20 +66,22 @@ pub fn note_change(
     change: &GrantChange,
     now: DateTime<Utc>,
     run_id: &str,
+    max_ttl: Duration,
 ) -> Result<Noted, GrantRefusal> {
-    let any_ended = |r: &VaultState| r.grants.iter().any(|g| !g.is_live(now));
+    let live = |g: &GrantRecord| g.is_live_within(now, max_ttl);
+    let any_ended = |r: &VaultState| r.grants.iter().any(|g| !live(g));
     match change {
         GrantChange::Grant(new) => {
             let first_grant = remembered.grants.is_empty();
             let live_others = remembered
                 .grants
                 .iter()
-                .filter(|g| g.is_live(now) && g.address != new.address)
+                .filter(|g| live(g) && g.address != new.address)
                 .count();
             let existing = remembered
                 .grants
                 .iter_mut()
-                .find(|g| g.address == new.address && g.is_live(now));
+                .find(|g| g.address == new.address && live(g));
             let grant = match existing {
                 Some(live) => {
                     // A second grant for the same address extends the first; never shortens it.
@@ -130,7 +135,7 @@ pub fn note_change(
             });
             let (grant, note) = match found {
                 None => (None, Some(format!("no grant {} on this vault (never granted, or ended and removed already); nothing to revoke", which_text(which)))),
-                Some(grant) if !grant.is_live(now) => {
+                Some(grant) if !live(grant) => {
                     let note = format!(
                         "grant {} already ended at {}; its rule is removed if still there",
                         grant.id,
@@ -177,17 +182,19 @@ pub fn settle(
     settled: Option<&[Ipv4Net]>,
     failure: Option<String>,
     now: DateTime<Utc>,
+    max_ttl: Duration,
 ) {
+    let live = |g: &GrantRecord| g.is_live_within(now, max_ttl);
     match settled {
         Some(on_vault) => {
-            remembered.grants.retain(|g| g.is_live(now));
+            remembered.grants.retain(live);
             for grant in &mut remembered.grants {
                 grant.placed = on_vault.contains(&grant.rule());
             }
         }
         None => {
             if let Some(failure) = failure {
-                for grant in remembered.grants.iter_mut().filter(|g| !g.is_live(now)) {
+                for grant in remembered.grants.iter_mut().filter(|g| !live(g)) {
                     grant.removal_error = Some(failure.clone());
                 }
             }
@@ -199,6 +206,9 @@ pub fn settle(
 mod tests {
     use super::*;
     use crate::azure::VaultId;
+
+    /// The vaults' longest grant in these tests.
+    const MAX: Duration = Duration::from_secs(24 * 3600);
 
     fn at(minute: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + minute * 60, 0).unwrap()
@@ -226,14 +236,33 @@ mod tests {
     #[test]
     fn a_second_grant_for_an_address_extends_the_first_and_never_shortens_it() {
         let mut r = record();
-        let first =
-            note_change(&mut r, &new_grant("g1", "20.1.2.3", 30, 50), at(0), "run1").unwrap();
+        let first = note_change(
+            &mut r,
+            &new_grant("g1", "20.1.2.3", 30, 50),
+            at(0),
+            "run1",
+            MAX,
+        )
+        .unwrap();
         assert!(first.first_grant && first.needs_work);
-        let again =
-            note_change(&mut r, &new_grant("g2", "20.1.2.3", 60, 50), at(10), "run2").unwrap();
+        let again = note_change(
+            &mut r,
+            &new_grant("g2", "20.1.2.3", 60, 50),
+            at(10),
+            "run2",
+            MAX,
+        )
+        .unwrap();
         let grant = again.grant.unwrap();
         assert_eq!((grant.id.as_str(), grant.expires_at), ("g1", at(60)));
-        note_change(&mut r, &new_grant("g3", "20.1.2.3", 20, 50), at(11), "run3").unwrap();
+        note_change(
+            &mut r,
+            &new_grant("g3", "20.1.2.3", 20, 50),
+            at(11),
+            "run3",
+            MAX,
+        )
+        .unwrap();
         assert_eq!(r.grants.len(), 1);
         assert_eq!(r.grants[0].expires_at, at(60));
     }
@@ -241,33 +270,48 @@ mod tests {
     #[test]
     fn live_grants_are_counted_against_the_vault_s_maximum() {
         let mut r = record();
-        note_change(&mut r, &new_grant("g1", "20.1.2.3", 30, 2), at(0), "r").unwrap();
-        note_change(&mut r, &new_grant("g2", "20.1.2.4", 30, 2), at(0), "r").unwrap();
-        let err = note_change(&mut r, &new_grant("g3", "20.1.2.5", 30, 2), at(0), "r").unwrap_err();
+        note_change(&mut r, &new_grant("g1", "20.1.2.3", 30, 2), at(0), "r", MAX).unwrap();
+        note_change(&mut r, &new_grant("g2", "20.1.2.4", 30, 2), at(0), "r", MAX).unwrap();
+        let err =
+            note_change(&mut r, &new_grant("g3", "20.1.2.5", 30, 2), at(0), "r", MAX).unwrap_err();
         assert_eq!(err, GrantRefusal::TooMany { live: 2, max: 2 });
         // Extending one of the two is no new grant.
-        note_change(&mut r, &new_grant("g4", "20.1.2.4", 40, 2), at(0), "r").unwrap();
+        note_change(&mut r, &new_grant("g4", "20.1.2.4", 40, 2), at(0), "r", MAX).unwrap();
         // Once one expired, there is room again.
-        note_change(&mut r, &new_grant("g5", "20.1.2.5", 90, 2), at(31), "r").unwrap();
+        note_change(
+            &mut r,
+            &new_grant("g5", "20.1.2.5", 90, 2),
+            at(31),
+            "r",
+            MAX,
+        )
+        .unwrap();
     }
 
     #[test]
     fn a_revoke_ends_a_live_grant_and_is_idempotent() {
         let mut r = record();
-        note_change(&mut r, &new_grant("g1", "20.1.2.3", 30, 50), at(0), "r").unwrap();
+        note_change(
+            &mut r,
+            &new_grant("g1", "20.1.2.3", 30, 50),
+            at(0),
+            "r",
+            MAX,
+        )
+        .unwrap();
         let revoke = GrantChange::Revoke {
             which: GrantWhich::Id("G1".to_owned()),
             by: "cli:me".to_owned(),
         };
-        let noted = note_change(&mut r, &revoke, at(5), "r").unwrap();
+        let noted = note_change(&mut r, &revoke, at(5), "r", MAX).unwrap();
         assert!(noted.needs_work && noted.note.is_none());
         assert_eq!(r.grants[0].revoked_at, Some(at(5)));
-        let again = note_change(&mut r, &revoke, at(6), "r").unwrap();
+        let again = note_change(&mut r, &revoke, at(6), "r", MAX).unwrap();
         assert!(again.note.unwrap().contains("already ended"));
         assert_eq!(r.grants[0].revoked_at, Some(at(5)));
-        settle(&mut r, Some(&[]), None, at(6));
+        settle(&mut r, Some(&[]), None, at(6), MAX);
         assert!(r.grants.is_empty());
-        let gone = note_change(&mut r, &revoke, at(7), "r").unwrap();
+        let gone = note_change(&mut r, &revoke, at(7), "r", MAX).unwrap();
         assert!(!gone.needs_work && gone.grant.is_none());
         assert!(gone.note.unwrap().contains("nothing to revoke"));
     }
@@ -275,16 +319,35 @@ mod tests {
     #[test]
     fn an_ended_grant_whose_removal_failed_is_kept_with_the_reason() {
         let mut r = record();
-        note_change(&mut r, &new_grant("g1", "20.1.2.3", 30, 50), at(0), "r").unwrap();
-        settle(&mut r, Some(&["20.1.2.3/32".parse().unwrap()]), None, at(1));
+        note_change(
+            &mut r,
+            &new_grant("g1", "20.1.2.3", 30, 50),
+            at(0),
+            "r",
+            MAX,
+        )
+        .unwrap();
+        settle(
+            &mut r,
+            Some(&["20.1.2.3/32".parse().unwrap()]),
+            None,
+            at(1),
+            MAX,
+        );
         assert!(r.grants[0].placed);
-        settle(&mut r, None, Some("ARM answered 503".to_owned()), at(31));
+        settle(
+            &mut r,
+            None,
+            Some("ARM answered 503".to_owned()),
+            at(31),
+            MAX,
+        );
         assert_eq!(
             r.grants[0].removal_error.as_deref(),
             Some("ARM answered 503")
         );
         assert!(
-            note_change(&mut r, &GrantChange::Sweep, at(32), "r")
+            note_change(&mut r, &GrantChange::Sweep, at(32), "r", MAX)
                 .unwrap()
                 .needs_work
         );

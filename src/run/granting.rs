@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use tracing::{info, warn};
 
 use super::error::RunError;
@@ -24,6 +25,9 @@ use crate::config::{TargetSource, VaultTarget};
 use crate::core::grant::{self, GrantRefusal};
 use crate::reconcile::{GrantChange, GrantWhich, NewGrant, RunContext, VaultReport};
 use crate::state::{self, GrantRecord, RunRecord, State, VaultRecord};
+
+/// Vault records the sweep reads at once.
+const SWEEP_READS_AT_ONCE: usize = 16;
 
 impl Runner {
     /// Records a grant and writes its rule (lock, read, gate, one PATCH, verify). A second
@@ -144,30 +148,57 @@ impl Runner {
         let now = self.now();
         let run_id = state::new_run_id(now);
         let index = state.read_grants_index().await?;
-        let mut targets = Vec::new();
+        // The index lists every vault a grant was recorded for; the listed vaults are read too,
+        // so that a lost or deleted index hides no grant of theirs (their sweep re-enters them).
+        let mut candidates: Vec<VaultId> = Vec::new();
         for vault in index.vaults.keys() {
-            let id = match vault.parse::<VaultId>() {
-                Ok(id) => id,
+            match vault.parse::<VaultId>() {
+                Ok(id) => candidates.push(id),
                 Err(err) => {
-                    warn!(vault = %vault, error = %err, "the grants index names something that is no vault id; skipped");
-                    continue;
+                    warn!(vault = %vault, error = %err, "the grants index names something that is no vault id; skipped")
                 }
-            };
-            // Only a vault with a grant ended (or none left, to clear its entry) is locked.
-            let due = match state.read_vault(&id).await {
-                Ok(Some(record)) => {
-                    record.grants.is_empty() || record.grants.iter().any(|g| !g.is_live(now))
-                }
-                Ok(None) => true,
-                Err(err) => {
-                    warn!(vault = %id, error = %err, "reading a vault's record for the sweep failed; it is tried anyway");
-                    true
-                }
-            };
-            if due {
-                targets.push(self.sweep_target(id));
             }
         }
+        for target in &self.config().targets {
+            if !candidates.iter().any(|id| id.same_as(&target.id)) {
+                candidates.push(target.id.clone());
+            }
+        }
+        let listed_only = |id: &VaultId| {
+            !index
+                .vaults
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case(&id.to_string()))
+        };
+        // Records are read a few at a time: a fleet listed whole costs one read per vault.
+        let checks = candidates.into_iter().map(|id| {
+            let target = self.sweep_target(id);
+            let in_index = !listed_only(&target.id);
+            let state = &state;
+            async move {
+                let max_ttl = target.grants.max_ttl;
+                // Only a vault with a grant ended (or, in the index, with none left, to clear
+                // its entry) is locked.
+                let due = match state.read_vault(&target.id).await {
+                    Ok(Some(record)) if record.grants.is_empty() => in_index,
+                    Ok(Some(record)) => record
+                        .grants
+                        .iter()
+                        .any(|g| !g.is_live_within(now, max_ttl)),
+                    Ok(None) => in_index,
+                    Err(err) => {
+                        warn!(vault = %target.id, error = %err, "reading a vault's record for the sweep failed; it is tried anyway");
+                        true
+                    }
+                };
+                due.then_some(target)
+            }
+        });
+        let targets: Vec<VaultTarget> = futures::stream::iter(checks)
+            .buffered(SWEEP_READS_AT_ONCE)
+            .filter_map(|target| async move { target })
+            .collect()
+            .await;
         if !targets.is_empty() {
             self.sign_in().await?;
         }

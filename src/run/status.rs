@@ -101,7 +101,15 @@ pub async fn status(
         let remembered = state.read_vault(&id).await?;
         vaults.push((id, remembered));
     }
-    let grants = state.list_grants().await?;
+    let mut grants = state.list_grants().await?;
+    // A grant whose vault the index lost is still shown, from the vault's record.
+    for (_, remembered) in &vaults {
+        for grant in remembered.iter().flat_map(|r| &r.grants) {
+            if !grants.iter().any(|g| g.id == grant.id) {
+                grants.push(grant.clone());
+            }
+        }
+    }
     Ok(StatusReport {
         state: state.describe(),
         source,

@@ -511,6 +511,17 @@ impl GrantRecord {
         self.revoked_at.is_none() && now < self.expires_at
     }
 
+    /// Whether it is live at `now` and could have been made by a policy whose longest grant
+    /// is `max_ttl`: expiring no later than `max_ttl` from now, for a public address. A record
+    /// is a document anyone who can write the state could edit; a grant no policy could have
+    /// made counts as ended, so its rule never outlives what a grant may.
+    pub fn is_live_within(&self, now: DateTime<Utc>, max_ttl: std::time::Duration) -> bool {
+        let latest = chrono::Duration::from_std(max_ttl).map_or(now, |max| now + max);
+        self.is_live(now)
+            && self.expires_at <= latest
+            && crate::core::grant::grant_rule(self.address.into()).is_ok()
+    }
+
     /// When it ends: its expiry, or its revocation if earlier.
     pub fn ends_at(&self) -> DateTime<Utc> {
         self.revoked_at
