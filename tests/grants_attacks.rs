@@ -211,10 +211,6 @@ impl World {
         edit(&mut record);
         std::fs::write(&path, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
     }
-
-    fn vault_record(&self, name: &str) -> Value {
-        serde_json::from_slice(&std::fs::read(self.vault_file(name)).unwrap()).unwrap()
-    }
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
