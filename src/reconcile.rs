@@ -779,6 +779,14 @@ impl Reconciler {
         guarded.map_err(|refusal| ReconcileError::Plan(PlanError::Refused(refusal)))?;
         // A partial read never counts as in sync: the gate names what it lacks.
         if !changes && vault.acl.is_whole() {
+            if report.plan.as_ref().is_some_and(|p| p.grants_only) {
+                // A grant run plans no tag rule, so a read that lost them would pass for in sync
+                // and the record, settled against it, forget them: it is held to the gate's
+                // agreement with the state as every write is.
+                gate_with(target, remembered, vault, trace, |ownership, options| {
+                    gate::read_agrees_with_state(&vault.acl, ownership, options)
+                })?;
+            }
             return Ok(None);
         }
         let proposal = gate::propose(&vault.acl, &intended, target.safety.init_firewall);
@@ -795,6 +803,21 @@ impl Reconciler {
         proposal: &Proposal,
         trace: &Trace,
     ) -> Result<GatedWrite, ReconcileError> {
+        gate_with(target, remembered, vault, trace, |ownership, options| {
+            gate::check(&vault.acl, proposal, ownership, options)
+        })
+    }
+}
+
+/// Runs `check`, a gate's, with the vault's ownership record and settings.
+fn gate_with<T>(
+    target: &VaultTarget,
+    remembered: Option<&VaultState>,
+    vault: &Vault,
+    trace: &Trace,
+    check: impl FnOnce(Ownership<'_>, GateOptions) -> Result<T, gate::GateRefusal>,
+) -> Result<T, ReconcileError> {
+    {
         let removable = remembered.map(VaultState::owned_rules).unwrap_or_default();
         let confirmed = remembered
             .map(|r| r.confirmed_rules(&vault.acl.ip_rules))
@@ -820,7 +843,7 @@ impl Reconciler {
             accept_missing_rules: target.safety.accept_missing_rules,
             max_rules: target.limits.max_rules,
         };
-        gate::check(&vault.acl, proposal, ownership, options).map_err(ReconcileError::Gate)
+        check(ownership, options).map_err(ReconcileError::Gate)
     }
 }
 

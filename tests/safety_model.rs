@@ -1,14 +1,17 @@
 //! The model-based safety property test of issue 11: random sequences of Service Tags documents,
 //! people editing vaults, tagfence runs with reads that lie and lost locks, checked after every
-//! run against the test's own record of who added what. The steps, the property and the known
-//! window are described in `tests/support/safety_model.rs`; the figures are in
-//! docs/reliability.md ("Safety property test (issue 11)").
+//! run against the test's own record of who added what; with just-in-time grants (grant, revoke,
+//! sweep, a clock the test moves) mixed in and their own invariants checked after every step.
+//! The steps, the property and the known window are described in
+//! `tests/support/safety_model.rs`; the figures are in docs/reliability.md ("Safety property
+//! test (issue 11)").
 //!
 //! CI runs seeds 1..=20. `TAGFENCE_SAFETY_SEEDS=N` runs N seeds from 1 (or from
 //! `TAGFENCE_SAFETY_FROM=M`, for a campaign in chunks), `TAGFENCE_SAFETY_SEED=K` replays seed K
 //! alone, `TAGFENCE_SAFETY_PARALLEL=P` runs P seeds at once (default 4; each has its own emulator
 //! and state directory), and `TAGFENCE_SAFETY_SHOW=1` prints the trace of every seed that passes
-//! too (with `-- --nocapture`).
+//! too (with `-- --nocapture`). `TAGFENCE_SAFETY_GRANTS=0` leaves the grants out: the seeds then
+//! replay the scenario of before grants existed (seed 270 of `KNOWN_FAILURES` needs it).
 
 mod support;
 
@@ -90,9 +93,15 @@ async fn safety_model() {
         failures.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
         text.join("\n\n")
     );
-    // The steps did something: writes, refusals, lies (a replay of one seed may have none).
+    // The steps did something: writes, refusals, lies, grants placed and swept (a replay of one
+    // seed may have none).
     assert!(
-        seeds.len() < 10 || (tally.applied > 0 && tally.refused > 0 && tally.lying_reads > 0),
+        seeds.len() < 10
+            || (tally.applied > 0
+                && tally.refused > 0
+                && tally.lying_reads > 0
+                && tally.grants_placed > 0
+                && tally.expired_and_swept > 0),
         "{tally:?}"
     );
 }
@@ -361,5 +370,150 @@ async fn a_re_read_that_shows_the_firewall_opened_within_the_run_is_not_written_
         json!("None"),
         "the vault was written open: {:?}",
         report.vaults[0].outcome
+    );
+}
+
+/// Found by the property test with grants (seed 1158 of seeds 1000–2499, on e1560e2 and on
+/// ce26d48): a vault people filled past its `max_rules` while a grant was live keeps the ended
+/// grant's rule, because the sweep's write (which only removes that rule) is refused for holding
+/// more than `max_rules`. docs/grants.md promises the rule gone within TTL + 5 minutes, and `plan_grants`
+/// says a plan that only removes is never refused. Fixed: the gate lets a write hold more than
+/// `max_rules` when it holds fewer rules than the read (docs/reliability.md J1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_grant_is_removed_from_a_vault_people_filled_past_max_rules() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use support::observe::{settings, MANUAL};
+    use support::{credential, emulator_config, start, vault, vault_id};
+    use tagfence::config::Config;
+    use tagfence::run::{GrantRequest, Requester, RunRequest, Runner};
+
+    const AGENT: &str = "20.37.158.9";
+    let emulator = start(emulator_config(vec![vault("kv1", &[MANUAL])])).await;
+    let work = support::Scratch::new();
+    let mut args = settings(&emulator, &[vault_id("kv1")], Some(&work));
+    // The 24 AzureDevOps rules, the person's, and room for one grant.
+    args.limits.max_rules = Some(26);
+    let now = Arc::new(Mutex::new(chrono::Utc::now()));
+    let clock = now.clone();
+    let runner = Runner::with_credential(
+        Config::from_settings(&args).unwrap(),
+        credential(&emulator),
+        "test token".into(),
+    )
+    .unwrap()
+    .with_clock(Arc::new(move || *clock.lock().unwrap()));
+    runner.run(&RunRequest::default()).await.unwrap();
+    let granted = runner
+        .grant(&GrantRequest {
+            vault: vault_id("kv1"),
+            address: AGENT.parse().unwrap(),
+            ttl: Some(Duration::from_secs(600)),
+            reason: None,
+            requester: Requester::Cli {
+                label: "test".into(),
+            },
+            trigger: "cli",
+        })
+        .await
+        .unwrap();
+    assert!(granted.succeeded(), "{}", granted.to_text());
+
+    // People add two rules of their own while the grant is live: 28 rules, over 26.
+    let mut rules = emulator.ip_rules("kv1");
+    rules.extend(["52.174.10.21/32".to_owned(), "52.174.10.22/32".to_owned()]);
+    emulator.set_ip_rules("kv1", rules);
+
+    // The grant expires; the sweep only has to take its rule off.
+    *now.lock().unwrap() += chrono::Duration::seconds(601);
+    let sweep = runner.sweep("test").await.unwrap();
+    let rules = emulator.ip_rules("kv1");
+    emulator.shutdown().await;
+    assert!(
+        !rules.contains(&format!("{AGENT}/32")),
+        "the ended grant's rule is still on the vault: {}",
+        sweep.to_text()
+    );
+}
+
+/// Found by the property test with grants (seed 69 on ce26d48): a revoke whose re-read answers
+/// `ipRules: []` (a lie: the first read showed the grant's rule and tagfence's others) plans
+/// nothing to write from it, so the vault counts as in sync, and the record is settled against
+/// the lie: tagfence forgets every rule it owns, and drops the revoked grant, whose rule then
+/// stays on the vault for good (no sweep or regular run may remove a rule it does not own). A
+/// regular run reading the same lie would add its desired rules and be refused as a suspicious
+/// read; a grants-only run with nothing to add never asked the gate. Fixed: a grants-only run
+/// found in sync is held to the gate's agreement with the state (docs/reliability.md J2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_whose_re_read_lies_empty_leaves_no_grant_rule_behind() {
+    use serde_json::json;
+    use std::time::Duration;
+    use support::observe::{settings, MANUAL};
+    use support::{credential, emulator_config, start, vault, vault_id};
+    use tagfence::config::Config;
+    use tagfence::run::{GrantRequest, Requester, RevokeRequest, RevokeTarget, RunRequest, Runner};
+    use tagfence_emulator::{Fault, FaultKind, Route};
+
+    const AGENT: &str = "20.37.158.9";
+    let emulator = start(emulator_config(vec![vault("kv1", &[MANUAL])])).await;
+    let work = support::Scratch::new();
+    let args = settings(&emulator, &[vault_id("kv1")], Some(&work));
+    let runner = Runner::with_credential(
+        Config::from_settings(&args).unwrap(),
+        credential(&emulator),
+        "test token".into(),
+    )
+    .unwrap();
+    let cli = || Requester::Cli {
+        label: "test".into(),
+    };
+    runner.run(&RunRequest::default()).await.unwrap();
+    let granted = runner
+        .grant(&GrantRequest {
+            vault: vault_id("kv1"),
+            address: AGENT.parse().unwrap(),
+            ttl: Some(Duration::from_secs(1800)),
+            reason: None,
+            requester: cli(),
+            trigger: "cli",
+        })
+        .await
+        .unwrap();
+    assert!(granted.succeeded(), "{}", granted.to_text());
+
+    // The revoke's first read is true; its re-read, just before the write, answers no rules.
+    let on_reads = |kind, count| Fault {
+        route: Some(Route::VaultGet),
+        vault: Some("kv1".into()),
+        kind,
+        count,
+    };
+    emulator.add_fault(on_reads(FaultKind::Delay { ms: 0 }, 1));
+    emulator.add_fault(on_reads(
+        FaultKind::set_field("/properties/networkAcls/ipRules", json!([])),
+        3,
+    ));
+    let revoked = runner
+        .revoke(&RevokeRequest {
+            vault: Some(vault_id("kv1")),
+            target: RevokeTarget::Address(AGENT.parse().unwrap()),
+            requester: cli(),
+            trigger: "cli",
+        })
+        .await
+        .unwrap();
+    emulator.clear_faults();
+
+    // Whatever the revoke answered, a sweep and a regular run with true reads take the
+    // revoked grant's rule off.
+    let sweep = runner.sweep("test").await.unwrap();
+    runner.run(&RunRequest::default()).await.unwrap();
+    let rules = emulator.ip_rules("kv1");
+    emulator.shutdown().await;
+    assert!(
+        !rules.contains(&format!("{AGENT}/32")),
+        "the revoked grant's rule is still on the vault: the revoke {}, then {}",
+        revoked.to_text(),
+        sweep.to_text()
     );
 }

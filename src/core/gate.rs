@@ -360,7 +360,7 @@ pub fn check(
     if !options.prune {
         persons_rules_kept(read, &sent.rules, ownership)?;
     }
-    body_fits(&sent, options)?;
+    body_fits(read, &sent, options)?;
     Ok(GatedWrite {
         network_acls: proposal.network_acls.clone(),
         rules: sent.rules,
@@ -462,7 +462,13 @@ fn only_ip_rules_change(
 /// Rule 3: the read shows at least half of the rules tagfence added and confirmed. A truncated
 /// or empty list would otherwise be taken at its word, and every person's rule it did not show
 /// dropped.
-fn read_agrees_with_state(
+///
+/// Public for the writes that are not written: a run that finds nothing to write settles the
+/// state against its read, which must agree with the state as a write's must.
+///
+/// # Errors
+/// [`GateRefusal::Suspicious`].
+pub fn read_agrees_with_state(
     read: &LiveAcl,
     ownership: Ownership<'_>,
     options: GateOptions,
@@ -592,11 +598,14 @@ fn persons_rules_kept(
     })
 }
 
-/// Rule 5: the body holds no more IP rules than the run allows, nor than the kind's own limit.
-fn body_fits(sent: &SentIpRules, options: GateOptions) -> Result<(), GateRefusal> {
+/// Rule 5: the body holds no more IP rules than the run allows, nor than the kind's own limit,
+/// unless it holds fewer than the read: a firewall people filled past the run's limit may still
+/// lose a rule of tagfence's (an ended grant's), never gain one.
+fn body_fits(read: &LiveAcl, sent: &SentIpRules, options: GateOptions) -> Result<(), GateRefusal> {
     let count = sent.rules.len() + sent.verbatim.len();
     let limit = options.max_rules.min(KEY_VAULT_MAX_RULES);
-    if count > limit {
+    let held = read.ip_rules.len() + read.unreadable.len();
+    if count > limit && count >= held {
         return Err(GateRefusal::OverLimit { count, limit });
     }
     Ok(())
@@ -1007,6 +1016,27 @@ mod tests {
                 limit: 1000
             }
         );
+    }
+
+    #[test]
+    fn a_firewall_people_filled_past_the_limit_may_lose_a_rule_of_tagfence_s_never_gain_one() {
+        let live = vault(&["20.0.0.0/24", "20.0.1.0/24", "20.0.2.0/24", "52.1.2.3/32"]);
+        let owned = nets(&["52.1.2.3/32"]);
+        let ownership = Ownership {
+            removable: &owned,
+            confirmed: &owned,
+            ..Ownership::default()
+        };
+        let options = GateOptions {
+            max_rules: 2,
+            prune: true,
+            ..GateOptions::default()
+        };
+        let smaller = nets(&["20.0.0.0/24", "20.0.1.0/24", "20.0.2.0/24"]);
+        check(&live, &propose(&live, &smaller, false), ownership, options).unwrap();
+        let same = nets(&["20.0.0.0/24", "20.0.1.0/24", "20.0.2.0/24", "52.1.2.4/32"]);
+        let err = check(&live, &propose(&live, &same, false), ownership, options).unwrap_err();
+        assert_eq!(err, GateRefusal::OverLimit { count: 4, limit: 2 });
     }
 
     #[test]

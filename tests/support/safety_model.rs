@@ -69,25 +69,89 @@
 //!   settles its pending rules as never written) stay on the vault after their range is retired:
 //!   counted, on vaults that were ever lied to; a failure anywhere else.
 //!
+//! # Just-in-time grants
+//! Mixed into the steps above, from a generator of their own (so that the regular scenario is
+//! drawn as before): before 30 % of the steps, one grant step, and at the end of every seed that
+//! granted anything the clock passes every expiry and a sweep runs with no fault. Every runner
+//! of a seed reads one shared clock ([`Runner::with_clock`]): the system clock plus an offset
+//! only the grant steps move (a frozen clock would lag tagfence's `written_at`, which is taken
+//! from the system clock, and keep the index from vouching). Each run builds its own runner
+//! (another instance); the grant steps mostly share a long-lived one (as the Function App's), a
+//! new one a tenth of the time and after a process died. Some vaults
+//! select a static /32; 40 % of the seeds set `--grant-max-per-vault 2`, 25 % a `max_rules` at
+//! most two rules above what the fullest vault holds after the first run.
+//!
+//! - **grant** (half of them on one vault, 80 % in seeds with a tight limit: the fullest vault
+//!   with a tight `max_rules`, else kv-0) of a pool address (mostly one the vault has no live
+//!   grant for), a person's /32 on the vault or one of its static rules, for 1–90 minutes (4 %:
+//!   a TTL out of bounds, refused before anything is read);
+//!   12 % of the clean ones with a person adding the same /32 right after tagfence's first read
+//!   ([`FaultKind::EditAfter`]: the rule stays theirs);
+//! - **revoke** by address or by id (with or without the vault), mostly of a live grant,
+//!   sometimes of an ended one or of none (with no grant recorded anywhere, mostly a grant
+//!   instead);
+//! - **sweep** (30 % with faults);
+//! - **the clock** moves 1–15 minutes, or to 0–3 minutes past the next expiry;
+//! - **a person "adds" a /32 a grant holds** (the known limit of docs/grants.md), counted by case;
+//!   in seeds with a tight `max_rules`, half of the time a person adds one or two rules of their
+//!   own to the vault most grants go to instead (filling it, maybe past the limit).
+//!
+//! 30 % of the grants and revokes, and the faulty sweeps, meet a fault on their vault: a lying
+//! read, PATCHes answering 503 or 400, dropped unhandled, or landing with the answer lost, the
+//! vault losing its lock at the re-read, or the process dying during its write (while the PATCH
+//! is held, or after it landed while it reads again; the dead process's lock then expires).
+//!
+//! Checked, besides properties 1–3, 6 and 7 on every vault a grant step reconciled:
+//!
+//! - **a person's rule is never lost** (property 2 covers grant steps): except a /32 a person
+//!   "added" while a grant held it (live, or ended with its rule still there, or live with its
+//!   rule missing), which goes with the grant: counted ([`Shadow`]);
+//! - **no orphaned grant rule**: after every step, every rule a grant asked for that is on a
+//!   vault has a grant in the vault's state record, is a static rule or a person's; after a
+//!   sweep with no fault, no rule of a grant that ended before it remains unless a live grant, a
+//!   static rule or a person's rule wants it ([`SWEEP_LEFT_ENDED_GRANT`]), or the vault was
+//!   refused for a reason the model justifies (counted);
+//! - **a live grant whose placing succeeded is on its vault** and live in its record until it
+//!   ends, unless a person took the rule off (then until tagfence puts it back);
+//! - **nothing beyond `max_rules`**: a vault a PATCH landed on holds at most `max_rules`; a grant
+//!   refused for room is justified by the vault's rules with every live grant's; a grant is
+//!   refused for the live-grant limit exactly when the record holds that many others; a refused
+//!   or failed grant leaves the firewall as it was (unless its PATCH landed: then the grant is
+//!   recorded); a grant that succeeded is recorded live, placed, with the expected expiry (an
+//!   extension keeps its id and the later expiry); a revoke ends the grant in the record;
+//! - liveness of regular runs counts the live grants' rules as wanted, and justifies a refusal
+//!   over `max_rules` by the model's count.
+//!
 //! # Known bugs
 //! Failures whose message carries one of [`KNOWN_SIGNATURES`] are bugs of tagfence's this test
 //! found, reported in docs/reliability.md and pinned by ignored regression tests in
-//! `tests/safety_model.rs`: they are listed with their seeds and do not fail the test.
+//! `tests/safety_model.rs`: they are listed with their seeds and do not fail the test. None is
+//! open now; J1 and J2 (the grants campaign) are fixed and kept as signatures of their
+//! regression (docs/reliability.md).
 //!
 //! A failing seed is reported with the trace of its steps; `TAGFENCE_SAFETY_SEED=<seed>` replays
 //! it. The steps are drawn as the seed goes (a person's edit depends on what the vault holds), so
 //! a seed reproduces exactly as long as tagfence behaves the same.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tagfence::config::{Config, Observe, SelectionSettings, Settings};
+use tagfence::core::desired::DesireError;
 use tagfence::core::gate::GateRefusal;
+use tagfence::core::grant::GrantRefusal;
 use tagfence::core::plan::{PlanError, Refusal};
 use tagfence::reconcile::{AzureStep, Observed, Outcome, ReconcileError, StateStep, VaultReport};
-use tagfence::run::{RunReport, RunRequest, Runner};
+use tagfence::run::{
+    GrantRequest, Requester, RevokeRequest, RevokeTarget, RunError, RunRequest, Runner,
+};
+use tagfence::state::{GrantRecord, VaultState};
 use tagfence_emulator::{Emulator, Fault, FaultKind, GraphIndex, RequestRecord, Route};
 
 use crate::support::{
@@ -108,7 +172,13 @@ const UNREADABLE: [&str; 5] = [
     "20.77.1.300",
     "52.9.9.9/33",
 ];
+/// The emulator's gate holding the re-read of a vault about to lose its lock.
+const LOST_LOCK_GATE: &str = "lost-lock";
+/// The emulator's gate holding the request a process dies during.
+const DIE_GATE: &str = "dies";
 /// Seeds known to fail because of a bug in tagfence (seed, what goes wrong); reported, not failed.
+/// Seed 270 shows B4 only in the scenario without grants (`TAGFENCE_SAFETY_GRANTS=0`): with
+/// grant steps mixed in, its steps differ and it passes.
 pub const KNOWN_FAILURES: &[(u64, &str)] = &[(
     270,
     "bug B4 (issue 17 campaign, also with --observe arm): a run records its intent, then finds at its re-read that another instance rewrote the vault's record (keeping that intent's pending rules); it stops without a write and cannot void them, so a person adding one of them before tagfence next reads the vault whole has it claimed and later removed",
@@ -133,6 +203,37 @@ pub const KNOWN_SIGNATURES: &[&str] = &[];
 /// the plan written did not add them, and the record claims them.
 pub const UNWRITTEN_PENDING: &str =
     "the bug of seeds 58 and 306 again: pending rules of an unwritten plan";
+
+/// Addresses grants ask for besides people's rules and static rules: public, and outside every
+/// tag range and every rule a person types in.
+const GRANT_POOL: [&str; 4] = ["52.174.20.1", "52.174.20.2", "52.174.20.3", "52.174.20.4"];
+/// Static rules a vault may select (/32s, so that a grant can ask for the same rule).
+const STATIC_POOL: [&str; 2] = ["52.174.30.1", "52.174.30.2"];
+/// The TTLs grants ask for, in seconds: most of them end within a seed's steps.
+const TTLS: [u64; 8] = [60, 120, 300, 600, 1200, 2700, 3600, 5400];
+/// The grant-count limit of the seeds that set one (`--grant-max-per-vault`).
+const TIGHT_MAX_LIVE: usize = 2;
+/// A grant's rule still on the vault after a sweep with no fault, although the grant ended
+/// before the sweep and nothing else wants the rule.
+pub const SWEEP_LEFT_ENDED_GRANT: &str = "an ended grant's rule survived a clean sweep";
+/// Found by this test (seed 1158 of seeds 1000–2499, on e1560e2 and on ce26d48): people put
+/// more rules on a vault than its `max_rules` (out of band, as they may) while a grant is live;
+/// when the grant ends, the sweep's write would only remove its rule, yet the gate refuses the
+/// body for holding more than `max_rules` ("the write holds 18 IP rules, over the limit of 14"),
+/// so the ended grant's rule stays until people remove rules of their own — although a plan
+/// that only removes "is never refused" (`plan_grants`) and docs/grants.md promises removal
+/// within TTL + 5 minutes. Pinned by `an_ended_grant_is_removed_from_a_vault_people_filled_past_max_rules`.
+/// A revoke or sweep (a grants-only run) whose read lies `ipRules: []` (on the re-read, or every
+/// read) plans nothing to write from it, so the vault counts as in sync, and the record is
+/// settled against the lie: every rule tagfence owns is forgotten, the ended grant dropped, its
+/// rule left on the vault for good. A regular run in the same place would add its desired rules
+/// and be refused by the gate as a suspicious read; with nothing to add, the gate is never asked.
+/// Found as seed 69 (on ce26d48); pinned by
+/// `a_revoke_whose_re_read_lies_empty_leaves_no_grant_rule_behind`.
+pub const GRANTS_ONLY_LIE_IN_SYNC: &str =
+    "J2 again (fixed): a grants-only run takes a lying empty read for in sync and forgets what it owns";
+pub const GRANT_REMOVAL_OVER_LIMIT: &str =
+    "J1 again (fixed): an ended grant's removal is refused on a vault people filled past max_rules";
 
 fn range(index: usize) -> String {
     format!("20.{}.10.0/24", 10 + index)
@@ -221,11 +322,64 @@ struct VaultModel {
     /// People's desired rules a lying first read hid in a run whose later read was true (the
     /// superseded plan recorded them as pending): only to name the cause when one is lost.
     hidden_then_seen: BTreeSet<String>,
+    /// The vault's static rules (`a.b.c.d/32`): desired whatever the document says.
+    statics: BTreeSet<String>,
+    /// Every rule a grant ever asked for on this vault.
+    granted: BTreeSet<String>,
+    /// What the test knows of the grants, by rule.
+    grants: BTreeMap<String, ModelGrant>,
+    /// People's rules "added" while a grant for the same /32 was live or on the vault (in
+    /// `persons` too): the known limit; their loss is counted, not failed.
+    shadowed: BTreeMap<String, Shadow>,
+    /// Grants' rules left on the vault with no grant record after lies (counted once each).
+    forgotten_grant_rules: BTreeSet<String>,
 }
 
 impl VaultModel {
     fn everyone_elses(&self) -> BTreeSet<String> {
         self.persons.union(&self.odd).cloned().collect()
+    }
+
+    /// The rules a regular run with `doc` wants on the vault: its tags' ranges and its static
+    /// rules.
+    fn desired(&self, doc: &Doc) -> BTreeSet<String> {
+        let mut desired = doc.desired(&self.tags);
+        desired.extend(self.statics.iter().cloned());
+        desired
+    }
+}
+
+/// What the test knows of the grants for one address on one vault.
+#[derive(Debug, Clone, Default)]
+struct ModelGrant {
+    /// Until when a grant (or extension) that succeeded promised the rule on the vault; `None`
+    /// once a revoke ended it.
+    armed_until: Option<DateTime<Utc>>,
+    /// A person took the rule off the vault (Key Vault holds it once) since it was last seen
+    /// there: the promise is theirs to break.
+    person_removed: bool,
+}
+
+/// When a person "added" a rule equal to a grant's /32 (the known limit of docs/grants.md: it
+/// is the grant's, and goes when the grant ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shadow {
+    /// The grant live and its rule on the vault: the documented case.
+    Live,
+    /// The grant ended, its rule still on the vault waiting for its removal.
+    Ended,
+    /// The grant live but its rule not on the vault (its write failed, or a person took it
+    /// off): the person's add is what puts it there.
+    LiveMissing,
+}
+
+impl Shadow {
+    fn label(self) -> &'static str {
+        match self {
+            Shadow::Live => "grant live, its rule on the vault",
+            Shadow::Ended => "grant ended, its rule still on the vault",
+            Shadow::LiveMissing => "grant live, its rule not on the vault",
+        }
     }
 }
 
@@ -327,6 +481,69 @@ struct RunPlan {
     /// wrote a moment ago: an index lagging beyond tagfence's allowance, which Microsoft does
     /// not bound).
     old_writes: bool,
+    /// A grant, revoke or sweep whose PATCHes of one vault fail (grant steps only).
+    write_fault: Option<(usize, WriteFault)>,
+    /// A grant, revoke or sweep whose process dies during its write to one vault (grant steps
+    /// only): while its PATCH is in flight (`false`), or after the PATCH landed and its answer
+    /// was lost, while it reads the vault again (`true`). Its lock is then taken over as
+    /// expired.
+    dies: Option<(usize, bool)>,
+}
+
+impl RunPlan {
+    /// Whether anything is injected: lies, a lost lock or a failing write.
+    fn faulty(&self) -> bool {
+        !self.lies.is_empty()
+            || self.lost_lock.is_some()
+            || self.write_fault.is_some()
+            || self.dies.is_some()
+    }
+}
+
+/// How the PATCHes of a grant step fail.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum WriteFault {
+    /// 503 on every attempt: may have landed, as far as tagfence knows.
+    Unavailable,
+    /// 400: ARM did not carry the write out.
+    Rejected,
+    /// The connection dropped before the request was handled, on every attempt.
+    Dropped,
+    /// Handled, then the answer lost (once).
+    AnswerLost,
+}
+
+impl WriteFault {
+    const ALL: [WriteFault; 4] = [
+        WriteFault::Unavailable,
+        WriteFault::Rejected,
+        WriteFault::Dropped,
+        WriteFault::AnswerLost,
+    ];
+
+    fn fault(self) -> (FaultKind, u32) {
+        let status = |status: u16, code: &str| FaultKind::Status {
+            status,
+            code: code.to_owned(),
+            message: "Injected by the safety model.".to_owned(),
+            retry_after: None,
+        };
+        match self {
+            WriteFault::Unavailable => (status(503, "ServiceUnavailable"), 50),
+            WriteFault::Rejected => (status(400, "BadRequest"), 50),
+            WriteFault::Dropped => (FaultKind::Drop, 50),
+            WriteFault::AnswerLost => (FaultKind::DropAfter, 1),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            WriteFault::Unavailable => "PATCHes answer 503",
+            WriteFault::Rejected => "PATCHes answer 400",
+            WriteFault::Dropped => "PATCHes dropped unhandled",
+            WriteFault::AnswerLost => "the PATCH lands, its answer is lost",
+        }
+    }
 }
 
 /// What the seeds did, for docs/reliability.md.
@@ -386,6 +603,75 @@ pub struct Tally {
     pub index_runs: usize,
     pub in_sync_by_index: usize,
     pub delayed_by_stale_index: usize,
+    /// Grant steps: grants, revokes, sweeps, clock moves, people adding a grant's /32.
+    pub grant_steps: usize,
+    /// Vault reconciles of grants, revokes and sweeps (counted in `reconciles`, `applied`, …
+    /// too, and checked by the same properties but the tag guard and liveness).
+    pub grant_reconciles: usize,
+    /// Grant, revoke and sweep steps with an injected fault (a lying read, failing PATCHes), and
+    /// those whose vault lost its lock at its re-read.
+    pub grant_steps_with_faults: usize,
+    pub grant_steps_lost_lock: usize,
+    /// Grant, revoke and sweep steps whose process died during a write (its lock then taken
+    /// over as expired).
+    pub grant_steps_died: usize,
+    pub grants_asked: usize,
+    /// Grants that wrote their rule; that found it on the vault already (a person's, a static
+    /// rule, its own earlier write); that extended a live grant for the same address.
+    pub grants_placed: usize,
+    pub grants_found_in_place: usize,
+    pub grants_extended: usize,
+    /// Grants for an address equal to a person's rule, or to a static rule, of the vault.
+    pub grants_equal_to_persons_rule: usize,
+    pub grants_equal_to_static_rule: usize,
+    /// Grants during which a person added the same /32 right after tagfence's first read (the
+    /// rule stays the person's).
+    pub persons_added_during_grant: usize,
+    /// Grants refused: the vault's live grants at `--grant-max-per-vault`; no room under
+    /// `max_rules`; a TTL out of bounds (before anything is read).
+    pub grants_refused_too_many: usize,
+    pub grants_refused_no_room: usize,
+    pub grants_refused_ttl: usize,
+    /// Grants refused or failed otherwise (lies, failing writes, lost locks); of those, the
+    /// ones whose PATCH landed all the same (the rule is on the vault, the grant recorded).
+    pub grants_failed: usize,
+    pub grants_failed_after_landing: usize,
+    pub revokes: usize,
+    /// Revokes that took the grant's rule off; that changed nothing (no such grant, ended).
+    pub revokes_removed_rule: usize,
+    pub revokes_noop: usize,
+    pub sweeps: usize,
+    /// Sweeps with no fault injected, after which no ended grant's rule may remain.
+    pub clean_sweeps: usize,
+    /// Rules of expired grants a sweep removed; of grants revoked whose removal a sweep
+    /// finished; rules of ended grants a regular run removed.
+    pub expired_and_swept: usize,
+    pub revoked_and_swept: usize,
+    pub removed_by_regular_runs: usize,
+    /// Ended grants whose rule stayed because a static rule or a person's rule wants it.
+    pub ended_grant_rules_kept_for_others: usize,
+    /// Ended grants' rules a clean sweep left because the vault was refused for a reason the
+    /// model justifies (people removed most of tagfence's rules, or opened the firewall).
+    pub removal_held_by_refusal: usize,
+    pub clock_moves: usize,
+    pub clock_minutes: u64,
+    /// People "adding" a /32 a grant holds (the known limit of docs/grants.md), by case, and
+    /// such rules then lost when the grant ended (counted, not failed).
+    pub known_limit_adds: BTreeMap<String, usize>,
+    pub known_limit_losses: usize,
+    /// Checks that a live grant whose placing succeeded was on its vault; that a grant's rule
+    /// on a vault was accounted for (a grant record, a static rule, a person's rule).
+    pub live_grant_checks: usize,
+    pub orphan_checks: usize,
+    /// Grants' rules left on a vault with no record after lying reads made tagfence forget it
+    /// wrote them (on vaults that were lied to only).
+    pub grant_rules_left_after_lies: usize,
+    /// Regular runs refused because the vault would hold more than `max_rules` (seeds with a
+    /// tight limit), justified by the model's count.
+    pub regular_runs_over_limit: usize,
+    /// Of those, the ones that would have fit without the live grants' rules (the grants hold
+    /// slots the selected tags' new rules then lack, until the grants end).
+    pub regular_runs_over_limit_by_grants: usize,
     pub slowest_seed_ms: u64,
 }
 
@@ -435,6 +721,44 @@ impl Tally {
         self.index_runs += o.index_runs;
         self.in_sync_by_index += o.in_sync_by_index;
         self.delayed_by_stale_index += o.delayed_by_stale_index;
+        self.grant_steps += o.grant_steps;
+        self.grant_reconciles += o.grant_reconciles;
+        self.grant_steps_with_faults += o.grant_steps_with_faults;
+        self.grant_steps_lost_lock += o.grant_steps_lost_lock;
+        self.grant_steps_died += o.grant_steps_died;
+        self.grants_asked += o.grants_asked;
+        self.grants_placed += o.grants_placed;
+        self.grants_found_in_place += o.grants_found_in_place;
+        self.grants_extended += o.grants_extended;
+        self.grants_equal_to_persons_rule += o.grants_equal_to_persons_rule;
+        self.grants_equal_to_static_rule += o.grants_equal_to_static_rule;
+        self.persons_added_during_grant += o.persons_added_during_grant;
+        self.grants_refused_too_many += o.grants_refused_too_many;
+        self.grants_refused_no_room += o.grants_refused_no_room;
+        self.grants_refused_ttl += o.grants_refused_ttl;
+        self.grants_failed += o.grants_failed;
+        self.grants_failed_after_landing += o.grants_failed_after_landing;
+        self.revokes += o.revokes;
+        self.revokes_removed_rule += o.revokes_removed_rule;
+        self.revokes_noop += o.revokes_noop;
+        self.sweeps += o.sweeps;
+        self.clean_sweeps += o.clean_sweeps;
+        self.expired_and_swept += o.expired_and_swept;
+        self.revoked_and_swept += o.revoked_and_swept;
+        self.removed_by_regular_runs += o.removed_by_regular_runs;
+        self.ended_grant_rules_kept_for_others += o.ended_grant_rules_kept_for_others;
+        self.removal_held_by_refusal += o.removal_held_by_refusal;
+        self.clock_moves += o.clock_moves;
+        self.clock_minutes += o.clock_minutes;
+        for (k, v) in &o.known_limit_adds {
+            *self.known_limit_adds.entry(k.clone()).or_default() += v;
+        }
+        self.known_limit_losses += o.known_limit_losses;
+        self.live_grant_checks += o.live_grant_checks;
+        self.orphan_checks += o.orphan_checks;
+        self.grant_rules_left_after_lies += o.grant_rules_left_after_lies;
+        self.regular_runs_over_limit += o.regular_runs_over_limit;
+        self.regular_runs_over_limit_by_grants += o.regular_runs_over_limit_by_grants;
         self.slowest_seed_ms = self.slowest_seed_ms.max(o.slowest_seed_ms);
     }
 }
@@ -464,6 +788,13 @@ fn refusal_kind(reason: &ReconcileError) -> &'static str {
         ReconcileError::Gate(
             GateRefusal::DropsPersonsRules { .. } | GateRefusal::DropsUnreadableRules { .. },
         ) => "would drop a person's rule",
+        ReconcileError::Plan(
+            PlanError::Refused(Refusal::OverLimit { .. })
+            | PlanError::Desire(DesireError::DoesNotFit { .. }),
+        )
+        | ReconcileError::Gate(GateRefusal::OverLimit { .. }) => "over max_rules",
+        ReconcileError::Grant(GrantRefusal::TooMany { .. }) => "grant: live grants at the limit",
+        ReconcileError::Grant(GrantRefusal::NoRoom { .. }) => "grant: no room",
         _ => "other",
     }
 }
@@ -481,6 +812,10 @@ fn failure_kind(error: &ReconcileError) -> &'static str {
             ..
         } => "verify: read-back differs or lacks fields",
         ReconcileError::KeptMoving { .. } => "firewall changed 3 times while planning",
+        ReconcileError::Azure {
+            step: AzureStep::Write,
+            ..
+        } => "write failed (injected PATCH faults)",
         _ => "other",
     }
 }
@@ -513,6 +848,14 @@ fn without_ip_rules(vault: &Value) -> Value {
     vault
 }
 
+/// How many IP rules a stored vault holds, readable or not.
+fn ip_rule_count(vault: &Value) -> usize {
+    vault
+        .pointer("/properties/networkAcls/ipRules")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+}
+
 fn acls_text(vault: &Value) -> String {
     vault
         .pointer("/properties/networkAcls")
@@ -543,6 +886,24 @@ struct World<'a> {
     /// This run's losses to the known window, for the trace.
     known_window: Vec<String>,
     tally: Tally,
+    /// The grant steps' own generator, so that the steps of the regular scenario are drawn as
+    /// before grants existed (what they meet on the vaults differs, so a seed's trace does).
+    grng: Rng,
+    /// The one clock of every runner of the seed, moved by the grant steps only.
+    /// How far it runs ahead of the system clock: real time passes as in production (so that
+    /// tagfence's own `written_at`, taken from the system clock, is never ahead of it).
+    clock: Arc<Mutex<chrono::Duration>>,
+    /// `max_rules` of the seeds with a tight limit (else Key Vault's 1,000).
+    max_rules: Option<usize>,
+    /// `--grant-max-per-vault` of the seeds with a tight one (else the default 50).
+    max_live: Option<usize>,
+    /// The vault most grants go to.
+    grant_focus: usize,
+    /// Whether grant steps are mixed in (`TAGFENCE_SAFETY_GRANTS=0`: not).
+    grants_on: bool,
+    /// The runner of the grant steps, kept from one step to the next (a long-lived instance,
+    /// as the Function App is), replaced now and then and after its process died.
+    grant_runner: Option<Arc<Runner>>,
 }
 
 /// Runs one seed; `Err` is the seed's failure report with its trace.
@@ -573,6 +934,19 @@ pub async fn run_seed(seed: u64) -> Result<Tally, String> {
         ]),
     ];
     let count = rng.range(3, 4) as usize;
+    // Drawn from a generator of their own: the vaults' static rules, the grant limits. With
+    // `TAGFENCE_SAFETY_GRANTS=0`, none of it: the scenario of before grants existed.
+    let grants_on = std::env::var("TAGFENCE_SAFETY_GRANTS").map_or(true, |v| v.trim() != "0");
+    let mut grng = Rng::new(seed ^ 0x6772_616e_7473_0001);
+    let statics: Vec<BTreeSet<String>> = (0..count)
+        .map(|_| {
+            if grng.chance(35) && grants_on {
+                BTreeSet::from([format!("{}/32", grng.pick(&STATIC_POOL))])
+            } else {
+                BTreeSet::new()
+            }
+        })
+        .collect();
     let mut persons_made = 0;
     let mut vaults = Vec::new();
     let mut seeds = Vec::new();
@@ -616,8 +990,39 @@ pub async fn run_seed(seed: u64) -> Result<Tally, String> {
             seen: None,
             lied: false,
             hidden_then_seen: BTreeSet::new(),
+            statics: statics[i].clone(),
+            granted: BTreeSet::new(),
+            grants: BTreeMap::new(),
+            shadowed: BTreeMap::new(),
+            forgotten_grant_rules: BTreeSet::new(),
         });
     }
+    let max_live = (grng.chance(40) && grants_on).then_some(TIGHT_MAX_LIVE);
+    // A tight `max_rules` in some seeds: up to two rules more than the fullest vault holds once
+    // tagfence has written its first desired rules; grants and growing tags run out of room.
+    // Most grants go to one vault (the fullest with a tight `max_rules`, else kv-0), so that
+    // its live grants meet the limits.
+    let sizes: Vec<usize> = vaults
+        .iter()
+        .map(|v| v.desired(&doc).union(&v.persons).count() + v.odd.len())
+        .collect();
+    let max_rules = (grng.chance(25) && grants_on)
+        .then(|| sizes.iter().max().copied().unwrap_or(0) + grng.range(0, 2) as usize);
+    let grant_focus = match max_rules {
+        Some(_) => (0..sizes.len()).max_by_key(|&i| sizes[i]).unwrap_or(0),
+        None => 0,
+    };
+    trace.push(format!(
+        "start: static rules {:?}; max_rules {}; grant-max-per-vault {}",
+        vaults
+            .iter()
+            .map(|v| (v.name.as_str(), v.statics.iter().collect::<Vec<_>>()))
+            .filter(|(_, s)| !s.is_empty())
+            .collect::<Vec<_>>(),
+        max_rules.map_or_else(|| "1000".to_owned(), |m| m.to_string()),
+        max_live.map_or_else(|| "50".to_owned(), |m| m.to_string()),
+    ));
+    // Whole seconds, as the state stores times.
     // Resource Graph's index is a snapshot the runs refresh only now and then: often stale.
     let mut config = emulator_config(seeds);
     config.graph_index = GraphIndex::Manual;
@@ -644,6 +1049,13 @@ pub async fn run_seed(seed: u64) -> Result<Tally, String> {
             seeds: 1,
             ..Tally::default()
         },
+        grng,
+        clock: Arc::new(Mutex::new(chrono::Duration::zero())),
+        max_rules,
+        max_live,
+        grant_focus,
+        grant_runner: None,
+        grants_on,
     };
     let result = world.play().await;
     if result.is_ok() && std::env::var_os("TAGFENCE_SAFETY_SHOW").is_some() {
@@ -669,6 +1081,11 @@ impl World<'_> {
             self.step = step;
             self.tally.steps += 1;
             let last = step == steps;
+            // Grant steps mixed in before a step of the regular scenario, from their own
+            // generator.
+            if self.grants_on && self.grng.chance(30) {
+                self.grant_step().await?;
+            }
             match self.rng.range(0, 99) {
                 _ if last => {
                     let plan = self.plan_run();
@@ -703,6 +1120,21 @@ impl World<'_> {
                 }
             }
         }
+        // The end: every grant's time passes, and a sweep with no fault must leave no rule of
+        // an ended grant that nothing else wants.
+        if self.grants_on && self.vaults.iter().any(|v| !v.granted.is_empty()) {
+            self.step += 1;
+            self.tally.steps += 1;
+            let latest = (0..self.vaults.len())
+                .flat_map(|i| self.recorded_grants(i))
+                .map(|g| g.expires_at)
+                .max();
+            if let Some(latest) = latest.filter(|l| *l > self.now()) {
+                let by = (latest - self.now()).num_seconds().max(0) as u64 + 60;
+                self.advance(by);
+            }
+            self.sweep(false).await?;
+        }
         Ok(())
     }
 
@@ -711,7 +1143,8 @@ impl World<'_> {
     fn needs_write(&self, index: usize) -> bool {
         let model = &self.vaults[index];
         let on_vault = values(&self.stored(index));
-        let desired = self.doc.desired(&model.tags);
+        let mut desired = model.desired(&self.doc);
+        desired.extend(self.live_grant_rules(index));
         let theirs = model.everyone_elses();
         !desired.is_subset(&on_vault)
             || on_vault
@@ -977,6 +1410,11 @@ impl World<'_> {
                 let model = &mut self.vaults[index];
                 model.verified.retain(|r| !gone.contains(r));
                 model.removed_by_person.extend(gone.iter().cloned());
+                for rule in &gone {
+                    if let Some(grant) = model.grants.get_mut(rule) {
+                        grant.person_removed = true;
+                    }
+                }
                 (
                     "remove tagfence's rules",
                     format!("removes {k} of tagfence's {n} rules {}", list(&gone)),
@@ -1040,6 +1478,15 @@ impl World<'_> {
                 let model = &mut self.vaults[index];
                 model.persons.remove(&rule);
                 model.odd.remove(&rule);
+                // A rule a grant holds too goes with it (Key Vault holds it once): the person
+                // took the grant's rule off, and tagfence's own if it was (the known limit).
+                if let Some(grant) = model.grants.get_mut(&rule) {
+                    grant.person_removed = true;
+                }
+                if model.shadowed.remove(&rule).is_some() {
+                    model.removed_by_person.insert(rule.clone());
+                    model.verified.remove(&rule);
+                }
                 (
                     "remove one's own rule",
                     format!("removes their own rule '{rule}'"),
@@ -1115,7 +1562,7 @@ impl World<'_> {
     }
 
     fn runner(&self, plan: &RunPlan) -> Result<Runner, String> {
-        let args = Settings {
+        let mut args = Settings {
             vaults: self.vaults.iter().map(|v| vault_id(&v.name)).collect(),
             selection: SelectionSettings {
                 tags: vec![TAGS[0].to_owned()],
@@ -1133,18 +1580,31 @@ impl World<'_> {
             accept_missing_rules: plan.accept_missing,
             allow_tag_shrink: plan.allow_shrink.clone(),
             observe: Some(plan.observe),
+            grant_max_per_vault: self.max_live,
             ..Settings::default()
         };
+        args.limits.max_rules = self.max_rules;
         let mut config = Config::from_settings(&args).map_err(|e| format!("configuration: {e}"))?;
         if plan.old_writes {
             config.index_trusted_after_write = Duration::ZERO;
         }
         for (target, model) in config.targets.iter_mut().zip(&self.vaults) {
             target.selection.tags = model.tags.iter().map(|t| t.to_string()).collect();
+            target.selection.static_rules = model
+                .statics
+                .iter()
+                .map(|r| r.parse().expect("a static rule is a network"))
+                .collect();
             // The removal guard is not under test: a tag may rightly lose most of a vault's rules.
             target.limits.max_remove_fraction = 1.0;
         }
+        let clock = self.clock.clone();
         Runner::with_credential(config, credential(self.emulator), "test token".into())
+            .map(|runner| {
+                runner.with_clock(Arc::new(move || {
+                    Utc::now() + *clock.lock().expect("the clock")
+                }))
+            })
             .map_err(|e| format!("the runner: {e}"))
     }
 
@@ -1171,9 +1631,10 @@ impl World<'_> {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             {
-                // Unique per step: a record another instance writes is never this one.
+                // Unique per run and grant step: a record another instance writes is never this
+                // one (nor the one an earlier steal of the same step left).
                 doc["last_run"] = json!({
-                    "run_id": format!("another-instance-{}", self.step), "at": "2026-12-01T00:00:00Z",
+                    "run_id": format!("another-instance-{}-{}", self.step, self.tally.runs + self.tally.grant_steps), "at": "2026-12-01T00:00:00Z",
                     "trigger": "timer", "status": "in_sync", "change_number": self.doc.change,
                     "added": 0, "removed": 0});
                 std::fs::write(&record, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
@@ -1184,18 +1645,13 @@ impl World<'_> {
         "another instance took the lock file over".to_owned()
     }
 
-    async fn run(&mut self, plan: RunPlan) -> Result<(), String> {
-        self.tally.runs += 1;
-        if plan.observe == Observe::Graph {
-            self.tally.index_runs += 1;
-        }
-        let doc = self.doc.clone();
-        let before: Vec<Value> = (0..self.vaults.len()).map(|i| self.stored(i)).collect();
-        self.emulator.clear_requests();
-        let names: Vec<String> = self.vaults.iter().map(|v| v.name.clone()).collect();
+    /// Installs the plan's faults: lying reads, failing writes, the held re-read of a vault
+    /// about to lose its lock.
+    fn install_faults(&self, plan: &RunPlan) {
+        let name = |index: usize| self.vaults[index].name.clone();
         let on = |index: usize, kind: FaultKind, count: u32| Fault {
             route: Some(Route::VaultGet),
-            vault: Some(names[index].clone()),
+            vault: Some(name(index)),
             kind,
             count,
         };
@@ -1207,38 +1663,101 @@ impl World<'_> {
             self.emulator
                 .add_fault(on(lying.vault, lying.lie.fault(), lying.count));
         }
-        let gate = "lost-lock";
         if let Some((index, _)) = plan.lost_lock {
-            self.tally.lost_lock_runs += 1;
             // The first read passes; the re-read before the write is held.
             self.emulator
                 .add_fault(on(index, FaultKind::Delay { ms: 0 }, 1));
-            self.emulator.add_fault(on(index, FaultKind::hold(gate), 1));
+            self.emulator
+                .add_fault(on(index, FaultKind::hold(LOST_LOCK_GATE), 1));
         }
+        if let Some((index, fault)) = plan.write_fault {
+            let (kind, count) = fault.fault();
+            self.emulator.add_fault(Fault {
+                route: Some(Route::VaultPatch),
+                vault: Some(name(index)),
+                kind,
+                count,
+            });
+        }
+        if let Some((index, after_landing)) = plan.dies {
+            let patch = |kind: FaultKind| Fault {
+                route: Some(Route::VaultPatch),
+                vault: Some(name(index)),
+                kind,
+                count: 1,
+            };
+            if after_landing {
+                // The PATCH lands, its answer is lost; the read after it (the third GET) is
+                // held, and the process dies there.
+                self.emulator.add_fault(patch(FaultKind::DropAfter));
+                self.emulator
+                    .add_fault(on(index, FaultKind::Delay { ms: 0 }, 2));
+                self.emulator
+                    .add_fault(on(index, FaultKind::hold(DIE_GATE), 1));
+            } else {
+                self.emulator.add_fault(patch(FaultKind::hold(DIE_GATE)));
+            }
+        }
+    }
 
-        let runner = self.runner(&plan)?;
-        let request = RunRequest::default();
+    /// Drives `work` (a run, grant, revoke or sweep of a runner of the plan's); when the plan
+    /// has a vault lose its lock, another instance takes it over while its re-read is held;
+    /// when the plan has the process die, `work` is dropped once its request is held.
+    /// Returns what `work` returned (`None`: the process died) and what the other instance
+    /// did, if its hold was reached. The faults are cleared, and the other instance's (or the
+    /// dead process's) lock file removed, afterwards.
+    async fn drive<T>(
+        &self,
+        plan: &RunPlan,
+        work: impl Future<Output = T>,
+    ) -> (Option<T>, Option<(usize, String)>) {
         let mut stolen = None;
         let result = {
-            let run = runner.run(&request);
-            tokio::pin!(run);
-            match plan.lost_lock {
-                None => run.await,
-                Some((index, how)) => {
+            tokio::pin!(work);
+            match (plan.lost_lock, plan.dies) {
+                (None, None) => Some(work.await),
+                (_, Some(_)) => {
                     tokio::select! {
-                        result = &mut run => result,
-                        held = self.emulator.wait_held(gate, Duration::from_secs(30)) => {
+                        result = &mut work => Some(result),
+                        held = self.emulator.wait_held(DIE_GATE, Duration::from_secs(30)) => {
+                            if held { None } else { Some(work.await) }
+                        }
+                    }
+                }
+                (Some((index, how)), None) => {
+                    tokio::select! {
+                        result = &mut work => Some(result),
+                        held = self.emulator.wait_held(LOST_LOCK_GATE, Duration::from_secs(30)) => {
                             if held {
                                 stolen = Some((index, self.steal(index, how)));
                             }
                             self.emulator.release_all();
-                            run.await
+                            Some(work.await)
                         }
                     }
                 }
             }
         };
         self.emulator.release_all();
+        if let (None, Some((index, _))) = (&result, plan.dies) {
+            // The dead process's request: handled after all, or abandoned. Wait until the
+            // emulator is done with it, so that nothing lands after the checks.
+            let name = self.vaults[index].name.as_str();
+            let done = || {
+                self.emulator.requests().iter().any(|r| {
+                    r.vault.as_deref() == Some(name)
+                        && r.fault.as_deref() == Some(&format!("hold {DIE_GATE}"))
+                })
+            };
+            for _ in 0..500 {
+                if done() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Its lock expires: taken over by the next process.
+            let _ = std::fs::remove_file(self.lock_path(index));
+        }
         self.emulator.clear_faults();
         if let Some((index, _)) = plan.lost_lock {
             // The other instance is done: its lock goes.
@@ -1247,6 +1766,74 @@ impl World<'_> {
                 std::fs::remove_file(&path).unwrap();
             }
         }
+        (result, stolen)
+    }
+
+    /// The plan's faults, for the trace.
+    fn faults_text(&self, plan: &RunPlan, stolen: &Option<(usize, String)>) -> String {
+        let mut text = String::new();
+        for l in &plan.lies {
+            text.push_str(&format!(
+                ", {}'s GETs {}..{} answer '{}'",
+                self.vaults[l.vault].name,
+                l.skip + 1,
+                l.skip + l.count,
+                l.lie.label()
+            ));
+        }
+        if let Some((index, fault)) = plan.write_fault {
+            text.push_str(&format!(
+                ", {}'s {}",
+                self.vaults[index].name,
+                fault.label()
+            ));
+        }
+        if let Some((index, after_landing)) = plan.dies {
+            text.push_str(&format!(
+                ", the process dies during its write to {} ({})",
+                self.vaults[index].name,
+                if after_landing {
+                    "after the PATCH landed with its answer lost, while reading the vault again"
+                } else {
+                    "while its PATCH is in flight"
+                }
+            ));
+        }
+        if let Some((index, how)) = plan.lost_lock {
+            text.push_str(&format!(
+                ", {} loses its lock at its re-read ({how:?}; {})",
+                self.vaults[index].name,
+                stolen
+                    .as_ref()
+                    .map_or("not reached: nothing to write", |(_, s)| s.as_str())
+            ));
+        }
+        text
+    }
+
+    async fn run(&mut self, plan: RunPlan) -> Result<(), String> {
+        self.tally.runs += 1;
+        if plan.observe == Observe::Graph {
+            self.tally.index_runs += 1;
+        }
+        let doc = self.doc.clone();
+        let before: Vec<Value> = (0..self.vaults.len()).map(|i| self.stored(i)).collect();
+        // What the vaults' records hold of their grants as the run starts.
+        let live_grants: Vec<BTreeSet<String>> = (0..self.vaults.len())
+            .map(|i| self.live_grant_rules(i))
+            .collect();
+        let ended_grants: Vec<BTreeSet<String>> = (0..self.vaults.len())
+            .map(|i| self.ended_grant_rules(i))
+            .collect();
+        self.emulator.clear_requests();
+        if plan.lost_lock.is_some() {
+            self.tally.lost_lock_runs += 1;
+        }
+        self.install_faults(&plan);
+        let runner = self.runner(&plan)?;
+        let request = RunRequest::default();
+        let (result, stolen) = self.drive(&plan, runner.run(&request)).await;
+        let result = result.expect("a regular run's process never dies");
         let mut header = format!("run with document {}", doc.change);
         if !plan.allow_shrink.is_empty() {
             header.push_str(&format!(
@@ -1257,24 +1844,7 @@ impl World<'_> {
         if plan.accept_missing {
             header.push_str(", --accept-missing-rules");
         }
-        for l in &plan.lies {
-            header.push_str(&format!(
-                ", {}'s GETs {}..{} answer '{}'",
-                self.vaults[l.vault].name,
-                l.skip + 1,
-                l.skip + l.count,
-                l.lie.label()
-            ));
-        }
-        if let Some((index, how)) = plan.lost_lock {
-            header.push_str(&format!(
-                ", {} loses its lock at its re-read ({how:?}; {})",
-                self.vaults[index].name,
-                stolen
-                    .as_ref()
-                    .map_or("not reached: nothing to write", |(_, s)| s.as_str())
-            ));
-        }
+        header.push_str(&self.faults_text(&plan, &stolen));
         let report = match result {
             Ok(report) => report,
             Err(err) => {
@@ -1299,9 +1869,25 @@ impl World<'_> {
                 .filter(|(i, _)| *i == index)
                 .and(plan.lost_lock.map(|(_, how)| how));
             match self.check_vault(
-                index, &doc, &plan, before_run, &after, &records, &report, lost_lock,
+                index,
+                Some(&doc),
+                &plan,
+                before_run,
+                &after,
+                &records,
+                &report.vaults[index],
+                lost_lock,
+                &live_grants[index],
             ) {
-                Ok(line) => outcomes.push(line),
+                Ok(line) => {
+                    // Ended grants' rules this run took off.
+                    let gone = ended_grants[index]
+                        .iter()
+                        .filter(|r| values(before_run).contains(*r) && !values(&after).contains(*r))
+                        .count();
+                    self.tally.removed_by_regular_runs += gone;
+                    outcomes.push(line)
+                }
                 Err(what) => {
                     outcomes.push(format!(
                         "{}: {}",
@@ -1321,7 +1907,7 @@ impl World<'_> {
         if let Some((index, after, what)) = failure {
             return Err(self.fail(Some((index, &before[index], &after)), what));
         }
-        Ok(())
+        self.check_grants()
     }
 
     /// The tag guard the run must apply to a vault, if any.
@@ -1346,7 +1932,7 @@ impl World<'_> {
                 }
             }
         }
-        if model.tags.iter().all(|t| doc.count(t) == 0) {
+        if model.tags.iter().all(|t| doc.count(t) == 0) && model.statics.is_empty() {
             return Some("every selected tag is empty".to_owned());
         }
         None
@@ -1397,23 +1983,29 @@ impl World<'_> {
         Ok(format!("{line} (observed in the index)"))
     }
 
+    /// `doc` is the run's document (`None`: a grant, revoke or sweep, which has none: the tag
+    /// guard and liveness are not checked); `live_grants` the rules of the vault's live grants
+    /// as its record held them before the run.
     #[allow(clippy::too_many_arguments)]
     fn check_vault(
         &mut self,
         index: usize,
-        doc: &Doc,
+        doc: Option<&Doc>,
         plan: &RunPlan,
         before: &Value,
         after: &Value,
         records: &[&RequestRecord],
-        report: &RunReport,
+        vault_report: &VaultReport,
         stolen: Option<Steal>,
+        live_grants: &BTreeSet<String>,
     ) -> Result<String, String> {
         let lost_lock = stolen.is_some();
-        let vault_report = &report.vaults[index];
         let outcome = &vault_report.outcome;
         let name = self.vaults[index].name.clone();
         self.tally.reconciles += 1;
+        if doc.is_none() {
+            self.tally.grant_reconciles += 1;
+        }
         match outcome {
             Outcome::Applied => self.tally.applied += 1,
             Outcome::InSync => self.tally.in_sync += 1,
@@ -1603,15 +2195,49 @@ impl World<'_> {
         self.tally.person_rules_checked += theirs.len();
         {
             let model = &self.vaults[index];
-            let desired = doc.desired(&model.tags);
-            self.tally.person_rules_retired_ranges_checked += model
-                .persons
-                .iter()
-                .filter(|r| model.ever_desired.contains(*r) && !desired.contains(*r))
-                .count();
+            if let Some(doc) = doc {
+                let desired = model.desired(doc);
+                self.tally.person_rules_retired_ranges_checked += model
+                    .persons
+                    .iter()
+                    .filter(|r| model.ever_desired.contains(*r) && !desired.contains(*r))
+                    .count();
+            }
             self.tally.unreadable_values_checked += model.odd.len();
         }
-        let lost: BTreeSet<String> = theirs.difference(&after_values).cloned().collect();
+        // 4'. Nothing beyond max_rules: a vault a PATCH of tagfence's landed on holds what it
+        //     sent, within the limit (people may go beyond it; tagfence never does), or fewer
+        //     rules than before (an ended grant's removed from a vault people filled past it).
+        if landed {
+            let count = ip_rule_count(after);
+            let limit = self.max_rules.unwrap_or(1000);
+            if count > limit && count >= ip_rule_count(before) {
+                return Err(format!(
+                    "{name}: tagfence's write left {count} IP rules on the vault, over max_rules {limit}"
+                ));
+            }
+        }
+        let mut lost: BTreeSet<String> = theirs.difference(&after_values).cloned().collect();
+        // The known limit of docs/grants.md: a /32 a person "added" while a grant held it is the
+        // grant's, and goes with it. Counted, and no longer the person's.
+        let shadowed: BTreeSet<String> = lost
+            .iter()
+            .filter(|r| self.vaults[index].shadowed.contains_key(*r))
+            .cloned()
+            .collect();
+        if !shadowed.is_empty() {
+            self.tally.known_limit_losses += shadowed.len();
+            let model = &mut self.vaults[index];
+            for rule in &shadowed {
+                let case = model.shadowed.remove(rule).map_or("?", Shadow::label);
+                model.persons.remove(rule);
+                self.known_window.push(format!(
+                    "{name}: the person's '{rule}' went with the grant's rule (the known limit: added while {case})"
+                ));
+            }
+            lost.retain(|r| !shadowed.contains(r));
+        }
+        let theirs: BTreeSet<String> = theirs.difference(&shadowed).cloned().collect();
         // Rules of a person's the written plan "added" although the vault held them: only a
         // read that did not show them makes that plan, and tagfence owns them from then on.
         let claimed: BTreeSet<String> = vault_report
@@ -1731,7 +2357,8 @@ impl World<'_> {
             }
         }
         // 4. The tag guard.
-        let expected = self.expected_tag_refusal(index, doc, &plan.allow_shrink);
+        let expected =
+            doc.and_then(|doc| self.expected_tag_refusal(index, doc, &plan.allow_shrink));
         let tag_refusal = match outcome {
             Outcome::Refused(ReconcileError::Plan(PlanError::Refused(refusal))) => matches!(
                 refusal,
@@ -1742,7 +2369,15 @@ impl World<'_> {
         match &expected {
             Some(why) => {
                 self.tally.tag_guard_expected += 1;
-                if !tag_refusal || landed {
+                // A vault over `max_rules` is refused for room before its tags are guarded
+                // (seeds with a tight limit): refused all the same.
+                let room_refusal = matches!(
+                    outcome,
+                    Outcome::Refused(ReconcileError::Plan(PlanError::Desire(
+                        DesireError::DoesNotFit { .. }
+                    )))
+                );
+                if !(tag_refusal || room_refusal) || landed {
                     return Err(format!(
                         "{name}: {why} since the document last applied to it, so it must be refused, but it ended {}",
                         vault_line(vault_report)
@@ -1757,16 +2392,62 @@ impl World<'_> {
             }
             None => {}
         }
-        // 5. Liveness.
-        if whole && expected.is_none() && !lost_lock {
+        // 5. Liveness (regular runs): the live grants' rules are wanted besides the desired
+        //    rules and the people's.
+        if let Some(doc) = doc.filter(|_| whole && expected.is_none() && !lost_lock) {
             self.tally.liveness_checked += 1;
             let model = &self.vaults[index];
-            let want: BTreeSet<String> = doc
-                .desired(&model.tags)
+            let want: BTreeSet<String> = model
+                .desired(doc)
                 .into_iter()
                 .chain(model.everyone_elses())
+                .chain(live_grants.iter().cloned())
                 .collect();
             match outcome {
+                // The vault would hold more than max_rules: justified when the model counts
+                // more too (desired, live grants, people's rules and values on the vault), or
+                // when lies may have made tagfence forget rules it wrote (they stay, counted).
+                Outcome::Refused(
+                    reason @ (ReconcileError::Plan(
+                        PlanError::Refused(Refusal::OverLimit { .. })
+                        | PlanError::Desire(DesireError::DoesNotFit { .. }),
+                    )
+                    | ReconcileError::Gate(GateRefusal::OverLimit { .. })),
+                ) => {
+                    // People's /32s a grant holds are the grant's (counted with the live
+                    // grants, or removed with the ended ones).
+                    let theirs_on_vault: BTreeSet<&String> = model
+                        .persons
+                        .iter()
+                        .filter(|r| before_values.contains(*r) && !model.shadowed.contains_key(*r))
+                        .collect();
+                    let desired = model.desired(doc);
+                    let odd = model.odd.intersection(&before_values).count();
+                    let counted = desired
+                        .iter()
+                        .chain(live_grants)
+                        .chain(theirs_on_vault.iter().copied())
+                        .collect::<BTreeSet<_>>()
+                        .len()
+                        + odd;
+                    let without_grants = desired
+                        .iter()
+                        .chain(theirs_on_vault.iter().copied())
+                        .collect::<BTreeSet<_>>()
+                        .len()
+                        + odd;
+                    let limit = self.max_rules.unwrap_or(1000);
+                    if without_grants <= limit {
+                        // The live grants' slots are what the desired rules lack.
+                        self.tally.regular_runs_over_limit_by_grants += 1;
+                    }
+                    if counted <= limit && !model.lied {
+                        return Err(format!(
+                            "{name}: refused as over the limit, but the model counts {counted} rules (desired, live grants, people's) within max_rules {limit}: {reason}"
+                        ));
+                    }
+                    self.tally.regular_runs_over_limit += 1;
+                }
                 // A person opened the firewall since tagfence last saw it: refused once.
                 Outcome::Refused(ReconcileError::Gate(GateRefusal::OpenedSinceSeen { .. })) => {}
                 Outcome::Refused(
@@ -1834,15 +2515,19 @@ impl World<'_> {
         model
             .removed_by_person
             .retain(|r| !after_values.contains(r));
-        if matches!(outcome, Outcome::Applied | Outcome::InSync) {
-            model.last_applied = Some(model.tags.iter().map(|&t| (t, doc.count(t))).collect());
+        let desired = doc.map(|doc| model.desired(doc)).unwrap_or_default();
+        if let Some(doc) = doc {
+            if matches!(outcome, Outcome::Applied | Outcome::InSync) {
+                model.last_applied = Some(model.tags.iter().map(|&t| (t, doc.count(t))).collect());
+            }
+            model.ever_desired.extend(desired.iter().cloned());
         }
-        let desired = doc.desired(&model.tags);
-        model.ever_desired.extend(desired.iter().cloned());
         if !whole {
             model.lied = true;
         }
-        if let Some(l) = lying.filter(|l| l.skip == 0 && l.lie == Lie::EmptyIpRules && !whole) {
+        if let Some(l) =
+            lying.filter(|l| doc.is_some() && l.skip == 0 && l.lie == Lie::EmptyIpRules && !whole)
+        {
             // A later read was true: the plan made from the lie was superseded.
             let reads = records
                 .iter()
@@ -1880,4 +2565,1355 @@ fn vault_line(report: &VaultReport) -> String {
         line.push_str(&format!(": {detail}"));
     }
     line
+}
+
+// ---------------------------------------------------------------------------------------------
+// Just-in-time grants.
+
+fn grant_rule_text(address: Ipv4Addr) -> String {
+    format!("{address}/32")
+}
+
+fn minutes(secs: u64) -> String {
+    tagfence::core::grant::duration_text(Duration::from_secs(secs))
+}
+
+impl World<'_> {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.clock.lock().expect("the clock")
+    }
+
+    fn advance(&mut self, secs: u64) {
+        *self.clock.lock().expect("the clock") += chrono::Duration::seconds(secs as i64);
+        self.tally.clock_moves += 1;
+        self.tally.clock_minutes += secs / 60;
+    }
+
+    /// The vault's state record as tagfence left it.
+    fn vault_record(&self, index: usize) -> Option<VaultState> {
+        std::fs::read(self.record_path(index))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    }
+
+    fn recorded_grants(&self, index: usize) -> Vec<GrantRecord> {
+        self.vault_record(index)
+            .map(|r| r.grants)
+            .unwrap_or_default()
+    }
+
+    /// The rules of the vault's grants live now, as its record holds them.
+    fn live_grant_rules(&self, index: usize) -> BTreeSet<String> {
+        let now = self.now();
+        self.recorded_grants(index)
+            .iter()
+            .filter(|g| g.is_live(now))
+            .map(|g| grant_rule_text(g.address))
+            .collect()
+    }
+
+    /// The rules of the vault's recorded grants that ended, unless a live grant wants the rule.
+    fn ended_grant_rules(&self, index: usize) -> BTreeSet<String> {
+        let live = self.live_grant_rules(index);
+        let now = self.now();
+        self.recorded_grants(index)
+            .iter()
+            .filter(|g| !g.is_live(now))
+            .map(|g| grant_rule_text(g.address))
+            .filter(|r| !live.contains(r))
+            .collect()
+    }
+
+    /// Whether something other than a grant wants `rule` on the vault: a static rule, or a
+    /// person's rule (also one they "added" while a grant held it: the known limit lets
+    /// tagfence remove it with the grant, but keeping it is what the person wants).
+    fn wanted_besides_grants(&self, index: usize, rule: &str) -> bool {
+        let model = &self.vaults[index];
+        model.statics.contains(rule) || model.persons.contains(rule)
+    }
+
+    /// The runner of a grant step: mostly the long-lived one of the earlier grant steps, else
+    /// a new instance; one that is to die is never kept.
+    fn grant_runner(&mut self, plan: &RunPlan) -> Result<Arc<Runner>, String> {
+        let reuse = self.grng.chance(90);
+        match &self.grant_runner {
+            Some(runner) if reuse && plan.dies.is_none() => Ok(runner.clone()),
+            _ => {
+                let runner = Arc::new(self.runner(plan)?);
+                if plan.dies.is_none() {
+                    self.grant_runner = Some(runner.clone());
+                }
+                Ok(runner)
+            }
+        }
+    }
+
+    /// One grant step, drawn from the grant steps' own generator.
+    async fn grant_step(&mut self) -> Result<(), String> {
+        self.tally.grant_steps += 1;
+        match self.grng.range(0, 99) {
+            0..=39 => self.grant().await,
+            // A revoke with no grant recorded anywhere is mostly a grant instead.
+            40..=57
+                if (0..self.vaults.len()).all(|i| self.recorded_grants(i).is_empty())
+                    && self.grng.chance(70) =>
+            {
+                self.grant().await
+            }
+            40..=57 => self.revoke().await,
+            58..=69 => {
+                let faults = self.grng.chance(30);
+                self.sweep(faults).await
+            }
+            70..=93 => {
+                self.move_clock();
+                self.check_grants()
+            }
+            // With a tight `max_rules`, people sometimes fill the grants' vault with rules of
+            // their own (past the limit, as they may: tagfence's limit is not Key Vault's).
+            94..=96 if self.max_rules.is_some() => {
+                self.person_fills_the_vault();
+                self.check_grants()
+            }
+            _ => {
+                self.person_adds_a_granted_rule();
+                self.check_grants()
+            }
+        }
+    }
+
+    /// Faults for a grant step on vault `index`: a lying read, failing writes, or a lost lock.
+    fn grant_faults(&mut self, index: usize) -> RunPlan {
+        let mut plan = RunPlan {
+            observe: Observe::Arm,
+            ..RunPlan::default()
+        };
+        if !self.grng.chance(30) {
+            return plan;
+        }
+        match self.grng.range(0, 99) {
+            0..=34 => plan.lies.push(Lying {
+                vault: index,
+                lie: *self.grng.pick(&Lie::ALL),
+                skip: self.grng.range(0, 2) as u32,
+                count: self.grng.range(1, 3) as u32,
+            }),
+            35..=74 => plan.write_fault = Some((index, *self.grng.pick(&WriteFault::ALL))),
+            75..=87 => plan.dies = Some((index, self.grng.chance(50))),
+            _ => {
+                let how = if self.grng.chance(50) {
+                    Steal::TakeOverLock
+                } else {
+                    Steal::RewriteRecord
+                };
+                plan.lost_lock = Some((index, how));
+            }
+        }
+        plan
+    }
+
+    fn count_faults(&mut self, plan: &RunPlan, stolen: &Option<(usize, String)>) {
+        if plan.faulty() {
+            self.tally.grant_steps_with_faults += 1;
+        }
+        if stolen.is_some() {
+            self.tally.grant_steps_lost_lock += 1;
+        }
+    }
+
+    /// The clock moves on: a few minutes, or just past the next expiry.
+    fn move_clock(&mut self) {
+        let now = self.now();
+        let next = (0..self.vaults.len())
+            .flat_map(|i| self.recorded_grants(i))
+            .filter(|g| g.is_live(now))
+            .map(|g| g.expires_at)
+            .min();
+        let (secs, why) = match next {
+            Some(expiry) if self.grng.chance(45) => {
+                let past = self.grng.range(0, 180);
+                (
+                    (expiry - now).num_seconds().max(0) as u64 + past,
+                    format!(" ({past} s past the next expiry)"),
+                )
+            }
+            _ => (self.grng.range(1, 15) * 60, String::new()),
+        };
+        self.advance(secs);
+        self.note(format!("the clock moves on {}{why}", minutes(secs)));
+    }
+
+    /// A person adds one or two rules of their own to the vault most grants go to.
+    fn person_fills_the_vault(&mut self) {
+        let index = self.grant_focus;
+        let mut added = BTreeSet::new();
+        for _ in 0..self.grng.range(1, 2) {
+            self.persons_made += 1;
+            let rule = person_rule(self.persons_made);
+            self.push_rule(index, &rule);
+            self.vaults[index].persons.insert(rule.clone());
+            added.insert(rule);
+        }
+        bump(
+            &mut self.tally.edits_by_kind,
+            "add rules (grant step, tight max_rules)",
+        );
+        let name = self.vaults[index].name.clone();
+        let count = ip_rule_count(&self.stored(index));
+        self.note(format!(
+            "a person on {name} adds {} ({count} IP rules now, max_rules {})",
+            list(&added),
+            self.max_rules.unwrap_or(1000)
+        ));
+    }
+
+    /// A person "adds" a /32 a grant holds or held (the known limit of docs/grants.md).
+    fn person_adds_a_granted_rule(&mut self) {
+        let now = self.now();
+        let mut candidates = Vec::new();
+        for index in 0..self.vaults.len() {
+            let on = values(&self.stored(index));
+            let model = &self.vaults[index];
+            for grant in self.recorded_grants(index) {
+                let rule = grant_rule_text(grant.address);
+                if model.persons.contains(&rule) || model.statics.contains(&rule) {
+                    continue;
+                }
+                let case = match (grant.is_live(now), on.contains(&rule)) {
+                    (true, true) => Shadow::Live,
+                    (false, true) => Shadow::Ended,
+                    (true, false) => Shadow::LiveMissing,
+                    (false, false) => continue,
+                };
+                candidates.push((index, rule, case));
+            }
+        }
+        if candidates.is_empty() {
+            self.note("no grant's rule for a person to add".to_owned());
+            return;
+        }
+        let (index, rule, case) = self.grng.pick(&candidates).clone();
+        if case == Shadow::LiveMissing {
+            self.push_rule(index, &rule);
+        }
+        let model = &mut self.vaults[index];
+        model.persons.insert(rule.clone());
+        model.shadowed.insert(rule.clone(), case);
+        *self
+            .tally
+            .known_limit_adds
+            .entry(case.label().to_owned())
+            .or_default() += 1;
+        let name = self.vaults[index].name.clone();
+        self.note(format!(
+            "a person on {name} adds {rule}, which a grant holds ({}; the known limit)",
+            case.label()
+        ));
+    }
+
+    /// The checks of one vault a grant, revoke or sweep reconciled: the properties of a run's
+    /// (but the tag guard and liveness), with the line for the trace.
+    #[allow(clippy::too_many_arguments)]
+    fn check_granting_vault(
+        &mut self,
+        index: usize,
+        plan: &RunPlan,
+        before: &Value,
+        after: &Value,
+        log: &[RequestRecord],
+        report: &VaultReport,
+        stolen: &Option<(usize, String)>,
+        live_grants: &BTreeSet<String>,
+    ) -> Result<String, String> {
+        let records: Vec<&RequestRecord> = log
+            .iter()
+            .filter(|r| r.vault.as_deref() == Some(self.vaults[index].name.as_str()))
+            .collect();
+        let lost_lock = stolen
+            .as_ref()
+            .filter(|(i, _)| *i == index)
+            .and(plan.lost_lock.map(|(_, how)| how));
+        // What tagfence wrote and verified, still on the vault, that nobody else claims.
+        let confirmed: BTreeSet<String> = {
+            let model = &self.vaults[index];
+            let on = values(before);
+            model
+                .verified
+                .iter()
+                .filter(|r| on.contains(*r) && !model.everyone_elses().contains(*r))
+                .cloned()
+                .collect()
+        };
+        let line = self.check_vault(
+            index,
+            None,
+            plan,
+            before,
+            after,
+            &records,
+            report,
+            lost_lock,
+            live_grants,
+        )?;
+        // Tagfence still counts them as its own (else it could never remove them, and an
+        // ended grant's among them would stay for good).
+        let owned: BTreeSet<String> = self
+            .vault_record(index)
+            .map(|r| r.owned_rules().iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        let on_after = values(after);
+        let forgotten: BTreeSet<String> = confirmed
+            .into_iter()
+            .filter(|r| on_after.contains(r) && !owned.contains(r))
+            .collect();
+        if !forgotten.is_empty() {
+            let lied = records.iter().any(|r| {
+                r.fault
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with("reshape answer"))
+            });
+            let cause = if lied && report.outcome == Outcome::InSync {
+                format!(" [{GRANTS_ONLY_LIE_IN_SYNC}]")
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "{}: after this {}, tagfence's record no longer counts {} as its own, although it wrote them (verified) and they are on the vault{cause}",
+                self.vaults[index].name,
+                vault_line(report),
+                list(&forgotten)
+            ));
+        }
+        Ok(line)
+    }
+
+    /// Every vault but `except` had no vault request and is unchanged.
+    fn untouched_but(
+        &self,
+        except: Option<usize>,
+        before: &[Value],
+        log: &[RequestRecord],
+    ) -> Result<(), String> {
+        for (index, before) in before.iter().enumerate() {
+            if Some(index) == except {
+                continue;
+            }
+            let name = &self.vaults[index].name;
+            if let Some(r) = log
+                .iter()
+                .find(|r| r.vault.as_deref() == Some(name.as_str()) && r.route.is_vault())
+            {
+                return Err(format!(
+                    "{name}: not concerned, yet it had {:?} {}",
+                    r.route, r.path
+                ));
+            }
+            if self.stored(index) != *before {
+                return Err(format!("{name}: not concerned, yet it changed"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a failed grant step: its line in the trace, then the failure.
+    fn fail_step(
+        &mut self,
+        header: String,
+        lines: Vec<String>,
+        vault: Option<(usize, &Value, &Value)>,
+        what: String,
+    ) -> String {
+        let mut lines = lines;
+        lines.append(&mut self.known_window);
+        self.note(format!(
+            "{header}\n        → {}",
+            lines.join("\n        → ")
+        ));
+        self.fail(vault, what)
+    }
+
+    /// After a grant step whose process died during a write: on every vault nothing but
+    /// `ipRules` changed and no person's rule or value is gone (but the known limit's); then
+    /// the grant invariants (a grant's rule that landed is recorded, for its removal).
+    fn after_death(&mut self, header: String, before: &[Value]) -> Result<(), String> {
+        self.tally.grant_steps_died += 1;
+        let mut lines = Vec::new();
+        for (index, before) in before.iter().enumerate() {
+            let after = self.stored(index);
+            let name = self.vaults[index].name.clone();
+            if without_ip_rules(before) != without_ip_rules(&after) {
+                return Err(self.fail_step(
+                    header,
+                    lines,
+                    Some((index, before, &after)),
+                    format!(
+                        "{name}: a process that died mid-write changed the vault beyond ipRules"
+                    ),
+                ));
+            }
+            let on = values(&after);
+            let model = &self.vaults[index];
+            let lost: BTreeSet<String> = model
+                .everyone_elses()
+                .into_iter()
+                .filter(|r| !on.contains(r))
+                .collect();
+            let (excused, lost): (BTreeSet<String>, BTreeSet<String>) = lost
+                .into_iter()
+                .partition(|r| model.shadowed.contains_key(r));
+            if !lost.is_empty() {
+                return Err(self.fail_step(
+                    header,
+                    lines,
+                    Some((index, before, &after)),
+                    format!(
+                        "{name}: the person's rule(s) {} are gone after a process died mid-write",
+                        list(&lost)
+                    ),
+                ));
+            }
+            for rule in excused {
+                self.tally.known_limit_losses += 1;
+                let model = &mut self.vaults[index];
+                model.shadowed.remove(&rule);
+                model.persons.remove(&rule);
+                lines.push(format!(
+                    "{name}: the person's '{rule}' went with the grant's rule (the known limit)"
+                ));
+            }
+            let (added, removed) = (
+                on.difference(&values(before))
+                    .cloned()
+                    .collect::<BTreeSet<_>>(),
+                values(before)
+                    .difference(&on)
+                    .cloned()
+                    .collect::<BTreeSet<_>>(),
+            );
+            if !added.is_empty() || !removed.is_empty() {
+                self.vaults[index].claimable.extend(added.iter().cloned());
+                lines.push(format!(
+                    "{name}: +{} −{} landed before the process died",
+                    list(&added),
+                    list(&removed)
+                ));
+            }
+        }
+        if lines.is_empty() {
+            lines.push("nothing landed".to_owned());
+        }
+        self.note(format!(
+            "{header}\n        → {}",
+            lines.join("\n        → ")
+        ));
+        self.check_grants()
+    }
+
+    async fn grant(&mut self) -> Result<(), String> {
+        self.tally.grants_asked += 1;
+        // Half of the grants on one vault (most of them in seeds with a tight limit), so that
+        // its live grants meet the limits.
+        let tight = self.max_live.is_some() || self.max_rules.is_some();
+        let index = if self.grng.chance(if tight { 80 } else { 50 }) {
+            self.grant_focus
+        } else {
+            self.grng.below(self.vaults.len())
+        };
+        let name = self.vaults[index].name.clone();
+        // The address: mostly one of the pool's, sometimes a person's /32 on the vault or one
+        // of its static rules.
+        let persons: Vec<String> = {
+            let model = &self.vaults[index];
+            model
+                .persons
+                .iter()
+                .filter(|r| r.ends_with("/32") && !model.shadowed.contains_key(*r))
+                .cloned()
+                .collect()
+        };
+        let statics: Vec<String> = self.vaults[index].statics.iter().cloned().collect();
+        let (rule, kind) = match self.grng.range(0, 99) {
+            0..=14 if !persons.is_empty() => {
+                self.tally.grants_equal_to_persons_rule += 1;
+                (self.grng.pick(&persons).clone(), " (a person's rule)")
+            }
+            15..=26 if !statics.is_empty() => {
+                self.tally.grants_equal_to_static_rule += 1;
+                (self.grng.pick(&statics).clone(), " (a static rule)")
+            }
+            // Mostly an address with no live grant on the vault: a new grant, not an extension.
+            _ => {
+                let now = self.now();
+                let live: BTreeSet<Ipv4Addr> = self
+                    .recorded_grants(index)
+                    .iter()
+                    .filter(|g| g.is_live(now))
+                    .map(|g| g.address)
+                    .collect();
+                let fresh: Vec<&str> = GRANT_POOL
+                    .iter()
+                    .copied()
+                    .filter(|a| !live.contains(&a.parse().expect("an address")))
+                    .collect();
+                let address = if !fresh.is_empty() && self.grng.chance(70) {
+                    *self.grng.pick(&fresh)
+                } else {
+                    *self.grng.pick(&GRANT_POOL)
+                };
+                (format!("{address}/32"), "")
+            }
+        };
+        let address: Ipv4Addr = rule
+            .trim_end_matches("/32")
+            .parse()
+            .expect("a grant's rule is an address");
+        let bad_ttl = self.grng.chance(4);
+        let ttl = if bad_ttl {
+            *self.grng.pick(&[30, 3 * 3600])
+        } else {
+            *self.grng.pick(&TTLS)
+        };
+        let plan = if bad_ttl {
+            RunPlan::default()
+        } else {
+            self.grant_faults(index)
+        };
+        let now = self.now();
+        let before: Vec<Value> = (0..self.vaults.len()).map(|i| self.stored(i)).collect();
+        let record_before = self.vault_record(index);
+        let grants_before = record_before
+            .as_ref()
+            .map(|r| r.grants.clone())
+            .unwrap_or_default();
+        let live_before = grants_before
+            .iter()
+            .find(|g| g.address == address && g.is_live(now))
+            .cloned();
+        let live_others = grants_before
+            .iter()
+            .filter(|g| g.is_live(now) && g.address != address)
+            .count();
+        let live_grants = self.live_grant_rules(index);
+        // Sometimes (and then with no fault) a person adds the same /32 right after tagfence's
+        // first read: a rule neither tagfence nor a grant ever had there, so it is theirs.
+        let person_during = !bad_ttl
+            && !plan.faulty()
+            && {
+                let model = &self.vaults[index];
+                !values(&before[index]).contains(&rule)
+                    && !model.claimable.contains(&rule)
+                    && !model.persons.contains(&rule)
+                    && !model.statics.contains(&rule)
+                    && !grants_before
+                        .iter()
+                        .any(|g| grant_rule_text(g.address) == rule)
+            }
+            && self.grng.chance(12);
+        self.emulator.clear_requests();
+        self.install_faults(&plan);
+        if person_during {
+            self.emulator.add_fault(Fault {
+                route: Some(Route::VaultGet),
+                vault: Some(name.clone()),
+                kind: FaultKind::EditAfter {
+                    add: vec![address.to_string()],
+                    remove: Vec::new(),
+                },
+                count: 1,
+            });
+        }
+        let runner = self.grant_runner(&plan)?;
+        let request = GrantRequest {
+            vault: vault_id(&name),
+            address: address.into(),
+            ttl: Some(Duration::from_secs(ttl)),
+            reason: Some("safety model".to_owned()),
+            requester: Requester::Cli {
+                label: "safety-model".to_owned(),
+            },
+            trigger: "cli",
+        };
+        let (result, stolen) = self.drive(&plan, runner.grant(&request)).await;
+        self.count_faults(&plan, &stolen);
+        self.vaults[index].granted.insert(rule.clone());
+        let mut header = format!(
+            "grant {rule}{kind} on {name} for {}{}",
+            minutes(ttl),
+            self.faults_text(&plan, &stolen)
+        );
+        let log = self.emulator.requests();
+        let edited = log.iter().any(|r| {
+            r.vault.as_deref() == Some(name.as_str())
+                && r.fault
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with("edit ip rules after"))
+        });
+        let mut before = before;
+        if edited {
+            header.push_str(&format!(
+                ", a person adds {rule} right after its first read"
+            ));
+            self.vaults[index].persons.insert(rule.clone());
+            self.tally.persons_added_during_grant += 1;
+            // What tagfence had to work with from then on: the vault with the person's rule
+            // (the emulator appends it).
+            before[index]["properties"]["networkAcls"]["ipRules"]
+                .as_array_mut()
+                .expect("ipRules")
+                .push(json!({ "value": rule }));
+        }
+        let Some(result) = result else {
+            return self.after_death(header, &before);
+        };
+        let report = match result {
+            Err(RunError::GrantRefused {
+                refusal: GrantRefusal::TtlTooShort { .. } | GrantRefusal::TtlTooLong { .. },
+                ..
+            }) if bad_ttl => {
+                self.tally.grants_refused_ttl += 1;
+                let unchanged = self.untouched_but(None, &before, &log).and_then(|()| {
+                    (self.vault_record(index) == record_before)
+                        .then_some(())
+                        .ok_or_else(|| {
+                            format!(
+                                "{name}: a grant refused for its TTL changed the vault's record"
+                            )
+                        })
+                });
+                if let Err(what) = unchanged {
+                    return Err(self.fail_step(header, Vec::new(), None, what));
+                }
+                self.note(format!(
+                    "{header}\n        → refused before anything was read"
+                ));
+                return self.check_grants();
+            }
+            Err(err) => {
+                return Err(self.fail_step(
+                    header,
+                    Vec::new(),
+                    None,
+                    format!("the grant itself failed: {err}"),
+                ))
+            }
+            Ok(_) if bad_ttl => {
+                return Err(self.fail_step(
+                    header,
+                    Vec::new(),
+                    None,
+                    format!("a grant of {} was not refused", minutes(ttl)),
+                ))
+            }
+            Ok(report) => report,
+        };
+        let Some(vault_report) = report.vault.clone() else {
+            return Err(self.fail_step(
+                header,
+                Vec::new(),
+                None,
+                "the grant's report has no vault".to_owned(),
+            ));
+        };
+        let after = self.stored(index);
+        let mut lines = Vec::new();
+        let checked = self
+            .check_granting_vault(
+                index,
+                &plan,
+                &before[index],
+                &after,
+                &log,
+                &vault_report,
+                &stolen,
+                &live_grants,
+            )
+            .and_then(|line| {
+                lines.push(line);
+                self.untouched_but(Some(index), &before, &log)
+            })
+            .and_then(|()| {
+                self.check_grant_outcome(
+                    index,
+                    &rule,
+                    ttl,
+                    now,
+                    &report,
+                    &vault_report,
+                    live_before.as_ref(),
+                    live_others,
+                    &plan,
+                    &before[index],
+                    &after,
+                    &log,
+                )
+            });
+        if let Err(what) = checked {
+            return Err(self.fail_step(header, lines, Some((index, &before[index], &after)), what));
+        }
+        lines.append(&mut self.known_window);
+        self.note(format!(
+            "{header}\n        → {}",
+            lines.join("\n        → ")
+        ));
+        self.check_grants()
+    }
+
+    /// What a grant promises, given its outcome.
+    #[allow(clippy::too_many_arguments)]
+    fn check_grant_outcome(
+        &mut self,
+        index: usize,
+        rule: &str,
+        ttl: u64,
+        now: DateTime<Utc>,
+        report: &tagfence::run::GrantReport,
+        vault_report: &VaultReport,
+        live_before: Option<&GrantRecord>,
+        live_others: usize,
+        plan: &RunPlan,
+        before: &Value,
+        after: &Value,
+        log: &[RequestRecord],
+    ) -> Result<(), String> {
+        let name = self.vaults[index].name.clone();
+        let (on_before, on_after) = (values(before), values(after));
+        let max_live = self.max_live.unwrap_or(50);
+        let too_many = live_before.is_none() && live_others >= max_live;
+        let outcome = &vault_report.outcome;
+        let refused_too_many = matches!(
+            outcome,
+            Outcome::Refused(ReconcileError::Grant(GrantRefusal::TooMany { .. }))
+        );
+        if too_many != refused_too_many {
+            return Err(format!(
+                "{name}: the vault held {live_others} live grant(s) besides {rule} (limit {max_live}), yet the grant ended {}",
+                vault_line(vault_report)
+            ));
+        }
+        if refused_too_many {
+            self.tally.grants_refused_too_many += 1;
+        }
+        let refused_no_room = matches!(
+            outcome,
+            Outcome::Refused(ReconcileError::Grant(GrantRefusal::NoRoom { .. }))
+        );
+        if refused_no_room {
+            self.tally.grants_refused_no_room += 1;
+            // At most the vault's rules, every live grant's and this one: within the limit,
+            // there was room (unless a read lied about what the vault holds).
+            let mut wanted: BTreeSet<String> = on_before.clone();
+            wanted.extend(self.live_grant_rules(index));
+            wanted.insert(rule.to_owned());
+            let limit = self.max_rules.unwrap_or(1000);
+            if wanted.len() <= limit && plan.lies.is_empty() {
+                return Err(format!(
+                    "{name}: refused for room, but its rules with every live grant's make {} within max_rules {limit}: {}",
+                    wanted.len(),
+                    vault_line(vault_report)
+                ));
+            }
+        }
+        let grant_now = self
+            .recorded_grants(index)
+            .into_iter()
+            .find(|g| grant_rule_text(g.address) == rule);
+        if report.succeeded() {
+            // The grant's time is the runner's, a moment after `now` (the clock follows real
+            // time): its expiry lies between the two, to the millisecond; an extension never
+            // shortens the grant.
+            let ttl = chrono::Duration::seconds(ttl as i64);
+            let old = live_before.map_or(now, |g| g.expires_at);
+            let earliest = old.max(tagfence::state::stored_time(now + ttl));
+            let latest = old.max(self.now() + ttl);
+            if !on_after.contains(rule) {
+                return Err(format!(
+                    "{name}: the grant of {rule} succeeded ({}) but the rule is not on the vault",
+                    vault_line(vault_report)
+                ));
+            }
+            let Some(recorded) = grant_now.filter(|g| g.is_live(now)) else {
+                return Err(format!(
+                    "{name}: the grant of {rule} succeeded but its record holds no live grant for it"
+                ));
+            };
+            if recorded.expires_at < earliest || recorded.expires_at > latest || !recorded.placed {
+                return Err(format!(
+                    "{name}: the grant of {rule} succeeded but is recorded expiring {} (expected {earliest} to {latest}), placed {}",
+                    recorded.expires_at, recorded.placed
+                ));
+            }
+            if report.grant.as_ref().map(|g| &g.id) != Some(&recorded.id) {
+                return Err(format!(
+                    "{name}: the grant's report names {:?}, its record {}",
+                    report.grant.as_ref().map(|g| &g.id),
+                    recorded.id
+                ));
+            }
+            if let Some(live) = live_before {
+                if live.id != recorded.id {
+                    return Err(format!(
+                        "{name}: a second grant for {rule} made a new grant {} instead of extending {}",
+                        recorded.id, live.id
+                    ));
+                }
+                self.tally.grants_extended += 1;
+            }
+            if on_before.contains(rule) {
+                self.tally.grants_found_in_place += 1;
+            } else {
+                self.tally.grants_placed += 1;
+            }
+            let grant = self.vaults[index]
+                .grants
+                .entry(rule.to_owned())
+                .or_default();
+            grant.armed_until = Some(recorded.expires_at);
+            grant.person_removed = false;
+            return Ok(());
+        }
+        if !refused_too_many && !refused_no_room {
+            self.tally.grants_failed += 1;
+        }
+        let landed = log.iter().any(|r| {
+            r.vault.as_deref() == Some(name.as_str())
+                && r.route == Route::VaultPatch
+                && r.status == 200
+        });
+        if !landed {
+            // Refused or failed: the firewall is as before the grant.
+            if before != after {
+                return Err(format!(
+                    "{name}: the grant {} without a write landing, yet the vault changed",
+                    vault_line(vault_report)
+                ));
+            }
+            return Ok(());
+        }
+        // A write landed although the grant failed (its verify read lied, …): the rule is on
+        // the vault, so the grant must be recorded, for its removal.
+        self.tally.grants_failed_after_landing += 1;
+        if on_after.contains(rule)
+            && grant_now.is_none()
+            && !self.wanted_besides_grants(index, rule)
+        {
+            return Err(format!(
+                "{name}: the grant failed after its write landed ({}); {rule} is on the vault with no grant recorded",
+                vault_line(vault_report)
+            ));
+        }
+        Ok(())
+    }
+
+    async fn revoke(&mut self) -> Result<(), String> {
+        self.tally.revokes += 1;
+        let now = self.now();
+        // Mostly a recorded grant (live or ended); sometimes one that does not exist.
+        let recorded: Vec<(usize, GrantRecord)> = (0..self.vaults.len())
+            .flat_map(|i| self.recorded_grants(i).into_iter().map(move |g| (i, g)))
+            .collect();
+        let live: Vec<(usize, GrantRecord)> = recorded
+            .iter()
+            .filter(|(_, g)| g.is_live(now))
+            .cloned()
+            .collect();
+        let roll = self.grng.range(0, 99);
+        let (index, target, known) = if !recorded.is_empty() && roll < 85 {
+            // Mostly a live one.
+            let pool = if !live.is_empty() && roll < 70 {
+                &live
+            } else {
+                &recorded
+            };
+            let (index, grant) = self.grng.pick(pool).clone();
+            let target = if self.grng.chance(50) {
+                RevokeTarget::Address(grant.address.into())
+            } else {
+                RevokeTarget::Id(grant.id.clone())
+            };
+            (index, target, Some(grant))
+        } else {
+            let index = self.grng.below(self.vaults.len());
+            let target = if self.grng.chance(50) {
+                let address: Ipv4Addr = self.grng.pick(&GRANT_POOL).parse().unwrap();
+                RevokeTarget::Address(address.into())
+            } else {
+                RevokeTarget::Id("g-00000000deadbeef".to_owned())
+            };
+            let known = match &target {
+                RevokeTarget::Address(a) => self
+                    .recorded_grants(index)
+                    .into_iter()
+                    .find(|g| std::net::IpAddr::V4(g.address) == *a),
+                RevokeTarget::Id(_) => None,
+            };
+            (index, target, known)
+        };
+        let name = self.vaults[index].name.clone();
+        // A revoke by id may leave the vault out (the grants index finds it).
+        let with_vault = matches!(target, RevokeTarget::Address(_)) || self.grng.chance(50);
+        let plan = self.grant_faults(index);
+        let before: Vec<Value> = (0..self.vaults.len()).map(|i| self.stored(i)).collect();
+        let live_grants = self.live_grant_rules(index);
+        self.emulator.clear_requests();
+        self.install_faults(&plan);
+        let runner = self.grant_runner(&plan)?;
+        let request = RevokeRequest {
+            vault: with_vault.then(|| vault_id(&name)),
+            target: target.clone(),
+            requester: Requester::Cli {
+                label: "safety-model".to_owned(),
+            },
+            trigger: "cli",
+        };
+        let (result, stolen) = self.drive(&plan, runner.revoke(&request)).await;
+        self.count_faults(&plan, &stolen);
+        if result.is_none() {
+            if let Some(grant) = &known {
+                // The revoke was recorded before its write.
+                if let Some(model) = self.vaults[index]
+                    .grants
+                    .get_mut(&grant_rule_text(grant.address))
+                {
+                    model.armed_until = None;
+                }
+            }
+        }
+        let what = match &target {
+            RevokeTarget::Address(a) => format!("{a}/32"),
+            RevokeTarget::Id(id) => format!("grant {id}"),
+        };
+        let header = format!(
+            "revoke {what} on {name}{}{}{}",
+            if with_vault { "" } else { " (by id alone)" },
+            match &known {
+                Some(g) if g.is_live(now) => " (live)",
+                Some(_) => " (ended)",
+                None => " (no such grant)",
+            },
+            self.faults_text(&plan, &stolen)
+        );
+        let log = self.emulator.requests();
+        let Some(result) = result else {
+            return self.after_death(header, &before);
+        };
+        let report = match result {
+            Ok(report) => report,
+            Err(err) => {
+                return Err(self.fail_step(
+                    header,
+                    Vec::new(),
+                    None,
+                    format!("the revoke itself failed: {err}"),
+                ))
+            }
+        };
+        let Some(vault_report) = report.vault.clone() else {
+            // By id, with no such grant indexed: nothing read, nothing changed.
+            self.tally.revokes_noop += 1;
+            if known.is_some() {
+                return Err(self.fail_step(
+                    header,
+                    Vec::new(),
+                    None,
+                    format!(
+                        "the revoke found no vault for a recorded grant: {:?}",
+                        report.note
+                    ),
+                ));
+            }
+            if let Err(what) = self.untouched_but(None, &before, &log) {
+                return Err(self.fail_step(header, Vec::new(), None, what));
+            }
+            self.note(format!(
+                "{header}\n        → {}",
+                report.note.unwrap_or_default()
+            ));
+            return self.check_grants();
+        };
+        let after = self.stored(index);
+        let mut lines = Vec::new();
+        let checked = self
+            .check_granting_vault(
+                index,
+                &plan,
+                &before[index],
+                &after,
+                &log,
+                &vault_report,
+                &stolen,
+                &live_grants,
+            )
+            .and_then(|line| {
+                lines.push(line);
+                self.untouched_but(Some(index), &before, &log)
+            })
+            .and_then(|()| {
+                let Some(grant) = &known else {
+                    self.tally.revokes_noop += 1;
+                    return Ok(());
+                };
+                let rule = grant_rule_text(grant.address);
+                // Ended in the record, whatever the write did.
+                let still_live = self
+                    .recorded_grants(index)
+                    .into_iter()
+                    .any(|g| g.id == grant.id && g.is_live(now));
+                if still_live {
+                    return Err(format!(
+                        "{name}: {rule} was revoked ({}) but its grant is still live in the record",
+                        vault_line(&vault_report)
+                    ));
+                }
+                if let Some(model) = self.vaults[index].grants.get_mut(&rule) {
+                    model.armed_until = None;
+                }
+                if report.note.is_some() {
+                    self.tally.revokes_noop += 1;
+                }
+                let (on_before, on_after) = (values(&before[index]), values(&after));
+                if on_before.contains(&rule) && !on_after.contains(&rule) {
+                    self.tally.revokes_removed_rule += 1;
+                }
+                // A revoke that succeeded with no fault took the rule off, unless something
+                // else wants it.
+                if report.succeeded()
+                    && !plan.faulty()
+                    && on_after.contains(&rule)
+                    && !self.wanted_besides_grants(index, &rule)
+                {
+                    return Err(format!(
+                        "{name}: the revoke of {rule} succeeded ({}) but the rule is still on the vault and nothing else wants it",
+                        vault_line(&vault_report)
+                    ));
+                }
+                Ok(())
+            });
+        if let Err(what) = checked {
+            return Err(self.fail_step(header, lines, Some((index, &before[index], &after)), what));
+        }
+        lines.append(&mut self.known_window);
+        if let Some(note) = &report.note {
+            lines.push(format!("note: {note}"));
+        }
+        self.note(format!(
+            "{header}\n        → {}",
+            lines.join("\n        → ")
+        ));
+        self.check_grants()
+    }
+
+    /// A sweep. With no fault, no rule of a grant that ended before it may remain on a vault
+    /// unless a live grant, a static rule or a person's rule wants it.
+    async fn sweep(&mut self, faults: bool) -> Result<(), String> {
+        self.tally.sweeps += 1;
+        let now = self.now();
+        let due: Vec<usize> = (0..self.vaults.len())
+            .filter(|&i| !self.ended_grant_rules(i).is_empty())
+            .collect();
+        let plan = if faults {
+            let index = if due.is_empty() {
+                self.grng.below(self.vaults.len())
+            } else {
+                *self.grng.pick(&due)
+            };
+            self.grant_faults(index)
+        } else {
+            RunPlan::default()
+        };
+        let clean = !plan.faulty();
+        let before: Vec<Value> = (0..self.vaults.len()).map(|i| self.stored(i)).collect();
+        let grants_before: Vec<Vec<GrantRecord>> = (0..self.vaults.len())
+            .map(|i| self.recorded_grants(i))
+            .collect();
+        let live_grants: Vec<BTreeSet<String>> = (0..self.vaults.len())
+            .map(|i| self.live_grant_rules(i))
+            .collect();
+        self.emulator.clear_requests();
+        self.install_faults(&plan);
+        let runner = self.grant_runner(&plan)?;
+        let (result, stolen) = self.drive(&plan, runner.sweep("timer")).await;
+        self.count_faults(&plan, &stolen);
+        let header = format!(
+            "sweep{}{}",
+            if clean { " (no fault)" } else { "" },
+            self.faults_text(&plan, &stolen)
+        );
+        let log = self.emulator.requests();
+        let Some(result) = result else {
+            return self.after_death(header, &before);
+        };
+        let report = match result {
+            Ok(report) => report,
+            Err(err) => {
+                return Err(self.fail_step(
+                    header,
+                    Vec::new(),
+                    None,
+                    format!("the sweep itself failed: {err}"),
+                ))
+            }
+        };
+        if clean {
+            self.tally.clean_sweeps += 1;
+        }
+        let mut lines = Vec::new();
+        for index in 0..self.vaults.len() {
+            let after = self.stored(index);
+            let name = self.vaults[index].name.clone();
+            let vault_report = report
+                .vaults
+                .iter()
+                .find(|v| v.vault.name.eq_ignore_ascii_case(&name))
+                .cloned();
+            let checked = match &vault_report {
+                None => match log
+                    .iter()
+                    .find(|r| r.vault.as_deref() == Some(name.as_str()) && r.route.is_vault())
+                {
+                    Some(r) => Err(format!(
+                        "{name}: not swept, yet it had {:?} {}",
+                        r.route, r.path
+                    )),
+                    None if after != before[index] => {
+                        Err(format!("{name}: not swept, yet it changed"))
+                    }
+                    None => Ok(()),
+                },
+                Some(vault_report) => self
+                    .check_granting_vault(
+                        index,
+                        &plan,
+                        &before[index],
+                        &after,
+                        &log,
+                        vault_report,
+                        &stolen,
+                        &live_grants[index],
+                    )
+                    .map(|line| lines.push(line)),
+            };
+            let checked = checked.and_then(|()| {
+                self.check_swept(
+                    index,
+                    now,
+                    clean,
+                    &grants_before[index],
+                    &before[index],
+                    &after,
+                    vault_report.as_ref(),
+                )
+            });
+            if let Err(what) = checked {
+                return Err(self.fail_step(
+                    header,
+                    lines,
+                    Some((index, &before[index], &after)),
+                    what,
+                ));
+            }
+        }
+        if clean
+            && !report.failed.is_empty()
+            && report
+                .vaults
+                .iter()
+                .all(|v| matches!(v.outcome, Outcome::Applied | Outcome::InSync))
+        {
+            return Err(self.fail_step(
+                header,
+                lines,
+                None,
+                format!(
+                    "a sweep with every vault applied or in sync reports ended grants not removed: {:?}",
+                    report.failed
+                ),
+            ));
+        }
+        if lines.is_empty() {
+            lines.push(format!("{} vault(s) indexed, none due", report.indexed));
+        }
+        lines.append(&mut self.known_window);
+        self.note(format!(
+            "{header}\n        → {}",
+            lines.join("\n        → ")
+        ));
+        self.check_grants()
+    }
+
+    /// What a sweep did to one vault's ended grants; with no fault, none of their rules stays
+    /// unless something else wants it (or the vault was refused for a reason the model
+    /// justifies).
+    #[allow(clippy::too_many_arguments)]
+    fn check_swept(
+        &mut self,
+        index: usize,
+        now: DateTime<Utc>,
+        clean: bool,
+        grants_before: &[GrantRecord],
+        before: &Value,
+        after: &Value,
+        report: Option<&VaultReport>,
+    ) -> Result<(), String> {
+        let name = self.vaults[index].name.clone();
+        let (on_before, on_after) = (values(before), values(after));
+        let live: BTreeSet<String> = self.live_grant_rules(index);
+        for grant in grants_before.iter().filter(|g| !g.is_live(now)) {
+            let rule = grant_rule_text(grant.address);
+            if live.contains(&rule) {
+                continue;
+            }
+            if on_before.contains(&rule) && !on_after.contains(&rule) {
+                if grant.revoked_at.is_some() {
+                    self.tally.revoked_and_swept += 1;
+                } else {
+                    self.tally.expired_and_swept += 1;
+                }
+                continue;
+            }
+            if !on_after.contains(&rule) {
+                continue;
+            }
+            if self.wanted_besides_grants(index, &rule) {
+                self.tally.ended_grant_rules_kept_for_others += 1;
+                continue;
+            }
+            if !clean {
+                continue;
+            }
+            let held = report.is_some_and(|r| self.refusal_justified(index, r, &on_before));
+            if held {
+                self.tally.removal_held_by_refusal += 1;
+                continue;
+            }
+            let over_limit = report.is_some_and(|r| {
+                matches!(
+                    r.outcome,
+                    Outcome::Refused(ReconcileError::Gate(GateRefusal::OverLimit { .. }))
+                )
+            });
+            let known = if over_limit {
+                format!(" [{GRANT_REMOVAL_OVER_LIMIT}]")
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "{name}: {SWEEP_LEFT_ENDED_GRANT}: {rule} (grant {}, ended {}) is still on the vault and nothing else wants it; the sweep {}{known}",
+                grant.id,
+                grant.ends_at(),
+                report.map_or_else(|| "did not reconcile the vault".to_owned(), vault_line)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a refusal of the vault is one the model justifies: people removed more than
+    /// half of tagfence's confirmed rules, or opened the firewall since tagfence saw it closed.
+    fn refusal_justified(
+        &self,
+        index: usize,
+        report: &VaultReport,
+        on_before: &BTreeSet<String>,
+    ) -> bool {
+        match &report.outcome {
+            Outcome::Refused(ReconcileError::Gate(GateRefusal::OpenedSinceSeen { .. })) => true,
+            Outcome::Refused(ReconcileError::Gate(GateRefusal::Suspicious {
+                missing,
+                confirmed,
+                ..
+            })) => {
+                let removed = self.vaults[index]
+                    .removed_by_person
+                    .iter()
+                    .filter(|r| !on_before.contains(*r))
+                    .count();
+                *missing * 2 > *confirmed && *missing <= removed
+            }
+            _ => false,
+        }
+    }
+
+    /// The grant invariants, after every step, on every vault: a live grant whose placing
+    /// succeeded is on its vault (unless a person took it off) and in its record; every
+    /// grant's rule on a vault is accounted for by a grant record, a static rule or a person's
+    /// rule (no orphaned grant rule).
+    fn check_grants(&mut self) -> Result<(), String> {
+        let now = self.now();
+        for index in 0..self.vaults.len() {
+            let stored = self.stored(index);
+            let on = values(&stored);
+            let recorded = self.recorded_grants(index);
+            let name = self.vaults[index].name.clone();
+            let mut failure = None;
+            {
+                let model = &mut self.vaults[index];
+                for (rule, grant) in model.grants.iter_mut() {
+                    if grant.person_removed && on.contains(rule) {
+                        // Back on the vault (tagfence put it back): the promise holds again.
+                        grant.person_removed = false;
+                    }
+                }
+                for (rule, grant) in &model.grants {
+                    let Some(until) = grant.armed_until.filter(|u| *u > now) else {
+                        continue;
+                    };
+                    if grant.person_removed {
+                        continue;
+                    }
+                    self.tally.live_grant_checks += 1;
+                    if !on.contains(rule) {
+                        failure = Some(format!(
+                            "{name}: the live grant of {rule} (placed, until {until}) is not on the vault, and no person removed it"
+                        ));
+                        break;
+                    }
+                    if !recorded
+                        .iter()
+                        .any(|g| grant_rule_text(g.address) == *rule && g.is_live(now))
+                    {
+                        failure = Some(format!(
+                            "{name}: the live grant of {rule} (placed, until {until}) is gone from the vault's record"
+                        ));
+                        break;
+                    }
+                }
+            }
+            if failure.is_none() {
+                let granted: Vec<String> = self.vaults[index]
+                    .granted
+                    .intersection(&on)
+                    .cloned()
+                    .collect();
+                for rule in granted {
+                    self.tally.orphan_checks += 1;
+                    let accounted = recorded.iter().any(|g| grant_rule_text(g.address) == rule)
+                        || self.vaults[index].statics.contains(&rule)
+                        || self.vaults[index].persons.contains(&rule);
+                    if accounted {
+                        continue;
+                    }
+                    let model = &mut self.vaults[index];
+                    if model.lied {
+                        if model.forgotten_grant_rules.insert(rule.clone()) {
+                            self.tally.grant_rules_left_after_lies += 1;
+                            self.known_window.push(format!(
+                                "{name}: {rule} left on the vault with no grant recorded after lying reads"
+                            ));
+                        }
+                        continue;
+                    }
+                    failure = Some(format!(
+                        "{name}: the grant rule {rule} is on the vault, but no grant record, static rule or person's rule accounts for it (an orphaned grant rule)"
+                    ));
+                    break;
+                }
+            }
+            if let Some(what) = failure {
+                return Err(self.fail(
+                    Some((index, &stored, &stored)),
+                    format!("{what}\n  recorded grants: {recorded:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
