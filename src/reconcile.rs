@@ -66,6 +66,7 @@ pub use crate::azure::index::INDEX_TRUSTED_AFTER_WRITE;
 use crate::azure::pipeline::AzureError;
 use crate::azure::VaultId;
 use crate::config::{TargetSource, VaultTarget};
+use crate::core::desired::DesireError;
 use crate::core::gate::{self, GateOptions, GatedWrite, Ownership, Proposal};
 use crate::core::live::LiveAcl;
 use crate::core::plan::{self, GrantsInput, Plan, PlanError, PlanInput, Recorded, TagGuard};
@@ -767,8 +768,15 @@ impl Reconciler {
         trace: &Trace,
         report: &mut VaultReport,
     ) -> Result<Option<GatedWrite>, ReconcileError> {
-        let (plan, guarded) = plan_vault(target, run, remembered, &vault.acl)
-            .inspect_err(|_| grants_hold_room(target, run, remembered, report))?;
+        let (plan, guarded) =
+            plan_vault(target, run, remembered, &vault.acl).inspect_err(|err| {
+                if matches!(
+                    err,
+                    ReconcileError::Plan(PlanError::Desire(DesireError::DoesNotFit { .. }))
+                ) {
+                    grants_hold_room(target, run, remembered, report);
+                }
+            })?;
         let changes = plan.has_changes();
         let intended = plan.rules_after(&vault.acl.ip_rules);
         // Kept when a guard refuses it too: the report shows the change that was refused.
@@ -817,34 +825,32 @@ fn gate_with<T>(
     trace: &Trace,
     check: impl FnOnce(Ownership<'_>, GateOptions) -> Result<T, gate::GateRefusal>,
 ) -> Result<T, ReconcileError> {
-    {
-        let removable = remembered.map(VaultState::owned_rules).unwrap_or_default();
-        let confirmed = remembered
-            .map(|r| r.confirmed_rules(&vault.acl.ip_rules))
-            .unwrap_or_default();
-        let ownership = Ownership {
-            removable: &removable,
-            confirmed: &confirmed,
-            // Closed if the state saw it closed, or a read of this reconcile did.
-            seen_default_action: if trace.closed_default_action {
-                Some("Deny")
-            } else {
-                remembered.and_then(|r| r.seen_default_action.as_deref())
-            },
-            seen_bypass: if trace.closed_bypass {
-                Some("None")
-            } else {
-                remembered.and_then(|r| r.seen_bypass.as_deref())
-            },
-        };
-        let options = GateOptions {
-            prune: target.prune,
-            init_firewall: target.safety.init_firewall,
-            accept_missing_rules: target.safety.accept_missing_rules,
-            max_rules: target.limits.max_rules,
-        };
-        check(ownership, options).map_err(ReconcileError::Gate)
-    }
+    let removable = remembered.map(VaultState::owned_rules).unwrap_or_default();
+    let confirmed = remembered
+        .map(|r| r.confirmed_rules(&vault.acl.ip_rules))
+        .unwrap_or_default();
+    let ownership = Ownership {
+        removable: &removable,
+        confirmed: &confirmed,
+        // Closed if the state saw it closed, or a read of this reconcile did.
+        seen_default_action: if trace.closed_default_action {
+            Some("Deny")
+        } else {
+            remembered.and_then(|r| r.seen_default_action.as_deref())
+        },
+        seen_bypass: if trace.closed_bypass {
+            Some("None")
+        } else {
+            remembered.and_then(|r| r.seen_bypass.as_deref())
+        },
+    };
+    let options = GateOptions {
+        prune: target.prune,
+        init_firewall: target.safety.init_firewall,
+        accept_missing_rules: target.safety.accept_missing_rules,
+        max_rules: target.limits.max_rules,
+    };
+    check(ownership, options).map_err(ReconcileError::Gate)
 }
 
 /// Says what a person should know about the firewall read (once per vault).
