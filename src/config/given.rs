@@ -509,8 +509,9 @@ impl Reader<'_> {
     }
 }
 
-/// Whether `text` is a GUID (`00000000-0000-0000-0000-000000000000`), as subscription ids are.
-pub(super) fn is_guid(text: &str) -> bool {
+/// Whether `text` is a GUID (`00000000-0000-0000-0000-000000000000`), as subscription ids and
+/// Microsoft Entra object and application ids are.
+pub fn is_guid(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
     groups.len() == 5
         && groups

@@ -78,6 +78,7 @@ use crate::core::service_tags::Cloud;
 use crate::source::{self, SourceSpec};
 
 pub use error::{ConfigError, ConfigErrors};
+pub use given::is_guid;
 pub use given::{cloud_name, parse_switch};
 use given::{Givens, Reader};
 use layers::{ConfigFile, Resolved};

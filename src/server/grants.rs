@@ -77,6 +77,7 @@ use tracing::{info, warn};
 use super::answer::{binding, error_answer, error_body, handle, http_answer, ok, Answer};
 use super::engine::AppState;
 use super::invocation::{http_output, HttpRequestData, InvocationResponse};
+use crate::config::is_guid;
 use crate::core::grant::{duration_text, parse_duration, DEFAULT_TTL};
 use crate::reconcile::ErrorKind;
 use crate::run::{
@@ -418,14 +419,6 @@ fn claim_id(
     }
 }
 
-fn is_guid(text: &str) -> bool {
-    text.len() == 36
-        && text.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        })
-}
-
 /// `text` without control characters, at most `max` characters: fit for a log line or record.
 fn printable(text: &str, max: usize) -> String {
     text.trim()
@@ -435,36 +428,16 @@ fn printable(text: &str, max: usize) -> String {
         .collect()
 }
 
-/// Base64, standard or URL-safe alphabet, padding optional. `None` for anything else.
+/// Base64, standard or URL-safe alphabet, padding optional (azure_core's decoders, which take
+/// either padding). `None` for anything else.
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let text = text.trim();
-    let text = text
-        .strip_suffix("==")
-        .or_else(|| text.strip_suffix('='))
-        .unwrap_or(text);
-    if text.is_empty() || text.len() % 4 == 1 {
+    if text.is_empty() {
         return None;
     }
-    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for c in text.bytes() {
-        let value = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        buffer = (buffer << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-            buffer &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    azure_core::base64::decode(text)
+        .or_else(|_| azure_core::base64::decode_url_safe(text))
+        .ok()
 }
 
 /// The caller's address as the App Service front end saw it: the last entry of
@@ -718,25 +691,11 @@ fn report_answer(report: &GrantReport, log: &mut RequestLog) -> Response {
     noted(http_answer(status, body, logs), status, error.as_deref())
 }
 
-/// Base64 (standard alphabet, padded), as App Service encodes `X-MS-CLIENT-PRINCIPAL`: for
-/// tests.
+/// Base64 as App Service writes `X-MS-CLIENT-PRINCIPAL` (standard alphabet, padded): for the
+/// tests that play the platform.
 #[cfg(test)]
 pub(crate) fn encode_base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-        for _ in chunk.len()..3 {
-            out.push('=');
-        }
-    }
-    out
+    azure_core::base64::encode(bytes)
 }
 
 #[cfg(test)]
