@@ -17,14 +17,14 @@ use super::error::RunError;
 use super::grants::{
     GrantReport, GrantRequest, Requester, RevokeRequest, RevokeTarget, SweepReport,
 };
-use super::report::grant_line;
+use super::report::{grant_line, vault_record};
 use super::request::RunRequest;
 use super::runner::Runner;
 use crate::azure::VaultId;
 use crate::config::{TargetSource, VaultTarget};
 use crate::core::grant::{self, GrantRefusal};
 use crate::reconcile::{GrantChange, GrantWhich, NewGrant, RunContext, VaultReport};
-use crate::state::{self, GrantRecord, RunRecord, State, VaultRecord};
+use crate::state::{self, GrantRecord, RunRecord, State};
 
 /// Vault records the sweep reads at once.
 const SWEEP_READS_AT_ONCE: usize = 16;
@@ -393,7 +393,7 @@ impl Runner {
             change_number: None,
             origin: None,
             tag_change_numbers: Default::default(),
-            vaults: vaults.iter().map(grant_vault_record).collect(),
+            vaults: vaults.iter().map(vault_record).collect(),
             warnings: Vec::new(),
             error: None,
             grants: vaults
@@ -411,27 +411,6 @@ impl Runner {
             Ok(key) => info!(record = %key, "run recorded"),
             Err(err) => warn!(error = %err, "recording the run failed"),
         }
-    }
-}
-
-/// A vault of a grant run, as the run record keeps it.
-fn grant_vault_record(v: &VaultReport) -> VaultRecord {
-    let strings = |nets: &[ipnet::Ipv4Net]| nets.iter().map(ToString::to_string).collect();
-    let plan = v.plan.as_ref().filter(|_| v.wrote);
-    VaultRecord {
-        vault: v.vault.to_string(),
-        outcome: v.outcome.recorded(),
-        detail: v.outcome.detail(),
-        wrote: v.wrote,
-        reused_plan: false,
-        added: plan.map_or_else(Vec::new, |p| strings(&p.add)),
-        removed: plan.map_or_else(Vec::new, |p| strings(&p.remove)),
-        unchanged: v.plan.as_ref().map_or(0, |p| p.unchanged),
-        unmanaged: Vec::new(),
-        extra_addresses: 0,
-        grace_tags: Vec::new(),
-        elapsed_ms: v.elapsed_ms,
-        warnings: v.warnings.clone(),
     }
 }
 

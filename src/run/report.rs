@@ -45,7 +45,6 @@ impl RunReport {
                 tag_change_numbers.insert(tag.name.clone(), tag.change_number);
             }
         }
-        let strings = |nets: &[ipnet::Ipv4Net]| nets.iter().map(ToString::to_string).collect();
         RunRecord {
             format_version: state::STATE_FORMAT_VERSION,
             run_id: self.run_id.clone(),
@@ -58,34 +57,7 @@ impl RunReport {
             change_number: Some(self.source.change_number),
             origin: Some(self.source.origin.clone()),
             tag_change_numbers,
-            vaults: self
-                .vaults
-                .iter()
-                .map(|v| {
-                    let plan = v.plan.as_ref();
-                    VaultRecord {
-                        vault: v.vault.to_string(),
-                        outcome: v.outcome.recorded(),
-                        detail: v.outcome.detail(),
-                        wrote: v.wrote,
-                        reused_plan: plan.is_some_and(|p| p.reused),
-                        added: plan.map_or_else(Vec::new, |p| strings(&p.add)),
-                        removed: plan.map_or_else(Vec::new, |p| strings(&p.remove)),
-                        unchanged: plan.map_or(0, |p| p.unchanged),
-                        unmanaged: plan.map_or_else(Vec::new, |p| strings(&p.unmanaged)),
-                        extra_addresses: plan.map_or(0, |p| p.desired.extra_addresses),
-                        grace_tags: plan.map_or_else(Vec::new, |p| {
-                            p.desired
-                                .grace
-                                .iter()
-                                .map(|g| format!("{} (change {})", g.name, g.change_number))
-                                .collect()
-                        }),
-                        elapsed_ms: v.elapsed_ms,
-                        warnings: v.warnings.clone(),
-                    }
-                })
-                .collect(),
+            vaults: self.vaults.iter().map(vault_record).collect(),
             warnings: self.warnings.clone(),
             error: None,
             grants: Vec::new(),
@@ -240,6 +212,33 @@ pub fn vault_json(report: &VaultReport) -> Value {
         "plan": report.plan.as_ref().map(render::plan_json),
         "grants": report.grants.iter().map(grant_json).collect::<Vec<_>>(),
     })
+}
+
+/// One vault of a run record: its outcome and the plan's changes.
+pub(super) fn vault_record(v: &VaultReport) -> VaultRecord {
+    let strings = |nets: &[ipnet::Ipv4Net]| nets.iter().map(ToString::to_string).collect();
+    let plan = v.plan.as_ref();
+    VaultRecord {
+        vault: v.vault.to_string(),
+        outcome: v.outcome.recorded(),
+        detail: v.outcome.detail(),
+        wrote: v.wrote,
+        reused_plan: plan.is_some_and(|p| p.reused),
+        added: plan.map_or_else(Vec::new, |p| strings(&p.add)),
+        removed: plan.map_or_else(Vec::new, |p| strings(&p.remove)),
+        unchanged: plan.map_or(0, |p| p.unchanged),
+        unmanaged: plan.map_or_else(Vec::new, |p| strings(&p.unmanaged)),
+        extra_addresses: plan.map_or(0, |p| p.desired.extra_addresses),
+        grace_tags: plan.map_or_else(Vec::new, |p| {
+            p.desired
+                .grace
+                .iter()
+                .map(|g| format!("{} (change {})", g.name, g.change_number))
+                .collect()
+        }),
+        elapsed_ms: v.elapsed_ms,
+        warnings: v.warnings.clone(),
+    }
 }
 
 /// A grant as JSON (status, API answers, run records).
