@@ -1093,16 +1093,12 @@ fn run_apply(args: &ApplyArgs, origins: Origins, dry_origin: Option<Origin>) -> 
             })
             .await
     })?;
-    let text = match args.output {
-        OutputFormat::Text => report.to_text(),
-        OutputFormat::Json => {
-            let mut json =
-                serde_json::to_string_pretty(&report.to_json()).context("encoding the report")?;
-            json.push('\n');
-            json
-        }
-    };
-    write_stdout(&text)?;
+    print_output(
+        args.output,
+        || report.to_text(),
+        || report.to_json(),
+        "the report",
+    )?;
     // The exit code of a refused or failed vault is the error policy's, as the HTTP status is.
     Ok(match report.error_kind() {
         Some(kind) => ExitCode::from(policy::disposition(kind).exit_code),
@@ -1132,16 +1128,12 @@ fn run_status(args: &StatusArgs, origins: Origins) -> Result<ExitCode> {
         let runner = Runner::new(config, &IdentityEnv::from_process())?;
         runner.status().await
     })?;
-    let text = match args.output {
-        OutputFormat::Text => status.to_text(),
-        OutputFormat::Json => {
-            let mut json =
-                serde_json::to_string_pretty(&status.to_json()).context("encoding the status")?;
-            json.push('\n');
-            json
-        }
-    };
-    write_stdout(&text)?;
+    print_output(
+        args.output,
+        || status.to_text(),
+        || status.to_json(),
+        "the status",
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1179,16 +1171,12 @@ fn address(text: &str) -> Result<std::net::IpAddr> {
 /// A grant or revoke's report on stdout; its exit code is the error policy's when the vault's
 /// reconcile did not end as asked.
 fn grant_outcome(report: &GrantReport, output: OutputFormat) -> Result<ExitCode> {
-    let text = match output {
-        OutputFormat::Text => report.to_text(),
-        OutputFormat::Json => {
-            let mut json =
-                serde_json::to_string_pretty(&report.to_json()).context("encoding the report")?;
-            json.push('\n');
-            json
-        }
-    };
-    write_stdout(&text)?;
+    print_output(
+        output,
+        || report.to_text(),
+        || report.to_json(),
+        "the report",
+    )?;
     Ok(
         match report.vault.as_ref().and_then(|v| v.outcome.error_kind()) {
             Some(kind) => ExitCode::from(policy::disposition(kind).exit_code),
@@ -1260,22 +1248,38 @@ fn run_sweep(args: &SweepArgs, origins: Origins) -> Result<ExitCode> {
         let runner = Runner::new(config, &IdentityEnv::from_process())?;
         runner.sweep("cli").await
     })?;
-    let text = match args.output {
-        OutputFormat::Text => report.to_text(),
-        OutputFormat::Json => {
-            let mut json =
-                serde_json::to_string_pretty(&report.to_json()).context("encoding the report")?;
-            json.push('\n');
-            json
-        }
-    };
-    write_stdout(&text)?;
+    print_output(
+        args.output,
+        || report.to_text(),
+        || report.to_json(),
+        "the report",
+    )?;
     // Grants still on their vault are the sweep's failure: the next one tries again.
     Ok(if report.failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(policy::disposition(crate::reconcile::ErrorKind::Unavailable).exit_code)
     })
+}
+
+/// Writes a command's result to stdout: `text` for people, or `json` (pretty, one trailing
+/// newline) with `--output json`; `what` names it in an encoding error.
+fn print_output<J: serde::Serialize>(
+    output: OutputFormat,
+    text: impl FnOnce() -> String,
+    json: impl FnOnce() -> J,
+    what: &str,
+) -> Result<()> {
+    let text = match output {
+        OutputFormat::Text => text(),
+        OutputFormat::Json => {
+            let mut json = serde_json::to_string_pretty(&json())
+                .with_context(|| format!("encoding {what}"))?;
+            json.push('\n');
+            json
+        }
+    };
+    write_stdout(&text)
 }
 
 /// The bytes of a file (memory-mapped when large), or of stdin for `-`.
@@ -1472,16 +1476,12 @@ fn run_plan(args: &PlanArgs, origins: Origins) -> Result<ExitCode> {
     .context("planning the firewall change")?;
     plan.vault = live.vault_name.clone();
 
-    let text = match args.output {
-        OutputFormat::Text => render::plan_text(&plan),
-        OutputFormat::Json => {
-            let mut json = serde_json::to_string_pretty(&render::plan_json(&plan))
-                .context("encoding the plan")?;
-            json.push('\n');
-            json
-        }
-    };
-    write_stdout(&text)?;
+    print_output(
+        args.output,
+        || render::plan_text(&plan),
+        || render::plan_json(&plan),
+        "the plan",
+    )?;
     Ok(if args.exit_code && plan.has_changes() {
         ExitCode::from(1)
     } else {
