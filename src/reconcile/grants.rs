@@ -51,8 +51,6 @@ pub struct Noted {
     pub note: Option<String>,
     /// Whether the vault's firewall may need a write: a grant to place, or a grant that ended.
     pub needs_work: bool,
-    /// Whether the vault held no grant before (it must be entered in the grants index first).
-    pub first_grant: bool,
 }
 
 /// Applies `change` to the vault's record in memory, at `now`, by run `run_id`; `max_ttl` is
@@ -72,7 +70,6 @@ pub fn note_change(
     let any_ended = |r: &VaultState| r.grants.iter().any(|g| !live(g));
     match change {
         GrantChange::Grant(new) => {
-            let first_grant = remembered.grants.is_empty();
             let live_others = remembered
                 .grants
                 .iter()
@@ -125,7 +122,6 @@ pub fn note_change(
                 grant: Some(grant),
                 note: None,
                 needs_work: true,
-                first_grant,
             })
         }
         GrantChange::Revoke { which, by } => {
@@ -153,14 +149,12 @@ pub fn note_change(
                 grant,
                 note,
                 needs_work: any_ended(remembered),
-                first_grant: false,
             })
         }
         GrantChange::Sweep => Ok(Noted {
             grant: None,
             note: None,
             needs_work: any_ended(remembered),
-            first_grant: false,
         }),
     }
 }
@@ -244,7 +238,7 @@ mod tests {
             MAX,
         )
         .unwrap();
-        assert!(first.first_grant && first.needs_work);
+        assert!(first.needs_work);
         let again = note_change(
             &mut r,
             &new_grant("g2", "20.1.2.3", 60, 50),
