@@ -9,56 +9,26 @@ mod support;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::future::join_all;
 use serde_json::Value;
-use tagfence::config::{Config, Settings};
 use tagfence::core::desired::FitMode;
 use tagfence::core::grant::GrantRefusal;
 use tagfence::reconcile::{ErrorKind, Outcome};
 use tagfence::run::{
-    GrantReport, GrantRequest, Requester, RevokeRequest, RevokeTarget, RunError, RunRequest, Runner,
+    GrantReport, GrantRequest, Requester, RevokeRequest, RevokeTarget, RunError, RunRequest,
 };
 use tagfence::state::dir::DirStore;
-use tagfence::state::{GrantRecord, GrantsIndex, Lock, State, StateError, Store};
-use tagfence_emulator::{Emulator, Fault, FaultKind, Route};
+use tagfence::state::{Lock, State, StateError, Store};
+use tagfence_emulator::{Emulator, FaultKind, Route};
 
+use support::grants::*;
 use support::observe::{count_for, settings, MANUAL};
 use support::{emulator_config, start, stderr, stdout, vault, vault_id, Scratch};
-
-const AGENT: &str = "20.37.158.9";
-
-/// A clock the test moves.
-#[derive(Clone)]
-struct TestClock(Arc<Mutex<DateTime<Utc>>>);
-
-impl TestClock {
-    fn new() -> TestClock {
-        TestClock(Arc::new(Mutex::new(Utc::now())))
-    }
-    fn advance(&self, by: Duration) {
-        let mut now = self.0.lock().unwrap();
-        *now += chrono::Duration::from_std(by).unwrap();
-    }
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-    fn clock(&self) -> tagfence::run::Clock {
-        let inner = self.0.clone();
-        Arc::new(move || *inner.lock().unwrap())
-    }
-}
-
-fn runner(emulator: &Emulator, settings: &Settings, clock: &TestClock) -> Runner {
-    let config = Config::from_settings(settings).expect("valid configuration");
-    Runner::with_credential(config, support::credential(emulator), "test token".into())
-        .unwrap()
-        .with_clock(clock.clock())
-}
 
 fn grant(vault: &str, ip: &str, ttl_secs: u64) -> GrantRequest {
     GrantRequest {
@@ -95,80 +65,14 @@ fn revoke_id(id: &str) -> RevokeRequest {
     }
 }
 
-/// A vault managed by one runner with a directory state, all on one emulator.
-struct World {
-    emulator: Emulator,
-    scratch: Scratch,
-    settings: Settings,
-    clock: TestClock,
-    runner: Runner,
-}
-
 impl World {
-    /// `seed` in the emulator; the vaults named in `managed` listed; `edit` changes the
-    /// settings before the runner is built.
-    async fn new(seed: Vec<Value>, managed: &[&str], edit: impl FnOnce(&mut Settings)) -> World {
-        let emulator = start(emulator_config(seed)).await;
-        let scratch = Scratch::new();
-        let ids: Vec<String> = managed.iter().map(|n| vault_id(n)).collect();
-        let mut settings = settings(&emulator, &ids, Some(&scratch));
-        edit(&mut settings);
-        let clock = TestClock::new();
-        let runner = runner(&emulator, &settings, &clock);
-        World {
-            emulator,
-            scratch,
-            settings,
-            clock,
-            runner,
-        }
-    }
-
-    /// One vault `kv1` holding a person's rule, managed, after a first regular run.
-    async fn kv1(edit: impl FnOnce(&mut Settings)) -> World {
-        let world = World::new(vec![vault("kv1", &[MANUAL])], &["kv1"], edit).await;
-        world.regular_run().await;
-        world
-    }
-
-    async fn regular_run(&self) -> tagfence::run::RunReport {
-        let report = self.runner.run(&RunRequest::default()).await.unwrap();
-        assert_eq!(report.failures(), 0, "{}", report.to_text());
-        report
-    }
-
-    fn state(&self) -> &State {
-        self.runner.state().expect("a state is configured")
-    }
-
-    async fn index(&self) -> GrantsIndex {
-        self.state().read_grants_index().await.unwrap()
-    }
-
-    async fn grants(&self) -> Vec<GrantRecord> {
-        self.runner.grants().await.unwrap()
-    }
-
-    fn patches(&self, name: &str) -> usize {
-        count_for(&self.emulator, Route::VaultPatch, name)
-    }
-
     fn gets(&self, name: &str) -> usize {
         count_for(&self.emulator, Route::VaultGet, name)
     }
 }
 
-/// The vault's whole `networkAcls` as the emulator stores it.
-fn acls(emulator: &Emulator, name: &str) -> Value {
-    emulator.vault(name).expect("the vault exists")["properties"]["networkAcls"].clone()
-}
-
 fn set(rules: Vec<String>) -> BTreeSet<String> {
     rules.into_iter().collect()
-}
-
-fn rule(address: &str) -> String {
-    format!("{address}/32")
 }
 
 /// The GETs and PATCHes of one vault, in the order the emulator finished them.
@@ -199,10 +103,6 @@ fn addresses(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("52.174.20.{i}")).collect()
 }
 
-fn succeeded(report: &GrantReport) {
-    assert!(report.succeeded(), "{}", report.to_text());
-}
-
 fn outcome(report: &GrantReport) -> &Outcome {
     &report
         .vault
@@ -217,7 +117,7 @@ async fn a_grant_then_a_revoke_write_one_patch_each_and_touch_nothing_else() {
     let scratch = Scratch::new();
     let settings = settings(&emulator, &[vault_id("kv1")], Some(&scratch));
     let clock = TestClock::new();
-    let runner = runner(&emulator, &settings, &clock);
+    let runner = make_runner(&emulator, &settings, &clock);
     runner.run(&RunRequest::default()).await.unwrap();
     let before = emulator.ip_rules("kv1");
     emulator.clear_requests();
@@ -339,7 +239,7 @@ async fn twenty_concurrent_grants_and_revokes_on_one_vault_lose_no_update() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_grants_from_two_runners_sharing_the_state_lose_no_update() {
     let w = World::kv1(|_| {}).await;
-    let other = runner(&w.emulator, &w.settings, &w.clock);
+    let other = make_runner(&w.emulator, &w.settings, &w.clock);
     let before = set(w.emulator.ip_rules("kv1"));
     let addresses = addresses(20);
     w.emulator.clear_requests();
@@ -731,7 +631,7 @@ async fn an_unmanaged_vault_and_a_runner_without_state_are_refused() {
 
     let mut stateless = w.settings.clone();
     stateless.state_dir = None;
-    let stateless = runner(&w.emulator, &stateless, &w.clock);
+    let stateless = make_runner(&w.emulator, &stateless, &w.clock);
     let err = stateless
         .grant(&grant("kv1", AGENT, 1800))
         .await
@@ -763,7 +663,7 @@ async fn an_expired_grant_is_gone_after_the_next_sweep() {
     let scratch = Scratch::new();
     let settings = settings(&emulator, &[vault_id("kv1")], Some(&scratch));
     let clock = TestClock::new();
-    let runner = runner(&emulator, &settings, &clock);
+    let runner = make_runner(&emulator, &settings, &clock);
     runner.run(&RunRequest::default()).await.unwrap();
     let before = emulator.ip_rules("kv1");
     runner.grant(&grant("kv1", AGENT, 60)).await.unwrap();
@@ -939,7 +839,7 @@ async fn grants_on_a_vault_no_longer_managed_are_still_ended() {
 
     let mut only_kv2 = w.settings.clone();
     only_kv2.vaults = vec![vault_id("kv2")];
-    let later = runner(&w.emulator, &only_kv2, &w.clock);
+    let later = make_runner(&w.emulator, &only_kv2, &w.clock);
     w.clock.advance(Duration::from_secs(61));
     let sweep = later.sweep("test").await.unwrap();
     assert!(sweep.failed.is_empty(), "{}", sweep.to_text());
@@ -993,24 +893,6 @@ impl Store for CrashingStore {
     }
     async fn lock(&self, key: &str, wait: Duration) -> Result<Box<dyn Lock>, StateError> {
         self.inner.lock(key, wait).await
-    }
-}
-
-fn status_fault(status: u16, code: &str) -> FaultKind {
-    FaultKind::Status {
-        status,
-        code: code.to_owned(),
-        message: "Injected.".to_owned(),
-        retry_after: None,
-    }
-}
-
-fn fault_on(route: Route, vault: &str, kind: FaultKind, count: u32) -> Fault {
-    Fault {
-        route: Some(route),
-        vault: Some(vault.to_owned()),
-        kind,
-        count,
     }
 }
 
@@ -1190,7 +1072,8 @@ async fn a_grant_whose_record_after_the_write_is_lost_is_still_swept() {
         inner: DirStore::new(w.scratch.join("state")),
         allowed: AtomicUsize::new(usize::MAX),
     });
-    let crashing = runner(&w.emulator, &w.settings, &w.clock).with_state(State::new(store.clone()));
+    let crashing =
+        make_runner(&w.emulator, &w.settings, &w.clock).with_state(State::new(store.clone()));
     crashing.run(&RunRequest::default()).await.unwrap();
     let before = acls(&w.emulator, "kv1");
 
@@ -1227,7 +1110,7 @@ async fn a_grant_whose_process_dies_during_its_write_is_recorded_and_swept() {
             DirStore::new(w.scratch.join("state")).with_lock_ttl(Duration::from_millis(300)),
         ))
     };
-    let dying = Arc::new(runner(&w.emulator, &w.settings, &w.clock).with_state(short_lock()));
+    let dying = Arc::new(make_runner(&w.emulator, &w.settings, &w.clock).with_state(short_lock()));
     w.emulator.add_fault(fault_on(
         Route::VaultPatch,
         "kv1",
@@ -1278,7 +1161,7 @@ async fn a_grant_whose_process_dies_during_its_write_is_recorded_and_swept() {
     assert_no_orphan_rule(&w, AGENT).await;
 
     w.clock.advance(Duration::from_secs(61));
-    let survivor = runner(&w.emulator, &w.settings, &w.clock).with_state(short_lock());
+    let survivor = make_runner(&w.emulator, &w.settings, &w.clock).with_state(short_lock());
     let sweep = survivor.sweep("test").await.unwrap();
     assert!(sweep.failed.is_empty(), "{}", sweep.to_text());
     assert_eq!(acls(&w.emulator, "kv1"), before);

@@ -12,7 +12,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
@@ -29,50 +29,20 @@ use tagfence::run::{
 };
 use tagfence::server::schedule::Schedule;
 use tagfence::server::{app, AppState, Engine};
-use tagfence::state::{GrantRecord, GrantsIndex, State};
-use tagfence_emulator::{Emulator, Fault, FaultKind, Route};
+use tagfence::state::GrantRecord;
+use tagfence_emulator::{Emulator, FaultKind, Route};
 use tower::ServiceExt;
 
-use support::observe::{count_for, settings, MANUAL};
+use support::grants::*;
+use support::observe::{settings, MANUAL};
 use support::{emulator_config, start, stderr, stdout, vault, vault_id, Scratch};
 
-const AGENT: &str = "20.37.158.9";
 /// A public address no tag of the fixture covers (AGENT lies inside AzureDevOps' 20.37.158.0/23).
 const OUTSIDE: &str = "52.174.30.1";
 
 // ---------------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------------
-
-/// A clock the test moves (also backwards).
-#[derive(Clone)]
-struct TestClock(Arc<Mutex<DateTime<Utc>>>);
-
-impl TestClock {
-    fn new() -> TestClock {
-        TestClock(Arc::new(Mutex::new(Utc::now())))
-    }
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += chrono::Duration::from_std(by).unwrap();
-    }
-    fn rewind(&self, by: Duration) {
-        *self.0.lock().unwrap() -= chrono::Duration::from_std(by).unwrap();
-    }
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-    fn clock(&self) -> tagfence::run::Clock {
-        let inner = self.0.clone();
-        Arc::new(move || *inner.lock().unwrap())
-    }
-}
-
-fn make_runner(emulator: &Emulator, settings: &Settings, clock: &TestClock) -> Runner {
-    let config = Config::from_settings(settings).expect("valid configuration");
-    Runner::with_credential(config, support::credential(emulator), "test token".into())
-        .unwrap()
-        .with_clock(clock.clock())
-}
 
 fn cli() -> Requester {
     Requester::Cli {
@@ -113,73 +83,7 @@ fn revoke_id(vault: Option<&str>, id: &str) -> RevokeRequest {
     }
 }
 
-fn rule(address: &str) -> String {
-    format!("{address}/32")
-}
-
-struct World {
-    emulator: Emulator,
-    scratch: Scratch,
-    settings: Settings,
-    clock: TestClock,
-    runner: Runner,
-}
-
 impl World {
-    async fn new(seed: Vec<Value>, managed: &[&str], edit: impl FnOnce(&mut Settings)) -> World {
-        let emulator = start(emulator_config(seed)).await;
-        let scratch = Scratch::new();
-        let ids: Vec<String> = managed.iter().map(|n| vault_id(n)).collect();
-        let mut settings = settings(&emulator, &ids, Some(&scratch));
-        edit(&mut settings);
-        let clock = TestClock::new();
-        let runner = make_runner(&emulator, &settings, &clock);
-        World {
-            emulator,
-            scratch,
-            settings,
-            clock,
-            runner,
-        }
-    }
-
-    /// `kv1` with a person's rule, managed, after a first regular run.
-    async fn kv1(edit: impl FnOnce(&mut Settings)) -> World {
-        let w = World::new(vec![vault("kv1", &[MANUAL])], &["kv1"], edit).await;
-        w.regular_run().await;
-        w
-    }
-
-    fn another_runner(&self) -> Runner {
-        make_runner(&self.emulator, &self.settings, &self.clock)
-    }
-
-    async fn regular_run(&self) -> tagfence::run::RunReport {
-        let report = self.runner.run(&RunRequest::default()).await.unwrap();
-        assert_eq!(report.failures(), 0, "{}", report.to_text());
-        report
-    }
-
-    fn state(&self) -> &State {
-        self.runner.state().expect("a state is configured")
-    }
-
-    async fn index(&self) -> GrantsIndex {
-        self.state().read_grants_index().await.unwrap()
-    }
-
-    async fn grants(&self) -> Vec<GrantRecord> {
-        self.runner.grants().await.unwrap()
-    }
-
-    fn patches(&self, name: &str) -> usize {
-        count_for(&self.emulator, Route::VaultPatch, name)
-    }
-
-    fn rules(&self, name: &str) -> BTreeSet<String> {
-        self.emulator.ip_rules(name).into_iter().collect()
-    }
-
     fn state_dir(&self) -> PathBuf {
         self.scratch.join("state")
     }
@@ -231,38 +135,11 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
     }
 }
 
-/// The vault's whole `networkAcls` as the emulator stores it.
-fn acls(emulator: &Emulator, name: &str) -> Value {
-    emulator.vault(name).expect("the vault exists")["properties"]["networkAcls"].clone()
-}
-
 /// `networkAcls` with the ipRules as a sorted set, to compare everything but the rules' order.
 fn acls_without_rules(emulator: &Emulator, name: &str) -> Value {
     let mut a = acls(emulator, name);
     a.as_object_mut().map(|o| o.remove("ipRules"));
     a
-}
-
-fn succeeded(report: &GrantReport) {
-    assert!(report.succeeded(), "{}", report.to_text());
-}
-
-fn fault_on(route: Route, vault: &str, kind: FaultKind, count: u32) -> Fault {
-    Fault {
-        route: Some(route),
-        vault: Some(vault.to_owned()),
-        kind,
-        count,
-    }
-}
-
-fn status_fault(status: u16, code: &str) -> FaultKind {
-    FaultKind::Status {
-        status,
-        code: code.to_owned(),
-        message: "Injected.".to_owned(),
-        retry_after: None,
-    }
 }
 
 fn addresses(n: usize) -> Vec<String> {

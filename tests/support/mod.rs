@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test crate uses part of this
 
 pub mod azurite;
+pub mod grants;
 pub mod host;
 pub mod observe;
 
