@@ -11,10 +11,9 @@
 //! when the vault already holds exactly that value.
 //! Everything here is pure: JSON in, JSON or an ARM error message out.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use serde_json::{Map, Value};
 
+use crate::ipv4::{forbidden_range, parse_ipv4_rule, RuleProblem};
 use crate::policy::{OddRulePolicy, Slash31Policy};
 
 /// How PATCH/PUT validate ipRule values: the two UNVERIFIED policies of [`crate::Config`].
@@ -70,101 +69,6 @@ pub(crate) const MAX_IP_RULES: usize = 1000;
 /// Most virtual network rules a vault may hold (KV-NETDOC).
 pub(crate) const MAX_VNET_RULES: usize = 200;
 
-/// An address block IP rules may not touch.
-struct ForbiddenRange {
-    first: u32,
-    last: u32,
-    label: &'static str,
-}
-
-const fn block(octets: [u8; 4], prefix: u32, label: &'static str) -> ForbiddenRange {
-    let first = u32::from_be_bytes(octets);
-    ForbiddenRange {
-        first,
-        last: first | (u32::MAX >> prefix),
-        label,
-    }
-}
-
-/// The ranges Key Vault documents it refuses: RFC 1918's private networks (Microsoft Learn,
-/// "Configure Azure Key Vault networking settings" / network-security: "IP address ranges
-/// reserved for private networks (as defined in RFC 1918) are not allowed in IP rules. Private
-/// networks include addresses that start with 10., 172.16-31, and 192.168."). Other
-/// non-public blocks (0/8, 100.64/10, 127/8, 169.254/16, 224/4, 240/4) are accepted: whether
-/// Key Vault refuses them is UNVERIFIED. The wording is that of an answer quoted in
-/// Azure/azure-powershell#11471.
-const FORBIDDEN_RANGES: [ForbiddenRange; 3] = [
-    block([10, 0, 0, 0], 8, "private IP addresses"),
-    block([172, 16, 0, 0], 12, "private IP addresses"),
-    block([192, 168, 0, 0], 16, "private IP addresses"),
-];
-
-/// An IPv4 rule value that parsed.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Ipv4Rule {
-    /// The value as ARM stores it: `a.b.c.d/len` (a bare address gains `/32`; host bits kept).
-    pub stored: String,
-    /// Prefix length.
-    pub prefix: u32,
-    first: u32,
-    last: u32,
-}
-
-/// Why a rule value is not an IPv4 rule.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum RuleProblem {
-    /// An IPv6 address or prefix.
-    Ipv6,
-    /// Not an address at all.
-    Malformed,
-}
-
-/// Parses an ipRule value: an IPv4 address or `address/prefix`.
-pub(crate) fn parse_ipv4_rule(value: &str) -> Result<Ipv4Rule, RuleProblem> {
-    let (address_text, prefix_text) = match value.split_once('/') {
-        Some((address, prefix)) => (address, Some(prefix)),
-        None => (value, None),
-    };
-    let address: Ipv4Addr = address_text.parse().map_err(|_| {
-        if address_text.parse::<Ipv6Addr>().is_ok() {
-            RuleProblem::Ipv6
-        } else {
-            RuleProblem::Malformed
-        }
-    })?;
-    let prefix = match prefix_text {
-        None => 32,
-        Some(text) => parse_prefix(text).ok_or(RuleProblem::Malformed)?,
-    };
-    let host_mask = u32::MAX.checked_shr(prefix).unwrap_or(0);
-    let first = u32::from(address) & !host_mask;
-    Ok(Ipv4Rule {
-        stored: format!("{address}/{prefix}"),
-        prefix,
-        first,
-        last: first | host_mask,
-    })
-}
-
-/// A prefix length: 0–32, decimal digits only, no sign and no leading zero.
-fn parse_prefix(text: &str) -> Option<u32> {
-    let digits_only =
-        !text.is_empty() && text.len() <= 2 && text.bytes().all(|b| b.is_ascii_digit());
-    if !digits_only || (text.len() == 2 && text.starts_with('0')) {
-        return None;
-    }
-    text.parse::<u32>().ok().filter(|prefix| *prefix <= 32)
-}
-
-/// The form an out-of-band edit is stored in: a bare IPv4 address gains `/32`; anything else
-/// (including values ARM would refuse) is kept as typed.
-pub(crate) fn stored_form(value: &str) -> String {
-    match parse_ipv4_rule(value) {
-        Ok(rule) if !value.contains('/') => rule.stored,
-        _ => value.to_owned(),
-    }
-}
-
 /// Checks one ipRule value and returns the form to store, or the ARM error message.
 fn check_ip_rule(index: usize, value: &str, slash31: Slash31Policy) -> Result<String, String> {
     let at =
@@ -180,16 +84,8 @@ fn check_ip_rule(index: usize, value: &str, slash31: Slash31Policy) -> Result<St
             return Err(format!("{at} is not a valid IPv4 address or CIDR range"))
         }
     };
-    if let Some(range) = FORBIDDEN_RANGES
-        .iter()
-        .find(|range| rule.first <= range.last && range.first <= rule.last)
-    {
-        return Err(format!(
-            "{at} belongs to forbidden range {}–{} ({})",
-            Ipv4Addr::from(range.first),
-            Ipv4Addr::from(range.last),
-            range.label
-        ));
+    if let Some(range) = forbidden_range(&rule) {
+        return Err(format!("{at} belongs to forbidden range {range}"));
     }
     if rule.prefix == 31 && slash31 == Slash31Policy::Reject {
         return Err(format!(
@@ -618,13 +514,5 @@ mod tests {
             [json!(""), json!(5), json!("")]
         );
         assert!(existing_rule_values(&json!({"properties": {}})).is_empty());
-    }
-
-    #[test]
-    fn out_of_band_values_only_gain_slash_32() {
-        assert_eq!(stored_form("1.2.3.4"), "1.2.3.4/32");
-        assert_eq!(stored_form("1.2.3.4/24"), "1.2.3.4/24");
-        assert_eq!(stored_form("10.0.0.1"), "10.0.0.1/32");
-        assert_eq!(stored_form("nonsense"), "nonsense");
     }
 }

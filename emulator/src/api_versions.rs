@@ -41,6 +41,41 @@ pub const KEY_VAULT: &[&str] = &[
     "2026-05-15",
 ];
 
+/// `Microsoft.Storage/storageAccounts`: the stable versions tagfence's storage support was
+/// written against (2022-09-01 … 2025-01-01; tagfence sends 2023-05-01) and the newer stable
+/// folders of `specification/storage/resource-manager/Microsoft.Storage/stable` the research
+/// snapshot holds (2025-06-01, the first with `ipv6Rules`, to 2026-09-01, the readme's default
+/// `package-2026-09`). UNVERIFIED: the older stable versions are listed only from 2022-09-01
+/// (earlier ones exist and are refused here); previews are not listed; whether ARM serves the
+/// 2026 versions in every region.
+pub const STORAGE: &[&str] = &[
+    "2022-09-01",
+    "2023-01-01",
+    "2023-04-01",
+    "2023-05-01",
+    "2024-01-01",
+    "2025-01-01",
+    "2025-06-01",
+    "2025-08-01",
+    "2026-04-01",
+    "2026-06-01",
+    "2026-09-01",
+];
+
+/// `Microsoft.ContainerRegistry/registries`: the versions tagfence's registry support was
+/// written against (stable 2023-07-01, which tagfence sends, and 2025-04-01; previews
+/// 2023-11-01-preview and 2024-11-01-preview) and 2025-11-01, the newest stable version with a
+/// generated spec in `specification/containerregistry/resource-manager/Microsoft.ContainerRegistry`
+/// (its TypeSpec `Versions` also names 2026-09-01-preview and 2026-11-01, without generated files:
+/// not listed). UNVERIFIED: older versions exist and are refused here.
+pub const CONTAINER_REGISTRY: &[&str] = &[
+    "2023-07-01",
+    "2023-11-01-preview",
+    "2024-11-01-preview",
+    "2025-04-01",
+    "2025-11-01",
+];
+
 /// `Microsoft.Network/locations/serviceTags` (`ServiceTags_List`): the stable
 /// `specification/network/resource-manager/Microsoft.Network/stable/{version}` folders from
 /// `2019-04-01`, the first with `serviceTags.json`, and since the move to TypeSpec the package
@@ -150,7 +185,14 @@ mod tests {
 
     #[test]
     fn lists_are_oldest_first_without_repeats() {
-        for list in [KEY_VAULT, NETWORK_SERVICE_TAGS, RESOURCES, RESOURCE_GRAPH] {
+        for list in [
+            KEY_VAULT,
+            STORAGE,
+            CONTAINER_REGISTRY,
+            NETWORK_SERVICE_TAGS,
+            RESOURCES,
+            RESOURCE_GRAPH,
+        ] {
             let dates: Vec<&str> = list.iter().map(|version| &version[..10]).collect();
             assert!(dates.windows(2).all(|pair| pair[0] <= pair[1]), "{list:?}");
             let mut unique = list.to_vec();
@@ -159,6 +201,7 @@ mod tests {
         }
         assert_eq!(network_service_tag_details().next(), Some("2022-01-01"));
         assert!(KEY_VAULT.contains(&"2026-05-15"));
+        assert!(STORAGE.contains(&"2023-05-01") && CONTAINER_REGISTRY.contains(&"2023-07-01"));
         assert!(NETWORK_SERVICE_TAGS.contains(&"2026-03-01"));
     }
 }

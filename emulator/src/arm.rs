@@ -1,4 +1,5 @@
-//! Handlers for the ARM routes: Key Vault vaults, the Service Tags Discovery API and Resource Graph.
+//! Handlers for the ARM routes: Key Vault vaults, storage accounts, container registries, the
+//! Service Tags Discovery API and Resource Graph.
 //!
 //! Each handler checks what ARM checks, in the order ARM's front door does: the bearer token
 //! (401), the `api-version` (400), the subscription's bucket for the kind of request — read,
@@ -18,16 +19,36 @@ use crate::error::ArmError;
 use crate::identity::Principal;
 use crate::locations;
 use crate::model::Route;
-use crate::paths::VaultPath;
+use crate::paths::{Kind, ResourcePath};
 use crate::query::Query;
 use crate::resource_graph;
 use crate::routes::{RequestContext, Target};
 use crate::state::{arm_operation, Shared};
+use crate::store::{Lookup, ResourceStore};
 use crate::throttle::{Operation, QuotaLeft};
-use crate::vaults::{apply_create, apply_patch, apply_put, Lookup, Stamp, VaultStore};
+use crate::vaults::{apply_create, apply_patch, apply_put};
+use crate::writes::Stamp;
+use crate::{registries, storage};
 
 /// Key Vault management api-versions the emulator accepts, oldest first ([`api_versions::KEY_VAULT`]).
 pub const KEY_VAULT_API_VERSIONS: &[&str] = api_versions::KEY_VAULT;
+
+/// `Microsoft.Storage/storageAccounts` api-versions the emulator accepts, oldest first
+/// ([`api_versions::STORAGE`]).
+pub const STORAGE_API_VERSIONS: &[&str] = api_versions::STORAGE;
+
+/// `Microsoft.ContainerRegistry/registries` api-versions the emulator accepts, oldest first
+/// ([`api_versions::CONTAINER_REGISTRY`]).
+pub const CONTAINER_REGISTRY_API_VERSIONS: &[&str] = api_versions::CONTAINER_REGISTRY;
+
+/// The api-versions ARM routes `kind`'s requests for.
+fn api_versions_of(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Vault => KEY_VAULT_API_VERSIONS,
+        Kind::StorageAccount => STORAGE_API_VERSIONS,
+        Kind::Registry => CONTAINER_REGISTRY_API_VERSIONS,
+    }
+}
 
 /// Body size limit for ARM requests.
 pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -128,27 +149,29 @@ fn parse_json(body: &[u8]) -> Result<Value, ArmError> {
     serde_json::from_slice(body).map_err(ArmError::invalid_content)
 }
 
-/// `GET|PATCH|PUT …/providers/Microsoft.KeyVault/vaults/{name}`.
-pub(crate) fn vault(
+/// `GET|PATCH|PUT|DELETE …/providers/Microsoft.KeyVault/vaults/{name}`, and `GET|PATCH` of
+/// `…/providers/Microsoft.Storage/storageAccounts/{name}` and
+/// `…/providers/Microsoft.ContainerRegistry/registries/{name}`.
+pub(crate) fn resource(
     shared: &Shared,
     context: &RequestContext,
     query: &Query,
     body: &[u8],
 ) -> Response {
-    let Target::Vault(path) = &context.classified.target else {
-        return routing_bug("it names no vault").into_response();
+    let Target::Resource(path) = &context.classified.target else {
+        return routing_bug("it names no resource").into_response();
     };
     let route = context.classified.route;
     let principal = match authenticated(context) {
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
-    let location = shared.vaults().location_hint(path);
+    let location = shared.store().location_hint(path);
     if let Err(error) = check_api_version(
         query,
-        KEY_VAULT_API_VERSIONS.iter().copied(),
+        api_versions_of(path.kind).iter().copied(),
         Registration::Provider {
-            type_name: "vaults",
+            type_name: path.kind.collection(),
             location: &location,
         },
     ) {
@@ -158,7 +181,7 @@ pub(crate) fn vault(
         Ok(spent) => spent,
         Err(error) => return error.into_response(),
     };
-    let response = vault_operation(shared, route, path, &principal, body)
+    let response = resource_operation(shared, route, path, &principal, body)
         .unwrap_or_else(IntoResponse::into_response);
     with_remaining(response, spent)
 }
@@ -192,23 +215,23 @@ fn with_remaining(mut response: Response, spent: Option<(Operation, u32)>) -> Re
     response
 }
 
-fn vault_operation(
+fn resource_operation(
     shared: &Shared,
     route: Route,
-    path: &VaultPath,
+    path: &ResourcePath,
     principal: &Principal,
     body: &[u8],
 ) -> Result<Response, ArmError> {
     let action = match route {
-        Route::VaultGet => "read",
+        Route::VaultGet | Route::StorageAccountGet | Route::RegistryGet => "read",
         Route::VaultDelete => "delete",
         _ => "write",
     };
-    let mut vaults = shared.vaults();
-    if vaults.is_forbidden(path) {
+    let mut store = shared.store();
+    if store.is_forbidden(path) {
         return Err(forbidden(
             principal,
-            &format!("Microsoft.KeyVault/vaults/{action}"),
+            &format!("{}/{action}", path.kind.type_name()),
             &path.id(),
         ));
     }
@@ -218,22 +241,26 @@ fn vault_operation(
         at: clock::rfc3339_utc(clock::now_epoch_ms()),
     };
     let policy = shared.settings.rules;
-    let index = match (vaults.lookup(path), route) {
+    let index = match (store.lookup(path), route) {
         (Lookup::Found(index), _) => index,
-        (Lookup::NoVault, Route::VaultPut) => {
+        (Lookup::NoResource, Route::VaultPut) => {
             let body = parse_json(body)?;
-            let created = create_vault(&mut vaults, path, &body, policy, &stamp())?;
+            let created = create_vault(&mut store, path, &body, policy, &stamp())?;
             return Ok(json_response(StatusCode::CREATED, created.to_string()));
         }
         // ARM answers a DELETE of a resource that is not there with 204.
-        (Lookup::NoVault, Route::VaultDelete) => return Ok(StatusCode::NO_CONTENT.into_response()),
-        (Lookup::NoVault, _) => {
+        (Lookup::NoResource, Route::VaultDelete) => {
+            return Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        (Lookup::NoResource, _) => {
             return Err(ArmError::new(
                 StatusCode::NOT_FOUND,
                 "ResourceNotFound",
                 format!(
-                    "The Resource 'Microsoft.KeyVault/vaults/{}' under resource group '{}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
-                    path.name, path.resource_group
+                    "The Resource '{}/{}' under resource group '{}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
+                    path.kind.type_name(),
+                    path.name,
+                    path.resource_group
                 ),
             ))
         }
@@ -245,17 +272,19 @@ fn vault_operation(
             ))
         }
     };
-    let current = vaults.get(index).cloned().unwrap_or(Value::Null);
+    let current = store.get(index).cloned().unwrap_or(Value::Null);
     let updated = match route {
         Route::VaultPatch => apply_patch(&current, &parse_json(body)?, policy, &stamp())?,
         Route::VaultPut => apply_put(&current, path, &parse_json(body)?, policy, &stamp())?,
+        Route::StorageAccountPatch => storage::apply_patch(&current, &parse_json(body)?, &stamp())?,
+        Route::RegistryPatch => registries::apply_patch(&current, &parse_json(body)?, &stamp())?,
         Route::VaultDelete => {
-            vaults.delete(index);
+            store.delete(index);
             return Ok(StatusCode::OK.into_response());
         }
         _ => return Ok(json_response(StatusCode::OK, current.to_string())),
     };
-    vaults.replace(index, updated.clone());
+    store.replace(index, updated.clone());
     Ok(json_response(StatusCode::OK, updated.to_string()))
 }
 
@@ -264,13 +293,13 @@ fn vault_operation(
 /// the body must make a vault. Key Vault's wording for the two conflicts is UNVERIFIED (taken
 /// from answers quoted in public issues).
 fn create_vault(
-    vaults: &mut VaultStore,
-    path: &VaultPath,
+    store: &mut ResourceStore,
+    path: &ResourcePath,
     body: &Value,
     policy: RulePolicy,
     stamp: &Stamp,
 ) -> Result<Value, ArmError> {
-    if vaults.name_taken_elsewhere(path) {
+    if store.name_taken_elsewhere(path) {
         return Err(ArmError::new(
             StatusCode::CONFLICT,
             "VaultAlreadyExists",
@@ -281,7 +310,7 @@ fn create_vault(
         .pointer("/properties/createMode")
         .and_then(Value::as_str)
         .is_some_and(|mode| mode.eq_ignore_ascii_case("recover"));
-    let vault = match (vaults.deleted_named(path), recover) {
+    let vault = match (store.deleted_named(path), recover) {
         (Some(_), false) => {
             return Err(ArmError::new(
                 StatusCode::CONFLICT,
@@ -290,7 +319,7 @@ fn create_vault(
             ))
         }
         (Some(deleted), true) => {
-            let mut vault = vaults.take_deleted(deleted).unwrap_or(Value::Null);
+            let mut vault = store.take_deleted(deleted).unwrap_or(Value::Null);
             if let Some(root) = vault.as_object_mut() {
                 stamp.apply_to(root);
             }
@@ -308,14 +337,15 @@ fn create_vault(
         }
         (None, false) => apply_create(path, body, policy, stamp)?,
     };
-    vaults.insert(path, vault.clone());
+    store.insert(path, vault.clone());
     Ok(vault)
 }
 
 /// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/providers/Microsoft.KeyVault/vaults` and
-/// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/resources`: the vaults the caller may read,
-/// sorted by id, `$top` to a page with an absolute `nextLink` (`$skipToken`), as
-/// `VaultListResult` / `ResourceListResult` (keyvault.json, resources.json).
+/// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/resources`: the vaults (for the generic list,
+/// the resources of every kind) the caller may read, sorted by id, `$top` to a page with an
+/// absolute `nextLink` (`$skipToken`), as `VaultListResult` / `ResourceListResult`
+/// (keyvault.json, resources.json).
 pub(crate) fn list(
     shared: &Shared,
     context: &RequestContext,
@@ -348,14 +378,9 @@ fn list_page(
     };
     let top = page_size(query.get("$top"))?;
     let offset = skip_token(query.get("$skipToken"))?;
-    let vaults = shared.vaults();
+    let store = shared.store();
     if let Some(group) = resource_group {
-        let probe = VaultPath {
-            subscription: subscription.clone(),
-            resource_group: group.clone(),
-            name: String::new(),
-        };
-        if !vaults.group_exists(&probe) {
+        if !store.group_exists(&ResourcePath::group(subscription, group)) {
             return Err(ArmError::new(
                 StatusCode::NOT_FOUND,
                 "ResourceGroupNotFound",
@@ -363,15 +388,16 @@ fn list_page(
             ));
         }
     }
-    let mut rows: Vec<Value> = vaults
+    let mut rows: Vec<Value> = store
         .in_scope(subscription, resource_group.as_deref())
-        .filter(|(path, _)| !vaults.is_forbidden(path))
-        .filter(|(_, vault)| filter.matches(vault))
-        .map(|(_, vault)| {
+        .filter(|(path, _)| generic || path.kind == Kind::Vault)
+        .filter(|(path, _)| !store.is_forbidden(path))
+        .filter(|(path, resource)| filter.matches(path.kind, resource))
+        .map(|(path, resource)| {
             if generic {
-                generic_resource(vault)
+                generic_resource(path.kind, resource)
             } else {
-                vault.clone()
+                resource.clone()
             }
         })
         .collect();
@@ -416,18 +442,18 @@ fn check_list_api_version(query: &Query, generic: bool) -> Result<(), ArmError> 
     }
 }
 
-/// A vault as ARM's generic `resources` list shows it (`GenericResourceExpanded` without the
-/// expanded fields).
-fn generic_resource(vault: &Value) -> Value {
+/// A resource as ARM's generic `resources` list shows it (`GenericResourceExpanded` without the
+/// expanded fields; `sku` and `kind` when the resource has them at the top level).
+fn generic_resource(kind: Kind, stored: &Value) -> Value {
     let mut resource = serde_json::Map::new();
-    for key in ["id", "name", "type", "location", "tags"] {
-        if let Some(value) = vault.get(key) {
+    for key in ["id", "name", "type", "sku", "kind", "location", "tags"] {
+        if let Some(value) = stored.get(key) {
             resource.insert(key.to_owned(), value.clone());
         }
     }
     resource
         .entry("type")
-        .or_insert_with(|| Value::String("Microsoft.KeyVault/vaults".to_owned()));
+        .or_insert_with(|| Value::String(kind.type_name().to_owned()));
     Value::Object(resource)
 }
 
@@ -460,26 +486,32 @@ impl ResourceFilter {
         Ok(ResourceFilter { clauses })
     }
 
-    fn matches(&self, vault: &Value) -> bool {
-        let text = |key: &str| vault.get(key).and_then(Value::as_str).unwrap_or_default();
+    fn matches(&self, kind: Kind, resource: &Value) -> bool {
+        let text = |key: &str| {
+            resource
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
         let tag_name = self.clauses.iter().find(|(field, _)| field == "tagname");
         self.clauses
             .iter()
             .all(|(field, wanted)| match field.as_str() {
-                "resourcetype" => wanted.eq_ignore_ascii_case("Microsoft.KeyVault/vaults"),
+                "resourcetype" => wanted.eq_ignore_ascii_case(kind.type_name()),
                 "name" => text("name").eq_ignore_ascii_case(wanted),
-                "tagname" => tag_value(vault, wanted).is_some(),
+                "tagname" => tag_value(resource, wanted).is_some(),
                 "tagvalue" => tag_name.is_some_and(|(_, name)| {
-                    tag_value(vault, name).is_some_and(|value| value.eq_ignore_ascii_case(wanted))
+                    tag_value(resource, name)
+                        .is_some_and(|value| value.eq_ignore_ascii_case(wanted))
                 }),
                 _ => false,
             })
     }
 }
 
-/// The value of the tag `name` (compared without case), if the vault has it.
-fn tag_value<'a>(vault: &'a Value, name: &str) -> Option<&'a str> {
-    vault
+/// The value of the tag `name` (compared without case), if the resource has it.
+fn tag_value<'a>(resource: &'a Value, name: &str) -> Option<&'a str> {
+    resource
         .get("tags")?
         .as_object()?
         .iter()
@@ -717,7 +749,7 @@ pub(crate) fn resource_graph(
 }
 
 /// A Resource Graph query: authentication, api-version, the caller's quota (`quota` is set to
-/// what is left, spent or not), then the query over the vaults the index shows.
+/// what is left, spent or not), then the query over the resources the index shows.
 fn graph_query(
     shared: &Shared,
     context: &RequestContext,
@@ -744,21 +776,21 @@ fn graph_query(
             "Query is invalid. Please refer to the documentation for the Azure Resource Graph service and fix the error before retrying. (tagfence-emulator: {detail})"
         ))
     })?;
-    let vaults = shared.vaults();
+    let store = shared.store();
     request
-        .resolve_management_groups(|group| vaults.subscriptions_under(group))
+        .resolve_management_groups(|group| store.subscriptions_under(group))
         .map_err(ArmError::bad_request)?;
-    let result = match vaults.indexed() {
+    let result = match store.indexed() {
         None => resource_graph::run(
             &request,
-            vaults.iter().filter(|(path, _)| !vaults.is_forbidden(path)),
+            store.iter().filter(|(path, _)| !store.is_forbidden(path)),
         ),
         Some(indexed) => resource_graph::run(
             &request,
             indexed
                 .iter()
                 .map(|(path, vault)| (path, vault))
-                .filter(|(path, _)| !vaults.is_forbidden(path)),
+                .filter(|(path, _)| !store.is_forbidden(path)),
         ),
     };
     Ok(json_response(StatusCode::OK, result.to_string()))

@@ -1,4 +1,4 @@
-//! Emulator configuration and the seed file that describes the vaults it starts with.
+//! Emulator configuration and the seed file that describes the resources it starts with.
 //!
 //! Everything that differs between a test and the README demo is a value here, so tests configure
 //! the emulator by constructing a [`Config`] and the binary builds the same struct from its flags.
@@ -12,14 +12,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::paths::VaultPath;
+use crate::paths::{Kind, ResourcePath};
 use crate::policy::{GraphIndex, GraphQuota, OddRulePolicy, Slash31Policy, Throttle};
 use crate::tls::TlsIdentity;
 
 /// Everything the emulator needs to start.
 #[derive(Clone)]
 pub struct Config {
-    /// The vaults the emulator starts with, and the vaults the caller may not touch.
+    /// The resources (vaults, storage accounts, registries) the emulator starts with, and those
+    /// the caller may not touch.
     pub seed: Seed,
     /// A Service Tags document in download-file format (JSON or gzip bytes); served by the
     /// Discovery API route (converted to API format) and by the download page/file routes.
@@ -31,15 +32,16 @@ pub struct Config {
     /// The token audience ARM routes require (default `https://management.azure.com/`; accepted
     /// with or without trailing slash and with `/.default` stripped).
     pub arm_audience: String,
-    /// ARM write throttling per subscription: a token bucket for PATCH and PUT, and another with
+    /// ARM write throttling per subscription: a token bucket for PATCH and PUT (of every kind,
+    /// one bucket), and another with
     /// the same limits for DELETE (ARM documents the same for both: [`Throttle::DELETES`] equals
     /// [`Throttle::WRITES`]); default [`Throttle::WRITES`]
     /// (200, refilled at 10/s: Microsoft Learn, "Understand how Azure Resource Manager throttles
     /// requests"); `None` disables both (answers then report a constant
     /// `x-ms-ratelimit-remaining-subscription-writes` or `-deletes` of 199).
     pub throttle: Option<Throttle>,
-    /// ARM read throttling per subscription (GETs of vaults, vault and resource lists, Service
-    /// Tags): `Some` refuses a read that finds the bucket empty with 429
+    /// ARM read throttling per subscription (GETs of vaults, storage accounts and registries,
+    /// vault and resource lists, Service Tags): `Some` refuses a read that finds the bucket empty with 429
     /// `SubscriptionRequestsThrottled` and `Retry-After`; [`Throttle::READS`] is ARM's
     /// documented bucket (250, refilled at 25/s, the same page). Default `None`: reads are
     /// counted in a bucket of that size only for the `x-ms-ratelimit-remaining-subscription-reads`
@@ -126,20 +128,26 @@ impl fmt::Debug for Config {
 /// The audience ARM tokens are issued for in the public cloud.
 pub const DEFAULT_ARM_AUDIENCE: &str = "https://management.azure.com/";
 
-/// The vaults the emulator starts with.
+/// The resources the emulator starts with: Key Vault vaults, storage accounts and container
+/// registries.
 ///
-/// File format: `{"vaults": [ <vault objects exactly as ARM GET returns them, each with "id"> ],
-/// "forbidden": [ "<vault resource id or name>" ] }`. Vaults are stored verbatim (no
-/// normalisation), so a test can seed a state ARM itself would never return.
+/// File format: `{"vaults": [ <resource objects exactly as ARM GET returns them, each with "id">
+/// ], "forbidden": [ "<resource id or name>" ] }`. The key is `vaults` for every kind; each
+/// resource's kind is its `type` (`Microsoft.KeyVault/vaults`, `Microsoft.Storage/storageAccounts`,
+/// `Microsoft.ContainerRegistry/registries`), which must agree with its id (without a `type`, the
+/// id decides). Vaults and registries are stored verbatim (no normalisation), so a test can seed a
+/// state ARM itself would never return; a storage account gains the `networkAcls` members Storage
+/// always returns, with their defaults, and `action: Allow` on each ipRule.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Seed {
-    /// Vault objects as ARM `GET` returns them; each needs an `id` of the form
-    /// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}`.
+    /// Resource objects as ARM `GET` returns them, of any of the three kinds; each needs an `id`
+    /// of the form `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}`
+    /// (or `…/Microsoft.Storage/storageAccounts/{name}`, `…/Microsoft.ContainerRegistry/registries/{name}`).
     #[serde(default)]
     pub vaults: Vec<Value>,
-    /// Vault resource ids (or bare names) the caller has no RBAC on: every vault route answers
-    /// 403 `AuthorizationFailed` for them.
+    /// Resource ids (or bare names) the caller has no RBAC on: every route of the resource
+    /// answers 403 `AuthorizationFailed` for them, and lists and Resource Graph leave them out.
     #[serde(default)]
     pub forbidden: Vec<String>,
     /// Management groups by name, each with the subscription ids under it (descendants
@@ -158,37 +166,53 @@ impl Seed {
     ///
     /// # Errors
     ///
-    /// Fails when the bytes are not JSON of the documented shape, a vault has no usable `id` (the
-    /// id is authoritative for routing; `name` is kept verbatim), `properties` is not an object,
-    /// two vaults share an id, or a forbidden entry contains `/` but is not a vault resource id.
+    /// Fails when the bytes are not JSON of the documented shape, a resource has no usable `id`
+    /// (the id is authoritative for routing; `name` is kept verbatim) or a `type` other than its
+    /// id's, `properties` is not an object, two resources share an id, or a forbidden entry
+    /// contains `/` but is not a resource id.
     pub fn from_json(bytes: &[u8]) -> Result<Seed, SeedError> {
         let seed: Seed = serde_json::from_slice(bytes).map_err(SeedError::Json)?;
         seed.validate()?;
         Ok(seed)
     }
 
-    /// Checks the seed and returns each vault's parsed path, in order, and the extra resource
-    /// groups (as paths with an empty vault name).
-    pub(crate) fn validate(&self) -> Result<(Vec<VaultPath>, Vec<VaultPath>), SeedError> {
-        let mut paths: Vec<VaultPath> = Vec::with_capacity(self.vaults.len());
+    /// Checks the seed and returns each resource's parsed path, in order, and the extra resource
+    /// groups (as paths with an empty name).
+    pub(crate) fn validate(&self) -> Result<(Vec<ResourcePath>, Vec<ResourcePath>), SeedError> {
+        let mut paths: Vec<ResourcePath> = Vec::with_capacity(self.vaults.len());
         for (index, vault) in self.vaults.iter().enumerate() {
             let invalid = |reason: String| SeedError::InvalidVault { index, reason };
             let id = vault
                 .get("id")
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid("it has no string \"id\"".to_owned()))?;
-            let path = VaultPath::parse_id(id)
-                .ok_or_else(|| invalid(format!("\"{id}\" is not a Key Vault resource id")))?;
+            let path = ResourcePath::parse_id(id).ok_or_else(|| {
+                invalid(format!(
+                    "\"{id}\" is not the resource id of a vault, a storage account or a container registry"
+                ))
+            })?;
+            // The kind is the `type`'s when the resource has one, and the id must agree.
+            match vault.get("type") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(type_name)) if Kind::from_type(type_name) == Some(path.kind) => {
+                }
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "its \"type\" {other} is not that of its id, '{}'",
+                        path.kind.type_name()
+                    )))
+                }
+            }
             if !vault.get("properties").is_none_or(Value::is_object) {
                 return Err(invalid("its \"properties\" is not an object".to_owned()));
             }
-            if paths.iter().any(|seen| seen.same_vault(&path)) {
+            if paths.iter().any(|seen| seen.same_resource(&path)) {
                 return Err(SeedError::DuplicateVault { id: id.to_owned() });
             }
             paths.push(path);
         }
         for entry in &self.forbidden {
-            if entry.contains('/') && VaultPath::parse_id(entry).is_none() {
+            if entry.contains('/') && ResourcePath::parse_id(entry).is_none() {
                 return Err(SeedError::InvalidForbidden {
                     entry: entry.clone(),
                 });
@@ -198,7 +222,7 @@ impl Seed {
             .resource_groups
             .iter()
             .map(|entry| {
-                VaultPath::parse_group_id(entry).ok_or_else(|| SeedError::InvalidResourceGroup {
+                ResourcePath::parse_group_id(entry).ok_or_else(|| SeedError::InvalidResourceGroup {
                     entry: entry.clone(),
                 })
             })
@@ -213,16 +237,16 @@ pub enum SeedError {
     /// The file is not JSON of the seed shape.
     #[error("parsing the seed file")]
     Json(#[source] serde_json::Error),
-    /// A vault object cannot be stored.
-    #[error("vault {index} in the seed is unusable: {reason}")]
+    /// A resource object cannot be stored.
+    #[error("resource {index} in the seed is unusable: {reason}")]
     InvalidVault {
         /// Position in `vaults`.
         index: usize,
         /// What is wrong with it.
         reason: String,
     },
-    /// Two vaults have the same resource id.
-    #[error("the seed holds vault '{id}' twice")]
+    /// Two resources have the same resource id.
+    #[error("the seed holds resource '{id}' twice")]
     DuplicateVault {
         /// The repeated id.
         id: String,
@@ -233,8 +257,8 @@ pub enum SeedError {
         /// The entry as written.
         entry: String,
     },
-    /// A `forbidden` entry contains `/` but is not a vault resource id.
-    #[error("forbidden entry '{entry}' is not a Key Vault resource id")]
+    /// A `forbidden` entry contains `/` but is not a resource id of a kind the emulator serves.
+    #[error("forbidden entry '{entry}' is not a resource id")]
     InvalidForbidden {
         /// The entry as written.
         entry: String,
@@ -276,6 +300,33 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, SeedError::DuplicateVault { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_type_decides_the_kind_and_must_agree_with_the_id() {
+        let storage =
+            "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.Storage/storageAccounts/st";
+        let seed = Seed::from_json(
+            format!(r#"{{"vaults":[{{"id":"{ID}"}},{{"id":"{storage}","type":"microsoft.storage/storageaccounts"}}]}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(seed.vaults.len(), 2);
+        let err = Seed::from_json(
+            format!(r#"{{"vaults":[{{"id":"{storage}","type":"Microsoft.KeyVault/vaults"}}]}}"#)
+                .as_bytes(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, SeedError::InvalidVault { index: 0, .. }),
+            "{err}"
+        );
+        let err = Seed::from_json(br#"{"vaults":[{"id":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/x"}]}"#)
+            .unwrap_err();
+        assert!(
+            matches!(err, SeedError::InvalidVault { index: 0, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Resource Graph's index of the vaults: a view kept apart from the vault store, so that a query
-//! can see the vaults as they were rather than as they are.
+//! Resource Graph's index of the resources (vaults, storage accounts, registries; "vault" below
+//! stands for any of them): a view kept apart from the resource store, so that a query can see
+//! the resources as they were rather than as they are.
 //!
 //! Resource Graph is "an asynchronous index over control-plane data" that "lags behind the source
 //! of truth, typically by seconds, occasionally longer" (Microsoft Learn, "Choose the right query
@@ -8,7 +9,7 @@
 //! is not documented, so [`GraphIndex`] makes it a setting: none ([`GraphIndex::Live`]), a fixed
 //! lag ([`GraphIndex::Lag`]) or a snapshot the test refreshes ([`GraphIndex::Manual`]).
 //!
-//! The vault store journals every change (PATCH, PUT, DELETE, the out-of-band edits), and the
+//! The resource store journals every change (PATCH, PUT, DELETE, the out-of-band edits), and the
 //! state hands each one here with the time it happened. Under `Lag` each vault keeps the versions
 //! of the last `lag` (plus the one in force before them); a query sees, per vault, the newest
 //! version at least `lag` old. The vaults as they were when the index started (the seed, or the
@@ -19,7 +20,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::paths::VaultPath;
+use crate::paths::ResourcePath;
 use crate::policy::GraphIndex;
 
 /// One state of a vault as the index saw it.
@@ -34,7 +35,7 @@ struct Version {
 /// One vault's versions, oldest first (never empty).
 #[derive(Debug)]
 struct History {
-    path: VaultPath,
+    path: ResourcePath,
     versions: VecDeque<Version>,
 }
 
@@ -45,7 +46,7 @@ pub(crate) struct Index {
     histories: HashMap<String, History>,
 }
 
-fn key(path: &VaultPath) -> String {
+fn key(path: &ResourcePath) -> String {
     path.id().to_ascii_lowercase()
 }
 
@@ -53,7 +54,7 @@ impl Index {
     /// An index in `mode` that starts from `vaults` as they are.
     pub fn new<'a>(
         mode: GraphIndex,
-        vaults: impl Iterator<Item = (&'a VaultPath, &'a Value)>,
+        vaults: impl Iterator<Item = (&'a ResourcePath, &'a Value)>,
     ) -> Index {
         let mut index = Index {
             mode,
@@ -72,7 +73,7 @@ impl Index {
     pub fn restart<'a>(
         &mut self,
         mode: GraphIndex,
-        vaults: impl Iterator<Item = (&'a VaultPath, &'a Value)>,
+        vaults: impl Iterator<Item = (&'a ResourcePath, &'a Value)>,
     ) {
         self.mode = mode;
         self.histories.clear();
@@ -97,7 +98,7 @@ impl Index {
 
     /// A change to the vault at `path` (`None`: deleted) that happened at `at`. Only a lagging
     /// index keeps it; a live one reads the store and a manual one waits for a refresh.
-    pub fn record(&mut self, path: &VaultPath, vault: Option<Value>, at: Instant) {
+    pub fn record(&mut self, path: &ResourcePath, vault: Option<Value>, at: Instant) {
         let GraphIndex::Lag(lag) = self.mode else {
             return;
         };
@@ -139,7 +140,7 @@ impl Index {
 
     /// The vaults a query sees at `now`, with their paths: `None` for a live index (the caller
     /// reads the store).
-    pub fn visible(&mut self, now: Instant) -> Option<Vec<(VaultPath, Value)>> {
+    pub fn visible(&mut self, now: Instant) -> Option<Vec<(ResourcePath, Value)>> {
         let cutoff = match self.mode {
             GraphIndex::Live => return None,
             GraphIndex::Manual => None,
@@ -179,14 +180,14 @@ mod tests {
 
     use super::*;
 
-    fn path(name: &str) -> VaultPath {
-        VaultPath::parse_id(&format!(
+    fn path(name: &str) -> ResourcePath {
+        ResourcePath::parse_id(&format!(
             "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/{name}"
         ))
         .unwrap()
     }
 
-    fn names(rows: Option<Vec<(VaultPath, Value)>>) -> Vec<String> {
+    fn names(rows: Option<Vec<(ResourcePath, Value)>>) -> Vec<String> {
         let mut names: Vec<String> = rows
             .unwrap()
             .into_iter()

@@ -1,22 +1,28 @@
 //! `tagfence-emulator`: a local, stateful HTTP emulator of the Azure endpoints tagfence talks to.
 //!
-//! tagfence reads Azure Service Tags and rewrites Key Vault firewalls through Azure Resource
-//! Manager with a managed identity. None of that can be exercised offline, so this crate emulates
-//! the parts tagfence uses, faithfully where behaviour is documented (Azure/azure-rest-api-specs,
-//! Microsoft Learn) and configurably where it is not:
+//! tagfence reads Azure Service Tags and rewrites the firewalls of Key Vaults, storage accounts
+//! and container registries through Azure Resource Manager with a managed identity. None of that
+//! can be exercised offline, so this crate emulates the parts tagfence uses, faithfully where
+//! behaviour is documented (Azure/azure-rest-api-specs, Microsoft Learn) and configurably where
+//! it is not:
 //!
-//! - **Key Vault** `GET|PATCH|PUT …/providers/Microsoft.KeyVault/vaults/{name}`: stored vaults,
-//!   ARM's validation and normalisation of `networkAcls`, 401/403/404/429 in ARM's wording, and
-//!   per-subscription token buckets for writes, deletes and (opt-in) reads.
+//! - **Key Vault** `GET|PATCH|PUT|DELETE …/providers/Microsoft.KeyVault/vaults/{name}`: stored
+//!   vaults, ARM's validation and normalisation of `networkAcls`, 401/403/404/429 in ARM's
+//!   wording, and per-subscription token buckets for writes, deletes and (opt-in) reads.
+//! - **Storage accounts** `GET|PATCH …/providers/Microsoft.Storage/storageAccounts/{name}` and
+//!   **container registries** `GET|PATCH …/providers/Microsoft.ContainerRegistry/registries/{name}`:
+//!   the same store, answers, faults and buckets, with each kind's own firewall
+//!   (`properties.networkAcls`, `properties.networkRuleSet`) and its documented validation.
 //! - **Managed identity**: the App Service endpoint (`/msi/token`) and IMDS
 //!   (`/metadata/identity/oauth2/token`), issuing opaque tokens the ARM routes then check.
 //! - **Service Tags**: the Discovery API (optionally paged), the public download page and file.
-//! - **Resource Graph**: the KQL subset used to discover tagged vaults, over an index that can
-//!   lag behind the vaults, with the per-principal query quota.
+//! - **Resource Graph**: the KQL subset used to discover tagged resources of the three kinds,
+//!   over an index that can lag behind the store, with the per-principal query quota.
 //! - **Test hooks**: a request log, injectable faults (status, delay, a connection dropped before
-//!   or after handling, an out-of-band edit of a vault's ipRules right after a request, an answer
-//!   whose JSON body is reshaped, a request held until the test releases it), direct access to
-//!   vault state, and token expiry — through [`Emulator`] or the `/_emulator/…` routes.
+//!   or after handling, an out-of-band edit of a resource's ipRules right after a request, an
+//!   answer whose JSON body is reshaped, a request held until the test releases it), direct
+//!   access to the stored resources, and token expiry — through [`Emulator`] or the
+//!   `/_emulator/…` routes.
 //!
 //! Integration tests start one with [`Emulator::start`] on `127.0.0.1:0` and point tagfence at
 //! [`Emulator::base_url`] (plain http) or, with [`Config::tls`], at [`Emulator::https_url`] on
@@ -33,11 +39,18 @@
 //! state.rs           Shared: settings, stores behind locks, out-of-band edits
 //! reshape.rs         JSON Pointer edits of a Reshape fault        (pure)
 //! holds.rs           the gates of Hold faults
-//! paths.rs           path segments and the vault resource id      (pure)
+//! paths.rs           path segments, the kinds and their resource ids (pure)
 //! routes.rs          case-insensitive classification of paths into routes
-//! arm.rs             vault, Discovery API and Resource Graph handlers
-//! vaults.rs          vault store; PATCH/PUT semantics             (pure)
-//! acl.rs             networkAcls validation and normalisation     (pure)
+//! arm.rs             resource (vault, storage account, registry), list, Discovery API and
+//!                    Resource Graph handlers
+//! store.rs           the resource store of every kind, its journal of changes
+//! vaults.rs          vault PATCH/PUT semantics                    (pure)
+//! storage.rs         storage account PATCH; networkAcls validation (pure)
+//! registries.rs      registry PATCH; networkRuleSet and SKU validation (pure)
+//! writes.rs          systemData, tags and the merge PATCH every kind shares (pure)
+//! firewall.rs        each kind's rule list, out-of-band entries, storage's read shape (pure)
+//! acl.rs             vault networkAcls validation and normalisation (pure)
+//! ipv4.rs            IPv4 rule values and the private ranges every kind refuses (pure)
 //! properties.rs      the other vault properties Key Vault refuses (pure)
 //! identity.rs        token endpoints, token store, ARM authentication
 //! service_tags.rs    document loading, API conversion, download page
@@ -55,12 +68,13 @@
 //! imports have no circles and each layer reads knowing only the ones before it:
 //!
 //! ```text
-//! 1 base      clock ids error query paths policy reshape api_versions locations tls: plain
+//! 1 base      clock ids error query paths policy reshape api_versions locations tls ipv4: plain
 //!             values (tls: the https certificate), nothing from the crate
 //! 2 parts     config model acl properties throttle identity resource_graph graph_index
-//!             service_tags holds: one concern each
-//! 3 composed  vaults (the store; PATCH/PUT through acl and properties) and routes (paths into
-//!             model's Route)
+//!             service_tags holds firewall writes: one concern each
+//! 3 composed  store (the resources; firewall's read shape), vaults (PATCH/PUT through acl and
+//!             properties), storage and registries (PATCH through writes, their rules through
+//!             ipv4) and routes (paths into model's Route)
 //! 4 state     state: the Shared value owning every store, for the handlers and Emulator
 //! 5 handlers  arm: the ARM routes, answering from state
 //! 6 top       server (accept loop, fault wrapper, control routes), then lib.rs and main.rs
@@ -72,25 +86,31 @@ mod arm;
 mod clock;
 mod config;
 mod error;
+mod firewall;
 mod graph_index;
 mod holds;
 mod identity;
 mod ids;
+mod ipv4;
 mod locations;
 mod model;
 mod paths;
 mod policy;
 mod properties;
 mod query;
+mod registries;
 mod reshape;
 mod resource_graph;
 mod routes;
 mod server;
 mod service_tags;
 mod state;
+mod storage;
+mod store;
 mod throttle;
 mod tls;
 mod vaults;
+mod writes;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -101,7 +121,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-pub use arm::KEY_VAULT_API_VERSIONS;
+pub use arm::{CONTAINER_REGISTRY_API_VERSIONS, KEY_VAULT_API_VERSIONS, STORAGE_API_VERSIONS};
 pub use config::{Config, Seed, SeedError, DEFAULT_ARM_AUDIENCE};
 pub use identity::{SYSTEM_ASSIGNED_CLIENT_ID, SYSTEM_ASSIGNED_OBJECT_ID};
 pub use model::{Fault, FaultKind, RequestRecord, Route};
@@ -115,7 +135,7 @@ pub use tls::{TlsError, TlsIdentity};
 use identity::Principal;
 use service_tags::ServiceTagsDocument;
 use state::Shared;
-use vaults::VaultStore;
+use store::ResourceStore;
 
 /// A running emulator. Dropping it stops the server too, but without waiting; prefer
 /// [`Emulator::shutdown`].
@@ -150,7 +170,7 @@ impl Emulator {
     /// cannot be loaded, the error from binding the listener, or the error from starting the
     /// server thread and its runtime.
     pub async fn start(config: Config, listen: SocketAddr) -> io::Result<Emulator> {
-        let vaults = VaultStore::from_seed(&config.seed)
+        let store = ResourceStore::from_seed(&config.seed)
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
         let service_tags = config
             .service_tags
@@ -181,7 +201,7 @@ impl Emulator {
         let shared = Arc::new(Shared::new(
             config,
             base_url_for(local_addr),
-            vaults,
+            store,
             service_tags,
         ));
         let router = server::router(Arc::clone(&shared));
@@ -310,49 +330,60 @@ impl Emulator {
         self.shared.clear_faults();
     }
 
-    /// The stored vault (as ARM GET would return it), by name or resource id, ignoring case.
+    /// The stored resource — a vault, a storage account or a container registry — as ARM GET
+    /// would return it, by name or resource id, ignoring case (names are assumed unique across
+    /// kinds; the first in seed order wins).
     pub fn vault(&self, name_or_id: &str) -> Option<Value> {
-        let vaults = self.shared.vaults();
-        vaults
+        let store = self.shared.store();
+        store
             .find(name_or_id)
-            .and_then(|index| vaults.get(index).cloned())
+            .and_then(|index| store.get(index).cloned())
     }
 
-    /// The vault's `ipRules[].value`s as stored; empty when the vault or its rules do not exist.
+    /// The resource's `ipRules[].value`s as stored, from its kind's own rule list
+    /// (`properties.networkAcls.ipRules` of a vault or storage account,
+    /// `properties.networkRuleSet.ipRules` of a registry); empty when the resource or its rules do
+    /// not exist.
     pub fn ip_rules(&self, name_or_id: &str) -> Vec<String> {
-        self.vault(name_or_id)
-            .map(|vault| vaults::ip_rule_values(&vault))
+        let store = self.shared.store();
+        store
+            .find(name_or_id)
+            .and_then(|index| Some((store.kind(index)?, store.get(index)?)))
+            .map(|(kind, resource)| firewall::rule_values(kind, resource))
             .unwrap_or_default()
     }
 
-    /// Replaces a vault's ipRules out of band, as a person editing the firewall would: stored
-    /// normalised like ARM would (a bare IPv4 address gains `/32`), not validated, not logged, not
-    /// throttled. Does nothing when the vault does not exist.
+    /// Replaces a resource's ipRules out of band, as a person editing the firewall would, in its
+    /// kind's rule list and entry shape: a vault's entries are `{"value"}` stored as ARM would
+    /// (a bare IPv4 address gains `/32`); a storage account's `{"value", "action": "Allow"}` and a
+    /// registry's `{"action": "Allow", "value"}`, the value as given. Not validated, not logged,
+    /// not throttled. Does nothing when the resource does not exist.
     pub fn set_ip_rules(&self, name_or_id: &str, rules: Vec<String>) {
         if !state::set_ip_rules(&self.shared, name_or_id, rules) {
-            tracing::warn!(vault = name_or_id, "set_ip_rules: no such vault");
+            tracing::warn!(resource = name_or_id, "set_ip_rules: no such resource");
         }
     }
 
-    /// Edits a stored vault out of band, as a person in the portal (or another tool) would: `edit`
-    /// gets the vault as ARM GET returns it and may change anything (`defaultAction`, `bypass`,
-    /// vnet rules, ipRules, `properties` itself). Stored verbatim: not validated, not normalised,
-    /// not logged, not throttled. The vault keeps its place (routing) even if `edit` changes its
-    /// `id`. `edit` runs under the store's lock and must not call back into the emulator.
-    /// Returns `false` (and does not call `edit`) when the vault does not exist.
+    /// Edits a stored resource of any kind out of band, as a person in the portal (or another
+    /// tool) would: `edit` gets the resource as ARM GET returns it and may change anything (the
+    /// firewall's default action, bypass, vnet rules, ipRules, `properties` itself). Stored
+    /// verbatim: not validated, not normalised, not logged, not throttled. The resource keeps its
+    /// place (routing) even if `edit` changes its `id`. `edit` runs under the store's lock and
+    /// must not call back into the emulator. Returns `false` (and does not call `edit`) when the
+    /// resource does not exist.
     pub fn update_vault(&self, name_or_id: &str, edit: impl FnOnce(&mut Value)) -> bool {
         state::update_vault(&self.shared, name_or_id, edit)
     }
 
-    /// Makes Resource Graph's index catch up with the vaults as they are now: under
+    /// Makes Resource Graph's index catch up with the resources as they are now: under
     /// [`GraphIndex::Manual`] a new snapshot; under [`GraphIndex::Lag`] every change so far
     /// becomes visible at once (later ones lag again); under [`GraphIndex::Live`] nothing to do.
     pub fn refresh_index(&self) {
         self.shared.refresh_index();
     }
 
-    /// Switches how Resource Graph's index follows the vaults ([`Config::graph_index`]). The
-    /// index starts from the vaults as they are now: changes made before the switch are all
+    /// Switches how Resource Graph's index follows the resources ([`Config::graph_index`]). The
+    /// index starts from the resources as they are now: changes made before the switch are all
     /// visible, and only later ones lag (or wait for [`Emulator::refresh_index`]).
     pub fn set_graph_index(&self, mode: GraphIndex) {
         self.shared.set_graph_index(mode);

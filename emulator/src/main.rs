@@ -19,14 +19,16 @@ use tagfence_emulator::{
 };
 use tracing_subscriber::EnvFilter;
 
-/// The sample seed used when `--seed` is not given.
+/// The sample seed used when `--seed` is not given: the vaults, a storage account and two
+/// container registries.
 const BUNDLED_SEED: &[u8] = include_bytes!("../samples/vaults.json");
 /// Service Tags changeNumber 365 (gzip), used when `--service-tags` is not given.
 const BUNDLED_SERVICE_TAGS: &[u8] =
     include_bytes!("../../tests/fixtures/ServiceTags_Public.changeNumber-365.json.gz");
 
-/// A local emulator of the Azure endpoints tagfence uses: Key Vault (ARM), managed identity,
-/// Service Tags (Discovery API and download page), Resource Graph.
+/// A local emulator of the Azure endpoints tagfence uses: Key Vault, storage accounts and
+/// container registries (ARM), managed identity, Service Tags (Discovery API and download page),
+/// Resource Graph.
 ///
 /// Prints `tagfence-emulator listening on <base>` to stdout once ready; logs go to stderr
 /// (filter with RUST_LOG). Runs until SIGTERM or Ctrl-C, then exits 0; exits 2 if it cannot start.
@@ -37,8 +39,10 @@ struct Args {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     listen: SocketAddr,
 
-    /// Seed file: {"vaults": [<vault as ARM GET returns it>], "forbidden": [<vault id>]}.
-    /// Defaults to a bundled sample (kv-prod, kv-build, kv-legacy in rg-secrets).
+    /// Seed file: {"vaults": [<vault, storage account or registry as ARM GET returns it>],
+    /// "forbidden": [<resource id>]}. Defaults to a bundled sample (vaults kv-prod, kv-build,
+    /// kv-legacy in rg-secrets; storage account sttagfenceprod in rg-data; registries
+    /// crtagfenceprod and crtagfencedev in rg-containers).
     #[arg(long, value_name = "FILE")]
     seed: Option<PathBuf>,
 
@@ -143,18 +147,23 @@ enum OddRulesArg {
     AcceptAll,
 }
 
+/// The bundled sample: the vaults, the storage account and the registries.
+fn bundled_seed() -> Result<Seed, tagfence_emulator::SeedError> {
+    Seed::from_json(BUNDLED_SEED)
+}
+
 impl Args {
     /// Builds the emulator configuration, reading the seed and document files.
     fn config(&self) -> anyhow::Result<Config> {
-        let seed_bytes = match &self.seed {
-            Some(path) => std::fs::read(path)
-                .with_context(|| format!("reading seed file '{}'", path.display()))?,
-            None => BUNDLED_SEED.to_vec(),
+        let seed = match &self.seed {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("reading seed file '{}'", path.display()))?;
+                Seed::from_json(&bytes)
+                    .with_context(|| format!("loading seed file '{}'", path.display()))?
+            }
+            None => bundled_seed().context("loading the bundled seed")?,
         };
-        let seed = Seed::from_json(&seed_bytes).with_context(|| match &self.seed {
-            Some(path) => format!("loading seed file '{}'", path.display()),
-            None => "loading the bundled seed".to_owned(),
-        })?;
         let service_tags = match &self.service_tags {
             Some(path) => std::fs::read(path)
                 .with_context(|| format!("reading service tags file '{}'", path.display()))?,
@@ -379,7 +388,8 @@ mod tests {
         let args = parse(&[]).unwrap();
         assert_eq!(args.listen, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
         let config = args.config().unwrap();
-        assert_eq!(config.seed.vaults.len(), 3);
+        // Three vaults, a storage account and two registries.
+        assert_eq!(config.seed.vaults.len(), 6);
         assert!(config
             .service_tags
             .is_some_and(|bytes| bytes.starts_with(&[0x1f, 0x8b])));

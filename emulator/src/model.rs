@@ -21,6 +21,14 @@ pub enum Route {
     VaultDelete,
     /// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/providers/Microsoft.KeyVault/vaults`.
     VaultList,
+    /// `GET …/providers/Microsoft.Storage/storageAccounts/{name}`.
+    StorageAccountGet,
+    /// `PATCH …/providers/Microsoft.Storage/storageAccounts/{name}`.
+    StorageAccountPatch,
+    /// `GET …/providers/Microsoft.ContainerRegistry/registries/{name}`.
+    RegistryGet,
+    /// `PATCH …/providers/Microsoft.ContainerRegistry/registries/{name}`.
+    RegistryPatch,
     /// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/resources` (ARM's generic list, which
     /// the SDKs' `vaults.list` calls with `$filter=resourceType eq 'Microsoft.KeyVault/vaults'`).
     ResourceList,
@@ -45,14 +53,17 @@ pub enum Route {
 }
 
 impl Route {
-    /// Whether this is an ARM read: a GET on a subscription-scoped ARM route (a vault, a vault
-    /// or resource list, the Service Tags API). It spends a token from the subscription's read
-    /// bucket (refused when empty only with [`crate::Config::read_throttle`]). Resource Graph
+    /// Whether this is an ARM read: a GET on a subscription-scoped ARM route (a vault, storage
+    /// account or registry, a vault or resource list, the Service Tags API). It spends a token
+    /// from the subscription's read bucket (refused when empty only with
+    /// [`crate::Config::read_throttle`]). Resource Graph
     /// queries are not ARM reads: they spend Resource Graph's own quota.
     pub fn is_arm_read(self) -> bool {
         matches!(
             self,
             Route::VaultGet
+                | Route::StorageAccountGet
+                | Route::RegistryGet
                 | Route::VaultList
                 | Route::ResourceList
                 | Route::ServiceTagsApi
@@ -60,10 +71,13 @@ impl Route {
         )
     }
 
-    /// Whether this is an ARM write, PATCH or PUT (it spends a token from the subscription's
-    /// write bucket).
+    /// Whether this is an ARM write, PATCH or PUT of any kind (it spends a token from the
+    /// subscription's write bucket).
     pub fn is_arm_write(self) -> bool {
-        matches!(self, Route::VaultPatch | Route::VaultPut)
+        matches!(
+            self,
+            Route::VaultPatch | Route::VaultPut | Route::StorageAccountPatch | Route::RegistryPatch
+        )
     }
 
     /// Whether this is an ARM delete (it spends a token from the subscription's delete bucket,
@@ -80,6 +94,10 @@ impl Route {
                 | Route::VaultPatch
                 | Route::VaultPut
                 | Route::VaultDelete
+                | Route::StorageAccountGet
+                | Route::StorageAccountPatch
+                | Route::RegistryGet
+                | Route::RegistryPatch
                 | Route::VaultList
                 | Route::ResourceList
                 | Route::ServiceTagsApi
@@ -88,12 +106,25 @@ impl Route {
         )
     }
 
-    /// Whether this route is a Key Vault route (its record carries the vault name).
+    /// Whether this route is a Key Vault route (one vault; its record carries the vault name).
     pub fn is_vault(self) -> bool {
         matches!(
             self,
             Route::VaultGet | Route::VaultPatch | Route::VaultPut | Route::VaultDelete
         )
+    }
+
+    /// Whether this route addresses one resource of any kind — a vault, a storage account or a
+    /// container registry (its record carries the resource's name in `vault`).
+    pub fn is_resource(self) -> bool {
+        self.is_vault()
+            || matches!(
+                self,
+                Route::StorageAccountGet
+                    | Route::StorageAccountPatch
+                    | Route::RegistryGet
+                    | Route::RegistryPatch
+            )
     }
 }
 
@@ -114,14 +145,16 @@ pub struct RequestRecord {
     pub status: u16,
     /// The route the request matched.
     pub route: Route,
-    /// The vault name, lower-cased, for vault routes.
+    /// The resource's name, lower-cased, for the routes of one resource of any kind (a vault, a
+    /// storage account, a registry: [`Route::is_resource`]).
     pub vault: Option<String>,
     /// Milliseconds between the emulator's start and the request's arrival.
     pub at_ms: u64,
     /// Description of the injected fault that applied to this request, if any.
     pub fault: Option<String>,
     /// Whether the request passed the route's authentication and authorisation checks
-    /// (a valid, unexpired ARM token and, for vault routes, a vault that is not forbidden; the
+    /// (a valid, unexpired ARM token and, for the routes of one resource, a resource that is not
+    /// forbidden; the
     /// identity header for token routes). Always `true` for routes that need no credentials.
     pub authorized: bool,
     /// Whether the client closed the connection before the emulator answered (for example after
@@ -139,7 +172,8 @@ pub struct Fault {
     /// Only requests to this route; `None` matches every non-control route.
     #[serde(default)]
     pub route: Option<Route>,
-    /// Only requests for this vault name (case-insensitive); requests without a vault never match.
+    /// Only requests for the resource of this name, of any kind (case-insensitive); requests
+    /// without a resource never match.
     #[serde(default)]
     pub vault: Option<String>,
     /// What to do to a matching request.
@@ -176,12 +210,14 @@ pub enum FaultKind {
     /// writing the response: the answer is lost, as when a connection breaks after the service
     /// acted. The record keeps the status the handler produced.
     DropAfter,
-    /// Handle the request normally, then edit the ipRules of the request's vault out of band, as a
-    /// person in the portal would right after it: first add the `add` rules not yet present (a
-    /// bare IPv4 address gains `/32`), then take out the `remove` rules present. The edit lands
-    /// after the response was produced and before it is sent, so the client never sees it in
-    /// this response and always sees it in the next read. Requests without a vault (and vaults
-    /// that do not exist) are handled normally with no edit.
+    /// Handle the request normally, then edit the ipRules of the request's resource (a vault, a
+    /// storage account or a registry, each in its own rule list and entry shape) out of band, as a
+    /// person in the portal would right after it: first add the `add` rules not yet present (in
+    /// a vault a bare IPv4 address gains `/32`; storage accounts and registries keep it bare),
+    /// then take out the `remove` rules present. The edit lands after the response was produced
+    /// and before it is sent, so the client never sees it in this response and always sees it in
+    /// the next read. Requests without a resource (and resources that do not exist) are handled
+    /// normally with no edit.
     EditAfter {
         /// Rules to add, e.g. `"52.174.99.1"`.
         #[serde(default)]

@@ -1,5 +1,6 @@
-//! A small Azure Resource Graph: enough KQL to discover tagged vaults (request and
-//! response as in the 2024-04-01 `resourcegraph.json` examples of Azure/azure-rest-api-specs).
+//! A small Azure Resource Graph: enough KQL to discover tagged vaults, storage accounts and
+//! container registries (request and response as in the 2024-04-01 `resourcegraph.json`
+//! examples of Azure/azure-rest-api-specs).
 //!
 //! tagfence may discover the vaults it manages with a query such as
 //! `resources | where type =~ 'microsoft.keyvault/vaults' | where tags['tagfence'] =~ 'on' |
@@ -11,13 +12,21 @@
 //! `isnotempty()`); `project` and `extend` with `alias = path`; `order by`/`sort by`;
 //! `limit`/`take`; `count`; `summarize [name =] count() [by column, …]`. Paths are a
 //! column followed by `.key`, `['key']` or `["key"]` accessors, optionally wrapped in
-//! `tostring()`. Rows are vaults the caller may read (forbidden vaults are left out, as Resource
-//! Graph only returns resources the principal can read), sorted by id; paging uses `$top`, `$skip`
-//! and an opaque `$skipToken`.
+//! `tostring()`; a path the row does not have projects as `null`, as in Resource Graph. Rows are
+//! the resources of every kind the caller may read (forbidden ones are left out, as Resource
+//! Graph only returns resources the principal can read), `type` lower-cased
+//! (`microsoft.keyvault/vaults`, `microsoft.storage/storageaccounts`,
+//! `microsoft.containerregistry/registries`), sorted by id; paging uses `$top`, `$skip` and an
+//! opaque `$skipToken`. tagfence's discovery of all three kinds reads, for example,
+//! `resources | where type in~ ('microsoft.keyvault/vaults', 'microsoft.storage/storageaccounts',
+//! 'microsoft.containerregistry/registries') | where isnotempty(tags['tagfence']) | project id,
+//! name, type, location, subscriptionId, value = tostring(tags['tagfence']), tags, networkAcls =
+//! properties.networkAcls, networkRuleSet = properties.networkRuleSet, publicNetworkAccess =
+//! properties.publicNetworkAccess`.
 
 use serde_json::{json, Map, Value};
 
-use crate::paths::VaultPath;
+use crate::paths::{Kind, ResourcePath};
 
 /// Rows per page when the request gives no `$top`.
 const DEFAULT_TOP: usize = 100;
@@ -118,18 +127,18 @@ impl GraphRequest {
     }
 }
 
-/// Runs a request over `vaults` and returns the response body.
+/// Runs a request over `resources` and returns the response body.
 pub(crate) fn run<'a>(
     request: &GraphRequest,
-    vaults: impl Iterator<Item = (&'a VaultPath, &'a Value)>,
+    resources: impl Iterator<Item = (&'a ResourcePath, &'a Value)>,
 ) -> Value {
-    let mut rows: Vec<Map<String, Value>> = vaults
+    let mut rows: Vec<Map<String, Value>> = resources
         .filter(|(path, _)| {
             request.subscriptions.as_ref().is_none_or(|subscriptions| {
                 subscriptions.contains(&path.subscription.to_ascii_lowercase())
             })
         })
-        .map(|(path, vault)| row(path, vault))
+        .map(|(path, resource)| row(path, resource))
         .collect();
     rows.sort_by_key(|row| {
         row.get("id")
@@ -161,21 +170,31 @@ pub(crate) fn run<'a>(
     body
 }
 
-/// The Resource Graph row of a vault: ARM's shape plus the derived columns, `type` lower-cased.
-fn row(path: &VaultPath, vault: &Value) -> Map<String, Value> {
-    let field = |key: &str| vault.get(key).cloned().unwrap_or(Value::Null);
+/// The Resource Graph row of a resource: ARM's shape plus the derived columns, `type`
+/// lower-cased (Resource Graph's form: public queries use `microsoft.storage/storageaccounts`;
+/// `microsoft.containerregistry/registries` is UNVERIFIED, read from the spec's type name). A vault's `sku` is `properties.sku` (Key Vault keeps it there); a storage
+/// account's and a registry's is the top-level `sku`, and `kind` the top-level `kind` (a storage
+/// account's `StorageV2`, …). Resource Graph's `tenantId` is the subscription's tenant, which the
+/// emulator knows only for vaults (`properties.tenantId`; `null` otherwise: UNVERIFIED).
+fn row(path: &ResourcePath, resource: &Value) -> Map<String, Value> {
+    let field = |key: &str| resource.get(key).cloned().unwrap_or(Value::Null);
+    let pointer = |pointer: &str| resource.pointer(pointer).cloned().unwrap_or(Value::Null);
     let mut row = Map::new();
     row.insert("id".into(), field("id"));
     row.insert("name".into(), field("name"));
-    row.insert("type".into(), json!("microsoft.keyvault/vaults"));
     row.insert(
-        "tenantId".into(),
-        vault
-            .pointer("/properties/tenantId")
-            .cloned()
-            .unwrap_or(Value::Null),
+        "type".into(),
+        json!(path.kind.type_name().to_ascii_lowercase()),
     );
-    row.insert("kind".into(), json!(""));
+    row.insert("tenantId".into(), pointer("/properties/tenantId"));
+    row.insert(
+        "kind".into(),
+        resource
+            .get("kind")
+            .filter(|kind| kind.is_string())
+            .cloned()
+            .unwrap_or_else(|| json!("")),
+    );
     row.insert("location".into(), field("location"));
     row.insert(
         "resourceGroup".into(),
@@ -185,16 +204,16 @@ fn row(path: &VaultPath, vault: &Value) -> Map<String, Value> {
     row.insert("managedBy".into(), json!(""));
     row.insert(
         "sku".into(),
-        vault
-            .pointer("/properties/sku")
-            .cloned()
-            .unwrap_or(Value::Null),
+        match path.kind {
+            Kind::Vault => pointer("/properties/sku"),
+            Kind::StorageAccount | Kind::Registry => field("sku"),
+        },
     );
     row.insert("plan".into(), Value::Null);
     row.insert("properties".into(), field("properties"));
     row.insert(
         "tags".into(),
-        vault.get("tags").cloned().unwrap_or_else(|| json!({})),
+        resource.get("tags").cloned().unwrap_or_else(|| json!({})),
     );
     row.insert("identity".into(), field("identity"));
     row.insert("zones".into(), Value::Null);
@@ -845,11 +864,11 @@ fn describe(token: Option<&Token>) -> String {
 mod tests {
     use super::*;
 
-    fn vaults() -> Vec<(VaultPath, Value)> {
+    fn vaults() -> Vec<(ResourcePath, Value)> {
         let vault = |sub: &str, rg: &str, name: &str, tags: Value| {
             let id = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}");
             (
-                VaultPath::parse_id(&id).unwrap(),
+                ResourcePath::parse_id(&id).unwrap(),
                 json!({"id": id, "name": name, "location": "westeurope", "tags": tags,
                        "properties": {"tenantId": "t", "networkAcls": {"defaultAction": "Deny"}}}),
             )

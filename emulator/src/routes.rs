@@ -4,14 +4,14 @@
 //! `Microsoft.KeyVault`, …) case-insensitively, and clients do send them in different cases, so
 //! matching is done here by hand rather than with axum's case-sensitive router. Classification
 //! happens before a request is handled because faults, the request log and the rate-limit headers
-//! all depend on the route and the vault.
+//! all depend on the route and the resource (a vault, a storage account or a registry).
 
 use axum::http::Method;
 
 use crate::error::ArmError;
 use crate::identity::Principal;
 use crate::model::Route;
-use crate::paths::{segments, VaultPath};
+use crate::paths::{segments, Kind, ResourcePath};
 use crate::service_tags;
 
 /// A classified request.
@@ -25,7 +25,8 @@ pub(crate) struct Classified {
 #[derive(Clone, Debug)]
 pub(crate) enum Target {
     None,
-    Vault(VaultPath),
+    /// One resource of any kind: a vault, a storage account or a container registry.
+    Resource(ResourcePath),
     /// A subscription-scoped, non-vault ARM request (the Service Tags Discovery API).
     ServiceTags {
         subscription: String,
@@ -39,10 +40,10 @@ pub(crate) enum Target {
 }
 
 impl Classified {
-    /// The vault name, lower-cased, for vault routes.
+    /// The resource's name, lower-cased, for the routes of one resource (of any kind).
     pub fn vault_name(&self) -> Option<String> {
         match &self.target {
-            Target::Vault(path) => Some(path.name.to_ascii_lowercase()),
+            Target::Resource(path) => Some(path.name.to_ascii_lowercase()),
             _ => None,
         }
     }
@@ -50,7 +51,7 @@ impl Classified {
     /// The subscription id, lower-cased, for subscription-scoped ARM routes.
     pub fn subscription(&self) -> Option<String> {
         match &self.target {
-            Target::Vault(path) => Some(path.subscription.to_ascii_lowercase()),
+            Target::Resource(path) => Some(path.subscription.to_ascii_lowercase()),
             Target::ServiceTags { subscription, .. } | Target::Collection { subscription, .. } => {
                 Some(subscription.to_ascii_lowercase())
             }
@@ -83,17 +84,22 @@ pub(crate) fn classify(method: &Method, path: &str) -> Classified {
     if lower.first() == Some(&"_emulator") {
         return none(Route::Control);
     }
-    if let Some(vault) = VaultPath::from_segments(&parts) {
-        let route = match *method {
-            Method::GET => Route::VaultGet,
-            Method::PATCH => Route::VaultPatch,
-            Method::PUT => Route::VaultPut,
-            Method::DELETE => Route::VaultDelete,
+    if let Some(resource) = ResourcePath::from_segments(&parts) {
+        // Storage accounts and registries are served for GET and PATCH only.
+        let route = match (resource.kind, method.clone()) {
+            (Kind::Vault, Method::GET) => Route::VaultGet,
+            (Kind::Vault, Method::PATCH) => Route::VaultPatch,
+            (Kind::Vault, Method::PUT) => Route::VaultPut,
+            (Kind::Vault, Method::DELETE) => Route::VaultDelete,
+            (Kind::StorageAccount, Method::GET) => Route::StorageAccountGet,
+            (Kind::StorageAccount, Method::PATCH) => Route::StorageAccountPatch,
+            (Kind::Registry, Method::GET) => Route::RegistryGet,
+            (Kind::Registry, Method::PATCH) => Route::RegistryPatch,
             _ => return none(Route::Other),
         };
         return Classified {
             route,
-            target: Target::Vault(vault),
+            target: Target::Resource(resource),
         };
     }
     let get = *method == Method::GET;
@@ -176,13 +182,30 @@ mod tests {
     }
 
     #[test]
+    fn storage_and_registry_paths_match_in_any_case_for_get_and_patch() {
+        let storage =
+            "/subscriptions/S1/resourceGroups/rg/providers/MICROSOFT.STORAGE/storageaccounts/StProd";
+        let classified = classify(&Method::PATCH, storage);
+        assert_eq!(classified.route, Route::StorageAccountPatch);
+        assert_eq!(classified.vault_name().as_deref(), Some("stprod"));
+        assert_eq!(classified.subscription().as_deref(), Some("s1"));
+        assert_eq!(route(Method::GET, storage), Route::StorageAccountGet);
+        assert_eq!(route(Method::PUT, storage), Route::Other);
+        assert_eq!(route(Method::DELETE, storage), Route::Other);
+        let registry = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerRegistry/Registries/cr";
+        assert_eq!(route(Method::GET, registry), Route::RegistryGet);
+        assert_eq!(route(Method::PATCH, registry), Route::RegistryPatch);
+        assert_eq!(route(Method::PUT, registry), Route::Other);
+    }
+
+    #[test]
     fn percent_encoded_resource_groups_are_decoded() {
         let classified = classify(
             &Method::GET,
             "/subscriptions/s/resourceGroups/rg%28one%29/providers/Microsoft.KeyVault/vaults/kv",
         );
         match classified.target {
-            Target::Vault(path) => assert_eq!(path.resource_group, "rg(one)"),
+            Target::Resource(path) => assert_eq!(path.resource_group, "rg(one)"),
             other => panic!("unexpected target {other:?}"),
         }
     }

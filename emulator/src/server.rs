@@ -38,6 +38,7 @@ use crate::error::ArmError;
 use crate::holds::Released;
 use crate::identity::{self, Flavour, Principal};
 use crate::model::{Fault, FaultKind, RequestRecord, Route};
+use crate::paths::Kind;
 use crate::query::Query;
 use crate::routes::{classify, Classified, RequestContext, Target};
 use crate::service_tags::{self, PUBLIC_DOWNLOAD_ID};
@@ -61,6 +62,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/_emulator/faults", post(post_fault).delete(delete_faults))
         .route("/_emulator/vaults", get(list_vaults))
+        .route("/_emulator/resources", get(list_resources))
         .route("/_emulator/vaults/{name}", put(put_vault))
         .route("/_emulator/vaults/{name}/ip-rules", put(put_ip_rules))
         .route("/_emulator/holds", get(list_holds))
@@ -223,7 +225,7 @@ fn access(
         route if route.is_arm() => {
             let auth = shared.arm_auth(headers);
             let permitted = match &classified.target {
-                Target::Vault(path) => !shared.vaults().is_forbidden(path),
+                Target::Resource(path) => !shared.store().is_forbidden(path),
                 _ => true,
             };
             (auth.is_ok() && permitted, Some(auth))
@@ -394,7 +396,7 @@ fn finish_handled(
 ) -> Result<(), DropConnection> {
     match fault {
         Some(FaultKind::EditAfter { add, remove }) => {
-            if let Target::Vault(path) = &classified.target {
+            if let Target::Resource(path) = &classified.target {
                 edit_ip_rules(shared, &path.id(), &add, &remove);
             }
         }
@@ -522,6 +524,10 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
         | Route::VaultPatch
         | Route::VaultPut
         | Route::VaultDelete
+        | Route::StorageAccountGet
+        | Route::StorageAccountPatch
+        | Route::RegistryGet
+        | Route::RegistryPatch
         | Route::ResourceGraph => {
             let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
                 Ok(body) => body,
@@ -530,7 +536,7 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
             if context.classified.route == Route::ResourceGraph {
                 arm::resource_graph(&shared, &context, &query, &body)
             } else {
-                arm::vault(&shared, &context, &query, &body)
+                arm::resource(&shared, &context, &query, &body)
             }
         }
         Route::VaultList | Route::ResourceList => arm::list(&shared, &context, path, &query),
@@ -621,16 +627,28 @@ async fn delete_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+/// `GET /_emulator/vaults`: every stored Key Vault vault.
 async fn list_vaults(State(shared): State<Arc<Shared>>) -> Response {
     let vaults: Vec<Value> = shared
-        .vaults()
-        .iter()
+        .store()
+        .of_kind(Kind::Vault)
         .map(|(_, vault)| vault.clone())
         .collect();
     axum::Json(vaults).into_response()
 }
 
-/// `PUT /_emulator/vaults/{name}`: replaces the stored vault with the body, verbatim.
+/// `GET /_emulator/resources`: every stored resource of every kind, in seed order.
+async fn list_resources(State(shared): State<Arc<Shared>>) -> Response {
+    let resources: Vec<Value> = shared
+        .store()
+        .iter()
+        .map(|(_, resource)| resource.clone())
+        .collect();
+    axum::Json(resources).into_response()
+}
+
+/// `PUT /_emulator/vaults/{name}`: replaces the stored resource (of any kind, by name or id)
+/// with the body, verbatim.
 async fn put_vault(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,

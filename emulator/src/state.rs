@@ -1,14 +1,15 @@
 //! The emulator's state: the settings every request reads and the stores behind their locks
-//! (vaults, Resource Graph's index of them, tokens, the request log, the fault queue, the
-//! throttle buckets and quota windows, the hold gates), plus the out-of-band edits a test makes to
-//! a stored vault.
+//! (the resources — vaults, storage accounts, registries —, Resource Graph's index of them, tokens,
+//! the request log, the fault queue, the throttle buckets and quota windows, the hold gates), plus
+//! the out-of-band edits a test makes to a stored resource.
 //!
 //! One [`Shared`] value is owned by the [`crate::Emulator`] handle and by every connection. It
 //! lives apart from the server so that the ARM handlers, which answer from it, do not import the
 //! server that calls them.
 //!
-//! Every change to a vault goes through [`Shared::vaults`], whose guard hands the store's journal
-//! of changes to the index when it is released. Locks are always taken vaults first, then index.
+//! Every change to a resource goes through [`Shared::store`], whose guard hands the store's
+//! journal of changes to the index when it is released. Locks are always taken store first, then
+//! index.
 
 use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
@@ -19,18 +20,19 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 use tracing::info;
 
-use crate::acl::{stored_form, RulePolicy};
+use crate::acl::RulePolicy;
 use crate::config::Config;
 use crate::error::ArmError;
+use crate::firewall;
 use crate::graph_index::Index;
 use crate::holds::Holds;
 use crate::identity::{Issued, Principal, TokenStore};
 use crate::model::{Fault, FaultKind, RequestRecord, Route};
-use crate::paths::VaultPath;
+use crate::paths::ResourcePath;
 use crate::policy::{GraphIndex, Throttle};
 use crate::service_tags::ServiceTagsDocument;
+use crate::store::ResourceStore;
 use crate::throttle::{Buckets, Budgeting, Operation, QuotaLeft, QuotaWindows};
-use crate::vaults::{self, VaultStore};
 
 /// `x-ms-ratelimit-remaining-subscription-writes` (and `-deletes`) when throttling is disabled.
 const UNTHROTTLED_REMAINING_WRITES: u32 = 199;
@@ -102,7 +104,7 @@ pub(crate) struct Shared {
     /// The gates of [`FaultKind::Hold`] faults.
     pub holds: Holds,
     started: Instant,
-    vaults: Mutex<VaultStore>,
+    store: Mutex<ResourceStore>,
     index: Mutex<Index>,
     tokens: Mutex<TokenStore>,
     log: Mutex<Vec<RequestRecord>>,
@@ -116,36 +118,36 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The vault store, locked; when released, the changes made through it reach Resource Graph's
-/// index, stamped with the time of release.
-pub(crate) struct VaultsGuard<'a> {
-    store: MutexGuard<'a, VaultStore>,
+/// The resource store, locked; when released, the changes made through it reach Resource
+/// Graph's index, stamped with the time of release.
+pub(crate) struct StoreGuard<'a> {
+    store: MutexGuard<'a, ResourceStore>,
     index: &'a Mutex<Index>,
 }
 
-impl Deref for VaultsGuard<'_> {
-    type Target = VaultStore;
+impl Deref for StoreGuard<'_> {
+    type Target = ResourceStore;
 
-    fn deref(&self) -> &VaultStore {
+    fn deref(&self) -> &ResourceStore {
         &self.store
     }
 }
 
-impl DerefMut for VaultsGuard<'_> {
-    fn deref_mut(&mut self) -> &mut VaultStore {
+impl DerefMut for StoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut ResourceStore {
         &mut self.store
     }
 }
 
-impl VaultsGuard<'_> {
-    /// The vaults a Resource Graph query sees now, with their paths; `None` when the index is
-    /// live (the caller then reads the store itself).
-    pub fn indexed(&self) -> Option<Vec<(VaultPath, Value)>> {
+impl StoreGuard<'_> {
+    /// The resources a Resource Graph query sees now, with their paths; `None` when the index
+    /// is live (the caller then reads the store itself).
+    pub fn indexed(&self) -> Option<Vec<(ResourcePath, Value)>> {
         lock(self.index).visible(Instant::now())
     }
 }
 
-impl Drop for VaultsGuard<'_> {
+impl Drop for StoreGuard<'_> {
     fn drop(&mut self) {
         let changes = self.store.take_changes();
         if changes.is_empty() {
@@ -177,14 +179,14 @@ impl Shared {
     pub fn new(
         config: Config,
         base_url: String,
-        vaults: VaultStore,
+        store: ResourceStore,
         service_tags: Option<ServiceTagsDocument>,
     ) -> Shared {
         let https_url = config
             .tls
             .as_ref()
             .map(|_| base_url.replacen("http://", "https://", 1));
-        let index = Index::new(config.graph_index, vaults.iter());
+        let index = Index::new(config.graph_index, store.iter());
         Shared {
             budgets: Mutex::new(Budgets::new(&config)),
             settings: Settings {
@@ -203,7 +205,7 @@ impl Shared {
             service_tags,
             holds: Holds::new(),
             started: Instant::now(),
-            vaults: Mutex::new(vaults),
+            store: Mutex::new(store),
             index: Mutex::new(index),
             tokens: Mutex::new(TokenStore::default()),
             log: Mutex::new(Vec::new()),
@@ -220,26 +222,26 @@ impl Shared {
         }
     }
 
-    pub fn vaults(&self) -> VaultsGuard<'_> {
-        VaultsGuard {
-            store: lock(&self.vaults),
+    pub fn store(&self) -> StoreGuard<'_> {
+        StoreGuard {
+            store: lock(&self.store),
             index: &self.index,
         }
     }
 
-    /// Switches how Resource Graph's index follows the vaults; it starts from the vaults as
-    /// they are now.
+    /// Switches how Resource Graph's index follows the resources; it starts from the resources
+    /// as they are now.
     pub fn set_graph_index(&self, mode: GraphIndex) {
-        let vaults = self.vaults();
-        lock(&self.index).restart(mode, vaults.iter());
+        let store = self.store();
+        lock(&self.index).restart(mode, store.iter());
     }
 
-    /// Makes Resource Graph's index catch up with the vaults as they are now.
+    /// Makes Resource Graph's index catch up with the resources as they are now.
     pub fn refresh_index(&self) {
-        let vaults = self.vaults();
+        let store = self.store();
         let mut index = lock(&self.index);
         let mode = index.mode();
-        index.restart(mode, vaults.iter());
+        index.restart(mode, store.iter());
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {
@@ -330,66 +332,69 @@ impl Shared {
     }
 }
 
-/// Out-of-band edit of some ipRules (a [`FaultKind::EditAfter`]): adds the `add` rules not yet
-/// present, then removes the `remove` rules, comparing stored forms (a bare IPv4 address is
-/// `/32`). Does nothing when the vault does not exist.
+/// Out-of-band edit of some ipRules (a [`FaultKind::EditAfter`]) of a resource of any kind, in
+/// its own rule list: adds the `add` rules not yet present, then removes the `remove` rules,
+/// comparing the kind's stored forms (in a vault a bare IPv4 address is `/32`). Does nothing
+/// when the resource does not exist.
 pub(crate) fn edit_ip_rules(shared: &Shared, name_or_id: &str, add: &[String], remove: &[String]) {
-    let mut store = shared.vaults();
+    let mut store = shared.store();
     let Some(index) = store.find(name_or_id) else {
         return;
     };
-    let Some(mut vault) = store.get(index).cloned() else {
+    let (Some(kind), Some(mut resource)) = (store.kind(index), store.get(index).cloned()) else {
         return;
     };
-    let mut rules = vaults::ip_rule_values(&vault);
-    for rule in add.iter().map(|rule| stored_form(rule)) {
+    let stored = |rule: &String| firewall::stored_form(kind, rule);
+    let mut rules = firewall::rule_values(kind, &resource);
+    for rule in add.iter().map(stored) {
         if !rules.contains(&rule) {
             rules.push(rule);
         }
     }
-    let remove: Vec<String> = remove.iter().map(|rule| stored_form(rule)).collect();
-    rules.retain(|rule| !remove.contains(&stored_form(rule)));
+    let remove: Vec<String> = remove.iter().map(stored).collect();
+    rules.retain(|rule| !remove.contains(&stored(rule)));
     info!(
-        vault = name_or_id,
+        resource = name_or_id,
         ?add,
         ?remove,
-        "edited the vault's ip rules out of band (injected fault)"
+        "edited the resource's ip rules out of band (injected fault)"
     );
-    vaults::set_ip_rule_values(&mut vault, rules);
-    store.replace(index, vault);
+    firewall::set_rule_values(kind, &mut resource, rules);
+    store.replace(index, resource);
 }
 
-/// Out-of-band ipRules edit; `false` when the vault does not exist.
+/// Out-of-band ipRules edit of a resource of any kind, in the kind's entry shape; `false` when
+/// the resource does not exist.
 pub(crate) fn set_ip_rules(shared: &Shared, name_or_id: &str, rules: Vec<String>) -> bool {
-    let mut store = shared.vaults();
+    let mut store = shared.store();
     let Some(index) = store.find(name_or_id) else {
         return false;
     };
-    let Some(mut vault) = store.get(index).cloned() else {
+    let (Some(kind), Some(mut resource)) = (store.kind(index), store.get(index).cloned()) else {
         return false;
     };
-    vaults::set_ip_rule_values(&mut vault, rules);
-    store.replace(index, vault);
+    firewall::set_rule_values(kind, &mut resource, rules);
+    store.replace(index, resource);
     true
 }
 
-/// Out-of-band edit of a whole stored vault, verbatim (no validation, no normalisation); `false`
-/// when the vault does not exist. The vault stays where it is stored even if `edit` changes its
-/// `id`. `edit` runs under the store's lock.
+/// Out-of-band edit of a whole stored resource, verbatim (no validation, no normalisation);
+/// `false` when the resource does not exist. The resource stays where it is stored even if
+/// `edit` changes its `id`. `edit` runs under the store's lock.
 pub(crate) fn update_vault(
     shared: &Shared,
     name_or_id: &str,
     edit: impl FnOnce(&mut Value),
 ) -> bool {
-    let mut store = shared.vaults();
+    let mut store = shared.store();
     let Some(index) = store.find(name_or_id) else {
         return false;
     };
-    let Some(mut vault) = store.get(index).cloned() else {
+    let Some(mut resource) = store.get(index).cloned() else {
         return false;
     };
-    edit(&mut vault);
-    info!(vault = name_or_id, "edited the vault out of band");
-    store.replace(index, vault);
+    edit(&mut resource);
+    info!(resource = name_or_id, "edited the resource out of band");
+    store.replace(index, resource);
     true
 }

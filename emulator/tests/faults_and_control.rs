@@ -676,7 +676,8 @@ async fn resource_graph_finds_tagged_readable_vaults() {
     assert_eq!(second["data"][0]["name"], "kv-prod");
     assert!(second.get("$skipToken").is_none());
 
-    // Forbidden vaults are invisible; unsupported KQL is a 400.
+    // Forbidden vaults are invisible (three vaults, one of them forbidden, and the sample
+    // storage account and two registries); unsupported KQL is a 400.
     let all: Value = client()
         .post(&url)
         .bearer_auth(&token)
@@ -687,7 +688,7 @@ async fn resource_graph_finds_tagged_readable_vaults() {
         .json()
         .await
         .unwrap();
-    assert_eq!(all["totalRecords"], 3);
+    assert_eq!(all["totalRecords"], 6);
     let (status, code, _) = arm_error(
         client()
             .post(&url)
