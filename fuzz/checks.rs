@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::Value;
-use tagfence::azure::VaultId;
+use tagfence::azure::ResourceId;
 use tagfence::core::cidr::{self, RuleError};
 use tagfence::core::desired;
 use tagfence::core::service_tags::{
@@ -370,7 +370,7 @@ const WRITE_SUCCESS: &str = "Microsoft.Resources.ResourceWriteSuccess";
 ///
 /// Invariants: nothing panics; an error only for a value with no string event type (the Event
 /// Grid `eventType` is read first, then the CloudEvents `type`); a vault only for a
-/// `ResourceWriteSuccess` whose `operationName` (when a string) is the Key Vault write, and
+/// `ResourceWriteSuccess` whose `operationName` (when a string) is the write of a supported kind's resource (of the kind its id names), and
 /// then exactly the vault the resource id names (`data.resourceUri`, else `subject`), whose
 /// id round-trips through its `Display`; the same answer however the host wraps the event.
 pub fn event_grid(input: &[u8]) {
@@ -395,14 +395,15 @@ pub fn event_grid(input: &[u8]) {
                 .and_then(|d| d.get("operationName"))
                 .and_then(Value::as_str)
             {
-                assert!(op.eq_ignore_ascii_case("Microsoft.KeyVault/vaults/write"));
+                // The write of the resource's own kind.
+                assert!(op.eq_ignore_ascii_case(&format!("{}/write", vault.kind.resource_type())));
             }
             let resource = data
                 .and_then(|d| d.get("resourceUri"))
                 .or_else(|| event.get("subject"))
                 .and_then(Value::as_str)
                 .expect("a vault from an event without a resource id");
-            assert_eq!(resource.parse::<VaultId>().as_ref(), Ok(vault));
+            assert_eq!(resource.parse::<ResourceId>().as_ref(), Ok(vault));
             check_vault_id(vault);
         }
     }
@@ -410,7 +411,7 @@ pub fn event_grid(input: &[u8]) {
         .get("subject")
         .and_then(Value::as_str)
         .unwrap_or_default()
-        .parse::<VaultId>()
+        .parse::<ResourceId>()
     {
         check_vault_id(&vault);
     }
@@ -475,9 +476,9 @@ fn has_raw_value_key(value: &Value) -> bool {
     }
 }
 
-fn check_vault_id(vault: &VaultId) {
+fn check_vault_id(vault: &ResourceId) {
     let text = vault.to_string();
-    assert_eq!(text.parse::<VaultId>().as_ref(), Ok(vault), "{text}");
+    assert_eq!(text.parse::<ResourceId>().as_ref(), Ok(vault), "{text}");
     assert!((3..=24).contains(&vault.name.len()));
     assert!(vault
         .name

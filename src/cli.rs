@@ -9,9 +9,10 @@
 //! (`TAGFENCE_MAX_RULES=lots`), not by clap, which would name the flag and stop `serve` before
 //! it listens.
 //!
-//! Each command takes only the arguments it uses: `status` the vaults, the cloud and its
-//! endpoints, the state and the log filter; `apply` and `serve` those and what a reconcile
-//! needs; `plan` and `tags` what reading a file needs.
+//! Each command takes only the arguments it uses: `status` the resources (vaults, storage
+//! accounts, container registries), the cloud and its endpoints, the state and the log filter;
+//! `apply` and `serve` those and what a reconcile needs; `plan` and `tags` what reading a file
+//! needs.
 //!
 //! Exit codes (one scheme for every command, as kubectl and grep use it):
 //! - 0: success (and, for `plan`, also when there are changes unless `--exit-code` is given);
@@ -34,6 +35,7 @@ use crate::config::{
     Settings,
 };
 use crate::core::desired;
+use crate::core::kind::Kind;
 use crate::core::live::{self, LiveAcl};
 use crate::core::plan::{self, PlanInput, TagGuard};
 use crate::core::profiles;
@@ -45,7 +47,8 @@ use crate::run::{
 use crate::server;
 use crate::source::{Fetcher, SourceError};
 
-/// Keeps Azure Key Vault firewalls in step with Azure Service Tags.
+/// Keeps the firewalls of Azure Key Vaults, Storage accounts and Container Registries in step
+/// with Azure Service Tags.
 #[derive(Debug, Parser)]
 #[command(name = "tagfence", version, about, long_about = None)]
 #[command(after_help = "Exit codes: 0 success, 1 `plan --exit-code` found changes, 2 error.")]
@@ -56,18 +59,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Plan the firewall change for one vault from a Service Tags file (writes nothing).
+    /// Plan the firewall change for one resource from a Service Tags file (writes nothing).
     Plan(PlanArgs),
-    /// Reconcile the configured vaults with the current Service Tags through ARM.
+    /// Reconcile the configured resources with the current Service Tags through ARM.
     Apply(ApplyArgs),
     /// List the tags of a Service Tags file, or the prefixes of some of them.
     Tags(TagsArgs),
-    /// Show what the state remembers: the document applied and each vault's last run.
+    /// Show what the state remembers: the document applied and each resource's last run.
     Status(StatusArgs),
     /// Run as the Azure Functions custom handler (the host starts this).
     Serve(ServeArgs),
-    /// Allow one address on one vault for a while (a just-in-time grant): the rule is written
-    /// now and removed at expiry even if nobody revokes it.
+    /// Allow one address on one resource for a while (a just-in-time grant): the rule is
+    /// written now and removed at expiry even if nobody revokes it.
     Grant(GrantArgs),
     /// End a grant: its rule is removed unless a person, a tag or another grant wants it.
     Revoke(RevokeArgs),
@@ -80,11 +83,13 @@ pub struct GrantArgs {
     #[command(flatten)]
     pub run: RunArgs,
 
-    /// The address to allow: the pipeline agent's public IPv4 address (written as a /32 rule).
+    /// The address to allow: the pipeline agent's public IPv4 address (one single-address rule).
+    /// The resource is the one --resource or --vault names.
     #[arg(long, value_name = "ADDRESS")]
     pub ip: String,
 
-    /// How long: 30m, 2h, 1h30m, … [default: 30m, or the vault's --grant-max-ttl if shorter].
+    /// How long: 30m, 2h, 1h30m, … [default: 30m, or the resource's --grant-max-ttl if
+    /// shorter].
     #[arg(long, value_name = "DURATION")]
     pub ttl: Option<String>,
 
@@ -106,7 +111,7 @@ pub struct RevokeArgs {
     #[command(flatten)]
     pub run: RunArgs,
 
-    /// The granted address to revoke (with --vault).
+    /// The granted address to revoke (with --resource or --vault).
     #[arg(
         long,
         value_name = "ADDRESS",
@@ -115,7 +120,7 @@ pub struct RevokeArgs {
     )]
     pub ip: Option<String>,
 
-    /// The grant's id, as `grant` printed it (the vault may be left out).
+    /// The grant's id, as `grant` printed it (the resource may be left out).
     #[arg(long, value_name = "ID")]
     pub grant: Option<String>,
 
@@ -165,11 +170,13 @@ pub struct StatusArgs {
 
 /// The settings `status` uses; `apply`'s others are hidden from `status --help`.
 const STATUS_KEYS: &[Key] = &[
+    Key::Resources,
     Key::Vaults,
     Key::ConfigFile,
     Key::DiscoverSubscriptions,
     Key::DiscoverManagementGroups,
     Key::DiscoverTag,
+    Key::Kinds,
     Key::Cloud,
     Key::ArmEndpoint,
     Key::Credential,
@@ -224,7 +231,7 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub run: RunArgs,
 
-    /// Plan against the live vaults but write nothing (`--dry-run=false`, like the variable's
+    /// Plan against the live resources but write nothing (`--dry-run=false`, like the variable's
     /// `false` or `0`, turns it off).
     #[arg(long, env = "TAGFENCE_DRY_RUN", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub dry_run: Option<String>,
@@ -259,8 +266,10 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub document: DocumentArgs,
 
-    /// The vault as ARM's GET returns it (only `properties.networkAcls` is used); without it
-    /// the vault is taken to have no rules.
+    /// The resource as ARM's GET returns it: a key vault or storage account (its
+    /// `properties.networkAcls` is used) or a container registry (`properties.networkRuleSet`),
+    /// by its `type` (a key vault without one); its kind caps --max-rules. Without it the
+    /// resource is taken to be a key vault with no rules.
     #[arg(long, value_name = "FILE")]
     pub live: Option<PathBuf>,
 
@@ -327,13 +336,15 @@ pub struct SelectionArgs {
     pub static_rules: Vec<String>,
 }
 
-/// How to fit the rules into the vault. Each is optional so that a configuration file can give
-/// values underneath it; the defaults are those of
-/// [`Limits::default`](crate::core::desired::Limits::default).
+/// How to fit the rules into the firewall. Each is optional so that a configuration file can
+/// give values underneath it; the defaults are those of
+/// [`Limits::default`](crate::core::desired::Limits::default), capped by each resource's kind
+/// ([`config::kind_limits`]).
 #[derive(Debug, Clone, Default, Args)]
 pub struct LimitArgs {
-    /// The most IPv4 rules the vault may hold in all, unmanaged rules included: 1 to 1000
-    /// (Key Vault's limit) [default: 1000].
+    /// The most IPv4 rules a firewall may hold in all, unmanaged rules included: 1 to 1000,
+    /// capped at each kind's own limit (key vault 1000, storage account 400, container registry
+    /// 100) [default: the kind's limit].
     #[arg(
         long,
         value_name = "N",
@@ -376,8 +387,9 @@ pub struct LimitArgs {
     )]
     pub max_remove_fraction: Option<String>,
 
-    /// How to write /31 prefixes: as two /32 rules (`split`, safe: whether Key Vault accepts
-    /// /31 is unverified) or as one rule (`keep`) [default: split].
+    /// How to write /31 prefixes: as two single-address rules (`split`, safe: whether Key Vault
+    /// and Container Registry accept /31 is unverified) or as one rule (`keep`); a storage
+    /// account always splits (Storage refuses /31 ranges) [default: split].
     #[arg(long, value_name = "split|keep", env = "TAGFENCE_SLASH31")]
     pub slash31: Option<String>,
 }
@@ -404,11 +416,23 @@ pub struct DocumentArgs {
     pub min_service_tags: Option<String>,
 }
 
-/// The vaults a run concerns: listed, from a file, or discovered by their tag.
+/// The resources a run concerns: listed, from a file, or discovered by their tag.
 #[derive(Debug, Clone, Default, Args)]
 pub struct TargetArgs {
-    /// A vault to manage, by ARM resource id (repeatable):
-    /// /subscriptions/<GUID>/resourceGroups/<group>/providers/Microsoft.KeyVault/vaults/<name>.
+    /// A resource to manage, by ARM resource id (repeatable): a key vault, storage account or
+    /// container registry,
+    /// /subscriptions/<GUID>/resourceGroups/<group>/providers/<type>/<name> with <type>
+    /// Microsoft.KeyVault/vaults, Microsoft.Storage/storageAccounts or
+    /// Microsoft.ContainerRegistry/registries.
+    #[arg(
+        long = "resource",
+        value_name = "RESOURCE_ID",
+        env = "TAGFENCE_RESOURCES",
+        value_delimiter = ','
+    )]
+    pub resources: Vec<String>,
+
+    /// The same as --resource (any kind too), by its older name; both lists are managed.
     #[arg(
         long = "vault",
         value_name = "RESOURCE_ID",
@@ -417,11 +441,11 @@ pub struct TargetArgs {
     )]
     pub vaults: Vec<String>,
 
-    /// A TOML file with defaults and per-vault settings.
+    /// A TOML file with defaults and per-resource settings.
     #[arg(long = "config", value_name = "FILE", env = "TAGFENCE_CONFIG")]
     pub config_file: Option<PathBuf>,
 
-    /// Also manage every vault carrying the discovery tag in this subscription (a GUID;
+    /// Also manage every resource carrying the discovery tag in this subscription (a GUID;
     /// repeatable), found with Azure Resource Graph at each run.
     #[arg(
         long = "discover-subscription",
@@ -431,7 +455,7 @@ pub struct TargetArgs {
     )]
     pub discover_subscriptions: Vec<String>,
 
-    /// Also manage every vault carrying the discovery tag under this management group
+    /// Also manage every resource carrying the discovery tag under this management group
     /// (repeatable).
     #[arg(
         long = "discover-management-group",
@@ -441,10 +465,21 @@ pub struct TargetArgs {
     )]
     pub discover_management_groups: Vec<String>,
 
-    /// The tag that marks a vault for discovery; its value names the service tags, profiles
+    /// The tag that marks a resource for discovery; its value names the service tags, profiles
     /// and static rules to allow (`default` for the defaults) [default: tagfence].
     #[arg(long, value_name = "NAME", env = "TAGFENCE_DISCOVER_TAG")]
     pub discover_tag: Option<String>,
+
+    /// The kinds of resource discovery and the Event Grid hook consider (repeatable):
+    /// key_vault, storage_account or container_registry (any case; - for _). Listed resources
+    /// are managed whatever their kind [default: every kind].
+    #[arg(
+        long = "kind",
+        value_name = "KIND",
+        env = "TAGFENCE_KINDS",
+        value_delimiter = ','
+    )]
+    pub kinds: Vec<String>,
 }
 
 /// How tagfence reaches Azure: ARM, the credential, and how hard to try over HTTP.
@@ -566,9 +601,10 @@ pub struct ReconcileArgs {
     #[arg(long, env = "TAGFENCE_ADOPT_EXISTING", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub adopt_existing: Option<String>,
 
-    /// Initialise the firewall of a vault that has none configured (no networkAcls), keeping
-    /// its current access: defaultAction Allow, AzureServices bypass, the desired IP rules.
-    /// Never over a vault tagfence has seen Deny.
+    /// Initialise the firewall of a resource that has none configured (no networkAcls, or
+    /// networkRuleSet for a registry), keeping its current access: defaultAction Allow,
+    /// AzureServices bypass where the kind has it, the desired IP rules. Never over a resource
+    /// tagfence has seen Deny.
     #[arg(long, env = "TAGFENCE_INIT_FIREWALL", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub init_firewall: Option<String>,
 
@@ -612,7 +648,8 @@ pub struct ReconcileArgs {
     #[arg(long, value_name = "DURATION", env = "TAGFENCE_GRANT_MAX_TTL")]
     pub grant_max_ttl: Option<String>,
 
-    /// Live grants a vault may hold at once, 1 to 1000 [default: 50].
+    /// Live grants a resource may hold at once, 1 to 1000, capped at its kind's rule limit
+    /// [default: 50].
     #[arg(
         long,
         value_name = "N",
@@ -642,7 +679,7 @@ pub struct ReconcileArgs {
     #[command(flatten)]
     pub document: DocumentArgs,
 
-    /// Vaults reconciled at the same time in each subscription (at least 1) [default: 8].
+    /// Resources reconciled at the same time in each subscription (at least 1) [default: 8].
     #[arg(
         long,
         value_name = "N",
@@ -652,8 +689,8 @@ pub struct ReconcileArgs {
     pub concurrency: Option<String>,
 
     /// How a run observes the firewalls: `graph` reads them all in one Resource Graph query
-    /// and reads through ARM only the vaults that need work; `arm` reads every vault through
-    /// ARM [default: graph].
+    /// and reads through ARM only the resources that need work; `arm` reads every resource
+    /// through ARM [default: graph].
     #[arg(long, value_name = "HOW", env = "TAGFENCE_OBSERVE")]
     pub observe: Option<String>,
 
@@ -674,7 +711,7 @@ pub struct ReconcileArgs {
     pub allow_older: Option<String>,
 
     /// Post a message to this webhook (Slack- and Teams-compatible `{"text"}`) when a run
-    /// changes a vault or fails. https only; the URL is a secret and is never logged.
+    /// changes a resource or fails. https only; the URL is a secret and is never logged.
     #[arg(
         long,
         value_name = "URL",
@@ -754,11 +791,13 @@ impl DocumentArgs {
 
 impl TargetArgs {
     fn put(&self, settings: &mut Settings) {
+        settings.resources = self.resources.clone();
         settings.vaults = self.vaults.clone();
         settings.config_file = self.config_file.clone();
         settings.discover_subscriptions = self.discover_subscriptions.clone();
         settings.discover_management_groups = self.discover_management_groups.clone();
         settings.discover_tag = self.discover_tag.clone();
+        settings.kinds = self.kinds.clone();
     }
 }
 
@@ -1137,13 +1176,26 @@ fn run_status(args: &StatusArgs, origins: Origins) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The one vault a grant names: the `--vault` given (or the only one TAGFENCE_VAULTS lists).
-fn one_vault(run: &RunArgs, command: &str) -> Result<Option<String>> {
-    match run.targets.vaults.as_slice() {
+/// The one resource a grant or revoke names: the `--resource` or `--vault` given on the command
+/// line, or else the only one TAGFENCE_RESOURCES and TAGFENCE_VAULTS list together.
+fn one_target(run: &RunArgs, origins: &Origins, command: &str) -> Result<Option<String>> {
+    let lists = [
+        (Key::Resources, &run.targets.resources),
+        (Key::Vaults, &run.targets.vaults),
+    ];
+    let flag = |key| matches!(origins.get(key), Some(Origin::Flag(_)));
+    let any_flag = lists.iter().any(|(key, _)| flag(*key));
+    let given: Vec<&String> = lists
+        .iter()
+        .filter(|(key, _)| !any_flag || flag(*key))
+        .flat_map(|(_, values)| values.iter())
+        .filter(|value| !value.trim().is_empty())
+        .collect();
+    match given.as_slice() {
         [] => Ok(None),
-        [vault] => Ok(Some(vault.clone())),
+        [one] => Ok(Some((*one).clone())),
         many => bail!(
-            "{command} names one vault; got {} (give exactly one --vault <RESOURCE_ID>)",
+            "{command} names one resource; got {} (give exactly one --resource <RESOURCE_ID> or --vault <RESOURCE_ID>)",
             many.len()
         ),
     }
@@ -1187,8 +1239,9 @@ fn grant_outcome(report: &GrantReport, output: OutputFormat) -> Result<ExitCode>
 
 fn run_grant(args: &GrantArgs, origins: Origins) -> Result<ExitCode> {
     init_cli_logging(args.run.log.log.as_deref());
-    let vault = one_vault(&args.run, "grant")?
-        .context("grant needs the vault: give --vault <RESOURCE_ID>")?;
+    let vault = one_target(&args.run, &origins, "grant")?.context(
+        "grant needs the resource: give --resource <RESOURCE_ID> (or --vault <RESOURCE_ID>)",
+    )?;
     let address = address(&args.ip)?;
     let ttl = args
         .ttl
@@ -1215,16 +1268,18 @@ fn run_grant(args: &GrantArgs, origins: Origins) -> Result<ExitCode> {
 
 fn run_revoke(args: &RevokeArgs, origins: Origins) -> Result<ExitCode> {
     init_cli_logging(args.run.log.log.as_deref());
-    let vault = one_vault(&args.run, "revoke")?;
+    let vault = one_target(&args.run, &origins, "revoke")?;
     let target = match (&args.grant, &args.ip) {
         (Some(id), _) => RevokeTarget::Id(id.clone()),
         (None, Some(ip)) => {
             if vault.is_none() {
-                bail!("revoke --ip needs the vault: give --vault <RESOURCE_ID> (or revoke --grant <ID>)");
+                bail!("revoke --ip needs the resource: give --resource <RESOURCE_ID> or --vault <RESOURCE_ID> (or revoke --grant <ID>)");
             }
             RevokeTarget::Address(address(ip)?)
         }
-        (None, None) => bail!("revoke needs --ip <ADDRESS> (with --vault) or --grant <ID>"),
+        (None, None) => {
+            bail!("revoke needs --ip <ADDRESS> (with --resource or --vault) or --grant <ID>")
+        }
     };
     let config = configuration(Config::for_grants(&args.run.to_settings(origins)))?;
     let report = runtime()?.block_on(async {
@@ -1364,14 +1419,31 @@ fn load_service_tags(
     Ok(tags)
 }
 
-/// The largest vault document `plan --live` reads: a vault of 1,000 rules is about 50 KB.
+/// The largest resource document `plan --live` reads: a vault of 1,000 rules is about 50 KB.
 const MAX_VAULT_BYTES: u64 = 16 << 20;
 
-/// The shape `--live` expects, for the message that refuses another.
-const VAULT_SHAPE: &str = r#"one vault object as ARM's GET returns it: {"name": …, "properties": {"networkAcls": {"defaultAction": …, "ipRules": [{"value": "52.1.2.3/32"}], …}}}"#;
+/// The shape `--live` expects, for the message that refuses another: where each kind keeps its
+/// rule set ([`Kind::rule_set_property`]; a test holds this to it).
+const VAULT_SHAPE: &str = r#"one resource object as ARM's GET returns it: {"name": …, "type": …, "properties": {"networkAcls": {"defaultAction": …, "ipRules": [{"value": "52.1.2.3/32"}], …}}}, the rule set being properties.networkAcls for a key vault or storage account and properties.networkRuleSet for a container registry"#;
+
+/// The kind of a `--live` document: its `type`'s, a key vault when it has none.
+///
+/// # Errors
+/// A `type` that is no kind tagfence manages, naming the ones it does.
+fn live_kind(doc: &serde_json::Value) -> Result<Kind> {
+    let Some(given) = doc.get("type").and_then(serde_json::Value::as_str) else {
+        return Ok(Kind::KeyVault);
+    };
+    Kind::from_resource_type(given).with_context(|| {
+        format!(
+            "its type is {given}, which tagfence does not manage; expected one of {}",
+            crate::azure::supported_types()
+        )
+    })
+}
 
 fn load_live(path: &Path) -> Result<LiveAcl> {
-    let context = || format!("reading the vault from {}", path.display());
+    let context = || format!("reading the resource from {}", path.display());
     let mut bytes = Vec::new();
     let reader: Box<dyn Read> = if path == Path::new("-") {
         Box::new(io::stdin().lock())
@@ -1384,17 +1456,15 @@ fn load_live(path: &Path) -> Result<LiveAcl> {
         .with_context(context)?;
     if bytes.len() as u64 > MAX_VAULT_BYTES {
         bail!(
-            "{}: it is larger than {} MiB, which no vault document is",
+            "{}: it is larger than {} MiB, which no resource document is",
             context(),
             MAX_VAULT_BYTES >> 20
         );
     }
-    LiveAcl::from_vault_json(&bytes).with_context(|| {
-        format!(
-            "reading the vault from {} (expected {VAULT_SHAPE})",
-            path.display()
-        )
-    })
+    let shape = || format!("{} (expected {VAULT_SHAPE})", context());
+    let doc = live::parse_document(&bytes).with_context(shape)?;
+    let kind = live_kind(&doc).with_context(shape)?;
+    LiveAcl::read(kind, &doc).with_context(shape)
 }
 
 /// Reads `--last-applied`: a JSON array of the CIDRs tagfence applied. A problem is named as
@@ -1419,7 +1489,7 @@ fn load_last_applied(path: &Path) -> Result<Vec<Ipv4Net>> {
             .with_context(context)?,
         Ok(other) => {
             let what = match other {
-                serde_json::Value::Object(_) => "an object (a vault document goes to --live)",
+                serde_json::Value::Object(_) => "an object (a resource document goes to --live)",
                 _ => "not an array",
             };
             return Err(anyhow::anyhow!("the document is {what}; {shape}")).with_context(context);
@@ -1454,6 +1524,8 @@ fn run_plan(args: &PlanArgs, origins: Origins) -> Result<ExitCode> {
         Some(path) => load_live(path)?,
         None => LiveAcl::empty(),
     };
+    // The resource's kind caps the limits: its own rule limit, its way with /31s.
+    let limits = config::kind_limits(live.kind, &limits);
     let last_applied = args
         .last_applied
         .as_deref()
@@ -1475,6 +1547,8 @@ fn run_plan(args: &PlanArgs, origins: Origins) -> Result<ExitCode> {
     })
     .context("planning the firewall change")?;
     plan.vault = live.vault_name.clone();
+    plan.kind = live.kind;
+    warn_about_region(&live, &plan);
 
     print_output(
         args.output,
@@ -1489,22 +1563,46 @@ fn run_plan(args: &PlanArgs, origins: Origins) -> Result<ExitCode> {
     })
 }
 
-/// The warnings about a `--live` vault that `apply` would refuse or that holds rules tagfence
-/// cannot read.
+/// The warnings about a `--live` resource that `apply` would refuse or that holds rules
+/// tagfence cannot read.
 fn warn_about_live(args: &PlanArgs, live: &LiveAcl) {
+    let noun = live.kind.noun();
     if live.public_access_disabled() {
-        eprintln!("tagfence: warning: the vault's publicNetworkAccess is Disabled, so its IP rules have no effect");
+        eprintln!("tagfence: warning: the {noun}'s publicNetworkAccess is Disabled, so its IP rules have no effect");
+    }
+    if let Some(why) = &live.unsupported {
+        eprintln!("tagfence: warning: the {noun} cannot take IP rules: {why}; apply refuses it");
     }
     if args.live.is_some() && !live.is_whole() {
-        let missing: Vec<&str> = live.missing.iter().map(|f| f.path()).collect();
-        eprintln!("tagfence: warning: the vault lacks {} (missing, null or not of its type): apply refuses to write from such a read", missing.join(" and "));
+        let missing: Vec<String> = live.missing.iter().map(|f| f.path(live.kind)).collect();
+        eprintln!("tagfence: warning: the {noun} lacks {} (missing, null or not of its type): apply refuses to write from such a read", missing.join(" and "));
     }
     for rule in &live.unreadable {
         eprintln!(
-            "tagfence: warning: the vault holds IP rule '{}', which tagfence cannot read ({}); it is kept as it is and counts against the limit",
+            "tagfence: warning: the {noun} holds IP rule '{}', which tagfence cannot read ({}); it is kept as it is and counts against the limit",
             rule.value, rule.reason
         );
     }
+}
+
+/// The warning about selected tags in a `--live` resource's own region, on a kind whose traffic
+/// from there arrives from private addresses (Storage), as `apply` reports it.
+fn warn_about_region(live: &LiveAcl, plan: &plan::Plan) {
+    let same = plan::same_region_tags(live.kind, live.location.as_deref(), &plan.desired.tags);
+    if same.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = same.iter().map(|t| t.name.as_str()).collect();
+    eprintln!(
+        "tagfence: warning: {} in {}, the {}'s own region: requests from there reach it from private addresses, which IP rules cannot allow (use a virtual network rule or a private endpoint for them)",
+        if names.len() == 1 {
+            format!("selected tag {} is", names[0])
+        } else {
+            format!("selected tags {} are", names.join(", "))
+        },
+        live.location.as_deref().unwrap_or_default(),
+        live.kind.noun(),
+    );
 }
 
 /// `tags`: the listing, or the prefixes of the named tags; a profile names its tags.
@@ -1726,8 +1824,8 @@ mod tests {
     fn wrong_values_are_configuration_problems_named_as_given() {
         let cases: &[(&[&str], &str)] = &[
             (&["--fit", "lossy"], "--fit lossy: expected exact or summarize"),
-            (&["--max-rules", "-1"], "--max-rules -1: expected a whole number from 1 to 1000 (Key Vault holds at most 1,000 IP rules per vault)"),
-            (&["--max-rules", "2000"], "--max-rules 2000: expected a whole number from 1 to 1000 (Key Vault holds at most 1,000 IP rules per vault)"),
+            (&["--max-rules", "-1"], "--max-rules -1: expected a whole number from 1 to 1000 (a firewall's IP rules; each kind's own limit caps it: key vault 1000, storage account 400, container registry 100)"),
+            (&["--max-rules", "2000"], "--max-rules 2000: expected a whole number from 1 to 1000 (a firewall's IP rules; each kind's own limit caps it: key vault 1000, storage account 400, container registry 100)"),
             (&["--max-remove-fraction", "1.5"], "--max-remove-fraction 1.5: expected a fraction from 0 to 1 (0.2 is 20%)"),
             (&["--prune=yes"], "--prune=yes: expected true or false (or 1 or 0)"),
             (&["--envelope", "AzureCloud"], "--envelope AzureCloud: only used by a summarized fit, and the fit is exact by default; give --fit summarize too, or leave it out"),
@@ -1870,6 +1968,132 @@ mod tests {
         assert_eq!(
             err.lines(),
             ["--grace-days 91: expected a whole number of days from 0 to 90"]
+        );
+    }
+
+    const STORAGE: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sta1";
+
+    #[test]
+    fn resource_and_kind_are_target_arguments_of_every_command_that_lists_targets() {
+        let cli = command();
+        for name in ["apply", "serve", "status", "grant", "revoke", "sweep"] {
+            let command = cli.find_subcommand(name).unwrap();
+            for id in ["resources", "vaults", "kinds"] {
+                assert!(argument(command, id).is_some(), "`{name}` has no {id}");
+            }
+        }
+        let status = cli.find_subcommand("status").unwrap();
+        for id in ["resources", "kinds"] {
+            assert!(!argument(status, id).unwrap().is_hide_set(), "{id}");
+        }
+        for name in ["plan", "tags"] {
+            let command = cli.find_subcommand(name).unwrap();
+            assert!(argument(command, "resources").is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn resources_and_vaults_given_together_are_managed_together() {
+        let settings = apply_settings(&[
+            "--resource",
+            STORAGE,
+            "--vault",
+            VAULT,
+            "--tag",
+            "X",
+            "--kind",
+            "Storage-Account,key_vault",
+        ]);
+        assert_eq!(
+            settings.origins.get(Key::Resources),
+            Some(&Origin::Flag("--resource".into()))
+        );
+        assert_eq!(
+            settings.origins.get(Key::Kinds),
+            Some(&Origin::Flag("--kind".into()))
+        );
+        let config = Config::from_settings(&settings).unwrap();
+        assert_eq!(config.targets.len(), 2);
+        assert_eq!(config.kinds, [Kind::KeyVault, Kind::StorageAccount]);
+        let sa = config.find_target("sta1").unwrap();
+        assert_eq!(
+            (sa.id.kind, sa.limits.max_rules),
+            (Kind::StorageAccount, 400)
+        );
+        let err = Config::from_settings(&apply_settings(&[
+            "--resource",
+            VAULT,
+            "--vault",
+            VAULT,
+            "--tag",
+            "X",
+            "--kind",
+            "cosmos",
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.lines(),
+            [
+                format!("vault {VAULT} is listed twice: --resource {VAULT} and --vault {VAULT}"),
+                "--kind cosmos: not a kind tagfence manages; expected key_vault, storage_account or container_registry (any case; - for _)".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn grant_and_revoke_take_their_one_resource_by_either_name() {
+        let one = |args: &[&str]| {
+            let all: Vec<&str> = ["grant", "--ip", "52.1.2.3"]
+                .into_iter()
+                .chain(args.iter().copied())
+                .collect();
+            let invocation = invocation(&all).unwrap();
+            let origins = invocation.origins();
+            let Command::Grant(grant) = invocation.cli.command else {
+                panic!("not grant");
+            };
+            one_target(&grant.run, &origins, "grant").map_err(|e| e.to_string())
+        };
+        assert_eq!(one(&["--resource", STORAGE]), Ok(Some(STORAGE.to_owned())));
+        assert_eq!(one(&["--vault", VAULT]), Ok(Some(VAULT.to_owned())));
+        assert_eq!(one(&[]), Ok(None));
+        assert_eq!(
+            one(&["--resource", STORAGE, "--vault", VAULT]),
+            Err("grant names one resource; got 2 (give exactly one --resource <RESOURCE_ID> or --vault <RESOURCE_ID>)".to_owned())
+        );
+        // A resource given on the command line wins over the lists of the environment.
+        let mut run = RunArgs::default();
+        run.targets.vaults = vec![VAULT.to_owned(), VAULT.to_owned()];
+        run.targets.resources = vec![STORAGE.to_owned()];
+        let mut origins = Origins::default();
+        origins.record(Key::Vaults, Origin::Env("TAGFENCE_VAULTS".into()));
+        origins.record(Key::Resources, Origin::Flag("--resource".into()));
+        assert_eq!(
+            one_target(&run, &origins, "revoke").unwrap(),
+            Some(STORAGE.to_owned())
+        );
+        origins.record(Key::Resources, Origin::Env("TAGFENCE_RESOURCES".into()));
+        assert!(one_target(&run, &origins, "revoke").is_err());
+    }
+
+    #[test]
+    fn a_live_document_is_read_as_the_kind_its_type_says() {
+        let kind = |doc: serde_json::Value| live_kind(&doc).map_err(|e| e.to_string());
+        assert_eq!(kind(serde_json::json!({"name": "kv"})), Ok(Kind::KeyVault));
+        for each in Kind::ALL {
+            let doc = serde_json::json!({"type": each.resource_type().to_ascii_lowercase()});
+            assert_eq!(kind(doc), Ok(each));
+            assert!(
+                VAULT_SHAPE.contains(&format!("properties.{}", each.rule_set_property())),
+                "{each}"
+            );
+        }
+        assert_eq!(
+            kind(serde_json::json!({"type": "Microsoft.Web/sites"})),
+            Err(format!(
+                "its type is Microsoft.Web/sites, which tagfence does not manage; expected one of {}",
+                crate::azure::supported_types()
+            ))
         );
     }
 }

@@ -60,11 +60,11 @@ use ipnet::Ipv4Net;
 use serde::Serialize;
 use tracing::{info, warn, Instrument};
 
-use crate::azure::arm::{ArmClient, Vault, WriteSlot};
+use crate::azure::arm::{ArmClient, Resource, WriteSlot};
 use crate::azure::index::FirewallIndex;
 pub use crate::azure::index::INDEX_TRUSTED_AFTER_WRITE;
 use crate::azure::pipeline::AzureError;
-use crate::azure::VaultId;
+use crate::azure::ResourceId;
 use crate::config::{TargetSource, VaultTarget};
 use crate::core::desired::DesireError;
 use crate::core::gate::{self, GateOptions, GatedWrite, Ownership, Proposal};
@@ -234,7 +234,7 @@ impl Observed {
 /// The report of one vault's reconcile.
 #[derive(Debug, Clone)]
 pub struct VaultReport {
-    pub vault: VaultId,
+    pub vault: ResourceId,
     pub outcome: Outcome,
     /// The plan, when one was made.
     pub plan: Option<Plan>,
@@ -258,7 +258,7 @@ pub struct VaultReport {
 
 impl VaultReport {
     /// A report of `outcome` for a vault nothing was planned or written for (yet).
-    pub fn new(vault: VaultId, outcome: Outcome) -> Self {
+    pub fn new(vault: ResourceId, outcome: Outcome) -> Self {
         VaultReport {
             vault,
             outcome,
@@ -290,7 +290,7 @@ impl Reconciler {
         }
     }
 
-    fn lock_for(&self, vault: &VaultId) -> Arc<tokio::sync::Mutex<()>> {
+    fn lock_for(&self, vault: &ResourceId) -> Arc<tokio::sync::Mutex<()>> {
         // The map only ever grows by the configured vaults, so it needs no eviction.
         let mut locks = self
             .locks
@@ -563,7 +563,7 @@ impl Reconciler {
         slot: WriteSlot,
         trace: &mut Trace,
         report: &mut VaultReport,
-    ) -> Result<Vault, AzureError> {
+    ) -> Result<Resource, AzureError> {
         report.wrote = true;
         if let Some(plan) = &report.plan {
             trace.sent_adds.extend(&plan.add);
@@ -622,7 +622,7 @@ impl Reconciler {
         target: &VaultTarget,
         run: RunContext<'_>,
         mut remembered: Option<&mut VaultState>,
-        mut vault: Vault,
+        mut vault: Resource,
         trace: &mut Trace,
         report: &mut VaultReport,
     ) -> Result<Option<(GatedWrite, WriteSlot)>, Halt> {
@@ -644,7 +644,7 @@ impl Reconciler {
             }
             let fresh =
                 self.arm
-                    .get_vault(&target.id)
+                    .get_resource(&target.id)
                     .await
                     .map_err(|error| ReconcileError::Azure {
                         step: AzureStep::ReadAgain,
@@ -684,7 +684,7 @@ impl Reconciler {
         &self,
         target: &VaultTarget,
         gated: &GatedWrite,
-        answer: Vault,
+        answer: Resource,
         trace: &mut Trace,
     ) -> Result<Outcome, ReconcileError> {
         if gated.verify(&answer.acl).is_err() {
@@ -693,7 +693,7 @@ impl Reconciler {
             );
             let after =
                 self.arm
-                    .get_vault(&target.id)
+                    .get_resource(&target.id)
                     .await
                     .map_err(|error| ReconcileError::Azure {
                         step: AzureStep::Verify,
@@ -708,10 +708,14 @@ impl Reconciler {
     }
 
     /// Reads the vault; a discovered vault whose tag went or changed is skipped.
-    async fn observe(&self, target: &VaultTarget, report: &mut VaultReport) -> Result<Vault, Halt> {
+    async fn observe(
+        &self,
+        target: &VaultTarget,
+        report: &mut VaultReport,
+    ) -> Result<Resource, Halt> {
         let vault =
             self.arm
-                .get_vault(&target.id)
+                .get_resource(&target.id)
                 .await
                 .map_err(|error| ReconcileError::Azure {
                     step: AzureStep::Observe,
@@ -748,6 +752,7 @@ impl Reconciler {
         }
         match plan_vault(target, run, remembered, &indexed.acl) {
             Ok((plan, Ok(()))) if !plan.has_changes() => {
+                region_notice(&indexed.acl, &plan, report);
                 report.plan = Some(plan);
                 report.observed = Observed::ResourceGraph;
                 notice(&indexed.acl, report);
@@ -764,7 +769,7 @@ impl Reconciler {
         target: &VaultTarget,
         run: RunContext<'_>,
         remembered: Option<&VaultState>,
-        vault: &Vault,
+        vault: &Resource,
         trace: &Trace,
         report: &mut VaultReport,
     ) -> Result<Option<GatedWrite>, ReconcileError> {
@@ -779,6 +784,7 @@ impl Reconciler {
             })?;
         let changes = plan.has_changes();
         let intended = plan.rules_after(&vault.acl.ip_rules);
+        region_notice(&vault.acl, &plan, report);
         // Kept when a guard refuses it too: the report shows the change that was refused.
         report.plan = Some(plan);
         if matches!(guarded, Err(plan::Refusal::OverLimit { .. })) {
@@ -807,7 +813,7 @@ impl Reconciler {
         &self,
         target: &VaultTarget,
         remembered: Option<&VaultState>,
-        vault: &Vault,
+        vault: &Resource,
         proposal: &Proposal,
         trace: &Trace,
     ) -> Result<GatedWrite, ReconcileError> {
@@ -821,7 +827,7 @@ impl Reconciler {
 fn gate_with<T>(
     target: &VaultTarget,
     remembered: Option<&VaultState>,
-    vault: &Vault,
+    vault: &Resource,
     trace: &Trace,
     check: impl FnOnce(Ownership<'_>, GateOptions) -> Result<T, gate::GateRefusal>,
 ) -> Result<T, ReconcileError> {
@@ -893,6 +899,26 @@ fn notice(live: &LiveAcl, report: &mut VaultReport) {
     report.warnings.extend(warnings);
 }
 
+/// Says when a selected tag is in the resource's own region on a kind whose traffic from there
+/// arrives from private addresses (Storage): its rules cannot allow those requests.
+fn region_notice(live: &LiveAcl, plan: &Plan, report: &mut VaultReport) {
+    let same = plan::same_region_tags(live.kind, live.location.as_deref(), &plan.desired.tags);
+    if same.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = same.iter().map(|t| t.name.as_str()).collect();
+    let warning = format!(
+        "{} in {}, the {}'s own region: requests from there reach it from private addresses, which IP rules cannot allow (use a virtual network rule or a private endpoint for them)",
+        if names.len() == 1 { format!("selected tag {} is", names[0]) } else { format!("selected tags {} are", names.join(", ")) },
+        live.location.as_deref().unwrap_or_default(),
+        live.kind.noun(),
+    );
+    if !report.warnings.contains(&warning) {
+        info!(%warning, "vault warning");
+        report.warnings.push(warning);
+    }
+}
+
 /// Whether Resource Graph may vouch for the vault being in sync. Only where nothing but the
 /// firewall's rules is at stake: never for a vault tagfence has no record of yet (its first
 /// observation records what it owns, from an ARM read), one with a write whose outcome is
@@ -925,7 +951,7 @@ fn index_may_vouch(
 
 /// Why a discovered vault is no longer the discovery's to manage, as `vault` shows it: its tag
 /// went, or says something else now.
-fn no_longer_tagged(target: &VaultTarget, vault: &Vault) -> Option<String> {
+fn no_longer_tagged(target: &VaultTarget, vault: &Resource) -> Option<String> {
     let TargetSource::Discovered { tag, value } = &target.source else {
         return None;
     };
@@ -969,6 +995,7 @@ fn plan_vault(
         })
         .map_err(ReconcileError::Grant)?;
         plan.vault = Some(target.id.name.clone());
+        plan.kind = target.id.kind;
         return Ok((plan, Ok(())));
     };
     let recorded = last_desired.as_ref().map(|(a, desired)| Recorded {
@@ -996,6 +1023,7 @@ fn plan_vault(
     };
     let mut plan = plan::plan_unguarded(input).map_err(ReconcileError::Plan)?;
     plan.vault = Some(target.id.name.clone());
+    plan.kind = target.id.kind;
     let guarded = plan::guard_plan(&plan, input);
     Ok((plan, guarded))
 }

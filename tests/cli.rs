@@ -281,12 +281,12 @@ fn errors_name_what_was_wrong_and_exit_2() {
         ),
         (
             &["--tag", "AzureDevOps", "--max-rules", "2000", "--envelope", "AzureCloud"],
-            "tagfence: error: reading the configuration: --max-rules 2000: expected a whole number from 1 to 1000 (Key Vault holds at most 1,000 IP rules per vault)\n\
+            "tagfence: error: reading the configuration: --max-rules 2000: expected a whole number from 1 to 1000 (a firewall's IP rules; each kind's own limit caps it: key vault 1000, storage account 400, container registry 100)\n\
              tagfence: error: reading the configuration: --envelope AzureCloud: only used by a summarized fit, and the fit is exact by default; give --fit summarize too, or leave it out\n",
         ),
         (
             &["--tag", "AzureDevOps", "--live", "tests/fixtures/does-not-exist.json"],
-            "tagfence: error: reading the vault from tests/fixtures/does-not-exist.json: No such file or directory (os error 2)\n",
+            "tagfence: error: reading the resource from tests/fixtures/does-not-exist.json: No such file or directory (os error 2)\n",
         ),
         (
             &["--tag", "AzureDevOps", "--max-rules", "10"],
@@ -457,13 +457,13 @@ fn a_bad_last_applied_entry_or_live_document_is_named_as_such() {
     ));
     assert_eq!(
         stderr(&out),
-        format!("tagfence: error: reading the last-applied rules from {FIXTURE_VAULT}: the document is an object (a vault document goes to --live); expected a JSON array of CIDR strings, such as [\"52.1.2.3/32\", \"20.37.158.0/23\"]\n")
+        format!("tagfence: error: reading the last-applied rules from {FIXTURE_VAULT}: the document is an object (a resource document goes to --live); expected a JSON array of CIDR strings, such as [\"52.1.2.3/32\", \"20.37.158.0/23\"]\n")
     );
     let out = tagfence(&plan_args(&st, &["--tag", "AzureDevOps", "--live", &live]));
     assert_eq!(out.status.code(), Some(2));
     let text = stderr(&out);
     assert!(
-        text.contains("expected one vault object as ARM's GET returns it: {\"name\""),
+        text.contains("expected one resource object as ARM's GET returns it: {\"name\""),
         "{text}"
     );
     assert!(!text.contains("VaultProperties"), "{text}");
@@ -512,7 +512,9 @@ fn each_command_shows_only_its_own_options() {
         );
     }
     for present in [
+        "--resource",
         "--vault",
+        "--kind",
         "--state-dir",
         "--state-url",
         "--credential",
@@ -524,7 +526,10 @@ fn each_command_shows_only_its_own_options() {
     for command in ["plan", "tags"] {
         let text = help(command);
         assert!(
-            !text.contains("--vault") && !text.contains("--state-dir"),
+            !text.contains("--vault")
+                && !text.contains("--resource")
+                && !text.contains("--kind")
+                && !text.contains("--state-dir"),
             "{command} --help:\n{text}"
         );
         assert!(
@@ -596,4 +601,173 @@ fn stdin_is_read_with_a_dash() {
     assert!(out.status.success());
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["source"]["change_number"], 364);
+}
+
+/// Writes `document` (a firewalled resource as ARM's GET returns it) to `name` in `dir`.
+fn resource_document(dir: &Path, name: &str, document: serde_json::Value) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, document.to_string()).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn plan_live_reads_any_kind_by_its_type_and_caps_the_rules_at_its_limit() {
+    let st = service_tags(365);
+    let dir = scratch("kinds");
+    let storage = resource_document(
+        &dir,
+        "storage.json",
+        serde_json::json!({
+            "id": "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sta1",
+            "name": "sta1",
+            "type": "Microsoft.Storage/storageAccounts",
+            "location": "West Europe",
+            "properties": {"networkAcls": {"defaultAction": "Deny", "bypass": "AzureServices", "virtualNetworkRules": [], "ipRules": [{"value": "52.1.2.3", "action": "Allow"}]}}
+        }),
+    );
+    let registry = resource_document(
+        &dir,
+        "registry.json",
+        serde_json::json!({
+            "id": "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr0001",
+            "name": "acr0001",
+            "type": "Microsoft.ContainerRegistry/registries",
+            "sku": {"name": "Premium"},
+            "properties": {"networkRuleSet": {"defaultAction": "Deny", "ipRules": [{"action": "Allow", "value": "52.1.2.3"}]}}
+        }),
+    );
+    let web = resource_document(
+        &dir,
+        "web.json",
+        serde_json::json!({"name": "app", "type": "Microsoft.Web/sites", "properties": {}}),
+    );
+    // The registry's rule is read from its networkRuleSet, and is the static rule's.
+    let out = tagfence(&plan_args(
+        &st,
+        &[
+            "--static-rule",
+            "52.1.2.3",
+            "--live",
+            &registry,
+            "--output",
+            "json",
+        ],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["unchanged"], 1, "{plan}");
+    assert_eq!(plan["vault"], "acr0001", "{plan}");
+    assert_eq!(plan["kind"], "container_registry", "{plan}");
+    // A storage account is told of a selected tag of its own region, as apply tells it.
+    let out = tagfence(&plan_args(
+        &st,
+        &["--tag", "ApiManagement.WestEurope", "--live", &storage],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "tagfence: warning: selected tag ApiManagement.WestEurope is in West Europe, the storage account's own region: requests from there reach it from private addresses, which IP rules cannot allow (use a virtual network rule or a private endpoint for them)\n"
+    );
+    // A selection of a few hundred rules fits a storage account (400) and a vault (1000), not a
+    // registry (100), whatever --max-rules says.
+    let backup = [
+        "--tag",
+        "AzureBackup",
+        "--max-rules",
+        "1000",
+        "--output",
+        "json",
+    ];
+    let vault = FIXTURE_VAULT.to_owned();
+    for (live, limit) in [(&storage, 400), (&registry, 100), (&vault, 1000)] {
+        let mut args = backup.to_vec();
+        args.extend(["--live", live.as_str()]);
+        let out = tagfence(&plan_args(&st, &args));
+        if limit == 100 {
+            assert_eq!(out.status.code(), Some(2), "{live}");
+            assert!(
+                stderr(&out).contains(" of the vault's 100 are free"),
+                "{}",
+                stderr(&out)
+            );
+        } else {
+            assert!(out.status.success(), "{live}: {}", stderr(&out));
+            let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(plan["max_rules"], limit, "{live}");
+        }
+    }
+    // A type tagfence does not manage is named, with the ones it does.
+    let out = tagfence(&plan_args(&st, &["--tag", "AzureDevOps", "--live", &web]));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!("tagfence: error: reading the resource from {web} (expected one resource object as ARM's GET returns it: {{\"name\": …, \"type\": …, \"properties\": {{\"networkAcls\": {{\"defaultAction\": …, \"ipRules\": [{{\"value\": \"52.1.2.3/32\"}}], …}}}}}}, the rule set being properties.networkAcls for a key vault or storage account and properties.networkRuleSet for a container registry): its type is Microsoft.Web/sites, which tagfence does not manage; expected one of Microsoft.KeyVault/vaults, Microsoft.Storage/storageAccounts, Microsoft.ContainerRegistry/registries\n")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn apply_refuses_bad_resources_and_kinds_naming_them_as_given() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tagfence"))
+        .args([
+            "apply",
+            "--resource",
+            "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Sql/servers/db",
+            "--tag",
+            "AzureDevOps",
+        ])
+        .env("TAGFENCE_KINDS", "key_vault,cosmos")
+        .env_remove("TAGFENCE_VAULTS")
+        .env_remove("TAGFENCE_RESOURCES")
+        .current_dir(repo(""))
+        .output()
+        .expect("tagfence runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "tagfence: error: reading the configuration: --resource /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Sql/servers/db: not a resource id tagfence manages (its type Microsoft.Sql/servers is not one tagfence manages); expected /subscriptions/<GUID>/resourceGroups/<group>/providers/<type>/<name>, <type> being Microsoft.KeyVault/vaults, Microsoft.Storage/storageAccounts or Microsoft.ContainerRegistry/registries\n\
+         tagfence: error: reading the configuration: TAGFENCE_KINDS entry 'cosmos': not a kind tagfence manages; expected key_vault, storage_account or container_registry (any case; - for _)\n"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn grant_needs_one_resource_by_either_name() {
+    let vault = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a";
+    let storage = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sta1";
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tagfence"))
+            .args(args)
+            .env_remove("TAGFENCE_VAULTS")
+            .env_remove("TAGFENCE_RESOURCES")
+            .current_dir(repo(""))
+            .output()
+            .expect("tagfence runs")
+    };
+    let out = run(&["grant", "--ip", "52.1.2.3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "tagfence: error: grant needs the resource: give --resource <RESOURCE_ID> (or --vault <RESOURCE_ID>)\n"
+    );
+    let out = run(&[
+        "grant",
+        "--ip",
+        "52.1.2.3",
+        "--resource",
+        storage,
+        "--vault",
+        vault,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "tagfence: error: grant names one resource; got 2 (give exactly one --resource <RESOURCE_ID> or --vault <RESOURCE_ID>)\n"
+    );
+    let out = run(&["revoke", "--ip", "52.1.2.3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "tagfence: error: revoke --ip needs the resource: give --resource <RESOURCE_ID> or --vault <RESOURCE_ID> (or revoke --grant <ID>)\n"
+    );
 }

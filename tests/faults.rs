@@ -1684,14 +1684,14 @@ async fn invalid_configurations_are_refused_before_any_request() {
         ),
         (
             vec![("TAGFENCE_CONFIG", &bad_vault)],
-            "[[vault]] #1 id = \"kv-prod\": not a key vault resource id".into(),
+            "[[vault]] #1 id = \"kv-prod\": not a resource id tagfence manages".into(),
         ),
         (
             vec![
                 ("TAGFENCE_VAULTS", "kv-prod"),
                 ("TAGFENCE_TAGS", "AzureDevOps"),
             ],
-            "TAGFENCE_VAULTS=kv-prod: not a key vault resource id (it does not have eight segments); expected /subscriptions/<GUID>/resourceGroups/<group>/providers/Microsoft.KeyVault/vaults/<name>"
+            "TAGFENCE_VAULTS=kv-prod: not a resource id tagfence manages (it does not have eight segments); expected /subscriptions/<GUID>/resourceGroups/<group>/providers/<type>/<name>, <type> being Microsoft.KeyVault/vaults, Microsoft.Storage/storageAccounts or Microsoft.ContainerRegistry/registries"
                 .into(),
         ),
         (

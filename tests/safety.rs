@@ -20,6 +20,7 @@ use tagfence::config::{Config, SelectionSettings, Settings};
 use tagfence::core::desired::DesireError;
 use tagfence::core::fit::FitError;
 use tagfence::core::gate::{GateRefusal, Mismatch};
+use tagfence::core::kind::Kind;
 use tagfence::core::live::AclField;
 use tagfence::core::plan::{PlanError, Refusal};
 use tagfence::reconcile::{AzureStep, ErrorKind, Outcome, ReconcileError, StateStep};
@@ -162,9 +163,11 @@ async fn taken_over(name: &str) -> (Emulator, Scratch, Settings) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_that_lacks_the_firewall_is_refused_and_the_vault_kept() {
     let vanished = GateRefusal::FirewallVanished {
+        kind: Kind::KeyVault,
         seen: "Deny".to_owned(),
     };
     let lacks = |field: AclField| GateRefusal::IncompleteRead {
+        kind: Kind::KeyVault,
         missing: vec![field],
     };
     let cases: Vec<(&str, FaultKind, GateRefusal)> = vec![
@@ -217,6 +220,7 @@ async fn a_read_that_lacks_the_firewall_is_refused_and_the_vault_kept() {
             "ipRules []",
             FaultKind::set_field("/properties/networkAcls/ipRules", json!([])),
             GateRefusal::Suspicious {
+                kind: Kind::KeyVault,
                 present: 0,
                 confirmed: 10,
                 missing: 10,
@@ -269,7 +273,12 @@ async fn a_vault_that_never_had_a_firewall_is_initialised_only_on_request() {
     );
     let before = emulator.vault("kv-open").unwrap();
     let reason = refusal(&apply(&emulator, &args).await);
-    assert_eq!(reason, ReconcileError::Gate(GateRefusal::NoFirewall));
+    assert_eq!(
+        reason,
+        ReconcileError::Gate(GateRefusal::NoFirewall {
+            kind: Kind::KeyVault
+        })
+    );
     // What the operator reads: where to configure the firewall, and the flag that initialises it.
     assert_eq!(
         reason.to_string(),
@@ -312,6 +321,7 @@ async fn a_firewall_seen_deny_is_never_initialised_as_allow() {
     assert_eq!(
         reason,
         ReconcileError::Gate(GateRefusal::FirewallVanished {
+            kind: Kind::KeyVault,
             seen: "Deny".to_owned()
         })
     );
@@ -357,6 +367,7 @@ async fn a_person_really_removing_our_rules_is_accepted_on_request() {
     assert_eq!(
         reason,
         ReconcileError::Gate(GateRefusal::Suspicious {
+            kind: Kind::KeyVault,
             present: 0,
             confirmed: 10,
             missing: 10,
@@ -905,7 +916,7 @@ async fn plan_live_keeps_unreadable_rules_and_refuses_what_is_not_a_vault() {
         let out = plan(&path).await;
         assert_eq!(out.status.code(), Some(2), "{name}: {}", stdout(&out));
         assert!(
-            stderr(&out).contains("is not a vault resource") && stderr(&out).contains(says),
+            stderr(&out).contains("is not a key vault resource") && stderr(&out).contains(says),
             "{name}: {}",
             stderr(&out)
         );
@@ -1117,6 +1128,7 @@ async fn a_read_that_shows_the_firewall_opened_is_not_written_from_at_once() {
     assert_eq!(
         reason,
         ReconcileError::Gate(GateRefusal::OpenedSinceSeen {
+            kind: Kind::KeyVault,
             field: "defaultAction",
             seen: "Deny".to_owned(),
             read: "Allow".to_owned(),

@@ -143,7 +143,10 @@ fn code_settings() -> Vec<(String, String)> {
     let mut clap_names = BTreeSet::new();
     clap_env_names(&tagfence::cli::Cli::command(), &mut clap_names);
     assert!(
-        clap_names.contains("TAGFENCE_VAULTS") && clap_names.contains("TAGFENCE_SCHEDULE"),
+        clap_names.contains("TAGFENCE_VAULTS")
+            && clap_names.contains("TAGFENCE_RESOURCES")
+            && clap_names.contains("TAGFENCE_KINDS")
+            && clap_names.contains("TAGFENCE_SCHEDULE"),
         "walking the command line found too little: {clap_names:?}"
     );
 
@@ -518,7 +521,9 @@ fn each_refusal_is_one_line_naming_the_setting_as_given_by_variable_flag_or_file
                 format!("{} = {}", key.name(), json!(refusal.value))
             };
             let text = match key {
-                Key::Vaults => format!("{setting}\n[defaults]\ntags = [\"AzureDevOps\"]\n"),
+                Key::Vaults | Key::Resources => {
+                    format!("{setting}\n[defaults]\ntags = [\"AzureDevOps\"]\n")
+                }
                 Key::Tags => format!("vaults = [\"{VAULT}\"]\n[defaults]\n{setting}\n"),
                 _ => format!(
                     "vaults = [\"{VAULT}\"]\n[defaults]\ntags = [\"AzureDevOps\"]\n{setting}\n"
@@ -527,7 +532,7 @@ fn each_refusal_is_one_line_naming_the_setting_as_given_by_variable_flag_or_file
             fs::write(&path, text).unwrap();
             let output = apply(&[], &["--config", path.to_str().unwrap()]);
             let lines = stderr_lines(&output);
-            let table = if key == Key::Vaults {
+            let table = if matches!(key, Key::Vaults | Key::Resources) {
                 ""
             } else {
                 "[defaults] "

@@ -756,7 +756,7 @@ mod store {
     async fn a_state_document_of_a_newer_format_is_refused_and_left_alone() {
         let dir = temp_state("newer");
         let state = State::new(Arc::new(DirStore::new(&dir)));
-        let id: tagfence::azure::VaultId = vault_id(VAULT).parse().unwrap();
+        let id: tagfence::azure::ResourceId = vault_id(VAULT).parse().unwrap();
         let vault_file = dir.join(format!(
             "vaults/{}/{}/{}.json",
             SUBSCRIPTION, RESOURCE_GROUP, VAULT

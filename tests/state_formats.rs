@@ -16,7 +16,7 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 use support::{Scratch, RESOURCE_GROUP, SUBSCRIPTION};
-use tagfence::azure::VaultId;
+use tagfence::azure::ResourceId;
 use tagfence::core::service_tags::Cloud;
 use tagfence::state::dir::DirStore;
 use tagfence::state::{
@@ -104,7 +104,7 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-fn vault_id(name: &str) -> VaultId {
+fn vault_id(name: &str) -> ResourceId {
     format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.KeyVault/vaults/{name}")
         .parse()
         .unwrap()
@@ -127,6 +127,7 @@ fn tag(name: &str, change_number: u64, ipv4_prefixes: usize) -> RecordedTag {
         name: name.to_owned(),
         change_number,
         ipv4_prefixes,
+        region: String::new(),
     }
 }
 

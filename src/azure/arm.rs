@@ -1,4 +1,5 @@
-//! The small typed ARM client: Key Vault GET and PATCH, and the Service Tag Discovery API.
+//! The small typed ARM client: GET and PATCH of a firewalled resource (any kind, see
+//! [`super::kinds`]), the Service Tag Discovery API and Resource Graph.
 
 use std::sync::Arc;
 
@@ -11,20 +12,24 @@ use super::budget::{
     Budget, BudgetLimits, GraphQuota, GRAPH_QUOTA_REMAINING_HEADER,
     GRAPH_QUOTA_RESETS_AFTER_HEADER, REMAINING_READS_HEADER, REMAINING_WRITES_HEADER,
 };
+use super::kinds;
 use super::pipeline::{self, AzureError, HttpOptions};
-use super::VaultId;
+use super::ResourceId;
 use crate::core::gate::GatedWrite;
 use crate::core::live::LiveAcl;
 use crate::core::service_tags::ServiceTags;
 
-/// Key Vault management API version. 2023-07-01 is stable in every cloud and has the same
-/// `networkAcls` shape as the newest, 2025-05-01 (Azure/azure-rest-api-specs:
-/// specification/keyvault/resource-manager/Microsoft.KeyVault/stable/2025-05-01/keyvault.json).
-pub const KEY_VAULT_API_VERSION: &str = "2023-07-01";
-
 /// Service Tag Discovery API version known to work: the one Microsoft's REST reference,
 /// "Service Tags - List", shows.
 pub const SERVICE_TAGS_API_VERSION: &str = "2023-09-01";
+
+/// The header of a long-running operation's status URL.
+const ASYNC_OPERATION_HEADER: &str = "azure-asyncoperation";
+
+/// How long a write's long-running operation (a registry's update) is followed at most: the
+/// Container Registry documents that a rule takes "a few minutes" to take effect, but the update
+/// itself ends in seconds in Microsoft's examples (UNVERIFIED at scale).
+const MAX_OPERATION_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Discovery API pages followed at most, in case a service keeps returning `nextLink`.
 const MAX_SERVICE_TAG_PAGES: usize = 100;
@@ -55,15 +60,15 @@ pub enum GraphScope {
 
 /// A vault as read.
 #[derive(Debug, Clone)]
-pub struct Vault {
-    pub id: VaultId,
+pub struct Resource {
+    pub id: ResourceId,
     /// Its firewall, normalised.
     pub acl: LiveAcl,
     /// The document ARM returned, kept for logs and records.
     pub raw: Value,
 }
 
-impl Vault {
+impl Resource {
     /// The value of the vault's tag `name` (ARM tag names are case-insensitive).
     pub fn tag(&self, name: &str) -> Option<&str> {
         self.raw
@@ -226,13 +231,13 @@ impl ArmClient {
         url
     }
 
-    /// `GET` a vault.
+    /// `GET` a firewalled resource (with its kind's api-version).
     ///
     /// # Errors
-    /// [`AzureError`] from the call, or [`AzureError::Decode`] when the vault's firewall cannot be read.
-    pub async fn get_vault(&self, id: &VaultId) -> Result<Vault, AzureError> {
-        let operation = format!("reading vault {}", id.name);
-        let url = self.url(&id.to_string(), KEY_VAULT_API_VERSION);
+    /// [`AzureError`] from the call, or [`AzureError::Decode`] when the firewall cannot be read.
+    pub async fn get_resource(&self, id: &ResourceId) -> Result<Resource, AzureError> {
+        let operation = format!("reading {} {}", id.kind.noun(), id.name);
+        let url = self.url(&id.to_string(), kinds::api_version(id.kind));
         let response = self.read(&id.subscription, url, &operation).await?;
         vault_from(id, response.body(), &operation)
     }
@@ -273,7 +278,7 @@ impl ArmClient {
     /// budget is spent. A `PATCH` needs the slot this returns: the reconciler takes it *before*
     /// its last read of the vault, so that any wait for the budget (up to minutes across a
     /// thousand vaults) falls before that read, not between it and the write.
-    pub async fn reserve_write(&self, id: &VaultId) -> WriteSlot {
+    pub async fn reserve_write(&self, id: &ResourceId) -> WriteSlot {
         let waited = self.writes.acquire(&id.subscription).await;
         note_wait(waited, "write");
         WriteSlot {
@@ -291,14 +296,15 @@ impl ArmClient {
     /// [`AzureError`] from the call.
     pub async fn patch_network_acls(
         &self,
-        id: &VaultId,
+        id: &ResourceId,
         write: &GatedWrite,
         slot: WriteSlot,
-    ) -> Result<Vault, AzureError> {
+    ) -> Result<Resource, AzureError> {
         debug_assert_eq!(slot.subscription, id.subscription.to_ascii_lowercase());
-        let operation = format!("writing the firewall of vault {}", id.name);
+        let operation = format!("writing the firewall of {} {}", id.kind.noun(), id.name);
+        debug_assert_eq!(write.kind(), id.kind);
         let mut request = Request::new(
-            self.url(&id.to_string(), KEY_VAULT_API_VERSION),
+            self.url(&id.to_string(), kinds::api_version(id.kind)),
             Method::Patch,
         );
         request.insert_header("content-type", "application/json");
@@ -309,7 +315,95 @@ impl ArmClient {
         if let Some(remaining) = header_number(&response, REMAINING_WRITES_HEADER) {
             self.writes.observe_remaining(&id.subscription, remaining);
         }
+        // A registry's update is a long-running operation: `201 Created` with an
+        // `Azure-AsyncOperation` URL to follow (Registries_Update in the Container Registry REST
+        // spec). The firewall is what it is once the operation ends; the answer's body shows it
+        // while still `Updating`.
+        let accepted = matches!(u16::from(response.status()), 201 | 202);
+        if let Some(status_url) =
+            header_text(&response, ASYNC_OPERATION_HEADER).filter(|_| accepted)
+        {
+            let status_url = status_url.to_owned();
+            self.await_operation(id, &status_url, &operation).await?;
+            return self.get_resource(id).await;
+        }
         vault_from(id, response.body(), &operation)
+    }
+
+    /// Follows a long-running operation's status URL until it ends, for at most
+    /// [`MAX_OPERATION_WAIT`], every `Retry-After` seconds (2 s when not given, at most 10 s).
+    /// The URL must be on the ARM endpoint: the bearer token is never sent anywhere else.
+    async fn await_operation(
+        &self,
+        id: &ResourceId,
+        status_url: &str,
+        operation: &str,
+    ) -> Result<(), AzureError> {
+        let decode = |detail: String| AzureError::Decode {
+            operation: operation.to_owned(),
+            detail,
+        };
+        let url = Url::parse(status_url)
+            .map_err(|err| decode(format!("its {ASYNC_OPERATION_HEADER} is no URL: {err}")))?;
+        let same_origin = url.scheme() == self.endpoint.scheme()
+            && url.host_str() == self.endpoint.host_str()
+            && url.port_or_known_default() == self.endpoint.port_or_known_default();
+        if !same_origin {
+            return Err(decode(format!(
+                "its {ASYNC_OPERATION_HEADER} URL is not on the ARM endpoint ({}); not followed",
+                url.origin().ascii_serialization()
+            )));
+        }
+        let started = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_secs(2);
+        loop {
+            tokio::time::sleep(wait).await;
+            let response = self
+                .read(
+                    &id.subscription,
+                    url.clone(),
+                    &format!("{operation}: following the update"),
+                )
+                .await?;
+            let status: Value = serde_json::from_slice(response.body())
+                .map_err(|err| decode(format!("the operation's status is not JSON: {err}")))?;
+            match status.get("status").and_then(Value::as_str) {
+                Some(done) if done.eq_ignore_ascii_case("Succeeded") => return Ok(()),
+                Some(ended)
+                    if ["Failed", "Canceled"]
+                        .iter()
+                        .any(|e| ended.eq_ignore_ascii_case(e)) =>
+                {
+                    let error = status.get("error");
+                    return Err(AzureError::Api {
+                        operation: operation.to_owned(),
+                        status: u16::from(response.status()),
+                        code: error
+                            .and_then(|e| e.get("code"))
+                            .and_then(Value::as_str)
+                            .unwrap_or(ended)
+                            .to_owned(),
+                        message: error
+                            .and_then(|e| e.get("message"))
+                            .and_then(Value::as_str)
+                            .map_or_else(|| format!("the update ended {ended}"), str::to_owned),
+                    });
+                }
+                _ => {}
+            }
+            if started.elapsed() >= MAX_OPERATION_WAIT {
+                return Err(AzureError::Timeout {
+                    operation: format!("{operation}: following the update"),
+                    seconds: MAX_OPERATION_WAIT.as_secs(),
+                });
+            }
+            wait = header_number(&response, "retry-after")
+                .map_or(wait, |s| std::time::Duration::from_secs(u64::from(s)))
+                .clamp(
+                    std::time::Duration::from_millis(100),
+                    std::time::Duration::from_secs(10),
+                );
+        }
     }
 
     /// The Service Tag Discovery API for `subscription` (`location` only picks the API
@@ -490,7 +584,7 @@ fn header_number(response: &RawResponse, name: &'static str) -> Option<u32> {
     header_text(response, name).and_then(|v| v.trim().parse::<u32>().ok())
 }
 
-fn vault_from(id: &VaultId, body: &[u8], operation: &str) -> Result<Vault, AzureError> {
+fn vault_from(id: &ResourceId, body: &[u8], operation: &str) -> Result<Resource, AzureError> {
     let decode = |detail: String| AzureError::Decode {
         operation: operation.to_owned(),
         detail,
@@ -501,16 +595,17 @@ fn vault_from(id: &VaultId, body: &[u8], operation: &str) -> Result<Vault, Azure
     // from: its firewall would be written to this one.
     let answered = raw.get("id").and_then(Value::as_str);
     let same = answered
-        .and_then(|text| text.parse::<VaultId>().ok())
+        .and_then(|text| text.parse::<ResourceId>().ok())
         .is_some_and(|answered| answered.same_as(id));
     if !same {
         return Err(decode(format!(
-            "the answer is not vault {id} (its id is {}); nothing is planned from it",
+            "the answer is not {} {id} (its id is {}); nothing is planned from it",
+            id.kind.noun(),
             answered.map_or_else(|| "missing".to_owned(), |a| format!("'{a}'"))
         )));
     }
-    let acl = LiveAcl::from_vault_value(&raw).map_err(|err| decode(err.to_string()))?;
-    Ok(Vault {
+    let acl = LiveAcl::read(id.kind, &raw).map_err(|err| decode(err.to_string()))?;
+    Ok(Resource {
         id: id.clone(),
         acl,
         raw,

@@ -16,9 +16,11 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 use tracing::{info, warn};
 
-use super::arm::{ArmClient, GraphScope, Vault};
+use super::arm::{ArmClient, GraphScope, Resource};
+use super::kinds;
 use super::pipeline::AzureError;
-use super::VaultId;
+use super::ResourceId;
+use crate::core::kind::Kind;
 use crate::core::live::LiveAcl;
 
 /// How long after a write of tagfence's a vault is observed through ARM rather than Resource
@@ -32,25 +34,30 @@ pub const INDEX_TRUSTED_AFTER_WRITE: std::time::Duration = std::time::Duration::
 /// Graph", "Grouping queries").
 const SUBSCRIPTIONS_PER_QUERY: usize = 250;
 
-/// The columns a row needs besides `id` and `name` to stand for its vault's firewall: its tags
-/// (a discovered vault's check) and `publicNetworkAccess` (its warnings). Discovery's own query
-/// projects them too, so that the vaults it finds need no second query.
-pub const FIREWALL_COLUMNS: &str = "tags, networkAcls = properties.networkAcls, publicNetworkAccess = properties.publicNetworkAccess";
+/// The columns a row needs besides `id` and `name` to stand for its resource's firewall: its
+/// type and location, its tags (a discovered resource's check), the rule set of every kind
+/// (`networkAcls`, `networkRuleSet`; a column the resource lacks is `null`) and
+/// `publicNetworkAccess` (its warnings). Discovery's own query projects them too, so that the
+/// resources it finds need no second query.
+pub const FIREWALL_COLUMNS: &str = "type, location, tags, networkAcls = properties.networkAcls, networkRuleSet = properties.networkRuleSet, publicNetworkAccess = properties.publicNetworkAccess";
 
-/// The query: every vault's firewall.
-fn query() -> String {
-    format!("resources | where type =~ 'microsoft.keyvault/vaults' | project id, name, {FIREWALL_COLUMNS}")
+/// The query: every firewall of the given kinds.
+fn query(kinds: &[Kind]) -> String {
+    format!(
+        "resources | where {} | project id, name, {FIREWALL_COLUMNS}",
+        kinds::graph_type_filter(kinds)
+    )
 }
 
 /// The indexed firewalls of the vaults of some subscriptions, as Resource Graph answered.
 #[derive(Debug, Default, Clone)]
 pub struct FirewallIndex {
-    vaults: HashMap<String, Vault>,
+    vaults: HashMap<String, Resource>,
 }
 
 impl FirewallIndex {
     /// The vault as indexed, if the index has it.
-    pub fn get(&self, id: &VaultId) -> Option<&Vault> {
+    pub fn get(&self, id: &ResourceId) -> Option<&Resource> {
         self.vaults.get(&id.key())
     }
 
@@ -65,7 +72,7 @@ impl FirewallIndex {
     }
 
     /// An index of the given vaults (tests, and callers that read them some other way).
-    pub fn from_vaults(vaults: impl IntoIterator<Item = Vault>) -> Self {
+    pub fn from_vaults(vaults: impl IntoIterator<Item = Resource>) -> Self {
         FirewallIndex {
             vaults: vaults.into_iter().map(|v| (v.id.key(), v)).collect(),
         }
@@ -129,11 +136,12 @@ impl FirewallIndex {
 pub async fn firewalls(
     arm: &ArmClient,
     subscriptions: &[String],
+    kinds: &[Kind],
 ) -> Result<FirewallIndex, AzureError> {
     let mut rows = Vec::new();
     for group in subscriptions.chunks(SUBSCRIPTIONS_PER_QUERY) {
         let scope = GraphScope::Subscriptions(group.to_vec());
-        rows.extend(arm.resource_graph(&scope, &query()).await?);
+        rows.extend(arm.resource_graph(&scope, &query(kinds)).await?);
     }
     let index = FirewallIndex::from_rows(&rows);
     info!(
@@ -146,32 +154,33 @@ pub async fn firewalls(
 
 /// A row of [`query`] (or discovery's) as a vault, its document shaped as ARM would answer it (only the fields
 /// projected).
-fn vault_of_row(row: &Value) -> Result<Vault, String> {
+fn vault_of_row(row: &Value) -> Result<Resource, String> {
     let id_text = row
         .get("id")
         .and_then(Value::as_str)
         .ok_or("the row has no id")?;
-    let id: VaultId = id_text
+    let id: ResourceId = id_text
         .parse()
-        .map_err(|err| format!("'{id_text}' is not a vault id: {err}"))?;
+        .map_err(|err| format!("'{id_text}' is not a resource id tagfence manages: {err}"))?;
     let mut properties = Map::new();
-    for (column, property) in [
-        ("networkAcls", "networkAcls"),
-        ("publicNetworkAccess", "publicNetworkAccess"),
-    ] {
-        if let Some(value) = row.get(column).filter(|v| !v.is_null()) {
+    // The row's column of the kind's own rule set only: a column of another kind's name is not
+    // this resource's firewall.
+    for property in [id.kind.rule_set_property(), "publicNetworkAccess"] {
+        if let Some(value) = row.get(property).filter(|v| !v.is_null()) {
             properties.insert(property.to_owned(), value.clone());
         }
     }
     let raw = json!({
         "id": id_text,
         "name": row.get("name").cloned().unwrap_or(Value::Null),
-        "type": "Microsoft.KeyVault/vaults",
+        "type": id.kind.resource_type(),
+        "location": row.get("location").cloned().unwrap_or(Value::Null),
         "tags": row.get("tags").cloned().unwrap_or(Value::Null),
         "properties": properties,
     });
-    let acl = LiveAcl::from_vault_value(&raw).map_err(|err| format!("vault {id_text}: {err}"))?;
-    Ok(Vault { id, acl, raw })
+    let acl = LiveAcl::read(id.kind, &raw)
+        .map_err(|err| format!("{} {id_text}: {err}", id.kind.noun()))?;
+    Ok(Resource { id, acl, raw })
 }
 
 #[cfg(test)]
@@ -206,7 +215,7 @@ mod tests {
     fn the_index_finds_vaults_by_id_whatever_their_case() {
         let vault = vault_of_row(&json!({"id": ID})).unwrap();
         let index = FirewallIndex::from_vaults([vault]);
-        let upper: VaultId = ID.to_ascii_uppercase().parse().unwrap();
+        let upper: ResourceId = ID.to_ascii_uppercase().parse().unwrap();
         assert!(index.get(&upper).is_some());
     }
 }

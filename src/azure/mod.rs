@@ -7,7 +7,9 @@
 //! - [`pipeline`]: the `azure_core` pipeline shared by every call (retries honouring
 //!   `Retry-After`, a timeout per attempt and per call, a bearer token that is never sent over
 //!   plain HTTP except to a loopback emulator), and the error type.
-//! - [`arm`]: Key Vault GET/PATCH, the Service Tag Discovery API and Resource Graph.
+//! - [`arm`]: GET/PATCH of a firewalled resource, the Service Tag Discovery API and Resource Graph.
+//! - [`kinds`]: each firewall kind's api-version, role actions and names in Resource Graph and
+//!   Event Grid.
 //! - [`budget`]: ARM's read and write budgets and Resource Graph's quota, kept on the client side.
 //! - [`index`]: the firewalls of many vaults from one Resource Graph query.
 
@@ -15,6 +17,7 @@ pub mod arm;
 pub mod auth;
 pub mod budget;
 pub mod index;
+pub mod kinds;
 pub mod pipeline;
 
 use std::fmt;
@@ -23,6 +26,7 @@ use std::str::FromStr;
 
 use url::Url;
 
+use crate::core::kind::Kind;
 use crate::core::service_tags::Cloud;
 
 /// Where a cloud's services live, and what its tokens are for.
@@ -103,36 +107,79 @@ pub fn check_endpoint(url: &Url) -> Result<(), EndpointError> {
     }
 }
 
-/// A Key Vault's ARM identity: `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/{name}`.
+/// The ARM identity of a firewalled resource:
+/// `/subscriptions/{sub}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}`, where the
+/// provider type is one of the kinds' ([`Kind::resource_type`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct VaultId {
+pub struct ResourceId {
+    pub kind: Kind,
     pub subscription: String,
     pub resource_group: String,
     pub name: String,
 }
 
-/// Why a vault resource id was refused.
+/// Why a resource id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{given}' is not a key vault resource id (expected /subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.KeyVault/vaults/<name>): {reason}")]
-pub struct VaultIdError {
+#[error("'{given}' is not a resource id tagfence can manage (expected /subscriptions/<id>/resourceGroups/<group>/providers/<type>/<name> with <type> one of {}): {reason}", supported_types())]
+pub struct ResourceIdError {
     pub given: String,
-    pub reason: &'static str,
+    pub reason: String,
 }
 
-impl FromStr for VaultId {
-    type Err = VaultIdError;
+/// The provider types tagfence manages, for messages.
+pub fn supported_types() -> String {
+    Kind::ALL
+        .iter()
+        .map(|kind| kind.resource_type())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether `name` is a valid resource name of `kind`; `Err` says what is allowed.
+///
+/// The patterns of the REST specs (Azure/azure-rest-api-specs): Key Vault `vaultName`
+/// `^[a-zA-Z0-9-]{3,24}$`; Storage `accountName` 3-24 lower-case letters and digits;
+/// Container Registry `registryName` `^[a-zA-Z0-9]*$`, 5-50 characters.
+fn check_name(kind: Kind, name: &str) -> Result<(), &'static str> {
+    let (lengths, allowed, what): (std::ops::RangeInclusive<usize>, fn(u8) -> bool, _) = match kind
+    {
+        Kind::KeyVault => (
+            3..=24,
+            |b: u8| b.is_ascii_alphanumeric() || b == b'-',
+            "the vault name must be 3-24 letters, digits or hyphens",
+        ),
+        Kind::StorageAccount => (
+            3..=24,
+            |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit(),
+            "the storage account name must be 3-24 lower-case letters or digits",
+        ),
+        Kind::ContainerRegistry => (
+            5..=50,
+            |b: u8| b.is_ascii_alphanumeric(),
+            "the registry name must be 5-50 letters or digits",
+        ),
+    };
+    if lengths.contains(&name.len()) && name.bytes().all(allowed) {
+        Ok(())
+    } else {
+        Err(what)
+    }
+}
+
+impl FromStr for ResourceId {
+    type Err = ResourceIdError;
 
     /// Resource ids compare case-insensitively in ARM, and events spell them either way
     /// (`resourcegroups`, `microsoft.keyvault`): the fixed segments are matched without case;
-    /// the names are kept as given.
+    /// the names are kept as given. The kind is the id's provider type.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let given = text.trim();
-        let err = |reason| VaultIdError {
+        let err = |reason: &str| ResourceIdError {
             given: given.to_owned(),
-            reason,
+            reason: reason.to_owned(),
         };
         let parts: Vec<&str> = given.trim_matches('/').split('/').collect();
-        let [subscriptions, subscription, groups, group, providers, namespace, vaults, name] =
+        let [subscriptions, subscription, groups, group, providers, namespace, kind, name] =
             parts[..]
         else {
             return Err(err("it does not have eight segments"));
@@ -141,8 +188,6 @@ impl FromStr for VaultId {
             (subscriptions, "subscriptions"),
             (groups, "resourceGroups"),
             (providers, "providers"),
-            (namespace, "Microsoft.KeyVault"),
-            (vaults, "vaults"),
         ];
         if !given.starts_with('/')
             || fixed
@@ -151,19 +196,17 @@ impl FromStr for VaultId {
         {
             return Err(err("the fixed segments do not match"));
         }
+        let Some(kind) = Kind::from_resource_type(&format!("{namespace}/{kind}")) else {
+            return Err(err(&format!(
+                "its type {namespace}/{kind} is not one tagfence manages"
+            )));
+        };
         if subscription.is_empty() || group.is_empty() {
             return Err(err("the subscription or resource group is empty"));
         }
-        // Key Vault names: 3-24 characters, letters, digits and hyphens (the `vaultName` pattern
-        // of the Key Vault REST API, Azure/azure-rest-api-specs, keyvault.json).
-        if !(3..=24).contains(&name.len())
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(err(
-                "the vault name must be 3-24 letters, digits or hyphens",
-            ));
-        }
-        Ok(VaultId {
+        check_name(kind, name).map_err(err)?;
+        Ok(ResourceId {
+            kind,
             subscription: subscription.to_owned(),
             resource_group: group.to_owned(),
             name: name.to_owned(),
@@ -171,20 +214,44 @@ impl FromStr for VaultId {
     }
 }
 
-impl fmt::Display for VaultId {
+impl fmt::Display for ResourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.KeyVault/vaults/{}",
-            self.subscription, self.resource_group, self.name
+            "/subscriptions/{}/resourceGroups/{}/providers/{}/{}",
+            self.subscription,
+            self.resource_group,
+            self.kind.resource_type(),
+            self.name
         )
     }
 }
 
-impl VaultId {
-    /// Whether `other` names the same vault (ARM ids are case-insensitive).
-    pub fn same_as(&self, other: &VaultId) -> bool {
-        self.subscription.eq_ignore_ascii_case(&other.subscription)
+impl ResourceId {
+    /// A Key Vault's id.
+    pub fn vault(subscription: &str, resource_group: &str, name: &str) -> Self {
+        ResourceId {
+            kind: Kind::KeyVault,
+            subscription: subscription.to_owned(),
+            resource_group: resource_group.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// How reports name it: the name, and the kind for any but a Key Vault (which reports named
+    /// before there were kinds, and whose lines stay as they were): `kv-prod`,
+    /// `stprod (storage account)`.
+    pub fn display_name(&self) -> String {
+        match self.kind {
+            Kind::KeyVault => self.name.clone(),
+            kind => format!("{} ({})", self.name, kind.label()),
+        }
+    }
+
+    /// Whether `other` names the same resource (ARM ids are case-insensitive).
+    pub fn same_as(&self, other: &ResourceId) -> bool {
+        self.kind == other.kind
+            && self.subscription.eq_ignore_ascii_case(&other.subscription)
             && self
                 .resource_group
                 .eq_ignore_ascii_case(&other.resource_group)
@@ -223,7 +290,7 @@ mod tests {
 
     #[test]
     fn vault_ids_parse_in_any_case_and_print_canonically() {
-        let id: VaultId =
+        let id: ResourceId =
             "/subscriptions/s1/resourcegroups/rg-1/providers/microsoft.keyvault/vaults/kv-prod"
                 .parse()
                 .unwrap();
@@ -231,7 +298,7 @@ mod tests {
             id.to_string(),
             "/subscriptions/s1/resourceGroups/rg-1/providers/Microsoft.KeyVault/vaults/kv-prod"
         );
-        let upper: VaultId =
+        let upper: ResourceId =
             "/subscriptions/S1/resourceGroups/RG-1/providers/Microsoft.KeyVault/vaults/KV-PROD"
                 .parse()
                 .unwrap();
@@ -244,7 +311,7 @@ mod tests {
             "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv_prod",
             "/subscriptions//resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-prod",
         ] {
-            assert!(bad.parse::<VaultId>().is_err(), "{bad}");
+            assert!(bad.parse::<ResourceId>().is_err(), "{bad}");
         }
     }
 

@@ -21,18 +21,25 @@ pub enum ConfigError {
     /// A setting this command needs was not given.
     #[error("{setting} is needed: {reason}")]
     Missing { setting: String, reason: String },
-    /// Two listed vaults are the same vault (resource ids compare case-insensitively).
-    #[error("vault {vault} is listed twice: {first} and {again}")]
+    /// Two listed resources are the same resource (resource ids compare case-insensitively,
+    /// and `resources` and `vaults` are one list). `noun`: what the resource is
+    /// ([`Kind::noun`](crate::core::kind::Kind::noun)).
+    #[error("{noun} {vault} is listed twice: {first} and {again}")]
     DuplicateVault {
+        noun: &'static str,
         vault: String,
         first: String,
         again: String,
     },
-    /// A vault would get neither a tag nor a static rule.
-    #[error("vault {vault}: no tags or static rules selected; give {hint}")]
-    NothingSelected { vault: String, hint: String },
-    /// Neither a vault nor a discovery scope: nothing to manage.
-    #[error("no vaults to manage; give {hint}")]
+    /// A resource would get neither a tag nor a static rule. `noun`: what the resource is.
+    #[error("{noun} {vault}: no tags or static rules selected; give {hint}")]
+    NothingSelected {
+        noun: &'static str,
+        vault: String,
+        hint: String,
+    },
+    /// Neither a listed resource nor a discovery scope: nothing to manage.
+    #[error("no resources to manage; give {hint}")]
     NoVaults { hint: String },
     /// A discovered vault's tag value does not make a valid target.
     #[error("its tag {tag}='{value}': {reason}")]

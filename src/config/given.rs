@@ -13,9 +13,10 @@ use std::time::Duration;
 use super::error::{ConfigError, ConfigErrors};
 use super::settings::{Key, Observe, Origin, Settings, MAX_GRACE_DAYS};
 use crate::azure::auth::CredentialKind;
-use crate::core::desired::{FitMode, KEY_VAULT_MAX_RULES};
+use crate::core::desired::FitMode;
 use crate::core::fit::Slash31;
 use crate::core::grant::{self, MAX_MAX_TTL, MIN_TTL};
+use crate::core::kind::Kind;
 use crate::core::service_tags::Cloud;
 
 /// One setting as given.
@@ -48,9 +49,10 @@ impl Given {
             Some(Origin::Flag(flag)) => format!("{flag} {}", arg(value)),
             Some(Origin::Env(name)) if one => format!("{name}={value}"),
             Some(Origin::Env(name)) => format!("{name} entry '{value}'"),
-            // A `[[vault]]` entry's `id` is one value, though recorded as a `vaults` key.
+            // A `[[vault]]` or `[[resource]]` entry's `id` is one value, though recorded as a
+            // `vaults` or `resources` key.
             Some(file @ Origin::File { table, .. })
-                if key.is_list() && !table.starts_with("[[vault]]") =>
+                if key.is_list() && !table.starts_with("[[") =>
             {
                 format!("{file} entry {}", toml_value(value))
             }
@@ -172,6 +174,7 @@ fn lists(settings: &Settings) -> Vec<(Key, Vec<String>)> {
             .collect()
     };
     vec![
+        (Key::Resources, clean(&settings.resources)),
         (Key::Vaults, clean(&settings.vaults)),
         (Key::Tags, clean(&settings.selection.tags)),
         (Key::StaticRules, clean(&settings.selection.static_rules)),
@@ -186,6 +189,7 @@ fn lists(settings: &Settings) -> Vec<(Key, Vec<String>)> {
             Key::DiscoverManagementGroups,
             clean(&settings.discover_management_groups),
         ),
+        (Key::Kinds, clean(&settings.kinds)),
     ]
 }
 
@@ -359,11 +363,44 @@ pub fn parse_switch(text: &str) -> Option<bool> {
     }
 }
 
+/// The largest `max_rules` (and `grant_max_per_vault`) taken: the largest kind's limit (Key
+/// Vault's 1000). Each target's own kind caps it further ([`super::kind_limits`]).
+pub(super) fn max_rules_limit() -> usize {
+    Kind::ALL
+        .iter()
+        .map(|kind| kind.max_rules())
+        .max()
+        .unwrap_or(1)
+}
+
+/// Each kind's own rule limit, for messages: `key vault 1000, storage account 400, container
+/// registry 100`.
+fn kind_limits_text() -> String {
+    Kind::ALL
+        .iter()
+        .map(|kind| format!("{} {}", kind.label(), kind.max_rules()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The kind names the `kinds` setting takes: `key_vault, storage_account or container_registry`.
+fn kind_names() -> String {
+    let names: Vec<&str> = Kind::ALL.iter().map(|kind| kind.name()).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
+}
+
 /// What a setting takes, for the message that refuses a value.
 pub(super) fn allowed(key: Key) -> String {
     let fraction = "a fraction from 0 to 1 (0.2 is 20%)";
     match key {
-        Key::MaxRules => format!("a whole number from 1 to {KEY_VAULT_MAX_RULES} (Key Vault holds at most 1,000 IP rules per vault)"),
+        Key::MaxRules => format!(
+            "a whole number from 1 to {} (a firewall's IP rules; each kind's own limit caps it: {})",
+            max_rules_limit(),
+            kind_limits_text()
+        ),
         Key::Fit => "exact or summarize".to_owned(),
         Key::MaxExtraAddresses => "a whole number of addresses, 0 or more".to_owned(),
         Key::MaxRemoveFraction | Key::MaxTagShrink => fraction.to_owned(),
@@ -387,8 +424,10 @@ pub(super) fn allowed(key: Key) -> String {
             grant::duration_text(MAX_MAX_TTL)
         ),
         Key::GrantMaxPerVault => format!(
-            "a whole number of live grants from 1 to {KEY_VAULT_MAX_RULES} (each grant is one of the vault's IP rules)"
+            "a whole number of live grants from 1 to {} (each grant is one of the firewall's IP rules; each kind's own limit caps it)",
+            max_rules_limit()
         ),
+        Key::Kinds => format!("{} (any case; - for _)", kind_names()),
         Key::GrantPrincipals => {
             "a GUID: a Microsoft Entra object id or application (client) id (00000000-0000-0000-0000-000000000000)".to_owned()
         }

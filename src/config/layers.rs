@@ -1,5 +1,5 @@
-//! The per-vault settings, layered: built-in defaults, the TOML file's `[defaults]`, flags and
-//! environment, then a `[[vault]]` entry's own settings for its vault. Each layer is read and
+//! The per-resource settings, layered: built-in defaults, the TOML file's `[defaults]`, flags
+//! and environment, then a `[[resource]]` or `[[vault]]` entry's own settings for its resource. Each layer is read and
 //! checked on its own ([`Layer::read`]), so that a bad value is named where it was given, and
 //! records where the values it gives came from.
 //!
@@ -12,16 +12,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{ConfigError, ConfigErrors};
-use super::given::{allowed, is_guid, Given, Givens, Reader};
+use super::given::{allowed, is_guid, max_rules_limit, Given, Givens, Reader};
 use super::settings::{Key, Origin};
 use super::vault::{GrantPolicy, Safety};
 use crate::core::cidr::RuleError;
-use crate::core::desired::{self, FitMode, Limits, KEY_VAULT_MAX_RULES};
+use crate::core::desired::{self, FitMode, Limits};
 use crate::core::fit::Slash31;
 use crate::core::grant::{MAX_MAX_TTL, MIN_TTL};
 use crate::core::profiles;
 
-/// The keys a `[defaults]` table or a `[[vault]]` entry may hold.
+/// The keys a `[defaults]` table or a `[[resource]]` or `[[vault]]` entry may hold.
 pub(super) const LAYER_KEYS: &[Key] = &[
     Key::Tags,
     Key::StaticRules,
@@ -43,12 +43,14 @@ pub(super) const LAYER_KEYS: &[Key] = &[
 /// The TOML file, read and checked.
 #[derive(Debug, Default)]
 pub(super) struct ConfigFile {
-    /// Its top-level `vaults`.
+    /// Its top-level `resources`.
+    pub resources: Option<Given>,
+    /// Its top-level `vaults` (the same as `resources`, by the older name).
     pub vaults: Option<Given>,
     /// Its `[defaults]`.
     pub defaults: Layer,
-    /// Its `[[vault]]` entries.
-    pub vault_entries: Vec<VaultEntry>,
+    /// Its `[[resource]]` entries, then its `[[vault]]` entries.
+    pub entries: Vec<Entry>,
     /// It could not be read, or is not TOML: what it lists is unknown.
     pub unread: bool,
 }
@@ -63,13 +65,32 @@ impl ConfigFile {
     }
 }
 
-/// One `[[vault]]` entry.
+/// One `[[resource]]` or `[[vault]]` entry.
 #[derive(Debug)]
-pub(super) struct VaultEntry {
-    /// Its `id`, as a one-value setting named `[[vault]] #n id`.
+pub(super) struct Entry {
+    /// Its `id`, as a one-value setting named `[[resource]] #n id` (a `resources` key) or
+    /// `[[vault]] #n id` (a `vaults` key).
     pub id: Given,
     pub settings: Layer,
 }
+
+/// The two spellings of an entry's table: `[[resource]]` and `[[vault]]`, the older.
+#[derive(Debug, Clone, Copy)]
+struct EntryTable {
+    /// The table's name in the file (`resource`).
+    name: &'static str,
+    /// The key its `id` is recorded as.
+    key: Key,
+}
+
+const RESOURCE_TABLE: EntryTable = EntryTable {
+    name: "resource",
+    key: Key::Resources,
+};
+const VAULT_TABLE: EntryTable = EntryTable {
+    name: "vault",
+    key: Key::Vaults,
+};
 
 /// The per-vault settings one layer gives, checked; `None` leaves the layer below in force.
 #[derive(Debug, Default, Clone)]
@@ -105,7 +126,8 @@ impl Layer {
         let mut layer = Layer {
             tags,
             static_rules,
-            max_rules: reader.number(Key::MaxRules, 1..=KEY_VAULT_MAX_RULES),
+            // The largest kind's limit; each target's kind caps it further.
+            max_rules: reader.number(Key::MaxRules, 1..=max_rules_limit()),
             fit: reader.fit(),
             envelope: list(reader, Key::Envelope),
             max_extra_addresses: reader.number(Key::MaxExtraAddresses, 0..=u64::MAX),
@@ -117,8 +139,9 @@ impl Layer {
             max_tag_shrink: reader.fraction(Key::MaxTagShrink),
             grant_principals: checked_principals(reader),
             grant_max_ttl: reader.duration(Key::GrantMaxTtl, MIN_TTL..=MAX_MAX_TTL),
-            // A grant is one of the vault's IP rules: a vault cannot hold more.
-            grant_max_per_vault: reader.number(Key::GrantMaxPerVault, 1..=KEY_VAULT_MAX_RULES),
+            // A grant is one of the firewall's IP rules: a firewall cannot hold more (each
+            // target's kind caps it further).
+            grant_max_per_vault: reader.number(Key::GrantMaxPerVault, 1..=max_rules_limit()),
             given: BTreeMap::new(),
         };
         // Only the values taken are this layer's: a refused one leaves the layer below in
@@ -247,7 +270,7 @@ pub(super) fn static_rule_problem(err: &RuleError) -> String {
         RuleError::Invalid(_) => {
             "expected a public IPv4 address or prefix (52.1.2.3, 52.1.2.0/24)".to_owned()
         }
-        RuleError::Ipv6(_) => "is IPv6; Key Vault firewall rules are IPv4 only".to_owned(),
+        RuleError::Ipv6(_) => "is IPv6; tagfence writes IPv4 firewall rules only".to_owned(),
         RuleError::HostBits { network, .. } => {
             format!("has host bits set; expected the prefix {network}")
         }
@@ -364,57 +387,75 @@ fn toml_error(text: &str, error: &toml::de::Error) -> String {
     }
 }
 
-/// The file's top level: `vaults`, `[defaults]`, `[[vault]]`.
+/// The file's top level: `resources`, `vaults`, `[defaults]`, `[[resource]]`, `[[vault]]`.
 fn walk_file(path: &Path, table: &toml::Table, problems: &mut ConfigErrors) -> ConfigFile {
     let mut file = ConfigFile::default();
+    let mut resource_entries = Vec::new();
+    let mut vault_entries = Vec::new();
     for (name, value) in table {
         let at = |key: &str| format!("{}: {key}", path.display());
         match (name.as_str(), value) {
-            ("vaults", _) => {
+            ("resources" | "vaults", _) => {
+                let key = if name == "resources" {
+                    Key::Resources
+                } else {
+                    Key::Vaults
+                };
                 let mut givens = Givens::default();
                 insert(
                     &mut givens,
-                    Key::Vaults,
+                    key,
                     value,
-                    file_origin(path, "", Key::Vaults),
+                    file_origin(path, "", key),
                     problems,
                 );
-                file.vaults = givens.get(Key::Vaults).cloned();
+                let given = givens.get(key).cloned();
+                match key {
+                    Key::Resources => file.resources = given,
+                    _ => file.vaults = given,
+                }
             }
             ("defaults", toml::Value::Table(defaults)) => {
                 file.defaults = read_table(path, "[defaults]", defaults, problems);
             }
-            ("vault", toml::Value::Array(entries)) => {
-                file.vault_entries = vault_entries(path, entries, problems);
+            ("resource", toml::Value::Array(entries)) => {
+                resource_entries = read_entries(path, RESOURCE_TABLE, entries, problems);
             }
-            ("defaults" | "vault", _) => problems.push(ConfigError::Invalid {
+            ("vault", toml::Value::Array(entries)) => {
+                vault_entries = read_entries(path, VAULT_TABLE, entries, problems);
+            }
+            ("defaults" | "resource" | "vault", _) => problems.push(ConfigError::Invalid {
                 setting: at(name),
-                reason: "expected a [defaults] table and [[vault]] entries".to_owned(),
+                reason: "expected a [defaults] table, and [[resource]] or [[vault]] entries"
+                    .to_owned(),
             }),
             _ => problems.push(ConfigError::Invalid {
                 setting: at(name),
-                reason: "unknown key; the file has vaults, [defaults] and [[vault]] entries"
+                reason: "unknown key; the file has resources, vaults, [defaults], and [[resource]] and [[vault]] entries"
                     .to_owned(),
             }),
         }
     }
+    file.entries = resource_entries;
+    file.entries.extend(vault_entries);
     file
 }
 
-/// The `[[vault]]` entries: each an `id` and per-vault settings.
-fn vault_entries(
+/// The `[[resource]]` or `[[vault]]` entries: each an `id` and per-resource settings.
+fn read_entries(
     path: &Path,
+    kind: EntryTable,
     entries: &[toml::Value],
     problems: &mut ConfigErrors,
-) -> Vec<VaultEntry> {
+) -> Vec<Entry> {
     let mut out = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
-        let table_name = format!("[[vault]] #{}", index + 1);
+        let table_name = format!("[[{}]] #{}", kind.name, index + 1);
         let at = format!("{}: {table_name}", path.display());
         let Some(table) = entry.as_table() else {
             problems.push(ConfigError::Invalid {
                 setting: at,
-                reason: "expected a table with the vault's id and settings".to_owned(),
+                reason: format!("expected a table with the {}'s id and settings", kind.name),
             });
             continue;
         };
@@ -424,23 +465,26 @@ fn vault_entries(
             _ => {
                 problems.push(ConfigError::Missing {
                     setting: format!("{at} id"),
-                    reason: "each [[vault]] entry names its vault by ARM resource id".to_owned(),
+                    reason: format!(
+                        "each [[{0}]] entry names its {0} by ARM resource id",
+                        kind.name
+                    ),
                 });
                 continue;
             }
         };
         let id = Given {
-            key: Key::Vaults,
+            key: kind.key,
             values: vec![id],
-            origin: file_origin(path, &table_name, Key::Vaults),
+            origin: file_origin(path, &table_name, kind.key),
         };
         let settings = read_table(path, &table_name, &settings, problems);
-        out.push(VaultEntry { id, settings });
+        out.push(Entry { id, settings });
     }
     out
 }
 
-/// A `[defaults]` table or the settings of a `[[vault]]` entry, checked.
+/// A `[defaults]` table or the settings of a `[[resource]]` or `[[vault]]` entry, checked.
 fn read_table(path: &Path, name: &str, table: &toml::Table, problems: &mut ConfigErrors) -> Layer {
     let mut givens = Givens::default();
     for (key_name, value) in table {
@@ -592,9 +636,9 @@ mod tests {
             [
                 "t.toml: [defaults] static_rules = [\"10.0.0.1\", [5]]: expected a list of strings",
                 "t.toml: [defaults] tagz: unknown key; [defaults] takes tags, static_rules, max_rules, fit, envelope, max_extra_addresses, max_remove_fraction, slash31, prune, adopt_existing, init_firewall, max_tag_shrink, grant_principals, grant_max_ttl, grant_max_per_vault",
-                "t.toml: [defaults] max_rules = 2000: expected a whole number from 1 to 1000 (Key Vault holds at most 1,000 IP rules per vault)",
+                "t.toml: [defaults] max_rules = 2000: expected a whole number from 1 to 1000 (a firewall's IP rules; each kind's own limit caps it: key vault 1000, storage account 400, container registry 100)",
                 "t.toml: [defaults] fit = \"lossy\": expected exact or summarize",
-                "t.toml: tagz: unknown key; the file has vaults, [defaults] and [[vault]] entries",
+                "t.toml: tagz: unknown key; the file has resources, vaults, [defaults], and [[resource]] and [[vault]] entries",
                 "t.toml: [[vault]] #1 id is needed: each [[vault]] entry names its vault by ARM resource id",
             ]
         );

@@ -4,11 +4,19 @@
 //! nothing here knows the command line: `cli` turns its arguments into [`Settings`].
 //!
 //! Layering, lowest first: built-in defaults; the file's `[defaults]`; flags and environment
-//! variables; a `[[vault]]` entry's own settings for that vault. Each layer records where the
-//! values it gives came from ([`Origin`]).
+//! variables; a `[[resource]]` (or `[[vault]]`) entry's own settings for that resource. Each
+//! layer records where the values it gives came from ([`Origin`]). A target's kind (Key Vault,
+//! Storage account, Container Registry: its id's provider type) caps its `max_rules` and
+//! `grant_max_per_vault` at the kind's own limit and may force its `slash31`
+//! ([`kind_limits`]).
+//!
+//! `resources` (`--resource`, `TAGFENCE_RESOURCES`) and `vaults` (`--vault`,
+//! `TAGFENCE_VAULTS`) are one list by two names, each taking every kind; `[[resource]]` and
+//! `[[vault]]` entries likewise.
 //!
 //! ```toml
 //! # tagfence.toml
+//! resources = ["/subscriptions/…/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sta"]
 //! vaults = ["/subscriptions/…/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a"]
 //!
 //! [defaults]
@@ -29,6 +37,10 @@
 //! id = "/subscriptions/…/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-b"
 //! tags = ["AzureDevOps", "AzureCloud.westeurope", "AzureCloud.northeurope"]
 //! fit = "summarize"
+//!
+//! [[resource]]
+//! id = "/subscriptions/…/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr1"
+//! max_rules = 80
 //! ```
 //!
 //! # Layout
@@ -40,13 +52,13 @@
 //! - `error`: [`ConfigError`], one problem, and [`ConfigErrors`], all of them.
 //! - `given`: every setting as text with its origin, and the one parser of a setting's text
 //!   (`Reader`), so that flags, environment and the file are checked and named alike.
-//! - `vault`: what a validated vault target holds ([`VaultTarget`], [`Safety`],
-//!   [`GrantPolicy`], [`TargetSource`]).
+//! - `vault`: what a validated target holds ([`VaultTarget`], [`Safety`], [`GrantPolicy`],
+//!   [`TargetSource`]), and how its kind caps its limits ([`kind_limits`], [`kind_grants`]).
 //! - `endpoints`: the URLs (ARM, download page, Service Tags source, notifications).
 //! - `state`: where the state lives ([`StateSpec`]).
-//! - `layers`: the TOML file and the layering of per-vault settings.
-//! - `targets`: the listed vaults and discovery ([`Discovery`]), and the checks of a vault's
-//!   settings taken together.
+//! - `layers`: the TOML file and the layering of per-resource settings.
+//! - `targets`: the listed resources, discovery ([`Discovery`]) and the kinds it considers, and
+//!   the checks of a resource's settings taken together.
 //!
 //! # One pass
 //!
@@ -71,8 +83,9 @@ use url::Url;
 use crate::azure::auth::CredentialKind;
 use crate::azure::budget::BudgetLimits;
 use crate::azure::pipeline::HttpOptions;
-use crate::azure::{CloudEndpoints, VaultId};
+use crate::azure::{CloudEndpoints, ResourceId};
 use crate::core::desired::{self, Limits, Selection};
+use crate::core::kind::Kind;
 use crate::core::profiles;
 use crate::core::service_tags::Cloud;
 use crate::source::{self, SourceSpec};
@@ -90,8 +103,8 @@ pub use settings::{
 };
 pub use state::StateSpec;
 use targets::Context;
-pub use targets::{Discovery, VAULT_ID_SHAPE};
-pub use vault::{GrantPolicy, Safety, TargetSource, VaultTarget};
+pub use targets::{Discovery, RESOURCE_ID_SHAPE, VAULT_ID_SHAPE};
+pub use vault::{kind_grants, kind_limits, GrantPolicy, Safety, TargetSource, VaultTarget};
 
 /// A validated run configuration.
 #[derive(Debug, Clone)]
@@ -112,8 +125,12 @@ pub struct Config {
     /// Days to keep a changed tag's previous ranges (0: none).
     pub grace_days: u32,
     pub allow_older: bool,
-    /// Tagged vaults to manage besides the listed ones.
+    /// Tagged resources to manage besides the listed ones.
     pub discovery: Option<Discovery>,
+    /// The kinds discovery (the Resource Graph query) and the Event Grid hook consider: sorted,
+    /// once each; every kind by default (`--kind`, `TAGFENCE_KINDS`). Listed resources are
+    /// managed whatever their kind.
+    pub kinds: Vec<Kind>,
     /// The settings a discovered vault gets (built in < file `[defaults]` < flags).
     defaults: Resolved,
     /// Where to post run messages.
@@ -178,19 +195,23 @@ impl Config {
     ///
     /// # Errors
     /// A [`ConfigError::Discovered`] naming the tag and what in its value is wrong.
-    pub fn discovered_target(&self, id: VaultId, value: &str) -> Result<VaultTarget, ConfigError> {
+    pub fn discovered_target(
+        &self,
+        id: ResourceId,
+        value: &str,
+    ) -> Result<VaultTarget, ConfigError> {
         let tag = self
             .discovery
             .as_ref()
             .map_or(DEFAULT_DISCOVERY_TAG, |d| d.tag.as_str())
             .to_owned();
         let settings = targets::discovered_settings(&self.defaults, value);
-        let name = id.name.clone();
+        let name = format!("{} {}", id.kind.noun(), id.name);
         let mut target =
             targets::target(id, &settings, false).map_err(|reason| ConfigError::Discovered {
                 tag: tag.clone(),
                 value: value.to_owned(),
-                reason: format!("vault {name}: {reason}"),
+                reason: format!("{name}: {reason}"),
             })?;
         target.source = TargetSource::Discovered {
             tag,
@@ -201,7 +222,7 @@ impl Config {
 
     /// The target for `vault` (by id or, when unambiguous, by name).
     pub fn find_target(&self, vault: &str) -> Option<&VaultTarget> {
-        if let Ok(id) = vault.parse::<VaultId>() {
+        if let Ok(id) = vault.parse::<ResourceId>() {
             return self.targets.iter().find(|t| t.id.same_as(&id));
         }
         let mut by_name = self
@@ -242,6 +263,7 @@ fn build(settings: &Settings, purpose: Purpose) -> Result<Config, ConfigErrors> 
     check_one_run_switches(&defaults, has_state, reader.problems);
     let targets = targets::listed_targets(&mut reader, &file, &defaults, context);
     let discovery = targets::discovery(&mut reader);
+    let kinds = targets::kinds(&mut reader);
     let notify_url = endpoints::notify_url(&mut reader);
     check_log(&mut reader);
     match purpose {
@@ -267,6 +289,7 @@ fn build(settings: &Settings, purpose: Purpose) -> Result<Config, ConfigErrors> 
         grace_days: run.grace_days,
         allow_older: run.allow_older,
         discovery,
+        kinds,
         defaults,
         write_budget: BudgetLimits::ARM_WRITES,
         read_budget: BudgetLimits::ARM_READS,
@@ -288,11 +311,14 @@ fn state_given(givens: &Givens) -> bool {
     .any(|key| givens.get(*key).is_some())
 }
 
-/// Whether any vault was listed (valid or not), or may be in a file that could not be read.
+/// Whether any resource was listed (valid or not), by either name, or may be in a file that
+/// could not be read.
 fn vaults_given(givens: &Givens, file: &ConfigFile) -> bool {
-    givens.get(Key::Vaults).is_some()
+    givens.get(Key::Resources).is_some()
+        || givens.get(Key::Vaults).is_some()
+        || file.resources.is_some()
         || file.vaults.is_some()
-        || !file.vault_entries.is_empty()
+        || !file.entries.is_empty()
         || file.unread
 }
 
@@ -456,6 +482,8 @@ fn document(reader: &mut Reader<'_>) -> DocumentSettings {
 pub struct PlanSettings {
     /// Profiles expanded; may be empty (the plan then says nothing is selected).
     pub selection: Selection,
+    /// As given, not yet capped by a kind: the plan's resource's kind caps them
+    /// ([`kind_limits`]) once its document is read.
     pub limits: Limits,
     pub prune: bool,
     pub document: DocumentSettings,
@@ -505,6 +533,7 @@ mod tests {
 
     use super::*;
     use crate::core::desired::FitMode;
+    use crate::core::fit::Slash31;
 
     const KV_A: &str =
         "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a";
@@ -691,7 +720,7 @@ max_rules = 300
             defaults.origin(Key::Tags),
             Some(&origin("[defaults]", Key::Tags))
         );
-        let own = file.vault_entries[0].settings.over(&defaults);
+        let own = file.entries[0].settings.over(&defaults);
         assert_eq!(
             own.origin(Key::MaxRules),
             Some(&origin("[[vault]] #1", Key::MaxRules))
@@ -701,7 +730,7 @@ max_rules = 300
             Some(&origin("[defaults]", Key::Tags))
         );
         assert_eq!(
-            file.vault_entries[0].id.shown_all(),
+            file.entries[0].id.shown_all(),
             format!("{}: [[vault]] #1 id = \"{KV_B}\"", path.display())
         );
     }
@@ -727,9 +756,9 @@ max_rules = 300
                 "TAGFENCE_GRACE_DAYS=3: needs state, and no state location is configured; give TAGFENCE_STATE_DIR or TAGFENCE_STATE_URL too",
                 "concurrency = 0: expected a whole number of vaults, at least 1",
                 "tags = hosted-agents:mars: unknown geography 'mars' in profile 'hosted-agents:mars'; known: united-states, europe, united-kingdom, canada, brazil, australia, asia-pacific, india, france",
-                "TAGFENCE_MAX_RULES=lots: expected a whole number from 1 to 1000 (Key Vault holds at most 1,000 IP rules per vault)",
+                "TAGFENCE_MAX_RULES=lots: expected a whole number from 1 to 1000 (a firewall's IP rules; each kind's own limit caps it: key vault 1000, storage account 400, container registry 100)",
                 "TAGFENCE_PRUNE=yes: expected true or false (or 1 or 0)",
-                "vaults entry 'kv-b': not a key vault resource id (it does not have eight segments); expected /subscriptions/<GUID>/resourceGroups/<group>/providers/Microsoft.KeyVault/vaults/<name>",
+                "vaults entry 'kv-b': not a resource id tagfence manages (it does not have eight segments); expected /subscriptions/<GUID>/resourceGroups/<group>/providers/<type>/<name>, <type> being Microsoft.KeyVault/vaults, Microsoft.Storage/storageAccounts or Microsoft.ContainerRegistry/registries",
             ]
         );
     }
@@ -744,7 +773,7 @@ max_rules = 300
         };
         let s1 = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-a";
         let cases: Vec<(Settings, String)> = vec![
-            (with(&[s1], &["X"]), format!("vaults = {s1}: not a key vault resource id (the subscription 's1' is not a GUID); expected {VAULT_ID_SHAPE}")),
+            (with(&[s1], &["X"]), format!("vaults = {s1}: not a resource id tagfence manages (the subscription 's1' is not a GUID); expected {RESOURCE_ID_SHAPE}")),
             (with(&[KV_A], &[]), format!("vault {KV_A}: no tags or static rules selected; give --tag (TAGFENCE_TAGS) or --static-rule (TAGFENCE_STATIC_RULES)")),
             (with(&[KV_A, &upper], &["X"]), format!("vault {} is listed twice: vaults entry '{KV_A}' and vaults entry '{upper}'", upper.replace("RESOURCEGROUPS", "resourceGroups").replace("SUBSCRIPTIONS", "subscriptions").replace("PROVIDERS", "providers").replace("MICROSOFT.KEYVAULT", "Microsoft.KeyVault").replace("VAULTS", "vaults"))),
             (Settings { selection: SelectionSettings { tags: Vec::new(), static_rules: vec!["10.0.0.1".into()] }, ..with(&[KV_A], &[]) }, "static_rules = 10.0.0.1: overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918), which Key Vault refuses; expected a public address".into()),
@@ -773,7 +802,7 @@ max_rules = 300
             (Settings { accept_missing_rules: true, ..tagged(&["X"]) }, "accept_missing_rules = true: needs state".into()),
             (Settings { location: Some("West Europe".into()), ..tagged(&["X"]) }, "location = West Europe: not an Azure region's name; expected one such as westeurope".into()),
             (Settings { webjobs_account_name: Some("My_Account".into()), ..tagged(&["X"]) }, "webjobs_account_name = My_Account: not a storage account's name; expected 3-24 lowercase letters and digits".into()),
-            (Settings::default(), "no vaults to manage; give --vault (TAGFENCE_VAULTS), vaults in the configuration file, or a discovery scope".into()),
+            (Settings::default(), "no resources to manage; give --resource (TAGFENCE_RESOURCES), --vault (TAGFENCE_VAULTS), resources or vaults in the configuration file, or a discovery scope (--discover-subscription (TAGFENCE_DISCOVER_SUBSCRIPTIONS) or --discover-management-group (TAGFENCE_DISCOVER_MANAGEMENT_GROUPS))".into()),
         ];
         for (settings, expected) in cases {
             let lines = problems(&settings);
@@ -983,7 +1012,7 @@ max_rules = 300
             ..Settings::default()
         })
         .unwrap();
-        let id: VaultId = KV_A.parse().unwrap();
+        let id: ResourceId = KV_A.parse().unwrap();
         let target = config.discovered_target(id.clone(), "default").unwrap();
         assert_eq!(target.selection.tags, ["AzureDevOps"]);
         let target = config
@@ -1119,7 +1148,7 @@ max_rules = 300
             lines,
             [
                 "grant_max_ttl = 59s: expected a duration from 1m to 24h, written with its units (90s, 30m, 2h, 1h30m)",
-                "grant_max_per_vault = 1001: expected a whole number of live grants from 1 to 1000 (each grant is one of the vault's IP rules)",
+                "grant_max_per_vault = 1001: expected a whole number of live grants from 1 to 1000 (each grant is one of the firewall's IP rules; each kind's own limit caps it)",
             ]
         );
     }
@@ -1128,7 +1157,7 @@ max_rules = 300
     fn a_bad_grant_setting_is_named_with_what_is_allowed() {
         let ttl =
             "expected a duration from 1m to 24h, written with its units (90s, 30m, 2h, 1h30m)";
-        let live = "expected a whole number of live grants from 1 to 1000 (each grant is one of the vault's IP rules)";
+        let live = "expected a whole number of live grants from 1 to 1000 (each grant is one of the firewall's IP rules; each kind's own limit caps it)";
         let guid = "not an object id or application id; expected a GUID: a Microsoft Entra object id or application (client) id (00000000-0000-0000-0000-000000000000)";
         let cases = [
             (
@@ -1216,8 +1245,344 @@ max_rules = 300
                 format!("{file}: [defaults] grant_max_ttl = \"2x\": expected a duration from 1m to 24h, written with its units (90s, 30m, 2h, 1h30m)"),
                 format!("{file}: [[vault]] #1 grant_principals = \"alice\": not an object id or application id; expected a GUID: a Microsoft Entra object id or application (client) id (00000000-0000-0000-0000-000000000000)"),
                 format!("{file}: [[vault]] #1 grant_max_ttl = \"25h\": expected a duration from 1m to 24h, written with its units (90s, 30m, 2h, 1h30m)"),
-                format!("{file}: [[vault]] #1 grant_max_per_vault = 0: expected a whole number of live grants from 1 to 1000 (each grant is one of the vault's IP rules)"),
+                format!("{file}: [[vault]] #1 grant_max_per_vault = 0: expected a whole number of live grants from 1 to 1000 (each grant is one of the firewall's IP rules; each kind's own limit caps it)"),
             ]
         );
+    }
+
+    const SA: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sta1";
+    const ACR: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/acr0001";
+
+    /// `settings` with `key`'s origin recorded as its variable.
+    fn env_origin(mut settings: Settings, key: Key) -> Settings {
+        settings
+            .origins
+            .record(key, Origin::Env(key.env().to_owned()));
+        settings
+    }
+
+    #[test]
+    fn resources_and_vaults_are_one_list_of_every_kind() {
+        let config = Config::from_settings(&Settings {
+            resources: vec![SA.into(), ACR.into()],
+            vaults: vec![KV_A.into()],
+            ..tagged(&["X"])
+        })
+        .unwrap();
+        let mut kinds: Vec<Kind> = config.targets.iter().map(|t| t.id.kind).collect();
+        kinds.sort_unstable();
+        assert_eq!(kinds, Kind::ALL);
+        // `vaults` takes any kind too, and `resources` alone is enough.
+        let config = Config::from_settings(&Settings {
+            vaults: vec![SA.into()],
+            ..tagged(&["X"])
+        })
+        .unwrap();
+        assert_eq!(config.targets[0].id.kind, Kind::StorageAccount);
+        let config = Config::from_settings(&Settings {
+            resources: vec![KV_B.into()],
+            vaults: Vec::new(),
+            ..tagged(&["X"])
+        })
+        .unwrap();
+        assert_eq!(config.find_target("kv-b").unwrap().id.kind, Kind::KeyVault);
+    }
+
+    #[test]
+    fn a_resource_listed_under_both_names_is_listed_twice() {
+        let upper = SA.replace("/resourceGroups/rg/", "/RESOURCEGROUPS/RG/");
+        let settings = env_origin(
+            env_origin(
+                Settings {
+                    resources: vec![SA.into()],
+                    vaults: vec![upper.clone()],
+                    ..tagged(&["X"])
+                },
+                Key::Resources,
+            ),
+            Key::Vaults,
+        );
+        assert_eq!(
+            problems(&settings),
+            [format!(
+                "storage account {} is listed twice: TAGFENCE_RESOURCES={SA} and TAGFENCE_VAULTS={upper}",
+                SA.replace("/rg/", "/RG/")
+            )]
+        );
+        // Across the flags and the file, and between a list and an entry.
+        let path = temp_file(
+            "twice.toml",
+            &format!("resources = [\"{KV_A}\"]\n\n[[vault]]\nid = \"{SA}\"\n\n[[resource]]\nid = \"{ACR}\"\n"),
+        );
+        let lines = problems(&Settings {
+            config_file: Some(path.clone()),
+            resources: vec![SA.into()],
+            ..tagged(&["X"])
+        });
+        let file = path.display();
+        assert_eq!(
+            lines,
+            [
+                format!("vault {KV_A} is listed twice: vaults = {KV_A} and {file}: resources entry \"{KV_A}\""),
+                format!("storage account {SA} is listed twice: resources = {SA} and {file}: [[vault]] #1 id = \"{SA}\""),
+            ]
+        );
+    }
+
+    #[test]
+    fn resource_entries_are_vault_entries_by_another_name() {
+        let path = temp_file(
+            "resources.toml",
+            &format!(
+                "resources = [\"{KV_A}\"]\n\n[defaults]\ntags = [\"AzureDevOps\"]\n\n[[resource]]\nid = \"{SA}\"\nmax_rules = 300\nslash31 = \"keep\"\n\n[[resource]]\nid = \"{ACR}\"\ntags = [\"AzureCloud.westeurope\"]\n\n[[vault]]\nid = \"{KV_B}\"\nmax_rules = 200\n"
+            ),
+        );
+        let config = Config::from_settings(&Settings {
+            config_file: Some(path),
+            ..Settings::default()
+        })
+        .unwrap();
+        assert_eq!(config.targets.len(), 4);
+        let sa = config.find_target("sta1").unwrap();
+        assert_eq!(
+            (sa.limits.max_rules, sa.limits.slash31),
+            (300, Slash31::Split)
+        );
+        let acr = config.find_target(ACR).unwrap();
+        assert_eq!(acr.selection.tags, ["AzureCloud.westeurope"]);
+        assert_eq!(acr.limits.max_rules, 100);
+        assert_eq!(config.find_target("kv-b").unwrap().limits.max_rules, 200);
+        assert_eq!(config.find_target("kv-a").unwrap().limits.max_rules, 1000);
+    }
+
+    #[test]
+    fn a_bad_resource_entry_is_named_by_the_table_written() {
+        let path = temp_file(
+            "bad-resources.toml",
+            &format!(
+                "[defaults]\ntags = [\"AzureDevOps\"]\n\n[[resource]]\nid = \"{SA}\"\n\n[[resource]]\nmax_rules = 5\n\n[[resource]]\nid = \"sta2\"\nfit = \"lossy\"\n\n[[vault]]\nid = \"{SA}\"\n"
+            ),
+        );
+        let lines = Config::from_settings(&Settings {
+            config_file: Some(path.clone()),
+            ..Settings::default()
+        })
+        .unwrap_err()
+        .lines();
+        let file = path.display();
+        assert_eq!(
+            lines,
+            [
+                format!("{file}: [[resource]] #2 id is needed: each [[resource]] entry names its resource by ARM resource id"),
+                format!("{file}: [[resource]] #3 fit = \"lossy\": expected exact or summarize"),
+                format!("{file}: [[resource]] #3 id = \"sta2\": not a resource id tagfence manages (it does not have eight segments); expected {RESOURCE_ID_SHAPE}"),
+                format!("storage account {SA} is listed twice: {file}: [[resource]] #1 id = \"{SA}\" and {file}: [[vault]] #1 id = \"{SA}\""),
+            ]
+        );
+        // `resource` must be entries, as `vault` must.
+        let path = temp_file("resource-scalar.toml", "resource = 3\n");
+        let lines = problems(&Settings {
+            config_file: Some(path.clone()),
+            ..tagged(&["X"])
+        });
+        assert_eq!(
+            lines,
+            [format!(
+                "{}: resource: expected a [defaults] table, and [[resource]] or [[vault]] entries",
+                path.display()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_malformed_id_is_refused_naming_the_types_taken() {
+        let web = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Web/sites/app";
+        let settings = env_origin(
+            Settings {
+                resources: vec![web.into()],
+                ..tagged(&["X"])
+            },
+            Key::Resources,
+        );
+        assert_eq!(
+            problems(&settings),
+            [format!("TAGFENCE_RESOURCES={web}: not a resource id tagfence manages (its type Microsoft.Web/sites is not one tagfence manages); expected {RESOURCE_ID_SHAPE}")]
+        );
+        for kind in Kind::ALL {
+            assert!(RESOURCE_ID_SHAPE.contains(kind.resource_type()), "{kind}");
+        }
+        assert!(RESOURCE_ID_SHAPE.ends_with(
+            &crate::azure::supported_types()
+                .rsplit_once(", ")
+                .map(|(_, last)| format!(" or {last}"))
+                .unwrap()
+        ));
+    }
+
+    #[test]
+    fn nothing_listed_asks_for_resources_first() {
+        let lines = problems(&env_origin(Settings::default(), Key::Tags));
+        assert_eq!(
+            lines,
+            ["no resources to manage; give --resource (TAGFENCE_RESOURCES), --vault (TAGFENCE_VAULTS), resources or vaults in the configuration file, or a discovery scope (--discover-subscription (TAGFENCE_DISCOVER_SUBSCRIPTIONS) or --discover-management-group (TAGFENCE_DISCOVER_MANAGEMENT_GROUPS))"]
+        );
+        // A storage account that selects nothing is named as one.
+        let lines = problems(&Settings {
+            resources: vec![SA.into()],
+            ..Settings::default()
+        });
+        assert_eq!(
+            lines,
+            [format!("storage account {SA}: no tags or static rules selected; give --tag (TAGFENCE_TAGS) or --static-rule (TAGFENCE_STATIC_RULES)")]
+        );
+    }
+
+    #[test]
+    fn kinds_default_to_all_and_read_any_spelling_once_each() {
+        let kinds = |text: Option<&str>| {
+            let mut settings = tagged(&["X"]);
+            if let Some(text) = text {
+                settings.kinds = text.split(',').map(str::to_owned).collect();
+            }
+            Config::from_settings(&settings).unwrap().kinds
+        };
+        assert_eq!(kinds(None), Kind::ALL);
+        assert_eq!(
+            kinds(Some("Storage-Account, key_vault,KEY_VAULT")),
+            [Kind::KeyVault, Kind::StorageAccount]
+        );
+        assert_eq!(kinds(Some("container_registry")), [Kind::ContainerRegistry]);
+        assert_eq!(kinds(Some(" , ")), Kind::ALL);
+    }
+
+    #[test]
+    fn an_unknown_kind_is_refused_naming_the_kinds() {
+        let expected = "not a kind tagfence manages; expected key_vault, storage_account or container_registry (any case; - for _)";
+        let settings = env_origin(
+            Settings {
+                kinds: vec!["cosmos".into()],
+                ..tagged(&["X"])
+            },
+            Key::Kinds,
+        );
+        assert_eq!(
+            problems(&settings),
+            [format!("TAGFENCE_KINDS=cosmos: {expected}")]
+        );
+        let mut settings = Settings {
+            kinds: vec!["key_vault".into(), "keyvault".into(), "sql".into()],
+            ..tagged(&["X"])
+        };
+        settings
+            .origins
+            .record(Key::Kinds, Origin::Flag("--kind".into()));
+        assert_eq!(
+            problems(&settings),
+            [
+                format!("--kind keyvault: {expected}"),
+                format!("--kind sql: {expected}"),
+            ]
+        );
+        let mut settings = tagged(&["X"]);
+        settings.texts.set(Key::Kinds, "vaults");
+        assert_eq!(problems(&settings), [format!("kinds = vaults: {expected}")]);
+    }
+
+    #[test]
+    fn each_kind_caps_max_rules_and_grants_at_its_own_limit() {
+        let targets = |limits: LimitSettings, grants: Option<usize>| {
+            let config = Config::from_settings(&Settings {
+                resources: vec![SA.into(), ACR.into()],
+                limits,
+                grant_max_per_vault: grants,
+                ..tagged(&["X"])
+            })
+            .unwrap();
+            let mut out: Vec<(Kind, usize, usize)> = config
+                .targets
+                .iter()
+                .map(|t| (t.id.kind, t.limits.max_rules, t.grants.max_live))
+                .collect();
+            out.sort_unstable();
+            out
+        };
+        // Unset: each kind's own limit; the grants' built-in 50 is under all of them.
+        assert_eq!(
+            targets(LimitSettings::default(), None),
+            [
+                (Kind::KeyVault, 1000, 50),
+                (Kind::StorageAccount, 400, 50),
+                (Kind::ContainerRegistry, 100, 50),
+            ]
+        );
+        // Given: the smaller of the setting and the kind's limit.
+        let given = LimitSettings {
+            max_rules: Some(500),
+            ..LimitSettings::default()
+        };
+        assert_eq!(
+            targets(given, Some(1000)),
+            [
+                (Kind::KeyVault, 500, 1000),
+                (Kind::StorageAccount, 400, 400),
+                (Kind::ContainerRegistry, 100, 100),
+            ]
+        );
+        let small = LimitSettings {
+            max_rules: Some(60),
+            ..LimitSettings::default()
+        };
+        assert_eq!(
+            targets(small, Some(70)),
+            [
+                (Kind::KeyVault, 60, 70),
+                (Kind::StorageAccount, 60, 70),
+                (Kind::ContainerRegistry, 60, 70),
+            ]
+        );
+        // A discovered resource is capped as a listed one is.
+        let config = Config::from_settings(&Settings {
+            discover_subscriptions: vec!["00000000-0000-0000-0000-000000000001".into()],
+            ..tagged(&["X"])
+        })
+        .unwrap();
+        let target = config
+            .discovered_target(ACR.parse().unwrap(), "default")
+            .unwrap();
+        assert_eq!(target.limits.max_rules, 100);
+        // The setting's range is the largest kind's.
+        let lines = problems(&Settings {
+            limits: LimitSettings {
+                max_rules: Some(1001),
+                ..LimitSettings::default()
+            },
+            ..tagged(&["X"])
+        });
+        assert_eq!(lines, ["max_rules = 1001: expected a whole number from 1 to 1000 (a firewall's IP rules; each kind's own limit caps it: key vault 1000, storage account 400, container registry 100)"]);
+    }
+
+    #[test]
+    fn a_storage_account_always_splits_a_31() {
+        let config = Config::from_settings(&Settings {
+            resources: vec![SA.into(), ACR.into()],
+            limits: LimitSettings {
+                slash31: Some(Slash31::Keep),
+                ..LimitSettings::default()
+            },
+            ..tagged(&["X"])
+        })
+        .unwrap();
+        let slash31 = |name: &str| config.find_target(name).unwrap().limits.slash31;
+        assert_eq!(slash31("sta1"), Slash31::Split);
+        assert_eq!(slash31("acr0001"), Slash31::Keep);
+        assert_eq!(slash31("kv-a"), Slash31::Keep);
+        let limits = Limits {
+            slash31: Slash31::Keep,
+            max_rules: 700,
+            ..Limits::default()
+        };
+        let capped = kind_limits(Kind::StorageAccount, &limits);
+        assert_eq!((capped.max_rules, capped.slash31), (400, Slash31::Split));
+        assert_eq!(kind_limits(Kind::KeyVault, &limits), limits);
     }
 }

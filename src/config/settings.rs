@@ -80,6 +80,10 @@ macro_rules! keys {
 }
 
 keys! {
+    /// Firewalled resources to manage, by ARM resource id, of any supported kind (the kind is
+    /// the id's provider type).
+    Resources = "resources", "--resource", "TAGFENCE_RESOURCES";
+    /// The same as [`Key::Resources`], by its older name: any supported kind too.
     Vaults = "vaults", "--vault", "TAGFENCE_VAULTS";
     ConfigFile = "config_file", "--config", "TAGFENCE_CONFIG";
     Tags = "tags", "--tag", "TAGFENCE_TAGS";
@@ -130,6 +134,9 @@ keys! {
     DiscoverSubscriptions = "discover_subscriptions", "--discover-subscription", "TAGFENCE_DISCOVER_SUBSCRIPTIONS";
     DiscoverManagementGroups = "discover_management_groups", "--discover-management-group", "TAGFENCE_DISCOVER_MANAGEMENT_GROUPS";
     DiscoverTag = "discover_tag", "--discover-tag", "TAGFENCE_DISCOVER_TAG";
+    /// The kinds of firewall discovery and the Event Grid hook consider (`key_vault`,
+    /// `storage_account`, `container_registry`); listed resources are managed whatever their kind.
+    Kinds = "kinds", "--kind", "TAGFENCE_KINDS";
     NotifyUrl = "notify_url", "--notify-url", "TAGFENCE_NOTIFY_URL";
     /// The log filter (`tracing_subscriber`'s `EnvFilter` directives).
     Log = "log", "--log", "TAGFENCE_LOG";
@@ -145,7 +152,8 @@ impl Key {
     pub fn is_list(self) -> bool {
         matches!(
             self,
-            Key::Vaults
+            Key::Resources
+                | Key::Vaults
                 | Key::Tags
                 | Key::StaticRules
                 | Key::Envelope
@@ -153,15 +161,17 @@ impl Key {
                 | Key::GrantPrincipals
                 | Key::DiscoverSubscriptions
                 | Key::DiscoverManagementGroups
+                | Key::Kinds
         )
     }
 
-    /// Whether the TOML file may give it: its top-level `vaults`, and the per-vault settings
-    /// of `[defaults]` and `[[vault]]` entries.
+    /// Whether the TOML file may give it: its top-level `resources` and `vaults`, and the
+    /// per-resource settings of `[defaults]` and of `[[resource]]` and `[[vault]]` entries.
     pub fn in_file(self) -> bool {
         matches!(
             self,
-            Key::Vaults
+            Key::Resources
+                | Key::Vaults
                 | Key::Tags
                 | Key::StaticRules
                 | Key::MaxRules
@@ -210,7 +220,8 @@ pub enum Origin {
     /// A key of the TOML file.
     File {
         path: PathBuf,
-        /// The table the key is in: `[defaults]`, `[[vault]] #2`, or empty for the top level.
+        /// The table the key is in: `[defaults]`, `[[vault]] #2`, `[[resource]] #1`, or empty
+        /// for the top level.
         table: String,
         key: Key,
     },
@@ -226,10 +237,13 @@ impl fmt::Display for Origin {
             Origin::File { path, table, key } if table.is_empty() => {
                 write!(f, "{}: {}", path.display(), key.name())
             }
-            // A `[[vault]]` entry names its vault with `id`, recorded as a `vaults` key.
-            Origin::File { path, table, key } if *key == Key::Vaults => {
-                write!(f, "{}: {table} id", path.display())
-            }
+            // A `[[vault]]` or `[[resource]]` entry names its resource with `id`, recorded as a
+            // `vaults` or `resources` key.
+            Origin::File {
+                path,
+                table,
+                key: Key::Vaults | Key::Resources,
+            } => write!(f, "{}: {table} id", path.display()),
             Origin::File { path, table, key } => {
                 write!(f, "{}: {table} {}", path.display(), key.name())
             }
@@ -342,7 +356,10 @@ impl LimitSettings {
 /// file's `[defaults]`. Typed settings given as text replace their fields.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Settings {
-    /// Vaults to manage, by ARM resource id.
+    /// Firewalled resources to manage, by ARM resource id (any supported kind).
+    pub resources: Vec<String>,
+    /// The same as `resources`, by its older name (any supported kind too); both lists are
+    /// managed.
     pub vaults: Vec<String>,
     /// A TOML file with defaults and per-vault settings.
     pub config_file: Option<PathBuf>,
@@ -421,6 +438,9 @@ pub struct Settings {
     pub discover_management_groups: Vec<String>,
     /// [default: [`DEFAULT_DISCOVERY_TAG`]].
     pub discover_tag: Option<String>,
+    /// The kinds discovery and the Event Grid hook consider, by name (`key_vault`,
+    /// `storage_account`, `container_registry`) [default: every kind].
+    pub kinds: Vec<String>,
     /// The webhook for run messages. A secret: never logged, and never repeated in an error.
     pub notify_url: Option<String>,
     /// The log filter (`tracing_subscriber` directives, e.g. `tagfence=debug`).

@@ -1,21 +1,28 @@
-//! The vaults to reconcile: those listed (flags and environment, the file's `vaults`, its
-//! `[[vault]]` entries), and where tagged vaults are discovered; and the checks of a vault's
-//! layered settings taken together (options that only make sense with others).
+//! The resources to reconcile: those listed (flags and environment, the file's `resources` and
+//! `vaults`, its `[[resource]]` and `[[vault]]` entries), and where tagged ones are discovered
+//! and of which kinds; and the checks of a resource's layered settings taken together (options
+//! that only make sense with others).
 
 use super::error::{ConfigError, ConfigErrors};
-use super::given::{is_guid, spelled, Given, Reader};
+use super::given::{allowed, is_guid, spelled, Given, Reader};
 use super::layers::{static_rule_problem, ConfigFile, Resolved};
 use super::settings::{Key, Origin, DEFAULT_DISCOVERY_TAG};
-use super::vault::{TargetSource, VaultTarget};
-use crate::azure::VaultId;
+use super::vault::{kind_grants, kind_limits, TargetSource, VaultTarget};
+use crate::azure::ResourceId;
 use crate::core::desired::{self, FitMode, Selection};
+use crate::core::kind::Kind;
 use crate::core::profiles;
 
-/// The shape of a Key Vault's ARM resource id, for the message that refuses another.
+/// The shape of a Key Vault's ARM resource id.
 pub const VAULT_ID_SHAPE: &str =
     "/subscriptions/<GUID>/resourceGroups/<group>/providers/Microsoft.KeyVault/vaults/<name>";
 
-/// Where and how vaults are discovered.
+/// The shape of the resource ids tagfence manages, for the message that refuses another: the
+/// provider types are the kinds' ([`Kind::resource_type`]; a test holds this to them).
+pub const RESOURCE_ID_SHAPE: &str = "/subscriptions/<GUID>/resourceGroups/<group>/providers/<type>/<name>, <type> being Microsoft.KeyVault/vaults, Microsoft.Storage/storageAccounts or Microsoft.ContainerRegistry/registries";
+
+/// Where and how tagged resources are discovered (of the kinds [`super::Config::kinds`]
+/// names).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discovery {
     pub subscriptions: Vec<String>,
@@ -33,35 +40,43 @@ pub(super) struct Context {
     pub has_state: bool,
 }
 
-/// The listed vaults, each with its settings: the defaults, or for a `[[vault]]` entry its own
-/// settings over them. Each problem is recorded; a vault with one is left out.
+/// The listed resources, each with its settings: the defaults, or for a `[[resource]]` or
+/// `[[vault]]` entry its own settings over them. `resources` and `vaults` are one list, by two
+/// names: the targets are their union, and a resource listed twice anywhere is a problem naming
+/// both places. Each problem is recorded; a resource with one is left out.
 pub(super) fn listed_targets(
     reader: &mut Reader<'_>,
     file: &ConfigFile,
     defaults: &Resolved,
     context: Context,
 ) -> Vec<VaultTarget> {
-    // Each vault: its id, how it was given (shown, and where), and its settings.
-    let mut listed: Vec<(VaultId, &Given, String, Resolved)> = Vec::new();
-    let plain = [reader.givens.get(Key::Vaults), file.vaults.as_ref()];
+    // Each resource: its id, how it was given (shown, and where), and its settings.
+    let mut listed: Vec<(ResourceId, &Given, String, Resolved)> = Vec::new();
+    let plain = [
+        reader.givens.get(Key::Resources),
+        reader.givens.get(Key::Vaults),
+        file.resources.as_ref(),
+        file.vaults.as_ref(),
+    ];
     for given in plain.into_iter().flatten() {
         for value in &given.values {
-            if let Some(id) = vault_id(given, value, reader.problems) {
+            if let Some(id) = resource_id(given, value, reader.problems) {
                 listed.push((id, given, given.shown(value), defaults.clone()));
             }
         }
     }
-    for entry in &file.vault_entries {
-        if let Some(id) = vault_id(&entry.id, entry.id.text(), reader.problems) {
+    for entry in &file.entries {
+        if let Some(id) = resource_id(&entry.id, entry.id.text(), reader.problems) {
             let settings = entry.settings.over(defaults);
             listed.push((id, &entry.id, entry.id.shown_all(), settings));
         }
     }
     let mut targets: Vec<VaultTarget> = Vec::new();
-    let mut seen: Vec<(VaultId, String)> = Vec::new();
+    let mut seen: Vec<(ResourceId, String)> = Vec::new();
     for (id, given, shown, settings) in listed {
         if let Some((_, first)) = seen.iter().find(|(other, _)| other.same_as(&id)) {
             reader.problems.push(ConfigError::DuplicateVault {
+                noun: id.kind.noun(),
                 vault: id.to_string(),
                 first: first.clone(),
                 again: shown,
@@ -78,15 +93,18 @@ pub(super) fn listed_targets(
     targets
 }
 
-/// The vault `value` of `given` names, or the problem recorded.
-fn vault_id(given: &Given, value: &str, problems: &mut ConfigErrors) -> Option<VaultId> {
+/// The resource `value` of `given` names (its kind from the id's provider type), or the problem
+/// recorded.
+fn resource_id(given: &Given, value: &str, problems: &mut ConfigErrors) -> Option<ResourceId> {
     let refuse = |problems: &mut ConfigErrors, what: String| {
         problems.push(ConfigError::Invalid {
             setting: given.shown(value),
-            reason: format!("not a key vault resource id ({what}); expected {VAULT_ID_SHAPE}"),
+            reason: format!(
+                "not a resource id tagfence manages ({what}); expected {RESOURCE_ID_SHAPE}"
+            ),
         });
     };
-    match value.parse::<VaultId>() {
+    match value.parse::<ResourceId>() {
         Err(err) => {
             refuse(problems, err.reason.to_owned());
             None
@@ -108,7 +126,7 @@ fn vault_id(given: &Given, value: &str, problems: &mut ConfigErrors) -> Option<V
 /// vault that selects nothing.
 pub(super) fn check_vault(
     settings: &Resolved,
-    vault: Option<(&VaultId, Option<&Origin>)>,
+    vault: Option<(&ResourceId, Option<&Origin>)>,
     context: Context,
     problems: &mut ConfigErrors,
 ) {
@@ -142,6 +160,7 @@ pub(super) fn check_vault(
         // Say how to select the way the vault was listed: a flag, a variable, the file.
         let like = settings.origin(Key::Tags).or(listed);
         problems.push(ConfigError::NothingSelected {
+            noun: id.kind.noun(),
             vault: id.to_string(),
             hint: format!(
                 "{} or {}",
@@ -165,13 +184,14 @@ pub(super) fn needs_state(given: &Given) -> ConfigError {
     }
 }
 
-/// Builds a vault's target from its layered settings; with `may_select_nothing` (`status`,
-/// which reconciles nothing), also one that selects nothing.
+/// Builds a resource's target from its layered settings, its limits and grants capped by its
+/// kind ([`kind_limits`], [`kind_grants`]); with `may_select_nothing` (`status`, which
+/// reconciles nothing), also one that selects nothing.
 ///
 /// # Errors
 /// Why the settings make no target: a static rule or profile refused, or nothing selected.
 pub(super) fn target(
-    id: VaultId,
+    id: ResourceId,
     settings: &Resolved,
     may_select_nothing: bool,
 ) -> Result<VaultTarget, String> {
@@ -187,6 +207,7 @@ pub(super) fn target(
     if tags.is_empty() && static_rules.is_empty() && !may_select_nothing {
         return Err("no tags or static rules selected".to_owned());
     }
+    let kind = id.kind;
     Ok(VaultTarget {
         id,
         selection: Selection {
@@ -194,10 +215,10 @@ pub(super) fn target(
             static_rules,
             grace: Vec::new(),
         },
-        limits: settings.limits.clone(),
+        limits: kind_limits(kind, &settings.limits),
         prune: settings.prune,
         safety: settings.safety.clone(),
-        grants: settings.grants.clone(),
+        grants: kind_grants(kind, &settings.grants),
         source: TargetSource::Listed,
     })
 }
@@ -286,12 +307,39 @@ fn discovery_tag(reader: &mut Reader<'_>) -> String {
     tag.to_owned()
 }
 
-/// The vaults the settings name, with no flag or variable left to say which: for a message
+/// The kinds discovery and the Event Grid hook consider: those the `kinds` setting names,
+/// sorted and once each; every kind when it is not given (or names none it takes).
+pub(super) fn kinds(reader: &mut Reader<'_>) -> Vec<Kind> {
+    let mut kinds = Vec::new();
+    if let Some(given) = reader.givens.get(Key::Kinds) {
+        for name in &given.values {
+            match Kind::from_name(name) {
+                Some(kind) => kinds.push(kind),
+                None => {
+                    let reason = format!(
+                        "not a kind tagfence manages; expected {}",
+                        allowed(Key::Kinds)
+                    );
+                    reader.invalid(given, name, reason);
+                }
+            }
+        }
+    }
+    if kinds.is_empty() {
+        kinds = Kind::ALL.to_vec();
+    }
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds
+}
+
+/// The resources the settings name, with no flag or variable left to say which: for a message
 /// asking for some.
 pub(super) fn no_vaults(like: Option<&Origin>) -> ConfigError {
     ConfigError::NoVaults {
         hint: format!(
-            "{}, vaults in the configuration file, or a discovery scope ({} or {})",
+            "{}, {}, resources or vaults in the configuration file, or a discovery scope ({} or {})",
+            spelled(like, Key::Resources, None),
             spelled(like, Key::Vaults, None),
             spelled(like, Key::DiscoverSubscriptions, None),
             spelled(like, Key::DiscoverManagementGroups, None)

@@ -1,17 +1,41 @@
-//! One validated vault target ([`VaultTarget`]): its selection, limits, what its writes may do
-//! ([`Safety`]), who may grant on it and how far ([`GrantPolicy`]), and how it came to be
-//! managed ([`TargetSource`]).
+//! One validated target ([`VaultTarget`]: a firewalled resource of any kind): its selection,
+//! limits (capped by its kind, [`kind_limits`]), what its writes may do ([`Safety`]), who may
+//! grant on it and how far ([`GrantPolicy`]), and how it came to be managed ([`TargetSource`]).
 
 use std::time::Duration;
 
-use crate::azure::VaultId;
+use crate::azure::ResourceId;
 use crate::core::desired::{Limits, Selection};
 use crate::core::grant::{DEFAULT_MAX_LIVE, DEFAULT_MAX_TTL};
+use crate::core::kind::Kind;
 
-/// One vault to reconcile and how.
+/// The limits `limits` give a firewall of `kind`: `max_rules` capped at the kind's own limit
+/// ([`Kind::max_rules`]: the default, Key Vault's 1000, becomes 400 for a storage account and
+/// 100 for a container registry), and `slash31` the kind's when it leaves no choice
+/// ([`Kind::forced_slash31`]: a storage account always splits a /31).
+pub fn kind_limits(kind: Kind, limits: &Limits) -> Limits {
+    let mut limits = limits.clone();
+    limits.max_rules = limits.max_rules.min(kind.max_rules());
+    if let Some(forced) = kind.forced_slash31() {
+        limits.slash31 = forced;
+    }
+    limits
+}
+
+/// The grant policy `grants` gives a firewall of `kind`: its live grants capped at the kind's
+/// rule limit (each grant is one of its IP rules).
+pub fn kind_grants(kind: Kind, grants: &GrantPolicy) -> GrantPolicy {
+    GrantPolicy {
+        max_live: grants.max_live.min(kind.max_rules()),
+        ..grants.clone()
+    }
+}
+
+/// One firewalled resource (a vault, storage account or container registry) to reconcile and
+/// how. Its limits and grant policy are already capped by its kind.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VaultTarget {
-    pub id: VaultId,
+    pub id: ResourceId,
     pub selection: Selection,
     pub limits: Limits,
     pub prune: bool,
@@ -20,7 +44,7 @@ pub struct VaultTarget {
     pub source: TargetSource,
 }
 
-/// What a vault's writes may do beyond the safe defaults, and how far its tags may shrink.
+/// What a resource's writes may do beyond the safe defaults, and how far its tags may shrink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Safety {
     /// Claim the rules on the vault that equal desired rules (`--adopt-existing`).

@@ -96,6 +96,9 @@ pub struct SelectedTag {
     pub change_number: u64,
     /// Its IPv4 prefixes as published.
     pub ipv4_prefixes: usize,
+    /// Its Azure region as the document gives it (`westeurope`); empty for a global tag.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
 }
 
 /// Where a desired rule comes from and what it admits beyond the selection, for people reading
@@ -389,6 +392,7 @@ pub fn desired_rules(
                 name: t.name.to_owned(),
                 change_number: t.change_number,
                 ipv4_prefixes: t.ipv4.len(),
+                region: t.region.to_owned(),
             })
             .collect(),
         static_rules: statics,
@@ -400,6 +404,7 @@ pub fn desired_rules(
                 name: g.tag.clone(),
                 change_number: g.change_number,
                 ipv4_prefixes: g.prefixes.len(),
+                region: String::new(),
             })
             .collect(),
     })

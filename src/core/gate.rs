@@ -35,7 +35,7 @@ use std::fmt;
 use ipnet::Ipv4Net;
 use serde_json::{json, Map, Value};
 
-use super::desired::KEY_VAULT_MAX_RULES;
+use super::kind::Kind;
 use super::live::{AclField, LiveAcl};
 
 /// What tagfence knows of who added which rule of a vault.
@@ -60,7 +60,7 @@ pub struct GateOptions {
     pub init_firewall: bool,
     /// Trust a read that lacks most of tagfence's confirmed rules (`--accept-missing-rules`).
     pub accept_missing_rules: bool,
-    /// The most IP rules the vault may hold (never above the kind's own limit).
+    /// The most IP rules the firewall may hold (never above the kind's own limit).
     pub max_rules: usize,
 }
 
@@ -70,39 +70,26 @@ impl Default for GateOptions {
             prune: false,
             init_firewall: false,
             accept_missing_rules: false,
-            max_rules: KEY_VAULT_MAX_RULES,
+            max_rules: Kind::KeyVault.max_rules(),
         }
     }
 }
 
-/// The `networkAcls` object a write proposes to send.
+/// The rule set object (`networkAcls`, `networkRuleSet`) a write proposes to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proposal {
     pub network_acls: Map<String, Value>,
 }
 
-/// The `networkAcls` a firewall initialised by tagfence gets besides its IP rules: what a vault
-/// without `networkAcls` already does (every network allowed, Azure services allowed).
-fn initial_acls() -> Map<String, Value> {
-    let Value::Object(map) = json!({
-        "defaultAction": "Allow",
-        "bypass": "AzureServices",
-        "virtualNetworkRules": [],
-    }) else {
-        unreachable!("a JSON object literal")
-    };
-    map
-}
-
 /// The body that replaces the readable IP rules of `read` with `rules` and keeps everything
-/// else as read: a rule the vault holds in its entry as read, the unreadable rules verbatim
-/// after the readable ones. A read without
-/// `networkAcls` gets the initial firewall when `init_firewall` (the gate decides whether that
-/// is allowed).
+/// else as read: a rule the firewall holds in its entry as read, a new one in the kind's form
+/// ([`Kind::rule_entry`]), the unreadable rules verbatim after the readable ones. A read
+/// without its rule set gets the kind's initial firewall when `init_firewall` (the gate decides
+/// whether that is allowed).
 pub fn propose(read: &LiveAcl, rules: &[Ipv4Net], init_firewall: bool) -> Proposal {
     let mut network_acls = match (&read.network_acls, init_firewall) {
         (Some(acls), _) => acls.clone(),
-        (None, true) => initial_acls(),
+        (None, true) => read.kind.initial_rule_set(),
         (None, false) => Map::new(),
     };
     // A rule the vault holds goes back as it was read (its spelling, any other field).
@@ -113,7 +100,7 @@ pub fn propose(read: &LiveAcl, rules: &[Ipv4Net], init_firewall: bool) -> Propos
         .map(|r| {
             as_read
                 .get(r)
-                .map_or_else(|| json!({"value": r.to_string()}), |entry| (*entry).clone())
+                .map_or_else(|| read.kind.rule_entry(*r), |entry| (*entry).clone())
         })
         .collect();
     entries.extend(read.unreadable.iter().map(|r| r.entry.clone()));
@@ -124,14 +111,17 @@ pub fn propose(read: &LiveAcl, rules: &[Ipv4Net], init_firewall: bool) -> Propos
 /// Why the gate refused a write. Nothing was written.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GateRefusal {
-    #[error("the vault read lacks {} (missing, null or not of its type), so tagfence cannot tell what its firewall holds; nothing written (a partial read is never taken for an empty firewall)", paths(.missing))]
-    IncompleteRead { missing: Vec<AclField> },
-    #[error("the vault has no firewall configured (the read has no properties.networkAcls, as a vault that never had one reads); configure its firewall first (Networking → Firewalls and virtual networks), or rerun with --init-firewall to initialise it keeping its current access (defaultAction Allow, AzureServices bypass)")]
-    NoFirewall,
-    #[error("the vault read has no properties.networkAcls, but tagfence last saw its defaultAction as {seen}; a read that contradicts the state is not trusted, and a firewall is never initialised as Allow over a vault seen Deny; nothing written")]
-    FirewallVanished { seen: String },
-    #[error("the vault reads {field} {read}, but tagfence last saw {seen}: a read that shows the firewall opened is not written from on first sight; nothing written. If a person opened it, the next run proceeds; if not, check the vault and what answers for ARM")]
+    #[error("the {} cannot hold IP rules: {reason}; nothing written", kind.noun())]
+    Unsupported { kind: Kind, reason: String },
+    #[error("the {} read lacks {} (missing, null or not of its type), so tagfence cannot tell what its firewall holds; nothing written (a partial read is never taken for an empty firewall)", kind.noun(), paths(*kind, .missing))]
+    IncompleteRead { kind: Kind, missing: Vec<AclField> },
+    #[error("the {} has no firewall configured (the read has no {}, as a {} that never had one reads); configure its firewall first (Networking → Firewalls and virtual networks), or rerun with --init-firewall to initialise it keeping its current access ({})", kind.noun(), AclField::NetworkAcls.path(*kind), kind.noun(), initial_access(*kind))]
+    NoFirewall { kind: Kind },
+    #[error("the {} read has no {}, but tagfence last saw its defaultAction as {seen}; a read that contradicts the state is not trusted, and a firewall is never initialised as Allow over a {} seen Deny; nothing written", kind.noun(), AclField::NetworkAcls.path(*kind), kind.noun())]
+    FirewallVanished { kind: Kind, seen: String },
+    #[error("the {} reads {field} {read}, but tagfence last saw {seen}: a read that shows the firewall opened is not written from on first sight; nothing written. If a person opened it, the next run proceeds; if not, check the {} and what answers for ARM", kind.noun(), kind.noun())]
     OpenedSinceSeen {
+        kind: Kind,
         field: &'static str,
         seen: String,
         read: String,
@@ -142,8 +132,9 @@ pub enum GateRefusal {
         read: String,
         sent: String,
     },
-    #[error("the vault read shows {present} of the {confirmed} rules tagfence added and confirmed ({missing} gone{}); a read that contradicts the state this much is refused as suspicious. If a person really removed them, rerun with --accept-missing-rules", listed(.first_missing, *.missing))]
+    #[error("the {} read shows {present} of the {confirmed} rules tagfence added and confirmed ({missing} gone{}); a read that contradicts the state this much is refused as suspicious. If a person really removed them, rerun with --accept-missing-rules", kind.noun(), listed(.first_missing, *.missing))]
     Suspicious {
+        kind: Kind,
         present: usize,
         confirmed: usize,
         missing: usize,
@@ -153,18 +144,34 @@ pub enum GateRefusal {
     DropsPersonsRules { count: usize, first: Vec<Ipv4Net> },
     #[error("the write would drop or change {count} IP rule value(s) tagfence cannot read (first: '{first}'); such rules are a person's and are kept verbatim")]
     DropsUnreadableRules { count: usize, first: String },
-    #[error("the write holds IP rule entry {entry}, which is neither a rule tagfence can read nor one the vault holds")]
+    #[error("the write holds IP rule entry {entry}, which is neither a rule tagfence can read nor one the firewall holds")]
     InventedEntry { entry: String },
     #[error("the write holds {} IP rules, over the limit of {}", crate::core::text::count(*.count), crate::core::text::count(*.limit))]
     OverLimit { count: usize, limit: usize },
+    #[error("the write holds the IP rule '{value}', which a {} refuses ({why}); nothing written", kind.label())]
+    FormRefused {
+        kind: Kind,
+        value: String,
+        why: &'static str,
+    },
 }
 
-fn paths(fields: &[AclField]) -> String {
+fn paths(kind: Kind, fields: &[AclField]) -> String {
     fields
         .iter()
-        .map(|f| f.path())
+        .map(|f| f.path(kind))
         .collect::<Vec<_>>()
         .join(" and ")
+}
+
+/// The access an initialised firewall keeps ([`Kind::initial_rule_set`]), for the message that
+/// offers it.
+fn initial_access(kind: Kind) -> &'static str {
+    if kind.initial_rule_set().contains_key("bypass") {
+        "defaultAction Allow, AzureServices bypass"
+    } else {
+        "defaultAction Allow"
+    }
 }
 
 fn listed(rules: &[Ipv4Net], total: usize) -> String {
@@ -196,6 +203,7 @@ const SHOWN: usize = 5;
 /// A write that passed the gate: the only value the ARM client writes a firewall from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatedWrite {
+    kind: Kind,
     network_acls: Map<String, Value>,
     /// The readable IP rules sent, sorted.
     rules: Vec<Ipv4Net>,
@@ -204,9 +212,19 @@ pub struct GatedWrite {
 }
 
 impl GatedWrite {
-    /// The PATCH body: `{"properties": {"networkAcls": …}}`.
+    /// The PATCH body: `{"properties": {"networkAcls": …}}` (the kind's rule set property).
     pub fn body(&self) -> Value {
-        json!({"properties": {"networkAcls": Value::Object(self.network_acls.clone())}})
+        let mut properties = Map::new();
+        properties.insert(
+            self.kind.rule_set_property().to_owned(),
+            Value::Object(self.network_acls.clone()),
+        );
+        json!({ "properties": properties })
+    }
+
+    /// The firewall's kind.
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// The body as a proposal, to pass the gate again against a later read of the same
@@ -229,7 +247,10 @@ impl GatedWrite {
     /// # Errors
     /// [`Mismatch`] naming what differs.
     pub fn verify(&self, after: &LiveAcl) -> Result<(), Mismatch> {
-        let mut mismatch = Mismatch::default();
+        let mut mismatch = Mismatch {
+            kind: self.kind,
+            ..Mismatch::default()
+        };
         if !after.is_whole() {
             mismatch.incomplete = after.missing.clone();
             return Err(mismatch);
@@ -263,8 +284,10 @@ fn sorted<'a>(rules: impl Iterator<Item = &'a &'a Ipv4Net>) -> Vec<Ipv4Net> {
 }
 
 /// How the firewall read back after a write differs from the body sent.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Mismatch {
+    /// The firewall's kind (for the message).
+    pub kind: Kind,
     /// Fields the read-back lacks.
     pub incomplete: Vec<AclField>,
     /// `networkAcls` fields other than `ipRules` that differ.
@@ -277,6 +300,20 @@ pub struct Mismatch {
     pub verbatim_differ: bool,
     /// How many IP rules the vault holds now.
     pub total: usize,
+}
+
+impl Default for Mismatch {
+    fn default() -> Self {
+        Mismatch {
+            kind: Kind::KeyVault,
+            incomplete: Vec::new(),
+            fields: Vec::new(),
+            missing: Vec::new(),
+            unexpected: Vec::new(),
+            verbatim_differ: false,
+            total: 0,
+        }
+    }
 }
 
 impl Mismatch {
@@ -292,7 +329,11 @@ impl Mismatch {
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.incomplete.is_empty() {
-            return write!(f, "the read-back lacks {}", paths(&self.incomplete));
+            return write!(
+                f,
+                "the read-back lacks {}",
+                paths(self.kind, &self.incomplete)
+            );
         }
         let mut parts = Vec::new();
         if !self.fields.is_empty() {
@@ -303,7 +344,8 @@ impl fmt::Display for Mismatch {
         }
         if !self.missing.is_empty() || !self.unexpected.is_empty() {
             parts.push(format!(
-                "the vault now holds {} rules, {} written rules missing{} and {} not written by this run{}",
+                "the {} now holds {} rules, {} written rules missing{} and {} not written by this run{}",
+                self.kind.noun(),
                 self.total,
                 self.missing.len(),
                 bracketed(&self.missing),
@@ -361,7 +403,9 @@ pub fn check(
         persons_rules_kept(read, &sent.rules, ownership)?;
     }
     body_fits(read, &sent, options)?;
+    forms_accepted(read, proposal)?;
     Ok(GatedWrite {
+        kind: read.kind,
         network_acls: proposal.network_acls.clone(),
         rules: sent.rules,
         verbatim: sent.verbatim,
@@ -375,12 +419,19 @@ fn read_is_whole(
     ownership: Ownership<'_>,
     options: GateOptions,
 ) -> Result<Map<String, Value>, GateRefusal> {
+    if let Some(reason) = &read.unsupported {
+        return Err(GateRefusal::Unsupported {
+            kind: read.kind,
+            reason: reason.clone(),
+        });
+    }
     match read.missing.as_slice() {
         [] => Ok(read
             .network_acls
             .clone()
             .expect("a whole read has networkAcls")),
         [AclField::NetworkAcls] => {
+            let kind = read.kind;
             // A vault the state saw as anything but `Allow` does not lose its firewall: the
             // read contradicts the state, and initialising it as `Allow` would open the vault.
             if let Some(seen) = ownership
@@ -388,15 +439,17 @@ fn read_is_whole(
                 .filter(|seen| !seen.eq_ignore_ascii_case("allow"))
             {
                 return Err(GateRefusal::FirewallVanished {
+                    kind,
                     seen: seen.to_owned(),
                 });
             }
             if !options.init_firewall {
-                return Err(GateRefusal::NoFirewall);
+                return Err(GateRefusal::NoFirewall { kind });
             }
-            Ok(initial_acls())
+            Ok(kind.initial_rule_set())
         }
         missing => Err(GateRefusal::IncompleteRead {
+            kind: read.kind,
             missing: missing.to_vec(),
         }),
     }
@@ -407,6 +460,7 @@ fn read_is_whole(
 /// the body, copied from that read, would pass rule 2.
 fn read_not_opened_since_seen(read: &LiveAcl, ownership: Ownership<'_>) -> Result<(), GateRefusal> {
     let refusal = opened(
+        read.kind,
         "defaultAction",
         ownership.seen_default_action,
         read.default_action.as_deref(),
@@ -414,6 +468,7 @@ fn read_not_opened_since_seen(read: &LiveAcl, ownership: Ownership<'_>) -> Resul
     )
     .or_else(|| {
         opened(
+            read.kind,
             "bypass",
             ownership.seen_bypass,
             read.bypass.as_deref(),
@@ -426,6 +481,7 @@ fn read_not_opened_since_seen(read: &LiveAcl, ownership: Ownership<'_>) -> Resul
 /// The refusal when `field` was `seen` as `closed` and is `read` as anything else (a field the
 /// state never saw, or the read lacks, is left to the other rules).
 fn opened(
+    kind: Kind,
     field: &'static str,
     seen: Option<&str>,
     read: Option<&str>,
@@ -436,6 +492,7 @@ fn opened(
             if seen.eq_ignore_ascii_case(closed) && !read.eq_ignore_ascii_case(closed) =>
         {
             Some(GateRefusal::OpenedSinceSeen {
+                kind,
                 field,
                 seen: seen.to_owned(),
                 read: read.to_owned(),
@@ -485,6 +542,7 @@ pub fn read_agrees_with_state(
     let confirmed = ownership.confirmed.iter().collect::<HashSet<_>>().len();
     if !options.accept_missing_rules && gone.len() * 2 > confirmed {
         return Err(GateRefusal::Suspicious {
+            kind: read.kind,
             present: confirmed - gone.len(),
             confirmed,
             missing: gone.len(),
@@ -603,10 +661,40 @@ fn persons_rules_kept(
 /// lose a rule of tagfence's (an ended grant's), never gain one.
 fn body_fits(read: &LiveAcl, sent: &SentIpRules, options: GateOptions) -> Result<(), GateRefusal> {
     let count = sent.rules.len() + sent.verbatim.len();
-    let limit = options.max_rules.min(KEY_VAULT_MAX_RULES);
+    let limit = options.max_rules.min(read.kind.max_rules());
     let held = read.ip_rules.len() + read.unreadable.len();
     if count > limit && count >= held {
         return Err(GateRefusal::OverLimit { count, limit });
+    }
+    Ok(())
+}
+
+/// Rule 5, the form: every rule the write adds (one the read does not hold) is one the kind
+/// takes, in its spelling (Storage: no /31, no `/32` range; a single address bare). A rule as
+/// read goes back as it was.
+fn forms_accepted(read: &LiveAcl, proposal: &Proposal) -> Result<(), GateRefusal> {
+    let held: HashSet<&Value> = read.entries.iter().collect();
+    let entries = proposal
+        .network_acls
+        .get("ipRules")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    for entry in entries.iter().filter(|e| !held.contains(e)) {
+        let Some(text) = entry.get("value").and_then(Value::as_str) else {
+            continue;
+        };
+        let Ok(rule) = super::cidr::parse_rule(text) else {
+            continue;
+        };
+        let refusal = |why| GateRefusal::FormRefused {
+            kind: read.kind,
+            value: text.to_owned(),
+            why,
+        };
+        read.kind.accepts(rule).map_err(refusal)?;
+        if !read.kind.spelling_accepted(text) {
+            return Err(refusal("a single address is written without a prefix"));
+        }
     }
     Ok(())
 }
@@ -694,7 +782,12 @@ mod tests {
             GateOptions::default(),
         )
         .unwrap_err();
-        assert_eq!(err, GateRefusal::NoFirewall);
+        assert_eq!(
+            err,
+            GateRefusal::NoFirewall {
+                kind: Kind::KeyVault
+            }
+        );
         assert!(err.to_string().contains("--init-firewall"));
         let options = GateOptions {
             init_firewall: true,
@@ -718,6 +811,7 @@ mod tests {
         assert_eq!(
             check(&live, &propose(&live, &rules, true), seen, options).unwrap_err(),
             GateRefusal::FirewallVanished {
+                kind: Kind::KeyVault,
                 seen: "Deny".to_owned()
             }
         );
@@ -752,6 +846,7 @@ mod tests {
             matches!(
                 &err,
                 GateRefusal::OpenedSinceSeen {
+                    kind: Kind::KeyVault,
                     field: "defaultAction",
                     ..
                 }
@@ -769,6 +864,7 @@ mod tests {
             matches!(
                 &err,
                 GateRefusal::OpenedSinceSeen {
+                    kind: Kind::KeyVault,
                     field: "bypass",
                     ..
                 }
@@ -866,6 +962,7 @@ mod tests {
             matches!(
                 err,
                 GateRefusal::Suspicious {
+                    kind: Kind::KeyVault,
                     present: 0,
                     confirmed: 3,
                     missing: 3,
@@ -1069,5 +1166,163 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("lacks properties.networkAcls"));
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    fn nets(texts: &[&str]) -> Vec<Ipv4Net> {
+        texts.iter().map(|t| t.parse().unwrap()).collect()
+    }
+
+    fn storage() -> LiveAcl {
+        LiveAcl::read(
+            Kind::StorageAccount,
+            &json!({"name": "stprod", "type": "Microsoft.Storage/storageAccounts", "location": "westeurope",
+                "properties": {"networkAcls": {
+                    "bypass": "AzureServices, Logging", "defaultAction": "Deny",
+                    "virtualNetworkRules": [{"id": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Network/virtualNetworks/v/subnets/a", "action": "Allow"}],
+                    "resourceAccessRules": [{"tenantId": "t", "resourceId": "/subscriptions/s/providers/Microsoft.Security/datascanners/storageDataScanner"}],
+                    "ipv6Rules": [],
+                    "ipRules": [{"value": "52.1.2.3", "action": "Allow"}]}}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_storage_write_keeps_every_other_field_and_writes_single_addresses_bare() {
+        let live = storage();
+        assert!(live.is_whole());
+        assert_eq!(live.location.as_deref(), Some("westeurope"));
+        let rules = nets(&["52.1.2.3/32", "20.0.0.9/32", "20.0.1.0/24"]);
+        let proposal = propose(&live, &rules, false);
+        let write = check(
+            &live,
+            &proposal,
+            Ownership::default(),
+            GateOptions::default(),
+        )
+        .unwrap();
+        let body = write.body();
+        let acls = &body["properties"]["networkAcls"];
+        assert_eq!(
+            acls["ipRules"],
+            json!([{"value": "52.1.2.3", "action": "Allow"}, {"value": "20.0.0.9", "action": "Allow"}, {"value": "20.0.1.0/24", "action": "Allow"}])
+        );
+        for field in [
+            "bypass",
+            "defaultAction",
+            "virtualNetworkRules",
+            "resourceAccessRules",
+            "ipv6Rules",
+        ] {
+            assert_eq!(
+                acls[field],
+                live.network_acls.as_ref().unwrap()[field],
+                "{field}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_31_or_a_32_range_never_goes_to_a_storage_account() {
+        let live = storage();
+        let mut proposal = propose(&live, &nets(&["52.1.2.3/32"]), false);
+        for bad in ["20.0.0.8/31", "20.0.0.9/32"] {
+            let mut sent = proposal.clone();
+            sent.network_acls["ipRules"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"value": bad, "action": "Allow"}));
+            let refusal =
+                check(&live, &sent, Ownership::default(), GateOptions::default()).unwrap_err();
+            assert!(
+                matches!(refusal, GateRefusal::FormRefused { .. }),
+                "{bad}: {refusal}"
+            );
+            assert!(
+                refusal.to_string().starts_with(&format!(
+                    "the write holds the IP rule '{bad}', which a storage account refuses"
+                )),
+                "{refusal}"
+            );
+        }
+        // The limit is the kind's: 400, whatever the run allows.
+        proposal = propose(
+            &live,
+            &(0..401u32)
+                .map(|i| crate::core::cidr::net(0x1400_0000 + (i << 8), 24))
+                .chain(nets(&["52.1.2.3/32"]))
+                .collect::<Vec<_>>(),
+            false,
+        );
+        let refusal = check(
+            &live,
+            &proposal,
+            Ownership::default(),
+            GateOptions {
+                max_rules: 1000,
+                ..GateOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            refusal,
+            GateRefusal::OverLimit {
+                count: 402,
+                limit: 400
+            }
+        );
+    }
+
+    #[test]
+    fn a_registry_is_written_under_network_rule_set_and_refused_below_premium() {
+        let doc = |sku: &str| {
+            json!({"name": "crprod", "type": "Microsoft.ContainerRegistry/registries", "sku": {"name": sku},
+            "properties": {"networkRuleSet": {"defaultAction": "Deny", "ipRules": [{"action": "Allow", "value": "52.1.2.3"}]}}})
+        };
+        let live = LiveAcl::read(Kind::ContainerRegistry, &doc("Premium")).unwrap();
+        assert!(live.is_whole() && live.unsupported.is_none());
+        let write = check(
+            &live,
+            &propose(&live, &nets(&["52.1.2.3/32", "20.0.0.9/32"]), false),
+            Ownership::default(),
+            GateOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            write.body(),
+            json!({"properties": {"networkRuleSet": {"defaultAction": "Deny", "ipRules": [{"action": "Allow", "value": "52.1.2.3"}, {"action": "Allow", "value": "20.0.0.9"}]}}})
+        );
+        let standard = LiveAcl::read(Kind::ContainerRegistry, &doc("Standard")).unwrap();
+        let refusal = check(
+            &standard,
+            &propose(&standard, &nets(&["52.1.2.3/32"]), false),
+            Ownership::default(),
+            GateOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(refusal.to_string(), "the registry cannot hold IP rules: its tier is Standard; IP network rules are only available on Premium registries; nothing written");
+        // A document of another kind is not read as a registry.
+        assert!(LiveAcl::read(Kind::ContainerRegistry, &storage_doc()).is_err());
+    }
+
+    fn storage_doc() -> Value {
+        json!({"name": "stprod", "type": "Microsoft.Storage/storageAccounts", "properties": {"networkAcls": {}}})
+    }
+
+    #[test]
+    fn a_partial_storage_read_names_the_storage_paths() {
+        let live = LiveAcl::read(Kind::StorageAccount, &storage_doc()).unwrap();
+        let refusal = check(
+            &live,
+            &propose(&live, &[], false),
+            Ownership::default(),
+            GateOptions::default(),
+        )
+        .unwrap_err();
+        assert!(refusal.to_string().starts_with("the storage account read lacks properties.networkAcls.defaultAction and properties.networkAcls.bypass and properties.networkAcls.ipRules and properties.networkAcls.virtualNetworkRules"), "{refusal}");
     }
 }

@@ -1,14 +1,16 @@
-//! A vault's firewall as Azure Resource Manager returns it, reduced to what tagfence plans with
-//! and kept verbatim for what it writes back.
+//! A resource's firewall as Azure Resource Manager returns it, reduced to what tagfence plans
+//! with and kept verbatim for what it writes back.
 //!
-//! The shape is `Vault.properties.networkAcls` (Microsoft.KeyVault REST API, `NetworkRuleSet`:
-//! `defaultAction`, `bypass`, `ipRules[].value`, `virtualNetworkRules[]`). ARM replaces
-//! `networkAcls` wholesale on PATCH, so the object is kept exactly as read
-//! ([`LiveAcl::network_acls`]), for a write to send back with nothing changed but `ipRules`.
+//! The shape is the kind's rule set under `properties` (see [`Kind`]): Key Vault's and
+//! Storage's `networkAcls` (`defaultAction`, `bypass`, `ipRules[].value`,
+//! `virtualNetworkRules[]`, and on Storage `resourceAccessRules[]` and `ipRules[].action`),
+//! Container Registry's `networkRuleSet` (`defaultAction`, `ipRules[]`). ARM replaces the rule
+//! set wholesale on PATCH, so the object is kept exactly as read ([`LiveAcl::network_acls`]),
+//! for a write to send back with nothing changed but `ipRules`.
 //!
-//! A read is taken at its word only when it is whole: a document without `properties`,
-//! `networkAcls`, `defaultAction`, `bypass`, `ipRules` or `virtualNetworkRules` (missing or
-//! `null`) is *not* an empty firewall,
+//! A read is taken at its word only when it is whole: a document without `properties`, the rule
+//! set, or one of the kind's required fields ([`Kind::required_fields`]; missing or `null`) is
+//! *not* an empty firewall,
 //! and [`LiveAcl::missing`] says what it lacks so that no write is made from it.
 //! A rule value tagfence cannot read (host bits set, quotes, an empty string — Microsoft's own
 //! API examples hold such values) is a person's rule like any other: kept verbatim
@@ -19,13 +21,14 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::cidr;
+use super::kind::{Kind, RuleSetField};
 
-/// A field of a vault read that a write depends on.
+/// A field of a resource read that a write depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum AclField {
     /// `properties`
     Properties,
-    /// `properties.networkAcls`
+    /// The rule set: `properties.networkAcls` (`properties.networkRuleSet` on a registry).
     NetworkAcls,
     /// `properties.networkAcls.defaultAction`
     DefaultAction,
@@ -38,15 +41,25 @@ pub enum AclField {
 }
 
 impl AclField {
-    /// The field's path in the vault document.
-    pub fn path(self) -> &'static str {
-        match self {
-            AclField::Properties => "properties",
-            AclField::NetworkAcls => "properties.networkAcls",
-            AclField::DefaultAction => "properties.networkAcls.defaultAction",
-            AclField::Bypass => "properties.networkAcls.bypass",
-            AclField::IpRules => "properties.networkAcls.ipRules",
-            AclField::VirtualNetworkRules => "properties.networkAcls.virtualNetworkRules",
+    /// The field's path in a document of `kind`.
+    pub fn path(self, kind: Kind) -> String {
+        let field = match self {
+            AclField::Properties => return "properties".to_owned(),
+            AclField::NetworkAcls => return format!("properties.{}", kind.rule_set_property()),
+            AclField::DefaultAction => RuleSetField::DefaultAction,
+            AclField::Bypass => RuleSetField::Bypass,
+            AclField::IpRules => RuleSetField::IpRules,
+            AclField::VirtualNetworkRules => RuleSetField::VirtualNetworkRules,
+        };
+        format!("properties.{}.{}", kind.rule_set_property(), field.name())
+    }
+
+    fn of(field: RuleSetField) -> AclField {
+        match field {
+            RuleSetField::DefaultAction => AclField::DefaultAction,
+            RuleSetField::Bypass => AclField::Bypass,
+            RuleSetField::IpRules => AclField::IpRules,
+            RuleSetField::VirtualNetworkRules => AclField::VirtualNetworkRules,
         }
     }
 }
@@ -62,10 +75,12 @@ pub struct UnreadableRule {
     pub reason: String,
 }
 
-/// The firewall of one vault as read.
+/// The firewall of one resource as read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LiveAcl {
-    /// The vault's name, when the document has one.
+    /// The firewall's kind: where its rule set is and what its rules look like.
+    pub kind: Kind,
+    /// The resource's name, when the document has one.
     pub vault_name: Option<String>,
     /// `Allow` or `Deny`; `None` when the read has none.
     pub default_action: Option<String>,
@@ -84,9 +99,17 @@ pub struct LiveAcl {
     pub virtual_network_rules: Vec<Value>,
     /// `Enabled`/`Disabled`; when `Disabled` the IP rules have no effect.
     pub public_network_access: Option<String>,
-    /// `properties.networkAcls` exactly as read; `None` when it is missing or `null`.
+    /// The resource's Azure region (`location`), when the document has one.
+    pub location: Option<String>,
+    /// The rule set (`properties.networkAcls`, `properties.networkRuleSet`) exactly as read;
+    /// `None` when it is missing or `null`.
     #[serde(skip)]
     pub network_acls: Option<Map<String, Value>>,
+    /// Why this resource's firewall cannot take IP rules at all, when the read shows it: a
+    /// container registry below the Premium tier ("Configuring IP access rules is available in
+    /// the Premium container registry service tier", Microsoft Learn, "Configure public IP
+    /// network rules").
+    pub unsupported: Option<String>,
     /// The fields a write depends on that the read lacks (missing, `null`, or not of their type:
     /// `defaultAction` and `bypass` strings, the rule lists arrays), outermost first; empty for
     /// a whole read.
@@ -100,14 +123,21 @@ pub enum LiveError {
     /// serde would take the last, another reader the first, so such a read is not trusted).
     #[error("the vault document is not valid JSON")]
     Json(#[source] serde_json::Error),
-    #[error("the document is not a vault resource: {0}")]
-    NotAVault(String),
+    #[error("the document is not a {} resource: {reason}", kind.label())]
+    NotAResource { kind: Kind, reason: String },
 }
 
 impl LiveAcl {
-    /// A vault with no firewall rules (used when no live state is given).
+    /// A Key Vault with no firewall rules (used when no live state is given).
     pub fn empty() -> Self {
+        LiveAcl::empty_of(Kind::KeyVault)
+    }
+
+    /// A resource of `kind` with no firewall rules.
+    pub fn empty_of(kind: Kind) -> Self {
         LiveAcl {
+            kind,
+            location: None,
             vault_name: None,
             default_action: None,
             bypass: None,
@@ -117,36 +147,63 @@ impl LiveAcl {
             virtual_network_rules: Vec::new(),
             public_network_access: None,
             network_acls: None,
+            unsupported: None,
             missing: Vec::new(),
         }
     }
 
-    /// Reads a vault document as ARM's `GET …/vaults/{name}` returns it. A document that lacks
-    /// fields is read (see [`LiveAcl::missing`]); one that is plainly something else — an ARM
-    /// error body, a list response, an API example file, another resource type — is refused.
+    /// Reads a Key Vault document as ARM's `GET …/vaults/{name}` returns it
+    /// ([`LiveAcl::read`] of [`Kind::KeyVault`]).
     ///
     /// # Errors
     /// [`LiveError`] when it is not JSON or not a vault resource.
     pub fn from_vault_json(bytes: &[u8]) -> Result<LiveAcl, LiveError> {
-        LiveAcl::from_vault_value(&parse_document(bytes)?)
+        LiveAcl::read(Kind::KeyVault, &parse_document(bytes)?)
     }
 
     /// [`LiveAcl::from_vault_json`] for a parsed document.
     ///
     /// # Errors
-    /// [`LiveError::NotAVault`] when it is not a vault resource.
+    /// [`LiveError::NotAResource`] when it is not a vault resource.
     pub fn from_vault_value(doc: &Value) -> Result<LiveAcl, LiveError> {
-        let doc = doc.as_object().ok_or_else(|| {
-            LiveError::NotAVault(format!("it is {}, not a JSON object", kind_of(doc)))
+        LiveAcl::read(Kind::KeyVault, doc)
+    }
+
+    /// Reads a document of `kind` as ARM's `GET` of the resource returns it. A document that
+    /// lacks fields is read (see [`LiveAcl::missing`]); one that is plainly something else — an
+    /// ARM error body, a list response, an API example file, another resource type — is refused.
+    ///
+    /// # Errors
+    /// [`LiveError::NotAResource`] when it is not a resource of `kind`.
+    pub fn read(kind: Kind, doc: &Value) -> Result<LiveAcl, LiveError> {
+        let doc = doc.as_object().ok_or_else(|| LiveError::NotAResource {
+            kind,
+            reason: format!("it is {}, not a JSON object", kind_of(doc)),
         })?;
-        not_something_else(doc)?;
-        let mut live = LiveAcl::empty();
+        not_something_else(kind, doc).map_err(|reason| LiveError::NotAResource { kind, reason })?;
+        let mut live = LiveAcl::empty_of(kind);
         live.vault_name = doc.get("name").and_then(Value::as_str).map(str::to_owned);
+        live.location = doc
+            .get("location")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if kind == Kind::ContainerRegistry {
+            let sku = doc
+                .get("sku")
+                .and_then(|sku| sku.get("name"))
+                .and_then(Value::as_str);
+            if let Some(sku) = sku.filter(|sku| !sku.eq_ignore_ascii_case("Premium")) {
+                live.unsupported = Some(format!(
+                    "its tier is {sku}; IP network rules are only available on Premium registries"
+                ));
+            }
+        }
         let Some(properties) = doc.get("properties").and_then(Value::as_object) else {
             if doc.get("properties").is_some_and(|p| !p.is_null()) {
-                return Err(LiveError::NotAVault(
-                    "its properties are not an object".to_owned(),
-                ));
+                return Err(LiveError::NotAResource {
+                    kind,
+                    reason: "its properties are not an object".to_owned(),
+                });
             }
             live.missing = vec![AclField::Properties];
             return Ok(live);
@@ -157,12 +214,13 @@ impl LiveAcl {
             .map(str::to_owned);
         // Absent or null: a firewall never configured (or a read that lost it). Anything else
         // that is not an object is no firewall tagfence can reason about.
-        let Some(acls) = properties.get("networkAcls").and_then(Value::as_object) else {
-            if let Some(other) = properties.get("networkAcls").filter(|a| !a.is_null()) {
-                return Err(LiveError::NotAVault(format!(
-                    "properties.networkAcls is {}, not an object",
-                    kind_of(other)
-                )));
+        let property = kind.rule_set_property();
+        let Some(acls) = properties.get(property).and_then(Value::as_object) else {
+            if let Some(other) = properties.get(property).filter(|a| !a.is_null()) {
+                return Err(LiveError::NotAResource {
+                    kind,
+                    reason: format!("properties.{property} is {}, not an object", kind_of(other)),
+                });
             }
             live.missing = vec![AclField::NetworkAcls];
             return Ok(live);
@@ -172,36 +230,36 @@ impl LiveAcl {
             .get("defaultAction")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        if !acls.get("defaultAction").is_some_and(Value::is_string) {
-            live.missing.push(AclField::DefaultAction);
-        }
         live.bypass = acls
             .get("bypass")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        // ARM's own answers carry all four fields (Microsoft's getVault and updateVault
-        // examples do); a read without `bypass` or the vnet rules would be sent back without
-        // them, and ARM would then default `bypass` to AzureServices (more open) or drop the
-        // vnet rules (locking their networks out).
-        if !acls.get("bypass").is_some_and(Value::is_string) {
-            live.missing.push(AclField::Bypass);
-        }
         live.virtual_network_rules = acls
             .get("virtualNetworkRules")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        match acls.get("ipRules") {
-            None | Some(Value::Null) => live.missing.push(AclField::IpRules),
-            Some(Value::Array(entries)) => {
-                let (readable, unreadable) = read_rules(entries);
-                (live.ip_rules, live.entries) = readable.into_iter().unzip();
-                live.unreadable = unreadable;
-            }
-            Some(_) => live.missing.push(AclField::IpRules),
+        if let Some(Value::Array(entries)) = acls.get("ipRules") {
+            let (readable, unreadable) = read_rules(entries);
+            (live.ip_rules, live.entries) = readable.into_iter().unzip();
+            live.unreadable = unreadable;
         }
-        if !acls.get("virtualNetworkRules").is_some_and(Value::is_array) {
-            live.missing.push(AclField::VirtualNetworkRules);
+        // ARM's own answers carry every required field (Microsoft's getVault and updateVault
+        // examples do); a read without `bypass` or the vnet rules would be sent back without
+        // them, and ARM would then default `bypass` to AzureServices (more open) or drop the
+        // vnet rules (locking their networks out).
+        for field in kind.required_fields() {
+            let present = match field {
+                RuleSetField::DefaultAction | RuleSetField::Bypass => {
+                    acls.get(field.name()).is_some_and(Value::is_string)
+                }
+                RuleSetField::IpRules | RuleSetField::VirtualNetworkRules => {
+                    acls.get(field.name()).is_some_and(Value::is_array)
+                }
+            };
+            if !present {
+                live.missing.push(AclField::of(*field));
+            }
         }
         Ok(live)
     }
@@ -376,39 +434,31 @@ fn read_rules(entries: &[Value]) -> (Vec<(Ipv4Net, Value)>, Vec<UnreadableRule>)
     (readable, unreadable)
 }
 
-/// Refuses the documents people mistake for a vault: an ARM error body, a list response, an
-/// API example file, another resource type.
-fn not_something_else(doc: &Map<String, Value>) -> Result<(), LiveError> {
+/// Refuses the documents people mistake for a resource of `kind`: an ARM error body, a list
+/// response, an API example file, another resource type.
+fn not_something_else(kind: Kind, doc: &Map<String, Value>) -> Result<(), String> {
     if let Some(error) = doc.get("error") {
         let code = error.get("code").and_then(Value::as_str).unwrap_or("?");
-        return Err(LiveError::NotAVault(format!(
-            "it is an ARM error answer (code {code})"
-        )));
+        return Err(format!("it is an ARM error answer (code {code})"));
     }
     if doc.contains_key("responses") || doc.contains_key("parameters") {
-        return Err(LiveError::NotAVault(
-            "it looks like an API example file (it has `parameters`/`responses`); give the vault object of a response body".to_owned(),
-        ));
+        return Err(
+            "it looks like an API example file (it has `parameters`/`responses`); give the resource object of a response body".to_owned(),
+        );
     }
     if doc.get("value").is_some_and(Value::is_array) && !doc.contains_key("properties") {
-        return Err(LiveError::NotAVault(
-            "it is a list response (`value` array); give one vault object".to_owned(),
-        ));
+        return Err("it is a list response (`value` array); give one resource object".to_owned());
     }
-    if let Some(kind) = doc.get("type").and_then(Value::as_str) {
-        if !kind.eq_ignore_ascii_case("Microsoft.KeyVault/vaults") {
-            return Err(LiveError::NotAVault(format!(
-                "its type is {kind}, not Microsoft.KeyVault/vaults"
-            )));
+    if let Some(given) = doc.get("type").and_then(Value::as_str) {
+        if !given.eq_ignore_ascii_case(kind.resource_type()) {
+            return Err(format!("its type is {given}, not {}", kind.resource_type()));
         }
     }
     let looks_like_a_resource = ["id", "name", "type", "properties"]
         .iter()
         .any(|key| doc.contains_key(*key));
     if !looks_like_a_resource {
-        return Err(LiveError::NotAVault(
-            "it has none of id, name, type or properties".to_owned(),
-        ));
+        return Err("it has none of id, name, type or properties".to_owned());
     }
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! - [`service_tags`]: the one model of a Service Tags document and its parser (both formats).
 //! - [`cidr`]: IPv4 prefixes, reserved ranges, lossless collapse.
 //! - [`fit`]: the exact fit of a prefix set into a rule budget.
+//! - [`kind`]: the firewall kinds (Key Vault, Storage, Container Registry): their rules' limits,
+//!   forms and costs.
 //! - [`desired`]: selection → the rules a vault should hold.
 //! - [`live`]: a vault's firewall as ARM returns it.
 //! - [`gate`]: the safety check every firewall write passes, and the verify after it.
@@ -16,7 +18,7 @@
 //!
 //! The modules are layered, and each imports only modules below it, so that a lower one can be
 //! read and tested without the ones above and no change up the stack can reach down:
-//! `text`, `json`, `cidr` → `grant`, `service_tags` → `fit` → `desired` → `plan`, `live` → `gate`, `render`.
+//! `text`, `json`, `cidr` → `grant`, `service_tags` → `fit` → `kind` → `desired` → `plan`, `live` → `gate`, `render`.
 //! A module that needs to say what one above does with it says so in prose, without a doc link,
 //! which would tie it to that module all the same.
 
@@ -26,6 +28,7 @@ pub mod fit;
 pub mod gate;
 pub mod grant;
 mod json;
+pub mod kind;
 pub mod live;
 pub mod plan;
 pub mod profiles;

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::desired::{self, DesireError, DesiredRules, FitMode, Limits, SelectedTag, Selection};
 use super::grant::GrantRefusal;
+use super::kind::Kind;
 use super::service_tags::{Cloud, ServiceTags};
 
 /// Which document the plan was computed from.
@@ -34,6 +35,9 @@ pub struct SourceInfo {
 pub struct Plan {
     /// The vault's name when known.
     pub vault: Option<String>,
+    /// The firewall's kind (Key Vault unless the caller says otherwise: the plan's rules do not
+    /// depend on it, only how they are written and named).
+    pub kind: Kind,
     pub source: SourceInfo,
     pub desired: DesiredRules,
     /// Rules to add, sorted.
@@ -208,6 +212,7 @@ fn plan_granting(
         .collect();
     Plan {
         vault: None,
+        kind: Kind::KeyVault,
         source,
         desired,
         add,
@@ -631,6 +636,34 @@ fn plan_afresh(
         kept = actually_kept;
     }
     Ok(result.expect("the loop runs at least once"))
+}
+
+/// The selected tags in `location`, the resource's own region, on a kind whose same-region
+/// traffic arrives from private addresses (Storage: "Services deployed in the same region as the
+/// storage account use private Azure IP addresses for communication", Microsoft Learn, "Azure
+/// Storage firewall rules"): the rules allow nothing from there, and a person should know.
+/// Regions compare as Azure spells them, without case or spaces (`West Europe`, `westeurope`).
+pub fn same_region_tags<'a>(
+    kind: Kind,
+    location: Option<&str>,
+    tags: &'a [SelectedTag],
+) -> Vec<&'a SelectedTag> {
+    let normal = |region: &str| {
+        region
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_ascii_lowercase()
+    };
+    let Some(location) = location.map(normal).filter(|l| !l.is_empty()) else {
+        return Vec::new();
+    };
+    if !kind.same_region_is_private() {
+        return Vec::new();
+    }
+    tags.iter()
+        .filter(|tag| !tag.region.is_empty() && normal(&tag.region) == location)
+        .collect()
 }
 
 #[cfg(test)]

@@ -31,7 +31,8 @@ pub fn plan_text(plan: &Plan) -> String {
     if plan.has_changes() {
         let _ = writeln!(
             out,
-            "tagfence will change the vault's IP rules as follows ({}):",
+            "tagfence will change the {}'s IP rules as follows ({}):",
+            plan.kind.noun(),
             legend(plan)
         );
         out.push('\n');
@@ -52,12 +53,24 @@ pub fn plan_text(plan: &Plan) -> String {
     out
 }
 
+/// `storage account` → `Storage account`.
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
 /// What the plan is of: the vault, the source, the selection, the grace tags and the desired
 /// rules, then a blank line.
 fn write_header(out: &mut String, plan: &Plan) {
     let desired = &plan.desired;
     match &plan.vault {
-        Some(name) => writeln!(out, "Vault {name}: firewall plan"),
+        Some(name) => writeln!(
+            out,
+            "{} {name}: firewall plan",
+            capitalised(plan.kind.noun())
+        ),
         None => writeln!(out, "Firewall plan"),
     }
     .expect("writing to a String");
@@ -191,7 +204,8 @@ fn write_summary(out: &mut String, plan: &Plan) {
     } else {
         let _ = writeln!(
             out,
-            "No changes. The vault firewall matches the selected Service Tags ({} unchanged, {} unmanaged kept).",
+            "No changes. The {} firewall matches the selected Service Tags ({} unchanged, {} unmanaged kept).",
+            plan.kind.noun(),
             plan.unchanged,
             plan.unmanaged.len()
         );
@@ -282,6 +296,8 @@ fn strings(nets: &[Ipv4Net]) -> Vec<String> {
 pub struct PlanDocument<'p> {
     pub format_version: u32,
     pub vault: Option<&'p str>,
+    /// The firewall's kind (`key_vault`, `storage_account`, `container_registry`).
+    pub kind: &'static str,
     pub source: SourceDocument<'p>,
     /// The selected tags, as the document spells them.
     pub selection: Vec<&'p str>,
@@ -347,6 +363,7 @@ pub fn plan_json(plan: &Plan) -> PlanDocument<'_> {
     PlanDocument {
         format_version: PLAN_FORMAT_VERSION,
         vault: plan.vault.as_deref(),
+        kind: plan.kind.name(),
         source: SourceDocument {
             cloud: plan.source.cloud,
             change_number: plan.source.change_number,

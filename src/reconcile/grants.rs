@@ -199,7 +199,7 @@ pub fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::azure::VaultId;
+    use crate::azure::ResourceId;
 
     /// The vaults' longest grant in these tests.
     const MAX: Duration = Duration::from_secs(24 * 3600);
@@ -220,7 +220,7 @@ mod tests {
     }
 
     fn record() -> VaultState {
-        let id: VaultId =
+        let id: ResourceId =
             "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-one"
                 .parse()
                 .unwrap();

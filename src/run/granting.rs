@@ -20,13 +20,13 @@ use super::grants::{
 use super::report::{grant_line, vault_record};
 use super::request::RunRequest;
 use super::runner::Runner;
-use crate::azure::VaultId;
+use crate::azure::ResourceId;
 use crate::config::{TargetSource, VaultTarget};
 use crate::core::grant::{self, GrantRefusal};
 use crate::reconcile::{GrantChange, GrantWhich, NewGrant, RunContext, VaultReport};
 use crate::state::{self, GrantRecord, RunRecord, State};
 
-/// Vault records the sweep reads at once.
+/// Resource records the sweep reads at once.
 const SWEEP_READS_AT_ONCE: usize = 16;
 
 impl Runner {
@@ -106,7 +106,7 @@ impl Runner {
             Ok(target) => target,
             // A vault no longer managed may still hold a grant to end.
             Err(RunError::UnknownVault(_) | RunError::NotManaged { .. }) => {
-                match vault.parse::<VaultId>() {
+                match vault.parse::<ResourceId>() {
                     Ok(id) => self.sweep_target(id),
                     Err(_) => return Err(RunError::UnknownVault(vault)),
                 }
@@ -150,9 +150,9 @@ impl Runner {
         let index = state.read_grants_index().await?;
         // The index lists every vault a grant was recorded for; the listed vaults are read too,
         // so that a lost or deleted index hides no grant of theirs (their sweep re-enters them).
-        let mut candidates: Vec<VaultId> = Vec::new();
+        let mut candidates: Vec<ResourceId> = Vec::new();
         for vault in index.vaults.keys() {
-            match vault.parse::<VaultId>() {
+            match vault.parse::<ResourceId>() {
                 Ok(id) => candidates.push(id),
                 Err(err) => {
                     warn!(vault = %vault, error = %err, "the grants index names something that is no vault id; skipped")
@@ -164,7 +164,7 @@ impl Runner {
                 candidates.push(target.id.clone());
             }
         }
-        let listed_only = |id: &VaultId| {
+        let listed_only = |id: &ResourceId| {
             !index
                 .vaults
                 .keys()
@@ -352,7 +352,7 @@ impl Runner {
 
     /// The target the sweep reconciles a vault with: its configured one, else the defaults (a
     /// vault no longer managed still has its ended grants removed).
-    fn sweep_target(&self, id: VaultId) -> VaultTarget {
+    fn sweep_target(&self, id: ResourceId) -> VaultTarget {
         let mut target = match self.config().find_target(&id.to_string()) {
             Some(target) => target.clone(),
             None => self
@@ -450,7 +450,7 @@ fn ipv4_of(address: IpAddr) -> Option<Ipv4Addr> {
 /// A new grant id: `g-` and 16 hex digits, unique in practice (a per-process random key over
 /// the vault, the address, the time and a counter). Ids are names, not secrets: who may revoke
 /// is decided by the requester, never by knowing an id.
-fn new_grant_id(vault: &VaultId, address: Ipv4Addr) -> String {
+fn new_grant_id(vault: &ResourceId, address: Ipv4Addr) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut hasher = RandomState::new().build_hasher();
     hasher.write(vault.key().as_bytes());

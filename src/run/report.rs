@@ -126,7 +126,7 @@ impl RunReport {
         );
         for vault in &self.vaults {
             out.push('\n');
-            let name = &vault.vault.name;
+            let name = vault.vault.display_name();
             let status = match &vault.outcome {
                 Outcome::InSync => "in sync. No changes.".to_owned(),
                 Outcome::Applied => "applied and verified.".to_owned(),
@@ -193,7 +193,7 @@ pub fn vault_line(report: &VaultReport) -> String {
         .unwrap_or_default();
     format!(
         "{}: {}{changes}{detail}",
-        report.vault.name,
+        report.vault.display_name(),
         report.outcome.status()
     )
 }
@@ -202,6 +202,7 @@ pub fn vault_line(report: &VaultReport) -> String {
 pub fn vault_json(report: &VaultReport) -> Value {
     json!({
         "vault": report.vault.to_string(),
+        "kind": report.vault.kind.name(),
         "name": report.vault.name,
         "outcome": report.outcome,
         "wrote": report.wrote,
@@ -220,6 +221,7 @@ pub(super) fn vault_record(v: &VaultReport) -> VaultRecord {
     let plan = v.plan.as_ref();
     VaultRecord {
         vault: v.vault.to_string(),
+        kind: Some(v.vault.kind.name().to_owned()),
         outcome: v.outcome.recorded(),
         detail: v.outcome.detail(),
         wrote: v.wrote,

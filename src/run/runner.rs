@@ -20,9 +20,10 @@ use super::targets::{Resolver, Targets};
 use crate::azure::arm::ArmClient;
 use crate::azure::auth::{self, IdentityEnv};
 use crate::azure::index::{self, FirewallIndex};
-use crate::azure::VaultId;
+use crate::azure::ResourceId;
 use crate::config::{Config, Observe, StateSpec, TargetSource, VaultTarget};
 use crate::core::desired;
+use crate::core::kind::Kind;
 use crate::core::service_tags::ServiceTags;
 use crate::notify::Notifier;
 use crate::reconcile::{Outcome, ReconcileError, Reconciler, RunContext, VaultReport};
@@ -151,7 +152,7 @@ impl Runner {
     ///
     /// # Errors
     /// When nothing can be reconciled at all (no vaults, unknown vault, no valid Service
-    /// Tags, an older document, unusable state). Vault failures are in the report.
+    /// Tags, an older document, unusable state). Resource failures are in the report.
     pub async fn run(&self, request: &RunRequest) -> Result<RunReport, RunError> {
         let started = Instant::now();
         let now = self.now();
@@ -316,9 +317,13 @@ impl Runner {
         }
         subscriptions.sort_unstable();
         subscriptions.dedup();
+        let mut kinds: Vec<Kind> = targets.iter().map(|t| t.id.kind).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
         // Bounded like one call: an index that pages on and on must not hold the run.
         let deadline = self.config.http.call_timeout;
-        match tokio::time::timeout(deadline, index::firewalls(&self.arm, &subscriptions)).await {
+        let query = index::firewalls(&self.arm, &subscriptions, &kinds);
+        match tokio::time::timeout(deadline, query).await {
             Ok(Ok(found)) => {
                 known.extend(found);
                 Some(known)
@@ -388,7 +393,7 @@ impl Runner {
     }
 
     /// Whether `vault` is one of the listed vaults.
-    pub fn manages(&self, vault: &VaultId) -> bool {
+    pub fn manages(&self, vault: &ResourceId) -> bool {
         self.resolver().manages(vault)
     }
 
@@ -411,7 +416,7 @@ impl Runner {
     /// # Errors
     /// As [`status::status`]; [`RunError::Discovery`] when discovered vaults cannot be listed.
     pub async fn status(&self) -> Result<StatusReport, RunError> {
-        let ids: Vec<VaultId> = if self.discovers() {
+        let ids: Vec<ResourceId> = if self.discovers() {
             let found = self.resolve_targets(&RunRequest::default()).await?;
             found
                 .targets

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde_json::{json, Value};
 
 use super::error::RunError;
-use crate::azure::VaultId;
+use crate::azure::ResourceId;
 use crate::core::render::PLAN_FORMAT_VERSION;
 use crate::core::service_tags::Cloud;
 use crate::state::{self, GrantRecord, SourceState, State, VaultState};
@@ -17,7 +17,7 @@ pub struct StatusReport {
     /// Where the state lives.
     pub state: String,
     pub source: Option<SourceState>,
-    pub vaults: Vec<(VaultId, Option<VaultState>)>,
+    pub vaults: Vec<(ResourceId, Option<VaultState>)>,
     /// Every grant recorded: live ones, and ended ones whose rule is not removed yet.
     pub grants: Vec<GrantRecord>,
 }
@@ -30,7 +30,7 @@ impl StatusReport {
         source_text(&mut out, self.source.as_ref());
         for (vault, remembered) in &self.vaults {
             out.push('\n');
-            let _ = writeln!(out, "== {}", vault.name);
+            let _ = writeln!(out, "== {}", vault.display_name());
             match remembered {
                 None => {
                     let _ = writeln!(out, "   never reconciled with this state");
@@ -55,6 +55,7 @@ impl StatusReport {
             "source": self.source,
             "vaults": self.vaults.iter().map(|(vault, remembered)| json!({
                 "vault": vault.to_string(),
+                "kind": vault.kind.name(),
                 "name": vault.name,
                 "last_run": remembered.as_ref().and_then(|r| r.last_run.as_ref()),
                 "applied": remembered.as_ref().and_then(|r| r.applied.as_ref()).map(|a| json!({
@@ -80,7 +81,7 @@ impl StatusReport {
 pub async fn status(
     state: Option<&State>,
     cloud: Cloud,
-    ids: Vec<VaultId>,
+    ids: Vec<ResourceId>,
 ) -> Result<StatusReport, RunError> {
     let Some(state) = state else {
         return Err(RunError::StateSetup {

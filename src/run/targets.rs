@@ -8,15 +8,16 @@ use super::error::RunError;
 use super::request::RunRequest;
 use crate::azure::arm::{ArmClient, GraphScope};
 use crate::azure::index::{FirewallIndex, FIREWALL_COLUMNS};
-use crate::azure::VaultId;
+use crate::azure::{kinds, ResourceId};
 use crate::config::{Config, Discovery, VaultTarget};
+use crate::core::kind::Kind;
 
 /// The vaults of a run.
 #[derive(Debug, Clone)]
 pub struct Targets {
     pub targets: Vec<VaultTarget>,
     /// Discovered vaults whose tag value is invalid, with the reason: reported as refused.
-    pub invalid: Vec<(VaultId, String)>,
+    pub invalid: Vec<(ResourceId, String)>,
     /// The firewalls of the discovered vaults, from discovery's own query: a run observing
     /// through Resource Graph asks again only for the vaults this lacks.
     pub indexed: FirewallIndex,
@@ -32,7 +33,7 @@ pub struct Resolver<'a> {
 /// A vault named by id that discovery had not found: a target, or tagged with an invalid value.
 enum Onboarded {
     Target(Box<VaultTarget>),
-    Invalid(VaultId, String),
+    Invalid(ResourceId, String),
 }
 
 impl Resolver<'_> {
@@ -60,8 +61,13 @@ impl Resolver<'_> {
     }
 
     /// Whether `vault` is one of the listed vaults.
-    pub fn manages(&self, vault: &VaultId) -> bool {
+    pub fn manages(&self, vault: &ResourceId) -> bool {
         self.config.targets.iter().any(|t| t.id.same_as(vault))
+    }
+
+    /// The kinds discovery and the Event Grid hook consider (the `kinds` setting).
+    pub fn discovery_kinds(&self) -> Vec<Kind> {
+        self.config.kinds.clone()
     }
 
     /// Whether vaults are also discovered by their tag.
@@ -106,7 +112,7 @@ impl Resolver<'_> {
         for name in names {
             if let Some(target) = self.config.find_target(name) {
                 chosen.targets.push(target.clone());
-            } else if let Ok(id) = name.parse::<VaultId>() {
+            } else if let Ok(id) = name.parse::<ResourceId>() {
                 match self.onboard(discovery, id).await? {
                     Onboarded::Target(target) => chosen.targets.push(*target),
                     Onboarded::Invalid(id, reason) => chosen.invalid.push((id, reason)),
@@ -122,7 +128,7 @@ impl Resolver<'_> {
                     discovered = Some(found);
                 }
                 let found = discovered.as_ref().expect("set above");
-                let named = |id: &VaultId| id.name.eq_ignore_ascii_case(name.trim());
+                let named = |id: &ResourceId| id.name.eq_ignore_ascii_case(name.trim());
                 if let Some(target) = found.targets.iter().find(|t| named(&t.id)) {
                     chosen.targets.push(target.clone());
                 } else if let Some(invalid) = found.invalid.iter().find(|(id, _)| named(id)) {
@@ -161,10 +167,12 @@ impl Resolver<'_> {
     async fn discover(
         &self,
         discovery: &Discovery,
-    ) -> Result<(Vec<(VaultId, String)>, FirewallIndex), RunError> {
+    ) -> Result<(Vec<(ResourceId, String)>, FirewallIndex), RunError> {
         let tag = &discovery.tag;
+        // Every enabled kind in one query: one pass over the index finds them all.
         let query = format!(
-            "resources | where type =~ 'microsoft.keyvault/vaults' | where isnotempty(tags['{tag}']) | project id, name, subscriptionId, value = tostring(tags['{tag}']), {FIREWALL_COLUMNS}"
+            "resources | where {} | where isnotempty(tags['{tag}']) | project id, name, subscriptionId, value = tostring(tags['{tag}']), {FIREWALL_COLUMNS}",
+            kinds::graph_type_filter(&self.discovery_kinds())
         );
         let mut scopes = Vec::new();
         if !discovery.subscriptions.is_empty() {
@@ -175,7 +183,7 @@ impl Resolver<'_> {
                 discovery.management_groups.clone(),
             ));
         }
-        let mut found: Vec<(VaultId, String)> = Vec::new();
+        let mut found: Vec<(ResourceId, String)> = Vec::new();
         let mut indexed = FirewallIndex::default();
         for scope in &scopes {
             let rows = self
@@ -186,10 +194,10 @@ impl Resolver<'_> {
             indexed.extend(FirewallIndex::from_rows(&rows));
             for row in rows {
                 let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
-                let Ok(vault) = id.parse::<VaultId>() else {
+                let Ok(vault) = id.parse::<ResourceId>() else {
                     warn!(
                         id,
-                        "Resource Graph returned a row that is not a vault id; ignored"
+                        "Resource Graph returned a row that is not the id of a resource tagfence manages; ignored"
                     );
                     continue;
                 };
@@ -204,17 +212,31 @@ impl Resolver<'_> {
                 found.push((vault, value));
             }
         }
-        info!(vaults = found.len(), tag = %tag, "discovered tagged vaults");
+        let count = |kind: Kind| found.iter().filter(|(id, _)| id.kind == kind).count();
+        info!(
+            resources = found.len(),
+            vaults = count(Kind::KeyVault),
+            storage_accounts = count(Kind::StorageAccount),
+            registries = count(Kind::ContainerRegistry),
+            tag = %tag,
+            "discovered tagged resources"
+        );
         Ok((found, indexed))
     }
 
     /// A vault named by id that discovery has not found (yet): taken when it carries the tag
     /// (read through ARM, never from the lagging index) and lies in a discovery scope.
-    async fn onboard(&self, discovery: &Discovery, id: VaultId) -> Result<Onboarded, RunError> {
+    async fn onboard(&self, discovery: &Discovery, id: ResourceId) -> Result<Onboarded, RunError> {
         let not_managed = |reason: String| RunError::NotManaged {
             vault: id.to_string(),
             reason,
         };
+        if !self.discovery_kinds().contains(&id.kind) {
+            return Err(not_managed(format!(
+                "it is a {}, a kind the setting kinds does not enable",
+                id.kind.label()
+            )));
+        }
         let mut in_scope = discovery
             .subscriptions
             .iter()
@@ -241,7 +263,7 @@ impl Resolver<'_> {
         }
         let vault = self
             .arm
-            .get_vault(&id)
+            .get_resource(&id)
             .await
             .map_err(|err| RunError::Discovery(err.to_string()))?;
         let Some(value) = vault.tag(&discovery.tag) else {
@@ -250,7 +272,7 @@ impl Resolver<'_> {
                 discovery.tag
             )));
         };
-        info!(vault = %id.name, value, "onboarding a newly tagged vault");
+        info!(kind = %id.kind, resource = %id.name, value, "onboarding a newly tagged resource");
         Ok(match self.config.discovered_target(id.clone(), value) {
             Ok(target) => Onboarded::Target(Box::new(target)),
             Err(err) => Onboarded::Invalid(id, err.to_string()),

@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 
 use super::schedule::Schedule;
 use crate::azure::auth::IdentityEnv;
-use crate::azure::VaultId;
+use crate::azure::ResourceId;
 use crate::config::{Config, ConfigErrors};
 use crate::run::{
     grant_json, GrantReport, GrantRequest, RevokeRequest, RunError, RunReport, RunRequest, Runner,
@@ -29,7 +29,7 @@ pub trait Engine: Send + Sync {
     fn check(&self, request: &RunRequest) -> Result<(), RunError>;
     /// Whether a write to `vault` may concern tagfence: a managed vault, or any vault when
     /// discovery is on (it may have been tagged a moment ago).
-    fn may_manage(&self, vault: &VaultId) -> bool;
+    fn may_manage(&self, vault: &ResourceId) -> bool;
     /// Each vault's last run and the grants recorded (`"grants": [grant_json…]`), as
     /// `GET /api/status` shows them.
     async fn last_runs(&self) -> Value;
@@ -57,7 +57,7 @@ impl Engine for Runner {
         self.targets(request).map(|_| ())
     }
 
-    fn may_manage(&self, vault: &VaultId) -> bool {
+    fn may_manage(&self, vault: &ResourceId) -> bool {
         self.manages(vault) || self.discovers()
     }
 

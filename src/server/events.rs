@@ -1,4 +1,5 @@
-//! `function-eventgrid`: a write to a vault tagfence manages reconciles that vault. The host
+//! `function-eventgrid`: a write to a resource tagfence manages (a vault, a storage account, a
+//! registry: any kind, `crate::azure::kinds::write_operation`) reconciles that resource. The host
 //! sends one event or a batch, as an object, an array, or either as JSON text
 //! ([`InvocationRequest::events`]). Every event is checked before any is handled, so a malformed
 //! one refuses the invocation (400) without half of it done. Then each is handled in turn, a
@@ -21,13 +22,14 @@ use tracing::{error, info};
 use super::answer::{bad_invocation, error_body, failed, failure_message, handle, ok, report_logs};
 use super::engine::{AppState, NotConfigured};
 use super::invocation::{Events, InvocationError, InvocationRequest, InvocationResponse};
-use crate::azure::VaultId;
+use crate::azure::{kinds, ResourceId};
 use crate::reconcile::ErrorKind;
 use crate::run::{self, policy, RunError, RunReport, RunRequest};
 
-/// What a Key Vault write event is about, if it is one: the vault written, `None` for other
-/// events, an error naming what is missing for something that is not an event at all.
-pub fn vault_written(event: &Value) -> Result<Option<VaultId>, String> {
+/// What a write event of a supported kind is about, if it is one: the resource written, `None`
+/// for other events (another operation, another resource type), an error naming what is missing
+/// for something that is not an event at all.
+pub fn vault_written(event: &Value) -> Result<Option<ResourceId>, String> {
     // Event Grid schema: eventType/subject/data; CloudEvents 1.0: type/subject/data.
     let event_type = event
         .get("eventType")
@@ -38,17 +40,24 @@ pub fn vault_written(event: &Value) -> Result<Option<VaultId>, String> {
         return Ok(None);
     }
     let data = event.get("data").cloned().unwrap_or(Value::Null);
-    if let Some(operation) = data.get("operationName").and_then(Value::as_str) {
-        if !operation.eq_ignore_ascii_case("Microsoft.KeyVault/vaults/write") {
-            return Ok(None);
-        }
-    }
+    let operation_kind = match data.get("operationName").and_then(Value::as_str) {
+        Some(operation) => match kinds::kind_of_write(operation) {
+            Some(kind) => Some(kind),
+            None => return Ok(None),
+        },
+        None => None,
+    };
     let resource = data
         .get("resourceUri")
         .or_else(|| event.get("subject"))
         .and_then(Value::as_str)
         .unwrap_or_default();
-    Ok(resource.parse::<VaultId>().ok())
+    // The write's operation and the resource it names must be of one kind: an event whose
+    // operation is a storage write but whose resource is a vault is not taken at its word.
+    Ok(resource
+        .parse::<ResourceId>()
+        .ok()
+        .filter(|id| operation_kind.is_none_or(|kind| kind == id.kind)))
 }
 
 /// What became of one Event Grid event.
@@ -110,18 +119,20 @@ fn first_vault(report: &RunReport) -> Value {
 async fn handle_event(
     state: &AppState,
     event_type: &str,
-    vault: Option<VaultId>,
+    vault: Option<ResourceId>,
 ) -> Result<Handled, NotConfigured> {
     let Some(vault) = vault else {
-        info!(%event_type, "event is not a key vault write; ignored");
+        info!(%event_type, "event is not a write of a resource kind tagfence manages; ignored");
         return Ok(Handled::Ignored {
-            log: format!("ignored {event_type}: not a key vault write"),
+            log: format!(
+                "ignored {event_type}: not a write of a vault, storage account or registry"
+            ),
             value: json!({"ignored": event_type}),
         });
     };
     let engine = state.engine().await?;
     let ignore = |reason: &str| {
-        info!(vault = %vault, reason, "write to a vault tagfence does not manage; ignored");
+        info!(resource = %vault, reason, "write to a resource tagfence does not manage; ignored");
         Handled::Ignored {
             log: format!("ignored a write to {}: {reason}", vault.name),
             value: json!({"ignored": vault.to_string()}),
@@ -129,9 +140,9 @@ async fn handle_event(
     };
     // With discovery, a vault tagged a moment ago is onboarded now (read through ARM).
     if !engine.may_manage(&vault) {
-        return Ok(ignore("not a managed vault"));
+        return Ok(ignore("not a managed resource"));
     }
-    info!(vault = %vault.name, "a vault tagfence may manage was written; reconciling it");
+    info!(kind = %vault.kind, resource = %vault.name, "a resource tagfence may manage was written; reconciling it");
     let started = Instant::now();
     let result = engine
         .run(&RunRequest {
@@ -213,7 +224,7 @@ pub(super) async fn event_grid(
 fn read_events(
     events: &[Value],
     batch: bool,
-) -> Result<Vec<(String, Option<VaultId>)>, Box<Response>> {
+) -> Result<Vec<(String, Option<ResourceId>)>, Box<Response>> {
     let count = events.len();
     events
         .iter()
@@ -237,7 +248,7 @@ fn read_events(
 /// first (`Err(index of that event)` for the others).
 async fn handle_events(
     state: &AppState,
-    read: Vec<(String, Option<VaultId>)>,
+    read: Vec<(String, Option<ResourceId>)>,
 ) -> Result<Vec<Result<Handled, usize>>, Box<Response>> {
     let mut handled: Vec<Result<Handled, usize>> = Vec::with_capacity(read.len());
     let mut first_for: HashMap<String, usize> = HashMap::new();

@@ -14,9 +14,10 @@ use super::schedule::Schedule;
 use super::*;
 use crate::azure::auth::IdentityEnv;
 use crate::azure::pipeline::{AzureError, WaitLimit};
-use crate::azure::VaultId;
+use crate::azure::ResourceId;
 use crate::core::gate::GateRefusal;
 use crate::core::grant::grant_rule;
+use crate::core::kind::Kind;
 use crate::core::service_tags::Cloud;
 use crate::reconcile::{AzureStep, Outcome, ReconcileError, VaultReport};
 use crate::run::SourceSummary;
@@ -55,7 +56,7 @@ enum GrantsEnd {
 
 enum Ends {
     /// One vault with this outcome.
-    Vault(Outcome),
+    Resource(Outcome),
     /// The run fails as a whole.
     Run(fn() -> RunError),
 }
@@ -76,7 +77,7 @@ impl Fake {
     fn granting(grants_end: GrantsEnd) -> Arc<Fake> {
         Arc::new(Fake {
             grants_end,
-            ..Arc::into_inner(Fake::new(Ends::Vault(Outcome::Applied))).unwrap()
+            ..Arc::into_inner(Fake::new(Ends::Resource(Outcome::Applied))).unwrap()
         })
     }
 
@@ -134,7 +135,7 @@ impl Engine for Fake {
     async fn run(&self, request: &RunRequest) -> Result<RunReport, RunError> {
         self.requests.lock().unwrap().push(request.clone());
         match &self.ends {
-            Ends::Vault(outcome) => Ok(report(outcome.clone())),
+            Ends::Resource(outcome) => Ok(report(outcome.clone())),
             Ends::Run(error) => Err(error()),
         }
     }
@@ -146,7 +147,7 @@ impl Engine for Fake {
         }
     }
 
-    fn may_manage(&self, _vault: &VaultId) -> bool {
+    fn may_manage(&self, _vault: &ResourceId) -> bool {
         self.managed
     }
 
@@ -296,7 +297,9 @@ async fn every_error_kind_of_a_sync_has_its_own_status() {
         (Outcome::Applied, 200, "", false),
         (Outcome::InSync, 200, "", false),
         (
-            failed(ReconcileError::Gate(GateRefusal::NoFirewall)),
+            failed(ReconcileError::Gate(GateRefusal::NoFirewall {
+                kind: Kind::KeyVault,
+            })),
             409,
             "refused",
             false,
@@ -332,7 +335,7 @@ async fn every_error_kind_of_a_sync_has_its_own_status() {
     ];
     for (outcome, want, kind, retry) in cases {
         let name = format!("{outcome:?}");
-        let (status, body) = sync(app_over(Fake::new(Ends::Vault(outcome))), json!({})).await;
+        let (status, body) = sync(app_over(Fake::new(Ends::Resource(outcome))), json!({})).await;
         assert_eq!(status, want, "{name}: {body}");
         if want != 200 {
             assert_eq!(body["kind"], kind, "{name}: {body}");
@@ -381,7 +384,7 @@ async fn a_failed_run_answers_by_the_kind_of_its_error() {
 
 #[tokio::test]
 async fn sync_parameters_are_checked_before_any_run() {
-    let fake = Fake::new(Ends::Vault(Outcome::Applied));
+    let fake = Fake::new(Ends::Resource(Outcome::Applied));
     let (status, body) = sync(app_over(fake.clone()), json!({"dryRun": "maybe"})).await;
     assert_eq!(
         (status, body["kind"].as_str()),
@@ -433,7 +436,7 @@ async fn sync_parameters_are_checked_before_any_run() {
 
 #[tokio::test]
 async fn wrong_methods_and_actions_are_named() {
-    let fake = Fake::new(Ends::Vault(Outcome::Applied));
+    let fake = Fake::new(Ends::Resource(Outcome::Applied));
     let (status, body) = http(app_over(fake.clone()), "GET", "sync", json!({})).await;
     assert_eq!(status, 405, "{body}");
     let (status, body) = http(app_over(fake.clone()), "POST", "status", json!({})).await;
@@ -484,7 +487,7 @@ async fn an_engine_that_cannot_be_built_fails_every_invocation_and_status_says_w
 async fn the_timer_fails_its_invocation_when_a_vault_failed() {
     let timer = json!({"Data": {"timer": {"IsPastDue": false}}, "Metadata": {}});
     let (status, body) = post(
-        app_over(Fake::new(Ends::Vault(Outcome::Applied))),
+        app_over(Fake::new(Ends::Resource(Outcome::Applied))),
         "/function-timer",
         timer.clone(),
     )
@@ -494,9 +497,11 @@ async fn the_timer_fails_its_invocation_when_a_vault_failed() {
         body["ReturnValue"]["vaults"][0]["outcome"]["status"],
         "applied"
     );
-    let refused = failed(ReconcileError::Gate(GateRefusal::NoFirewall));
+    let refused = failed(ReconcileError::Gate(GateRefusal::NoFirewall {
+        kind: Kind::KeyVault,
+    }));
     let (status, body) = post(
-        app_over(Fake::new(Ends::Vault(refused))),
+        app_over(Fake::new(Ends::Resource(refused))),
         "/function-timer",
         timer.clone(),
     )
@@ -526,7 +531,7 @@ async fn event_grid_reconciles_managed_vault_writes_and_ignores_the_rest() {
             "data": {"operationName": "Microsoft.KeyVault/vaults/write", "resourceUri": resource}})
     };
     let invocation = |event: Value| json!({"Data": {"event": event}, "Metadata": {}});
-    let fake = Fake::new(Ends::Vault(Outcome::Applied));
+    let fake = Fake::new(Ends::Resource(Outcome::Applied));
     let (status, body) = post(
         app_over(fake.clone()),
         "/function-eventgrid",
@@ -558,7 +563,7 @@ async fn event_grid_reconciles_managed_vault_writes_and_ignores_the_rest() {
     // A vault tagfence does not manage: ignored.
     let unmanaged = Arc::new(Fake {
         managed: false,
-        ..Arc::into_inner(Fake::new(Ends::Vault(Outcome::Applied))).unwrap()
+        ..Arc::into_inner(Fake::new(Ends::Resource(Outcome::Applied))).unwrap()
     });
     let (status, body) = post(
         app_over(unmanaged.clone()),
@@ -577,7 +582,7 @@ async fn event_grid_reconciles_managed_vault_writes_and_ignores_the_rest() {
     .await;
     assert_eq!(status, 400, "{body}");
     // A failed vault fails the invocation, with its kind.
-    let failing = Fake::new(Ends::Vault(failed(ReconcileError::Azure {
+    let failing = Fake::new(Ends::Resource(failed(ReconcileError::Azure {
         step: AzureStep::Observe,
         error: api(403),
     })));
@@ -596,7 +601,7 @@ async fn event_grid_reconciles_managed_vault_writes_and_ignores_the_rest() {
 
 #[tokio::test]
 async fn bodies_that_are_no_invocation_are_refused_with_a_json_error() {
-    let fake = Fake::new(Ends::Vault(Outcome::Applied));
+    let fake = Fake::new(Ends::Resource(Outcome::Applied));
     let (status, body) = send(
         app_over(fake.clone()),
         Request::get("/").body(Body::empty()).unwrap(),

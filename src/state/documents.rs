@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::format::{
     cloud_name, optional_cloud_name, optional_rfc3339, rfc3339, VAULT_STATE_FORMAT,
 };
-use crate::azure::VaultId;
+use crate::azure::ResourceId;
 use crate::core::desired::{DesiredRules, Dropped, Origin, RuleInfo, SelectedTag};
 use crate::core::service_tags::Cloud;
 
@@ -102,6 +102,10 @@ pub struct RecordedTag {
     pub change_number: u64,
     /// Its IPv4 prefixes as published (the tag shrink guard compares them).
     pub ipv4_prefixes: usize,
+    /// Its Azure region, for a regional tag (records written before kinds have none: the
+    /// same-region note of a storage account then waits for the next recomputed plan).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
 }
 
 /// Prefixes left out because Key Vault cannot hold them.
@@ -180,6 +184,7 @@ fn recorded_tag(tag: &SelectedTag) -> RecordedTag {
         name: tag.name.clone(),
         change_number: tag.change_number,
         ipv4_prefixes: tag.ipv4_prefixes,
+        region: tag.region.clone(),
     }
 }
 
@@ -188,6 +193,7 @@ fn selected_tag(tag: &RecordedTag) -> SelectedTag {
         name: tag.name.clone(),
         change_number: tag.change_number,
         ipv4_prefixes: tag.ipv4_prefixes,
+        region: tag.region.clone(),
     }
 }
 
@@ -413,7 +419,7 @@ pub struct VaultState {
 }
 
 impl VaultState {
-    pub fn new(vault: &VaultId) -> Self {
+    pub fn new(vault: &ResourceId) -> Self {
         VaultState {
             format_version: VAULT_STATE_FORMAT,
             vault: vault.to_string(),
@@ -535,7 +541,7 @@ impl GrantRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantsIndex {
     pub format_version: u32,
-    /// Vault ARM id → the grant ids recorded for it (to find a vault by grant id).
+    /// Resource ARM id → the grant ids recorded for it (to find a vault by grant id).
     #[serde(default)]
     pub vaults: BTreeMap<String, Vec<String>>,
 }
@@ -582,6 +588,10 @@ pub struct SourceState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VaultRecord {
     pub vault: String,
+    /// The firewall's kind (`key_vault`, `storage_account`, `container_registry`); records
+    /// written before kinds have none and are Key Vaults (the id says so too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(rename = "status")]
     pub outcome: RecordedOutcome,
     #[serde(skip_serializing_if = "Option::is_none", default)]

@@ -82,17 +82,26 @@ pub use format::{
 };
 pub use store::{Lock, StateError, Store, LOCK_TTL};
 
-use crate::azure::VaultId;
+use crate::azure::ResourceId;
+use crate::core::kind::Kind;
 use crate::core::service_tags::Cloud;
 
-fn vault_key(prefix: &str, vault: &VaultId) -> String {
+/// Where a resource's record (or lock) lives: `{prefix}/{subscription}/{group}/{name}` for a Key
+/// Vault (the key records had before there were kinds), `{prefix}/{subscription}/{group}/{kind}/
+/// {name}` for any other kind, so that a vault and a storage account of one name in one group
+/// never share a record or a lock. The two cannot meet: a vault's key has one segment fewer.
+fn vault_key(prefix: &str, vault: &ResourceId) -> String {
     // Lower-cased: ARM ids are case-insensitive, the store's keys are not.
-    format!(
-        "{prefix}/{}/{}/{}",
+    let group = format!(
+        "{prefix}/{}/{}",
         vault.subscription.to_ascii_lowercase(),
         vault.resource_group.to_ascii_lowercase(),
-        vault.name.to_ascii_lowercase()
-    )
+    );
+    let name = vault.name.to_ascii_lowercase();
+    match vault.kind {
+        Kind::KeyVault => format!("{group}/{name}"),
+        kind => format!("{group}/{}/{name}", kind.name()),
+    }
 }
 
 const GRANTS_INDEX_KEY: &str = "grants/index.json";
@@ -205,7 +214,7 @@ impl State {
     /// [`StateError::NewerFormat`] for a record of a format newer than [`VAULT_STATE_FORMAT`],
     /// [`StateError::Corrupt`] for one that is not a valid record of the format it names (or
     /// names none), and the store's errors.
-    pub async fn read_vault(&self, vault: &VaultId) -> Result<Option<VaultState>, StateError> {
+    pub async fn read_vault(&self, vault: &ResourceId) -> Result<Option<VaultState>, StateError> {
         let key = format!("{}.json", vault_key("vaults", vault));
         let Some((bytes, found)) = self.get_versioned(&key).await? else {
             return Ok(None);
@@ -223,7 +232,11 @@ impl State {
         read.map(Some).map_err(|detail| self.corrupt(&key, detail))
     }
 
-    pub async fn write_vault(&self, vault: &VaultId, state: &VaultState) -> Result<(), StateError> {
+    pub async fn write_vault(
+        &self,
+        vault: &ResourceId,
+        state: &VaultState,
+    ) -> Result<(), StateError> {
         self.put_json(&format!("{}.json", vault_key("vaults", vault)), state)
             .await
     }
@@ -371,7 +384,7 @@ impl State {
         let index = self.read_grants_index().await?;
         let mut grants = Vec::new();
         for vault in index.vaults.keys() {
-            let Ok(id) = vault.parse::<VaultId>() else {
+            let Ok(id) = vault.parse::<ResourceId>() else {
                 continue;
             };
             if let Some(record) = self.read_vault(&id).await? {
@@ -383,7 +396,7 @@ impl State {
 
     pub async fn lock_vault(
         &self,
-        vault: &VaultId,
+        vault: &ResourceId,
         wait: Duration,
     ) -> Result<Box<dyn Lock>, StateError> {
         self.store
@@ -434,11 +447,19 @@ mod tests {
 
     #[test]
     fn keys_are_lower_case_and_grouped() {
-        let id: VaultId =
+        let id: ResourceId =
             "/subscriptions/S1/resourceGroups/RG/providers/Microsoft.KeyVault/vaults/KV-Prod"
                 .parse()
                 .unwrap();
         assert_eq!(vault_key("vaults", &id), "vaults/s1/rg/kv-prod");
+        let storage: ResourceId =
+            "/subscriptions/S1/resourceGroups/RG/providers/Microsoft.Storage/storageAccounts/kvprod"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            vault_key("vaults", &storage),
+            "vaults/s1/rg/storage_account/kvprod"
+        );
         assert_eq!(
             State::snapshot_key(Cloud::AzureGovernment, 401),
             "snapshots/azuregovernment/401.json.gz"
@@ -466,7 +487,7 @@ mod tests {
         (State::new(Arc::new(dir::DirStore::new(&dir))), dir)
     }
 
-    fn kv() -> VaultId {
+    fn kv() -> ResourceId {
         "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-one"
             .parse()
             .unwrap()

@@ -208,7 +208,7 @@ fn set(rules: &[String]) -> BTreeSet<String> {
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
     pub seeds: usize,
-    /// Vault reconciles, all three runs.
+    /// Resource reconciles, all three runs.
     pub reconciles: usize,
     pub faults_queued: usize,
     /// Requests a fault acted on (the pass-through zero delays not counted).

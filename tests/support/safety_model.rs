@@ -569,11 +569,11 @@ pub struct Tally {
     pub documents_by_kind: BTreeMap<String, usize>,
     /// Reads answered with a lie.
     pub lying_reads: usize,
-    /// Vault reconciles with at least one lying read.
+    /// Resource reconciles with at least one lying read.
     pub lied_reconciles: usize,
-    /// Vault reconciles the tag guard had to refuse.
+    /// Resource reconciles the tag guard had to refuse.
     pub tag_guard_expected: usize,
-    /// Vault reconciles checked for liveness (whole reads, nothing odd).
+    /// Resource reconciles checked for liveness (whole reads, nothing odd).
     pub liveness_checked: usize,
     /// Person's rules (and values) checked present, summed over reconciles.
     pub person_rules_checked: usize,
@@ -605,7 +605,7 @@ pub struct Tally {
     pub delayed_by_stale_index: usize,
     /// Grant steps: grants, revokes, sweeps, clock moves, people adding a grant's /32.
     pub grant_steps: usize,
-    /// Vault reconciles of grants, revokes and sweeps (counted in `reconciles`, `applied`, …
+    /// Resource reconciles of grants, revokes and sweeps (counted in `reconciles`, `applied`, …
     /// too, and checked by the same properties but the tag guard and liveness).
     pub grant_reconciles: usize,
     /// Grant, revoke and sweep steps with an injected fault (a lying read, failing PATCHes), and
@@ -777,7 +777,9 @@ fn refusal_kind(reason: &ReconcileError) -> &'static str {
         ReconcileError::Gate(GateRefusal::Suspicious { .. }) => {
             "suspicious read (tagfence's rules missing)"
         }
-        ReconcileError::Gate(GateRefusal::NoFirewall) => "read without networkAcls (no firewall)",
+        ReconcileError::Gate(GateRefusal::NoFirewall { .. }) => {
+            "read without networkAcls (no firewall)"
+        }
         ReconcileError::Gate(GateRefusal::FirewallVanished { .. }) => {
             "read without networkAcls (seen Deny before)"
         }
