@@ -5,7 +5,9 @@
 //! vault in sync, as a week later — the bench tells the runner its writes are old).
 //!
 //! Run: `cargo bench --bench apply -- [VAULTS] [CONCURRENCY] [STATE] [SUBSCRIPTIONS]
-//! [LATENCY_MS] [OBSERVE] [IN_FLIGHT]` (defaults 100, 8, none, 1, 0, graph, 64). STATE is `none`, `dir` (a fresh
+//! [LATENCY_MS] [OBSERVE] [IN_FLIGHT] [KINDS]` (defaults 100, 8, none, 1, 0, graph, 64, vaults).
+//! KINDS is `vaults` or `mixed` (every other resource a storage account: half vaults, half
+//! storage accounts, one ARM write budget per subscription for both). STATE is `none`, `dir` (a fresh
 //! temporary directory) or an https container URL (Blob storage, e.g. Azurite; its CA from
 //! `TAGFENCE_STATE_CA_FILE`); `scripts/bench_state.sh` runs the Blob case against Azurite.
 //! LATENCY_MS is added by the emulator to every ARM and Resource Graph answer. OBSERVE is `graph`
@@ -49,11 +51,18 @@ fn subscription(i: usize) -> String {
     format!("00000000-0000-0000-0000-{:012}", i + 1)
 }
 
-fn vault_id(i: usize, subscriptions: usize) -> String {
-    format!(
-        "/subscriptions/{}/resourceGroups/rg-bench/providers/Microsoft.KeyVault/vaults/kv-bench-{i:05}",
-        subscription(i % subscriptions)
-    )
+/// Whether resource `i` is a storage account (`mixed`: every odd one) rather than a vault.
+fn is_storage(i: usize, args: &Args) -> bool {
+    args.kinds == "mixed" && i % 2 == 1
+}
+
+fn vault_id(i: usize, args: &Args) -> String {
+    let subscription = subscription(i % args.subscriptions);
+    if is_storage(i, args) {
+        format!("/subscriptions/{subscription}/resourceGroups/rg-bench/providers/Microsoft.Storage/storageAccounts/stbench{i:05}")
+    } else {
+        format!("/subscriptions/{subscription}/resourceGroups/rg-bench/providers/Microsoft.KeyVault/vaults/kv-bench-{i:05}")
+    }
 }
 
 /// The bench's arguments.
@@ -65,6 +74,7 @@ struct Args {
     latency_ms: u64,
     observe: String,
     in_flight: usize,
+    kinds: String,
 }
 
 fn args() -> Args {
@@ -80,15 +90,24 @@ fn args() -> Args {
         in_flight: next()
             .and_then(|a| a.parse().ok())
             .unwrap_or(tagfence::azure::arm::MAX_IN_FLIGHT),
+        kinds: next().unwrap_or_else(|| "vaults".to_owned()),
     }
 }
 
 fn seed(args: &Args) -> Vec<serde_json::Value> {
     (0..args.vaults)
         .map(|i| {
-            json!({"id": vault_id(i, args.subscriptions), "name": format!("kv-bench-{i:05}"), "type": "Microsoft.KeyVault/vaults", "location": "westeurope",
-                "properties": {"tenantId": "00000000-0000-0000-0000-0000000000aa", "sku": {"family": "A", "name": "standard"},
-                    "networkAcls": {"defaultAction": "Deny", "bypass": "AzureServices", "ipRules": [{"value": format!("52.174.{}.{}/32", i / 250, i % 250)}], "virtualNetworkRules": []}}})
+            let person = format!("52.174.{}.{}", i / 250, i % 250);
+            if is_storage(i, args) {
+                json!({"id": vault_id(i, args), "name": format!("stbench{i:05}"), "type": "Microsoft.Storage/storageAccounts", "location": "westeurope",
+                    "kind": "StorageV2", "sku": {"name": "Standard_LRS", "tier": "Standard"},
+                    "properties": {"networkAcls": {"defaultAction": "Deny", "bypass": "AzureServices", "ipRules": [{"value": person, "action": "Allow"}], "virtualNetworkRules": [],
+                        "resourceAccessRules": [{"tenantId": "00000000-0000-0000-0000-0000000000aa", "resourceId": "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Synapse/workspaces/syn"}]}}})
+            } else {
+                json!({"id": vault_id(i, args), "name": format!("kv-bench-{i:05}"), "type": "Microsoft.KeyVault/vaults", "location": "westeurope",
+                    "properties": {"tenantId": "00000000-0000-0000-0000-0000000000aa", "sku": {"family": "A", "name": "standard"},
+                        "networkAcls": {"defaultAction": "Deny", "bypass": "AzureServices", "ipRules": [{"value": format!("{person}/32")}], "virtualNetworkRules": []}}})
+            }
         })
         .collect()
 }
@@ -121,7 +140,7 @@ fn main() {
         .await
         .unwrap();
         let settings = Settings {
-            vaults: (0..args.vaults).map(|i| vault_id(i, args.subscriptions)).collect(),
+            vaults: (0..args.vaults).map(|i| vault_id(i, &args)).collect(),
             selection: SelectionSettings { tags: vec!["AzureDevOps".into()], static_rules: vec!["52.1.2.3".into()] },
             source: Some("download".into()),
             arm_endpoint: Some(emulator.base_url()),
@@ -153,19 +172,23 @@ fn main() {
             let report = runner.run(&RunRequest::default()).await.unwrap();
             let elapsed = started.elapsed();
             let requests = emulator.requests();
-            let count = |route: Route| requests.iter().filter(|r| r.route == route).count();
-            let throttled = |route: Route| requests.iter().filter(|r| r.route == route && r.status == 429).count();
+            let count = |routes: &[Route]| requests.iter().filter(|r| routes.contains(&r.route)).count();
+            let throttled = |routes: &[Route]| requests.iter().filter(|r| routes.contains(&r.route) && r.status == 429).count();
+            let gets = [Route::VaultGet, Route::StorageAccountGet];
+            let patches = [Route::VaultPatch, Route::StorageAccountPatch];
             let by_index = report.vaults.iter().filter(|v| v.observed == Observed::ResourceGraph).count();
             println!(
-                "{} vaults in {} subscription(s), concurrency {} (in flight {}), latency {} ms, observe {}, state {}, {label}: {:.2} s wall; {} GET, {} PATCH, {} Resource Graph queries; 429: {} GET, {} PATCH, {} Resource Graph; {} vaults in sync by the index; {} failed vaults",
-                args.vaults, args.subscriptions, args.concurrency, args.in_flight, args.latency_ms, args.observe, args.state,
+                "{} resources ({}) in {} subscription(s), concurrency {} (in flight {}), latency {} ms, observe {}, state {}, {label}: {:.2} s wall; {} GET ({} of storage accounts), {} PATCH ({} of storage accounts), {} Resource Graph queries; 429: {} GET, {} PATCH, {} Resource Graph; {} in sync by the index; {} failed",
+                args.vaults, args.kinds, args.subscriptions, args.concurrency, args.in_flight, args.latency_ms, args.observe, args.state,
                 elapsed.as_secs_f64(),
-                count(Route::VaultGet),
-                count(Route::VaultPatch),
-                count(Route::ResourceGraph),
-                throttled(Route::VaultGet),
-                throttled(Route::VaultPatch),
-                throttled(Route::ResourceGraph),
+                count(&gets),
+                count(&[Route::StorageAccountGet]),
+                count(&patches),
+                count(&[Route::StorageAccountPatch]),
+                count(&[Route::ResourceGraph]),
+                throttled(&gets),
+                throttled(&patches),
+                throttled(&[Route::ResourceGraph]),
                 by_index,
                 report.failures()
             );

@@ -167,7 +167,7 @@ fn write_unmanaged(out: &mut String, plan: &Plan) {
         );
     }
     for rule in &plan.unmanaged {
-        let _ = writeln!(out, "         {rule}");
+        let _ = writeln!(out, "         {}", plan.kind.rule_value(*rule));
     }
     out.push('\n');
 }
@@ -184,7 +184,7 @@ fn write_coincident(out: &mut String, plan: &Plan) {
         let _ = writeln!(out, "A person's rules equal to desired rules (on the vault before tagfence wanted them; kept even when the range is retired; --adopt-existing lets tagfence manage them):");
     }
     for rule in &plan.coincident {
-        let _ = writeln!(out, "         {rule}");
+        let _ = writeln!(out, "         {}", plan.kind.rule_value(*rule));
     }
     out.push('\n');
 }
@@ -227,6 +227,8 @@ fn legend(plan: &Plan) -> String {
 /// static rules, then removals.
 fn write_changes(out: &mut String, plan: &Plan) {
     let desired = &plan.desired;
+    // Rules as the firewall holds them: a storage account's single addresses bare.
+    let spelled = |rule: &Ipv4Net| plan.kind.rule_value(*rule);
     let mut groups: Vec<(String, Vec<String>)> = desired
         .tags
         .iter()
@@ -246,7 +248,9 @@ fn write_changes(out: &mut String, plan: &Plan) {
     for rule in &plan.add {
         // An added rule is desired, or a live grant's.
         let Some(info) = desired.info_of(rule) else {
-            groups[granted_group].1.push(format!("      +  {rule}"));
+            groups[granted_group]
+                .1
+                .push(format!("      +  {}", spelled(rule)));
             continue;
         };
         let group = match info.origin {
@@ -256,11 +260,11 @@ fn write_changes(out: &mut String, plan: &Plan) {
         let row = if info.extra_addresses > 0 {
             format!(
                 "      +  {:<18}  (+{} extra addresses)",
-                rule.to_string(),
+                spelled(rule),
                 thousands(info.extra_addresses)
             )
         } else {
-            format!("      +  {rule}")
+            format!("      +  {}", spelled(rule))
         };
         groups[group].1.push(row);
     }
@@ -272,7 +276,7 @@ fn write_changes(out: &mut String, plan: &Plan) {
         } else {
             retired_group
         };
-        groups[group].1.push(format!("      -  {rule}"));
+        groups[group].1.push(format!("      -  {}", spelled(rule)));
     }
     for (title, rows) in groups {
         if rows.is_empty() {

@@ -86,6 +86,21 @@ impl RunReport {
     }
 
     /// One line: how many vaults ended how.
+    /// What the summary counts: `vaults` while every one is a vault (as runs said before there
+    /// were kinds), else `resources`.
+    fn noun(&self) -> &'static str {
+        let vaults = self
+            .vaults
+            .iter()
+            .all(|v| v.vault.kind == crate::core::kind::Kind::KeyVault);
+        match (vaults, self.vaults.len() == 1) {
+            (true, true) => "vault",
+            (true, false) => "vaults",
+            (false, true) => "resource",
+            (false, false) => "resources",
+        }
+    }
+
     pub fn summary(&self) -> String {
         let skipped = self.count(|o| matches!(o, Outcome::Skipped { .. }));
         // A dry run writes nothing, so it says what would change; a run that writes says what
@@ -101,7 +116,7 @@ impl RunReport {
         format!(
             "{} {}: {changed}, {} in sync, {} refused, {} failed{}; Service Tags {} change {} in {} ms",
             self.vaults.len(),
-            if self.vaults.len() == 1 { "vault" } else { "vaults" },
+            self.noun(),
             self.count(|o| matches!(o, Outcome::InSync)),
             self.count(|o| matches!(o, Outcome::Refused(_))),
             self.count(|o| matches!(o, Outcome::Failed(_))),

@@ -35,7 +35,7 @@ impl StatusReport {
                 None => {
                     let _ = writeln!(out, "   never reconciled with this state");
                 }
-                Some(remembered) => vault_text(&mut out, remembered),
+                Some(remembered) => vault_text(&mut out, remembered, vault.kind.noun()),
             }
         }
         if !self.grants.is_empty() {
@@ -153,7 +153,7 @@ fn source_text(out: &mut String, source: Option<&SourceState>) {
 }
 
 /// What is remembered of one vault: its last run, its last-applied set, pending rules.
-fn vault_text(out: &mut String, remembered: &VaultState) {
+fn vault_text(out: &mut String, remembered: &VaultState, noun: &str) {
     match &remembered.last_run {
         None => {
             let _ = writeln!(out, "   last run: none recorded");
@@ -180,13 +180,13 @@ fn vault_text(out: &mut String, remembered: &VaultState) {
         None => {
             let _ = writeln!(
                 out,
-                "   last-applied set: none recorded (no rule on the vault is removed until one is)"
+                "   last-applied set: none recorded (no rule on the {noun} is removed until one is)"
             );
         }
         Some(applied) => {
             let _ = writeln!(
                 out,
-                "   last-applied set: {} rules from change number {}, last confirmed on the vault at {}",
+                "   last-applied set: {} rules from change number {}, last confirmed on the {noun} at {}",
                 applied.desired.len(),
                 applied.change_number,
                 state::timestamp(applied.applied_at)
