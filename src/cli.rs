@@ -1830,7 +1830,7 @@ mod tests {
             (&["--prune=yes"], "--prune=yes: expected true or false (or 1 or 0)"),
             (&["--envelope", "AzureCloud"], "--envelope AzureCloud: only used by a summarized fit, and the fit is exact by default; give --fit summarize too, or leave it out"),
             (&["--min-service-tags", "0"], "--min-service-tags 0: expected a whole number of tags, at least 1"),
-            (&["--static-rule", "192.168.1.10"], "--static-rule 192.168.1.10: overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918), which Key Vault refuses; expected a public address"),
+            (&["--static-rule", "192.168.1.10"], "--static-rule 192.168.1.10: overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918), which Key Vault and Storage refuse; expected a public address"),
         ];
         for (args, expected) in cases {
             let problems = plan_settings(args).unwrap_err();

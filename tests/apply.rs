@@ -537,7 +537,7 @@ async fn the_binary_refuses_a_private_static_rule_before_any_request() {
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(
         stderr(&output).lines().last().unwrap(),
-        "tagfence: error: reading the configuration: --static-rule 10.1.2.3: overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918), which Key Vault refuses; expected a public address"
+        "tagfence: error: reading the configuration: --static-rule 10.1.2.3: overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918), which Key Vault and Storage refuse; expected a public address"
     );
     assert!(emulator.requests().is_empty());
     emulator.shutdown().await;

@@ -273,7 +273,7 @@ fn errors_name_what_was_wrong_and_exit_2() {
         ),
         (
             &["--tag", "AzureDevOps", "--static-rule", "192.168.10.4"],
-            "tagfence: error: reading the configuration: --static-rule 192.168.10.4: overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918), which Key Vault refuses; expected a public address\n",
+            "tagfence: error: reading the configuration: --static-rule 192.168.10.4: overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918), which Key Vault and Storage refuse; expected a public address\n",
         ),
         (
             &["--tag", "AzureDevOps", "--static-rule", "52.1.2.3/24"],

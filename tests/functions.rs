@@ -553,10 +553,10 @@ async fn a_bad_configuration_fails_invocations_clearly_but_the_worker_starts() {
         "{}",
         invocation.body
     );
-    // What the operator reads: the setting, the value and why key vault refuses it.
+    // What the operator reads: the setting, the value and why key vault and storage refuse it.
     assert_eq!(
         invocation.body["error"],
-        "TAGFENCE_STATIC_RULES=192.168.1.1: overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918), which Key Vault refuses; expected a public address"
+        "TAGFENCE_STATIC_RULES=192.168.1.1: overlaps the reserved range 192.168.0.0/16 (private network, RFC 1918), which Key Vault and Storage refuse; expected a public address"
     );
     assert!(emulator.requests().is_empty());
     host.stop().await;

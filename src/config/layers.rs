@@ -277,10 +277,10 @@ pub(super) fn static_rule_problem(err: &RuleError) -> String {
         RuleError::Reserved { reserved, .. } => {
             format!(
                 "overlaps the reserved range {reserved}, {}; expected a public address",
-                if reserved.key_vault_refuses() {
-                    "which Key Vault refuses"
+                if reserved.azure_refuses() {
+                    "which Key Vault and Storage refuse"
                 } else {
-                    "which is no public address (tagfence refuses it; Key Vault documents refusing only RFC 1918 ranges)"
+                    "which is no public address (tagfence refuses it; Key Vault and Storage document refusing only RFC 1918 ranges)"
                 }
             )
         }

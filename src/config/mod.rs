@@ -776,7 +776,7 @@ max_rules = 300
             (with(&[s1], &["X"]), format!("vaults = {s1}: not a resource id tagfence manages (the subscription 's1' is not a GUID); expected {RESOURCE_ID_SHAPE}")),
             (with(&[KV_A], &[]), format!("vault {KV_A}: no tags or static rules selected; give --tag (TAGFENCE_TAGS) or --static-rule (TAGFENCE_STATIC_RULES)")),
             (with(&[KV_A, &upper], &["X"]), format!("vault {} is listed twice: vaults entry '{KV_A}' and vaults entry '{upper}'", upper.replace("RESOURCEGROUPS", "resourceGroups").replace("SUBSCRIPTIONS", "subscriptions").replace("PROVIDERS", "providers").replace("MICROSOFT.KEYVAULT", "Microsoft.KeyVault").replace("VAULTS", "vaults"))),
-            (Settings { selection: SelectionSettings { tags: Vec::new(), static_rules: vec!["10.0.0.1".into()] }, ..with(&[KV_A], &[]) }, "static_rules = 10.0.0.1: overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918), which Key Vault refuses; expected a public address".into()),
+            (Settings { selection: SelectionSettings { tags: Vec::new(), static_rules: vec!["10.0.0.1".into()] }, ..with(&[KV_A], &[]) }, "static_rules = 10.0.0.1: overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918), which Key Vault and Storage refuse; expected a public address".into()),
             (Settings { source: Some("api".into()), ..tagged(&["X"]) }, "source = api: the Discovery API needs a subscription and a location; give --subscription-id (TAGFENCE_SUBSCRIPTION_ID) and --location (TAGFENCE_LOCATION) too".into()),
             (Settings { source: Some("http://example.com/tags.json".into()), ..tagged(&["X"]) }, "source = http://example.com/tags.json: uses plain http; expected https (plain http only for a loopback host, a local emulator)".into()),
             (Settings { arm_endpoint: Some("http://management.azure.com".into()), ..tagged(&["X"]) }, "arm_endpoint = http://management.azure.com: uses plain http; expected https (plain http only for a loopback host, a local emulator)".into()),
@@ -1023,7 +1023,7 @@ max_rules = 300
         let err = config.discovered_target(id, "10.0.0.1").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "its tag tagfence='10.0.0.1': vault kv-a: static rule '10.0.0.1' overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918), which Key Vault refuses; expected a public address"
+            "its tag tagfence='10.0.0.1': vault kv-a: static rule '10.0.0.1' overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918), which Key Vault and Storage refuse; expected a public address"
         );
     }
 

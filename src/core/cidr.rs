@@ -1,4 +1,4 @@
-//! IPv4 prefixes for firewall rules: strict parsing, the reserved ranges Key Vault refuses, and
+//! IPv4 prefixes for firewall rules: strict parsing, the reserved ranges Azure refuses, and
 //! lossless collapse.
 //!
 //! Rules are [`ipnet::Ipv4Net`] values in canonical form (no host bits; a single address is a
@@ -285,8 +285,9 @@ fn parse_v6_addr(text: &[u8]) -> Option<u128> {
     )
 }
 
-/// A range of IPv4 space that Key Vault refuses in firewall rules, and that tagfence therefore
-/// drops from Service Tags and refuses in static rules.
+/// A range of IPv4 space that no firewall kind takes as a rule (Key Vault and Storage refuse the
+/// private ones; whether a registry does is UNVERIFIED), and that tagfence therefore drops from
+/// Service Tags and refuses in static rules, for every kind.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ReservedRange {
     pub net: Ipv4Net,
@@ -294,20 +295,23 @@ pub struct ReservedRange {
 }
 
 impl ReservedRange {
-    /// Whether Key Vault itself documents refusing the range (the RFC 1918 private ranges).
-    pub fn key_vault_refuses(&self) -> bool {
+    /// Whether Azure documents refusing the range: the RFC 1918 private ranges, which Key Vault
+    /// and Storage document refusing.
+    pub fn azure_refuses(&self) -> bool {
         self.name.contains("RFC 1918")
     }
 
     /// Why a rule in this range is refused: Key Vault documents refusing RFC 1918 ranges
     /// ("Virtual network service endpoints and private IP ranges ... are not supported",
-    /// Microsoft Learn, "Configure Azure Key Vault networking settings"); the others tagfence
-    /// refuses itself, as no pipeline reaches a public endpoint from them.
+    /// Microsoft Learn, "Configure Azure Key Vault networking settings"), and Storage too ("IP
+    /// network rules are allowed only for public internet IP addresses", Microsoft Learn, "Azure
+    /// Storage firewall rules"); the others tagfence refuses itself, as no pipeline reaches a
+    /// public endpoint from them.
     pub fn why(&self) -> &'static str {
-        if self.key_vault_refuses() {
-            "key vault refuses it"
+        if self.azure_refuses() {
+            "key vault and storage refuse it"
         } else {
-            "it is no public address (tagfence refuses it; Key Vault documents refusing only RFC 1918 ranges)"
+            "it is no public address (tagfence refuses it; Key Vault and Storage document refusing only RFC 1918 ranges)"
         }
     }
 }

@@ -684,7 +684,7 @@ mod tests {
     #[test]
     fn static_rules_are_checked() {
         let cases: &[(&str, &str)] = &[
-            ("10.0.0.1", "'10.0.0.1' overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918); key vault refuses it"),
+            ("10.0.0.1", "'10.0.0.1' overlaps the reserved range 10.0.0.0/8 (private network, RFC 1918); key vault and storage refuse it"),
             ("52.1.2.3/24", "'52.1.2.3/24' has host bits set (did you mean '52.1.2.0/24'?)"),
             ("52.1.2", "'52.1.2' is not an IPv4 address or CIDR prefix"),
             ("::1", "'::1' is IPv6; key vault firewall rules are IPv4 only"),
