@@ -4,9 +4,11 @@
 //   storage (no shared key), Log Analytics + Application Insights (Entra auth only), a Flex
 //   Consumption (FC1) Linux Function App running the `tagfence` custom handler, its app settings,
 //   and an Event Grid system topic on this subscription;
-// - a custom role holding only what tagfence uses, assigned to the identity on each vault, resource
-//   group and subscription given below (rbac/*.bicep, one module per scope so that every role
-//   assignment is a plain resource that offline checkers can read);
+// - a custom role holding only what tagfence uses: read and write of the kinds `enabledKinds`
+//   names (Key Vaults, Storage accounts, Container Registries), and Service Tags read; assigned to
+//   the identity on each listed resource (by its kind: rbac/vault.bicep, rbac/storage-account.bicep,
+//   rbac/registry.bicep), resource group and subscription given below (rbac/*.bicep, one module
+//   per scope so that every role assignment is a plain resource that offline checkers can read);
 // - a second custom role (Service Tags read only), assigned at one subscription when the Service
 //   Tags come from the Discovery API (`TAGFENCE_SOURCE=api`).
 //
@@ -43,22 +45,27 @@ param location string
 param resourceGroupName string = ''
 
 // ---------------------------------------------------------------------------------------------
-// Which vaults tagfence manages, and where it may write
+// Which resources tagfence manages, and where it may write
 // ---------------------------------------------------------------------------------------------
 
 // Required, with no default: azd asks for a parameter that has neither a default nor a value in
-// main.parameters.json, and `az deployment` refuses to run without it. One of two selections is
-// needed, vault ids or a discovery scope, which a parameter cannot say: `none` is the explicit "no
-// vault listed" for a deployment that discovers its vaults. infra/hooks/preprovision.py (azd's
-// preprovision hook) asks for it and checks its shape before anything is deployed.
+// main.parameters.json, and `az deployment` refuses to run without it. One of three selections is
+// needed, listed ids (here or in listedResources) or a discovery scope, which a parameter cannot
+// say: `none` is the explicit "nothing listed here" for a deployment that lists its resources in
+// listedResources or discovers them. infra/hooks/preprovision.py (azd's preprovision hook) asks
+// for it, sets it to `none` itself when another selection is given, and checks every id's shape
+// before anything is deployed.
 @minLength(1)
-@description('TAGFENCE_VAULTS: the Key Vaults tagfence manages, comma-separated resource ids /subscriptions/<GUID>/resourceGroups/<name>/providers/Microsoft.KeyVault/vaults/<name> (az keyvault list --query "[].id" -o tsv); the vault role is assigned on each. none: no vault listed, TAGFENCE_DISCOVER_SUBSCRIPTIONS or TAGFENCE_DISCOVER_MANAGEMENT_GROUPS selects them.')
+@description('TAGFENCE_VAULTS: the resources tagfence manages (the older name of TAGFENCE_RESOURCES, taking any kind), comma-separated resource ids /subscriptions/<GUID>/resourceGroups/<name>/providers/<type>/<name>, <type> being Microsoft.KeyVault/vaults, Microsoft.Storage/storageAccounts or Microsoft.ContainerRegistry/registries (az keyvault list --query "[].id" -o tsv); the firewall role is assigned on each. none: nothing listed here, listedResources, TAGFENCE_DISCOVER_SUBSCRIPTIONS or TAGFENCE_DISCOVER_MANAGEMENT_GROUPS selects them.')
 param vaults string
 
-@description('Comma-separated resource group ids: the vault role is assigned on each (every vault in it, present and future). Does not add vaults to TAGFENCE_VAULTS.')
+@description('TAGFENCE_RESOURCES: firewalled resources tagfence manages, comma-separated resource ids of Key Vaults (Microsoft.KeyVault/vaults), Storage accounts (Microsoft.Storage/storageAccounts) or Container Registries (Microsoft.ContainerRegistry/registries); the firewall role is assigned on each. Managed together with the vaults parameter\'s ids.')
+param listedResources string = ''
+
+@description('Comma-separated resource group ids: the firewall role is assigned on each (every resource of an enabled kind in it, present and future). Does not add resources to TAGFENCE_RESOURCES.')
 param vaultRoleResourceGroups string = ''
 
-@description('Comma-separated subscription ids: the vault role is assigned on each subscription (every vault in it). Does not add vaults to TAGFENCE_VAULTS.')
+@description('Comma-separated subscription ids: the firewall role is assigned on each subscription (every resource of an enabled kind in it). Does not add resources to TAGFENCE_RESOURCES.')
 param vaultRoleSubscriptions string = ''
 
 // ---------------------------------------------------------------------------------------------
@@ -187,14 +194,17 @@ param graceDays string = ''
 @description('TAGFENCE_ALLOW_OLDER: accept a Service Tags document older than the last one applied (default false).')
 param allowOlder string = ''
 
-@description('TAGFENCE_DISCOVER_SUBSCRIPTIONS: comma-separated subscription ids; every vault there carrying the discovery tag is managed too. The vault role is assigned on each.')
+@description('TAGFENCE_DISCOVER_SUBSCRIPTIONS: comma-separated subscription ids; every resource of an enabled kind there carrying the discovery tag is managed too. The firewall role is assigned on each.')
 param discoverSubscriptions string = ''
 
-@description('TAGFENCE_DISCOVER_MANAGEMENT_GROUPS: comma-separated management group names to discover tagged vaults under. Assign the vault role there yourself (docs/deploy.md): a subscription-scope deployment cannot.')
+@description('TAGFENCE_DISCOVER_MANAGEMENT_GROUPS: comma-separated management group names to discover tagged resources under. Assign the firewall role there yourself (docs/deploy.md): a subscription-scope deployment cannot.')
 param discoverManagementGroups string = ''
 
 @description('TAGFENCE_DISCOVER_TAG: the tag that marks a vault for discovery (default tagfence).')
 param discoverTag string = 'tagfence'
+
+@description('TAGFENCE_KINDS: the kinds of resource discovery and the Event Grid hook consider, comma-separated: key_vault, storage_account, container_registry (any case, - for _; empty: all three). The firewall role gets the read and write actions of these kinds only, so a listed resource of another kind could not be written (the preprovision hook refuses one).')
+param enabledKinds string = 'key_vault,storage_account,container_registry'
 
 @secure()
 @description('TAGFENCE_NOTIFY_URL: a Slack- or Teams-compatible webhook for a message when a run changes a vault or fails (a secret; empty: none).')
@@ -247,12 +257,47 @@ var tags = {
 
 // (pycep 0.5.1, checkov's parser, has no map function; for-expressions do the same.)
 var vaultIdsGiven = [for v in split(vaults, ','): trim(v)]
-// `none` (any case) lists no vault; the preprovision hook refuses it beside vault ids.
+// `none` (any case) lists nothing; the preprovision hook refuses it beside resource ids.
 var vaultIds = filter(vaultIdsGiven, v => !empty(v) && toLower(v) != 'none')
+var resourceIdsGiven = [for v in split(listedResources, ','): trim(v)]
+var resourceIds = filter(resourceIdsGiven, v => !empty(v))
+// Both lists take any kind; each id's kind is its provider namespace and type (segments 6 and 7 of
+// /subscriptions/<sub>/resourceGroups/<group>/providers/<namespace>/<type>/<name>, counting the
+// empty segment before the first /), compared without case as ARM does. An id of another type
+// gets no assignment (the preprovision hook and tagfence refuse it).
+var listedIds = union(vaultIds, resourceIds)
+var listedVaultIds = filter(listedIds, id => toLower(split(id, '/')[6]) == 'microsoft.keyvault' && toLower(split(id, '/')[7]) == 'vaults')
+var listedStorageAccountIds = filter(listedIds, id => toLower(split(id, '/')[6]) == 'microsoft.storage' && toLower(split(id, '/')[7]) == 'storageaccounts')
+var listedRegistryIds = filter(listedIds, id => toLower(split(id, '/')[6]) == 'microsoft.containerregistry' && toLower(split(id, '/')[7]) == 'registries')
 var roleResourceGroupIdsGiven = [for v in split(vaultRoleResourceGroups, ','): trim(v)]
 var roleResourceGroupIds = filter(roleResourceGroupIdsGiven, v => !empty(v))
 var roleSubscriptionIdsGiven = [for v in split('${vaultRoleSubscriptions},${discoverSubscriptions}', ','): last(split(trim(v), '/'))]
 var roleSubscriptionIds = filter(roleSubscriptionIdsGiven, v => !empty(v))
+
+// The kinds the firewall role covers: TAGFENCE_KINDS as tagfence reads it (any case, `-` for `_`,
+// blanks dropped; none at all: every kind). Least privilege: a kind's read and write actions are in
+// the role only when its name is here. `scripts/infra_gate.sh` evaluates the role's actions for
+// several values of enabledKinds.
+var allKinds = 'key_vault,storage_account,container_registry'
+var kindsGiven = [for k in split(enabledKinds, ','): toLower(replace(trim(k), '-', '_'))]
+var kindsListed = filter(kindsGiven, k => !empty(k))
+var kinds = empty(kindsListed) ? split(allKinds, ',') : kindsListed
+var keyVaultActions = [
+  'Microsoft.KeyVault/vaults/read'
+  'Microsoft.KeyVault/vaults/write'
+]
+var storageAccountActions = [
+  'Microsoft.Storage/storageAccounts/read'
+  'Microsoft.Storage/storageAccounts/write'
+]
+var registryActions = [
+  'Microsoft.ContainerRegistry/registries/read'
+  'Microsoft.ContainerRegistry/registries/write'
+]
+var serviceTagsActions = [
+  'Microsoft.Network/locations/serviceTags/read'
+]
+var firewallRoleActions = concat(contains(kinds, 'key_vault') ? keyVaultActions : [], contains(kinds, 'storage_account') ? storageAccountActions : [], contains(kinds, 'container_registry') ? registryActions : [], serviceTagsActions)
 
 var usesApi = toLower(trim(source)) == 'api'
 var apiSubscriptionId = empty(serviceTagsSubscriptionId) ? subscription().subscriptionId : serviceTagsSubscriptionId
@@ -267,10 +312,10 @@ var existingTopicParts = split(trim(eventGridSystemTopic), '/')
 var homeScope = [
   subscription().id
 ]
-var vaultSubscriptionScopes = [for id in vaultIds: toLower('/subscriptions/${split(id, '/')[2]}')]
+var listedSubscriptionScopes = [for id in listedIds: toLower('/subscriptions/${split(id, '/')[2]}')]
 var resourceGroupSubscriptionScopes = [for id in roleResourceGroupIds: toLower('/subscriptions/${split(id, '/')[2]}')]
 var subscriptionScopes = [for id in roleSubscriptionIds: toLower('/subscriptions/${id}')]
-var assignableScopes = union(homeScope, vaultSubscriptionScopes, resourceGroupSubscriptionScopes, subscriptionScopes)
+var assignableScopes = union(homeScope, listedSubscriptionScopes, resourceGroupSubscriptionScopes, subscriptionScopes)
 var apiScope = [
   '/subscriptions/${apiSubscriptionId}'
 ]
@@ -298,6 +343,7 @@ module app 'app/resources.bicep' = {
     logRetentionDays: logRetentionDays
     createSystemTopic: createSystemTopic
     vaults: join(vaultIds, ',')
+    listedResources: join(resourceIds, ',')
     schedule: empty(trim(schedule)) ? '0 30 6 * * 3' : trim(schedule)
     configFile: configFile
     serviceTagNames: serviceTagNames
@@ -341,26 +387,26 @@ module app 'app/resources.bicep' = {
     discoverSubscriptions: discoverSubscriptions
     discoverManagementGroups: discoverManagementGroups
     discoverTag: discoverTag
+    enabledKinds: enabledKinds
     notifyUrl: notifyUrl
   }
 }
 
-// The only rights tagfence uses on a vault: read it, write it (the PATCH of networkAcls). Service
-// Tags read is inert at vault and resource-group scope and lets a subscription-scope assignment
-// also serve `TAGFENCE_SOURCE=api`. Resource Graph discovery needs only read on the vaults.
-resource vaultFirewallRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+// The only rights tagfence uses on a resource of an enabled kind: read it, write it (the PATCH of
+// networkAcls, or a registry's networkRuleSet; no kind has a narrower action for its firewall).
+// Service Tags read is inert at resource and resource-group scope and lets a subscription-scope
+// assignment also serve `TAGFENCE_SOURCE=api`. Resource Graph discovery needs only read. The
+// definition's name (a GUID) is seeded as when it held only Key Vault actions, so that an existing
+// deployment updates its role in place.
+resource firewallRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(subscription().id, environmentName, 'tagfence-vault-firewall')
   properties: {
-    roleName: 'tagfence Key Vault firewall (${environmentName}, ${resourceToken})'
-    description: 'Read Key Vaults and write their firewall (networkAcls); read Azure Service Tags. Used by tagfence.'
+    roleName: 'tagfence firewall (${environmentName}, ${resourceToken})'
+    description: 'Read the resources of the kinds tagfence manages here (${join(kinds, ', ')}) and write their firewall; read Azure Service Tags. Used by tagfence.'
     type: 'CustomRole'
     permissions: [
       {
-        actions: [
-          'Microsoft.KeyVault/vaults/read'
-          'Microsoft.KeyVault/vaults/write'
-          'Microsoft.Network/locations/serviceTags/read'
-        ]
+        actions: firewallRoleActions
         notActions: []
         dataActions: []
         notDataActions: []
@@ -371,7 +417,7 @@ resource vaultFirewallRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' 
 }
 
 // Only for `TAGFENCE_SOURCE=api`: the Discovery API needs Service Tags read at subscription scope,
-// and assigning the vault role there would grant write on every vault of the subscription.
+// and assigning the firewall role there would grant write on every resource of its kinds there.
 resource serviceTagsReaderRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (usesApi) {
   name: guid(subscription().id, environmentName, 'tagfence-service-tags-reader')
   properties: {
@@ -392,17 +438,48 @@ resource serviceTagsReaderRole 'Microsoft.Authorization/roleDefinitions@2022-04-
   }
 }
 
+// One assignment on each listed resource, by a module of its kind deployed into its resource group.
 module vaultRoles 'rbac/vault.bicep' = [
-  for (id, i) in vaultIds: {
+  for (id, i) in listedVaultIds: {
     name: 'tagfence-role-vault-${i}-${resourceToken}'
     scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
     params: {
-      vaultName: last(split(id, '/'))
+      vaultName: split(id, '/')[8]
       principalId: app.outputs.identityPrincipalId
-      roleDefinitionGuid: vaultFirewallRole.name
+      roleDefinitionGuid: firewallRole.name
     }
     dependsOn: [
-      vaultFirewallRole
+      firewallRole
+    ]
+  }
+]
+
+module storageAccountRoles 'rbac/storage-account.bicep' = [
+  for (id, i) in listedStorageAccountIds: {
+    name: 'tagfence-role-st-${i}-${resourceToken}'
+    scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
+    params: {
+      storageAccountName: split(id, '/')[8]
+      principalId: app.outputs.identityPrincipalId
+      roleDefinitionGuid: firewallRole.name
+    }
+    dependsOn: [
+      firewallRole
+    ]
+  }
+]
+
+module registryRoles 'rbac/registry.bicep' = [
+  for (id, i) in listedRegistryIds: {
+    name: 'tagfence-role-cr-${i}-${resourceToken}'
+    scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
+    params: {
+      registryName: split(id, '/')[8]
+      principalId: app.outputs.identityPrincipalId
+      roleDefinitionGuid: firewallRole.name
+    }
+    dependsOn: [
+      firewallRole
     ]
   }
 ]
@@ -413,10 +490,10 @@ module resourceGroupRoles 'rbac/resource-group.bicep' = [
     scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
     params: {
       principalId: app.outputs.identityPrincipalId
-      roleDefinitionGuid: vaultFirewallRole.name
+      roleDefinitionGuid: firewallRole.name
     }
     dependsOn: [
-      vaultFirewallRole
+      firewallRole
     ]
   }
 ]
@@ -427,10 +504,10 @@ module subscriptionRoles 'rbac/subscription.bicep' = [
     scope: subscription(id)
     params: {
       principalId: app.outputs.identityPrincipalId
-      roleDefinitionGuid: vaultFirewallRole.name
+      roleDefinitionGuid: firewallRole.name
     }
     dependsOn: [
-      vaultFirewallRole
+      firewallRole
     ]
   }
 ]
@@ -481,6 +558,7 @@ output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = app.outputs.identityClientId
 output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = app.outputs.identityPrincipalId
 output AZURE_STORAGE_ACCOUNT_NAME string = app.outputs.storageAccountName
 output APPLICATIONINSIGHTS_NAME string = app.outputs.applicationInsightsName
-output VAULT_FIREWALL_ROLE_ID string = vaultFirewallRole.id
+// The firewall role (named VAULT_… from when it held Key Vault actions only; azd environments keep the name).
+output VAULT_FIREWALL_ROLE_ID string = firewallRole.id
 output EVENTGRID_SYSTEM_TOPIC_NAME string = createSystemTopic ? app.outputs.systemTopicName : (eventGridEnabled ? last(existingTopicParts) : '')
 output EVENTGRID_SYSTEM_TOPIC_RESOURCE_GROUP string = createSystemTopic ? rg.name : (eventGridEnabled ? first(existingTopicParts) : '')

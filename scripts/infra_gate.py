@@ -29,21 +29,38 @@ No Bicep compiler runs offline (it is a .NET download), so this gate does what c
    its `preprovision` hook on POSIX and on Windows, interactively (the hook asks for the vaults
    when none are set) and, under pwsh, passing the script's exit code on;
 7. preprovision: that hook, run with no terminal and a stand-in `azd` on PATH, refuses an empty
-   selection, each malformed vault id or discovery scope (naming the setting and the expected
-   shape), and accepts well-formed ones (`PREPROVISION_CASES`); on a pseudo-terminal it asks
-   again after a bad answer and stores a good one with `azd env set` (`PROMPT_ANSWERS`);
+   selection, each malformed resource id (of any of the three kinds, in TAGFENCE_VAULTS or
+   TAGFENCE_RESOURCES), an id of a kind TAGFENCE_KINDS leaves out, an unknown kind or a malformed
+   discovery scope (naming the setting and the expected shape), and accepts well-formed ones,
+   setting TAGFENCE_VAULTS to none when only TAGFENCE_RESOURCES or discovery selects
+   (`PREPROVISION_CASES`); on a pseudo-terminal it asks again after a bad answer and stores a good
+   one with `azd env set` (`PROMPT_ANSWERS`); and the postdeploy hook, run with a stand-in `az`,
+   filters the Event Grid subscription on the write operations of the kinds TAGFENCE_KINDS names
+   (every kind when it names none) and refuses an unknown kind (`POSTDEPLOY_CASES`);
 8. grants: `infra/app/auth.bicep` configures App Service authentication (`authsettingsV2`) with
    the Microsoft Entra ID provider, a client id, an issuer and an `api://` audience, without
    requiring authentication of every request (`requireAuthentication: false`,
    `unauthenticatedClientAction: AllowAnonymous`: the function-key sync and the Event Grid webhook
-   carry no Entra token), and `infra/main.bicep` deploys it only when `grantAuthClientId` is set.
+   carry no Entra token), and `infra/main.bicep` deploys it only when `grantAuthClientId` is set;
+9. kinds: least privilege per kind. With a small evaluator of Bicep expressions
+   (scripts/infra_bicep_eval.py, on tree-sitter-bicep's tree), the custom roles' actions are
+   evaluated for several values of `enabledKinds` (`ENABLED_KINDS_CASES`: each kind alone, spaced
+   and mixed-case spellings, empty): no role may hold a kind's read or write unless enabledKinds
+   names the kind, and the firewall role must hold those of every kind named, and Service Tags
+   read. Each kind's module (`KINDS`: rbac/vault.bicep, rbac/storage-account.bicep,
+   rbac/registry.bicep) must target a resource group and scope its role assignment to the
+   `existing` resource of its type; its loop in main.bicep, evaluated for ids of every kind in
+   both `vaults` and `listedResources` (`LISTED_CASES`), must deploy it once per listed id of its
+   kind, into `resourceGroup(<subscription>, <group>)` of the id, with the id's name.
 
 `--self-test` copies the infra (and the function folders and azure.yaml) to a temporary directory,
 checks that the gate passes there, then breaks the copy one way at a time — a syntax error, a role
 assignment without principalType, shared key access, an anonymous HTTP trigger (also one in
 `function-grant` on another route), App Service authentication that requires every request or is
 deployed without a client id, an empty default
-for the vaults, the preprovision hook unwired or accepting any subscription, and more — and
+for the vaults, the preprovision hook unwired or accepting any subscription, the firewall role
+granting a kind's actions that enabledKinds leaves out, a kind's module assigning at subscription
+scope or on the whole resource group, the ids of listedResources getting no role, and more — and
 checks that the gate fails each time for the expected reason.
 
 Runs with the Python of `.venv-infra/` (scripts/infra_gate.sh creates it): it needs checkov 3.3.30
@@ -69,6 +86,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from infra_bicep_eval import BicepEvalError, Evaluator, Scope, Template
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_CHECK_PREFIX = "CKV_TAGFENCE_"
@@ -131,13 +150,18 @@ def bicep_files(root: Path) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 
 
-def check_syntax(root: Path, report: Report) -> None:
+@functools.lru_cache(maxsize=None)
+def tree_sitter_parser() -> Any:
     try:
         import tree_sitter
         import tree_sitter_bicep
     except ImportError as error:
         raise SystemExit(f"infra_gate: {error}; run scripts/infra_gate.sh, which installs tree-sitter-bicep") from error
-    parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language()))
+    return tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language()))
+
+
+def check_syntax(root: Path, report: Report) -> None:
+    parser = tree_sitter_parser()
     for path in bicep_files(root):
         source = path.read_bytes()
         tree = parser.parse(source)
@@ -605,27 +629,61 @@ class HookCase:
     stores: list[str] = field(default_factory=list)
 
 
+STORAGE_A = f"/subscriptions/{GUID_A}/resourceGroups/rg-st/providers/Microsoft.Storage/storageAccounts/sta"
+REGISTRY_A = f"/subscriptions/{GUID_A}/resourceGroups/rg-cr/providers/Microsoft.ContainerRegistry/registries/cra01"
 VAULT_SHAPE_TEXT = "/subscriptions/<GUID>/resourceGroups/<name>/providers/Microsoft.KeyVault/vaults/<name>"
+RESOURCE_SHAPE_TEXT = ("/subscriptions/<GUID>/resourceGroups/<name>/providers/<type>/<name>, <type> being "
+                       "Microsoft.KeyVault/vaults, Microsoft.Storage/storageAccounts or Microsoft.ContainerRegistry/registries")
 PREPROVISION_CASES = [
-    HookCase("nothing selected", {}, 1, ["no vaults selected", "azd env set TAGFENCE_VAULTS", VAULT_SHAPE_TEXT]),
-    HookCase("only blanks and commas", {"TAGFENCE_VAULTS": " , ,"}, 1, ["no vaults selected"]),
-    HookCase("one vault id", {"TAGFENCE_VAULTS": VAULT_A}, 0, ["1 vault(s) listed"]),
+    HookCase("nothing selected", {}, 1, ["nothing selected", "azd env set TAGFENCE_RESOURCES", VAULT_SHAPE_TEXT,
+                                         "Microsoft.Storage/storageAccounts"]),
+    HookCase("only blanks and commas", {"TAGFENCE_VAULTS": " , ,", "TAGFENCE_RESOURCES": " ,"}, 1, ["nothing selected"]),
+    HookCase("one vault id", {"TAGFENCE_VAULTS": VAULT_A}, 0, ["1 resource(s) listed (1 vault(s), 0 storage account(s)"]),
     HookCase("two vault ids, spaced, fixed segments in another case",
-             {"TAGFENCE_VAULTS": f" {VAULT_A} , {VAULT_B.replace('resourceGroups', 'resourcegroups')}"}, 0, ["2 vault(s) listed"]),
+             {"TAGFENCE_VAULTS": f" {VAULT_A} , {VAULT_B.replace('resourceGroups', 'resourcegroups')}"}, 0, ["2 resource(s) listed"]),
+    HookCase("every kind in TAGFENCE_VAULTS, the type in another case",
+             {"TAGFENCE_VAULTS": f"{VAULT_A},{STORAGE_A.replace('Microsoft.Storage/storageAccounts', 'microsoft.storage/STORAGEACCOUNTS')},"
+                                 f"{REGISTRY_A}"}, 0,
+             ["3 resource(s) listed (1 vault(s), 1 storage account(s), 1 registry(s))"]),
+    HookCase("resources only: TAGFENCE_VAULTS becomes none",
+             {"TAGFENCE_RESOURCES": f"{STORAGE_A},{REGISTRY_A}"}, 0, ["TAGFENCE_RESOURCES lists them", "2 resource(s) listed"],
+             ["env set TAGFENCE_VAULTS none"]),
+    HookCase("none beside resources", {"TAGFENCE_VAULTS": "NONE", "TAGFENCE_RESOURCES": VAULT_A}, 0, ["1 resource(s) listed"]),
+    HookCase("a resource in both lists", {"TAGFENCE_VAULTS": REGISTRY_A, "TAGFENCE_RESOURCES": REGISTRY_A.upper().replace(GUID_A.upper(), GUID_A)},
+             1, ["TAGFENCE_RESOURCES entry", "listed twice", "in TAGFENCE_VAULTS"]),
     HookCase("a vault name alone", {"TAGFENCE_VAULTS": "kv-a"}, 1,
-             ["TAGFENCE_VAULTS entry 'kv-a'", f"expected {VAULT_SHAPE_TEXT}"]),
+             ["TAGFENCE_VAULTS entry 'kv-a'", f"expected {RESOURCE_SHAPE_TEXT}"]),
+    HookCase("a name alone in TAGFENCE_RESOURCES", {"TAGFENCE_RESOURCES": "sta"}, 1,
+             ["TAGFENCE_RESOURCES entry 'sta'", "does not start with /subscriptions/"]),
     HookCase("a subscription that is not a GUID",
              {"TAGFENCE_VAULTS": VAULT_A.replace(GUID_A, "my-sub")}, 1, ["the subscription 'my-sub' is not a GUID"]),
-    HookCase("another resource type", {"TAGFENCE_VAULTS": VAULT_A.replace("Microsoft.KeyVault/vaults", "Microsoft.Storage/storageAccounts")},
-             1, ["fixed segments"]),
+    HookCase("a subscription that is not a GUID, in TAGFENCE_RESOURCES",
+             {"TAGFENCE_RESOURCES": REGISTRY_A.replace(GUID_A, "my-sub")}, 1, ["the subscription 'my-sub' is not a GUID"]),
+    HookCase("a type tagfence does not manage",
+             {"TAGFENCE_RESOURCES": VAULT_A.replace("Microsoft.KeyVault/vaults", "Microsoft.Sql/servers")},
+             1, ["its type Microsoft.Sql/servers is not one tagfence manages", "Microsoft.ContainerRegistry/registries"]),
+    HookCase("other fixed segments", {"TAGFENCE_VAULTS": VAULT_A.replace("resourceGroups", "groups")}, 1, ["fixed segments"]),
     HookCase("a trailing slash", {"TAGFENCE_VAULTS": VAULT_A + "/"}, 1, ["ends with /"]),
     HookCase("a vault name too short", {"TAGFENCE_VAULTS": VAULT_A.replace("kv-a", "kv")}, 1, ["the vault name 'kv'"]),
+    HookCase("a storage account name with capitals", {"TAGFENCE_RESOURCES": STORAGE_A.replace("/sta", "/StA")}, 1,
+             ["the storage account name 'StA' is not 3-24 lower-case letters or digits"]),
+    HookCase("a registry name with a hyphen", {"TAGFENCE_RESOURCES": REGISTRY_A.replace("cra01", "cr-a01")}, 1,
+             ["the registry name 'cr-a01' is not 5-50 letters or digits"]),
     HookCase("nine segments", {"TAGFENCE_VAULTS": VAULT_A + "/secrets"}, 1, ["9 segments"]),
     HookCase("a vault listed twice", {"TAGFENCE_VAULTS": f"{VAULT_A},{VAULT_A.upper().replace(GUID_A.upper(), GUID_A)}"}, 1, ["listed twice"]),
     HookCase("every bad entry reported, one line each",
              {"TAGFENCE_VAULTS": f"kv-a,{VAULT_B},kv-c"}, 1, ["entry 'kv-a'", "entry 'kv-c'"]),
-    HookCase("none without a discovery scope", {"TAGFENCE_VAULTS": "none"}, 1, ["TAGFENCE_VAULTS=none lists no vault"]),
-    HookCase("none beside a vault id", {"TAGFENCE_VAULTS": f"{VAULT_A},none"}, 1, ["cannot stand beside vault ids"]),
+    HookCase("a kind TAGFENCE_KINDS leaves out (the role could not write it)",
+             {"TAGFENCE_RESOURCES": f"{VAULT_A},{STORAGE_A}", "TAGFENCE_KINDS": "key_vault"}, 1,
+             [f"TAGFENCE_RESOURCES entry '{STORAGE_A}': a storage account, but TAGFENCE_KINDS (key_vault) leaves out storage_account"]),
+    HookCase("kinds in any spelling", {"TAGFENCE_VAULTS": f"{STORAGE_A},{REGISTRY_A}", "TAGFENCE_KINDS": " Storage-Account,CONTAINER_REGISTRY "},
+             0, ["the role may write storage_account, container_registry"]),
+    HookCase("an unknown kind", {"TAGFENCE_VAULTS": VAULT_A, "TAGFENCE_KINDS": "key_vault,cosmos"}, 1,
+             ["TAGFENCE_KINDS entry 'cosmos': not a kind; expected key_vault, storage_account or container_registry"]),
+    HookCase("none in TAGFENCE_RESOURCES", {"TAGFENCE_VAULTS": VAULT_A, "TAGFENCE_RESOURCES": "none"}, 1,
+             ["none is only for TAGFENCE_VAULTS"]),
+    HookCase("none without anything else", {"TAGFENCE_VAULTS": "none"}, 1, ["TAGFENCE_VAULTS=none lists nothing"]),
+    HookCase("none beside a vault id", {"TAGFENCE_VAULTS": f"{VAULT_A},none"}, 1, ["cannot stand beside resource ids"]),
     HookCase("none with a discovery subscription",
              {"TAGFENCE_VAULTS": "None", "TAGFENCE_DISCOVER_SUBSCRIPTIONS": GUID_A}, 0, ["1 discovery scope(s)"]),
     HookCase("a discovery subscription alone: TAGFENCE_VAULTS becomes none",
@@ -639,7 +697,7 @@ PREPROVISION_CASES = [
              {"TAGFENCE_VAULTS": "none", "TAGFENCE_DISCOVER_MANAGEMENT_GROUPS": "mg platform"}, 1,
              ["TAGFENCE_DISCOVER_MANAGEMENT_GROUPS entry 'mg platform'"]),
     HookCase("none with a configuration file", {"TAGFENCE_VAULTS": "none", "TAGFENCE_CONFIG": "tagfence.toml"}, 0,
-             ["must list the vaults"]),
+             ["must list the resources"]),
     HookCase("a role resource group of the wrong shape",
              {"TAGFENCE_VAULTS": VAULT_A, "VAULT_ROLE_RESOURCE_GROUPS": "rg-kv"}, 1, ["VAULT_ROLE_RESOURCE_GROUPS entry 'rg-kv'"]),
     HookCase("role scopes of the right shape",
@@ -686,7 +744,8 @@ def preprovision_verdicts(hook_source: str) -> tuple[str, ...]:
 # answer asks for subscriptions, an empty one again says one of the two is required, and a GUID is
 # stored with TAGFENCE_VAULTS=none.
 PROMPT_ANSWERS = ["kv-a", "", "", "", GUID_A]
-PROMPT_SAYS = ["Key Vault resource ids:", "TAGFENCE_VAULTS entry 'kv-a'", "one of the two is required", "1 discovery scope(s)"]
+PROMPT_SAYS = ["Resource ids:", "Microsoft.Storage/storageAccounts", "TAGFENCE_VAULTS entry 'kv-a'", "one of the two is required",
+               "1 discovery scope(s)"]
 PROMPT_STORES = ["env set TAGFENCE_VAULTS none", f"env set TAGFENCE_DISCOVER_SUBSCRIPTIONS {GUID_A}"]
 
 
@@ -724,6 +783,63 @@ def prompt_verdicts(hook: Path, bin_dir: Path, calls: Path) -> list[str]:
     if stored != PROMPT_STORES:
         problems.append(f"stored {stored}, not {PROMPT_STORES}")
     return [f"on a terminal, answered {PROMPT_ANSWERS}: {'; '.join(problems)}"] if problems else []
+
+
+POSTDEPLOY_HOOK = "infra/hooks/postdeploy.sh"
+KIND_WRITES = ["Microsoft.KeyVault/vaults/write", "Microsoft.Storage/storageAccounts/write",
+               "Microsoft.ContainerRegistry/registries/write"]
+# TAGFENCE_KINDS (None: unset) and the write operations the Event Grid subscription must filter on
+# (None: the hook must refuse).
+POSTDEPLOY_CASES: list[tuple[str | None, list[str] | None]] = [
+    (None, KIND_WRITES),
+    (" , ", KIND_WRITES),
+    ("Storage-Account", ["Microsoft.Storage/storageAccounts/write"]),
+    ("container_registry, KEY_VAULT,key-vault", ["Microsoft.ContainerRegistry/registries/write", "Microsoft.KeyVault/vaults/write"]),
+    ("cosmos", None),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def postdeploy_verdicts(hook_source: str) -> tuple[str, ...]:
+    """The postdeploy hook, run with a stand-in `az`: the event subscription's operation filter
+    for each POSTDEPLOY_CASES value of TAGFENCE_KINDS."""
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="tagfence-postdeploy-") as tmp:
+        hook, bin_dir, calls = Path(tmp) / "postdeploy.sh", Path(tmp) / "bin", Path(tmp) / "az-calls"
+        hook.write_text(hook_source, encoding="utf-8")
+        bin_dir.mkdir()
+        fake_az = bin_dir / "az"
+        fake_az.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{calls}"\ncase "$*" in *"keys list"*) echo key ;; esac\n',
+                           encoding="utf-8")
+        fake_az.chmod(0o755)
+        for kinds, wanted in POSTDEPLOY_CASES:
+            calls.unlink(missing_ok=True)
+            env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "AZURE_RESOURCE_GROUP": "rg",
+                   "AZURE_FUNCTION_APP_NAME": "func", "AZURE_FUNCTION_APP_HOSTNAME": "func.example",
+                   "EVENTGRID_SYSTEM_TOPIC_NAME": "topic", **({} if kinds is None else {"TAGFENCE_KINDS": kinds})}
+            result = subprocess.run(["bash", str(hook)], env=env, cwd=tmp, stdin=subprocess.DEVNULL,
+                                    capture_output=True, text=True, timeout=30)
+            made = [line for line in (calls.read_text(encoding="utf-8").splitlines() if calls.exists() else [])
+                    if "event-subscription create" in line]
+            where = f"TAGFENCE_KINDS={'unset' if kinds is None else repr(kinds)}"
+            if wanted is None:
+                if result.returncode == 0 or made:
+                    failures.append(f"{where}: exit {result.returncode}, {len(made)} subscription(s) made; it must refuse")
+                continue
+            filtered = re.search(r"--advanced-filter data\.operationName StringIn (.*?) --", made[0]).group(1).split() \
+                if made and "--advanced-filter data.operationName StringIn" in made[0] else None
+            if result.returncode != 0 or filtered != wanted:
+                failures.append(f"{where}: exit {result.returncode}, operation filter {filtered}, not {wanted}")
+    return tuple(failures)
+
+
+def check_postdeploy(root: Path, report: Report) -> None:
+    hook = root / POSTDEPLOY_HOOK
+    if not hook.exists():
+        return  # check_hooks reports what azure.yaml runs and is missing
+    for failure in postdeploy_verdicts(hook.read_text(encoding="utf-8")):
+        report.fail("postdeploy", f"{POSTDEPLOY_HOOK}, {failure}")
+    report.note("postdeploy", f"the Event Grid subscription's operation filter checked for {len(POSTDEPLOY_CASES)} values of TAGFENCE_KINDS")
 
 
 def check_preprovision(root: Path, report: Report) -> None:
@@ -819,6 +935,257 @@ def check_grant_auth(root: Path, report: Report) -> None:
         report.note("grants", f"{GRANT_AUTH_MODULE}: App Service authentication (Microsoft Entra ID) without requiring every "
                     f"request, deployed only with {GRANT_AUTH_PARAMETER}")
 
+# --------------------------------------------------------------------------------------------
+# 9. Kinds: the firewall role's actions and the per-resource assignments
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KindInfra:
+    """What the infra holds for one kind tagfence manages (src/core/kind.rs, src/azure/kinds.rs)."""
+
+    name: str  # as in TAGFENCE_KINDS and enabledKinds
+    resource_type: str  # its actions are <type>/read and <type>/write
+    module: str  # the module that assigns the role on one resource of the kind
+    name_parameter: str  # that module's parameter for the resource's name
+    noun: str
+
+    @property
+    def actions(self) -> set[str]:
+        return {f"{self.resource_type}/read".lower(), f"{self.resource_type}/write".lower()}
+
+
+KINDS = [
+    KindInfra("key_vault", "Microsoft.KeyVault/vaults", "infra/rbac/vault.bicep", "vaultName", "Key Vault"),
+    KindInfra("storage_account", "Microsoft.Storage/storageAccounts", "infra/rbac/storage-account.bicep",
+              "storageAccountName", "storage account"),
+    KindInfra("container_registry", "Microsoft.ContainerRegistry/registries", "infra/rbac/registry.bicep",
+              "registryName", "container registry"),
+]
+SERVICE_TAGS_READ = "Microsoft.Network/locations/serviceTags/read"
+# enabledKinds values and the kinds tagfence reads from each (any case, `-` for `_`, blanks dropped;
+# none at all: every kind). None: the parameter's default; it comes first, and the role holding
+# kinds' actions with it is the firewall role.
+ENABLED_KINDS_CASES: list[tuple[str | None, set[str]]] = [
+    (None, {"key_vault", "storage_account", "container_registry"}),
+    ("key_vault", {"key_vault"}),
+    ("storage_account", {"storage_account"}),
+    ("container_registry", {"container_registry"}),
+    (" Storage-Account , KEY_VAULT", {"key_vault", "storage_account"}),
+    ("container_registry,storage_account", {"storage_account", "container_registry"}),
+    ("", {"key_vault", "storage_account", "container_registry"}),
+    (" , ", {"key_vault", "storage_account", "container_registry"}),
+]
+KIND_GUID_A, KIND_GUID_B = "00000000-0000-0000-0000-0000000000aa", "00000000-0000-0000-0000-0000000000bb"
+KIND_IDS = {
+    "kv": f"/subscriptions/{KIND_GUID_A}/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv-a",
+    "kv2": f"/subscriptions/{KIND_GUID_B}/resourcegroups/rg-kv2/providers/microsoft.keyvault/VAULTS/kv-b",
+    "st": f"/subscriptions/{KIND_GUID_B}/resourceGroups/rg-st/providers/Microsoft.Storage/storageAccounts/sta",
+    "st2": f"/subscriptions/{KIND_GUID_A}/resourcegroups/rg-st2/providers/microsoft.storage/storageaccounts/stb",
+    "cr": f"/subscriptions/{KIND_GUID_A}/resourceGroups/rg-cr/providers/Microsoft.ContainerRegistry/registries/cra01",
+}
+# (vaults, listedResources): both lists take every kind, and `none` lists nothing.
+LISTED_CASES = [
+    (f"{KIND_IDS['kv']}, {KIND_IDS['st']}", f"{KIND_IDS['cr']},{KIND_IDS['st2']} ,{KIND_IDS['kv2']}"),
+    ("none", KIND_IDS["st"]),
+    (KIND_IDS["cr"], ""),
+]
+
+
+def canonical_action(action: str) -> str:
+    """A kind's action as Microsoft spells it (the evaluation compares them lower-cased)."""
+    for kind in KINDS:
+        for verb in ("read", "write"):
+            if action.lower() == f"{kind.resource_type}/{verb}".lower():
+                return f"{kind.resource_type}/{verb}"
+    return action
+
+
+def kind_of(resource_id: str) -> KindInfra | None:
+    parts = resource_id.split("/")
+    if len(parts) != 9:
+        return None
+    return next((k for k in KINDS if f"{parts[6]}/{parts[7]}".lower() == k.resource_type.lower()), None)
+
+
+def object_property(template: Template, node: Any, key: str) -> Any:
+    """The value node of `key` in an object node (unwrapping `if (…) {…}`), or None."""
+    if node is not None and node.type == "if_statement":
+        node = [c for c in node.children if c.is_named][-1]
+    if node is None or node.type != "object":
+        return None
+    for prop in (c for c in node.children if c.type == "object_property"):
+        named = [c for c in prop.children if c.is_named and c.type != "comment"]
+        name = template.text(named[0])
+        if named[0].type == "string":
+            name = name.strip("'")
+        if name == key:
+            return named[-1]
+    return None
+
+
+def bicep_template(path: Path) -> Template:
+    return Template(path.read_bytes(), tree_sitter_parser())
+
+
+def role_actions(main: Template, symbol: str, body: Any, enabled_kinds: str | None) -> list[str]:
+    """The actions of a role definition with enabledKinds = `enabled_kinds` (None: its default);
+    BicepEvalError when they cannot be evaluated offline."""
+    permissions = object_property(main, object_property(main, body, "properties"), "permissions")
+    if permissions is None:
+        raise BicepEvalError(f"role definition {symbol} has no properties.permissions")
+    evaluator = Evaluator(main, {} if enabled_kinds is None else {"enabledKinds": enabled_kinds})
+    blocks = evaluator.value(permissions, {})
+    if not isinstance(blocks, list) or not all(isinstance(block, dict) for block in blocks):
+        raise BicepEvalError(f"role definition {symbol}: permissions is not an array of objects")
+    actions = [a for block in blocks for a in (block.get("actions") or [])]
+    return [str(a) for a in actions]
+
+
+def role_action_problems(main: Template) -> list[str]:
+    """The custom roles' actions, evaluated for each ENABLED_KINDS_CASES value: no role may hold a
+    kind's actions unless enabledKinds names the kind; the firewall role (the one role holding
+    kinds' actions with enabledKinds at its default) must hold those of every kind named, and
+    Service Tags read."""
+    roles = {symbol: body for symbol, (type_, existing, body) in main.resources.items()
+             if type_.lower().startswith("microsoft.authorization/roledefinitions@") and not existing}
+    if not roles:
+        return ["infra/main.bicep: no custom role definition (Microsoft.Authorization/roleDefinitions) found"]
+    kind_actions = {a for k in KINDS for a in k.actions}
+    problems: list[str] = []
+    firewall_roles: set[str] = set()
+    for value, kinds in ENABLED_KINDS_CASES:
+        shown = "at its default" if value is None else repr(value)
+        wanted = set().union(*(k.actions for k in KINDS if k.name in kinds))
+        for symbol, body in roles.items():
+            try:
+                actions = role_actions(main, symbol, body, value)
+            except BicepEvalError as error:
+                problems.append(f"infra/main.bicep: the actions of role definition {symbol} cannot be evaluated "
+                                f"offline ({error}); keep them to parameters, variables and the functions of "
+                                "scripts/infra_bicep_eval.py")
+                continue
+            held = {a.lower() for a in actions}
+            if value is None and held & kind_actions:
+                firewall_roles.add(symbol)
+            for action in sorted(a for a in actions if "*" in a):
+                problems.append(f"infra/main.bicep: role definition {symbol} holds the wildcard action {action!r}")
+            for action in sorted(canonical_action(a) for a in held & kind_actions - wanted):
+                problems.append(f"infra/main.bicep: role definition {symbol} grants {action} with enabledKinds {shown}, "
+                                "which does not name its kind (least privilege: a kind's read and write only when "
+                                "enabledKinds names the kind)")
+            if symbol in firewall_roles:
+                for action in sorted(canonical_action(a) for a in wanted - held):
+                    problems.append(f"infra/main.bicep: role definition {symbol} lacks {action} with enabledKinds "
+                                    f"{shown}, which names its kind (the listed resources of that kind could not be written)")
+                if SERVICE_TAGS_READ.lower() not in held:
+                    problems.append(f"infra/main.bicep: role definition {symbol} lacks {SERVICE_TAGS_READ} with enabledKinds {shown}")
+        if value is None and len(firewall_roles) != 1:
+            problems.append(f"infra/main.bicep: expected one role definition holding the kinds' actions with enabledKinds "
+                            f"at its default, found {sorted(firewall_roles) or 'none'}")
+            return problems
+    return problems
+
+
+def expected_assignments(vaults: str, listed: str) -> dict[str, set[tuple[Scope, str]]]:
+    """Per kind, the (scope, name) of the assignment module each listed id must get."""
+    expected: dict[str, set[tuple[Scope, str]]] = {k.name: set() for k in KINDS}
+    for text in (vaults, listed):
+        for entry in (e.strip() for e in text.split(",")):
+            kind = kind_of(entry) if entry and entry.lower() != "none" else None
+            if kind is not None:
+                parts = entry.split("/")
+                expected[kind.name].add((Scope("resourceGroup", (parts[2], parts[4])), parts[8]))
+    return expected
+
+
+def assignment_problems(root: Path, main: Template) -> list[str]:
+    """Each kind's module: deployed into the listed resource's resource group, once per listed id
+    of the kind (from both lists), assigning on the resource itself."""
+    problems: list[str] = []
+    infra = root / "infra"
+    for kind in KINDS:
+        module_path = root / kind.module
+        if not module_path.exists():
+            problems.append(f"{kind.module} is missing: nothing would assign the role on a listed {kind.noun}")
+            continue
+        module = bicep_template(module_path)
+        if module.target_scope != "resourceGroup":
+            problems.append(f"{kind.module}: targetScope is {module.target_scope!r}, not 'resourceGroup': the role must be "
+                            f"assigned on the {kind.noun} itself, not on a wider scope")
+        if kind.name_parameter not in module.params:
+            problems.append(f"{kind.module}: no parameter {kind.name_parameter!r} (the {kind.noun}'s name)")
+        targets = [symbol for symbol, (type_, existing, body) in module.resources.items()
+                   if existing and type_.split("@")[0].lower() == kind.resource_type.lower()]
+        if len(targets) != 1:
+            problems.append(f"{kind.module}: expected one existing {kind.resource_type} resource, found {len(targets)}")
+        else:
+            name = object_property(module, module.resources[targets[0]][2], "name")
+            if name is None or module.text(name) != kind.name_parameter:
+                problems.append(f"{kind.module}: the existing {kind.resource_type} {targets[0]} is not named by "
+                                f"the parameter {kind.name_parameter}")
+        assignments = [(symbol, body) for symbol, (type_, existing, body) in module.resources.items()
+                       if type_.lower().startswith("microsoft.authorization/roleassignments@")]
+        if not assignments:
+            problems.append(f"{kind.module}: no role assignment")
+        for symbol, body in assignments:
+            scope = object_property(module, body, "scope")
+            if scope is None or not targets or module.text(scope) != targets[0]:
+                found = module.text(scope) if scope is not None else "none: the module's resource group"
+                problems.append(f"{kind.module}: role assignment {symbol} is not scoped to the {kind.noun} "
+                                f"(scope: {targets[0] if targets else '<the ' + kind.noun + '>'}; found {found}), so it "
+                                "would grant the role on more than the listed resource")
+        calls = [(symbol, body) for symbol, (path, body) in main.modules.items()
+                 if (infra / path).resolve() == module_path.resolve()]
+        if len(calls) != 1:
+            problems.append(f"infra/main.bicep: expected one module call of {kind.module} (a loop over the listed "
+                            f"{kind.noun}s), found {len(calls)}")
+            continue
+        symbol, body = calls[0]
+        if body.type != "for_statement":
+            problems.append(f"infra/main.bicep: module {symbol} ({kind.module}) is not a loop over the listed {kind.noun}s")
+            continue
+        for vaults, listed in LISTED_CASES:
+            evaluator = Evaluator(main, {"vaults": vaults, "listedResources": listed})
+            where = f"infra/main.bicep: module {symbol} ({kind.module}) with vaults={vaults!r}, listedResources={listed!r}"
+            item = [c for c in body.children if c.is_named and c.type != "comment"][-1]
+            try:
+                found = set()
+                for scope in evaluator.loop_items(body):
+                    deployed_at = evaluator.value(object_property(main, item, "scope"), scope) \
+                        if object_property(main, item, "scope") is not None else None
+                    name_node = object_property(main, object_property(main, item, "params"), kind.name_parameter)
+                    name = evaluator.value(name_node, scope) if name_node is not None else None
+                    found.add((deployed_at, name))
+            except BicepEvalError as error:
+                problems.append(f"{where}: cannot be evaluated offline ({error})")
+                continue
+            wanted = expected_assignments(vaults, listed)[kind.name]
+            for deployed_at, name in sorted(found - wanted, key=str):
+                if not isinstance(deployed_at, Scope) or deployed_at.kind != "resourceGroup":
+                    problems.append(f"{where}: deployed at {deployed_at} for {name!r}; a kind's module must be deployed "
+                                    "into the resource's resource group (resourceGroup(<subscription>, <group>) of its id)")
+                else:
+                    problems.append(f"{where}: assigns on {name!r} in {deployed_at}, which is no listed {kind.noun}")
+            for deployed_at, name in sorted(wanted - found, key=str):
+                problems.append(f"{where}: no role assignment on the listed {kind.noun} {name!r} ({deployed_at})")
+    return problems
+
+
+def check_kinds(root: Path, report: Report) -> None:
+    main_path = root / "infra" / "main.bicep"
+    if not main_path.exists():
+        return  # the wiring stage reports it
+    main = bicep_template(main_path)
+    problems = role_action_problems(main) + assignment_problems(root, main)
+    for problem in problems:
+        report.fail("kinds", problem)
+    if not problems:
+        report.note("kinds", f"the firewall role holds a kind's actions only when enabledKinds names it "
+                    f"({len(ENABLED_KINDS_CASES)} values evaluated); {len(KINDS)} kind modules assign on each listed "
+                    f"resource in its resource group ({len(LISTED_CASES)} selections evaluated)")
+
+
 
 # --------------------------------------------------------------------------------------------
 # The gate
@@ -837,7 +1204,9 @@ def run_gate(root: Path, checkov: str, shared: CheckovRun | None = None) -> Repo
     check_parameters(root, report)
     check_hooks(root, report)
     check_preprovision(root, report)
+    check_postdeploy(root, report)
     check_grant_auth(root, report)
+    check_kinds(root, report)
     return report
 
 
@@ -928,8 +1297,8 @@ BREAKAGES = [
     Breakage(
         "a module parameter the module does not declare",
         "infra/main.bicep",
-        "      roleDefinitionGuid: vaultFirewallRole.name\n",
-        "      roleDefinitionGuids: vaultFirewallRole.name\n",
+        "      roleDefinitionGuid: firewallRole.name\n",
+        "      roleDefinitionGuids: firewallRole.name\n",
         "does not declare",
     ),
     Breakage(
@@ -1022,7 +1391,7 @@ BREAKAGES = [
     Breakage(
         "a preprovision hook that gives up on an empty answer instead of asking again",
         "infra/hooks/preprovision.py",
-        'print(f"{PREFIX} one of the two is required: vault ids, or subscriptions to discover vaults in")\n                continue',
+        'print(f"{PREFIX} one of the two is required: resource ids, or subscriptions to discover resources in")\n                continue',
         "return None",
         "on a terminal",
     ),
@@ -1071,6 +1440,88 @@ BREAKAGES = [
         "",
         "infra/app/auth.bicep is missing",
         delete=True,
+    ),
+    Breakage(
+        "the firewall role granting storage actions whatever enabledKinds says",
+        "infra/main.bicep",
+        "contains(kinds, 'storage_account') ? storageAccountActions : []",
+        "storageAccountActions",
+        "grants Microsoft.Storage/storageAccounts/write with enabledKinds 'key_vault'",
+    ),
+    Breakage(
+        "the firewall role listing the Key Vault actions itself, as it did before the other kinds",
+        "infra/main.bicep",
+        "        actions: firewallRoleActions\n",
+        "        actions: union(firewallRoleActions, keyVaultActions)\n",
+        "grants Microsoft.KeyVault/vaults/write with enabledKinds 'storage_account'",
+    ),
+    Breakage(
+        "enabledKinds read without trimming (' storage_account' would grant nothing)",
+        "infra/main.bicep",
+        "toLower(replace(trim(k), '-', '_'))",
+        "toLower(k)",
+        "lacks Microsoft.Storage/storageAccounts/write",
+    ),
+    Breakage(
+        "the storage account module's assignment not scoped to the account (it would cover the resource group)",
+        "infra/rbac/storage-account.bicep",
+        "  scope: storageAccount\n",
+        "",
+        "is not scoped to the storage account",
+    ),
+    Breakage(
+        "a kind module assigning at subscription scope",
+        "infra/rbac/registry.bicep",
+        "",
+        "targetScope = 'subscription'\n\nparam registryName string\nparam principalId string\nparam roleDefinitionGuid string\n\n"
+        "resource assignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {\n"
+        "  name: guid(subscription().id, principalId, roleDefinitionGuid, registryName)\n  properties: {\n"
+        "    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleDefinitionGuid)\n"
+        "    principalId: principalId\n    principalType: 'ServicePrincipal'\n  }\n}\n",
+        "targetScope is 'subscription', not 'resourceGroup'",
+        create=True,
+    ),
+    Breakage(
+        "a kind module deployed at the subscription of the resource instead of its resource group",
+        "infra/main.bicep",
+        "    name: 'tagfence-role-st-${i}-${resourceToken}'\n    scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])\n",
+        "    name: 'tagfence-role-st-${i}-${resourceToken}'\n    scope: subscription(split(id, '/')[2])\n",
+        "a kind's module must be deployed into the resource's resource group",
+    ),
+    Breakage(
+        "no role on the ids of listedResources (TAGFENCE_RESOURCES), as before",
+        "infra/main.bicep",
+        "var listedIds = union(vaultIds, resourceIds)\n",
+        "var listedIds = vaultIds\n",
+        "no role assignment on the listed container registry 'cra01'",
+    ),
+    Breakage(
+        "registry ids matched by the wrong type",
+        "infra/main.bicep",
+        "== 'registries')",
+        "== 'registry')",
+        "no role assignment on the listed container registry",
+    ),
+    Breakage(
+        "a preprovision hook that refuses storage account ids (a misspelt type)",
+        "infra/hooks/preprovision.py",
+        'Kind("storage_account", "Microsoft.Storage/storageAccounts"',
+        'Kind("storage_account", "Microsoft.Storage/storageAccountz"',
+        "every kind in TAGFENCE_VAULTS",
+    ),
+    Breakage(
+        "a postdeploy hook that subscribes to Key Vault writes only, whatever TAGFENCE_KINDS says",
+        "infra/hooks/postdeploy.sh",
+        '--advanced-filter data.operationName StringIn "${operations[@]}"',
+        "--advanced-filter data.operationName StringIn Microsoft.KeyVault/vaults/write",
+        "TAGFENCE_KINDS='Storage-Account'",
+    ),
+    Breakage(
+        "a preprovision hook that lets through a kind TAGFENCE_KINDS leaves out",
+        "infra/hooks/preprovision.py",
+        "elif kind is not None and kind not in kinds and not unknown_kinds:",
+        "elif False:",
+        "a kind TAGFENCE_KINDS leaves out",
     ),
 ]
 

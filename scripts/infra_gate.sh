@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The infrastructure gate (scripts/infra_gate.py) in its pinned tool environment.
+# The infrastructure gate (scripts/infra_gate.py, with its Bicep evaluator scripts/infra_bicep_eval.py) in
+# its pinned tool environment.
 #
 # Creates (or reuses) .venv-infra/ with checkov 3.3.30 (which pins pycep-parser 0.5.1),
 # tree-sitter 0.26.1 and tree-sitter-bicep 1.1.0 from PyPI, then runs the gate on infra/ and its

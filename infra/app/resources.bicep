@@ -31,6 +31,7 @@ param createSystemTopic bool
 
 // tagfence settings
 param vaults string
+param listedResources string
 param schedule string
 param configFile string
 param serviceTagNames string
@@ -74,6 +75,7 @@ param allowOlder string
 param discoverSubscriptions string
 param discoverManagementGroups string
 param discoverTag string
+param enabledKinds string
 @secure()
 param notifyUrl string
 
@@ -322,6 +324,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AZURE_CLIENT_ID: identity.properties.clientId
     // tagfence (docs/configuration.md); '' = tagfence's default.
     TAGFENCE_SCHEDULE: schedule
+    TAGFENCE_RESOURCES: listedResources
     TAGFENCE_VAULTS: vaults
     TAGFENCE_CONFIG: configFile
     TAGFENCE_TAGS: serviceTagNames
@@ -365,6 +368,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TAGFENCE_DISCOVER_SUBSCRIPTIONS: discoverSubscriptions
     TAGFENCE_DISCOVER_MANAGEMENT_GROUPS: discoverManagementGroups
     TAGFENCE_DISCOVER_TAG: discoverTag
+    TAGFENCE_KINDS: enabledKinds
     TAGFENCE_NOTIFY_URL: notifyUrl
   }
   dependsOn: [

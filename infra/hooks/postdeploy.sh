@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# azd postdeploy hook: subscribe function-eventgrid to the subscription's Key Vault writes.
+# azd postdeploy hook: subscribe function-eventgrid to the subscription's writes of the resources
+# tagfence manages (Key Vaults, Storage accounts, Container Registries).
 #
 # The event subscription cannot be in Bicep: its endpoint carries the Event Grid system key of the
 # Functions host, which exists only once the code is deployed and the host has started. This runs
 # after `azd deploy` (and `azd up`), with the outputs of infra/main.bicep in the environment. It is
 # idempotent (create is a PUT) and can be run by hand with the same variables (docs/deploy.md).
 #
-# Filter: event type Microsoft.Resources.ResourceWriteSuccess and data.operationName
-# Microsoft.KeyVault/vaults/write, so tagfence only hears about vault writes (its own PATCHes
-# included; a re-plan of those finds nothing to do).
+# Filter: event type Microsoft.Resources.ResourceWriteSuccess and data.operationName one of the
+# write operations of the kinds TAGFENCE_KINDS names (read as tagfence reads it: comma-separated,
+# any case, - for _, blanks dropped; none at all: every kind): Microsoft.KeyVault/vaults/write,
+# Microsoft.Storage/storageAccounts/write, Microsoft.ContainerRegistry/registries/write. So
+# tagfence only hears about writes of those kinds (its own PATCHes included; a re-plan of those
+# finds nothing to do). The subscription keeps its name (tagfence-vault-writes) from when it carried
+# vault writes only, so that rerunning this updates it in place.
 #
 # Destination (EVENTGRID_DESTINATION):
 #   webhook (default)  https://<host>/runtime/webhooks/eventgrid?functionName=function-eventgrid&code=<system key>
@@ -28,6 +33,30 @@ subscription_name="${EVENTGRID_SUBSCRIPTION_NAME:-tagfence-vault-writes}"
 destination="${EVENTGRID_DESTINATION:-webhook}"
 key_name="${EVENTGRID_SYSTEM_KEY_NAME:-eventgrid_extension}"
 function_name="function-eventgrid"
+
+# The write operations of the enabled kinds (src/azure/kinds.rs, write_operation).
+operations=()
+IFS=',' read -r -a kind_entries <<<"${TAGFENCE_KINDS:-}"
+for entry in "${kind_entries[@]+"${kind_entries[@]}"}"; do
+  kind="$(printf '%s' "$entry" | tr -d '[:space:]' | tr '[:upper:]-' '[:lower:]_')"
+  case "$kind" in
+    "") continue ;;
+    key_vault) operation="Microsoft.KeyVault/vaults/write" ;;
+    storage_account) operation="Microsoft.Storage/storageAccounts/write" ;;
+    container_registry) operation="Microsoft.ContainerRegistry/registries/write" ;;
+    *)
+      echo "tagfence postdeploy: TAGFENCE_KINDS entry '${entry}' is not a kind; expected key_vault, storage_account or container_registry" >&2
+      exit 1
+      ;;
+  esac
+  case " ${operations[*]+"${operations[*]}"} " in
+    *" ${operation} "*) ;;
+    *) operations+=("$operation") ;;
+  esac
+done
+if [ "${#operations[@]}" -eq 0 ]; then
+  operations=(Microsoft.KeyVault/vaults/write Microsoft.Storage/storageAccounts/write Microsoft.ContainerRegistry/registries/write)
+fi
 
 if [ -z "$topic" ]; then
   echo "tagfence postdeploy: no Event Grid system topic (EVENTGRID_SYSTEM_TOPIC=off); the Event Grid hook is not wired"
@@ -77,7 +106,7 @@ case "$destination" in
     ;;
 esac
 
-echo "tagfence postdeploy: subscribing ${function_name} (${endpoint_type}) to Key Vault writes on system topic ${topic_group}/${topic}"
+echo "tagfence postdeploy: subscribing ${function_name} (${endpoint_type}) to ${operations[*]} on system topic ${topic_group}/${topic}"
 # The endpoint (with its key) is passed as an argument, never echoed.
 az eventgrid system-topic event-subscription create ${sub:+--subscription "$sub"} \
   --name "$subscription_name" \
@@ -87,7 +116,7 @@ az eventgrid system-topic event-subscription create ${sub:+--subscription "$sub"
   --endpoint "$endpoint" \
   --event-delivery-schema eventgridschema \
   --included-event-types Microsoft.Resources.ResourceWriteSuccess \
-  --advanced-filter data.operationName StringIn Microsoft.KeyVault/vaults/write \
+  --advanced-filter data.operationName StringIn "${operations[@]}" \
   --max-delivery-attempts 10 \
   --event-ttl 120 \
   --only-show-errors \

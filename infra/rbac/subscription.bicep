@@ -1,5 +1,6 @@
-// Assigns a role to tagfence's identity on a whole subscription: for the vault role, every vault in
-// it (the widest scope; docs/security.md); for the Service Tags reader role, the Discovery API.
+// Assigns a role to tagfence's identity on a whole subscription: for the firewall role, every
+// resource of an enabled kind in it (the widest scope; docs/security.md); for the Service Tags
+// reader role, the Discovery API.
 
 targetScope = 'subscription'
 

@@ -10,7 +10,7 @@ param vaultName string
 @description('Object id of tagfence\'s user-assigned identity.')
 param principalId string
 
-@description('GUID of the role definition (tagfence\'s custom vault role).')
+@description('GUID of the role definition (tagfence\'s custom firewall role).')
 param roleDefinitionGuid string
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
