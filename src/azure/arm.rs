@@ -31,6 +31,9 @@ const ASYNC_OPERATION_HEADER: &str = "azure-asyncoperation";
 /// itself ends in seconds in Microsoft's examples (UNVERIFIED at scale).
 const MAX_OPERATION_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// How often a long-running operation is asked about when it does not say (`Retry-After`).
+const OPERATION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Discovery API pages followed at most, in case a service keeps returning `nextLink`.
 const MAX_SERVICE_TAG_PAGES: usize = 100;
 
@@ -320,23 +323,29 @@ impl ArmClient {
         // spec). The firewall is what it is once the operation ends; the answer's body shows it
         // while still `Updating`.
         let accepted = matches!(u16::from(response.status()), 201 | 202);
+        let first_wait = header_number(&response, "retry-after").map_or(OPERATION_POLL, |s| {
+            std::time::Duration::from_secs(u64::from(s))
+        });
         if let Some(status_url) =
             header_text(&response, ASYNC_OPERATION_HEADER).filter(|_| accepted)
         {
             let status_url = status_url.to_owned();
-            self.await_operation(id, &status_url, &operation).await?;
+            self.await_operation(id, &status_url, first_wait, &operation)
+                .await?;
             return self.get_resource(id).await;
         }
         vault_from(id, response.body(), &operation)
     }
 
     /// Follows a long-running operation's status URL until it ends, for at most
-    /// [`MAX_OPERATION_WAIT`], every `Retry-After` seconds (2 s when not given, at most 10 s).
+    /// [`MAX_OPERATION_WAIT`], every `Retry-After` seconds ([`OPERATION_POLL`] when not given;
+    /// between 0.1 s and 10 s), the first after `first_wait` (the write's own `Retry-After`).
     /// The URL must be on the ARM endpoint: the bearer token is never sent anywhere else.
     async fn await_operation(
         &self,
         id: &ResourceId,
         status_url: &str,
+        first_wait: std::time::Duration,
         operation: &str,
     ) -> Result<(), AzureError> {
         let decode = |detail: String| AzureError::Decode {
@@ -355,7 +364,11 @@ impl ArmClient {
             )));
         }
         let started = std::time::Instant::now();
-        let mut wait = std::time::Duration::from_secs(2);
+        let bounds = (
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(10),
+        );
+        let mut wait = first_wait.clamp(bounds.0, bounds.1);
         loop {
             tokio::time::sleep(wait).await;
             let response = self
@@ -398,11 +411,10 @@ impl ArmClient {
                 });
             }
             wait = header_number(&response, "retry-after")
-                .map_or(wait, |s| std::time::Duration::from_secs(u64::from(s)))
-                .clamp(
-                    std::time::Duration::from_millis(100),
-                    std::time::Duration::from_secs(10),
-                );
+                .map_or(OPERATION_POLL, |s| {
+                    std::time::Duration::from_secs(u64::from(s))
+                })
+                .clamp(bounds.0, bounds.1);
         }
     }
 

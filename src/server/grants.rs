@@ -1,6 +1,6 @@
 //! `function-grant`: just-in-time grants over HTTP. A pipeline job asks for its agent's public
 //! IPv4 address on a vault's firewall for a while, and takes it off again:
-//! - `POST /api/grant` with `{"vault", "ip"?, "ttl"?, "reason"?}` records a grant and writes its
+//! - `POST /api/grant` with `{"resource" (or "vault"), "ip"?, "ttl"?, "reason"?}` records a grant and writes its
 //!   `a.b.c.d/32` rule through the engine's usual path (lock, read, gate, one write, verify);
 //! - `DELETE /api/grant/<id>[?vault=…]` revokes a grant by its id, and
 //!   `DELETE /api/grant?vault=…[&ip=…]` the grant for an address on a vault. Revoking a grant
@@ -473,6 +473,8 @@ fn address_and_port(entry: &str) -> Option<IpAddr> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GrantBody {
+    /// The resource (any kind); `vault`, its name before there were kinds, is taken too.
+    #[serde(alias = "resource")]
     vault: String,
     #[serde(default)]
     ip: Option<String>,
@@ -485,7 +487,7 @@ struct GrantBody {
 /// What a grant request body looks like, for the errors.
 fn body_shape() -> String {
     format!(
-        r#"expected a JSON object {{"vault": "<ARM id, or the name of a listed vault>", "ip": "<public IPv4 address a.b.c.d; default: the caller's>", "ttl": "<duration such as 30m, 2h or 1h30m; default {}>", "reason": "<one line of text>"}} with only "vault" required"#,
+        r#"expected a JSON object {{"resource": "<ARM id of a vault, storage account or registry, or the name of a listed one>", "ip": "<public IPv4 address a.b.c.d; default: the caller's>", "ttl": "<duration such as 30m, 2h or 1h30m; default {}>", "reason": "<one line of text>"}} with only "resource" (or its older name "vault") required"#,
         duration_text(DEFAULT_TTL)
     )
 }
@@ -596,7 +598,8 @@ async fn revoke(
 ) -> Answer {
     let params = req.query_params();
     let vault = params
-        .get("vault")
+        .get("resource")
+        .or_else(|| params.get("vault"))
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty());
     log.vault.clone_from(&vault);

@@ -892,7 +892,7 @@ async fn grant_requests_are_checked_before_the_engine_and_named_when_wrong() {
         ),
         (
             json!({"vault": "kv-prod", "ip": "20.1.2.3", "address": "20.1.2.3"}),
-            "unknown field `address`, expected one of `vault`, `ip`, `ttl`, `reason`",
+            "unknown field `address`, expected one of `resource`, `vault`, `ip`, `ttl`, `reason`",
         ),
         (json!({"ip": "20.1.2.3"}), "missing field `vault`"),
         (json!({"vault": " "}), "\"vault\" is empty"),
