@@ -895,6 +895,10 @@ async fn grant_requests_are_checked_before_the_engine_and_named_when_wrong() {
             "unknown field `address`, expected one of `resource`, `vault`, `ip`, `ttl`, `reason`",
         ),
         (json!({"ip": "20.1.2.3"}), "missing field `vault`"),
+        (
+            json!({"resource": "kv-prod", "vault": "kv-prod", "ip": "20.1.2.3"}),
+            "duplicate field `vault`",
+        ),
         (json!({"vault": " "}), "\"vault\" is empty"),
         (json!({"vault": "kv-prod", "ttl": 30}), "invalid type"),
         (json!("{not json"), "the request body is not JSON"),
@@ -915,7 +919,7 @@ async fn grant_requests_are_checked_before_the_engine_and_named_when_wrong() {
         if !message.starts_with("ttl:") && !message.contains("IP address") {
             // Errors about the body's shape say what the body should be.
             assert!(
-                message.contains(r#"expected a JSON object {"vault""#),
+                message.contains(r#"expected a JSON object {"resource""#),
                 "{message}"
             );
         }
