@@ -42,9 +42,9 @@ pub const KEY_VAULT: &[&str] = &[
 ];
 
 /// `Microsoft.Storage/storageAccounts`: the stable versions tagfence's storage support was
-/// written against (2022-09-01 … 2025-01-01; tagfence sends 2023-05-01) and the newer stable
-/// folders of `specification/storage/resource-manager/Microsoft.Storage/stable` the research
-/// snapshot holds (2025-06-01, the first with `ipv6Rules`, to 2026-09-01, the readme's default
+/// written against (2022-09-01 … 2025-01-01; tagfence sends 2025-06-01) and the newer stable
+/// folders of `specification/storage/resource-manager/Microsoft.Storage/stable` the REST
+/// specs hold (2025-06-01, the first with `ipv6Rules`, to 2026-09-01, the readme's default
 /// `package-2026-09`). UNVERIFIED: the older stable versions are listed only from 2022-09-01
 /// (earlier ones exist and are refused here); previews are not listed; whether ARM serves the
 /// 2026 versions in every region.

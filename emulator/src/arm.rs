@@ -10,7 +10,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::acl::RulePolicy;
 use crate::api_versions;
@@ -19,7 +19,9 @@ use crate::error::ArmError;
 use crate::identity::Principal;
 use crate::locations;
 use crate::model::Route;
+use crate::operations::Poll;
 use crate::paths::{Kind, ResourcePath};
+use crate::policy::{OperationOutcome, RegistryUpdates};
 use crate::query::Query;
 use crate::resource_graph;
 use crate::routes::{RequestContext, Target};
@@ -181,8 +183,17 @@ pub(crate) fn resource(
         Ok(spent) => spent,
         Err(error) => return error.into_response(),
     };
-    let response = resource_operation(shared, route, path, &principal, body)
-        .unwrap_or_else(IntoResponse::into_response);
+    let api_version = query.get("api-version").unwrap_or_default();
+    let response = resource_operation(
+        shared,
+        route,
+        path,
+        &principal,
+        body,
+        api_version,
+        context.secure,
+    )
+    .unwrap_or_else(IntoResponse::into_response);
     with_remaining(response, spent)
 }
 
@@ -221,6 +232,8 @@ fn resource_operation(
     path: &ResourcePath,
     principal: &Principal,
     body: &[u8],
+    api_version: &str,
+    secure: bool,
 ) -> Result<Response, ArmError> {
     let action = match route {
         Route::VaultGet | Route::StorageAccountGet | Route::RegistryGet => "read",
@@ -277,7 +290,25 @@ fn resource_operation(
         Route::VaultPatch => apply_patch(&current, &parse_json(body)?, policy, &stamp())?,
         Route::VaultPut => apply_put(&current, path, &parse_json(body)?, policy, &stamp())?,
         Route::StorageAccountPatch => storage::apply_patch(&current, &parse_json(body)?, &stamp())?,
-        Route::RegistryPatch => registries::apply_patch(&current, &parse_json(body)?, &stamp())?,
+        Route::RegistryPatch => {
+            let body = parse_json(body)?;
+            // Validated now, as ACR refuses a bad body at once; applied now or when the
+            // long-running operation succeeds.
+            let updated = registries::apply_patch(&current, &body, &stamp())?;
+            if let Some(updates) = shared.registry_updates() {
+                drop(store);
+                return Ok(registry_update_started(
+                    shared,
+                    path,
+                    body,
+                    &current,
+                    &updates,
+                    api_version,
+                    secure,
+                ));
+            }
+            updated
+        }
         Route::VaultDelete => {
             store.delete(index);
             return Ok(StatusCode::OK.into_response());
@@ -815,4 +846,159 @@ fn graph_throttled(left: QuotaLeft) -> ArmError {
         "Client application has been throttled and should not attempt to repeat the request until an amount of time has elapsed. Please see https://aka.ms/resourcegraph-throttling for help.",
     )
     .with_retry_after(Some(left.retry_after_secs()))
+}
+
+/// A registry PATCH that runs as a long-running operation: 201 with the registry as stored
+/// (`provisioningState: Updating`), `Azure-AsyncOperation` naming the operation (on the
+/// emulator's own address, or [`RegistryUpdates::foreign_base`]) and `Retry-After` when set.
+fn registry_update_started(
+    shared: &Shared,
+    path: &ResourcePath,
+    body: Value,
+    current: &Value,
+    updates: &RegistryUpdates,
+    api_version: &str,
+    secure: bool,
+) -> Response {
+    let id = shared.operations().start(path, body, updates);
+    let location = current
+        .get("location")
+        .and_then(Value::as_str)
+        .unwrap_or("westeurope")
+        .to_ascii_lowercase()
+        .replace(' ', "");
+    let base = updates
+        .foreign_base
+        .as_deref()
+        .map_or_else(|| shared.base_url_for(secure), |b| b.trim_end_matches('/'));
+    let url = format!(
+        "{base}/subscriptions/{}/providers/Microsoft.ContainerRegistry/locations/{location}/operationResults/{id}?api-version={api_version}",
+        path.subscription
+    );
+    let mut answer = current.clone();
+    if let Some(properties) = answer.get_mut("properties").and_then(Value::as_object_mut) {
+        properties.insert("provisioningState".to_owned(), json!("Updating"));
+    }
+    let mut response = json_response(StatusCode::CREATED, answer.to_string());
+    if let Ok(value) = HeaderValue::from_str(&url) {
+        response.headers_mut().insert("azure-asyncoperation", value);
+    }
+    if let Some(seconds) = updates.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// `GET …/providers/Microsoft.ContainerRegistry/locations/{loc}/operationResults/{id}`: the
+/// status of a registry PATCH's long-running operation (`InProgress`, then its outcome). The
+/// registry's firewall changes at the GET that finds the operation `Succeeded`.
+pub(crate) fn registry_operation(
+    shared: &Shared,
+    context: &RequestContext,
+    query: &Query,
+) -> Response {
+    operation_status(shared, context, query).unwrap_or_else(IntoResponse::into_response)
+}
+
+fn operation_status(
+    shared: &Shared,
+    context: &RequestContext,
+    query: &Query,
+) -> Result<Response, ArmError> {
+    let Target::Operation {
+        subscription,
+        location,
+        id,
+    } = &context.classified.target
+    else {
+        return Err(routing_bug("it names no operation"));
+    };
+    let principal = authenticated(context)?;
+    check_api_version(
+        query,
+        CONTAINER_REGISTRY_API_VERSIONS.iter().copied(),
+        Registration::Provider {
+            type_name: "locations/operationResults",
+            location,
+        },
+    )?;
+    let spent = spend(shared, context.classified.route, subscription, &principal)?;
+    let poll = shared.operations().poll(id);
+    let status_body = |outcome: &OperationOutcome| match outcome {
+        OperationOutcome::Succeeded => json!({"id": id, "name": id, "status": "Succeeded"}),
+        OperationOutcome::Canceled => json!({"id": id, "name": id, "status": "Canceled"}),
+        OperationOutcome::Failed { code, message } => json!({
+            "id": id, "name": id, "status": "Failed",
+            "error": {"code": code, "message": message}
+        }),
+    };
+    let (body, retry_after) = match poll {
+        Poll::Unknown => {
+            return Err(ArmError::new(
+                StatusCode::NOT_FOUND,
+                "OperationNotFound",
+                format!("The operation '{id}' was not found."),
+            ))
+        }
+        Poll::InProgress => (
+            json!({"id": id, "name": id, "status": "InProgress"}),
+            shared.registry_updates().and_then(|u| u.retry_after),
+        ),
+        Poll::Finishing {
+            path,
+            body,
+            outcome,
+        } => {
+            let reached = match outcome {
+                OperationOutcome::Succeeded => {
+                    match finish_registry_update(shared, &path, &body, &principal) {
+                        Ok(()) => OperationOutcome::Succeeded,
+                        Err(error) => OperationOutcome::Failed {
+                            code: error.code,
+                            message: error.message,
+                        },
+                    }
+                }
+                other => other,
+            };
+            shared.operations().finish(id, reached.clone());
+            (status_body(&reached), None)
+        }
+        Poll::Finished(outcome) => (status_body(&outcome), None),
+    };
+    let mut response = json_response(StatusCode::OK, body.to_string());
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    Ok(with_remaining(response, spent))
+}
+
+/// Applies a succeeded operation's PATCH body to the registry as it is now.
+fn finish_registry_update(
+    shared: &Shared,
+    path: &ResourcePath,
+    body: &Value,
+    principal: &Principal,
+) -> Result<(), ArmError> {
+    let mut store = shared.store();
+    let Lookup::Found(index) = store.lookup(path) else {
+        return Err(ArmError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!("The registry '{}' is gone.", path.name),
+        ));
+    };
+    let current = store.get(index).cloned().unwrap_or(Value::Null);
+    let stamp = Stamp {
+        by: principal.client_id.clone(),
+        by_type: "ManagedIdentity",
+        at: clock::rfc3339_utc(clock::now_epoch_ms()),
+    };
+    let updated = registries::apply_patch(&current, body, &stamp)?;
+    store.replace(index, updated);
+    Ok(())
 }

@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::paths::{Kind, ResourcePath};
-use crate::policy::{GraphIndex, GraphQuota, OddRulePolicy, Slash31Policy, Throttle};
+use crate::policy::{
+    GraphIndex, GraphQuota, OddRulePolicy, RegistryUpdates, Slash31Policy, Throttle,
+};
 use crate::tls::TlsIdentity;
 
 /// Everything the emulator needs to start.
@@ -74,6 +76,10 @@ pub struct Config {
     /// share the one listening port: a connection that opens with a TLS handshake is served
     /// over TLS, any other as plain http.
     pub tls: Option<TlsIdentity>,
+    /// How a registry's PATCH finishes: `None` (default) at once with 200; `Some` as a
+    /// long-running operation, 201 with `Azure-AsyncOperation` ([`RegistryUpdates`]). Switch at
+    /// run time with [`crate::Emulator::set_registry_updates`].
+    pub registry_updates: Option<RegistryUpdates>,
 }
 
 impl Default for Config {
@@ -93,6 +99,7 @@ impl Default for Config {
             odd_rules: OddRulePolicy::KeepExisting,
             service_tags_page_size: None,
             tls: None,
+            registry_updates: None,
         }
     }
 }
@@ -121,6 +128,7 @@ impl fmt::Debug for Config {
             .field("odd_rules", &self.odd_rules)
             .field("service_tags_page_size", &self.service_tags_page_size)
             .field("tls", &self.tls)
+            .field("registry_updates", &self.registry_updates)
             .finish()
     }
 }

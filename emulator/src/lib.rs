@@ -33,12 +33,14 @@
 //!
 //! ```text
 //! config.rs          Config, Seed                                 (public)
-//! policy.rs          Throttle, GraphQuota, GraphIndex, Slash31Policy, OddRulePolicy (public)
+//! policy.rs          Throttle, GraphQuota, GraphIndex, Slash31Policy, OddRulePolicy,
+//!                    RegistryUpdates, OperationOutcome                (public)
 //! model.rs           Route, RequestRecord, Fault, FaultKind       (public)
 //! server.rs          accept loop, fault/log wrapper, control routes
 //! state.rs           Shared: settings, stores behind locks, out-of-band edits
 //! reshape.rs         JSON Pointer edits of a Reshape fault        (pure)
 //! holds.rs           the gates of Hold faults
+//! operations.rs      long-running operations of registry PATCHes (201, Azure-AsyncOperation)
 //! paths.rs           path segments, the kinds and their resource ids (pure)
 //! routes.rs          case-insensitive classification of paths into routes
 //! arm.rs             resource (vault, storage account, registry), list, Discovery API and
@@ -71,7 +73,7 @@
 //! 1 base      clock ids error query paths policy reshape api_versions locations tls ipv4: plain
 //!             values (tls: the https certificate), nothing from the crate
 //! 2 parts     config model acl properties throttle identity resource_graph graph_index
-//!             service_tags holds firewall writes: one concern each
+//!             service_tags holds operations firewall writes: one concern each
 //! 3 composed  store (the resources; firewall's read shape), vaults (PATCH/PUT through acl and
 //!             properties), storage and registries (PATCH through writes, their rules through
 //!             ipv4) and routes (paths into model's Route)
@@ -94,6 +96,7 @@ mod ids;
 mod ipv4;
 mod locations;
 mod model;
+mod operations;
 mod paths;
 mod policy;
 mod properties;
@@ -125,7 +128,10 @@ pub use arm::{CONTAINER_REGISTRY_API_VERSIONS, KEY_VAULT_API_VERSIONS, STORAGE_A
 pub use config::{Config, Seed, SeedError, DEFAULT_ARM_AUDIENCE};
 pub use identity::{SYSTEM_ASSIGNED_CLIENT_ID, SYSTEM_ASSIGNED_OBJECT_ID};
 pub use model::{Fault, FaultKind, RequestRecord, Route};
-pub use policy::{GraphIndex, GraphQuota, OddRulePolicy, Slash31Policy, Throttle};
+pub use policy::{
+    GraphIndex, GraphQuota, OddRulePolicy, OperationOutcome, RegistryUpdates, Slash31Policy,
+    Throttle,
+};
 pub use service_tags::{
     ServiceTagsError, DOWNLOAD_DIRECTORY, DOWNLOAD_FILE_NAMES, DOWNLOAD_PAGE_PATH,
     PUBLIC_DOWNLOAD_ID,
@@ -281,6 +287,13 @@ impl Emulator {
     /// Every non-control request handled so far, in completion order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.requests()
+    }
+
+    /// Switches how registry PATCHes finish from now on: `None` at once with 200 (the default),
+    /// `Some` as long-running operations (201 with `Azure-AsyncOperation`; see
+    /// [`RegistryUpdates`]). Operations already started go on as they were started.
+    pub fn set_registry_updates(&self, updates: Option<RegistryUpdates>) {
+        self.shared.set_registry_updates(updates);
     }
 
     /// Forgets the request log.

@@ -29,6 +29,10 @@ pub enum Route {
     RegistryGet,
     /// `PATCH …/providers/Microsoft.ContainerRegistry/registries/{name}`.
     RegistryPatch,
+    /// `GET /subscriptions/{sub}/providers/Microsoft.ContainerRegistry/locations/{loc}/operationResults/{id}`:
+    /// the `Azure-AsyncOperation` URL of a registry PATCH answered 201 (opt-in,
+    /// [`crate::RegistryUpdates`]).
+    RegistryOperation,
     /// `GET /subscriptions/{sub}[/resourceGroups/{rg}]/resources` (ARM's generic list, which
     /// the SDKs' `vaults.list` calls with `$filter=resourceType eq 'Microsoft.KeyVault/vaults'`).
     ResourceList,
@@ -64,6 +68,7 @@ impl Route {
             Route::VaultGet
                 | Route::StorageAccountGet
                 | Route::RegistryGet
+                | Route::RegistryOperation
                 | Route::VaultList
                 | Route::ResourceList
                 | Route::ServiceTagsApi
@@ -98,6 +103,7 @@ impl Route {
                 | Route::StorageAccountPatch
                 | Route::RegistryGet
                 | Route::RegistryPatch
+                | Route::RegistryOperation
                 | Route::VaultList
                 | Route::ResourceList
                 | Route::ServiceTagsApi

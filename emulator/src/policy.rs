@@ -135,3 +135,50 @@ pub enum OddRulePolicy {
     /// apply).
     AcceptAll,
 }
+
+/// How a registry's PATCH finishes: at once (the default, `None` in [`crate::Config`]) or, with
+/// this value, as a long-running operation.
+///
+/// The Container Registry spec (`Registries_Update` in
+/// `specification/containerregistry/…/stable/2025-11-01/containerregistry.json`, example
+/// `RegistryUpdate.json`) documents 200 with the registry, or 201 with an `Azure-AsyncOperation`
+/// header (`x-ms-long-running-operation-options: final-state-via: azure-async-operation`). With a
+/// `RegistryUpdates` the emulator answers every registry PATCH that passes validation with 201,
+/// the registry as stored (`provisioningState: Updating`) and that header; a GET of the header's
+/// URL answers `{"status": "InProgress"}` [`RegistryUpdates::in_progress`] times, then the
+/// [`RegistryUpdates::outcome`]; the registry's stored firewall changes only when the outcome
+/// is `Succeeded`, at that GET. The URL's shape, `{base}/subscriptions/{sub}/providers/
+/// Microsoft.ContainerRegistry/locations/{location}/operationResults/{id}?api-version=…`, is
+/// the one ACR's answers carry (SEEN in public captures; UNVERIFIED in the spec, which names no
+/// shape).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RegistryUpdates {
+    /// GETs of the operation answered `InProgress` before the outcome.
+    pub in_progress: u32,
+    /// What the operation ends in.
+    pub outcome: OperationOutcome,
+    /// `Retry-After` in seconds on the 201 and on each `InProgress` answer; `None` sends none.
+    pub retry_after: Option<u64>,
+    /// The scheme and host (and port) of the header's URL instead of the emulator's own, e.g.
+    /// `https://evil.example`: a client must never follow (nor send its token to) a URL off its
+    /// ARM endpoint. The operation is still registered under its path, so the emulator answers
+    /// it if asked on its own address.
+    pub foreign_base: Option<String>,
+}
+
+/// The final status of a long-running operation (`Azure-AsyncOperation`'s `status`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum OperationOutcome {
+    /// `{"status": "Succeeded"}`: the PATCH is applied then.
+    #[default]
+    Succeeded,
+    /// `{"status": "Failed", "error": {"code", "message"}}`: nothing is applied.
+    Failed {
+        /// The error's code, e.g. `InternalServerError`.
+        code: String,
+        /// The error's message.
+        message: String,
+    },
+    /// `{"status": "Canceled"}`: nothing is applied.
+    Canceled,
+}

@@ -4,8 +4,8 @@
 //! `Registries_Update` merges `properties` at the top level here, replaces a present
 //! `networkRuleSet` whole (as `az acr network-rule add` assumes, sending the whole set it read;
 //! the service's own semantics are UNVERIFIED) and answers 200 with the registry. The spec also
-//! allows a 201 with `Azure-AsyncOperation` (a long-running update); the emulator always finishes
-//! at once.
+//! allows a 201 with `Azure-AsyncOperation` (a long-running update); the emulator finishes at
+//! once unless `Config::registry_updates` asks for an operation (`operations`, handled in `arm`).
 //!
 //! | Refused (400) | Source |
 //! |---|---|

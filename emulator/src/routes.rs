@@ -37,6 +37,12 @@ pub(crate) enum Target {
         subscription: String,
         resource_group: Option<String>,
     },
+    /// A long-running operation of a registry PATCH, by its id.
+    Operation {
+        subscription: String,
+        location: String,
+        id: String,
+    },
 }
 
 impl Classified {
@@ -52,9 +58,9 @@ impl Classified {
     pub fn subscription(&self) -> Option<String> {
         match &self.target {
             Target::Resource(path) => Some(path.subscription.to_ascii_lowercase()),
-            Target::ServiceTags { subscription, .. } | Target::Collection { subscription, .. } => {
-                Some(subscription.to_ascii_lowercase())
-            }
+            Target::ServiceTags { subscription, .. }
+            | Target::Collection { subscription, .. }
+            | Target::Operation { subscription, .. } => Some(subscription.to_ascii_lowercase()),
             Target::None => None,
         }
     }
@@ -124,6 +130,18 @@ pub(crate) fn classify(method: &Method, path: &str) -> Classified {
                 target: Target::ServiceTags {
                     subscription: parts[1].to_owned(),
                     location: parts[5].to_owned(),
+                },
+            }
+        }
+        ["subscriptions", _, "providers", "microsoft.containerregistry", "locations", _, "operationresults", _]
+            if get && named(1) && named(5) && named(7) =>
+        {
+            Classified {
+                route: Route::RegistryOperation,
+                target: Target::Operation {
+                    subscription: parts[1].to_owned(),
+                    location: parts[5].to_owned(),
+                    id: parts[7].to_owned(),
                 },
             }
         }

@@ -540,6 +540,7 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
             }
         }
         Route::VaultList | Route::ResourceList => arm::list(&shared, &context, path, &query),
+        Route::RegistryOperation => arm::registry_operation(&shared, &context, &query),
         Route::ServiceTagsApi | Route::ServiceTagDetails => {
             arm::service_tags(&shared, &context, path, &query)
         }

@@ -28,8 +28,9 @@ use crate::graph_index::Index;
 use crate::holds::Holds;
 use crate::identity::{Issued, Principal, TokenStore};
 use crate::model::{Fault, FaultKind, RequestRecord, Route};
+use crate::operations::Operations;
 use crate::paths::ResourcePath;
-use crate::policy::{GraphIndex, Throttle};
+use crate::policy::{GraphIndex, RegistryUpdates, Throttle};
 use crate::service_tags::ServiceTagsDocument;
 use crate::store::ResourceStore;
 use crate::throttle::{Buckets, Budgeting, Operation, QuotaLeft, QuotaWindows};
@@ -110,6 +111,10 @@ pub(crate) struct Shared {
     log: Mutex<Vec<RequestRecord>>,
     faults: Mutex<VecDeque<Fault>>,
     budgets: Mutex<Budgets>,
+    /// How a registry's PATCH finishes (`None`: at once, with 200).
+    registry_updates: Mutex<Option<RegistryUpdates>>,
+    /// The long-running operations started by registry PATCHes.
+    operations: Mutex<Operations>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical section
@@ -210,7 +215,24 @@ impl Shared {
             tokens: Mutex::new(TokenStore::default()),
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(VecDeque::new()),
+            registry_updates: Mutex::new(config.registry_updates),
+            operations: Mutex::new(Operations::default()),
         }
+    }
+
+    /// How a registry's PATCH finishes now.
+    pub fn registry_updates(&self) -> Option<RegistryUpdates> {
+        lock(&self.registry_updates).clone()
+    }
+
+    /// Switches how registry PATCHes finish from now on (operations started go on as they were).
+    pub fn set_registry_updates(&self, updates: Option<RegistryUpdates>) {
+        *lock(&self.registry_updates) = updates;
+    }
+
+    /// The long-running operations, locked (never while holding the store).
+    pub fn operations(&self) -> MutexGuard<'_, Operations> {
+        lock(&self.operations)
     }
 
     /// The base URL a request came in on: links in an answer (`nextLink`, the download page's
