@@ -67,7 +67,7 @@ use crate::azure::pipeline::AzureError;
 use crate::azure::ResourceId;
 use crate::config::{TargetSource, VaultTarget};
 use crate::core::desired::DesireError;
-use crate::core::gate::{self, GateOptions, GatedWrite, Ownership, Proposal};
+use crate::core::gate::{self, GateOptions, GateRefusal, GatedWrite, Ownership, Proposal};
 use crate::core::live::LiveAcl;
 use crate::core::plan::{self, GrantsInput, Plan, PlanError, PlanInput, Recorded, TagGuard};
 use crate::core::service_tags::ServiceTags;
@@ -596,8 +596,12 @@ impl Reconciler {
         write_attempt: &mut u32,
     ) -> Result<(), ReconcileError> {
         let throttled = matches!(err.status(), Some(429));
+        // A write still running at ARM (`Unfinished`) is never sent again on top of itself.
         let again = err.is_transient()
-            && !matches!(err, AzureError::Throttled { .. })
+            && !matches!(
+                err,
+                AzureError::Throttled { .. } | AzureError::Unfinished { .. }
+            )
             && *write_attempt < self.arm.write_attempts();
         if !again {
             return Err(ReconcileError::Azure {
@@ -773,6 +777,14 @@ impl Reconciler {
         trace: &Trace,
         report: &mut VaultReport,
     ) -> Result<Option<GatedWrite>, ReconcileError> {
+        // A firewall that cannot hold IP rules at all (a registry below Premium) is refused for
+        // that, first: a plan's guard would otherwise refuse it for something no rerun can fix.
+        if let Some(reason) = &vault.acl.unsupported {
+            return Err(ReconcileError::Gate(GateRefusal::Unsupported {
+                kind: vault.acl.kind,
+                reason: reason.clone(),
+            }));
+        }
         let (plan, guarded) =
             plan_vault(target, run, remembered, &vault.acl).inspect_err(|err| {
                 if matches!(

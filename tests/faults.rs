@@ -683,7 +683,8 @@ async fn faults_beyond_the_retry_budget_fail_only_their_vault_and_the_next_run_h
             | AzureError::Timeout { operation, .. }
             | AzureError::Token { operation, .. }
             | AzureError::Decode { operation, .. }
-            | AzureError::Throttled { operation, .. } => operation,
+            | AzureError::Throttled { operation, .. }
+            | AzureError::Unfinished { operation, .. } => operation,
         },
         other => panic!("vault {index} should have failed on an Azure call: {other:?}"),
     };

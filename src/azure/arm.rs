@@ -26,11 +26,6 @@ pub const SERVICE_TAGS_API_VERSION: &str = "2023-09-01";
 /// The header of a long-running operation's status URL.
 const ASYNC_OPERATION_HEADER: &str = "azure-asyncoperation";
 
-/// How long a write's long-running operation (a registry's update) is followed at most: the
-/// Container Registry documents that a rule takes "a few minutes" to take effect, but the update
-/// itself ends in seconds in Microsoft's examples (UNVERIFIED at scale).
-const MAX_OPERATION_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
-
 /// How often a long-running operation is asked about when it does not say (`Retry-After`).
 const OPERATION_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -337,8 +332,10 @@ impl ArmClient {
         vault_from(id, response.body(), &operation)
     }
 
-    /// Follows a long-running operation's status URL until it ends, for at most
-    /// [`MAX_OPERATION_WAIT`], every `Retry-After` seconds ([`OPERATION_POLL`] when not given;
+    /// Follows a long-running operation's status URL until it ends, for at most the call
+    /// timeout (`--http-call-timeout-secs`, 120 s by default: following the update is part of the
+    /// write; the Container Registry documents that a rule takes "a few minutes" to take effect,
+    /// but its update ends in seconds in Microsoft's examples, UNVERIFIED at scale), every `Retry-After` seconds ([`OPERATION_POLL`] when not given;
     /// between 0.1 s and 10 s), the first after `first_wait` (the write's own `Retry-After`).
     /// The URL must be on the ARM endpoint: the bearer token is never sent anywhere else.
     async fn await_operation(
@@ -370,7 +367,9 @@ impl ArmClient {
         );
         let mut wait = first_wait.clamp(bounds.0, bounds.1);
         loop {
-            tokio::time::sleep(wait).await;
+            // Never past the deadline: the last question is asked at it.
+            let left = self.options.call_timeout.saturating_sub(started.elapsed());
+            tokio::time::sleep(wait.min(left)).await;
             let response = self
                 .read(
                     &id.subscription,
@@ -404,10 +403,10 @@ impl ArmClient {
                 }
                 _ => {}
             }
-            if started.elapsed() >= MAX_OPERATION_WAIT {
-                return Err(AzureError::Timeout {
-                    operation: format!("{operation}: following the update"),
-                    seconds: MAX_OPERATION_WAIT.as_secs(),
+            if started.elapsed() >= self.options.call_timeout {
+                return Err(AzureError::Unfinished {
+                    operation: operation.to_owned(),
+                    seconds: self.options.call_timeout.as_secs(),
                 });
             }
             wait = header_number(&response, "retry-after")

@@ -143,6 +143,11 @@ pub enum AzureError {
     /// No token could be obtained.
     #[error("{operation}: getting a token: {detail}")]
     Token { operation: String, detail: String },
+    /// A write ARM accepted as a long-running operation (a registry's update) had not finished
+    /// when tagfence stopped following it: it may still land, so it is not sent again now; the
+    /// next run reads the resource and reconciles it.
+    #[error("{operation}: the update was accepted but had not finished after {seconds} s; it may still land, so it is not sent again now (the next run reads the resource and reconciles it)")]
+    Unfinished { operation: String, seconds: u64 },
     /// The answer was not what the API defines.
     #[error("{operation}: unexpected response: {detail}")]
     Decode { operation: String, detail: String },
@@ -168,7 +173,8 @@ impl AzureError {
             AzureError::Transport { .. }
             | AzureError::Timeout { .. }
             | AzureError::Token { .. }
-            | AzureError::Throttled { .. } => true,
+            | AzureError::Throttled { .. }
+            | AzureError::Unfinished { .. } => true,
             AzureError::Decode { .. } => false,
         }
     }

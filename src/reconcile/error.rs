@@ -52,6 +52,8 @@ impl ErrorKind {
             // ARM's 409: another operation on the resource is in progress.
             AzureError::Api { status: 409, .. } => ErrorKind::Conflict,
             AzureError::Decode { .. } => ErrorKind::Unavailable,
+            // An update of the resource still in progress: as ARM's 409 says of one.
+            AzureError::Unfinished { .. } => ErrorKind::Conflict,
             _ if err.is_transient() => ErrorKind::Unavailable,
             _ => ErrorKind::Rejected,
         }

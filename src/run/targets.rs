@@ -170,9 +170,10 @@ impl Resolver<'_> {
     ) -> Result<(Vec<(ResourceId, String)>, FirewallIndex), RunError> {
         let tag = &discovery.tag;
         // Every enabled kind in one query: one pass over the index finds them all.
+        let kinds = self.discovery_kinds();
         let query = format!(
             "resources | where {} | where isnotempty(tags['{tag}']) | project id, name, subscriptionId, value = tostring(tags['{tag}']), {FIREWALL_COLUMNS}",
-            kinds::graph_type_filter(&self.discovery_kinds())
+            kinds::graph_type_filter(&kinds)
         );
         let mut scopes = Vec::new();
         if !discovery.subscriptions.is_empty() {
@@ -201,6 +202,16 @@ impl Resolver<'_> {
                     );
                     continue;
                 };
+                // The query asked for the enabled kinds only; a row of another kind (an index
+                // answering more than it was asked) is not managed.
+                if !kinds.contains(&vault.kind) {
+                    warn!(
+                        id,
+                        kind = %vault.kind,
+                        "Resource Graph returned a resource of a kind the setting kinds does not enable; ignored"
+                    );
+                    continue;
+                }
                 if found.iter().any(|(known, _)| known.same_as(&vault)) {
                     continue;
                 }
