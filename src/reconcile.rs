@@ -875,29 +875,31 @@ fn gate_with<T>(
 fn notice(live: &LiveAcl, report: &mut VaultReport) {
     let mut warnings = Vec::new();
     if live.public_access_disabled() {
-        warnings.push(
-            "publicNetworkAccess is Disabled: the vault's IP rules have no effect".to_owned(),
-        );
+        warnings.push(format!(
+            "publicNetworkAccess is Disabled: the {}'s IP rules have no effect",
+            live.kind.noun()
+        ));
     }
     if live
         .default_action
         .as_deref()
         .is_some_and(|a| a.eq_ignore_ascii_case("allow"))
     {
-        warnings.push("defaultAction is Allow: the vault accepts every network, so its IP rules have no effect until it is Deny".to_owned());
+        warnings.push(format!("defaultAction is Allow: the {} accepts every network, so its IP rules have no effect until it is Deny", live.kind.noun()));
     }
     // Named one by one up to a few: a vault of 900 such rules says so in one more line, not
     // 900 (every run, in the log, the report and the run record).
     const NAMED: usize = 5;
     for rule in live.unreadable.iter().take(NAMED) {
         warnings.push(format!(
-            "the vault holds IP rule '{}', which tagfence cannot read ({}); it is kept as it is and counts against the limit",
-            rule.value, rule.reason
+            "the {} holds IP rule '{}', which tagfence cannot read ({}); it is kept as it is and counts against the limit",
+            live.kind.noun(), rule.value, rule.reason
         ));
     }
     if live.unreadable.len() > NAMED {
         warnings.push(format!(
-            "the vault holds {} more IP rules tagfence cannot read; they are kept as they are and count against the limit",
+            "the {} holds {} more IP rules tagfence cannot read; they are kept as they are and count against the limit",
+            live.kind.noun(),
             live.unreadable.len() - NAMED
         ));
     }

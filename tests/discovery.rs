@@ -404,7 +404,7 @@ async fn management_groups_scope_discovery_and_onboarding() {
     assert_eq!(
         err.to_string(),
         format!(
-            "vault {} is not managed: it is neither listed nor in a discovery scope",
+            "{} is not managed: it is neither listed nor in a discovery scope",
             vault_id("kv-home")
         )
     );

@@ -147,7 +147,7 @@ async fn the_http_function_plans_syncs_and_reports_status() {
         ),
         (
             vec![("vault", "kv-nope")],
-            "unknown vault 'kv-nope': not one of the managed vaults (listed or discovered)",
+            "unknown resource 'kv-nope': not one of the managed resources (listed or discovered)",
         ),
     ] {
         let invocation = host.invoke_http("POST", "sync", &query).await;

@@ -40,7 +40,7 @@ pub const MAX_REASON_CHARS: usize = 200;
 /// what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GrantRefusal {
-    #[error("'{0}' is an IPv6 address; key vault firewall rules take IPv4 addresses only (grant the agent's public IPv4 address)")]
+    #[error("'{0}' is an IPv6 address; tagfence writes IPv4 firewall rules only (grant the agent's public IPv4 address)")]
     Ipv6(IpAddr),
     #[error("{address} is not a public address ({range}); a grant opens the firewall to one public IPv4 address")]
     NotPublic { address: IpAddr, range: String },
@@ -48,9 +48,9 @@ pub enum GrantRefusal {
     TtlTooLong { asked: Duration, max: Duration },
     #[error("a grant of {} is shorter than the shortest allowed, {}", duration_text(*.asked), duration_text(MIN_TTL))]
     TtlTooShort { asked: Duration },
-    #[error("the vault holds {live} live grants, the most allowed (--grant-max-per-vault {max}); revoke one or wait for one to expire")]
+    #[error("the firewall holds {live} live grants, the most allowed (--grant-max-per-vault {max}); revoke one or wait for one to expire")]
     TooMany { live: usize, max: usize },
-    #[error("the vault has no room for the grant: it would hold {after} rules, over its limit of {limit} (grants never displace the rules of the selected tags)")]
+    #[error("the firewall has no room for the grant: it would hold {after} rules, over its limit of {limit} (grants never displace the rules of the selected tags)")]
     NoRoom { after: usize, limit: usize },
     #[error("the reason is {chars} characters long; at most {MAX_REASON_CHARS} are recorded")]
     ReasonTooLong { chars: usize },
@@ -222,7 +222,7 @@ mod tests {
             "{err}"
         );
         let err = grant_rule("2001:db8::1".parse().unwrap()).unwrap_err();
-        assert!(err.to_string().contains("IPv4 addresses only"), "{err}");
+        assert!(err.to_string().contains("tagfence writes IPv4 firewall rules only"), "{err}");
     }
 
     #[test]

@@ -236,7 +236,7 @@ fn plan_granting(
 /// Why a plan was refused before anything was written.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Refusal {
-    #[error("the selection yields no rules for a key vault (every prefix is IPv6 or reserved); refusing to write an empty allow-list")]
+    #[error("the selection yields no rules for a firewall (every prefix is IPv6 or reserved); refusing to write an empty allow-list")]
     EmptyDesired,
     #[error(
         "the plan removes {remove} of the {managed} rules tagfence manages on this vault ({percent:.0}%), more than --max-remove-fraction {max} allows; check the source, then rerun with a higher --max-remove-fraction"
@@ -247,7 +247,7 @@ pub enum Refusal {
         percent: f64,
         max: f64,
     },
-    #[error("the vault would hold {} rules ({} desired + {} unmanaged kept), over its limit of {}; use --fit summarize, select fewer tags or --prune", crate::core::text::count(*.total), crate::core::text::count(*.desired), crate::core::text::count(*.kept), crate::core::text::count(*.limit))]
+    #[error("the firewall would hold {} rules ({} desired + {} unmanaged kept), over its limit of {}; use --fit summarize, select fewer tags or --prune", crate::core::text::count(*.total), crate::core::text::count(*.desired), crate::core::text::count(*.kept), crate::core::text::count(*.limit))]
     OverLimit {
         total: usize,
         desired: usize,
@@ -847,7 +847,7 @@ mod tests {
         );
         assert_eq!(
             guard(&crowded, &live, None, &limits).unwrap_err().to_string(),
-            "the vault would hold 5 rules (2 desired + 3 unmanaged kept), over its limit of 3; use --fit summarize, select fewer tags or --prune"
+            "the firewall would hold 5 rules (2 desired + 3 unmanaged kept), over its limit of 3; use --fit summarize, select fewer tags or --prune"
         );
     }
 

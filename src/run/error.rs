@@ -27,13 +27,13 @@ pub enum RunError {
         change_number: u64,
         problems: Vec<String>,
     },
-    #[error("no vaults configured (give --vault / TAGFENCE_VAULTS, a configuration file, or --discover-subscription / --discover-management-group)")]
+    #[error("no resources configured (give --resource / TAGFENCE_RESOURCES or --vault / TAGFENCE_VAULTS, a configuration file, or --discover-subscription / --discover-management-group)")]
     NoVaults,
-    #[error("unknown vault '{0}': not one of the managed vaults (listed or discovered)")]
+    #[error("unknown resource '{0}': not one of the managed resources (listed or discovered)")]
     UnknownVault(String),
-    #[error("vault {vault} is not managed: {reason}")]
+    #[error("{vault} is not managed: {reason}")]
     NotManaged { vault: String, reason: String },
-    #[error("discovering vaults: {0}")]
+    #[error("discovering resources: {0}")]
     Discovery(String),
     #[error("setting up the state in {spec}: {detail}")]
     StateSetup { spec: String, detail: String },

@@ -933,7 +933,7 @@ async fn grant_requests_are_checked_before_the_engine_and_named_when_wrong() {
         ("10.1.2.3", "10.1.2.3 is not a public address"),
         (
             "2001:db8::1",
-            "key vault firewall rules take IPv4 addresses only",
+            "tagfence writes IPv4 firewall rules only",
         ),
     ] {
         let (status, answer) = post_grant(
