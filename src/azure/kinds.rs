@@ -1,6 +1,7 @@
 //! The Azure shell's part of each firewall kind: the api-version its resource is read and written
-//! with, the role actions that allows, and how Azure Resource Graph and Event Grid name it. What
-//! a kind's rules look like and cost is the core's part (`core::kind`).
+//! with, and how Azure Resource Graph and Event Grid name it. The role actions it needs are its
+//! resource type's `read` and `write` (the custom role of `infra/main.bicep`, checked per kind by
+//! the infra gate). What a kind's rules look like and cost is the core's part (`core::kind`).
 //!
 //! Sources for every figure are tabled in `docs/kinds.md`.
 
@@ -24,13 +25,6 @@ pub fn api_version(kind: Kind) -> &'static str {
         Kind::StorageAccount => "2025-06-01",
         Kind::ContainerRegistry => "2023-07-01",
     }
-}
-
-/// The role actions tagfence needs on a resource of the kind: read it, write it. The custom role
-/// of `infra/rbac` holds exactly these for the kinds a deployment enables.
-pub fn role_actions(kind: Kind) -> [String; 2] {
-    let base = kind.resource_type();
-    [format!("{base}/read"), format!("{base}/write")]
 }
 
 /// The operation an Event Grid `Microsoft.Resources.ResourceWriteSuccess` event names for a write
@@ -63,11 +57,8 @@ mod tests {
     #[test]
     fn names_derive_from_the_resource_type() {
         assert_eq!(
-            role_actions(Kind::StorageAccount),
-            [
-                "Microsoft.Storage/storageAccounts/read".to_owned(),
-                "Microsoft.Storage/storageAccounts/write".to_owned()
-            ]
+            write_operation(Kind::StorageAccount),
+            "Microsoft.Storage/storageAccounts/write"
         );
         assert_eq!(
             kind_of_write("microsoft.containerregistry/registries/write"),

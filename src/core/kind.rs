@@ -261,12 +261,6 @@ impl Kind {
     pub fn same_region_is_private(self) -> bool {
         self == Kind::StorageAccount
     }
-
-    /// Whether a just-in-time grant (one address) can be written: every kind takes single
-    /// addresses.
-    pub fn takes_single_addresses(self) -> bool {
-        true
-    }
 }
 
 impl fmt::Display for Kind {
