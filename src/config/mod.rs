@@ -103,7 +103,7 @@ pub use settings::{
 };
 pub use state::StateSpec;
 use targets::Context;
-pub use targets::{Discovery, RESOURCE_ID_SHAPE, VAULT_ID_SHAPE};
+pub use targets::{Discovery, RESOURCE_ID_SHAPE};
 pub use vault::{kind_grants, kind_limits, GrantPolicy, Safety, TargetSource, VaultTarget};
 
 /// A validated run configuration.

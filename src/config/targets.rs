@@ -13,10 +13,6 @@ use crate::core::desired::{self, FitMode, Selection};
 use crate::core::kind::Kind;
 use crate::core::profiles;
 
-/// The shape of a Key Vault's ARM resource id.
-pub const VAULT_ID_SHAPE: &str =
-    "/subscriptions/<GUID>/resourceGroups/<group>/providers/Microsoft.KeyVault/vaults/<name>";
-
 /// The shape of the resource ids tagfence manages, for the message that refuses another: the
 /// provider types are the kinds' ([`Kind::resource_type`]; a test holds this to them).
 pub const RESOURCE_ID_SHAPE: &str = "/subscriptions/<GUID>/resourceGroups/<group>/providers/<type>/<name>, <type> being Microsoft.KeyVault/vaults, Microsoft.Storage/storageAccounts or Microsoft.ContainerRegistry/registries";
