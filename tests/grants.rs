@@ -604,7 +604,11 @@ async fn private_and_ipv6_addresses_are_refused_with_why() {
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("tagfence writes IPv4 firewall rules only"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("tagfence writes IPv4 firewall rules only"),
+        "{err}"
+    );
     assert!(vault_trace(&w.emulator, "kv1").is_empty());
     assert!(w.grants().await.is_empty());
     assert!(w.index().await.vaults.is_empty());

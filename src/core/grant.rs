@@ -222,7 +222,11 @@ mod tests {
             "{err}"
         );
         let err = grant_rule("2001:db8::1".parse().unwrap()).unwrap_err();
-        assert!(err.to_string().contains("tagfence writes IPv4 firewall rules only"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("tagfence writes IPv4 firewall rules only"),
+            "{err}"
+        );
     }
 
     #[test]

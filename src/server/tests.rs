@@ -931,10 +931,7 @@ async fn grant_requests_are_checked_before_the_engine_and_named_when_wrong() {
     // A private or IPv6 address is the engine's refusal (`core::grant::grant_rule`): 400.
     for (ip, error) in [
         ("10.1.2.3", "10.1.2.3 is not a public address"),
-        (
-            "2001:db8::1",
-            "tagfence writes IPv4 firewall rules only",
-        ),
+        ("2001:db8::1", "tagfence writes IPv4 firewall rules only"),
     ] {
         let (status, answer) = post_grant(
             authenticated_app(fake.clone()),
