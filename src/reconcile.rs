@@ -1100,7 +1100,7 @@ fn grants_hold_room(
         return;
     };
     report.warnings.push(format!(
-        "{} live just-in-time grant(s) hold {} of the vault's rules until {} at the latest; the rules that need their room are applied by the first run after they end (or revoke them)",
+        "{} live just-in-time grant(s) hold {} of the firewall's rules until {} at the latest; the rules that need their room are applied by the first run after they end (or revoke them)",
         live.len(),
         live.len(),
         state::timestamp(last)

@@ -300,7 +300,7 @@ async fn an_over_limit_exact_fit_is_refused_before_any_write() {
     // What the operator reads: the counts, and the two ways out.
     assert_eq!(
         reason.to_string(),
-        "the selection needs 2,691 rules but only 999 of the vault's 1,000 are free (1 are held by rules tagfence keeps); select fewer tags or use --fit summarize"
+        "the selection needs 2,691 rules but only 999 of the firewall's 1,000 are free (1 are held by rules tagfence keeps); select fewer tags or use --fit summarize"
     );
     assert_eq!(vault_routes(&emulator, "kv-prod"), [Route::VaultGet]);
     emulator.shutdown().await;

@@ -211,7 +211,7 @@ fn the_nine_us_regions_do_not_fit_exactly_and_do_summarized() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out),
-        "tagfence: error: planning the firewall change: the selection needs 2,691 rules but only 1,000 of the vault's 1,000 are free; select fewer tags or use --fit summarize\n"
+        "tagfence: error: planning the firewall change: the selection needs 2,691 rules but only 1,000 of the firewall's 1,000 are free; select fewer tags or use --fit summarize\n"
     );
     assert!(out.stdout.is_empty());
 
@@ -290,7 +290,7 @@ fn errors_name_what_was_wrong_and_exit_2() {
         ),
         (
             &["--tag", "AzureDevOps", "--max-rules", "10"],
-            "tagfence: error: planning the firewall change: the selection needs 24 rules but only 10 of the vault's 10 are free; select fewer tags or use --fit summarize\n",
+            "tagfence: error: planning the firewall change: the selection needs 24 rules but only 10 of the firewall's 10 are free; select fewer tags or use --fit summarize\n",
         ),
         (&[], "tagfence: error: planning the firewall change: nothing selected: give at least one --tag or --static-rule\n"),
     ];
@@ -686,7 +686,7 @@ fn plan_live_reads_any_kind_by_its_type_and_caps_the_rules_at_its_limit() {
         if limit == 100 {
             assert_eq!(out.status.code(), Some(2), "{live}");
             assert!(
-                stderr(&out).contains(" of the vault's 100 are free"),
+                stderr(&out).contains(" of the firewall's 100 are free"),
                 "{}",
                 stderr(&out)
             );

@@ -2222,7 +2222,7 @@ async fn c6_a_grant_in_the_last_slot_delays_a_tag_update_until_it_ends_and_says_
         "the grant is kept: {text}"
     );
     assert!(
-        text.contains("1 live just-in-time grant(s) hold 1 of the vault's rules until"),
+        text.contains("1 live just-in-time grant(s) hold 1 of the firewall's rules until"),
         "the refusal names the grant holding the room: {text}"
     );
     w.clock.advance(Duration::from_secs(601));

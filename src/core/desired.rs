@@ -166,7 +166,7 @@ pub enum DesireError {
     #[error("nothing selected: give at least one --tag or --static-rule")]
     NothingSelected,
     #[error(
-        "the selection needs {} rules but only {} of the vault's {} are free{}; select fewer tags or use --fit summarize",
+        "the selection needs {} rules but only {} of the firewall's {} are free{}; select fewer tags or use --fit summarize",
         crate::core::text::count(*.count), crate::core::text::count(*.available), crate::core::text::count(*.limit), kept_note(*.kept)
     )]
     DoesNotFit {
@@ -175,7 +175,7 @@ pub enum DesireError {
         limit: usize,
         kept: usize,
     },
-    #[error("the static rules alone need {} rules but only {} of the vault's {} are free", crate::core::text::count(*.count), crate::core::text::count(*.available), crate::core::text::count(*.limit))]
+    #[error("the static rules alone need {} rules but only {} of the firewall's {} are free", crate::core::text::count(*.count), crate::core::text::count(*.available), crate::core::text::count(*.limit))]
     StaticRulesDoNotFit {
         count: usize,
         available: usize,
@@ -733,7 +733,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "the selection needs 6 rules but only 4 of the vault's 5 are free (1 are held by rules tagfence keeps); select fewer tags or use --fit summarize"
+            "the selection needs 6 rules but only 4 of the firewall's 5 are free (1 are held by rules tagfence keeps); select fewer tags or use --fit summarize"
         );
     }
 
