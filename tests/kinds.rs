@@ -8,73 +8,11 @@ mod support;
 
 use serde_json::{json, Value};
 use support::host::HostDouble;
+use support::kinds::{registry, registry_id, storage, storage_id};
 use support::*;
 use tagfence_emulator::{Emulator, Route};
 
 const PERSON: &str = "52.174.10.21";
-
-fn storage_id(name: &str) -> String {
-    format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Storage/storageAccounts/{name}")
-}
-
-fn registry_id(name: &str) -> String {
-    format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.ContainerRegistry/registries/{name}")
-}
-
-/// A storage account as ARM returns it: a person's rule, a vnet rule, a resource instance rule,
-/// `Deny` with logging and metrics let through.
-fn storage(name: &str, ip_rules: &[&str]) -> Value {
-    json!({
-        "id": storage_id(name),
-        "name": name,
-        "type": "Microsoft.Storage/storageAccounts",
-        "location": "westeurope",
-        "kind": "StorageV2",
-        "sku": {"name": "Standard_LRS", "tier": "Standard"},
-        "tags": {},
-        "properties": {
-            "publicNetworkAccess": "Enabled",
-            "minimumTlsVersion": "TLS1_2",
-            "allowSharedKeyAccess": false,
-            "networkAcls": {
-                "bypass": "AzureServices, Logging, Metrics",
-                "virtualNetworkRules": [{
-                    "id": format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-net/providers/Microsoft.Network/virtualNetworks/vnet-agents/subnets/{name}"),
-                    "action": "Allow",
-                    "state": "Succeeded"
-                }],
-                "resourceAccessRules": [{
-                    "tenantId": "00000000-0000-0000-0000-0000000000aa",
-                    "resourceId": format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-data/providers/Microsoft.Synapse/workspaces/syn-{name}")
-                }],
-                "ipRules": ip_rules.iter().map(|r| json!({"value": r, "action": "Allow"})).collect::<Vec<_>>(),
-                "defaultAction": "Deny"
-            }
-        }
-    })
-}
-
-/// A container registry of `sku` as ARM returns it.
-fn registry(name: &str, sku: &str, ip_rules: &[&str]) -> Value {
-    json!({
-        "id": registry_id(name),
-        "name": name,
-        "type": "Microsoft.ContainerRegistry/registries",
-        "location": "westeurope",
-        "sku": {"name": sku, "tier": sku},
-        "tags": {},
-        "properties": {
-            "loginServer": format!("{name}.azurecr.io"),
-            "adminUserEnabled": false,
-            "publicNetworkAccess": "Enabled",
-            "networkRuleBypassOptions": "AzureServices",
-            "networkRuleSet": {
-                "defaultAction": "Deny",
-                "ipRules": ip_rules.iter().map(|r| json!({"action": "Allow", "value": r})).collect::<Vec<_>>()
-            }
-        }
-    })
-}
 
 fn firewall<'a>(resource: &'a Value, property: &str) -> &'a Value {
     &resource["properties"][property]

@@ -6,6 +6,7 @@
 pub mod azurite;
 pub mod grants;
 pub mod host;
+pub mod kinds;
 pub mod observe;
 
 use std::path::{Path, PathBuf};
