@@ -1679,7 +1679,7 @@ async fn c5_bodies_ttls_and_reasons_are_checked_and_named() {
             "unknown field",
         ),
         (
-            json!({"vault": v, "ip": OUTSIDE, "Resource": v}),
+            json!({"vault": v, "ip": OUTSIDE, "Vault": v}),
             "unknown field",
         ),
         (json!({"vault": v, "ip": "52.174.030.1"}), "ip"),

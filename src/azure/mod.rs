@@ -8,7 +8,7 @@
 //!   `Retry-After`, a timeout per attempt and per call, a bearer token that is never sent over
 //!   plain HTTP except to a loopback emulator), and the error type.
 //! - [`arm`]: GET/PATCH of a firewalled resource, the Service Tag Discovery API and Resource Graph.
-//! - [`kinds`]: each firewall kind's api-version, role actions and names in Resource Graph and
+//! - [`kinds`]: each firewall kind's api-version and its names in Resource Graph and
 //!   Event Grid.
 //! - [`budget`]: ARM's read and write budgets and Resource Graph's quota, kept on the client side.
 //! - [`index`]: the firewalls of many vaults from one Resource Graph query.

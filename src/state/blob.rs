@@ -4,7 +4,7 @@
 //!
 //! The per-vault lock is a lease on a small lock blob: 60 s, renewed every 20 s while the vault
 //! is reconciled, released at the end; if the process dies, the lease lapses within a minute and
-//! the next run takes over (Key Vault has no ETags: the `Resource` model in
+//! the next run takes over (Key Vault has no ETags: the `Vault` model in
 //! Azure/azure-rest-api-specs' `keyvault.json` has no `etag` and its operations take no `If-Match`,
 //! so tagfence must be the single writer of a vault). Before writing a vault the holder renews the
 //! lease once more ([`Lock::confirm`]): Blob storage answers 409 to a lease id that is no longer

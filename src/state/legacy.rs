@@ -1,4 +1,4 @@
-//! Resource documents of the formats before the current one, exactly as those versions wrote
+//! Vault (resource) records of the formats before the current one, exactly as those versions wrote
 //! them, and their upgrade.
 //!
 //! Formats 1 and 2 wrote `applied.desired` with the core's serde derive of its desired rules of
