@@ -138,6 +138,20 @@ fn object_entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<S
     }
 }
 
+/// An IP rule entry as Storage and Container Registry store it: `action` is `Allow`, added when
+/// missing; `Err` with the action given when it is anything else (the only action either takes).
+pub(crate) fn with_allow_action(entry: &Map<String, Value>) -> Result<Value, Value> {
+    let mut stored = entry.clone();
+    match entry.get("action") {
+        None | Some(Value::Null) => {
+            stored.insert("action".to_owned(), Value::String("Allow".to_owned()));
+        }
+        Some(Value::String(action)) if action.eq_ignore_ascii_case("Allow") => {}
+        Some(other) => return Err(other.clone()),
+    }
+    Ok(Value::Object(stored))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ use axum::http::StatusCode;
 use serde_json::{Map, Value};
 
 use crate::error::ArmError;
+use crate::firewall;
 use crate::ipv4::{forbidden_range, parse_ipv4_rule, RuleProblem};
 use crate::writes::{merge_patch, Stamp};
 
@@ -155,20 +156,12 @@ fn check_ip_rule(index: usize, rule: &Value) -> Result<Value, ArmError> {
             format!("{value} belongs to forbidden range {range}"),
         ));
     }
-    let mut stored = object.clone();
-    match object.get("action") {
-        None | Some(Value::Null) => {
-            stored.insert("action".to_owned(), Value::String("Allow".to_owned()));
-        }
-        Some(Value::String(action)) if action.eq_ignore_ascii_case("Allow") => {}
-        Some(other) => {
-            return Err(invalid(
-                &format!("{at}.action"),
-                format!("{other} is not Allow, the only action of an IP rule"),
-            ))
-        }
-    }
-    Ok(Value::Object(stored))
+    firewall::with_allow_action(object).map_err(|other| {
+        invalid(
+            &format!("{at}.action"),
+            format!("{other} is not Allow, the only action of an IP rule"),
+        )
+    })
 }
 
 #[cfg(test)]

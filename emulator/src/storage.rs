@@ -194,20 +194,12 @@ fn check_ip_rule(index: usize, rule: &Value) -> Result<Value, ArmError> {
             format!("{value} belongs to forbidden range {range}"),
         ));
     }
-    let mut stored = object.clone();
-    match object.get("action") {
-        None | Some(Value::Null) => {
-            stored.insert("action".to_owned(), Value::String("Allow".to_owned()));
-        }
-        Some(Value::String(action)) if action.eq_ignore_ascii_case("Allow") => {}
-        Some(other) => {
-            return Err(refused(
-                &format!("networkAcls.ipRule[{index}].action"),
-                format!("{other} is not Allow, the only action of an IP rule"),
-            ))
-        }
-    }
-    Ok(Value::Object(stored))
+    firewall::with_allow_action(object).map_err(|other| {
+        refused(
+            &format!("networkAcls.ipRule[{index}].action"),
+            format!("{other} is not Allow, the only action of an IP rule"),
+        )
+    })
 }
 
 #[cfg(test)]
