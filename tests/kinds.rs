@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::{json, Value};
 use support::host::HostDouble;
-use support::kinds::{registry, registry_id, storage, storage_id};
+use support::kinds::{outcomes, registry, registry_id, report_of, storage, storage_id, tagged};
 use support::*;
 use tagfence_emulator::{Emulator, Route};
 
@@ -31,11 +31,6 @@ fn writes(emulator: &Emulator, route: Route) -> usize {
         .iter()
         .filter(|r| r.route == route)
         .count()
-}
-
-fn report_of(output: &std::process::Output) -> Value {
-    serde_json::from_str(&stdout(output))
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(output), stderr(output)))
 }
 
 async fn apply(emulator: &Emulator, args: &[&str]) -> (std::process::Output, Value) {
@@ -242,11 +237,6 @@ async fn a_premium_registry_is_written_under_its_network_rule_set_and_a_standard
     emulator.shutdown().await;
 }
 
-fn tagged(mut resource: Value, value: &str) -> Value {
-    resource["tags"] = json!({"tagfence": value});
-    resource
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_finds_every_kind_in_one_query() {
     let emulator = start(emulator_config(vec![
@@ -258,19 +248,7 @@ async fn discovery_finds_every_kind_in_one_query() {
     .await;
     let (output, report) = apply(&emulator, &["--discover-subscription", SUBSCRIPTION]).await;
     assert!(output.status.success(), "{}", stderr(&output));
-    let mut found: Vec<(String, String, String)> = report["vaults"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            (
-                v["name"].as_str().unwrap().to_owned(),
-                v["kind"].as_str().unwrap().to_owned(),
-                v["outcome"]["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    found.sort();
+    let found = outcomes(&report);
     assert_eq!(
         found,
         vec![

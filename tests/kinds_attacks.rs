@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::host::HostDouble;
-use support::kinds::{registry, registry_id, storage, storage_id};
+use support::kinds::{outcomes, registry, registry_id, report_of, storage, storage_id, tagged};
 use support::*;
 use tagfence_emulator::{Emulator, Fault, FaultKind, Route};
 
@@ -26,11 +26,6 @@ const RG: &str = RESOURCE_GROUP;
 // ---------------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------------
-
-fn tagged(mut resource: Value, value: &str) -> Value {
-    resource["tags"] = json!({ "tagfence": value });
-    resource
-}
 
 fn located(mut resource: Value, location: &str) -> Value {
     resource["location"] = json!(location);
@@ -83,11 +78,6 @@ fn fault(route: Route, name: &str, kind: FaultKind, count: u32) -> Fault {
 
 fn pass() -> FaultKind {
     FaultKind::Delay { ms: 0 }
-}
-
-fn report_of(output: &Output) -> Value {
-    serde_json::from_str(&stdout(output))
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(output), stderr(output)))
 }
 
 async fn apply(emulator: &Emulator, args: &[&str]) -> (Output, Value) {
@@ -1339,23 +1329,6 @@ async fn an_id_spelled_in_lower_case_keeps_its_kind() {
 // ---------------------------------------------------------------------------------------------
 // Claim 5: discovery and kinds
 // ---------------------------------------------------------------------------------------------
-
-fn outcomes(report: &Value) -> Vec<(String, String, String)> {
-    let mut found: Vec<(String, String, String)> = report["vaults"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            (
-                v["name"].as_str().unwrap().to_owned(),
-                v["kind"].as_str().unwrap().to_owned(),
-                v["outcome"]["status"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    found.sort();
-    found
-}
 
 fn triple(name: &str, kind: &str, status: &str) -> (String, String, String) {
     (name.to_owned(), kind.to_owned(), status.to_owned())

@@ -1,9 +1,10 @@
 //! What the tests of storage accounts and registries share (`tests/kinds.rs`,
-//! `tests/kinds_attacks.rs`): their ids and the resources as ARM returns them.
+//! `tests/kinds_attacks.rs`): their ids, the resources as ARM returns them, and how a run's
+//! JSON report is read.
 
 use serde_json::{json, Value};
 
-use super::{RESOURCE_GROUP, SUBSCRIPTION};
+use super::{stderr, stdout, RESOURCE_GROUP, SUBSCRIPTION};
 
 pub fn storage_id(name: &str) -> String {
     format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Storage/storageAccounts/{name}")
@@ -67,4 +68,34 @@ pub fn registry(name: &str, sku: &str, ip_rules: &[&str]) -> Value {
             }
         }
     })
+}
+
+/// `resource` with the discovery tag `tagfence` set to `value`.
+pub fn tagged(mut resource: Value, value: &str) -> Value {
+    resource["tags"] = json!({ "tagfence": value });
+    resource
+}
+
+/// A run's JSON report on stdout (the run's stdout and stderr in the panic when it is none).
+pub fn report_of(output: &std::process::Output) -> Value {
+    serde_json::from_str(&stdout(output))
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(output), stderr(output)))
+}
+
+/// Each resource of a report as (name, kind, outcome status), sorted.
+pub fn outcomes(report: &Value) -> Vec<(String, String, String)> {
+    let mut found: Vec<(String, String, String)> = report["vaults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_owned(),
+                v["kind"].as_str().unwrap().to_owned(),
+                v["outcome"]["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
 }
