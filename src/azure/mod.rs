@@ -228,16 +228,6 @@ impl fmt::Display for ResourceId {
 }
 
 impl ResourceId {
-    /// A Key Vault's id.
-    pub fn vault(subscription: &str, resource_group: &str, name: &str) -> Self {
-        ResourceId {
-            kind: Kind::KeyVault,
-            subscription: subscription.to_owned(),
-            resource_group: resource_group.to_owned(),
-            name: name.to_owned(),
-        }
-    }
-
     /// How reports name it: the name, and the kind for any but a Key Vault (which reports named
     /// before there were kinds, and whose lines stay as they were): `kv-prod`,
     /// `stprod (storage account)`.

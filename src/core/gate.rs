@@ -708,7 +708,7 @@ mod tests {
     }
 
     fn read(doc: Value) -> LiveAcl {
-        LiveAcl::from_vault_value(&doc).unwrap()
+        LiveAcl::read(Kind::KeyVault, &doc).unwrap()
     }
 
     fn vault(ip_rules: &[&str]) -> LiveAcl {

@@ -161,14 +161,6 @@ impl LiveAcl {
         LiveAcl::read(Kind::KeyVault, &parse_document(bytes)?)
     }
 
-    /// [`LiveAcl::from_vault_json`] for a parsed document.
-    ///
-    /// # Errors
-    /// [`LiveError::NotAResource`] when it is not a vault resource.
-    pub fn from_vault_value(doc: &Value) -> Result<LiveAcl, LiveError> {
-        LiveAcl::read(Kind::KeyVault, doc)
-    }
-
     /// Reads a document of `kind` as ARM's `GET` of the resource returns it. A document that
     /// lacks fields is read (see [`LiveAcl::missing`]); one that is plainly something else — an
     /// ARM error body, a list response, an API example file, another resource type — is refused.
